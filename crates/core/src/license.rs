@@ -1,0 +1,341 @@
+//! License terms: how many seats a license has, who holds reserved seats and how long sessions
+//! live. Terms are built from a create request or by applying a patch, and are always valid.
+
+use std::collections::BTreeSet;
+
+use leasehold_proto::{CreateLicense, OnFull, PatchLicense};
+
+use crate::error::{RuleError, RuleResult};
+use crate::names::{Username, ValidatedId};
+use crate::plans::PlanCatalog;
+
+/// Default sliding inactivity timeout of sessions: 20 minutes.
+pub const DEFAULT_INACTIVITY_TIMEOUT_SECS: u64 = 1200;
+/// Default absolute lifetime of service sessions: 1 hour.
+pub const DEFAULT_SERVICE_LIFETIME_SECS: u64 = 3600;
+/// Upper bound of any timeout: 10 years, so that expiry arithmetic never overflows.
+pub const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Upper bound of seats of one license.
+pub const MAX_SEATS: u32 = 10_000_000;
+
+/// Where the seat count comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatSpec {
+    Direct(u32),
+    Plan { plan: String, extra_seats: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseTerms {
+    pub product: String,
+    pub seat_spec: SeatSpec,
+    /// Effective seats, resolved from `seat_spec` against the plan catalog.
+    pub seats: u32,
+    pub reserved: BTreeSet<Username>,
+    pub inactivity_timeout_secs: u64,
+    pub service_session_lifetime_secs: u64,
+    pub interactive_session_lifetime_secs: Option<u64>,
+    pub on_full: OnFull,
+}
+
+fn count(field: &str, value: i64, min: i64) -> RuleResult<u32> {
+    if value < min || value > i64::from(MAX_SEATS) {
+        return Err(RuleError::Invalid(format!(
+            "{field} must be between {min} and {MAX_SEATS}, got {value}"
+        )));
+    }
+    Ok(value as u32)
+}
+
+fn timeout(field: &str, value: i64) -> RuleResult<u64> {
+    if value < 1 || value as u64 > MAX_TIMEOUT_SECS {
+        return Err(RuleError::Invalid(format!(
+            "{field} must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {value}"
+        )));
+    }
+    Ok(value as u64)
+}
+
+fn reserved_set(names: &[String]) -> RuleResult<BTreeSet<Username>> {
+    let mut set = BTreeSet::new();
+    for name in names {
+        let user = Username::parse(name)?;
+        if !set.insert(user) {
+            return Err(RuleError::Invalid(format!(
+                "reserved user {name:?} is listed twice"
+            )));
+        }
+    }
+    Ok(set)
+}
+
+impl LicenseTerms {
+    pub fn from_create(req: &CreateLicense, plans: &PlanCatalog) -> RuleResult<Self> {
+        let seat_spec = match (&req.plan, req.seats) {
+            (Some(_), Some(_)) => {
+                return Err(RuleError::Invalid(
+                    "give either seats or plan (+ extra_seats), not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(RuleError::Invalid(
+                    "a license needs seats, or a plan (+ extra_seats)".into(),
+                ))
+            }
+            (None, Some(seats)) => {
+                if req.extra_seats.is_some() {
+                    return Err(RuleError::Invalid(
+                        "extra_seats applies only to a license on a plan".into(),
+                    ));
+                }
+                SeatSpec::Direct(count("seats", seats, 1)?)
+            }
+            (Some(plan), None) => SeatSpec::Plan {
+                plan: plan.clone(),
+                extra_seats: count("extra_seats", req.extra_seats.unwrap_or(0), 0)?,
+            },
+        };
+        let terms = LicenseTerms {
+            product: ValidatedId::parse("product", &req.product)?.into_string(),
+            seats: 0,
+            seat_spec,
+            reserved: reserved_set(&req.reserved)?,
+            inactivity_timeout_secs: req
+                .inactivity_timeout_secs
+                .map(|v| timeout("inactivity_timeout_secs", v))
+                .transpose()?
+                .unwrap_or(DEFAULT_INACTIVITY_TIMEOUT_SECS),
+            service_session_lifetime_secs: req
+                .service_session_lifetime_secs
+                .map(|v| timeout("service_session_lifetime_secs", v))
+                .transpose()?
+                .unwrap_or(DEFAULT_SERVICE_LIFETIME_SECS),
+            interactive_session_lifetime_secs: req
+                .interactive_session_lifetime_secs
+                .map(|v| timeout("interactive_session_lifetime_secs", v))
+                .transpose()?,
+            on_full: req.on_full.unwrap_or_default(),
+        };
+        terms.resolved(plans)
+    }
+
+    /// Applies a patch; the result is validated as a whole (e.g. reserved users <= seats).
+    pub fn apply_patch(&self, patch: &PatchLicense, plans: &PlanCatalog) -> RuleResult<Self> {
+        let mut next = self.clone();
+        if let Some(product) = &patch.product {
+            next.product = ValidatedId::parse("product", product)?.into_string();
+        }
+        match (&patch.plan, patch.seats) {
+            (Some(_), Some(_)) => {
+                return Err(RuleError::Invalid(
+                    "give either seats or plan (+ extra_seats), not both".into(),
+                ))
+            }
+            (None, Some(seats)) => {
+                if patch.extra_seats.is_some() {
+                    return Err(RuleError::Invalid(
+                        "extra_seats applies only to a license on a plan".into(),
+                    ));
+                }
+                next.seat_spec = SeatSpec::Direct(count("seats", seats, 1)?);
+            }
+            (Some(plan), None) => {
+                let extra = match (patch.extra_seats, &self.seat_spec) {
+                    (Some(extra), _) => count("extra_seats", extra, 0)?,
+                    (None, SeatSpec::Plan { extra_seats, .. }) => *extra_seats,
+                    (None, SeatSpec::Direct(_)) => 0,
+                };
+                next.seat_spec = SeatSpec::Plan {
+                    plan: plan.clone(),
+                    extra_seats: extra,
+                };
+            }
+            (None, None) => {
+                if let Some(extra) = patch.extra_seats {
+                    match &mut next.seat_spec {
+                        SeatSpec::Plan { extra_seats, .. } => {
+                            *extra_seats = count("extra_seats", extra, 0)?
+                        }
+                        SeatSpec::Direct(_) => {
+                            return Err(RuleError::Invalid(
+                                "extra_seats applies only to a license on a plan".into(),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(reserved) = &patch.reserved {
+            next.reserved = reserved_set(reserved)?;
+        }
+        if let Some(v) = patch.inactivity_timeout_secs {
+            next.inactivity_timeout_secs = timeout("inactivity_timeout_secs", v)?;
+        }
+        if let Some(v) = patch.service_session_lifetime_secs {
+            next.service_session_lifetime_secs = timeout("service_session_lifetime_secs", v)?;
+        }
+        if let Some(v) = patch.interactive_session_lifetime_secs {
+            next.interactive_session_lifetime_secs =
+                Some(timeout("interactive_session_lifetime_secs", v)?);
+        }
+        if let Some(on_full) = patch.on_full {
+            next.on_full = on_full;
+        }
+        next.resolved(plans)
+    }
+
+    /// Resolves the effective seat count and checks the terms as a whole.
+    fn resolved(mut self, plans: &PlanCatalog) -> RuleResult<Self> {
+        self.seats = match &self.seat_spec {
+            SeatSpec::Direct(seats) => *seats,
+            SeatSpec::Plan { plan, extra_seats } => {
+                let p = plans.get(plan)?;
+                let requested = p.base_seats.saturating_add(*extra_seats);
+                if requested > p.max_seats {
+                    return Err(RuleError::PlanCapExceeded {
+                        plan: plan.clone(),
+                        cap: p.max_seats,
+                        requested,
+                    });
+                }
+                requested
+            }
+        };
+        if self.seats == 0 {
+            return Err(RuleError::Invalid("a license needs at least one seat".into()));
+        }
+        if self.reserved.len() as u64 > u64::from(self.seats) {
+            return Err(RuleError::Invalid(format!(
+                "{} reserved users do not fit in {} seats",
+                self.reserved.len(),
+                self.seats
+            )));
+        }
+        Ok(self)
+    }
+
+    pub fn plan(&self) -> Option<&str> {
+        match &self.seat_spec {
+            SeatSpec::Plan { plan, .. } => Some(plan),
+            SeatSpec::Direct(_) => None,
+        }
+    }
+
+    pub fn extra_seats(&self) -> u32 {
+        match &self.seat_spec {
+            SeatSpec::Plan { extra_seats, .. } => *extra_seats,
+            SeatSpec::Direct(_) => 0,
+        }
+    }
+
+    /// How often a client should heartbeat: a third of the inactivity timeout, at least 1 s.
+    pub fn heartbeat_interval_secs(&self) -> u64 {
+        (self.inactivity_timeout_secs / 3).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_proto::LicenseModel;
+
+    fn create(seats: Option<i64>, plan: Option<&str>, extra: Option<i64>) -> CreateLicense {
+        CreateLicense {
+            account_id: "acc".into(),
+            product: "cad".into(),
+            model: LicenseModel::ConcurrentSessions,
+            seats,
+            plan: plan.map(str::to_owned),
+            extra_seats: extra,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plan_seats_are_base_plus_extra() {
+        let plans = PlanCatalog::default();
+        let t = LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(4)), &plans)
+            .unwrap();
+        assert_eq!(t.seats, 7);
+        let t = LicenseTerms::from_create(&create(None, Some("small-business-advanced"), None), &plans)
+            .unwrap();
+        assert_eq!(t.seats, 5);
+    }
+
+    #[test]
+    fn plan_cap_refuses_extra_seats_above_it() {
+        let plans = PlanCatalog::default();
+        let ok = LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(32)), &plans);
+        assert_eq!(ok.unwrap().seats, 35);
+        let err =
+            LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(33)), &plans);
+        assert_eq!(
+            err,
+            Err(RuleError::PlanCapExceeded {
+                plan: "small-business-basic".into(),
+                cap: 35,
+                requested: 36
+            })
+        );
+        // The cap also holds when extra seats are added later.
+        let t = LicenseTerms::from_create(&create(None, Some("small-business-advanced"), None), &plans)
+            .unwrap();
+        let patch = PatchLicense {
+            extra_seats: Some(31),
+            ..Default::default()
+        };
+        assert!(matches!(
+            t.apply_patch(&patch, &plans),
+            Err(RuleError::PlanCapExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_negative_and_ambiguous_seats_are_invalid() {
+        let plans = PlanCatalog::default();
+        for req in [
+            create(Some(0), None, None),
+            create(Some(-3), None, None),
+            create(None, None, None),
+            create(Some(3), Some("small-business-basic"), None),
+            create(Some(3), None, Some(1)),
+            create(None, Some("small-business-basic"), Some(-1)),
+        ] {
+            assert!(matches!(
+                LicenseTerms::from_create(&req, &plans),
+                Err(RuleError::Invalid(_))
+            ));
+        }
+        assert_eq!(
+            LicenseTerms::from_create(&create(None, Some("gold"), None), &plans),
+            Err(RuleError::UnknownPlan("gold".into()))
+        );
+    }
+
+    #[test]
+    fn reserved_users_must_fit_in_the_seats_and_be_distinct() {
+        let plans = PlanCatalog::default();
+        let mut req = create(Some(1), None, None);
+        req.reserved = vec!["a".into(), "b".into()];
+        assert!(LicenseTerms::from_create(&req, &plans).is_err());
+        req.seats = Some(2);
+        assert!(LicenseTerms::from_create(&req, &plans).is_ok());
+        req.reserved = vec!["a".into(), "a".into()];
+        assert!(LicenseTerms::from_create(&req, &plans).is_err());
+    }
+
+    #[test]
+    fn timeouts_accept_one_second_and_refuse_zero() {
+        let plans = PlanCatalog::default();
+        let mut req = create(Some(1), None, None);
+        req.inactivity_timeout_secs = Some(1);
+        let t = LicenseTerms::from_create(&req, &plans).unwrap();
+        assert_eq!(t.inactivity_timeout_secs, 1);
+        assert_eq!(t.heartbeat_interval_secs(), 1);
+        req.inactivity_timeout_secs = Some(0);
+        assert!(LicenseTerms::from_create(&req, &plans).is_err());
+        let t = LicenseTerms::from_create(&create(Some(1), None, None), &plans).unwrap();
+        assert_eq!(t.inactivity_timeout_secs, 1200);
+        assert_eq!(t.service_session_lifetime_secs, 3600);
+    }
+}

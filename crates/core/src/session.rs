@@ -1,0 +1,169 @@
+//! The life of one session: when it expires, what a heartbeat does, why it ended.
+//!
+//! ```text
+//!   open ──► Live ──heartbeat (now < expires_at)──► Live (expires_at slides, capped by hard_end)
+//!             │
+//!             ├─ logout / revoke ─────────────────► Ended(logout | revoked)
+//!             └─ now >= expires_at ───────────────► Ended(inactivity | lifetime)
+//! ```
+//! `expires_at = min(last_seen + inactivity_timeout, hard_end)`, where `hard_end` is the absolute
+//! lifetime end (always set for service sessions, optional for interactive ones). A heartbeat at
+//! or after `expires_at` fails and never resurrects the session.
+
+use leasehold_proto::{EndReason, UserKind};
+
+use crate::clock::Timestamp;
+use crate::error::{RuleError, RuleResult};
+use crate::license::LicenseTerms;
+
+/// The timing state of a live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClock {
+    pub opened_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Absolute end of life, if the session has one.
+    pub hard_end: Option<Timestamp>,
+}
+
+/// Whether a session is live or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Live,
+    Ended(EndReason),
+}
+
+impl SessionClock {
+    /// Timing of a session opened at `now` under `terms`.
+    pub fn open(kind: UserKind, terms: &LicenseTerms, now: Timestamp) -> Self {
+        let hard_end = match kind {
+            UserKind::Service => Some(now.plus_secs(terms.service_session_lifetime_secs)),
+            UserKind::Interactive => terms
+                .interactive_session_lifetime_secs
+                .map(|secs| now.plus_secs(secs)),
+        };
+        SessionClock {
+            opened_at: now,
+            expires_at: Self::slide(now, terms, hard_end),
+            hard_end,
+        }
+    }
+
+    fn slide(now: Timestamp, terms: &LicenseTerms, hard_end: Option<Timestamp>) -> Timestamp {
+        let idle_end = now.plus_secs(terms.inactivity_timeout_secs);
+        match hard_end {
+            Some(end) => idle_end.min(end),
+            None => idle_end,
+        }
+    }
+
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        now < self.expires_at
+    }
+
+    /// Why the session ends when it reaches `expires_at`.
+    pub fn expiry_reason(&self) -> EndReason {
+        match self.hard_end {
+            Some(end) if self.expires_at >= end => EndReason::Lifetime,
+            _ => EndReason::Inactivity,
+        }
+    }
+
+    /// Records activity at `now`: slides the inactivity window, never past `hard_end`.
+    /// Fails with the end reason when the session has already expired.
+    pub fn heartbeat(&mut self, terms: &LicenseTerms, now: Timestamp) -> RuleResult<Timestamp> {
+        if !self.is_live(now) {
+            return Err(RuleError::SessionEnded(self.expiry_reason()));
+        }
+        self.expires_at = Self::slide(now, terms, self.hard_end);
+        Ok(self.expires_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plans::PlanCatalog;
+    use leasehold_proto::{CreateLicense, LicenseModel};
+
+    const T0: Timestamp = Timestamp::from_secs(1_800_000_000);
+
+    fn terms(inactivity: i64, service_lifetime: i64) -> LicenseTerms {
+        let req = CreateLicense {
+            account_id: "a".into(),
+            product: "p".into(),
+            model: LicenseModel::ConcurrentSessions,
+            seats: Some(2),
+            inactivity_timeout_secs: Some(inactivity),
+            service_session_lifetime_secs: Some(service_lifetime),
+            ..Default::default()
+        };
+        LicenseTerms::from_create(&req, &PlanCatalog::default()).unwrap()
+    }
+
+    #[test]
+    fn an_idle_interactive_session_expires_after_the_inactivity_timeout() {
+        let t = terms(1200, 3600);
+        let s = SessionClock::open(UserKind::Interactive, &t, T0);
+        assert_eq!(s.expires_at, T0.plus_secs(1200));
+        assert!(s.is_live(T0.plus_secs(1199)));
+        assert!(!s.is_live(T0.plus_secs(1200)));
+        assert_eq!(s.expiry_reason(), EndReason::Inactivity);
+    }
+
+    #[test]
+    fn heartbeats_slide_the_inactivity_window() {
+        let t = terms(60, 3600);
+        let mut s = SessionClock::open(UserKind::Interactive, &t, T0);
+        let mut now = T0;
+        // Walk 10 minutes forward in 50 s steps: the session stays live throughout.
+        for _ in 0..12 {
+            now = now.plus_secs(50);
+            assert_eq!(s.heartbeat(&t, now), Ok(now.plus_secs(60)));
+        }
+        assert!(s.is_live(now.plus_secs(59)));
+        assert!(!s.is_live(now.plus_secs(60)));
+    }
+
+    #[test]
+    fn service_sessions_end_at_their_lifetime_despite_heartbeats() {
+        let t = terms(600, 3600);
+        let mut s = SessionClock::open(UserKind::Service, &t, T0);
+        let mut now = T0;
+        for _ in 0..11 {
+            now = now.plus_secs(300);
+            s.heartbeat(&t, now).unwrap();
+        }
+        // 3300 s in: the window would slide to 3900 s but is capped at the 3600 s lifetime.
+        assert_eq!(s.expires_at, T0.plus_secs(3600));
+        assert_eq!(s.expiry_reason(), EndReason::Lifetime);
+        assert_eq!(
+            s.heartbeat(&t, T0.plus_secs(3600)),
+            Err(RuleError::SessionEnded(EndReason::Lifetime))
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_after_expiry_fails_and_does_not_resurrect() {
+        let t = terms(30, 3600);
+        let mut s = SessionClock::open(UserKind::Interactive, &t, T0);
+        let late = T0.plus_secs(31);
+        assert_eq!(
+            s.heartbeat(&t, late),
+            Err(RuleError::SessionEnded(EndReason::Inactivity))
+        );
+        assert_eq!(s.expires_at, T0.plus_secs(30));
+        assert!(!s.is_live(late));
+        // A second try is refused the same way.
+        assert!(s.heartbeat(&t, late.plus_secs(1)).is_err());
+    }
+
+    #[test]
+    fn interactive_sessions_may_have_an_optional_lifetime() {
+        let mut t = terms(60, 3600);
+        t.interactive_session_lifetime_secs = Some(100);
+        let mut s = SessionClock::open(UserKind::Interactive, &t, T0);
+        s.heartbeat(&t, T0.plus_secs(50)).unwrap();
+        assert_eq!(s.expires_at, T0.plus_secs(100));
+        assert_eq!(s.expiry_reason(), EndReason::Lifetime);
+    }
+}

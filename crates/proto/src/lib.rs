@@ -1,0 +1,489 @@
+//! Wire types of the Leasehold seat protocol v1: request and response bodies and the error body,
+//! shared by the server, the Rust SDK and the CLI so that all three agree on every field.
+//!
+//! Times are RFC 3339 UTC strings on the wire (`time::OffsetDateTime` here). Request bodies
+//! reject unknown fields so that a typo is a clear 400/422 instead of a silently ignored option.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Stable error codes. The string form (snake_case) is what clients match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 401: no token, or a token the server does not know.
+    Unauthorized,
+    /// 403: the token is valid but may not do this.
+    Forbidden,
+    /// 404: no such resource (or not visible to this caller).
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 400/422: the request is malformed or breaks a rule of the input.
+    InvalidRequest,
+    /// 413: the body is larger than the server accepts.
+    PayloadTooLarge,
+    /// 409: every seat of the license is taken.
+    NoSeatAvailable,
+    /// 409: a plan's cap on seats would be exceeded.
+    PlanCapExceeded,
+    /// 409: the resource already exists or conflicts with another.
+    Conflict,
+    /// 410: the session has ended; `reason` says why.
+    SessionEnded,
+    /// 409: the user is inactive and may not open sessions.
+    UserInactive,
+    /// 409: all active-user slots of a `registered_users` license are taken.
+    ActiveUsersExhausted,
+    /// 403: the device is not activated on a `node_locked` license.
+    DeviceNotActivated,
+    /// 409: the license is outside its validity window or suspended.
+    LicenseNotActive,
+    /// 503: the storage backend cannot be reached.
+    StoreUnavailable,
+    /// 500: an internal error; the cause is in the server log.
+    Internal,
+    /// A code this version of the client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NoSeatAvailable => "no_seat_available",
+            ErrorCode::PlanCapExceeded => "plan_cap_exceeded",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::UserInactive => "user_inactive",
+            ErrorCode::ActiveUsersExhausted => "active_users_exhausted",
+            ErrorCode::DeviceNotActivated => "device_not_activated",
+            ErrorCode::LicenseNotActive => "license_not_active",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a session ended. Sent as `reason` with `session_ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Logout,
+    Revoked,
+    Inactivity,
+    Lifetime,
+    UserDeactivated,
+    LicenseExpired,
+    #[serde(other)]
+    Unknown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::Revoked => "revoked",
+            EndReason::Inactivity => "inactivity",
+            EndReason::Lifetime => "lifetime",
+            EndReason::UserDeactivated => "user_deactivated",
+            EndReason::LicenseExpired => "license_expired",
+            EndReason::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "logout" => EndReason::Logout,
+            "revoked" => EndReason::Revoked,
+            "inactivity" => EndReason::Inactivity,
+            "lifetime" => EndReason::Lifetime,
+            "user_deactivated" => EndReason::UserDeactivated,
+            "license_expired" => EndReason::LicenseExpired,
+            _ => return None,
+        })
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`, the body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// With `session_ended`: why the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<EndReason>,
+    /// With `no_seat_available` after waiting in a queue: the wait ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<bool>,
+}
+
+/// The licensing model of a license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseModel {
+    #[default]
+    ConcurrentSessions,
+}
+
+impl LicenseModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseModel::ConcurrentSessions => "concurrent_sessions",
+        }
+    }
+}
+
+/// What opening a session on a full license does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    #[default]
+    Deny,
+    Queue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    Interactive,
+    Service,
+}
+
+impl UserKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Interactive => "interactive",
+            UserKind::Service => "service",
+        }
+    }
+}
+
+/// `POST /v1/accounts`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    pub name: String,
+}
+
+/// 201 answer of `POST /v1/accounts`; `admin_token` is shown only here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AccountCreated {
+    pub id: String,
+    pub name: String,
+    pub admin_token: String,
+}
+
+/// `POST /v1/licenses`: seats are given either directly (`seats`) or by `plan` + `extra_seats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateLicense {
+    pub account_id: String,
+    pub product: String,
+    pub model: LicenseModel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_seats: Option<i64>,
+    #[serde(default)]
+    pub reserved: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactivity_timeout_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_session_lifetime_secs: Option<i64>,
+    /// Optional absolute lifetime of interactive sessions (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive_session_lifetime_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_full: Option<OnFull>,
+}
+
+/// `PATCH /v1/licenses/{id}`: every field is optional; absent fields keep their value.
+/// `plan: null` is not supported: to leave a plan, set `seats` directly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PatchLicense {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_seats: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactivity_timeout_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_session_lifetime_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive_session_lifetime_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_full: Option<OnFull>,
+}
+
+/// A license as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct License {
+    pub id: String,
+    pub account_id: String,
+    pub product: String,
+    pub model: LicenseModel,
+    /// Effective number of seats (from `plan` + `extra_seats` when a plan is set).
+    pub seats: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub extra_seats: u32,
+    pub reserved: Vec<String>,
+    pub inactivity_timeout_secs: u64,
+    pub service_session_lifetime_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive_session_lifetime_secs: Option<u64>,
+    pub on_full: OnFull,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    /// Present on `GET /v1/licenses/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Usage {
+    pub seats: u32,
+    pub in_use: u32,
+    pub available: u32,
+}
+
+/// `PUT /v1/accounts/{id}/users/{username}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutUser {
+    pub kind: UserKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct User {
+    pub account_id: String,
+    pub username: String,
+    pub kind: UserKind,
+    pub active: bool,
+    /// Service users only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Shown once, when the service user is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+}
+
+/// 201 answer of `POST /v1/accounts/{id}/users/{username}/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TokenCreated {
+    pub token: String,
+}
+
+/// `POST /v1/oauth/token`, form-encoded (RFC 6749 section 4.4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OAuthTokenRequest {
+    pub grant_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OAuthToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+/// `POST /v1/sessions`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OpenSession {
+    pub license_id: String,
+    pub device_id: String,
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Session {
+    pub id: String,
+    pub license_id: String,
+    pub username: String,
+    pub kind: UserKind,
+    pub device_id: String,
+    pub instance_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub opened_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: OffsetDateTime,
+    pub heartbeat_interval_secs: u64,
+    /// Signed lease (EdDSA JWT); present on open, absent in listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+}
+
+/// 200 answer of a heartbeat: the new expiry and a lease re-signed for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Heartbeat {
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+}
+
+/// 200 answer of `GET /v1/licenses/{id}/sessions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+}
+
+/// 200 answer of `GET /v1/licenses/{id}/usage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageReport {
+    pub license_id: String,
+    pub now: Usage,
+    /// Most sessions in use at once since `since`.
+    pub high_water: u32,
+    /// Fewest sessions in use at once since `since`.
+    pub low_water: u32,
+    /// Opens refused because the license was full, since `since`.
+    pub denials: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub since: OffsetDateTime,
+}
+
+/// Claims of a signed lease (the JWT payload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseClaims {
+    pub iss: String,
+    /// Username holding the session.
+    pub sub: String,
+    /// Session id.
+    pub sid: String,
+    /// License id.
+    pub lic: String,
+    pub kind: UserKind,
+    pub device_id: String,
+    pub instance_id: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: i64,
+    /// Expiry, seconds since the Unix epoch (the session's `expires_at` when signed).
+    pub exp: i64,
+}
+
+/// One key of `/.well-known/jwks.json` (RFC 8037 OKP key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_serialize_as_their_stable_strings() {
+        for code in [
+            ErrorCode::Unauthorized,
+            ErrorCode::NoSeatAvailable,
+            ErrorCode::SessionEnded,
+            ErrorCode::InvalidRequest,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn unknown_error_codes_decode_as_unknown() {
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"from_the_future","message":"x"}}"#).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn open_session_rejects_unknown_fields() {
+        let err = serde_json::from_str::<OpenSession>(
+            r#"{"license_id":"a","device_id":"b","instance_id":"c","bogus":1}"#,
+        );
+        assert!(err.is_err());
+    }
+}
