@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use leasehold_proto::{CreateLicense, OnFull, PatchLicense};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{RuleError, RuleResult};
 use crate::names::{Username, ValidatedId};
@@ -19,13 +20,14 @@ pub const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 3600;
 pub const MAX_SEATS: u32 = 10_000_000;
 
 /// Where the seat count comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SeatSpec {
     Direct(u32),
     Plan { plan: String, extra_seats: u32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseTerms {
     pub product: String,
     pub seat_spec: SeatSpec,

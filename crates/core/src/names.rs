@@ -1,10 +1,26 @@
 //! Parse-don't-validate newtypes for names and client-chosen identifiers.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{RuleError, RuleResult};
 
 /// A username: 1 to 64 characters of `A-Z a-z 0-9 . _ @ -`, not starting with a dot.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Username(String);
+
+impl TryFrom<String> for Username {
+    type Error = RuleError;
+    fn try_from(s: String) -> RuleResult<Self> {
+        Username::parse(&s)
+    }
+}
+
+impl From<Username> for String {
+    fn from(u: Username) -> String {
+        u.0
+    }
+}
 
 impl Username {
     pub fn parse(s: &str) -> RuleResult<Self> {

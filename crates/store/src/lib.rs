@@ -1,1 +1,91 @@
-//! placeholder
+//! Leasehold storage: the `Store` trait every backend implements, the records it stores, and the
+//! embedded SQLite backend (the zero-configuration default).
+//!
+//! Seat decisions are made *inside* the store, atomically, by calling the pure rules of
+//! `leasehold-core`: a backend is responsible for making "count live sessions, decide, insert"
+//! one indivisible step (a mutex over in-memory state for SQLite; row locks for PostgreSQL).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use leasehold_core::{RuleError, Timestamp};
+use leasehold_proto::EndReason;
+
+pub use records::*;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such record (404 `not_found`).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The record exists already (409 `conflict`).
+    #[error("{0}")]
+    Conflict(String),
+    /// A licensing rule refused the operation (mapped by the rule error's kind).
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// The backend cannot be reached or failed to persist (503 `store_unavailable`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Everything the server needs from storage.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- settings and credentials ----
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+    async fn put_credential(&self, credential: Credential) -> StoreResult<()>;
+    /// The credential whose token hashes to `hash`, if it exists and has not expired at `now`.
+    async fn find_credential(&self, hash: &TokenHash, now: Timestamp)
+        -> StoreResult<Option<Credential>>;
+
+    // ---- accounts and users ----
+    async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()>;
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>>;
+    async fn get_user(&self, account_id: &str, username: &str) -> StoreResult<Option<User>>;
+    /// Creates or replaces a user; answers whether it was created.
+    async fn put_user(&self, user: User) -> StoreResult<bool>;
+    async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>>;
+
+    // ---- licenses ----
+    async fn create_license(&self, license: License) -> StoreResult<()>;
+    async fn get_license(&self, id: &str) -> StoreResult<Option<License>>;
+    async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()>;
+
+    // ---- sessions: the hot path ----
+    /// Opens a session (or returns the live one of the same client instance), atomically
+    /// against the seat rule. Answers once the new session is durable.
+    async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened>;
+    /// Slides a live session's expiry. Fails with `SessionEnded` once it has ended.
+    async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session>;
+    /// Ends a live session (logout or revoke). Answers once the end is durable.
+    async fn end_session(
+        &self,
+        session_id: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Session>;
+    /// A session, live or ended.
+    async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>>;
+    async fn list_live_sessions(&self, license_id: &str, now: Timestamp)
+        -> StoreResult<Vec<Session>>;
+    async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats>;
+    /// Ends every session whose `expires_at` has passed; answers the ended sessions.
+    /// Costs O(expired), not O(all sessions).
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>>;
+    /// Live sessions per license, for metrics.
+    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>>;
+    /// The append-only audit log of a license, oldest first, at most `limit` events.
+    async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+}

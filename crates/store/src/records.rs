@@ -1,0 +1,134 @@
+//! Records the store keeps: accounts, credentials, users, licenses, sessions, audit events.
+
+use std::sync::Arc;
+
+use leasehold_core::{session::SessionClock, LicenseTerms, SessionState, Timestamp};
+use leasehold_proto::{EndReason, LicenseModel, UserKind};
+
+/// SHA-256 of a bearer token or client secret. Only hashes are stored.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// What a bearer token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The server's root admin: creates accounts.
+    Root,
+    /// An account admin: manages one account's licenses, users and sessions.
+    AccountAdmin { account_id: String },
+    /// A personal token of an account user.
+    User { account_id: String, username: String },
+    /// A short-lived OAuth2 access token of a service user.
+    ServiceAccess { account_id: String, username: String },
+}
+
+impl Principal {
+    pub fn kind_str(&self) -> &'static str {
+        match self {
+            Principal::Root => "root",
+            Principal::AccountAdmin { .. } => "account_admin",
+            Principal::User { .. } => "user",
+            Principal::ServiceAccess { .. } => "service_access",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub hash: TokenHash,
+    pub principal: Principal,
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub account_id: String,
+    pub username: String,
+    pub kind: UserKind,
+    pub active: bool,
+    pub client_id: Option<String>,
+    pub client_secret_hash: Option<TokenHash>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct License {
+    pub id: String,
+    pub account_id: String,
+    pub model: LicenseModel,
+    pub terms: LicenseTerms,
+    pub created_at: Timestamp,
+}
+
+/// A session as stored. `license_id` and `account_id` are shared with the license's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub license_id: Arc<str>,
+    pub account_id: Arc<str>,
+    pub username: String,
+    pub kind: UserKind,
+    pub device_id: String,
+    pub instance_id: String,
+    pub clock: SessionClock,
+    pub heartbeat_interval_secs: u64,
+}
+
+/// A session found by id, with its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLookup {
+    pub session: Session,
+    pub state: SessionState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// Id for the new session, chosen by the caller.
+    pub new_id: String,
+    pub license_id: String,
+    pub username: String,
+    pub kind: UserKind,
+    pub device_id: String,
+    pub instance_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub session: Session,
+    /// False when the client instance's existing live session was returned.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageStats {
+    pub seats: u32,
+    pub in_use: u32,
+    pub high_water: u32,
+    pub low_water: u32,
+    pub denials: u64,
+    pub since: Timestamp,
+}
+
+/// One line of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: Timestamp,
+    pub account_id: String,
+    pub license_id: String,
+    pub session_id: Option<String>,
+    pub username: Option<String>,
+    /// `opened`, `ended`, `denied`, `license_created`, `license_updated`.
+    pub event: String,
+    /// For `ended`: the reason.
+    pub detail: Option<String>,
+}
+
+pub fn end_reason_str(reason: EndReason) -> &'static str {
+    reason.as_str()
+}

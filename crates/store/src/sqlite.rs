@@ -1,0 +1,1142 @@
+//! The embedded SQLite backend: one process, zero configuration.
+//!
+//! # Design: in-memory authority, group-committed durability
+//!
+//! All records live in memory behind one mutex; every seat decision (count, decide, insert) is
+//! made under that mutex, so it is atomic without touching the disk. Each change is turned into
+//! write operations that are queued, *under the same lock*, to a single writer thread: the queue
+//! order is the order in which memory changed. The writer drains whatever is queued (up to
+//! `MAX_BATCH` jobs), applies it in one transaction, commits (WAL, `synchronous=FULL`: the commit
+//! is fsync'd), and only then acknowledges every job of the batch. So:
+//!
+//! - an open, a logout or a revoke is answered only after its batch is on disk (a `kill -9`
+//!   cannot lose an acknowledged session), yet concurrent requests share one fsync;
+//! - a heartbeat is answered from memory at once and persisted by the next batch: the expiry on
+//!   disk is behind memory by at most one batch (milliseconds). After a crash a session can thus
+//!   expire at most that much earlier than its owner was last told; never later;
+//! - the reaper pops expired sessions from a per-license index ordered by `expires_at`, so a tick
+//!   costs O(licenses + expired), never a scan of all sessions.
+//!
+//! At start the live state is loaded from the database (sessions with `ended_at IS NULL`).
+//! Sessions that expired while the server was down are reaped by the first tick.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use leasehold_core::session::SessionClock;
+use leasehold_core::{decide_open, LicenseTerms, RuleError, SeatView, SessionState, Timestamp, Username};
+use leasehold_proto::{EndReason, LicenseModel, UserKind};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use crate::records::*;
+use crate::{Store, StoreError, StoreResult};
+
+/// Most jobs applied in one transaction.
+const MAX_BATCH: usize = 8192;
+/// How long an ended session's reason is kept in memory (then it is read from disk).
+const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+
+/// One change to persist.
+#[derive(Debug)]
+enum WriteOp {
+    Setting(String, String),
+    Account(Account),
+    Credential(Credential),
+    DeleteCredential(TokenHash),
+    User(User),
+    License(License),
+    InsertSession(Session),
+    Touch { id: String, expires_at: Timestamp },
+    EndSession { id: String, at: Timestamp, reason: EndReason },
+    Audit(AuditEvent),
+}
+
+struct Job {
+    ops: Vec<WriteOp>,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+struct LicenseState {
+    license: License,
+    id: Arc<str>,
+    account_id: Arc<str>,
+    live: u32,
+    per_user: HashMap<String, u32>,
+    by_instance: HashMap<(String, String, String), String>,
+    expiry: BTreeSet<(Timestamp, String)>,
+    high_water: u32,
+    low_water: u32,
+    denials: u64,
+}
+
+impl LicenseState {
+    fn new(license: License) -> Self {
+        LicenseState {
+            id: Arc::from(license.id.as_str()),
+            account_id: Arc::from(license.account_id.as_str()),
+            license,
+            live: 0,
+            per_user: HashMap::new(),
+            by_instance: HashMap::new(),
+            expiry: BTreeSet::new(),
+            high_water: 0,
+            low_water: 0,
+            denials: 0,
+        }
+    }
+
+    fn view(&self, username: &str) -> SeatView {
+        let reserved_holders = self
+            .license
+            .terms
+            .reserved
+            .iter()
+            .filter(|u| self.per_user.get(u.as_str()).copied().unwrap_or(0) > 0)
+            .count() as u32;
+        SeatView {
+            live_sessions: self.live,
+            reserved_holders,
+            user_live_sessions: self.per_user.get(username).copied().unwrap_or(0),
+        }
+    }
+
+    fn add(&mut self, s: &Session) {
+        self.live += 1;
+        *self.per_user.entry(s.username.clone()).or_default() += 1;
+        self.by_instance.insert(
+            (s.username.clone(), s.device_id.clone(), s.instance_id.clone()),
+            s.id.clone(),
+        );
+        self.expiry.insert((s.clock.expires_at, s.id.clone()));
+        self.high_water = self.high_water.max(self.live);
+    }
+
+    fn remove(&mut self, s: &Session) {
+        self.live = self.live.saturating_sub(1);
+        if let Some(n) = self.per_user.get_mut(&s.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&s.username);
+            }
+        }
+        let key = (s.username.clone(), s.device_id.clone(), s.instance_id.clone());
+        if self.by_instance.get(&key) == Some(&s.id) {
+            self.by_instance.remove(&key);
+        }
+        self.expiry.remove(&(s.clock.expires_at, s.id.clone()));
+        self.low_water = self.low_water.min(self.live);
+    }
+}
+
+struct Mem {
+    writer: Sender<Job>,
+    settings: HashMap<String, String>,
+    accounts: HashMap<String, Account>,
+    credentials: HashMap<TokenHash, Credential>,
+    credential_expiry: BTreeSet<(Timestamp, TokenHash)>,
+    users: HashMap<(String, String), User>,
+    client_ids: HashMap<String, (String, String)>,
+    licenses: HashMap<String, LicenseState>,
+    sessions: HashMap<String, Session>,
+    ended: HashMap<String, (Session, EndReason)>,
+    ended_order: VecDeque<(Timestamp, String)>,
+    started: Timestamp,
+}
+
+impl Mem {
+    fn send(&self, ops: Vec<WriteOp>) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, rx) = oneshot::channel();
+        // A send error means the writer thread died; the dropped ack reports it.
+        let _ = self.writer.send(Job {
+            ops,
+            ack: Some(ack),
+        });
+        rx
+    }
+
+    fn send_unacked(&self, ops: Vec<WriteOp>) {
+        let _ = self.writer.send(Job { ops, ack: None });
+    }
+
+    /// Ends a live session in memory and returns the ops that persist it.
+    fn end_live(&mut self, id: &str, reason: EndReason, now: Timestamp) -> Option<(Session, Vec<WriteOp>)> {
+        let session = self.sessions.remove(id)?;
+        if let Some(lic) = self.licenses.get_mut(&*session.license_id) {
+            lic.remove(&session);
+        }
+        self.ended
+            .insert(session.id.clone(), (session.clone(), reason));
+        self.ended_order.push_back((now, session.id.clone()));
+        let ops = vec![
+            WriteOp::EndSession {
+                id: session.id.clone(),
+                at: now,
+                reason,
+            },
+            WriteOp::Audit(AuditEvent {
+                at: now,
+                account_id: session.account_id.to_string(),
+                license_id: session.license_id.to_string(),
+                session_id: Some(session.id.clone()),
+                username: Some(session.username.clone()),
+                event: "ended".into(),
+                detail: Some(reason.as_str().into()),
+            }),
+        ];
+        Some((session, ops))
+    }
+
+    /// Ends the expired sessions of one license; returns them and the ops that persist it.
+    fn reap_license(&mut self, license_id: &str, now: Timestamp) -> (Vec<Session>, Vec<WriteOp>) {
+        let mut expired = Vec::new();
+        if let Some(lic) = self.licenses.get(license_id) {
+            for (at, id) in &lic.expiry {
+                if *at > now {
+                    break;
+                }
+                expired.push(id.clone());
+            }
+        }
+        let mut ended = Vec::new();
+        let mut ops = Vec::new();
+        for id in expired {
+            let reason = match self.sessions.get(&id) {
+                Some(s) => s.clock.expiry_reason(),
+                None => continue,
+            };
+            if let Some((s, mut o)) = self.end_live(&id, reason, now) {
+                ended.push(s);
+                ops.append(&mut o);
+            }
+        }
+        (ended, ops)
+    }
+
+    fn forget_old_ends(&mut self, now: Timestamp) {
+        while let Some((at, _)) = self.ended_order.front() {
+            if now.millis() - at.millis() < ENDED_MEMORY_MILLIS {
+                break;
+            }
+            if let Some((_, id)) = self.ended_order.pop_front() {
+                self.ended.remove(&id);
+            }
+        }
+    }
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    mem: Mutex<Mem>,
+    reader: Mutex<Connection>,
+}
+
+async fn acked(rx: oneshot::Receiver<Result<(), String>>) -> StoreResult<()> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Unavailable(e)),
+        Err(_) => Err(StoreError::Unavailable("the database writer has stopped".into())),
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: every commit is fsync'd, so an acknowledged open survives power loss too.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Applies pending migrations; the schema version is `PRAGMA user_version`.
+pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Unavailable(format!(
+            "the database schema (version {version}) is newer than this binary ({}): downgrades are not supported",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(MIGRATIONS.len() - version)
+}
+
+fn kind_str(kind: UserKind) -> &'static str {
+    kind.as_str()
+}
+
+fn parse_kind(s: &str) -> UserKind {
+    if s == "service" {
+        UserKind::Service
+    } else {
+        UserKind::Interactive
+    }
+}
+
+fn hash_from(v: Vec<u8>) -> Option<TokenHash> {
+    v.try_into().ok()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates it and loads the live state.
+    pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        let mem = load(&conn, tx, now)?;
+        let reader = Connection::open(path)?;
+        configure(&reader)?;
+        std::thread::Builder::new()
+            .name("leasehold-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteStore {
+            mem: Mutex::new(mem),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn mem(&self) -> MutexGuard<'_, Mem> {
+        // A panic while holding the lock must not take the whole server down with it.
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&conn)?)
+    }
+}
+
+fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<Mem> {
+    let mut mem = Mem {
+        writer,
+        settings: HashMap::new(),
+        accounts: HashMap::new(),
+        credentials: HashMap::new(),
+        credential_expiry: BTreeSet::new(),
+        users: HashMap::new(),
+        client_ids: HashMap::new(),
+        licenses: HashMap::new(),
+        sessions: HashMap::new(),
+        ended: HashMap::new(),
+        ended_order: VecDeque::new(),
+        started: now,
+    };
+    let mut stmt = conn.prepare("SELECT key, value FROM settings")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (k, v) = row?;
+        mem.settings.insert(k, v);
+    }
+    let mut stmt = conn.prepare("SELECT id, name, created_at FROM accounts")?;
+    for row in stmt.query_map([], |r| {
+        Ok(Account {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: Timestamp::from_millis(r.get(2)?),
+        })
+    })? {
+        let a = row?;
+        mem.accounts.insert(a.id.clone(), a);
+    }
+    let mut stmt =
+        conn.prepare("SELECT hash, kind, account_id, username, expires_at FROM credentials")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (hash, kind, account_id, username, expires_at) = row?;
+        let Some(hash) = hash_from(hash) else { continue };
+        let principal = match (kind.as_str(), account_id, username) {
+            ("root", _, _) => Principal::Root,
+            ("account_admin", Some(account_id), _) => Principal::AccountAdmin { account_id },
+            ("user", Some(account_id), Some(username)) => Principal::User {
+                account_id,
+                username,
+            },
+            ("service_access", Some(account_id), Some(username)) => Principal::ServiceAccess {
+                account_id,
+                username,
+            },
+            _ => continue,
+        };
+        let expires_at = expires_at.map(Timestamp::from_millis);
+        if let Some(at) = expires_at {
+            mem.credential_expiry.insert((at, hash));
+        }
+        mem.credentials.insert(
+            hash,
+            Credential {
+                hash,
+                principal,
+                expires_at,
+            },
+        );
+    }
+    let mut stmt = conn.prepare(
+        "SELECT account_id, username, kind, active, client_id, client_secret_hash, created_at FROM users",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(User {
+            account_id: r.get(0)?,
+            username: r.get(1)?,
+            kind: parse_kind(&r.get::<_, String>(2)?),
+            active: r.get(3)?,
+            client_id: r.get(4)?,
+            client_secret_hash: r.get::<_, Option<Vec<u8>>>(5)?.and_then(hash_from),
+            created_at: Timestamp::from_millis(r.get(6)?),
+        })
+    })?;
+    for row in rows {
+        let u = row?;
+        if let Some(cid) = &u.client_id {
+            mem.client_ids
+                .insert(cid.clone(), (u.account_id.clone(), u.username.clone()));
+        }
+        mem.users.insert((u.account_id.clone(), u.username.clone()), u);
+    }
+    let mut stmt = conn.prepare("SELECT id, account_id, model, terms, created_at FROM licenses")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, account_id, model, terms, created_at) = row?;
+        let terms: LicenseTerms = serde_json::from_str(&terms)
+            .map_err(|e| StoreError::Unavailable(format!("license {id}: bad terms: {e}")))?;
+        let model: LicenseModel = serde_json::from_value(serde_json::Value::String(model))
+            .map_err(|e| StoreError::Unavailable(format!("license {id}: bad model: {e}")))?;
+        let license = License {
+            id: id.clone(),
+            account_id,
+            model,
+            terms,
+            created_at: Timestamp::from_millis(created_at),
+        };
+        mem.licenses.insert(id, LicenseState::new(license));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at, hard_end
+         FROM sessions WHERE ended_at IS NULL",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, Option<i64>>(8)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, license_id, username, kind, device_id, instance_id, opened, expires, hard_end) =
+            row?;
+        let Some(lic) = mem.licenses.get_mut(&license_id) else {
+            continue;
+        };
+        let session = Session {
+            id: id.clone(),
+            license_id: lic.id.clone(),
+            account_id: lic.account_id.clone(),
+            username,
+            kind: parse_kind(&kind),
+            device_id,
+            instance_id,
+            clock: SessionClock {
+                opened_at: Timestamp::from_millis(opened),
+                expires_at: Timestamp::from_millis(expires),
+                hard_end: hard_end.map(Timestamp::from_millis),
+            },
+            heartbeat_interval_secs: lic.license.terms.heartbeat_interval_secs(),
+        };
+        lic.add(&session);
+        mem.sessions.insert(id, session);
+    }
+    for lic in mem.licenses.values_mut() {
+        lic.high_water = lic.live;
+        lic.low_water = lic.live;
+    }
+    Ok(mem)
+}
+
+fn writer_loop(mut conn: Connection, rx: Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = apply_batch(&mut conn, &batch).map_err(|e| {
+            tracing::error!(error = %e, jobs = batch.len(), "database write failed");
+            e.to_string()
+        });
+        for job in batch {
+            if let Some(ack) = job.ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+fn apply_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for job in batch {
+        for op in &job.ops {
+            apply_op(&tx, op)?;
+        }
+    }
+    tx.commit()
+}
+
+fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Setting(k, v) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)")?
+                .execute(params![k, v])?;
+        }
+        WriteOp::Account(a) => {
+            tx.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![a.id, a.name, a.created_at.millis()])?;
+        }
+        WriteOp::Credential(c) => {
+            let (account_id, username) = match &c.principal {
+                Principal::Root => (None, None),
+                Principal::AccountAdmin { account_id } => (Some(account_id), None),
+                Principal::User {
+                    account_id,
+                    username,
+                }
+                | Principal::ServiceAccess {
+                    account_id,
+                    username,
+                } => (Some(account_id), Some(username)),
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO credentials (hash, kind, account_id, username, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                &c.hash[..],
+                c.principal.kind_str(),
+                account_id,
+                username,
+                c.expires_at.map(Timestamp::millis)
+            ])?;
+        }
+        WriteOp::DeleteCredential(hash) => {
+            tx.prepare_cached("DELETE FROM credentials WHERE hash = ?1")?
+                .execute(params![&hash[..]])?;
+        }
+        WriteOp::User(u) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO users
+                 (account_id, username, kind, active, client_id, client_secret_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                u.account_id,
+                u.username,
+                kind_str(u.kind),
+                u.active,
+                u.client_id,
+                u.client_secret_hash.map(|h| h.to_vec()),
+                u.created_at.millis()
+            ])?;
+        }
+        WriteOp::License(l) => {
+            let terms = serde_json::to_string(&l.terms)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(
+                "INSERT INTO licenses (id, account_id, model, terms, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET terms = excluded.terms, model = excluded.model",
+            )?
+            .execute(params![
+                l.id,
+                l.account_id,
+                l.model.as_str(),
+                terms,
+                l.created_at.millis()
+            ])?;
+        }
+        WriteOp::InsertSession(s) => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
+                                       opened_at, expires_at, hard_end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                s.id,
+                &*s.license_id,
+                s.username,
+                kind_str(s.kind),
+                s.device_id,
+                s.instance_id,
+                s.clock.opened_at.millis(),
+                s.clock.expires_at.millis(),
+                s.clock.hard_end.map(Timestamp::millis)
+            ])?;
+        }
+        WriteOp::Touch { id, expires_at } => {
+            tx.prepare_cached(
+                "UPDATE sessions SET expires_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+            )?
+            .execute(params![id, expires_at.millis()])?;
+        }
+        WriteOp::EndSession { id, at, reason } => {
+            tx.prepare_cached(
+                "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+            )?
+            .execute(params![id, at.millis(), reason.as_str()])?;
+        }
+        WriteOp::Audit(e) => {
+            tx.prepare_cached(
+                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                e.at.millis(),
+                e.account_id,
+                e.license_id,
+                e.session_id,
+                e.username,
+                e.event,
+                e.detail
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn license_event(license: &License, at: Timestamp, event: &str) -> WriteOp {
+    WriteOp::Audit(AuditEvent {
+        at,
+        account_id: license.account_id.clone(),
+        license_id: license.id.clone(),
+        session_id: None,
+        username: None,
+        event: event.into(),
+        detail: None,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self.mem().settings.get(key).cloned())
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            mem.settings.insert(key.into(), value.into());
+            mem.send(vec![WriteOp::Setting(key.into(), value.into())])
+        };
+        acked(rx).await
+    }
+
+    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            if let Some(at) = credential.expires_at {
+                mem.credential_expiry.insert((at, credential.hash));
+            }
+            mem.credentials.insert(credential.hash, credential.clone());
+            mem.send(vec![WriteOp::Credential(credential)])
+        };
+        acked(rx).await
+    }
+
+    async fn find_credential(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Credential>> {
+        let mem = self.mem();
+        Ok(mem
+            .credentials
+            .get(hash)
+            .filter(|c| c.expires_at.is_none_or(|at| now < at))
+            .cloned())
+    }
+
+    async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            if mem.accounts.contains_key(&account.id) {
+                return Err(StoreError::Conflict(format!("account {} exists", account.id)));
+            }
+            mem.accounts.insert(account.id.clone(), account.clone());
+            mem.credentials.insert(admin.hash, admin.clone());
+            mem.send(vec![WriteOp::Account(account), WriteOp::Credential(admin)])
+        };
+        acked(rx).await
+    }
+
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        Ok(self.mem().accounts.get(id).cloned())
+    }
+
+    async fn get_user(&self, account_id: &str, username: &str) -> StoreResult<Option<User>> {
+        Ok(self
+            .mem()
+            .users
+            .get(&(account_id.to_owned(), username.to_owned()))
+            .cloned())
+    }
+
+    async fn put_user(&self, user: User) -> StoreResult<bool> {
+        let (rx, created) = {
+            let mut mem = self.mem();
+            if !mem.accounts.contains_key(&user.account_id) {
+                return Err(StoreError::NotFound("account"));
+            }
+            if let Some(cid) = &user.client_id {
+                mem.client_ids
+                    .insert(cid.clone(), (user.account_id.clone(), user.username.clone()));
+            }
+            let created = mem
+                .users
+                .insert((user.account_id.clone(), user.username.clone()), user.clone())
+                .is_none();
+            (mem.send(vec![WriteOp::User(user)]), created)
+        };
+        acked(rx).await?;
+        Ok(created)
+    }
+
+    async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>> {
+        let mem = self.mem();
+        Ok(mem
+            .client_ids
+            .get(client_id)
+            .and_then(|key| mem.users.get(key))
+            .cloned())
+    }
+
+    async fn create_license(&self, license: License) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            if !mem.accounts.contains_key(&license.account_id) {
+                return Err(StoreError::NotFound("account"));
+            }
+            if mem.licenses.contains_key(&license.id) {
+                return Err(StoreError::Conflict(format!("license {} exists", license.id)));
+            }
+            let ops = vec![
+                WriteOp::License(license.clone()),
+                license_event(&license, license.created_at, "license_created"),
+            ];
+            mem.licenses
+                .insert(license.id.clone(), LicenseState::new(license));
+            mem.send(ops)
+        };
+        acked(rx).await
+    }
+
+    async fn get_license(&self, id: &str) -> StoreResult<Option<License>> {
+        Ok(self.mem().licenses.get(id).map(|l| l.license.clone()))
+    }
+
+    async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            let Some(state) = mem.licenses.get_mut(&license.id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            state.license = license.clone();
+            let ops = vec![
+                license_event(&license, now, "license_updated"),
+                WriteOp::License(license),
+            ];
+            mem.send(ops)
+        };
+        acked(rx).await
+    }
+
+    async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
+        let username = Username::parse(&req.username)?;
+        let rx = {
+            let mut mem = self.mem();
+            let Some(lic) = mem.licenses.get(&req.license_id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            let mut ops = Vec::new();
+            // Idempotent re-open: the client instance's live session is returned, refreshed.
+            let key = (
+                req.username.clone(),
+                req.device_id.clone(),
+                req.instance_id.clone(),
+            );
+            if let Some(existing_id) = lic.by_instance.get(&key).cloned() {
+                let terms = lic.license.terms.clone();
+                if let Some(existing) = mem.sessions.get(&existing_id) {
+                    if existing.clock.is_live(now) {
+                        let mut session = existing.clone();
+                        let old = session.clock.expires_at;
+                        session.clock.heartbeat(&terms, now)?;
+                        session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
+                        if let Some(lic) = mem.licenses.get_mut(&req.license_id) {
+                            lic.expiry.remove(&(old, session.id.clone()));
+                            lic.expiry.insert((session.clock.expires_at, session.id.clone()));
+                        }
+                        mem.sessions.insert(session.id.clone(), session.clone());
+                        mem.send_unacked(vec![WriteOp::Touch {
+                            id: session.id.clone(),
+                            expires_at: session.clock.expires_at,
+                        }]);
+                        return Ok(Opened {
+                            session,
+                            created: false,
+                        });
+                    }
+                    let reason = existing.clock.expiry_reason();
+                    if let Some((_, mut o)) = mem.end_live(&existing_id, reason, now) {
+                        ops.append(&mut o);
+                    }
+                }
+            }
+            let Some(lic) = mem.licenses.get(&req.license_id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            let mut decision = decide_open(&lic.license.terms, &username, lic.view(&req.username));
+            if !decision.is_grant() {
+                // A full license reclaims its own expired sessions before refusing anyone.
+                let (_, mut o) = mem.reap_license(&req.license_id, now);
+                ops.append(&mut o);
+                if let Some(lic) = mem.licenses.get(&req.license_id) {
+                    decision = decide_open(&lic.license.terms, &username, lic.view(&req.username));
+                }
+            }
+            let Some(lic) = mem.licenses.get_mut(&req.license_id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            if !decision.is_grant() {
+                lic.denials += 1;
+                let seats = lic.license.terms.seats;
+                ops.push(WriteOp::Audit(AuditEvent {
+                    at: now,
+                    account_id: lic.license.account_id.clone(),
+                    license_id: lic.license.id.clone(),
+                    session_id: None,
+                    username: Some(req.username.clone()),
+                    event: "denied".into(),
+                    detail: Some("no_seat_available".into()),
+                }));
+                mem.send_unacked(ops);
+                return Err(StoreError::Rule(RuleError::NoSeatAvailable { seats }));
+            }
+            let terms = &lic.license.terms;
+            let session = Session {
+                id: req.new_id.clone(),
+                license_id: lic.id.clone(),
+                account_id: lic.account_id.clone(),
+                username: req.username.clone(),
+                kind: req.kind,
+                device_id: req.device_id.clone(),
+                instance_id: req.instance_id.clone(),
+                clock: SessionClock::open(req.kind, terms, now),
+                heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+            };
+            lic.add(&session);
+            ops.push(WriteOp::InsertSession(session.clone()));
+            ops.push(WriteOp::Audit(AuditEvent {
+                at: now,
+                account_id: session.account_id.to_string(),
+                license_id: session.license_id.to_string(),
+                session_id: Some(session.id.clone()),
+                username: Some(session.username.clone()),
+                event: "opened".into(),
+                detail: Some(kind_str(session.kind).into()),
+            }));
+            mem.sessions.insert(session.id.clone(), session.clone());
+            (mem.send(ops), session)
+        };
+        let (rx, session) = rx;
+        acked(rx).await?;
+        Ok(Opened {
+            session,
+            created: true,
+        })
+    }
+
+    async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
+        {
+            let mut mem = self.mem();
+            if let Some(session) = mem.sessions.get(session_id) {
+                let mut session = session.clone();
+                let Some(lic) = mem.licenses.get(&*session.license_id) else {
+                    return Err(StoreError::NotFound("license"));
+                };
+                let terms = lic.license.terms.clone();
+                let old = session.clock.expires_at;
+                match session.clock.heartbeat(&terms, now) {
+                    Ok(_) => {
+                        session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
+                        if let Some(lic) = mem.licenses.get_mut(&*session.license_id) {
+                            lic.expiry.remove(&(old, session.id.clone()));
+                            lic.expiry.insert((session.clock.expires_at, session.id.clone()));
+                        }
+                        mem.send_unacked(vec![WriteOp::Touch {
+                            id: session.id.clone(),
+                            expires_at: session.clock.expires_at,
+                        }]);
+                        mem.sessions.insert(session.id.clone(), session.clone());
+                        return Ok(session);
+                    }
+                    Err(err) => {
+                        // Expired but not yet reaped: end it now, it never comes back.
+                        let reason = session.clock.expiry_reason();
+                        if let Some((_, ops)) = mem.end_live(session_id, reason, now) {
+                            mem.send_unacked(ops);
+                        }
+                        return Err(err.into());
+                    }
+                }
+            }
+            if let Some((_, reason)) = mem.ended.get(session_id) {
+                return Err(RuleError::SessionEnded(*reason).into());
+            }
+        }
+        match self.get_session(session_id).await? {
+            Some(SessionLookup {
+                state: SessionState::Ended(reason),
+                ..
+            }) => Err(RuleError::SessionEnded(reason).into()),
+            _ => Err(StoreError::NotFound("session")),
+        }
+    }
+
+    async fn end_session(
+        &self,
+        session_id: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Session> {
+        let ended = {
+            let mut mem = self.mem();
+            match mem.sessions.get(session_id) {
+                Some(s) if !s.clock.is_live(now) => {
+                    let expiry = s.clock.expiry_reason();
+                    if let Some((_, ops)) = mem.end_live(session_id, expiry, now) {
+                        mem.send_unacked(ops);
+                    }
+                    return Err(RuleError::SessionEnded(expiry).into());
+                }
+                Some(_) => mem
+                    .end_live(session_id, reason, now)
+                    .map(|(s, ops)| (s, mem.send(ops))),
+                None => {
+                    if let Some((_, reason)) = mem.ended.get(session_id) {
+                        return Err(RuleError::SessionEnded(*reason).into());
+                    }
+                    None
+                }
+            }
+        };
+        match ended {
+            Some((session, rx)) => {
+                acked(rx).await?;
+                Ok(session)
+            }
+            None => match self.get_session(session_id).await? {
+                Some(SessionLookup {
+                    state: SessionState::Ended(reason),
+                    ..
+                }) => Err(RuleError::SessionEnded(reason).into()),
+                _ => Err(StoreError::NotFound("session")),
+            },
+        }
+    }
+
+    async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
+        {
+            let mem = self.mem();
+            if let Some(s) = mem.sessions.get(session_id) {
+                return Ok(Some(SessionLookup {
+                    session: s.clone(),
+                    state: SessionState::Live,
+                }));
+            }
+            if let Some((s, reason)) = mem.ended.get(session_id) {
+                return Ok(Some(SessionLookup {
+                    session: s.clone(),
+                    state: SessionState::Ended(*reason),
+                }));
+            }
+        }
+        let row = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT s.license_id, l.account_id, s.username, s.kind, s.device_id, s.instance_id,
+                        s.opened_at, s.expires_at, s.hard_end, s.end_reason
+                 FROM sessions s JOIN licenses l ON l.id = s.license_id WHERE s.id = ?1",
+            )?
+            .query_row(params![session_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ))
+            })
+            .optional()
+        })?;
+        let Some((license_id, account_id, username, kind, device_id, instance_id, opened, expires, hard_end, reason)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let state = match reason {
+            Some(r) => SessionState::Ended(EndReason::parse(&r).unwrap_or(EndReason::Unknown)),
+            // Committed as live but no longer in memory: it ended and the end is in flight.
+            None => SessionState::Ended(EndReason::Unknown),
+        };
+        Ok(Some(SessionLookup {
+            session: Session {
+                id: session_id.to_owned(),
+                license_id: Arc::from(license_id.as_str()),
+                account_id: Arc::from(account_id.as_str()),
+                username,
+                kind: parse_kind(&kind),
+                device_id,
+                instance_id,
+                clock: SessionClock {
+                    opened_at: Timestamp::from_millis(opened),
+                    expires_at: Timestamp::from_millis(expires),
+                    hard_end: hard_end.map(Timestamp::from_millis),
+                },
+                heartbeat_interval_secs: 0,
+            },
+            state,
+        }))
+    }
+
+    async fn list_live_sessions(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let mem = self.mem();
+        let Some(lic) = mem.licenses.get(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut out: Vec<Session> = lic
+            .by_instance
+            .values()
+            .filter_map(|id| mem.sessions.get(id))
+            .filter(|s| s.clock.is_live(now))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn usage(&self, license_id: &str, _now: Timestamp) -> StoreResult<UsageStats> {
+        let mem = self.mem();
+        let Some(lic) = mem.licenses.get(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        Ok(UsageStats {
+            seats: lic.license.terms.seats,
+            in_use: lic.live,
+            high_water: lic.high_water,
+            low_water: lic.low_water,
+            denials: lic.denials,
+            since: mem.started,
+        })
+    }
+
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let mut mem = self.mem();
+        let due: Vec<String> = mem
+            .licenses
+            .iter()
+            .filter(|(_, l)| l.expiry.first().is_some_and(|(at, _)| *at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut ended = Vec::new();
+        let mut ops = Vec::new();
+        for id in due {
+            let (mut e, mut o) = mem.reap_license(&id, now);
+            ended.append(&mut e);
+            ops.append(&mut o);
+        }
+        // Expired access tokens are dropped the same way: O(expired).
+        while let Some(&(at, hash)) = mem.credential_expiry.first() {
+            if at > now {
+                break;
+            }
+            mem.credential_expiry.pop_first();
+            mem.credentials.remove(&hash);
+            ops.push(WriteOp::DeleteCredential(hash));
+        }
+        mem.forget_old_ends(now);
+        if !ops.is_empty() {
+            mem.send_unacked(ops);
+        }
+        Ok(ended)
+    }
+
+    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>> {
+        let mem = self.mem();
+        Ok(mem
+            .licenses
+            .iter()
+            .map(|(id, l)| (id.clone(), l.live))
+            .collect())
+    }
+
+    async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT at, account_id, license_id, session_id, username, event, detail
+                 FROM audit_events WHERE license_id = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![license_id, limit as i64], |r| {
+                Ok(AuditEvent {
+                    at: Timestamp::from_millis(r.get(0)?),
+                    account_id: r.get(1)?,
+                    license_id: r.get(2)?,
+                    session_id: r.get(3)?,
+                    username: r.get(4)?,
+                    event: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
