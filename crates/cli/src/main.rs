@@ -1,1 +1,51 @@
-fn main() {}
+//! The `leasehold` binary: `serve` runs the license server; further subcommands administer a
+//! server, run a program with a seat, and benchmark.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "leasehold", version, about = "Leasehold license server and tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the license server (embedded SQLite in the data folder by default).
+    Serve(serve::ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(serve::ServeArgs),
+    /// Exit 0 when the server at URL answers /healthz, 1 otherwise.
+    Healthcheck {
+        #[arg(long, env = "LEASEHOLD_URL", default_value = "http://127.0.0.1:8470")]
+        url: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Migrate(args) => serve::migrate(args).await,
+            Command::Healthcheck { url } => serve::healthcheck(&url).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

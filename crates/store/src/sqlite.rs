@@ -253,6 +253,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Opens a connection configured as the store uses it (WAL, fsync'd commits).
+pub fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
 /// Applies pending migrations; the schema version is `PRAGMA user_version`.
 pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
     let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -290,13 +297,11 @@ fn hash_from(v: Vec<u8>) -> Option<TokenHash> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates it and loads the live state.
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
-        let mut conn = Connection::open(path)?;
-        configure(&conn)?;
+        let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let mem = load(&conn, tx, now)?;
-        let reader = Connection::open(path)?;
-        configure(&reader)?;
+        let reader = open_connection(path)?;
         std::thread::Builder::new()
             .name("leasehold-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))

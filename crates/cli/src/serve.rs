@@ -1,0 +1,105 @@
+//! `leasehold serve`, `migrate` and `healthcheck`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use leasehold_server::{Application, Config, SystemClock};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8470].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Data folder (database, signing key); created if missing [default: ./leasehold-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (plans, limits).
+    #[arg(long, env = "LEASEHOLD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let config = args.config()?;
+    let data_dir = config.data_dir.clone();
+    let app = Application::build(config, Arc::new(SystemClock)).await?;
+    tracing::info!(
+        addr = %app.local_addr(),
+        data_dir = %data_dir.display(),
+        "leasehold is serving"
+    );
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn migrate(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let config = args.config()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join(leasehold_server::app::DB_FILE);
+    let mut conn = leasehold_store::sqlite::open_connection(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let applied = leasehold_store::sqlite::migrate(&mut conn)?;
+    println!("{}: {applied} migration(s) applied", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/healthz", url.trim_end_matches('/'));
+    match reqwest::get(&url).await.map(|r| r.status()) {
+        Ok(status) if status.is_success() => Ok(ExitCode::SUCCESS),
+        Ok(status) => {
+            eprintln!("unhealthy: {url} answered {status}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

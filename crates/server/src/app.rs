@@ -1,0 +1,199 @@
+//! `Application`: builds the server from a `Config` (data folder, store, signing key, root
+//! token), binds the listener (port 0 in tests) and runs the router and the reaper until told
+//! to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use leasehold_core::PlanCatalog;
+use leasehold_store::sqlite::SqliteStore;
+use leasehold_store::{Credential, Principal, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::auth::{hash_token, new_token};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::lease::LeaseSigner;
+
+pub const DB_FILE: &str = "leasehold.db";
+const ROOT_HASH_SETTING: &str = "root_token_hash";
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: Config,
+    /// The root token generated at first start, if one was (shown once).
+    pub generated_root_token: Option<String>,
+}
+
+/// A server running in the background (tests, embedding).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes in-flight requests, and waits for the server to end.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.context("server task panicked")?
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+        let plans = PlanCatalog::with_overrides(config.plans.clone())
+            .map_err(|e| anyhow::anyhow!("invalid plan configuration: {e}"))?;
+        let db_path = config.data_dir.join(DB_FILE);
+        let store = {
+            let now = clock.now();
+            let path = db_path.clone();
+            tokio::task::spawn_blocking(move || SqliteStore::open(&path, now))
+                .await
+                .context("opening the database")?
+                .with_context(|| format!("opening {}", db_path.display()))?
+        };
+        let store: Arc<dyn Store> = Arc::new(store);
+        let signer = LeaseSigner::load_or_create(&config.data_dir)?;
+        let generated_root_token = install_root_token(&*store, &config).await?;
+        crate::metrics::install();
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = AppState {
+            store,
+            clock,
+            signer: Arc::new(signer),
+            plans: Arc::new(plans),
+            access_token_ttl_secs: config.access_token_ttl_secs,
+            openapi: Arc::new(String::new()),
+        };
+        Ok(Application {
+            listener,
+            state,
+            config,
+            generated_root_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.config.listen)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let reaper = tokio::spawn(reaper(
+            self.state.clone(),
+            Duration::from_millis(self.config.reaper_interval_ms),
+        ));
+        let app = router(self.state, self.config.max_body_bytes);
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        reaper.abort();
+        result
+    }
+
+    /// Runs in a background task; `stop()` ends it.
+    pub fn spawn(self) -> RunningServer {
+        let addr = self.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        RunningServer {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+}
+
+/// Installs the root admin token: the configured one (replacing any earlier), or a generated
+/// one at first start (returned so the caller can show it once). Only its hash is stored.
+async fn install_root_token(store: &dyn Store, config: &Config) -> anyhow::Result<Option<String>> {
+    let previous = store.get_setting(ROOT_HASH_SETTING).await?;
+    let (token, generated) = match (&config.admin_token, &previous) {
+        (Some(token), _) => (token.clone(), false),
+        (None, Some(_)) => return Ok(None),
+        (None, None) => (new_token("lh_root_"), true),
+    };
+    let hash = hash_token(&token);
+    let hash_hex = hex::encode(hash);
+    if previous.as_deref() == Some(hash_hex.as_str()) {
+        return Ok(None);
+    }
+    store
+        .put_credential(Credential {
+            hash,
+            principal: Principal::Root,
+            expires_at: None,
+        })
+        .await?;
+    store.put_setting(ROOT_HASH_SETTING, &hash_hex).await?;
+    // A replaced root token stops working: it expires now.
+    if let Some(old) = previous.and_then(|h| hex::decode(h).ok()) {
+        if let Ok(old) = <[u8; 32]>::try_from(old) {
+            store
+                .put_credential(Credential {
+                    hash: old,
+                    principal: Principal::Root,
+                    expires_at: Some(leasehold_core::Timestamp::from_millis(0)),
+                })
+                .await?;
+        }
+    }
+    if generated && config.print_root_token {
+        println!("Leasehold root admin token (shown once; only its hash is stored):\n  {token}");
+    }
+    Ok(generated.then_some(token))
+}
+
+/// Ends expired sessions every `interval`: a session is reclaimed within one interval of its
+/// `expires_at` (and at once by a full license that needs the seat).
+async fn reaper(state: AppState, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.reap_expired(state.clock.now()).await {
+            Ok(ended) => {
+                for s in &ended {
+                    crate::metrics::ended(s.clock.expiry_reason());
+                }
+                if !ended.is_empty() {
+                    tracing::debug!(count = ended.len(), "reclaimed expired sessions");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaper failed"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `ApiError`: the one error type of the HTTP layer, and the one place where errors become
+//! status codes and `{"error": {"code", "message"}}` bodies. Internal causes are logged, never
+//! sent to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use leasehold_core::RuleError;
+use leasehold_proto::{EndReason, ErrorBody, ErrorCode, ErrorDetail};
+use leasehold_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401 `unauthorized`
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403 `forbidden`
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404 `not_found`
+    #[error("{0} not found")]
+    NotFound(String),
+    /// 405 `method_not_allowed`
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 400 `invalid_request`: unreadable request (syntax, content type).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422 `invalid_request`: readable, but breaks a rule of the input.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 413 `payload_too_large`
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 409 `conflict`
+    #[error("{0}")]
+    Conflict(String),
+    /// 409 `no_seat_available`
+    #[error("{message}")]
+    NoSeat { message: String, queue_timeout: bool },
+    /// 409 `plan_cap_exceeded`
+    #[error("{0}")]
+    PlanCapExceeded(String),
+    /// 403 `user_inactive`
+    #[error("user {0} is inactive")]
+    UserInactive(String),
+    /// 410 `session_ended`, with the reason
+    #[error("the session has ended ({})", .0.as_str())]
+    SessionEnded(EndReason),
+    /// 503 `store_unavailable`
+    #[error("storage is unavailable")]
+    StoreUnavailable(String),
+    /// 500 `internal`
+    #[error("internal error")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
+            }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            ApiError::Unprocessable(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
+            }
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::NoSeat { .. } => (StatusCode::CONFLICT, ErrorCode::NoSeatAvailable),
+            ApiError::PlanCapExceeded(_) => (StatusCode::CONFLICT, ErrorCode::PlanCapExceeded),
+            ApiError::UserInactive(_) => (StatusCode::FORBIDDEN, ErrorCode::UserInactive),
+            ApiError::SessionEnded(_) => (StatusCode::GONE, ErrorCode::SessionEnded),
+            ApiError::StoreUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            ApiError::StoreUnavailable(cause) | ApiError::Internal(cause) => {
+                tracing::error!(%cause, code = %code, "request failed");
+            }
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                reason: match &self {
+                    ApiError::SessionEnded(reason) => Some(*reason),
+                    _ => None,
+                },
+                queue_timeout: match &self {
+                    ApiError::NoSeat {
+                        queue_timeout: true,
+                        ..
+                    } => Some(true),
+                    _ => None,
+                },
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<RuleError> for ApiError {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::Invalid(msg) => ApiError::Unprocessable(msg),
+            RuleError::UnknownPlan(_) => ApiError::Unprocessable(e.to_string()),
+            RuleError::PlanCapExceeded { .. } => ApiError::PlanCapExceeded(e.to_string()),
+            RuleError::NoSeatAvailable { .. } => ApiError::NoSeat {
+                message: e.to_string(),
+                queue_timeout: false,
+            },
+            RuleError::SessionEnded(reason) => ApiError::SessionEnded(reason),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::NotFound(what.to_string()),
+            StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            StoreError::Rule(rule) => rule.into(),
+            StoreError::Unavailable(cause) => ApiError::StoreUnavailable(cause),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The axum router of seat protocol v1: shared state, JSON extractors whose rejections become
+//! `invalid_request` errors, the OpenAPI document and the fallbacks.
+
+pub mod handlers;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::Router;
+use leasehold_core::PlanCatalog;
+use leasehold_store::Store;
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::lease::LeaseSigner;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub signer: Arc<LeaseSigner>,
+    pub plans: Arc<PlanCatalog>,
+    pub access_token_ttl_secs: u64,
+    pub openapi: Arc<String>,
+}
+
+/// `Json<T>` whose rejections are `ApiError`s: syntax errors are 400, well-formed JSON that does
+/// not fit the schema (unknown fields, wrong types, bad enum values) is 422, too large is 413.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::BadRequest("expected a body with Content-Type: application/json".into())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(MAX_BODY_HINT)
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// Only for the message: the real limit is the configured one.
+const MAX_BODY_HINT: usize = 64 * 1024;
+
+/// `Form<T>` with `ApiError` rejections (for the OAuth2 token endpoint).
+pub struct ApiForm<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiForm<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(ApiForm(value)),
+            Err(FormRejection::InvalidFormContentType(_)) => Err(ApiError::BadRequest(
+                "expected Content-Type: application/x-www-form-urlencoded".into(),
+            )),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(MAX_BODY_HINT))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Leasehold seat protocol",
+        version = "1",
+        description = "License server: sessions hold seats, tokens are credentials. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(leasehold_proto::ErrorBody, leasehold_proto::ErrorCode, leasehold_proto::EndReason))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route, registered together with its OpenAPI description: a route cannot be added
+/// without being documented.
+fn api_router() -> OpenApiRouter<AppState> {
+    use handlers::*;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_account))
+        .routes(routes!(create_license))
+        .routes(routes!(get_license, patch_license))
+        .routes(routes!(put_user))
+        .routes(routes!(create_user_token))
+        .routes(routes!(oauth_token))
+        .routes(routes!(open_session))
+        .routes(routes!(heartbeat))
+        .routes(routes!(close_session))
+        .routes(routes!(list_sessions))
+        .routes(routes!(license_usage))
+        .routes(routes!(license_audit))
+        .routes(routes!(jwks))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    state.openapi = Arc::new(api.to_json().unwrap_or_else(|_| "{}".into()));
+    router
+        .fallback(handlers::no_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,98 @@
+//! Signed leases: an EdDSA (Ed25519) JWT per session, verifiable offline with the public key
+//! served at `/.well-known/jwks.json`. The signing key lives in the data folder (PKCS#8 PEM,
+//! mode 0600), created at first start.
+
+use std::path::Path;
+
+use anyhow::Context;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{Signer, SigningKey};
+use leasehold_proto::{Jwk, Jwks, LeaseClaims};
+use sha2::{Digest, Sha256};
+
+pub const KEY_FILE: &str = "lease-signing-key.pem";
+pub const ISSUER: &str = "leasehold";
+
+pub struct LeaseSigner {
+    key: SigningKey,
+    kid: String,
+    header_b64: String,
+}
+
+impl LeaseSigner {
+    pub fn from_key(key: SigningKey) -> Self {
+        let public = key.verifying_key();
+        let digest = Sha256::digest(public.as_bytes());
+        let kid = URL_SAFE_NO_PAD.encode(&digest[..12]);
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        LeaseSigner {
+            key,
+            kid,
+            header_b64,
+        }
+    }
+
+    /// Loads the key from `data_dir`, creating it at first start.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        let key = if path.exists() {
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            SigningKey::from_pkcs8_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?
+        } else {
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = key
+                .to_pkcs8_pem(Default::default())
+                .map_err(|e| anyhow::anyhow!("encoding the signing key: {e}"))?;
+            write_private(&path, pem.as_bytes())?;
+            tracing::info!(path = %path.display(), "created the lease signing key");
+            key
+        };
+        Ok(LeaseSigner::from_key(key))
+    }
+
+    pub fn sign(&self, claims: &LeaseClaims) -> String {
+        // Serializing a struct of strings and integers cannot fail.
+        let payload = serde_json::to_vec(claims).unwrap_or_default();
+        let signing_input = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
+        let signature = self.key.sign(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        )
+    }
+
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: vec![Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes()),
+                kid: self.kid.clone(),
+                alg: "EdDSA".into(),
+                use_: "sig".into(),
+            }],
+        }
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Prometheus metrics. Event counters go through the `metrics` facade into one process-wide
+//! Prometheus recorder; per-license gauges (seats, in use) are read from the store at scrape
+//! time, so they are exact whatever happened before the scrape.
+
+use std::sync::OnceLock;
+
+use leasehold_proto::EndReason;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::AppState;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process (several test servers may share a process).
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).ok().map(|_| handle)
+    });
+}
+
+pub fn opened() {
+    metrics::counter!("leasehold_sessions_opened_total").increment(1);
+}
+
+pub fn denied(license_id: &str) {
+    metrics::counter!("leasehold_denials_total", "license" => license_id.to_owned()).increment(1);
+}
+
+pub fn heartbeat() {
+    metrics::counter!("leasehold_heartbeats_total").increment(1);
+}
+
+pub fn ended(reason: EndReason) {
+    metrics::counter!("leasehold_sessions_ended_total", "reason" => reason.as_str()).increment(1);
+}
+
+pub async fn render(state: &AppState) -> ApiResult<String> {
+    let in_use = state.store.in_use_by_license().await?;
+    let mut out = String::new();
+    out.push_str("# HELP leasehold_sessions_in_use Live sessions per license.\n");
+    out.push_str("# TYPE leasehold_sessions_in_use gauge\n");
+    for (license, n) in &in_use {
+        out.push_str(&format!(
+            "leasehold_sessions_in_use{{license=\"{license}\"}} {n}\n"
+        ));
+    }
+    let handle = HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .ok_or_else(|| ApiError::Internal("metrics recorder not installed".into()))?;
+    out.push_str(&handle.render());
+    Ok(out)
+}
