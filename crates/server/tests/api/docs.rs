@@ -1,0 +1,121 @@
+//! The self-description of the server: OpenAPI, JWKS and signed leases, health, metrics.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Every route the server serves. A route missing from the OpenAPI document fails the test.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/accounts"),
+    ("post", "/v1/licenses"),
+    ("get", "/v1/licenses/{id}"),
+    ("patch", "/v1/licenses/{id}"),
+    ("put", "/v1/accounts/{id}/users/{username}"),
+    ("post", "/v1/accounts/{id}/users/{username}/tokens"),
+    ("post", "/v1/oauth/token"),
+    ("post", "/v1/sessions"),
+    ("post", "/v1/sessions/{id}/heartbeat"),
+    ("delete", "/v1/sessions/{id}"),
+    ("get", "/v1/licenses/{id}/sessions"),
+    ("get", "/v1/licenses/{id}/usage"),
+    ("get", "/v1/licenses/{id}/audit"),
+    ("get", "/.well-known/jwks.json"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_only_served_routes() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.http.get(format!("{}/openapi.json", app.url)).send().await.unwrap().json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                ROUTES.contains(&(method.as_str(), path.as_str())),
+                "{method} {path} is documented but not in this test's route list"
+            );
+            documented += 1;
+            // The router serves it: anything but the route-not-found fallback.
+            let concrete = path.replace("{id}", "x").replace("{username}", "y");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = app.call(m, &concrete, None, None).await;
+            assert!(
+                !(r.status == StatusCode::NOT_FOUND && r.body["error"]["message"] == "route not found"),
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    for (method, path) in ROUTES {
+        assert!(paths.get(*path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is undocumented");
+    }
+    assert_eq!(documented, ROUTES.len());
+}
+
+#[tokio::test]
+async fn leases_verify_offline_with_the_published_key() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let s = app.open(&bob, &f.license_id, "laptop", "cad").await;
+    let lease = s.body["lease"].as_str().unwrap();
+
+    let jwks: serde_json::Value = app.http.get(format!("{}/.well-known/jwks.json", app.url)).send().await.unwrap().json().await.unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["alg"], "EdDSA");
+    let x: [u8; 32] = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let verifying = VerifyingKey::from_bytes(&x).unwrap();
+
+    let parts: Vec<&str> = lease.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["kid"], key["kid"]);
+    let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    verifying.verify(signed.as_bytes(), &sig).unwrap();
+    let claims: leasehold_proto::LeaseClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims.sid, s.id());
+    assert_eq!(claims.lic, f.license_id);
+    assert_eq!(claims.sub, "bob");
+    assert_eq!(claims.exp, TEST_START.secs() + 1200);
+
+    // A tampered payload does not verify.
+    let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&leasehold_proto::LeaseClaims { exp: claims.exp + 86_400, ..claims.clone() }).unwrap());
+    let tampered = format!("{}.{}", parts[0], forged);
+    assert!(verifying.verify(tampered.as_bytes(), &sig).is_err());
+
+    // A heartbeat can ask for a lease re-signed with the new expiry.
+    app.clock.advance_secs(100);
+    let hb = app.post(&format!("/v1/sessions/{}/heartbeat?lease=true", s.id()), &bob, json!({})).await;
+    assert_eq!(hb.status, StatusCode::OK);
+    let fresh = hb.body["lease"].as_str().unwrap();
+    let p: Vec<&str> = fresh.split('.').collect();
+    let claims: leasehold_proto::LeaseClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p[1]).unwrap()).unwrap();
+    assert_eq!(claims.exp, TEST_START.secs() + 1300);
+    let hb = app.heartbeat(&bob, &s.id()).await;
+    assert!(hb.body.get("lease").is_none(), "no signing cost unless asked");
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_public() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    app.open(&bob, &f.license_id, "pc", "1").await;
+    app.open(&bob, &f.license_id, "pc", "2").await; // denied
+    let h = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(h.status, StatusCode::OK);
+    let text = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let lic = &f.license_id;
+    assert!(text.contains(&format!("leasehold_sessions_in_use{{license=\"{lic}\"}} 1")), "{text}");
+    assert!(text.contains(&format!("leasehold_denials_total{{license=\"{lic}\"}} 1")), "{text}");
+}

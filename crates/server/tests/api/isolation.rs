@@ -1,0 +1,71 @@
+//! Tenant isolation: one account's admin never sees or touches another account's things.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn another_accounts_admin_gets_403_or_404_on_every_route() {
+    // Arrange: account A with a license, a user, a session; account B's admin is the intruder.
+    let app = spawn_app().await;
+    let a = app.fixture(3, &[], json!({})).await;
+    let bob = app.user_token(&a.account_id, &a.admin, "bob").await;
+    let session = app.open(&bob, &a.license_id, "laptop", "cad").await.id();
+    let (b_account, b_admin) = app.create_account("Intruder Inc").await;
+    let b_user = app.user_token(&b_account, &b_admin, "mallory").await;
+
+    let (acc, lic) = (&a.account_id, &a.license_id);
+    let calls: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::POST, "/v1/licenses".into(), Some(json!({"account_id": acc, "product": "x", "model": "concurrent_sessions", "seats": 5}))),
+        (Method::GET, format!("/v1/licenses/{lic}"), None),
+        (Method::PATCH, format!("/v1/licenses/{lic}"), Some(json!({"seats": 50}))),
+        (Method::PUT, format!("/v1/accounts/{acc}/users/bob"), Some(json!({"kind": "interactive", "active": false}))),
+        (Method::PUT, format!("/v1/accounts/{acc}/users/eve"), Some(json!({"kind": "interactive"}))),
+        (Method::POST, format!("/v1/accounts/{acc}/users/bob/tokens"), Some(json!({}))),
+        (Method::GET, format!("/v1/licenses/{lic}/sessions"), None),
+        (Method::GET, format!("/v1/licenses/{lic}/usage"), None),
+        (Method::GET, format!("/v1/licenses/{lic}/audit"), None),
+        (Method::DELETE, format!("/v1/sessions/{session}"), None),
+    ];
+    for token in [&b_admin, &b_user] {
+        for (method, path, body) in &calls {
+            let r = app.call(method.clone(), path, Some(token), body.clone()).await;
+            assert!(
+                r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
+                "{method} {path} answered {} {:?}",
+                r.status,
+                r.body
+            );
+            assert!(matches!(r.code(), "forbidden" | "not_found"), "{:?}", r.body);
+        }
+    }
+    // B's user cannot open on, heartbeat or end A's things either.
+    let o = app.open(&b_user, lic, "pc", "x").await;
+    assert_eq!(o.status, StatusCode::NOT_FOUND);
+    let hb = app.heartbeat(&b_user, &session).await;
+    assert_eq!(hb.status, StatusCode::NOT_FOUND);
+
+    // Nothing changed for A.
+    let l = app.get(&format!("/v1/licenses/{lic}"), &a.admin).await;
+    assert_eq!(l.body["seats"], 3);
+    assert_eq!(l.body["usage"]["in_use"], 1);
+    let hb = app.heartbeat(&bob, &session).await;
+    assert_eq!(hb.status, StatusCode::OK);
+    let again = app.open(&bob, lic, "laptop", "cad2").await;
+    assert_eq!(again.status, StatusCode::CREATED, "bob is still active");
+}
+
+#[tokio::test]
+async fn another_user_of_the_same_account_cannot_touch_my_session() {
+    let app = spawn_app().await;
+    let f = app.fixture(3, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
+    let hb = app.heartbeat(&carol, &s).await;
+    assert_eq!(hb.status, StatusCode::FORBIDDEN);
+    let d = app.call(Method::DELETE, &format!("/v1/sessions/{s}"), Some(&carol), None).await;
+    assert_eq!(d.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
+}

@@ -1,0 +1,363 @@
+//! The protocol walk-through: accounts, licenses, users, tokens, sessions, expiry, revoke.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn sessions_take_seats_and_tokens_do_not() {
+    // Arrange: 2 seats, alice reserved.
+    let app = spawn_app().await;
+    let f = app.fixture(2, &["alice"], json!({})).await;
+    let alice = app.user_token(&f.account_id, &f.admin, "alice").await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    // Many tokens for one user consume no seat.
+    for _ in 0..5 {
+        app.user_token(&f.account_id, &f.admin, "bob").await;
+    }
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
+
+    // Act + assert: bob takes the only shared seat; carol is refused; alice has her reserved one.
+    let b = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+    assert_eq!(b.status, StatusCode::CREATED, "{:?}", b.body);
+    let session = TestApp::session(&b.body);
+    assert_eq!(session.username, "bob");
+    assert_eq!(session.kind, leasehold_proto::UserKind::Interactive);
+    assert!(session.lease.is_some());
+    assert_eq!(session.heartbeat_interval_secs, 400);
+    assert_eq!(
+        (session.expires_at - session.opened_at).whole_seconds(),
+        1200,
+        "default inactivity timeout is 20 minutes"
+    );
+
+    let c = app.open(&carol, &f.license_id, "desktop", "cad-1").await;
+    assert_eq!(c.status, StatusCode::CONFLICT);
+    assert_eq!(c.code(), "no_seat_available");
+    assert!(c.body["error"]["message"].as_str().unwrap().contains("2 seats"));
+
+    let a = app.open(&alice, &f.license_id, "tablet", "cad-1").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let lic = app.get(&format!("/v1/licenses/{}", f.license_id), &f.admin).await;
+    assert_eq!(lic.body["usage"], json!({"seats": 2, "in_use": 2, "available": 0}));
+
+    // Logout frees bob's seat for carol.
+    let out = app
+        .call(Method::DELETE, &format!("/v1/sessions/{}", b.id()), Some(&bob), None)
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    let c = app.open(&carol, &f.license_id, "desktop", "cad-1").await;
+    assert_eq!(c.status, StatusCode::CREATED);
+
+    // The logged-out session is gone for good.
+    let hb = app.heartbeat(&bob, &b.id()).await;
+    assert_eq!(hb.status, StatusCode::GONE);
+    assert_eq!(hb.code(), "session_ended");
+    assert_eq!(hb.body["error"]["reason"], "logout");
+}
+
+#[tokio::test]
+async fn reopening_from_the_same_instance_returns_the_same_session() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let first = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.id(), first.id());
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
+    // Another instance on the same device is another session: it needs a second seat.
+    let other = app.open(&bob, &f.license_id, "laptop", "cad-2").await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    // So does the same instance id on another device.
+    let other = app.open(&bob, &f.license_id, "desktop", "cad-1").await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_heartbeats_keep_sessions_alive() {
+    let app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({"inactivity_timeout_secs": 60})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let idle = app.open(&bob, &f.license_id, "laptop", "idle").await.id();
+    let busy = app.open(&bob, &f.license_id, "laptop", "busy").await.id();
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 2);
+
+    // Walk 3 minutes forward, heartbeating `busy` every 40 s.
+    for _ in 0..4 {
+        app.clock.advance_secs(40);
+        let hb = app.heartbeat(&bob, &busy).await;
+        if hb.status != StatusCode::OK {
+            break;
+        }
+    }
+    app.advance(0).await;
+    let hb = app.heartbeat(&bob, &busy).await;
+    assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
+
+    let hb = app.heartbeat(&bob, &idle).await;
+    assert_eq!(hb.status, StatusCode::GONE);
+    assert_eq!(hb.body["error"]["reason"], "inactivity");
+    // The reaper wrote the audit trail.
+    let audit = app.get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin).await;
+    let events: Vec<_> = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["session_id"] == idle.as_str())
+        .map(|e| (e["event"].as_str().unwrap().to_owned(), e["detail"].clone()))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1], ("ended".to_owned(), json!("inactivity")));
+}
+
+#[tokio::test]
+async fn a_heartbeat_after_expiry_fails_and_does_not_resurrect() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({"inactivity_timeout_secs": 10})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
+    // Past expiry but before the reaper ran: the heartbeat itself must refuse.
+    app.clock.advance_secs(11);
+    let hb = app.heartbeat(&bob, &s).await;
+    assert_eq!(hb.status, StatusCode::GONE);
+    assert_eq!(hb.body["error"]["reason"], "inactivity");
+    let hb = app.heartbeat(&bob, &s).await;
+    assert_eq!(hb.status, StatusCode::GONE);
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
+    let list = app.get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin).await;
+    assert_eq!(list.body["sessions"], json!([]));
+}
+
+#[tokio::test]
+async fn a_full_license_reclaims_its_expired_sessions_before_refusing() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({"inactivity_timeout_secs": 5})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    app.open(&bob, &f.license_id, "laptop", "cad").await;
+    // The clock passes bob's expiry; the next open must not wait for the reaper.
+    app.clock.advance_secs(6);
+    let c = app.open(&carol, &f.license_id, "desktop", "cad").await;
+    assert_eq!(c.status, StatusCode::CREATED, "{:?}", c.body);
+}
+
+#[tokio::test]
+async fn an_admin_revoke_ends_the_session_and_tells_its_owner() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
+    let list = app.get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin).await;
+    assert_eq!(list.body["sessions"][0]["id"], s.as_str());
+    assert!(list.body["sessions"][0].get("lease").is_none());
+
+    let r = app
+        .call(Method::DELETE, &format!("/v1/sessions/{s}"), Some(&f.admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let hb = app.heartbeat(&bob, &s).await;
+    assert_eq!(hb.status, StatusCode::GONE);
+    assert_eq!(hb.body["error"]["reason"], "revoked");
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
+    // Revoking again: already ended.
+    let r = app
+        .call(Method::DELETE, &format!("/v1/sessions/{s}"), Some(&f.admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn service_users_get_sessions_with_an_absolute_lifetime() {
+    let app = spawn_app().await;
+    let f = app
+        .fixture(1, &[], json!({"inactivity_timeout_secs": 600, "service_session_lifetime_secs": 3600}))
+        .await;
+    let created = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/erp-backend", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "service"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let client_id = created.body["client_id"].as_str().unwrap().to_owned();
+    let secret = created.body["client_secret"].as_str().unwrap().to_owned();
+    // The secret is shown once: a second PUT does not repeat it.
+    let again = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/erp-backend", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "service"})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(again.body.get("client_secret").is_none());
+
+    // Client secret in the form body.
+    let resp = app
+        .http
+        .post(format!("{}/v1/oauth/token", app.url))
+        .form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let tok: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(tok["token_type"], "Bearer");
+    assert_eq!(tok["expires_in"], 3600);
+    // And by HTTP Basic.
+    let resp = app
+        .http
+        .post(format!("{}/v1/oauth/token", app.url))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // A wrong secret is refused.
+    let resp = app
+        .http
+        .post(format!("{}/v1/oauth/token", app.url))
+        .basic_auth(&client_id, Some("nope"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let access = tok["access_token"].as_str().unwrap();
+    let s = app.open(access, &f.license_id, "erp-host", "worker-1").await;
+    assert_eq!(s.status, StatusCode::CREATED, "{:?}", s.body);
+    assert_eq!(s.body["kind"], "service");
+    let id = s.id();
+    // Heartbeats every 500 s keep it alive, but not past its 1 h lifetime.
+    let mut last = None;
+    for _ in 0..7 {
+        app.clock.advance_secs(500);
+        let hb = app.heartbeat(access, &id).await;
+        assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+        last = Some(hb.body["expires_at"].clone());
+    }
+    let opened: time::OffsetDateTime = time::OffsetDateTime::parse(
+        s.body["opened_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let capped = time::OffsetDateTime::parse(
+        last.unwrap().as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!((capped - opened).whole_seconds(), 3600);
+    // The access token itself expires after an hour too; a fresh one sees the session ended.
+    app.advance(200).await;
+    let resp = app
+        .http
+        .post(format!("{}/v1/oauth/token", app.url))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let tok: serde_json::Value = resp.json().await.unwrap();
+    let hb = app.heartbeat(tok["access_token"].as_str().unwrap(), &id).await;
+    assert_eq!(hb.status, StatusCode::GONE);
+    assert_eq!(hb.body["error"]["reason"], "lifetime");
+    let old = app.heartbeat(access, &id).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "expired access token");
+}
+
+#[tokio::test]
+async fn plans_give_seats_and_refuse_extra_seats_above_the_cap() {
+    let app = spawn_app().await;
+    let (account, admin) = app.create_account("Acme").await;
+    let base = json!({"account_id": account, "product": "erp", "model": "concurrent_sessions"});
+    let mut body = base.clone();
+    body["plan"] = json!("small-business-basic");
+    body["extra_seats"] = json!(2);
+    let a = app.post("/v1/licenses", &admin, body).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["seats"], 5);
+    assert_eq!(a.body["plan"], "small-business-basic");
+    let mut body = base.clone();
+    body["plan"] = json!("small-business-advanced");
+    body["extra_seats"] = json!(31);
+    let r = app.post("/v1/licenses", &admin, body).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "plan_cap_exceeded");
+    // Upgrading extra seats at run time, up to the cap.
+    let id = a.id();
+    let p = app
+        .call(Method::PATCH, &format!("/v1/licenses/{id}"), Some(&admin), Some(json!({"extra_seats": 32})))
+        .await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(p.body["seats"], 35);
+    let p = app
+        .call(Method::PATCH, &format!("/v1/licenses/{id}"), Some(&admin), Some(json!({"extra_seats": 33})))
+        .await;
+    assert_eq!(p.code(), "plan_cap_exceeded");
+    let l = app.get(&format!("/v1/licenses/{id}"), &admin).await;
+    assert_eq!(l.body["seats"], 35, "a refused patch changes nothing");
+}
+
+#[tokio::test]
+async fn inactive_users_cannot_open_sessions() {
+    let app = spawn_app().await;
+    let f = app.fixture(3, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/bob", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "interactive", "active": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["active"], false);
+    let o = app.open(&bob, &f.license_id, "laptop", "cad").await;
+    assert_eq!(o.status, StatusCode::FORBIDDEN);
+    assert_eq!(o.code(), "user_inactive");
+}
+
+#[tokio::test]
+async fn usage_reports_current_figures_and_water_marks() {
+    let app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let s1 = app.open(&bob, &f.license_id, "d", "1").await.id();
+    app.open(&bob, &f.license_id, "d", "2").await;
+    app.open(&bob, &f.license_id, "d", "3").await; // denied
+    app.call(Method::DELETE, &format!("/v1/sessions/{s1}"), Some(&bob), None)
+        .await;
+    let u = app
+        .get(&format!("/v1/licenses/{}/usage?bucket=hour", f.license_id), &f.admin)
+        .await;
+    assert_eq!(u.status, StatusCode::OK, "{:?}", u.body);
+    assert_eq!(u.body["now"], json!({"seats": 2, "in_use": 1, "available": 1}));
+    assert_eq!(u.body["high_water"], 2);
+    assert_eq!(u.body["low_water"], 0);
+    assert_eq!(u.body["denials"], 1);
+}
+
+#[tokio::test]
+async fn an_acknowledged_session_survives_a_restart_on_the_same_data_folder() {
+    let mut app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
+    app.stop().await;
+    let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+    let app = spawn_app_in(dir).await;
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
+    let hb = app.heartbeat(&bob, &s).await;
+    assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+}
