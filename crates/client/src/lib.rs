@@ -1,1 +1,132 @@
-//! placeholder
+//! Rust SDK for Leasehold, a license server that enforces how many
+//! sessions ("seats") of a product run at once.
+//!
+//! What it gives you:
+//!
+//! - [`Client`]: one typed `async` method per route of the seat protocol v1 (accounts,
+//!   licenses, users and tokens, sessions, usage, JWKS, health), with bearer-token or OAuth2
+//!   client-credentials authentication ([`Client::with_client_credentials`] obtains and renews
+//!   the access token by itself), and retries with exponential backoff and jitter on transport
+//!   errors and HTTP 503 only ([`RetryPolicy`]).
+//! - [`Client::checkout`]: takes a seat and returns a [`LeaseGuard`] that heartbeats in the
+//!   background, publishes a [`LeaseStatus`] on a `tokio::sync::watch` channel, and returns the
+//!   seat on [`LeaseGuard::release`] or on drop.
+//! - [`LeaseVerifier`]: offline verification of the signed lease (an EdDSA JWT) every session
+//!   carries, against the server's published keys.
+//! - [`ClientError`]: one error type; API errors carry the server's stable
+//!   [`ErrorCode`].
+//!
+//! # Taking a seat
+//!
+//! ```no_run
+//! use leasehold_client::{Client, LeaseStatus};
+//!
+//! # async fn run() -> Result<(), leasehold_client::ClientError> {
+//! let client = Client::with_token("http://localhost:8080", "user-token")?;
+//! let guard = client.checkout("lic_123", "laptop-42", "editor-1").await?;
+//! println!("session {} until {}", guard.session_id(), guard.expires_at());
+//!
+//! // React when the seat is lost (revoked by an admin, server unreachable for too long...).
+//! let mut status = guard.subscribe();
+//! tokio::spawn(async move {
+//!     while status.changed().await.is_ok() {
+//!         if let LeaseStatus::Lost { reason } = &*status.borrow() {
+//!             eprintln!("license seat lost: {reason}");
+//!         }
+//!     }
+//! });
+//!
+//! // ... use the licensed feature ...
+//!
+//! guard.release().await?; // give the seat back (dropping the guard also does, best-effort)
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! When every seat is taken, `checkout` fails with 409 `no_seat_available`:
+//!
+//! ```no_run
+//! # async fn run(client: leasehold_client::Client) -> Result<(), leasehold_client::ClientError> {
+//! use leasehold_client::CheckoutOptions;
+//!
+//! // On a license with `on_full: "queue"`, wait up to a minute for a seat.
+//! match client
+//!     .checkout_with("lic_123", "laptop-42", "editor-1", CheckoutOptions::new().wait_secs(60))
+//!     .await
+//! {
+//!     Ok(guard) => { /* ... */ guard.release().await?; }
+//!     Err(err) if err.is_no_seat_available() => eprintln!("all seats are in use, try later"),
+//!     Err(err) => return Err(err),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Service users
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), leasehold_client::ClientError> {
+//! use leasehold_client::Client;
+//!
+//! // The access token is fetched on first use and renewed before it expires.
+//! let client = Client::with_client_credentials("http://localhost:8080", "svc_id", "svc_secret")?;
+//! let guard = client.checkout("lic_123", "backend-host-1", "worker-7").await?;
+//! # drop(guard);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Verifying a lease offline
+//!
+//! ```no_run
+//! # async fn run(client: leasehold_client::Client, lease: String) -> Result<(), leasehold_client::ClientError> {
+//! use leasehold_client::LeaseVerifier;
+//!
+//! // Fetch the server's keys once (cached by the client) ...
+//! let verifier = client.lease_verifier().await?;
+//! // ... or build the verifier from a key set the vendor ships:
+//! let jwks: leasehold_client::proto::Jwks = serde_json::from_str(r#"{"keys": []}"#)
+//!     .map_err(|e| leasehold_client::ClientError::Decode(e.to_string()))?;
+//! let _shipped = LeaseVerifier::from_jwks(&jwks);
+//!
+//! let now = 1_750_000_000; // seconds since the Unix epoch, from your clock
+//! let claims = verifier.verify(&lease, now)?;
+//! println!("{} holds session {} of license {}", claims.sub, claims.sid, claims.lic);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # TLS
+//!
+//! The workspace builds `reqwest` without a TLS backend. To talk to an `https://` server, enable
+//! one in your application (for example `reqwest = { version = "0.12", features =
+//! ["rustls-tls"] }`: Cargo's feature unification turns it on for this crate too) or pass your
+//! own client with [`ClientBuilder::http_client`].
+//!
+//! # Time
+//!
+//! The wall clock is read in one place, [`SystemClock`]; pass another [`Clock`] through
+//! [`CheckoutOptions::clock`] in tests. [`LeaseVerifier::verify`] takes the current time as an
+//! argument.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![deny(clippy::await_holding_lock)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+mod client;
+pub mod clock;
+mod error;
+mod guard;
+mod retry;
+mod verify;
+
+/// The wire types of the protocol, re-exported so that applications need no direct dependency.
+pub use leasehold_proto as proto;
+
+pub use client::{Client, ClientBuilder, UsageQuery, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use error::{ClientError, Result};
+pub use guard::{CheckoutOptions, LeaseGuard, LeaseStatus, LostReason};
+pub use leasehold_proto::{EndReason, ErrorCode, LeaseClaims};
+pub use retry::RetryPolicy;
+pub use verify::LeaseVerifier;
