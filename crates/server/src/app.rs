@@ -93,7 +93,7 @@ impl Application {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or_else(|_| self.config.listen)
+            .unwrap_or(self.config.listen)
     }
 
     pub fn port(&self) -> u16 {

@@ -98,7 +98,9 @@ impl Auth {
     pub fn require_root(&self) -> Result<(), ApiError> {
         match self.0 {
             Principal::Root => Ok(()),
-            _ => Err(ApiError::Forbidden("this call needs the root admin token".into())),
+            _ => Err(ApiError::Forbidden(
+                "this call needs the root admin token".into(),
+            )),
         }
     }
 

@@ -37,7 +37,10 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("plans", &self.plans)
             .field("reaper_interval_ms", &self.reaper_interval_ms)
             .finish_non_exhaustive()
@@ -47,7 +50,9 @@ impl std::fmt::Debug for Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             admin_token: None,
             plans: BTreeMap::new(),

@@ -37,7 +37,10 @@ pub enum ApiError {
     Conflict(String),
     /// 409 `no_seat_available`
     #[error("{message}")]
-    NoSeat { message: String, queue_timeout: bool },
+    NoSeat {
+        message: String,
+        queue_timeout: bool,
+    },
     /// 409 `plan_cap_exceeded`
     #[error("{0}")]
     PlanCapExceeded(String),

@@ -41,8 +41,9 @@ impl LeaseSigner {
         let key = if path.exists() {
             let pem = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            SigningKey::from_pkcs8_pem(&pem)
-                .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+                anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display())
+            })?
         } else {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             let pem = key

@@ -5,8 +5,20 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Value) -> (StatusCode, Value) {
-    let r = http.request(method, url).bearer_auth(token).json(&body).send().await.unwrap();
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let r = http
+        .request(method, url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -21,7 +33,11 @@ async fn acknowledged_sessions_survive_kill_9_and_count_after_restart() {
     let root = {
         let mut token = None;
         for _ in 0..50 {
-            if let Some(line) = server.printed_lines().iter().find(|l| l.trim().starts_with("lh_root_")) {
+            if let Some(line) = server
+                .printed_lines()
+                .iter()
+                .find(|l| l.trim().starts_with("lh_root_"))
+            {
                 token = Some(line.trim().to_owned());
                 break;
             }
@@ -30,19 +46,49 @@ async fn acknowledged_sessions_survive_kill_9_and_count_after_restart() {
         token.expect("the generated root token is printed at first start")
     };
     let url = server.url.clone();
-    let (s, acc) = call(&http, reqwest::Method::POST, format!("{url}/v1/accounts"), &root, json!({"name": "Acme"})).await;
+    let (s, acc) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{url}/v1/accounts"),
+        &root,
+        json!({"name": "Acme"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (account, admin) = (acc["id"].as_str().unwrap().to_owned(), acc["admin_token"].as_str().unwrap().to_owned());
+    let (account, admin) = (
+        acc["id"].as_str().unwrap().to_owned(),
+        acc["admin_token"].as_str().unwrap().to_owned(),
+    );
     let (_, lic) = call(&http, reqwest::Method::POST, format!("{url}/v1/licenses"), &admin,
         json!({"account_id": account, "product": "cad", "model": "concurrent_sessions", "seats": 3})).await;
     let license = lic["id"].as_str().unwrap().to_owned();
-    call(&http, reqwest::Method::PUT, format!("{url}/v1/accounts/{account}/users/bob"), &admin, json!({"kind": "interactive"})).await;
-    let (_, tok) = call(&http, reqwest::Method::POST, format!("{url}/v1/accounts/{account}/users/bob/tokens"), &admin, json!({})).await;
+    call(
+        &http,
+        reqwest::Method::PUT,
+        format!("{url}/v1/accounts/{account}/users/bob"),
+        &admin,
+        json!({"kind": "interactive"}),
+    )
+    .await;
+    let (_, tok) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{url}/v1/accounts/{account}/users/bob/tokens"),
+        &admin,
+        json!({}),
+    )
+    .await;
     let bob = tok["token"].as_str().unwrap().to_owned();
     let mut sessions = Vec::new();
     for i in 0..2 {
-        let (s, body) = call(&http, reqwest::Method::POST, format!("{url}/v1/sessions"), &bob,
-            json!({"license_id": license, "device_id": "pc", "instance_id": format!("app-{i}")})).await;
+        let (s, body) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{url}/v1/sessions"),
+            &bob,
+            json!({"license_id": license, "device_id": "pc", "instance_id": format!("app-{i}")}),
+        )
+        .await;
         assert_eq!(s, StatusCode::CREATED);
         sessions.push(body["id"].as_str().unwrap().to_owned());
     }
@@ -53,23 +99,55 @@ async fn acknowledged_sessions_survive_kill_9_and_count_after_restart() {
     // Restart on the same folder: no new root token, the old one still works.
     let server = ServerProcess::start(dir.path(), &[]);
     let url = server.url.clone();
-    let (s, lic) = call(&http, reqwest::Method::GET, format!("{url}/v1/licenses/{license}"), &root, json!(null)).await;
+    let (s, lic) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{url}/v1/licenses/{license}"),
+        &root,
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{lic}");
-    assert_eq!(lic["usage"]["in_use"], 2, "both acknowledged sessions survived");
+    assert_eq!(
+        lic["usage"]["in_use"], 2,
+        "both acknowledged sessions survived"
+    );
     for id in &sessions {
-        let (s, body) = call(&http, reqwest::Method::POST, format!("{url}/v1/sessions/{id}/heartbeat"), &bob, json!({})).await;
+        let (s, body) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{url}/v1/sessions/{id}/heartbeat"),
+            &bob,
+            json!({}),
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{body}");
     }
     // They still count against the seats: one more fits, the next is refused.
-    let (s, _) = call(&http, reqwest::Method::POST, format!("{url}/v1/sessions"), &bob,
-        json!({"license_id": license, "device_id": "pc", "instance_id": "app-2"})).await;
+    let (s, _) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{url}/v1/sessions"),
+        &bob,
+        json!({"license_id": license, "device_id": "pc", "instance_id": "app-2"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, body) = call(&http, reqwest::Method::POST, format!("{url}/v1/sessions"), &bob,
-        json!({"license_id": license, "device_id": "pc", "instance_id": "app-3"})).await;
+    let (s, body) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{url}/v1/sessions"),
+        &bob,
+        json!({"license_id": license, "device_id": "pc", "instance_id": "app-3"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "no_seat_available");
     assert!(
-        !server.printed_lines().iter().any(|l| l.contains("lh_root_")),
+        !server
+            .printed_lines()
+            .iter()
+            .any(|l| l.contains("lh_root_")),
         "the root token is printed only at first start"
     );
     // The signing key persisted too: the JWKS is the same key as before the crash.

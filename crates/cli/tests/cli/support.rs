@@ -11,7 +11,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_leasehold");
 
 /// A free loopback port (bound then released; the server binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct ServerProcess {
@@ -26,12 +30,17 @@ impl ServerProcess {
     pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data_dir)
-            .env_remove("LEASEHOLD_ADMIN_TOKEN")
-            .env("LEASEHOLD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .env("LEASEHOLD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -61,7 +70,11 @@ impl ServerProcess {
             assert!(Instant::now() < deadline, "server did not become healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
-        ServerProcess { child, url, stdout: rx }
+        ServerProcess {
+            child,
+            url,
+            stdout: rx,
+        }
     }
 
     /// `kill -9`: no chance to flush anything.

@@ -10,9 +10,7 @@ use base64::Engine;
 use leasehold_core::{LicenseTerms, Username, ValidatedId};
 use leasehold_proto as proto;
 use leasehold_proto::{EndReason, ErrorBody, UserKind};
-use leasehold_store::{
-    Account, Credential, License, OpenRequest, Principal, Session, User,
-};
+use leasehold_store::{Account, Credential, License, OpenRequest, Principal, Session, User};
 use serde::Deserialize;
 
 use super::{ApiForm, ApiJson, AppState};
@@ -132,7 +130,10 @@ pub async fn create_account(
         },
         expires_at: None,
     };
-    state.store.create_account(account.clone(), credential).await?;
+    state
+        .store
+        .create_account(account.clone(), credential)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(proto::AccountCreated {
@@ -344,7 +345,11 @@ pub async fn oauth_token(
             req.grant_type
         )));
     }
-    let (client_id, client_secret) = match (basic_credentials(&headers), req.client_id, req.client_secret) {
+    let (client_id, client_secret) = match (
+        basic_credentials(&headers),
+        req.client_id,
+        req.client_secret,
+    ) {
         (Some(basic), _, _) => basic,
         (None, Some(id), Some(secret)) => (id, secret),
         _ => {
@@ -355,10 +360,10 @@ pub async fn oauth_token(
     };
     let user = state.store.find_user_by_client_id(&client_id).await?;
     let user = match user {
-        Some(u) if u
-            .client_secret_hash
-            .as_ref()
-            .is_some_and(|h| secret_matches(&client_secret, h)) =>
+        Some(u)
+            if u.client_secret_hash
+                .as_ref()
+                .is_some_and(|h| secret_matches(&client_secret, h)) =>
         {
             u
         }
@@ -685,10 +690,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let body = m::render(&state).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    ))
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", content_type = "application/json")))]

@@ -5,7 +5,14 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-async fn raw(app: &TestApp, method: Method, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Answer {
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Answer {
     let mut req = app
         .http
         .request(method, format!("{}{}", app.url, path))
@@ -34,27 +41,98 @@ async fn malformed_or_invalid_bodies_are_refused_with_stable_codes() {
     };
 
     let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
-        ("malformed JSON", b"{\"account_id\": ".to_vec(), StatusCode::BAD_REQUEST),
-        ("not JSON at all", b"seats=3".to_vec(), StatusCode::BAD_REQUEST),
-        ("unknown field", serde_json::to_vec(&license(json!({"colour": "red"}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("unknown model", serde_json::to_vec(&license(json!({"model": "per_moon_phase"}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("zero seats", serde_json::to_vec(&license(json!({"seats": 0}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("negative seats", serde_json::to_vec(&license(json!({"seats": -4}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("seats as text", serde_json::to_vec(&license(json!({"seats": "ten"}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("zero timeout", serde_json::to_vec(&license(json!({"inactivity_timeout_secs": 0}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("more reserved than seats", serde_json::to_vec(&license(json!({"reserved": ["a", "b", "c"]}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("bad reserved username", serde_json::to_vec(&license(json!({"reserved": ["no spaces"]}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("unknown plan", serde_json::to_vec(&license(json!({"seats": null, "plan": "gold"}))).unwrap(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("oversized body", serde_json::to_vec(&license(json!({"product": "x".repeat(100_000)}))).unwrap(), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            "malformed JSON",
+            b"{\"account_id\": ".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not JSON at all",
+            b"seats=3".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown field",
+            serde_json::to_vec(&license(json!({"colour": "red"}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown model",
+            serde_json::to_vec(&license(json!({"model": "per_moon_phase"}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "zero seats",
+            serde_json::to_vec(&license(json!({"seats": 0}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "negative seats",
+            serde_json::to_vec(&license(json!({"seats": -4}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "seats as text",
+            serde_json::to_vec(&license(json!({"seats": "ten"}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "zero timeout",
+            serde_json::to_vec(&license(json!({"inactivity_timeout_secs": 0}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "more reserved than seats",
+            serde_json::to_vec(&license(json!({"reserved": ["a", "b", "c"]}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "bad reserved username",
+            serde_json::to_vec(&license(json!({"reserved": ["no spaces"]}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown plan",
+            serde_json::to_vec(&license(json!({"seats": null, "plan": "gold"}))).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "oversized body",
+            serde_json::to_vec(&license(json!({"product": "x".repeat(100_000)}))).unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ];
     for (what, body, status) in cases {
-        let r = raw(&app, Method::POST, "/v1/licenses", Some(&f.admin), "application/json", body).await;
+        let r = raw(
+            &app,
+            Method::POST,
+            "/v1/licenses",
+            Some(&f.admin),
+            "application/json",
+            body,
+        )
+        .await;
         assert_eq!(r.status, status, "{what}: {:?}", r.body);
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_request" };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "invalid_request"
+        };
         assert_eq!(r.code(), code, "{what}");
-        assert!(!r.body["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+        assert!(
+            !r.body["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
     }
-    let r = raw(&app, Method::POST, "/v1/licenses", Some(&f.admin), "text/plain", b"{}".to_vec()).await;
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/licenses",
+        Some(&f.admin),
+        "text/plain",
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Sessions: bad ids and fields.
@@ -66,22 +144,37 @@ async fn malformed_or_invalid_bodies_are_refused_with_stable_codes() {
         json!({"license_id": f.license_id, "device_id": "pc", "instance_id": "x", "seats": 3}),
     ] {
         let r = app.post("/v1/sessions", &bob, body.clone()).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
         assert_eq!(r.code(), "invalid_request");
     }
     let r = app.post("/v1/users", &f.admin, json!({})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "not_found");
-    let r = app.call(Method::PUT, "/v1/sessions", Some(&bob), None).await;
+    let r = app
+        .call(Method::PUT, "/v1/sessions", Some(&bob), None)
+        .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.code(), "method_not_allowed");
 
     // Nothing changed: still one license of 2 seats, no session.
-    let l = app.get(&format!("/v1/licenses/{}", f.license_id), &f.admin).await;
+    let l = app
+        .get(&format!("/v1/licenses/{}", f.license_id), &f.admin)
+        .await;
     assert_eq!(l.body["seats"], 2);
     assert_eq!(l.body["usage"]["in_use"], 0);
-    let audit = app.get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin).await;
-    assert_eq!(audit.body["events"].as_array().unwrap().len(), 1, "only license_created");
+    let audit = app
+        .get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin)
+        .await;
+    assert_eq!(
+        audit.body["events"].as_array().unwrap().len(),
+        1,
+        "only license_created"
+    );
 }
 
 #[tokio::test]
@@ -104,13 +197,31 @@ async fn unknown_ids_are_404() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app.heartbeat(&bob, missing).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = app.call(Method::DELETE, &format!("/v1/sessions/{missing}"), Some(&bob), None).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app
-        .call(Method::PUT, &format!("/v1/accounts/{missing}/users/x"), Some(leasehold_proto_root()), Some(json!({"kind": "interactive"})))
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{missing}"),
+            Some(&bob),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = app.post(&format!("/v1/accounts/{}/users/ghost/tokens", f.account_id), &f.admin, json!({})).await;
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{missing}/users/x"),
+            Some(leasehold_proto_root()),
+            Some(json!({"kind": "interactive"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .post(
+            &format!("/v1/accounts/{}/users/ghost/tokens", f.account_id),
+            &f.admin,
+            json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
@@ -126,10 +237,20 @@ async fn wrong_or_missing_tokens_are_refused() {
     let open = json!({"license_id": f.license_id, "device_id": "pc", "instance_id": "x"});
 
     // No token, unknown token, malformed header: 401 unauthorized.
-    let r = app.call(Method::POST, "/v1/sessions", None, Some(open.clone())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
-    let r = app.post("/v1/sessions", "lh_usr_made_up", open.clone()).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let r = app
+        .call(Method::POST, "/v1/sessions", None, Some(open.clone()))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let r = app
+        .post("/v1/sessions", "lh_usr_made_up", open.clone())
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
     let resp = app
         .http
         .get(format!("{}/v1/licenses/{}", app.url, f.license_id))
@@ -148,20 +269,43 @@ async fn wrong_or_missing_tokens_are_refused() {
         .post("/v1/licenses", &bob, json!({"account_id": f.account_id, "product": "p", "model": "concurrent_sessions", "seats": 9}))
         .await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
-    let r = app.get(&format!("/v1/licenses/{}", f.license_id), &bob).await;
+    let r = app
+        .get(&format!("/v1/licenses/{}", f.license_id), &bob)
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = app.post("/v1/accounts", &f.admin, json!({"name": "x"})).await;
+    let r = app
+        .post("/v1/accounts", &f.admin, json!({"name": "x"}))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = app.post("/v1/accounts", &bob, json!({"name": "x"})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Service users have no personal tokens.
-    app.call(Method::PUT, &format!("/v1/accounts/{}/users/svc", f.account_id), Some(&f.admin), Some(json!({"kind": "service"})))
+    app.call(
+        Method::PUT,
+        &format!("/v1/accounts/{}/users/svc", f.account_id),
+        Some(&f.admin),
+        Some(json!({"kind": "service"})),
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/v1/accounts/{}/users/svc/tokens", f.account_id),
+            &f.admin,
+            json!({}),
+        )
         .await;
-    let r = app.post(&format!("/v1/accounts/{}/users/svc/tokens", f.account_id), &f.admin, json!({})).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
     // A user's kind cannot change.
     let r = app
-        .call(Method::PUT, &format!("/v1/accounts/{}/users/svc", f.account_id), Some(&f.admin), Some(json!({"kind": "interactive"})))
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/svc", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "interactive"})),
+        )
         .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "conflict"));
     // OAuth: wrong grant type, missing credentials.

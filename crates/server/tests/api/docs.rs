@@ -32,7 +32,15 @@ const ROUTES: &[(&str, &str)] = &[
 #[tokio::test]
 async fn openapi_documents_every_route_and_only_served_routes() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app.http.get(format!("{}/openapi.json", app.url)).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let mut documented = 0;
     for (path, item) in paths {
@@ -47,13 +55,17 @@ async fn openapi_documents_every_route_and_only_served_routes() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = app.call(m, &concrete, None, None).await;
             assert!(
-                !(r.status == StatusCode::NOT_FOUND && r.body["error"]["message"] == "route not found"),
+                !(r.status == StatusCode::NOT_FOUND
+                    && r.body["error"]["message"] == "route not found"),
                 "{method} {path} is documented but not served"
             );
         }
     }
     for (method, path) in ROUTES {
-        assert!(paths.get(*path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is undocumented");
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} is undocumented"
+        );
     }
     assert_eq!(documented, ROUTES.len());
 }
@@ -66,43 +78,73 @@ async fn leases_verify_offline_with_the_published_key() {
     let s = app.open(&bob, &f.license_id, "laptop", "cad").await;
     let lease = s.body["lease"].as_str().unwrap();
 
-    let jwks: serde_json::Value = app.http.get(format!("{}/.well-known/jwks.json", app.url)).send().await.unwrap().json().await.unwrap();
+    let jwks: serde_json::Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let key = &jwks["keys"][0];
     assert_eq!(key["kty"], "OKP");
     assert_eq!(key["crv"], "Ed25519");
     assert_eq!(key["alg"], "EdDSA");
-    let x: [u8; 32] = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let x: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(key["x"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let verifying = VerifyingKey::from_bytes(&x).unwrap();
 
     let parts: Vec<&str> = lease.split('.').collect();
     assert_eq!(parts.len(), 3);
-    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(header["kid"], key["kid"]);
     let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
     let signed = format!("{}.{}", parts[0], parts[1]);
     verifying.verify(signed.as_bytes(), &sig).unwrap();
-    let claims: leasehold_proto::LeaseClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let claims: leasehold_proto::LeaseClaims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(claims.sid, s.id());
     assert_eq!(claims.lic, f.license_id);
     assert_eq!(claims.sub, "bob");
     assert_eq!(claims.exp, TEST_START.secs() + 1200);
 
     // A tampered payload does not verify.
-    let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&leasehold_proto::LeaseClaims { exp: claims.exp + 86_400, ..claims.clone() }).unwrap());
+    let forged = URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&leasehold_proto::LeaseClaims {
+            exp: claims.exp + 86_400,
+            ..claims.clone()
+        })
+        .unwrap(),
+    );
     let tampered = format!("{}.{}", parts[0], forged);
     assert!(verifying.verify(tampered.as_bytes(), &sig).is_err());
 
     // A heartbeat can ask for a lease re-signed with the new expiry.
     app.clock.advance_secs(100);
-    let hb = app.post(&format!("/v1/sessions/{}/heartbeat?lease=true", s.id()), &bob, json!({})).await;
+    let hb = app
+        .post(
+            &format!("/v1/sessions/{}/heartbeat?lease=true", s.id()),
+            &bob,
+            json!({}),
+        )
+        .await;
     assert_eq!(hb.status, StatusCode::OK);
     let fresh = hb.body["lease"].as_str().unwrap();
     let p: Vec<&str> = fresh.split('.').collect();
-    let claims: leasehold_proto::LeaseClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p[1]).unwrap()).unwrap();
+    let claims: leasehold_proto::LeaseClaims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p[1]).unwrap()).unwrap();
     assert_eq!(claims.exp, TEST_START.secs() + 1300);
     let hb = app.heartbeat(&bob, &s.id()).await;
-    assert!(hb.body.get("lease").is_none(), "no signing cost unless asked");
+    assert!(
+        hb.body.get("lease").is_none(),
+        "no signing cost unless asked"
+    );
 }
 
 #[tokio::test]
@@ -114,8 +156,22 @@ async fn health_and_metrics_are_public() {
     app.open(&bob, &f.license_id, "pc", "2").await; // denied
     let h = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(h.status, StatusCode::OK);
-    let text = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let lic = &f.license_id;
-    assert!(text.contains(&format!("leasehold_sessions_in_use{{license=\"{lic}\"}} 1")), "{text}");
-    assert!(text.contains(&format!("leasehold_denials_total{{license=\"{lic}\"}} 1")), "{text}");
+    assert!(
+        text.contains(&format!("leasehold_sessions_in_use{{license=\"{lic}\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("leasehold_denials_total{{license=\"{lic}\"}} 1")),
+        "{text}"
+    );
 }

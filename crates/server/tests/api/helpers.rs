@@ -69,7 +69,13 @@ pub struct Fixture {
 }
 
 impl TestApp {
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         let mut req = self.http.request(method, format!("{}{}", self.url, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -97,7 +103,9 @@ impl TestApp {
     }
 
     pub async fn create_account(&self, name: &str) -> (String, String) {
-        let a = self.post("/v1/accounts", ROOT_TOKEN, json!({"name": name})).await;
+        let a = self
+            .post("/v1/accounts", ROOT_TOKEN, json!({"name": name}))
+            .await;
         assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
         (a.id(), a.body["admin_token"].as_str().unwrap().to_owned())
     }
@@ -121,7 +129,11 @@ impl TestApp {
             .await;
         assert!(a.status.is_success(), "{:?}", a.body);
         let t = self
-            .post(&format!("/v1/accounts/{account}/users/{username}/tokens"), admin, json!({}))
+            .post(
+                &format!("/v1/accounts/{account}/users/{username}/tokens"),
+                admin,
+                json!({}),
+            )
             .await;
         assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
         t.body["token"].as_str().unwrap().to_owned()
@@ -159,8 +171,12 @@ impl TestApp {
     }
 
     pub async fn heartbeat(&self, token: &str, session: &str) -> Answer {
-        self.post(&format!("/v1/sessions/{session}/heartbeat"), token, json!({}))
-            .await
+        self.post(
+            &format!("/v1/sessions/{session}/heartbeat"),
+            token,
+            json!({}),
+        )
+        .await
     }
 
     pub async fn in_use(&self, admin: &str, license: &str) -> u64 {

@@ -17,12 +17,34 @@ async fn another_accounts_admin_gets_403_or_404_on_every_route() {
 
     let (acc, lic) = (&a.account_id, &a.license_id);
     let calls: Vec<(Method, String, Option<serde_json::Value>)> = vec![
-        (Method::POST, "/v1/licenses".into(), Some(json!({"account_id": acc, "product": "x", "model": "concurrent_sessions", "seats": 5}))),
+        (
+            Method::POST,
+            "/v1/licenses".into(),
+            Some(
+                json!({"account_id": acc, "product": "x", "model": "concurrent_sessions", "seats": 5}),
+            ),
+        ),
         (Method::GET, format!("/v1/licenses/{lic}"), None),
-        (Method::PATCH, format!("/v1/licenses/{lic}"), Some(json!({"seats": 50}))),
-        (Method::PUT, format!("/v1/accounts/{acc}/users/bob"), Some(json!({"kind": "interactive", "active": false}))),
-        (Method::PUT, format!("/v1/accounts/{acc}/users/eve"), Some(json!({"kind": "interactive"}))),
-        (Method::POST, format!("/v1/accounts/{acc}/users/bob/tokens"), Some(json!({}))),
+        (
+            Method::PATCH,
+            format!("/v1/licenses/{lic}"),
+            Some(json!({"seats": 50})),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/accounts/{acc}/users/bob"),
+            Some(json!({"kind": "interactive", "active": false})),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/accounts/{acc}/users/eve"),
+            Some(json!({"kind": "interactive"})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{acc}/users/bob/tokens"),
+            Some(json!({})),
+        ),
         (Method::GET, format!("/v1/licenses/{lic}/sessions"), None),
         (Method::GET, format!("/v1/licenses/{lic}/usage"), None),
         (Method::GET, format!("/v1/licenses/{lic}/audit"), None),
@@ -30,14 +52,20 @@ async fn another_accounts_admin_gets_403_or_404_on_every_route() {
     ];
     for token in [&b_admin, &b_user] {
         for (method, path, body) in &calls {
-            let r = app.call(method.clone(), path, Some(token), body.clone()).await;
+            let r = app
+                .call(method.clone(), path, Some(token), body.clone())
+                .await;
             assert!(
                 r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
                 "{method} {path} answered {} {:?}",
                 r.status,
                 r.body
             );
-            assert!(matches!(r.code(), "forbidden" | "not_found"), "{:?}", r.body);
+            assert!(
+                matches!(r.code(), "forbidden" | "not_found"),
+                "{:?}",
+                r.body
+            );
         }
     }
     // B's user cannot open on, heartbeat or end A's things either.
@@ -65,7 +93,14 @@ async fn another_user_of_the_same_account_cannot_touch_my_session() {
     let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
     let hb = app.heartbeat(&carol, &s).await;
     assert_eq!(hb.status, StatusCode::FORBIDDEN);
-    let d = app.call(Method::DELETE, &format!("/v1/sessions/{s}"), Some(&carol), None).await;
+    let d = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{s}"),
+            Some(&carol),
+            None,
+        )
+        .await;
     assert_eq!(d.status, StatusCode::FORBIDDEN);
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
 }

@@ -36,16 +36,29 @@ async fn sessions_take_seats_and_tokens_do_not() {
     let c = app.open(&carol, &f.license_id, "desktop", "cad-1").await;
     assert_eq!(c.status, StatusCode::CONFLICT);
     assert_eq!(c.code(), "no_seat_available");
-    assert!(c.body["error"]["message"].as_str().unwrap().contains("2 seats"));
+    assert!(c.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2 seats"));
 
     let a = app.open(&alice, &f.license_id, "tablet", "cad-1").await;
     assert_eq!(a.status, StatusCode::CREATED);
-    let lic = app.get(&format!("/v1/licenses/{}", f.license_id), &f.admin).await;
-    assert_eq!(lic.body["usage"], json!({"seats": 2, "in_use": 2, "available": 0}));
+    let lic = app
+        .get(&format!("/v1/licenses/{}", f.license_id), &f.admin)
+        .await;
+    assert_eq!(
+        lic.body["usage"],
+        json!({"seats": 2, "in_use": 2, "available": 0})
+    );
 
     // Logout frees bob's seat for carol.
     let out = app
-        .call(Method::DELETE, &format!("/v1/sessions/{}", b.id()), Some(&bob), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", b.id()),
+            Some(&bob),
+            None,
+        )
         .await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     let c = app.open(&carol, &f.license_id, "desktop", "cad-1").await;
@@ -80,7 +93,9 @@ async fn reopening_from_the_same_instance_returns_the_same_session() {
 #[tokio::test]
 async fn idle_sessions_expire_and_heartbeats_keep_sessions_alive() {
     let app = spawn_app().await;
-    let f = app.fixture(2, &[], json!({"inactivity_timeout_secs": 60})).await;
+    let f = app
+        .fixture(2, &[], json!({"inactivity_timeout_secs": 60}))
+        .await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     let idle = app.open(&bob, &f.license_id, "laptop", "idle").await.id();
     let busy = app.open(&bob, &f.license_id, "laptop", "busy").await.id();
@@ -103,7 +118,9 @@ async fn idle_sessions_expire_and_heartbeats_keep_sessions_alive() {
     assert_eq!(hb.status, StatusCode::GONE);
     assert_eq!(hb.body["error"]["reason"], "inactivity");
     // The reaper wrote the audit trail.
-    let audit = app.get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin).await;
+    let audit = app
+        .get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin)
+        .await;
     let events: Vec<_> = audit.body["events"]
         .as_array()
         .unwrap()
@@ -118,7 +135,9 @@ async fn idle_sessions_expire_and_heartbeats_keep_sessions_alive() {
 #[tokio::test]
 async fn a_heartbeat_after_expiry_fails_and_does_not_resurrect() {
     let app = spawn_app().await;
-    let f = app.fixture(1, &[], json!({"inactivity_timeout_secs": 10})).await;
+    let f = app
+        .fixture(1, &[], json!({"inactivity_timeout_secs": 10}))
+        .await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
     // Past expiry but before the reaper ran: the heartbeat itself must refuse.
@@ -129,14 +148,18 @@ async fn a_heartbeat_after_expiry_fails_and_does_not_resurrect() {
     let hb = app.heartbeat(&bob, &s).await;
     assert_eq!(hb.status, StatusCode::GONE);
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
-    let list = app.get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin).await;
+    let list = app
+        .get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin)
+        .await;
     assert_eq!(list.body["sessions"], json!([]));
 }
 
 #[tokio::test]
 async fn a_full_license_reclaims_its_expired_sessions_before_refusing() {
     let app = spawn_app().await;
-    let f = app.fixture(1, &[], json!({"inactivity_timeout_secs": 5})).await;
+    let f = app
+        .fixture(1, &[], json!({"inactivity_timeout_secs": 5}))
+        .await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
     app.open(&bob, &f.license_id, "laptop", "cad").await;
@@ -152,12 +175,19 @@ async fn an_admin_revoke_ends_the_session_and_tells_its_owner() {
     let f = app.fixture(1, &[], json!({})).await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
-    let list = app.get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin).await;
+    let list = app
+        .get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin)
+        .await;
     assert_eq!(list.body["sessions"][0]["id"], s.as_str());
     assert!(list.body["sessions"][0].get("lease").is_none());
 
     let r = app
-        .call(Method::DELETE, &format!("/v1/sessions/{s}"), Some(&f.admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{s}"),
+            Some(&f.admin),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let hb = app.heartbeat(&bob, &s).await;
@@ -166,7 +196,12 @@ async fn an_admin_revoke_ends_the_session_and_tells_its_owner() {
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
     // Revoking again: already ended.
     let r = app
-        .call(Method::DELETE, &format!("/v1/sessions/{s}"), Some(&f.admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{s}"),
+            Some(&f.admin),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::GONE);
 }
@@ -175,7 +210,11 @@ async fn an_admin_revoke_ends_the_session_and_tells_its_owner() {
 async fn service_users_get_sessions_with_an_absolute_lifetime() {
     let app = spawn_app().await;
     let f = app
-        .fixture(1, &[], json!({"inactivity_timeout_secs": 600, "service_session_lifetime_secs": 3600}))
+        .fixture(
+            1,
+            &[],
+            json!({"inactivity_timeout_secs": 600, "service_session_lifetime_secs": 3600}),
+        )
         .await;
     let created = app
         .call(
@@ -204,7 +243,11 @@ async fn service_users_get_sessions_with_an_absolute_lifetime() {
     let resp = app
         .http
         .post(format!("{}/v1/oauth/token", app.url))
-        .form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &secret)])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ])
         .send()
         .await
         .unwrap();
@@ -234,7 +277,9 @@ async fn service_users_get_sessions_with_an_absolute_lifetime() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     let access = tok["access_token"].as_str().unwrap();
-    let s = app.open(access, &f.license_id, "erp-host", "worker-1").await;
+    let s = app
+        .open(access, &f.license_id, "erp-host", "worker-1")
+        .await;
     assert_eq!(s.status, StatusCode::CREATED, "{:?}", s.body);
     assert_eq!(s.body["kind"], "service");
     let id = s.id();
@@ -268,7 +313,9 @@ async fn service_users_get_sessions_with_an_absolute_lifetime() {
         .await
         .unwrap();
     let tok: serde_json::Value = resp.json().await.unwrap();
-    let hb = app.heartbeat(tok["access_token"].as_str().unwrap(), &id).await;
+    let hb = app
+        .heartbeat(tok["access_token"].as_str().unwrap(), &id)
+        .await;
     assert_eq!(hb.status, StatusCode::GONE);
     assert_eq!(hb.body["error"]["reason"], "lifetime");
     let old = app.heartbeat(access, &id).await;
@@ -296,12 +343,22 @@ async fn plans_give_seats_and_refuse_extra_seats_above_the_cap() {
     // Upgrading extra seats at run time, up to the cap.
     let id = a.id();
     let p = app
-        .call(Method::PATCH, &format!("/v1/licenses/{id}"), Some(&admin), Some(json!({"extra_seats": 32})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{id}"),
+            Some(&admin),
+            Some(json!({"extra_seats": 32})),
+        )
         .await;
     assert_eq!(p.status, StatusCode::OK);
     assert_eq!(p.body["seats"], 35);
     let p = app
-        .call(Method::PATCH, &format!("/v1/licenses/{id}"), Some(&admin), Some(json!({"extra_seats": 33})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{id}"),
+            Some(&admin),
+            Some(json!({"extra_seats": 33})),
+        )
         .await;
     assert_eq!(p.code(), "plan_cap_exceeded");
     let l = app.get(&format!("/v1/licenses/{id}"), &admin).await;
@@ -336,13 +393,24 @@ async fn usage_reports_current_figures_and_water_marks() {
     let s1 = app.open(&bob, &f.license_id, "d", "1").await.id();
     app.open(&bob, &f.license_id, "d", "2").await;
     app.open(&bob, &f.license_id, "d", "3").await; // denied
-    app.call(Method::DELETE, &format!("/v1/sessions/{s1}"), Some(&bob), None)
-        .await;
+    app.call(
+        Method::DELETE,
+        &format!("/v1/sessions/{s1}"),
+        Some(&bob),
+        None,
+    )
+    .await;
     let u = app
-        .get(&format!("/v1/licenses/{}/usage?bucket=hour", f.license_id), &f.admin)
+        .get(
+            &format!("/v1/licenses/{}/usage?bucket=hour", f.license_id),
+            &f.admin,
+        )
         .await;
     assert_eq!(u.status, StatusCode::OK, "{:?}", u.body);
-    assert_eq!(u.body["now"], json!({"seats": 2, "in_use": 1, "available": 1}));
+    assert_eq!(
+        u.body["now"],
+        json!({"seats": 2, "in_use": 1, "available": 1})
+    );
     assert_eq!(u.body["high_water"], 2);
     assert_eq!(u.body["low_water"], 0);
     assert_eq!(u.body["denials"], 1);

@@ -16,7 +16,11 @@ async fn four_hundred_racing_opens_never_exceed_ten_seats() {
     let f = app.fixture(10, &["r0", "r1"], json!({})).await;
     let mut users = Vec::new();
     for i in 0..100 {
-        let name = if i < 2 { format!("r{i}") } else { format!("user{i}") };
+        let name = if i < 2 {
+            format!("r{i}")
+        } else {
+            format!("user{i}")
+        };
         let token = app.user_token(&f.account_id, &f.admin, &name).await;
         users.push((name, token));
     }
@@ -42,10 +46,21 @@ async fn four_hundred_racing_opens_never_exceed_ten_seats() {
     let mut set = JoinSet::new();
     for round in 0..4 {
         for (name, token) in &users {
-            let (app, token, name, license) =
-                (app.clone(), token.clone(), name.clone(), f.license_id.clone());
+            let (app, token, name, license) = (
+                app.clone(),
+                token.clone(),
+                name.clone(),
+                f.license_id.clone(),
+            );
             set.spawn(async move {
-                let a = app.open(&token, &license, &format!("{name}-pc"), &format!("app-{round}")).await;
+                let a = app
+                    .open(
+                        &token,
+                        &license,
+                        &format!("{name}-pc"),
+                        &format!("app-{round}"),
+                    )
+                    .await;
                 (name, a.status, a.code().to_owned())
             });
         }
@@ -71,14 +86,19 @@ async fn four_hundred_racing_opens_never_exceed_ten_seats() {
     assert_eq!(winners.len(), 10, "winners: {winners:?}");
     assert_eq!(refused, 390);
     for r in ["r0", "r1"] {
-        assert!(winners.iter().any(|w| w == r), "{r} did not get its reserved seat");
+        assert!(
+            winners.iter().any(|w| w == r),
+            "{r} did not get its reserved seat"
+        );
     }
     let reserved_seats = 2;
     assert_eq!(winners.len() - reserved_seats, 8);
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 10);
     assert!(max_seen.load(Ordering::SeqCst) <= 10);
     assert!(samples >= 3);
-    let list = app.get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin).await;
+    let list = app
+        .get(&format!("/v1/licenses/{}/sessions", f.license_id), &f.admin)
+        .await;
     assert_eq!(list.body["sessions"].as_array().unwrap().len(), 10);
 }
 
