@@ -204,7 +204,9 @@ impl LicenseTerms {
             }
         };
         if self.seats == 0 {
-            return Err(RuleError::Invalid("a license needs at least one seat".into()));
+            return Err(RuleError::Invalid(
+                "a license needs at least one seat".into(),
+            ));
         }
         if self.reserved.len() as u64 > u64::from(self.seats) {
             return Err(RuleError::Invalid(format!(
@@ -256,21 +258,28 @@ mod tests {
     #[test]
     fn plan_seats_are_base_plus_extra() {
         let plans = PlanCatalog::default();
-        let t = LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(4)), &plans)
-            .unwrap();
+        let t =
+            LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(4)), &plans)
+                .unwrap();
         assert_eq!(t.seats, 7);
-        let t = LicenseTerms::from_create(&create(None, Some("small-business-advanced"), None), &plans)
-            .unwrap();
+        let t =
+            LicenseTerms::from_create(&create(None, Some("small-business-advanced"), None), &plans)
+                .unwrap();
         assert_eq!(t.seats, 5);
     }
 
     #[test]
     fn plan_cap_refuses_extra_seats_above_it() {
         let plans = PlanCatalog::default();
-        let ok = LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(32)), &plans);
+        let ok = LicenseTerms::from_create(
+            &create(None, Some("small-business-basic"), Some(32)),
+            &plans,
+        );
         assert_eq!(ok.unwrap().seats, 35);
-        let err =
-            LicenseTerms::from_create(&create(None, Some("small-business-basic"), Some(33)), &plans);
+        let err = LicenseTerms::from_create(
+            &create(None, Some("small-business-basic"), Some(33)),
+            &plans,
+        );
         assert_eq!(
             err,
             Err(RuleError::PlanCapExceeded {
@@ -280,8 +289,9 @@ mod tests {
             })
         );
         // The cap also holds when extra seats are added later.
-        let t = LicenseTerms::from_create(&create(None, Some("small-business-advanced"), None), &plans)
-            .unwrap();
+        let t =
+            LicenseTerms::from_create(&create(None, Some("small-business-advanced"), None), &plans)
+                .unwrap();
         let patch = PatchLicense {
             extra_seats: Some(31),
             ..Default::default()

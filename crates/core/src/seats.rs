@@ -98,8 +98,11 @@ mod tests {
             }
             SeatView {
                 live_sessions: per_user.values().sum(),
-                reserved_holders: terms.reserved.iter().filter(|u| per_user.contains_key(u)).count()
-                    as u32,
+                reserved_holders: terms
+                    .reserved
+                    .iter()
+                    .filter(|u| per_user.contains_key(u))
+                    .count() as u32,
                 user_live_sessions: per_user.get(who).copied().unwrap_or(0),
             }
         }
