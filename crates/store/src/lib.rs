@@ -1,11 +1,14 @@
-//! Leasehold storage: the `Store` trait every backend implements, the records it stores, and the
-//! embedded SQLite backend (the zero-configuration default).
+//! Leasehold storage: the `Store` trait every backend implements, the records it stores, the
+//! embedded SQLite backend (the zero-configuration default) and the PostgreSQL backend (several
+//! server nodes sharing one database).
 //!
 //! Seat decisions are made *inside* the store, atomically, by calling the pure rules of
 //! `leasehold-core`: a backend is responsible for making "count live sessions, decide, insert"
 //! one indivisible step (a mutex over in-memory state for SQLite; row locks for PostgreSQL).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod copy;
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
@@ -45,10 +48,22 @@ pub trait Store: Send + Sync + 'static {
     // ---- settings and credentials ----
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+    /// Stores `value` under `key` unless the key is set already; answers the value stored.
+    /// Nodes sharing one database agree on one value this way (e.g. the lease signing key).
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> StoreResult<String> {
+        if let Some(existing) = self.get_setting(key).await? {
+            return Ok(existing);
+        }
+        self.put_setting(key, value).await?;
+        Ok(value.to_owned())
+    }
     async fn put_credential(&self, credential: Credential) -> StoreResult<()>;
     /// The credential whose token hashes to `hash`, if it exists and has not expired at `now`.
-    async fn find_credential(&self, hash: &TokenHash, now: Timestamp)
-        -> StoreResult<Option<Credential>>;
+    async fn find_credential(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Credential>>;
 
     // ---- accounts and users ----
     async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()>;
@@ -78,8 +93,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Session>;
     /// A session, live or ended.
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>>;
-    async fn list_live_sessions(&self, license_id: &str, now: Timestamp)
-        -> StoreResult<Vec<Session>>;
+    async fn list_live_sessions(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>>;
     async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats>;
     /// Ends every session whose `expires_at` has passed; answers the ended sessions.
     /// Costs O(expired), not O(all sessions).
