@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// TOML configuration file (plans, limits).
     #[arg(long, env = "LEASEHOLD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user:password@host/db): several nodes share it
+    /// [env: LEASEHOLD_DATABASE_URL; default: embedded SQLite in the data folder].
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -30,6 +34,9 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.database_url {
+            config.database_url = Some(url.clone());
         }
         Ok(config)
     }
@@ -59,6 +66,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn migrate(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     let config = args.config()?;
+    if let Some(url) = &config.database_url {
+        let applied = leasehold_store::postgres::migrate_url(url)
+            .await
+            .context("migrating PostgreSQL")?;
+        println!("PostgreSQL: {applied} migration(s) applied");
+        return Ok(ExitCode::SUCCESS);
+    }
     std::fs::create_dir_all(&config.data_dir)?;
     let path = config.data_dir.join(leasehold_server::app::DB_FILE);
     let mut conn = leasehold_store::sqlite::open_connection(&path)

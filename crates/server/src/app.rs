@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use leasehold_core::PlanCatalog;
+use leasehold_store::postgres::{PgOptions, PgStore};
 use leasehold_store::sqlite::SqliteStore;
 use leasehold_store::{Credential, Principal, Store};
 use tokio::net::TcpListener;
@@ -58,17 +59,30 @@ impl Application {
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let plans = PlanCatalog::with_overrides(config.plans.clone())
             .map_err(|e| anyhow::anyhow!("invalid plan configuration: {e}"))?;
-        let db_path = config.data_dir.join(DB_FILE);
-        let store = {
-            let now = clock.now();
-            let path = db_path.clone();
-            tokio::task::spawn_blocking(move || SqliteStore::open(&path, now))
-                .await
-                .context("opening the database")?
-                .with_context(|| format!("opening {}", db_path.display()))?
+        let (store, signer): (Arc<dyn Store>, LeaseSigner) = match &config.database_url {
+            // Several nodes share one PostgreSQL: the database holds everything, the key too.
+            Some(url) => {
+                let store = PgStore::connect(url, PgOptions::default())
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                let store: Arc<dyn Store> = Arc::new(store);
+                let signer = LeaseSigner::load_or_create_shared(&*store).await?;
+                (store, signer)
+            }
+            None => {
+                let db_path = config.data_dir.join(DB_FILE);
+                let now = clock.now();
+                let path = db_path.clone();
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, now))
+                    .await
+                    .context("opening the database")?
+                    .with_context(|| format!("opening {}", db_path.display()))?;
+                (
+                    Arc::new(store),
+                    LeaseSigner::load_or_create(&config.data_dir)?,
+                )
+            }
         };
-        let store: Arc<dyn Store> = Arc::new(store);
-        let signer = LeaseSigner::load_or_create(&config.data_dir)?;
         let generated_root_token = install_root_token(&*store, &config).await?;
         crate::metrics::install();
         let listener = TcpListener::bind(config.listen)
@@ -91,9 +105,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen)
+        self.listener.local_addr().unwrap_or(self.config.listen)
     }
 
     pub fn port(&self) -> u16 {

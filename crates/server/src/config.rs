@@ -19,6 +19,9 @@ pub const DEFAULT_DATA_DIR: &str = "./leasehold-data";
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…` URL: several nodes share that database (`LEASEHOLD_DATABASE_URL`);
+    /// none: embedded SQLite in `data_dir`. Never logged (it may hold a password).
+    pub database_url: Option<String>,
     /// Root admin token to install (from `LEASEHOLD_ADMIN_TOKEN`); never logged.
     pub admin_token: Option<String>,
     pub plans: BTreeMap<String, Plan>,
@@ -54,6 +57,7 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
             admin_token: None,
             plans: BTreeMap::new(),
             reaper_interval_ms: 200,
@@ -134,6 +138,11 @@ impl Config {
         }
         if let Ok(v) = std::env::var("LEASEHOLD_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Ok(v) = std::env::var("LEASEHOLD_DATABASE_URL") {
+            if !v.is_empty() {
+                self.database_url = Some(v);
+            }
         }
         if let Ok(v) = std::env::var("LEASEHOLD_ADMIN_TOKEN") {
             if !v.is_empty() {

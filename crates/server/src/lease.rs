@@ -13,6 +13,8 @@ use leasehold_proto::{Jwk, Jwks, LeaseClaims};
 use sha2::{Digest, Sha256};
 
 pub const KEY_FILE: &str = "lease-signing-key.pem";
+/// Setting that holds the signing key (PKCS#8 PEM) when several nodes share one database.
+pub const KEY_SETTING: &str = "lease_signing_key_pem";
 pub const ISSUER: &str = "leasehold";
 
 pub struct LeaseSigner {
@@ -53,6 +55,23 @@ impl LeaseSigner {
             tracing::info!(path = %path.display(), "created the lease signing key");
             key
         };
+        Ok(LeaseSigner::from_key(key))
+    }
+
+    /// Loads the key shared by every node of one database from its settings, creating it when
+    /// the first node starts: nodes starting at once agree on one key, so a lease signed by one
+    /// node verifies with any node's JWKS. (The key is then as secret as the database.)
+    pub async fn load_or_create_shared(store: &dyn leasehold_store::Store) -> anyhow::Result<Self> {
+        let candidate = SigningKey::generate(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(Default::default())
+            .map_err(|e| anyhow::anyhow!("encoding the signing key: {e}"))?;
+        let pem = store
+            .put_setting_if_absent(KEY_SETTING, candidate.as_str())
+            .await
+            .context("storing the lease signing key")?;
+        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+            anyhow::anyhow!("setting {KEY_SETTING}: not an Ed25519 PKCS#8 key: {e}")
+        })?;
         Ok(LeaseSigner::from_key(key))
     }
 
