@@ -2,4 +2,6 @@
 //! binary as a child process. Add modules here, not new test binaries.
 
 mod crash;
+mod multinode;
+mod pg;
 mod support;

@@ -1,0 +1,668 @@
+//! Several real `leasehold serve` nodes on one PostgreSQL: seat races spread over nodes, a node
+//! killed under load, the database going away and coming back, expiry across nodes, and the
+//! SQLite-to-PostgreSQL copy. Each test runs in its own fresh database.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::pg::*;
+
+fn open_body(license: &str, device: &str, instance: &str) -> Value {
+    json!({"license_id": license, "device_id": device, "instance_id": instance})
+}
+
+fn millis(rfc3339: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn six_hundred_opens_over_three_nodes_never_exceed_ten_seats() {
+    let Some(db) = TestDb::create("multinode race").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Arrange: three nodes started at once on a fresh database (they race to migrate, to
+    // create the signing key and to install the root token).
+    let nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let mut jwks = HashSet::new();
+    for u in &urls {
+        let (_, keys) = call(
+            &http,
+            Method::GET,
+            format!("{u}/.well-known/jwks.json"),
+            "",
+            None,
+        )
+        .await
+        .unwrap();
+        jwks.insert(keys.to_string());
+    }
+    assert_eq!(jwks.len(), 1, "every node serves the same lease key");
+    let s = setup(
+        &http,
+        &urls[0],
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 10,
+               "reserved": ["r0", "r1"]}),
+    )
+    .await;
+    let mut users = Vec::new();
+    for i in 0..100 {
+        let name = if i < 2 {
+            format!("r{i}")
+        } else {
+            format!("user{i}")
+        };
+        let token = s.user(&http, &urls[i % 3], &name).await;
+        users.push((name, token));
+    }
+
+    // A sampler reads in_use from every node while the race runs.
+    let racing = Arc::new(AtomicBool::new(true));
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (http, urls, racing, max_seen) =
+            (http.clone(), urls.clone(), racing.clone(), max_seen.clone());
+        let (admin, license) = (s.admin.clone(), s.license.clone());
+        tokio::spawn(async move {
+            let mut samples = 0usize;
+            while racing.load(Ordering::SeqCst) || samples < 6 {
+                let node = &urls[samples % 3];
+                let (status, l) = call(
+                    &http,
+                    Method::GET,
+                    format!("{node}/v1/licenses/{license}"),
+                    &admin,
+                    None,
+                )
+                .await
+                .unwrap();
+                assert_eq!(status, StatusCode::OK, "{l}");
+                max_seen.fetch_max(l["usage"]["in_use"].as_u64().unwrap(), Ordering::SeqCst);
+                samples += 1;
+            }
+            samples
+        })
+    };
+
+    // Act: 598 opens by the 98 unreserved users and one by each reserved user (sent in the
+    // middle of the storm), spread round-robin over the nodes, all at once.
+    let mut plan: Vec<(usize, usize)> = (0..598).map(|k| (2 + k % 98, k / 98)).collect();
+    plan.insert(300, (0, 0));
+    plan.insert(301, (1, 0));
+    let mut set = JoinSet::new();
+    for (k, (user, round)) in plan.into_iter().enumerate() {
+        let (name, token) = users[user].clone();
+        let node = urls[k % 3].clone();
+        let (http, license) = (http.clone(), s.license.clone());
+        set.spawn(async move {
+            let (status, body) = call(
+                &http,
+                Method::POST,
+                format!("{node}/v1/sessions"),
+                &token,
+                Some(open_body(
+                    &license,
+                    &format!("{name}-pc"),
+                    &format!("app-{round}"),
+                )),
+            )
+            .await
+            .unwrap();
+            (name, status, body)
+        });
+    }
+    let mut winners: HashMap<String, u32> = HashMap::new();
+    let (mut opens, mut denied) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        let (name, status, body) = r.unwrap();
+        opens += 1;
+        match status {
+            StatusCode::CREATED => *winners.entry(name).or_default() += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(body["error"]["code"], "no_seat_available", "{body}");
+                denied += 1;
+            }
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    racing.store(false, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+
+    // Assert: exactly 8 shared-pool winners, both reserved users in, never above 10.
+    assert_eq!(opens, 600);
+    let unreserved: u32 = winners
+        .iter()
+        .filter(|(n, _)| !n.starts_with('r'))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(unreserved, 8, "{winners:?}");
+    assert_eq!(winners.get("r0"), Some(&1));
+    assert_eq!(winners.get("r1"), Some(&1));
+    assert_eq!(denied, 590);
+    assert!(
+        max_seen.load(Ordering::SeqCst) <= 10,
+        "in_use was seen above 10"
+    );
+    assert!(samples >= 6);
+    for u in &urls {
+        assert_eq!(s.in_use(&http, u).await, 10);
+    }
+    let audit = s.audit(&http, &urls[2]).await;
+    let count = |e: &str| audit.iter().filter(|a| a["event"] == e).count();
+    assert_eq!(count("opened"), 10);
+    assert_eq!(count("denied"), 590);
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_one_of_three_nodes_under_load_loses_no_session() {
+    let Some(db) = TestDb::create("node kill").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(
+        &http,
+        &urls[0],
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 500}),
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        tokens.push(s.user(&http, &urls[i % 3], &format!("user{i}")).await);
+    }
+    // Node 0 dies after a second of load; until then every node takes requests.
+    let alive = Arc::new([
+        AtomicBool::new(true),
+        AtomicBool::new(true),
+        AtomicBool::new(true),
+    ]);
+
+    // Arrange/Act: 10 clients, each opening an instance every ~20 ms and heartbeating all of
+    // its sessions, round-robin over the nodes, failing over to the next node when one does
+    // not answer (as a load balancer would). The same instance is retried until acknowledged.
+    let started = Instant::now();
+    let mut clients = JoinSet::new();
+    for (c, token) in tokens.iter().enumerate() {
+        let (http, urls, alive, token, license) = (
+            http.clone(),
+            urls.clone(),
+            alive.clone(),
+            token.clone(),
+            s.license.clone(),
+        );
+        clients.spawn(async move {
+            // instance -> session id acknowledged for it
+            let mut mine: HashMap<String, String> = HashMap::new();
+            let mut next = c;
+            let mut i = 0;
+            while started.elapsed() < Duration::from_secs(3) {
+                let instance = format!("app-{i}");
+                i += 1;
+                // Open, failing over until some node acknowledges.
+                let acknowledged = loop {
+                    next += 1;
+                    if !alive[next % 3].load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    match call(
+                        &http,
+                        Method::POST,
+                        format!("{}/v1/sessions", urls[next % 3]),
+                        &token,
+                        Some(open_body(&license, &format!("pc-{c}"), &instance)),
+                    )
+                    .await
+                    {
+                        Ok((st, b)) if st == StatusCode::CREATED || st == StatusCode::OK => {
+                            break b["id"].as_str().unwrap().to_owned();
+                        }
+                        Ok((st, b)) => panic!("open answered {st}: {b}"),
+                        Err(_) => continue, // the node died mid-request: retry elsewhere
+                    }
+                };
+                if let Some(earlier) = mine.insert(instance.clone(), acknowledged.clone()) {
+                    assert_eq!(earlier, acknowledged, "one instance, one session");
+                }
+                // Heartbeat every session of this client.
+                for (inst, id) in &mine {
+                    loop {
+                        next += 1;
+                        if !alive[next % 3].load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        match call(
+                            &http,
+                            Method::POST,
+                            format!("{}/v1/sessions/{id}/heartbeat", urls[next % 3]),
+                            &token,
+                            Some(json!({})),
+                        )
+                        .await
+                        {
+                            Ok((st, _)) if st == StatusCode::OK => break,
+                            Ok((st, b)) => panic!("heartbeat of {inst} answered {st}: {b}"),
+                            Err(_) => continue,
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            mine
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    alive[0].store(false, Ordering::SeqCst);
+    nodes[0].kill9();
+    let mut acknowledged: HashSet<String> = HashSet::new();
+    while let Some(r) = clients.join_next().await {
+        acknowledged.extend(r.unwrap().into_values());
+    }
+
+    // Assert: every acknowledged session is live and counted once, on both surviving nodes;
+    // nothing else holds a seat.
+    assert!(
+        acknowledged.len() > 50,
+        "load was too light: {}",
+        acknowledged.len()
+    );
+    for u in &urls[1..] {
+        let live: HashSet<String> = s.live_ids(&http, u).await.into_iter().collect();
+        assert_eq!(live, acknowledged, "live sessions as seen by {u}");
+        assert_eq!(s.in_use(&http, u).await as usize, acknowledged.len());
+    }
+    let audit = s.audit(&http, &urls[1]).await;
+    let opened = audit.iter().filter(|a| a["event"] == "opened").count();
+    assert_eq!(opened, acknowledged.len(), "one opened event per session");
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
+    let Some(db) = TestDb::create("database restart").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Nodes reach PostgreSQL through a proxy the test can cut, as if the server stopped.
+    let (via_proxy, target) = with_port(&db.url, 0);
+    let proxy = Proxy::start(target).await;
+    let (via_proxy, _) = with_port(&via_proxy, proxy.port);
+    let nodes = cluster(&via_proxy, dir.path(), 2).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(
+        &http,
+        &urls[0],
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 5}),
+    )
+    .await;
+    let alice = s.user(&http, &urls[0], "alice").await;
+    let (st, opened) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/sessions", urls[0]),
+        &alice,
+        Some(open_body(&s.license, "pc", "app")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{opened}");
+    let sid = opened["id"].as_str().unwrap().to_owned();
+
+    // Act: the database goes away.
+    proxy.cut();
+    // Assert: every call that needs it answers 503 store_unavailable, on every node.
+    for u in &urls {
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{u}/v1/sessions/{sid}/heartbeat"),
+            &alice,
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(b["error"]["code"], "store_unavailable", "{b}");
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{u}/v1/sessions"),
+            &alice,
+            Some(open_body(&s.license, "pc", "other")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(b["error"]["code"], "store_unavailable", "{b}");
+    }
+    // The servers stay up meanwhile.
+    for u in &urls {
+        let r = http.get(format!("{u}/healthz")).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+
+    // Act: the database comes back. Assert: service resumes without any restart, and the
+    // session opened before the outage is still valid.
+    proxy.restore();
+    for u in &urls {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (st, b) = call(
+                &http,
+                Method::POST,
+                format!("{u}/v1/sessions/{sid}/heartbeat"),
+                &alice,
+                Some(json!({})),
+            )
+            .await
+            .unwrap();
+            if st == StatusCode::OK {
+                break;
+            }
+            assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+            assert!(Instant::now() < deadline, "service did not resume on {u}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // PostgreSQL restarting kills its backends: the pool replaces them on its own.
+    db.admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ))
+    .await;
+    for i in 0..10 {
+        let u = &urls[i % 2];
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{u}/v1/sessions/{sid}/heartbeat"),
+            &alice,
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::OK, "after backends were terminated: {b}");
+    }
+    let (st, b) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/sessions", urls[1]),
+        &alice,
+        Some(open_body(&s.license, "pc", "other")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    assert_eq!(s.in_use(&http, &urls[0]).await, 2);
+    drop(nodes);
+    drop(proxy);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() {
+    let Some(db) = TestDb::create("expiry across nodes").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(
+        &http,
+        &urls[0],
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 300,
+               "inactivity_timeout_secs": 2}),
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        tokens.push(s.user(&http, &urls[i % 3], &format!("user{i}")).await);
+    }
+
+    // Arrange: 300 sessions opened over the three nodes, then left idle.
+    let mut set = JoinSet::new();
+    for k in 0..300 {
+        let (http, node, token, license) = (
+            http.clone(),
+            urls[k % 3].clone(),
+            tokens[k % 10].clone(),
+            s.license.clone(),
+        );
+        set.spawn(async move {
+            let (st, b) = call(
+                &http,
+                Method::POST,
+                format!("{node}/v1/sessions"),
+                &token,
+                Some(open_body(&license, "pc", &format!("app-{k}"))),
+            )
+            .await
+            .unwrap();
+            assert_eq!(st, StatusCode::CREATED, "{b}");
+            (
+                b["id"].as_str().unwrap().to_owned(),
+                millis(b["expires_at"].as_str().unwrap()),
+                token,
+            )
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(r) = set.join_next().await {
+        sessions.push(r.unwrap());
+    }
+
+    // Act: every node's reaper runs while the sessions expire.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.in_use(&http, &urls[1]).await > 0 {
+        assert!(Instant::now() < deadline, "sessions were not reclaimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Assert: one `ended` event per session, reason inactivity, within 1 s of its expiry.
+    let audit = s.audit(&http, &urls[2]).await;
+    let mut ended: HashMap<String, Vec<&Value>> = HashMap::new();
+    for e in audit.iter().filter(|e| e["event"] == "ended") {
+        ended
+            .entry(e["session_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(e);
+    }
+    assert_eq!(ended.len(), sessions.len());
+    for (id, expires_at, _) in &sessions {
+        let events = &ended[id];
+        assert_eq!(events.len(), 1, "session {id} ended {} times", events.len());
+        assert_eq!(events[0]["detail"], "inactivity");
+        let late = millis(events[0]["at"].as_str().unwrap()) - expires_at;
+        assert!(
+            (0..=1000).contains(&late),
+            "session {id} reclaimed {late} ms after expiry"
+        );
+    }
+    // A heartbeat after expiry fails on any node and does not resurrect the session.
+    for (k, (id, _, token)) in sessions.iter().take(6).enumerate() {
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{}/v1/sessions/{id}/heartbeat", urls[k % 3]),
+            token,
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::GONE, "{b}");
+        assert_eq!(b["error"]["reason"], "inactivity", "{b}");
+    }
+    assert_eq!(s.in_use(&http, &urls[0]).await, 0);
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases() {
+    let Some(db) = TestDb::create("copy-to-postgres").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_dir = dir.path().join("sqlite");
+    let http = http();
+
+    // Arrange: a SQLite server with users, a license, live and ended sessions.
+    let mut old = Node::spawn(None, &sqlite_dir, Some(ROOT));
+    old.ready().await;
+    let s = setup(
+        &http,
+        &old.url,
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 3,
+               "reserved": ["boss"]}),
+    )
+    .await;
+    let alice = s.user(&http, &old.url, "alice").await;
+    let boss = s.user(&http, &old.url, "boss").await;
+    let mut live = Vec::new();
+    for (token, instance) in [(&alice, "a1"), (&alice, "a2"), (&boss, "b1")] {
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{}/v1/sessions", old.url),
+            token,
+            Some(open_body(&s.license, "pc", instance)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        live.push(b);
+    }
+    let (st, _) = call(
+        &http,
+        Method::DELETE,
+        format!(
+            "{}/v1/sessions/{}",
+            old.url,
+            live[1]["id"].as_str().unwrap()
+        ),
+        &alice,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    live.remove(1);
+    let (_, old_jwks) = call(
+        &http,
+        Method::GET,
+        format!("{}/.well-known/jwks.json", old.url),
+        "",
+        None,
+    )
+    .await
+    .unwrap();
+    let old_audit = s.audit(&http, &old.url).await;
+    old.kill9();
+
+    // Act: copy the folder into PostgreSQL, then serve it from a node with an empty folder.
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["copy-to-postgres", "--data-dir"])
+        .arg(&sqlite_dir)
+        .args(["--database-url", &db.url])
+        .env("LEASEHOLD_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 live session(s)"), "{stdout}");
+    let mut new = Node::spawn(Some(&db.url), &dir.path().join("pg-node"), None);
+    new.ready().await;
+
+    // Assert: same root token, same key (old leases verify), same live sessions holding the
+    // same seats, tokens and audit log carried over.
+    let (_, new_jwks) = call(
+        &http,
+        Method::GET,
+        format!("{}/.well-known/jwks.json", new.url),
+        "",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(old_jwks, new_jwks);
+    let mut ids: Vec<String> = live
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut now_live = s.live_ids(&http, &new.url).await;
+    now_live.sort();
+    assert_eq!(now_live, ids);
+    assert_eq!(s.in_use(&http, &new.url).await, 2);
+    let (st, b) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/sessions/{}/heartbeat", new.url, ids[0]),
+        if live[0]["username"] == "alice" {
+            &alice
+        } else {
+            &boss
+        },
+        Some(json!({})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::OK, "{b}");
+    // Re-opening a copied instance returns its session: it takes no second seat.
+    let (st, b) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/sessions", new.url),
+        &alice,
+        Some(open_body(&s.license, "pc", "a1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["id"], live[0]["id"]);
+    let new_audit = s.audit(&http, &new.url).await;
+    assert_eq!(&new_audit[..old_audit.len()], &old_audit[..]);
+    // The root token still works (its hash was copied).
+    let (st, b) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/accounts", new.url),
+        ROOT,
+        Some(json!({"name": "Second"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+
+    // A second copy into the now populated database is refused and changes nothing.
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["copy-to-postgres", "--data-dir"])
+        .arg(&sqlite_dir)
+        .args(["--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(s.in_use(&http, &new.url).await, 2);
+    drop(new);
+    db.drop_db().await;
+}
