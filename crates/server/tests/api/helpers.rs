@@ -46,6 +46,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
     let clock = Arc::new(ManualClock::new(TEST_START));
     let mut config = Config::new_for_test(dir.path());
+    config.database_url = crate::pg::database_url_for(dir.path()).await;
     config.admin_token = Some(ROOT_TOKEN.into());
     let app = Application::build(config, clock.clone()).await.unwrap();
     let server = app.spawn();

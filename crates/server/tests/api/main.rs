@@ -5,5 +5,6 @@ mod bad_input;
 mod docs;
 mod helpers;
 mod isolation;
+mod pg;
 mod protocol;
 mod race;
