@@ -22,7 +22,10 @@ pub async fn database_url_for(data_dir: &Path) -> Option<String> {
     }
     let base = std::env::var("LEASEHOLD_TEST_DATABASE_URL")
         .expect("LEASEHOLD_TEST_STORE=postgres needs LEASEHOLD_TEST_DATABASE_URL");
-    let name = format!("lh_test_{:016x}", RandomState::new().build_hasher().finish());
+    let name = format!(
+        "lh_test_{:016x}",
+        RandomState::new().build_hasher().finish()
+    );
     let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
     sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
