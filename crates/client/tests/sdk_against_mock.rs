@@ -92,11 +92,18 @@ fn license(id: &str) -> License {
         service_session_lifetime_secs: 3600,
         interactive_session_lifetime_secs: None,
         on_full: OnFull::Deny,
+        max_sessions_per_user: None,
+        overdraft: 0,
+        starts_at: None,
+        expires_at: None,
+        suspended: false,
         created_at: now(),
         usage: Some(Usage {
             seats: 3,
             in_use: 1,
             available: 2,
+            overdraft_in_use: 0,
+            activations: None,
         }),
     }
 }
@@ -113,6 +120,7 @@ fn session(id: &str, expires_in: time::Duration, lease: Option<String>) -> Sessi
         opened_at,
         expires_at: opened_at + expires_in,
         heartbeat_interval_secs: 60,
+        overdraft: false,
         lease,
     }
 }
@@ -266,6 +274,8 @@ async fn canned(
                 seats: 3,
                 in_use: 1,
                 available: 2,
+                overdraft_in_use: 0,
+                activations: None,
             },
             high_water: 2,
             low_water: 0,

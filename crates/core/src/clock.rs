@@ -34,6 +34,17 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(secs * 1000))
     }
 
+    /// From the wire type (sub-millisecond precision is dropped).
+    pub fn from_offset(at: time::OffsetDateTime) -> Self {
+        Timestamp((at.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+
+    /// To the wire type.
+    pub fn to_offset(self) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
     pub const fn plus_millis(self, ms: i64) -> Self {
         Timestamp(self.0.saturating_add(ms))
     }

@@ -1,6 +1,6 @@
 //! The rule layer's error type: each variant is a refusal a client can act on.
 
-use leasehold_proto::EndReason;
+use leasehold_proto::{EndReason, ErrorCode};
 use thiserror::Error;
 
 pub type RuleResult<T> = Result<T, RuleError>;
@@ -23,7 +23,43 @@ pub enum RuleError {
     /// Every seat is taken (409 `no_seat_available`).
     #[error("all {seats} seats of the license are in use")]
     NoSeatAvailable { seats: u32 },
+    /// The user already holds the most sessions allowed per user (409 `user_session_limit`).
+    #[error("{user} already holds {max} sessions, the most this license allows per user")]
+    UserSessionLimit { user: String, max: u32 },
+    /// Outside the validity window or suspended (409 `license_not_active`).
+    #[error("{0}")]
+    LicenseNotActive(String),
+    /// The user may not open sessions on this license (403 `user_inactive`).
+    #[error("{0}")]
+    UserNotActive(String),
+    /// `node_locked`: the device is not activated (403 `device_not_activated`).
+    #[error("device {0:?} is not activated on this license")]
+    DeviceNotActivated(String),
+    /// `registered_users`: every active-user slot is taken (409 `active_users_exhausted`).
+    #[error("all {max} active-user slots of the license are taken")]
+    ActiveUsersExhausted { max: u32 },
+    /// `node_locked`: every device activation is taken (409 `activations_exhausted`).
+    #[error("all {max} device activations of the license are taken")]
+    ActivationsExhausted { max: u32 },
     /// The session has ended (410 `session_ended`).
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
+}
+
+impl RuleError {
+    /// The stable error code clients see for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RuleError::Invalid(_) | RuleError::UnknownPlan(_) => ErrorCode::InvalidRequest,
+            RuleError::PlanCapExceeded { .. } => ErrorCode::PlanCapExceeded,
+            RuleError::NoSeatAvailable { .. } => ErrorCode::NoSeatAvailable,
+            RuleError::UserSessionLimit { .. } => ErrorCode::UserSessionLimit,
+            RuleError::LicenseNotActive(_) => ErrorCode::LicenseNotActive,
+            RuleError::UserNotActive(_) => ErrorCode::UserInactive,
+            RuleError::DeviceNotActivated(_) => ErrorCode::DeviceNotActivated,
+            RuleError::ActiveUsersExhausted { .. } => ErrorCode::ActiveUsersExhausted,
+            RuleError::ActivationsExhausted { .. } => ErrorCode::ActivationsExhausted,
+            RuleError::SessionEnded(_) => ErrorCode::SessionEnded,
+        }
+    }
 }

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use leasehold_proto::{CreateLicense, OnFull, PatchLicense};
+use leasehold_proto::{CreateLicense, LicenseModel, OnFull, PatchLicense};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::error::{RuleError, RuleResult};
 use crate::names::{Username, ValidatedId};
 use crate::plans::PlanCatalog;
@@ -27,8 +28,29 @@ pub enum SeatSpec {
     Plan { plan: String, extra_seats: u32 },
 }
 
+/// Sessions allowed beyond the purchased seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overdraft {
+    #[default]
+    None,
+    Seats(u32),
+    /// A percentage of the seats, rounded up.
+    Percent(u32),
+}
+
+/// Why a license does not accept new sessions right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inactive {
+    NotYetStarted,
+    Expired,
+    Suspended,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseTerms {
+    #[serde(default)]
+    pub model: LicenseModel,
     pub product: String,
     pub seat_spec: SeatSpec,
     /// Effective seats, resolved from `seat_spec` against the plan catalog.
@@ -38,6 +60,46 @@ pub struct LicenseTerms {
     pub service_session_lifetime_secs: u64,
     pub interactive_session_lifetime_secs: Option<u64>,
     pub on_full: OnFull,
+    #[serde(default)]
+    pub max_sessions_per_user: Option<u32>,
+    #[serde(default)]
+    pub overdraft: Overdraft,
+    #[serde(default)]
+    pub starts_at: Option<Timestamp>,
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+fn percent(value: i64) -> RuleResult<u32> {
+    if !(0..=1000).contains(&value) {
+        return Err(RuleError::Invalid(format!(
+            "overdraft_percent must be between 0 and 1000, got {value}"
+        )));
+    }
+    Ok(value as u32)
+}
+
+fn overdraft_from(seats: Option<i64>, pct: Option<i64>) -> RuleResult<Option<Overdraft>> {
+    Ok(match (seats, pct) {
+        (Some(_), Some(_)) => {
+            return Err(RuleError::Invalid(
+                "give either overdraft_seats or overdraft_percent, not both".into(),
+            ))
+        }
+        (Some(0), None) | (None, Some(0)) => Some(Overdraft::None),
+        (Some(n), None) => Some(Overdraft::Seats(count("overdraft_seats", n, 0)?)),
+        (None, Some(p)) => Some(Overdraft::Percent(percent(p)?)),
+        (None, None) => None,
+    })
+}
+
+fn per_user_limit(value: i64, zero_clears: bool) -> RuleResult<Option<u32>> {
+    if value == 0 && zero_clears {
+        return Ok(None);
+    }
+    Ok(Some(count("max_sessions_per_user", value, 1)?))
 }
 
 fn count(field: &str, value: i64, min: i64) -> RuleResult<u32> {
@@ -117,6 +179,17 @@ impl LicenseTerms {
                 .map(|v| timeout("interactive_session_lifetime_secs", v))
                 .transpose()?,
             on_full: req.on_full.unwrap_or_default(),
+            model: req.model,
+            max_sessions_per_user: req
+                .max_sessions_per_user
+                .map(|v| per_user_limit(v, false))
+                .transpose()?
+                .flatten(),
+            overdraft: overdraft_from(req.overdraft_seats, req.overdraft_percent)?
+                .unwrap_or_default(),
+            starts_at: req.starts_at.map(Timestamp::from_offset),
+            expires_at: req.expires_at.map(Timestamp::from_offset),
+            suspended: false,
         };
         terms.resolved(plans)
     }
@@ -183,6 +256,21 @@ impl LicenseTerms {
         if let Some(on_full) = patch.on_full {
             next.on_full = on_full;
         }
+        if let Some(v) = patch.max_sessions_per_user {
+            next.max_sessions_per_user = per_user_limit(v, true)?;
+        }
+        if let Some(o) = overdraft_from(patch.overdraft_seats, patch.overdraft_percent)? {
+            next.overdraft = o;
+        }
+        if let Some(at) = patch.starts_at {
+            next.starts_at = Some(Timestamp::from_offset(at));
+        }
+        if let Some(at) = patch.expires_at {
+            next.expires_at = Some(Timestamp::from_offset(at));
+        }
+        if let Some(suspended) = patch.suspended {
+            next.suspended = suspended;
+        }
         next.resolved(plans)
     }
 
@@ -208,6 +296,27 @@ impl LicenseTerms {
                 "a license needs at least one seat".into(),
             ));
         }
+        if self.model != LicenseModel::ConcurrentSessions {
+            if !self.reserved.is_empty() {
+                return Err(RuleError::Invalid(format!(
+                    "reserved seats apply to concurrent_sessions licenses, not {}",
+                    self.model.as_str()
+                )));
+            }
+            if self.overdraft != Overdraft::None {
+                return Err(RuleError::Invalid(format!(
+                    "overdraft applies to concurrent_sessions licenses, not {}",
+                    self.model.as_str()
+                )));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.starts_at, self.expires_at) {
+            if start >= end {
+                return Err(RuleError::Invalid(
+                    "starts_at must be before expires_at".into(),
+                ));
+            }
+        }
         if self.reserved.len() as u64 > u64::from(self.seats) {
             return Err(RuleError::Invalid(format!(
                 "{} reserved users do not fit in {} seats",
@@ -230,6 +339,32 @@ impl LicenseTerms {
             SeatSpec::Plan { extra_seats, .. } => *extra_seats,
             SeatSpec::Direct(_) => 0,
         }
+    }
+
+    /// Sessions allowed beyond `seats`.
+    pub fn overdraft_seats(&self) -> u32 {
+        match self.overdraft {
+            Overdraft::None => 0,
+            Overdraft::Seats(n) => n,
+            Overdraft::Percent(p) => {
+                let extra = (u64::from(self.seats) * u64::from(p)).div_ceil(100);
+                extra.min(u64::from(MAX_SEATS)) as u32
+            }
+        }
+    }
+
+    /// Whether the license accepts new sessions at `now`.
+    pub fn availability(&self, now: Timestamp) -> Result<(), Inactive> {
+        if self.suspended {
+            return Err(Inactive::Suspended);
+        }
+        if self.starts_at.is_some_and(|start| now < start) {
+            return Err(Inactive::NotYetStarted);
+        }
+        if self.expires_at.is_some_and(|end| now >= end) {
+            return Err(Inactive::Expired);
+        }
+        Ok(())
     }
 
     /// How often a client should heartbeat: a third of the inactivity timeout, at least 1 s.

@@ -8,7 +8,11 @@
 //! and a user may open iff they are reserved with no live session, or `shared_in_use` is below
 //! `seats - reserved`. Total live sessions then never exceed `seats`.
 
-use crate::license::LicenseTerms;
+use leasehold_proto::LicenseModel;
+
+use crate::clock::Timestamp;
+use crate::error::RuleError;
+use crate::license::{Inactive, LicenseTerms};
 use crate::names::Username;
 
 /// What the store knows about a license's live sessions at the moment of deciding.
@@ -21,38 +25,143 @@ pub struct SeatView {
     pub reserved_holders: u32,
     /// Live sessions of the user who asks.
     pub user_live_sessions: u32,
+    /// `registered_users`: whether the asking user is active on the license.
+    pub user_active_on_license: bool,
+    /// `registered_users`: users active on the license.
+    pub active_users: u32,
+    /// `node_locked`: whether the asking device is activated on the license.
+    pub device_activated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenDecision {
     /// Take the user's reserved slot.
     GrantReserved,
-    /// Take a slot of the shared pool.
-    GrantShared,
-    /// Every slot the user may use is taken.
-    Deny,
+    /// Take a slot of the shared pool; `overdraft` when it is beyond the purchased seats.
+    GrantShared { overdraft: bool },
+    /// Refused, with the rule that refused.
+    Deny(RuleError),
 }
 
 impl OpenDecision {
-    pub fn is_grant(self) -> bool {
-        !matches!(self, OpenDecision::Deny)
+    pub fn is_grant(&self) -> bool {
+        !matches!(self, OpenDecision::Deny(_))
+    }
+
+    pub fn is_overdraft(&self) -> bool {
+        matches!(self, OpenDecision::GrantShared { overdraft: true })
     }
 }
 
-/// Decides whether `user` may open a new session (re-opens of an existing live session of the
-/// same client instance are handled before, and take no new slot).
-pub fn decide_open(terms: &LicenseTerms, user: &Username, view: SeatView) -> OpenDecision {
-    if terms.reserved.contains(user) && view.user_live_sessions == 0 {
-        return OpenDecision::GrantReserved;
+/// Why a license is not active, as a message.
+pub fn inactive_message(why: Inactive) -> String {
+    match why {
+        Inactive::NotYetStarted => "the license is not valid yet (before its starts_at)".into(),
+        Inactive::Expired => "the license has expired (past its expires_at)".into(),
+        Inactive::Suspended => "the license is suspended".into(),
     }
-    let reserved = terms.reserved.len() as u64;
-    let shared_capacity = u64::from(terms.seats).saturating_sub(reserved);
-    let shared_in_use =
-        u64::from(view.live_sessions).saturating_sub(u64::from(view.reserved_holders));
-    if shared_in_use < shared_capacity {
-        OpenDecision::GrantShared
+}
+
+/// Decides whether `user` may open a new session at `now` (re-opens of an existing live
+/// session of the same client instance are handled before, and take no new slot).
+///
+/// In order: the validity window, the model's gate (active user, activated device), the
+/// per-user limit, then the seat count of the model.
+pub fn decide_open(
+    terms: &LicenseTerms,
+    user: &Username,
+    view: SeatView,
+    now: Timestamp,
+) -> OpenDecision {
+    if let Err(why) = terms.availability(now) {
+        return OpenDecision::Deny(RuleError::LicenseNotActive(inactive_message(why)));
+    }
+    match terms.model {
+        LicenseModel::RegisteredUsers if !view.user_active_on_license => {
+            return OpenDecision::Deny(RuleError::UserNotActive(format!(
+                "{user} is not an active user of this license"
+            )));
+        }
+        LicenseModel::NodeLocked if !view.device_activated => {
+            return OpenDecision::Deny(RuleError::DeviceNotActivated(String::new()));
+        }
+        _ => {}
+    }
+    if let Some(max) = terms.max_sessions_per_user {
+        if view.user_live_sessions >= max {
+            return OpenDecision::Deny(RuleError::UserSessionLimit {
+                user: user.to_string(),
+                max,
+            });
+        }
+    }
+    let no_seat = || OpenDecision::Deny(RuleError::NoSeatAvailable { seats: terms.seats });
+    match terms.model {
+        LicenseModel::ConcurrentSessions => {
+            if terms.reserved.contains(user) && view.user_live_sessions == 0 {
+                return OpenDecision::GrantReserved;
+            }
+            let reserved = terms.reserved.len() as u64;
+            let purchased = u64::from(terms.seats);
+            let shared_capacity =
+                (purchased + u64::from(terms.overdraft_seats())).saturating_sub(reserved);
+            let shared_in_use =
+                u64::from(view.live_sessions).saturating_sub(u64::from(view.reserved_holders));
+            if shared_in_use < shared_capacity {
+                OpenDecision::GrantShared {
+                    overdraft: u64::from(view.live_sessions) >= purchased,
+                }
+            } else {
+                no_seat()
+            }
+        }
+        LicenseModel::RegisteredUsers => {
+            // Sessions never outnumber the active users (nor the seats, after a downgrade).
+            if view.live_sessions < view.active_users.min(terms.seats) {
+                OpenDecision::GrantShared { overdraft: false }
+            } else {
+                no_seat()
+            }
+        }
+        LicenseModel::NodeLocked => OpenDecision::GrantShared { overdraft: false },
+    }
+}
+
+/// `registered_users`: may one more user become active? (`already_active` users are fine.)
+pub fn decide_user_activation(
+    terms: &LicenseTerms,
+    active_users: u32,
+    already_active: bool,
+) -> Result<(), RuleError> {
+    if terms.model != LicenseModel::RegisteredUsers {
+        return Err(RuleError::Invalid(format!(
+            "users are registered on registered_users licenses; this one is {}",
+            terms.model.as_str()
+        )));
+    }
+    if already_active || active_users < terms.seats {
+        Ok(())
     } else {
-        OpenDecision::Deny
+        Err(RuleError::ActiveUsersExhausted { max: terms.seats })
+    }
+}
+
+/// `node_locked`: may one more device be activated? (Re-activating one is fine.)
+pub fn decide_device_activation(
+    terms: &LicenseTerms,
+    activated: u32,
+    already_activated: bool,
+) -> Result<(), RuleError> {
+    if terms.model != LicenseModel::NodeLocked {
+        return Err(RuleError::Invalid(format!(
+            "devices are activated on node_locked licenses; this one is {}",
+            terms.model.as_str()
+        )));
+    }
+    if already_activated || activated < terms.seats {
+        Ok(())
+    } else {
+        Err(RuleError::ActivationsExhausted { max: terms.seats })
     }
 }
 
@@ -86,6 +195,10 @@ mod tests {
     #[derive(Default)]
     struct Model {
         sessions: Vec<(Username, SessionClock)>,
+        active_users: std::collections::BTreeSet<Username>,
+        devices: std::collections::BTreeSet<String>,
+        /// The device the next open comes from.
+        device: String,
     }
 
     impl Model {
@@ -104,12 +217,15 @@ mod tests {
                     .filter(|u| per_user.contains_key(u))
                     .count() as u32,
                 user_live_sessions: per_user.get(who).copied().unwrap_or(0),
+                user_active_on_license: self.active_users.contains(who),
+                active_users: self.active_users.len() as u32,
+                device_activated: self.devices.contains(&self.device),
             }
         }
 
         fn open(&mut self, terms: &LicenseTerms, who: &str, now: Timestamp) -> OpenDecision {
             let who = user(who);
-            let d = decide_open(terms, &who, self.view(terms, &who, now));
+            let d = decide_open(terms, &who, self.view(terms, &who, now), now);
             if d.is_grant() {
                 self.sessions
                     .push((who, SessionClock::open(UserKind::Interactive, terms, now)));
@@ -123,19 +239,24 @@ mod tests {
     }
 
     const T0: Timestamp = Timestamp::from_secs(1_800_000_000);
+    const SHARED: OpenDecision = OpenDecision::GrantShared { overdraft: false };
+
+    fn is_no_seat(d: &OpenDecision) -> bool {
+        matches!(d, OpenDecision::Deny(RuleError::NoSeatAvailable { .. }))
+    }
 
     #[test]
     fn a_reserved_user_gets_in_even_when_the_shared_pool_is_full() {
         let t = terms(3, &["boss"]);
         let mut m = Model::default();
-        assert_eq!(m.open(&t, "a", T0), OpenDecision::GrantShared);
-        assert_eq!(m.open(&t, "b", T0), OpenDecision::GrantShared);
+        assert_eq!(m.open(&t, "a", T0), SHARED);
+        assert_eq!(m.open(&t, "b", T0), SHARED);
         // Shared pool (3 - 1 reserved = 2) is full: c is refused, boss still gets in.
-        assert_eq!(m.open(&t, "c", T0), OpenDecision::Deny);
+        assert!(is_no_seat(&m.open(&t, "c", T0)));
         assert_eq!(m.open(&t, "boss", T0), OpenDecision::GrantReserved);
         assert_eq!(m.live(T0), 3);
         // boss's second session would need the shared pool, which is full.
-        assert_eq!(m.open(&t, "boss", T0), OpenDecision::Deny);
+        assert!(is_no_seat(&m.open(&t, "boss", T0)));
     }
 
     #[test]
@@ -143,9 +264,9 @@ mod tests {
         let t = terms(3, &["boss"]);
         let mut m = Model::default();
         assert_eq!(m.open(&t, "boss", T0), OpenDecision::GrantReserved);
-        assert_eq!(m.open(&t, "boss", T0), OpenDecision::GrantShared);
-        assert_eq!(m.open(&t, "boss", T0), OpenDecision::GrantShared);
-        assert_eq!(m.open(&t, "a", T0), OpenDecision::Deny);
+        assert_eq!(m.open(&t, "boss", T0), SHARED);
+        assert_eq!(m.open(&t, "boss", T0), SHARED);
+        assert!(is_no_seat(&m.open(&t, "a", T0)));
         assert_eq!(m.live(T0), 3);
     }
 
@@ -155,11 +276,11 @@ mod tests {
         let mut m = Model::default();
         m.open(&t, "boss", T0);
         m.open(&t, "a", T0);
-        assert_eq!(m.open(&t, "b", T0), OpenDecision::Deny);
+        assert!(is_no_seat(&m.open(&t, "b", T0)));
         // 61 s later every session has idled out: the seats are free again.
         let later = T0.plus_secs(61);
         assert_eq!(m.live(later), 0);
-        assert_eq!(m.open(&t, "b", later), OpenDecision::GrantShared);
+        assert_eq!(m.open(&t, "b", later), SHARED);
     }
 
     #[test]
@@ -180,7 +301,7 @@ mod tests {
             for r in ["r1", "r2"] {
                 let v = m.view(&t, &user(r), T0);
                 if v.user_live_sessions == 0 {
-                    assert!(decide_open(&t, &user(r), v).is_grant());
+                    assert!(decide_open(&t, &user(r), v, T0).is_grant());
                 }
             }
         }
@@ -194,6 +315,248 @@ mod tests {
             m.open(&t, u, T0);
         }
         let smaller = terms(2, &[]);
-        assert_eq!(m.open(&smaller, "d", T0), OpenDecision::Deny);
+        assert!(is_no_seat(&m.open(&smaller, "d", T0)));
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use crate::plans::PlanCatalog;
+    use leasehold_proto::{CreateLicense, PatchLicense};
+
+    const T0: Timestamp = Timestamp::from_secs(1_800_000_000);
+
+    fn terms(
+        model: LicenseModel,
+        seats: i64,
+        extra: impl FnOnce(&mut CreateLicense),
+    ) -> LicenseTerms {
+        let mut req = CreateLicense {
+            account_id: "a".into(),
+            product: "p".into(),
+            model,
+            seats: Some(seats),
+            inactivity_timeout_secs: Some(60),
+            ..Default::default()
+        };
+        extra(&mut req);
+        LicenseTerms::from_create(&req, &PlanCatalog::default()).unwrap()
+    }
+
+    fn user(name: &str) -> Username {
+        Username::parse(name).unwrap()
+    }
+
+    fn view(live: u32, user_live: u32) -> SeatView {
+        SeatView {
+            live_sessions: live,
+            user_live_sessions: user_live,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn registered_users_open_only_while_active_and_never_beyond_the_active_count() {
+        let t = terms(LicenseModel::RegisteredUsers, 3, |_| {});
+        let inactive = SeatView {
+            active_users: 2,
+            ..view(0, 0)
+        };
+        assert_eq!(
+            decide_open(&t, &user("eve"), inactive, T0),
+            OpenDecision::Deny(RuleError::UserNotActive(
+                "eve is not an active user of this license".into()
+            ))
+        );
+        // Two active users: one of them may hold both sessions (two devices)...
+        let active = |live, own| SeatView {
+            user_active_on_license: true,
+            active_users: 2,
+            ..view(live, own)
+        };
+        assert!(decide_open(&t, &user("ann"), active(0, 0), T0).is_grant());
+        assert!(decide_open(&t, &user("ann"), active(1, 1), T0).is_grant());
+        // ...but the total never exceeds the two active users.
+        assert_eq!(
+            decide_open(&t, &user("bob"), active(2, 0), T0),
+            OpenDecision::Deny(RuleError::NoSeatAvailable { seats: 3 })
+        );
+    }
+
+    #[test]
+    fn activating_users_beyond_the_seats_is_refused() {
+        let t = terms(LicenseModel::RegisteredUsers, 2, |_| {});
+        assert!(decide_user_activation(&t, 0, false).is_ok());
+        assert!(decide_user_activation(&t, 1, false).is_ok());
+        assert_eq!(
+            decide_user_activation(&t, 2, false),
+            Err(RuleError::ActiveUsersExhausted { max: 2 })
+        );
+        // Re-activating an active user is idempotent.
+        assert!(decide_user_activation(&t, 2, true).is_ok());
+        let floating = terms(LicenseModel::ConcurrentSessions, 2, |_| {});
+        assert!(matches!(
+            decide_user_activation(&floating, 0, false),
+            Err(RuleError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn node_locked_licenses_need_an_activated_device_and_count_nothing_else() {
+        let t = terms(LicenseModel::NodeLocked, 2, |_| {});
+        assert_eq!(
+            decide_open(&t, &user("ann"), view(0, 0), T0),
+            OpenDecision::Deny(RuleError::DeviceNotActivated(String::new()))
+        );
+        let on_device = SeatView {
+            device_activated: true,
+            ..view(50, 10)
+        };
+        assert!(decide_open(&t, &user("ann"), on_device, T0).is_grant());
+        assert!(decide_device_activation(&t, 1, false).is_ok());
+        assert_eq!(
+            decide_device_activation(&t, 2, false),
+            Err(RuleError::ActivationsExhausted { max: 2 })
+        );
+        assert!(decide_device_activation(&t, 2, true).is_ok());
+    }
+
+    #[test]
+    fn the_per_user_limit_applies_before_the_seats() {
+        let t = terms(LicenseModel::ConcurrentSessions, 10, |r| {
+            r.max_sessions_per_user = Some(2)
+        });
+        assert!(decide_open(&t, &user("ann"), view(3, 1), T0).is_grant());
+        assert_eq!(
+            decide_open(&t, &user("ann"), view(3, 2), T0),
+            OpenDecision::Deny(RuleError::UserSessionLimit {
+                user: "ann".into(),
+                max: 2
+            })
+        );
+        assert!(decide_open(&t, &user("bob"), view(3, 0), T0).is_grant());
+    }
+
+    #[test]
+    fn overdraft_sessions_are_granted_beyond_the_seats_and_marked() {
+        let t = terms(LicenseModel::ConcurrentSessions, 10, |r| {
+            r.overdraft_percent = Some(10)
+        });
+        assert_eq!(t.overdraft_seats(), 1);
+        assert_eq!(
+            decide_open(&t, &user("a"), view(9, 0), T0),
+            OpenDecision::GrantShared { overdraft: false }
+        );
+        assert_eq!(
+            decide_open(&t, &user("a"), view(10, 0), T0),
+            OpenDecision::GrantShared { overdraft: true }
+        );
+        assert!(matches!(
+            decide_open(&t, &user("a"), view(11, 0), T0),
+            OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
+        ));
+        let t = terms(LicenseModel::ConcurrentSessions, 3, |r| {
+            r.overdraft_seats = Some(2)
+        });
+        assert!(decide_open(&t, &user("a"), view(4, 0), T0).is_overdraft());
+        assert!(!decide_open(&t, &user("a"), view(5, 0), T0).is_grant());
+        // Percentages round up: 15 % of 3 seats is 1 seat.
+        let t = terms(LicenseModel::ConcurrentSessions, 3, |r| {
+            r.overdraft_percent = Some(15)
+        });
+        assert_eq!(t.overdraft_seats(), 1);
+    }
+
+    #[test]
+    fn the_validity_window_and_suspension_refuse_new_sessions() {
+        let t = terms(LicenseModel::ConcurrentSessions, 5, |r| {
+            r.starts_at = Some(T0.plus_secs(100).to_offset());
+            r.expires_at = Some(T0.plus_secs(200).to_offset());
+        });
+        let not_active =
+            |d: OpenDecision| matches!(d, OpenDecision::Deny(RuleError::LicenseNotActive(_)));
+        assert!(not_active(decide_open(&t, &user("a"), view(0, 0), T0)));
+        assert!(decide_open(&t, &user("a"), view(0, 0), T0.plus_secs(100)).is_grant());
+        assert!(not_active(decide_open(
+            &t,
+            &user("a"),
+            view(0, 0),
+            T0.plus_secs(200)
+        )));
+        let suspended = t
+            .apply_patch(
+                &PatchLicense {
+                    suspended: Some(true),
+                    ..Default::default()
+                },
+                &PlanCatalog::default(),
+            )
+            .unwrap();
+        assert!(not_active(decide_open(
+            &suspended,
+            &user("a"),
+            view(0, 0),
+            T0.plus_secs(150)
+        )));
+    }
+
+    #[test]
+    fn a_downgrade_below_the_sessions_in_use_refuses_until_under_the_limit() {
+        let t = terms(LicenseModel::ConcurrentSessions, 5, |_| {});
+        let smaller = t
+            .apply_patch(
+                &PatchLicense {
+                    seats: Some(2),
+                    ..Default::default()
+                },
+                &PlanCatalog::default(),
+            )
+            .unwrap();
+        assert!(!decide_open(&smaller, &user("a"), view(4, 0), T0).is_grant());
+        assert!(!decide_open(&smaller, &user("a"), view(2, 0), T0).is_grant());
+        assert!(decide_open(&smaller, &user("a"), view(1, 0), T0).is_grant());
+    }
+
+    #[test]
+    fn model_specific_terms_are_checked() {
+        let plans = PlanCatalog::default();
+        let mut req = CreateLicense {
+            account_id: "a".into(),
+            product: "p".into(),
+            model: LicenseModel::NodeLocked,
+            seats: Some(3),
+            reserved: vec!["ann".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            LicenseTerms::from_create(&req, &plans),
+            Err(RuleError::Invalid(_))
+        ));
+        req.reserved.clear();
+        req.overdraft_seats = Some(1);
+        assert!(matches!(
+            LicenseTerms::from_create(&req, &plans),
+            Err(RuleError::Invalid(_))
+        ));
+        req.model = LicenseModel::ConcurrentSessions;
+        req.overdraft_percent = Some(10);
+        assert!(matches!(
+            LicenseTerms::from_create(&req, &plans),
+            Err(RuleError::Invalid(_))
+        ));
+        req.overdraft_percent = None;
+        req.starts_at = Some(T0.to_offset());
+        req.expires_at = Some(T0.to_offset());
+        assert!(matches!(
+            LicenseTerms::from_create(&req, &plans),
+            Err(RuleError::Invalid(_))
+        ));
+        req.max_sessions_per_user = Some(0);
+        req.expires_at = None;
+        assert!(matches!(
+            LicenseTerms::from_create(&req, &plans),
+            Err(RuleError::Invalid(_))
+        ));
     }
 }

@@ -6,9 +6,10 @@
 //!             ├─ logout / revoke ─────────────────► Ended(logout | revoked)
 //!             └─ now >= expires_at ───────────────► Ended(inactivity | lifetime)
 //! ```
-//! `expires_at = min(last_seen + inactivity_timeout, hard_end)`, where `hard_end` is the absolute
-//! lifetime end (always set for service sessions, optional for interactive ones). A heartbeat at
-//! or after `expires_at` fails and never resurrects the session.
+//! `expires_at = min(last_seen + inactivity_timeout, hard_end, license_end)`, where `hard_end` is
+//! the absolute lifetime end (always set for service sessions, optional for interactive ones) and
+//! `license_end` the end of the license's validity window. A heartbeat at or after `expires_at`
+//! fails and never resurrects the session.
 
 use leasehold_proto::{EndReason, UserKind};
 
@@ -23,6 +24,8 @@ pub struct SessionClock {
     pub expires_at: Timestamp,
     /// Absolute end of life, if the session has one.
     pub hard_end: Option<Timestamp>,
+    /// The license's `expires_at` when the expiry was last computed.
+    pub license_end: Option<Timestamp>,
 }
 
 /// Whether a session is live or how it ended.
@@ -45,14 +48,28 @@ impl SessionClock {
             opened_at: now,
             expires_at: Self::slide(now, terms, hard_end),
             hard_end,
+            license_end: terms.expires_at,
         }
     }
 
     fn slide(now: Timestamp, terms: &LicenseTerms, hard_end: Option<Timestamp>) -> Timestamp {
         let idle_end = now.plus_secs(terms.inactivity_timeout_secs);
-        match hard_end {
-            Some(end) => idle_end.min(end),
-            None => idle_end,
+        [hard_end, terms.expires_at]
+            .into_iter()
+            .flatten()
+            .fold(idle_end, Timestamp::min)
+    }
+
+    /// Brings the expiry forward to a license end set (or moved earlier) after the session
+    /// opened. Answers whether `expires_at` changed.
+    pub fn cap_at_license_end(&mut self, license_end: Option<Timestamp>) -> bool {
+        self.license_end = license_end;
+        match license_end {
+            Some(end) if end < self.expires_at => {
+                self.expires_at = end;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -62,6 +79,9 @@ impl SessionClock {
 
     /// Why the session ends when it reaches `expires_at`.
     pub fn expiry_reason(&self) -> EndReason {
+        if self.license_end.is_some_and(|end| self.expires_at >= end) {
+            return EndReason::LicenseExpired;
+        }
         match self.hard_end {
             Some(end) if self.expires_at >= end => EndReason::Lifetime,
             _ => EndReason::Inactivity,
@@ -74,6 +94,7 @@ impl SessionClock {
         if !self.is_live(now) {
             return Err(RuleError::SessionEnded(self.expiry_reason()));
         }
+        self.license_end = terms.expires_at;
         self.expires_at = Self::slide(now, terms, self.hard_end);
         Ok(self.expires_at)
     }
@@ -155,6 +176,33 @@ mod tests {
         assert!(!s.is_live(late));
         // A second try is refused the same way.
         assert!(s.heartbeat(&t, late.plus_secs(1)).is_err());
+    }
+
+    #[test]
+    fn sessions_end_with_the_license_and_say_so() {
+        let mut t = terms(600, 3600);
+        t.expires_at = Some(T0.plus_secs(1000));
+        let mut s = SessionClock::open(UserKind::Interactive, &t, T0);
+        s.heartbeat(&t, T0.plus_secs(500)).unwrap();
+        assert_eq!(s.expires_at, T0.plus_secs(1000));
+        assert_eq!(s.expiry_reason(), EndReason::LicenseExpired);
+        assert_eq!(
+            s.heartbeat(&t, T0.plus_secs(1000)),
+            Err(RuleError::SessionEnded(EndReason::LicenseExpired))
+        );
+    }
+
+    #[test]
+    fn a_license_end_moved_earlier_caps_live_sessions() {
+        let t = terms(600, 3600);
+        let mut s = SessionClock::open(UserKind::Interactive, &t, T0);
+        assert!(s.cap_at_license_end(Some(T0.plus_secs(100))));
+        assert_eq!(s.expires_at, T0.plus_secs(100));
+        assert_eq!(s.expiry_reason(), EndReason::LicenseExpired);
+        // A later end changes nothing now (heartbeats will slide up to it).
+        let mut s = SessionClock::open(UserKind::Interactive, &t, T0);
+        assert!(!s.cap_at_license_end(Some(T0.plus_secs(10_000))));
+        assert_eq!(s.expiry_reason(), EndReason::Inactivity);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum ErrorCode {
     ActiveUsersExhausted,
     /// 403: the device is not activated on a `node_locked` license.
     DeviceNotActivated,
+    /// 409: all device activations of a `node_locked` license are taken.
+    ActivationsExhausted,
+    /// 409: the user already holds the license's maximum of sessions per user.
+    UserSessionLimit,
     /// 409: the license is outside its validity window or suspended.
     LicenseNotActive,
     /// 503: the storage backend cannot be reached.
@@ -68,6 +72,8 @@ impl ErrorCode {
             ErrorCode::UserInactive => "user_inactive",
             ErrorCode::ActiveUsersExhausted => "active_users_exhausted",
             ErrorCode::DeviceNotActivated => "device_not_activated",
+            ErrorCode::ActivationsExhausted => "activations_exhausted",
+            ErrorCode::UserSessionLimit => "user_session_limit",
             ErrorCode::LicenseNotActive => "license_not_active",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
@@ -92,6 +98,7 @@ pub enum EndReason {
     Inactivity,
     Lifetime,
     UserDeactivated,
+    DeviceDeactivated,
     LicenseExpired,
     #[serde(other)]
     Unknown,
@@ -105,6 +112,7 @@ impl EndReason {
             EndReason::Inactivity => "inactivity",
             EndReason::Lifetime => "lifetime",
             EndReason::UserDeactivated => "user_deactivated",
+            EndReason::DeviceDeactivated => "device_deactivated",
             EndReason::LicenseExpired => "license_expired",
             EndReason::Unknown => "unknown",
         }
@@ -117,6 +125,7 @@ impl EndReason {
             "inactivity" => EndReason::Inactivity,
             "lifetime" => EndReason::Lifetime,
             "user_deactivated" => EndReason::UserDeactivated,
+            "device_deactivated" => EndReason::DeviceDeactivated,
             "license_expired" => EndReason::LicenseExpired,
             _ => return None,
         })
@@ -148,14 +157,21 @@ pub struct ErrorDetail {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LicenseModel {
+    /// Up to `seats` sessions at once, any number of users and devices.
     #[default]
     ConcurrentSessions,
+    /// Up to `seats` users may be active on the license; live sessions <= active users.
+    RegisteredUsers,
+    /// Bound to up to `seats` activated devices; sessions only from those, no concurrency count.
+    NodeLocked,
 }
 
 impl LicenseModel {
     pub fn as_str(self) -> &'static str {
         match self {
             LicenseModel::ConcurrentSessions => "concurrent_sessions",
+            LicenseModel::RegisteredUsers => "registered_users",
+            LicenseModel::NodeLocked => "node_locked",
         }
     }
 }
@@ -229,6 +245,31 @@ pub struct CreateLicense {
     pub interactive_session_lifetime_secs: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_full: Option<OnFull>,
+    /// Most live sessions one user may hold on the license (like FlexNet's MAX).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_user: Option<i64>,
+    /// Sessions allowed beyond `seats`, as a count (`concurrent_sessions` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_seats: Option<i64>,
+    /// Sessions allowed beyond `seats`, as a percentage of them, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_percent: Option<i64>,
+    /// Start of the validity window (subscription); opens before it are refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub starts_at: Option<OffsetDateTime>,
+    /// End of the validity window: live sessions end then with reason `license_expired`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// `PATCH /v1/licenses/{id}`: every field is optional; absent fields keep their value.
@@ -255,6 +296,31 @@ pub struct PatchLicense {
     pub interactive_session_lifetime_secs: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_full: Option<OnFull>,
+    /// `0` removes the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_user: Option<i64>,
+    /// `0` removes the overdraft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_seats: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_percent: Option<i64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub starts_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// A suspended license refuses new sessions; live ones run to their end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<bool>,
 }
 
 /// A license as the API shows it.
@@ -277,6 +343,27 @@ pub struct License {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive_session_lifetime_secs: Option<u64>,
     pub on_full: OnFull,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_user: Option<u32>,
+    /// Sessions allowed beyond `seats` (resolved from a count or a percentage).
+    #[serde(default)]
+    pub overdraft: u32,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub starts_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub suspended: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
@@ -291,6 +378,12 @@ pub struct Usage {
     pub seats: u32,
     pub in_use: u32,
     pub available: u32,
+    /// Live sessions beyond `seats`, taken from the overdraft.
+    #[serde(default)]
+    pub overdraft_in_use: u32,
+    /// `registered_users`: users active on the license; `node_locked`: activated devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<u32>,
 }
 
 /// `PUT /v1/accounts/{id}/users/{username}`
@@ -377,6 +470,9 @@ pub struct Session {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: OffsetDateTime,
     pub heartbeat_interval_secs: u64,
+    /// True when the session took an overdraft seat (beyond the purchased ones).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overdraft: bool,
     /// Signed lease (EdDSA JWT); present on open, absent in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
@@ -415,6 +511,73 @@ pub struct UsageReport {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: OffsetDateTime,
+}
+
+/// `PUT /v1/licenses/{id}/users/{username}` (`registered_users` licenses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutLicenseUser {
+    pub active: bool,
+}
+
+/// A user registered on a `registered_users` license.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LicenseUser {
+    pub license_id: String,
+    pub username: String,
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LicenseUserList {
+    pub users: Vec<LicenseUser>,
+    /// Users active now, and the most that may be.
+    pub active: u32,
+    pub max_active: u32,
+}
+
+/// `POST /v1/licenses/{id}/devices` (`node_locked` licenses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ActivateDevice {
+    /// The device's fingerprint; sessions name it as `device_id`.
+    pub fingerprint: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Device {
+    pub license_id: String,
+    pub fingerprint: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub activated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+    pub max_devices: u32,
+}
+
+/// A configured plan, as `GET /v1/plans` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PlanInfo {
+    pub name: String,
+    pub base_seats: u32,
+    pub max_seats: u32,
 }
 
 /// Claims of a signed lease (the JWT payload).

@@ -47,6 +47,11 @@ pub enum ApiError {
     /// 403 `user_inactive`
     #[error("user {0} is inactive")]
     UserInactive(String),
+    /// A licensing rule's refusal, with its own stable code: 403 `user_inactive` /
+    /// `device_not_activated`, 409 `license_not_active` / `user_session_limit` /
+    /// `active_users_exhausted` / `activations_exhausted`.
+    #[error("{0}")]
+    Refused(RuleError),
     /// 410 `session_ended`, with the reason
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
@@ -80,6 +85,16 @@ impl ApiError {
             ApiError::NoSeat { .. } => (StatusCode::CONFLICT, ErrorCode::NoSeatAvailable),
             ApiError::PlanCapExceeded(_) => (StatusCode::CONFLICT, ErrorCode::PlanCapExceeded),
             ApiError::UserInactive(_) => (StatusCode::FORBIDDEN, ErrorCode::UserInactive),
+            ApiError::Refused(rule) => {
+                let code = rule.code();
+                let status = match code {
+                    ErrorCode::UserInactive | ErrorCode::DeviceNotActivated => {
+                        StatusCode::FORBIDDEN
+                    }
+                    _ => StatusCode::CONFLICT,
+                };
+                (status, code)
+            }
             ApiError::SessionEnded(_) => (StatusCode::GONE, ErrorCode::SessionEnded),
             ApiError::StoreUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
@@ -130,6 +145,12 @@ impl From<RuleError> for ApiError {
                 queue_timeout: false,
             },
             RuleError::SessionEnded(reason) => ApiError::SessionEnded(reason),
+            RuleError::UserSessionLimit { .. }
+            | RuleError::LicenseNotActive(_)
+            | RuleError::UserNotActive(_)
+            | RuleError::DeviceNotActivated(_)
+            | RuleError::ActiveUsersExhausted { .. }
+            | RuleError::ActivationsExhausted { .. } => ApiError::Refused(e),
         }
     }
 }

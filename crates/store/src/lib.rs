@@ -106,4 +106,49 @@ pub trait Store: Send + Sync + 'static {
     async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>>;
     /// The append-only audit log of a license, oldest first, at most `limit` events.
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+
+    // ---- licensing models ----
+    /// `registered_users`: activates or deactivates a user on the license, atomically against
+    /// the active-user limit; deactivation ends the user's live sessions on it
+    /// (`user_deactivated`). Answers the registration and whether it was created.
+    async fn set_license_user(
+        &self,
+        license_id: &str,
+        username: &str,
+        active: bool,
+        now: Timestamp,
+    ) -> StoreResult<(LicenseUserChange, bool)>;
+    async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>>;
+    /// `node_locked`: activates a device, atomically against the activation limit; re-activating
+    /// one answers the existing activation. Answers whether it was created.
+    async fn activate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<(DeviceActivation, bool)>;
+    /// Frees a device activation and ends the device's live sessions (`device_deactivated`).
+    async fn deactivate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>>;
+    async fn list_devices(&self, license_id: &str) -> StoreResult<Vec<DeviceActivation>>;
+    /// Live sessions of one user across the account's licenses.
+    async fn list_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>>;
+    /// Ends every live session of a user (account-level deactivation).
+    async fn end_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>>;
 }

@@ -23,9 +23,15 @@ pub enum Principal {
     /// An account admin: manages one account's licenses, users and sessions.
     AccountAdmin { account_id: String },
     /// A personal token of an account user.
-    User { account_id: String, username: String },
+    User {
+        account_id: String,
+        username: String,
+    },
     /// A short-lived OAuth2 access token of a service user.
-    ServiceAccess { account_id: String, username: String },
+    ServiceAccess {
+        account_id: String,
+        username: String,
+    },
 }
 
 impl Principal {
@@ -78,6 +84,34 @@ pub struct Session {
     pub instance_id: String,
     pub clock: SessionClock,
     pub heartbeat_interval_secs: u64,
+    /// Took an overdraft seat (beyond the purchased ones).
+    pub overdraft: bool,
+}
+
+/// A user's registration on a `registered_users` license.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseUser {
+    pub license_id: String,
+    pub username: String,
+    pub active: bool,
+    pub updated_at: Timestamp,
+}
+
+/// A device activated on a `node_locked` license.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceActivation {
+    pub license_id: String,
+    pub fingerprint: String,
+    pub name: String,
+    pub activated_at: Timestamp,
+}
+
+/// Outcome of changing a user's registration on a license.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseUserChange {
+    pub user: LicenseUser,
+    /// Sessions ended because the user was deactivated.
+    pub ended: Vec<Session>,
 }
 
 /// A session found by id, with its state.
@@ -113,6 +147,10 @@ pub struct UsageStats {
     pub low_water: u32,
     pub denials: u64,
     pub since: Timestamp,
+    /// Live sessions holding overdraft seats.
+    pub overdraft_in_use: u32,
+    /// `registered_users`: active users; `node_locked`: activated devices.
+    pub activations: Option<u32>,
 }
 
 /// One line of the append-only audit log.

@@ -26,8 +26,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use leasehold_core::seats::{decide_device_activation, decide_user_activation};
 use leasehold_core::session::SessionClock;
-use leasehold_core::{decide_open, LicenseTerms, RuleError, SeatView, SessionState, Timestamp, Username};
+use leasehold_core::{
+    decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, SessionState, Timestamp, Username,
+};
 use leasehold_proto::{EndReason, LicenseModel, UserKind};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
@@ -40,7 +43,10 @@ const MAX_BATCH: usize = 8192;
 /// How long an ended session's reason is kept in memory (then it is read from disk).
 const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_models.sql"),
+];
 
 /// One change to persist.
 #[derive(Debug)]
@@ -52,8 +58,22 @@ enum WriteOp {
     User(User),
     License(License),
     InsertSession(Session),
-    Touch { id: String, expires_at: Timestamp },
-    EndSession { id: String, at: Timestamp, reason: EndReason },
+    Touch {
+        id: String,
+        expires_at: Timestamp,
+        license_end: Option<Timestamp>,
+    },
+    LicenseUser(LicenseUser),
+    Device(DeviceActivation),
+    DeleteDevice {
+        license_id: String,
+        fingerprint: String,
+    },
+    EndSession {
+        id: String,
+        at: Timestamp,
+        reason: EndReason,
+    },
     Audit(AuditEvent),
 }
 
@@ -73,6 +93,12 @@ struct LicenseState {
     high_water: u32,
     low_water: u32,
     denials: u64,
+    overdraft_live: u32,
+    /// `registered_users`: registrations, and how many are active.
+    users: HashMap<String, LicenseUser>,
+    active_users: u32,
+    /// `node_locked`: activated devices by fingerprint.
+    devices: HashMap<String, DeviceActivation>,
 }
 
 impl LicenseState {
@@ -88,10 +114,31 @@ impl LicenseState {
             high_water: 0,
             low_water: 0,
             denials: 0,
+            overdraft_live: 0,
+            users: HashMap::new(),
+            active_users: 0,
+            devices: HashMap::new(),
         }
     }
 
-    fn view(&self, username: &str) -> SeatView {
+    /// Ids of the live sessions matching `pred`.
+    fn session_ids(&self, pred: impl Fn(&(String, String, String)) -> bool) -> Vec<String> {
+        self.by_instance
+            .iter()
+            .filter(|(k, _)| pred(k))
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    fn activations(&self) -> Option<u32> {
+        match self.license.terms.model {
+            LicenseModel::ConcurrentSessions => None,
+            LicenseModel::RegisteredUsers => Some(self.active_users),
+            LicenseModel::NodeLocked => Some(self.devices.len() as u32),
+        }
+    }
+
+    fn view(&self, username: &str, device_id: &str) -> SeatView {
         let reserved_holders = self
             .license
             .terms
@@ -103,14 +150,22 @@ impl LicenseState {
             live_sessions: self.live,
             reserved_holders,
             user_live_sessions: self.per_user.get(username).copied().unwrap_or(0),
+            user_active_on_license: self.users.get(username).is_some_and(|u| u.active),
+            active_users: self.active_users,
+            device_activated: self.devices.contains_key(device_id),
         }
     }
 
     fn add(&mut self, s: &Session) {
         self.live += 1;
+        self.overdraft_live += u32::from(s.overdraft);
         *self.per_user.entry(s.username.clone()).or_default() += 1;
         self.by_instance.insert(
-            (s.username.clone(), s.device_id.clone(), s.instance_id.clone()),
+            (
+                s.username.clone(),
+                s.device_id.clone(),
+                s.instance_id.clone(),
+            ),
             s.id.clone(),
         );
         self.expiry.insert((s.clock.expires_at, s.id.clone()));
@@ -119,13 +174,18 @@ impl LicenseState {
 
     fn remove(&mut self, s: &Session) {
         self.live = self.live.saturating_sub(1);
+        self.overdraft_live = self.overdraft_live.saturating_sub(u32::from(s.overdraft));
         if let Some(n) = self.per_user.get_mut(&s.username) {
             *n -= 1;
             if *n == 0 {
                 self.per_user.remove(&s.username);
             }
         }
-        let key = (s.username.clone(), s.device_id.clone(), s.instance_id.clone());
+        let key = (
+            s.username.clone(),
+            s.device_id.clone(),
+            s.instance_id.clone(),
+        );
         if self.by_instance.get(&key) == Some(&s.id) {
             self.by_instance.remove(&key);
         }
@@ -165,7 +225,12 @@ impl Mem {
     }
 
     /// Ends a live session in memory and returns the ops that persist it.
-    fn end_live(&mut self, id: &str, reason: EndReason, now: Timestamp) -> Option<(Session, Vec<WriteOp>)> {
+    fn end_live(
+        &mut self,
+        id: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Option<(Session, Vec<WriteOp>)> {
         let session = self.sessions.remove(id)?;
         if let Some(lic) = self.licenses.get_mut(&*session.license_id) {
             lic.remove(&session);
@@ -240,7 +305,9 @@ async fn acked(rx: oneshot::Receiver<Result<(), String>>) -> StoreResult<()> {
     match rx.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(StoreError::Unavailable(e)),
-        Err(_) => Err(StoreError::Unavailable("the database writer has stopped".into())),
+        Err(_) => Err(StoreError::Unavailable(
+            "the database writer has stopped".into(),
+        )),
     }
 }
 
@@ -367,7 +434,9 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
     })?;
     for row in rows {
         let (hash, kind, account_id, username, expires_at) = row?;
-        let Some(hash) = hash_from(hash) else { continue };
+        let Some(hash) = hash_from(hash) else {
+            continue;
+        };
         let principal = match (kind.as_str(), account_id, username) {
             ("root", _, _) => Principal::Root,
             ("account_admin", Some(account_id), _) => Principal::AccountAdmin { account_id },
@@ -414,7 +483,8 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
             mem.client_ids
                 .insert(cid.clone(), (u.account_id.clone(), u.username.clone()));
         }
-        mem.users.insert((u.account_id.clone(), u.username.clone()), u);
+        mem.users
+            .insert((u.account_id.clone(), u.username.clone()), u);
     }
     let mut stmt = conn.prepare("SELECT id, account_id, model, terms, created_at FROM licenses")?;
     let rows = stmt.query_map([], |r| {
@@ -442,7 +512,8 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
         mem.licenses.insert(id, LicenseState::new(license));
     }
     let mut stmt = conn.prepare(
-        "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at, hard_end
+        "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at, hard_end,
+                overdraft, license_end
          FROM sessions WHERE ended_at IS NULL",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -456,11 +527,24 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
             r.get::<_, i64>(6)?,
             r.get::<_, i64>(7)?,
             r.get::<_, Option<i64>>(8)?,
+            r.get::<_, bool>(9)?,
+            r.get::<_, Option<i64>>(10)?,
         ))
     })?;
     for row in rows {
-        let (id, license_id, username, kind, device_id, instance_id, opened, expires, hard_end) =
-            row?;
+        let (
+            id,
+            license_id,
+            username,
+            kind,
+            device_id,
+            instance_id,
+            opened,
+            expires,
+            hard_end,
+            overdraft,
+            license_end,
+        ) = row?;
         let Some(lic) = mem.licenses.get_mut(&license_id) else {
             continue;
         };
@@ -476,11 +560,46 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
                 opened_at: Timestamp::from_millis(opened),
                 expires_at: Timestamp::from_millis(expires),
                 hard_end: hard_end.map(Timestamp::from_millis),
+                license_end: license_end.map(Timestamp::from_millis),
             },
             heartbeat_interval_secs: lic.license.terms.heartbeat_interval_secs(),
+            overdraft,
         };
         lic.add(&session);
         mem.sessions.insert(id, session);
+    }
+    let mut stmt =
+        conn.prepare("SELECT license_id, username, active, updated_at FROM license_users")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(LicenseUser {
+            license_id: r.get(0)?,
+            username: r.get(1)?,
+            active: r.get(2)?,
+            updated_at: Timestamp::from_millis(r.get(3)?),
+        })
+    })?;
+    for row in rows {
+        let u = row?;
+        if let Some(lic) = mem.licenses.get_mut(&u.license_id) {
+            lic.active_users += u32::from(u.active);
+            lic.users.insert(u.username.clone(), u);
+        }
+    }
+    let mut stmt =
+        conn.prepare("SELECT license_id, fingerprint, name, activated_at FROM license_devices")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(DeviceActivation {
+            license_id: r.get(0)?,
+            fingerprint: r.get(1)?,
+            name: r.get(2)?,
+            activated_at: Timestamp::from_millis(r.get(3)?),
+        })
+    })?;
+    for row in rows {
+        let d = row?;
+        if let Some(lic) = mem.licenses.get_mut(&d.license_id) {
+            lic.devices.insert(d.fingerprint.clone(), d);
+        }
     }
     for lic in mem.licenses.values_mut() {
         lic.high_water = lic.live;
@@ -594,8 +713,8 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
         WriteOp::InsertSession(s) => {
             tx.prepare_cached(
                 "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
-                                       opened_at, expires_at, hard_end)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                       opened_at, expires_at, hard_end, overdraft, license_end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 s.id,
@@ -606,14 +725,58 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
                 s.instance_id,
                 s.clock.opened_at.millis(),
                 s.clock.expires_at.millis(),
-                s.clock.hard_end.map(Timestamp::millis)
+                s.clock.hard_end.map(Timestamp::millis),
+                s.overdraft,
+                s.clock.license_end.map(Timestamp::millis)
             ])?;
         }
-        WriteOp::Touch { id, expires_at } => {
+        WriteOp::Touch {
+            id,
+            expires_at,
+            license_end,
+        } => {
             tx.prepare_cached(
-                "UPDATE sessions SET expires_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+                "UPDATE sessions SET expires_at = ?2, license_end = ?3
+                 WHERE id = ?1 AND ended_at IS NULL",
             )?
-            .execute(params![id, expires_at.millis()])?;
+            .execute(params![
+                id,
+                expires_at.millis(),
+                license_end.map(Timestamp::millis)
+            ])?;
+        }
+        WriteOp::LicenseUser(u) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO license_users (license_id, username, active, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                u.license_id,
+                u.username,
+                u.active,
+                u.updated_at.millis()
+            ])?;
+        }
+        WriteOp::Device(d) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO license_devices (license_id, fingerprint, name, activated_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                d.license_id,
+                d.fingerprint,
+                d.name,
+                d.activated_at.millis()
+            ])?;
+        }
+        WriteOp::DeleteDevice {
+            license_id,
+            fingerprint,
+        } => {
+            tx.prepare_cached(
+                "DELETE FROM license_devices WHERE license_id = ?1 AND fingerprint = ?2",
+            )?
+            .execute(params![license_id, fingerprint])?;
         }
         WriteOp::EndSession { id, at, reason } => {
             tx.prepare_cached(
@@ -696,7 +859,10 @@ impl Store for SqliteStore {
         let rx = {
             let mut mem = self.mem();
             if mem.accounts.contains_key(&account.id) {
-                return Err(StoreError::Conflict(format!("account {} exists", account.id)));
+                return Err(StoreError::Conflict(format!(
+                    "account {} exists",
+                    account.id
+                )));
             }
             mem.accounts.insert(account.id.clone(), account.clone());
             mem.credentials.insert(admin.hash, admin.clone());
@@ -724,12 +890,17 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound("account"));
             }
             if let Some(cid) = &user.client_id {
-                mem.client_ids
-                    .insert(cid.clone(), (user.account_id.clone(), user.username.clone()));
+                mem.client_ids.insert(
+                    cid.clone(),
+                    (user.account_id.clone(), user.username.clone()),
+                );
             }
             let created = mem
                 .users
-                .insert((user.account_id.clone(), user.username.clone()), user.clone())
+                .insert(
+                    (user.account_id.clone(), user.username.clone()),
+                    user.clone(),
+                )
                 .is_none();
             (mem.send(vec![WriteOp::User(user)]), created)
         };
@@ -753,7 +924,10 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound("account"));
             }
             if mem.licenses.contains_key(&license.id) {
-                return Err(StoreError::Conflict(format!("license {} exists", license.id)));
+                return Err(StoreError::Conflict(format!(
+                    "license {} exists",
+                    license.id
+                )));
             }
             let ops = vec![
                 WriteOp::License(license.clone()),
@@ -776,11 +950,33 @@ impl Store for SqliteStore {
             let Some(state) = mem.licenses.get_mut(&license.id) else {
                 return Err(StoreError::NotFound("license"));
             };
+            let end_changed = state.license.terms.expires_at != license.terms.expires_at;
             state.license = license.clone();
-            let ops = vec![
+            let mut ops = vec![
                 license_event(&license, now, "license_updated"),
-                WriteOp::License(license),
+                WriteOp::License(license.clone()),
             ];
+            if end_changed {
+                // Live sessions end with the license: bring their expiry forward if needed.
+                let ids = state.session_ids(|_| true);
+                for id in ids {
+                    let Some(s) = mem.sessions.get_mut(&id) else {
+                        continue;
+                    };
+                    let old = s.clock.expires_at;
+                    s.clock.cap_at_license_end(license.terms.expires_at);
+                    ops.push(WriteOp::Touch {
+                        id: id.clone(),
+                        expires_at: s.clock.expires_at,
+                        license_end: s.clock.license_end,
+                    });
+                    let new = s.clock.expires_at;
+                    if let Some(state) = mem.licenses.get_mut(&license.id) {
+                        state.expiry.remove(&(old, id.clone()));
+                        state.expiry.insert((new, id));
+                    }
+                }
+            }
             mem.send(ops)
         };
         acked(rx).await
@@ -810,12 +1006,14 @@ impl Store for SqliteStore {
                         session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
                         if let Some(lic) = mem.licenses.get_mut(&req.license_id) {
                             lic.expiry.remove(&(old, session.id.clone()));
-                            lic.expiry.insert((session.clock.expires_at, session.id.clone()));
+                            lic.expiry
+                                .insert((session.clock.expires_at, session.id.clone()));
                         }
                         mem.sessions.insert(session.id.clone(), session.clone());
                         mem.send_unacked(vec![WriteOp::Touch {
                             id: session.id.clone(),
                             expires_at: session.clock.expires_at,
+                            license_end: session.clock.license_end,
                         }]);
                         return Ok(Opened {
                             session,
@@ -831,21 +1029,39 @@ impl Store for SqliteStore {
             let Some(lic) = mem.licenses.get(&req.license_id) else {
                 return Err(StoreError::NotFound("license"));
             };
-            let mut decision = decide_open(&lic.license.terms, &username, lic.view(&req.username));
-            if !decision.is_grant() {
+            let decide = |lic: &LicenseState| {
+                decide_open(
+                    &lic.license.terms,
+                    &username,
+                    lic.view(&req.username, &req.device_id),
+                    now,
+                )
+            };
+            let mut decision = decide(lic);
+            if matches!(
+                decision,
+                OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
+            ) {
                 // A full license reclaims its own expired sessions before refusing anyone.
                 let (_, mut o) = mem.reap_license(&req.license_id, now);
                 ops.append(&mut o);
                 if let Some(lic) = mem.licenses.get(&req.license_id) {
-                    decision = decide_open(&lic.license.terms, &username, lic.view(&req.username));
+                    decision = decide(lic);
                 }
             }
             let Some(lic) = mem.licenses.get_mut(&req.license_id) else {
                 return Err(StoreError::NotFound("license"));
             };
-            if !decision.is_grant() {
-                lic.denials += 1;
-                let seats = lic.license.terms.seats;
+            if let OpenDecision::Deny(refusal) = decision {
+                let refusal = match refusal {
+                    RuleError::DeviceNotActivated(_) => {
+                        RuleError::DeviceNotActivated(req.device_id.clone())
+                    }
+                    other => other,
+                };
+                if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
+                    lic.denials += 1;
+                }
                 ops.push(WriteOp::Audit(AuditEvent {
                     at: now,
                     account_id: lic.license.account_id.clone(),
@@ -853,11 +1069,12 @@ impl Store for SqliteStore {
                     session_id: None,
                     username: Some(req.username.clone()),
                     event: "denied".into(),
-                    detail: Some("no_seat_available".into()),
+                    detail: Some(refusal.code().as_str().into()),
                 }));
                 mem.send_unacked(ops);
-                return Err(StoreError::Rule(RuleError::NoSeatAvailable { seats }));
+                return Err(StoreError::Rule(refusal));
             }
+            let overdraft = decision.is_overdraft();
             let terms = &lic.license.terms;
             let session = Session {
                 id: req.new_id.clone(),
@@ -869,6 +1086,7 @@ impl Store for SqliteStore {
                 instance_id: req.instance_id.clone(),
                 clock: SessionClock::open(req.kind, terms, now),
                 heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+                overdraft,
             };
             lic.add(&session);
             ops.push(WriteOp::InsertSession(session.clone()));
@@ -879,7 +1097,11 @@ impl Store for SqliteStore {
                 session_id: Some(session.id.clone()),
                 username: Some(session.username.clone()),
                 event: "opened".into(),
-                detail: Some(kind_str(session.kind).into()),
+                detail: Some(if overdraft {
+                    format!("{} overdraft", kind_str(session.kind))
+                } else {
+                    kind_str(session.kind).into()
+                }),
             }));
             mem.sessions.insert(session.id.clone(), session.clone());
             (mem.send(ops), session)
@@ -907,11 +1129,13 @@ impl Store for SqliteStore {
                         session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
                         if let Some(lic) = mem.licenses.get_mut(&*session.license_id) {
                             lic.expiry.remove(&(old, session.id.clone()));
-                            lic.expiry.insert((session.clock.expires_at, session.id.clone()));
+                            lic.expiry
+                                .insert((session.clock.expires_at, session.id.clone()));
                         }
                         mem.send_unacked(vec![WriteOp::Touch {
                             id: session.id.clone(),
                             expires_at: session.clock.expires_at,
+                            license_end: session.clock.license_end,
                         }]);
                         mem.sessions.insert(session.id.clone(), session.clone());
                         return Ok(session);
@@ -1019,8 +1243,18 @@ impl Store for SqliteStore {
             })
             .optional()
         })?;
-        let Some((license_id, account_id, username, kind, device_id, instance_id, opened, expires, hard_end, reason)) =
-            row
+        let Some((
+            license_id,
+            account_id,
+            username,
+            kind,
+            device_id,
+            instance_id,
+            opened,
+            expires,
+            hard_end,
+            reason,
+        )) = row
         else {
             return Ok(None);
         };
@@ -1042,8 +1276,10 @@ impl Store for SqliteStore {
                     opened_at: Timestamp::from_millis(opened),
                     expires_at: Timestamp::from_millis(expires),
                     hard_end: hard_end.map(Timestamp::from_millis),
+                    license_end: None,
                 },
                 heartbeat_interval_secs: 0,
+                overdraft: false,
             },
             state,
         }))
@@ -1081,6 +1317,8 @@ impl Store for SqliteStore {
             low_water: lic.low_water,
             denials: lic.denials,
             since: mem.started,
+            overdraft_in_use: lic.overdraft_live,
+            activations: lic.activations(),
         })
     }
 
@@ -1143,5 +1381,217 @@ impl Store for SqliteStore {
             })?;
             rows.collect()
         })
+    }
+
+    async fn set_license_user(
+        &self,
+        license_id: &str,
+        username: &str,
+        active: bool,
+        now: Timestamp,
+    ) -> StoreResult<(LicenseUserChange, bool)> {
+        let (rx, change, created) = {
+            let mut mem = self.mem();
+            let Some(lic) = mem.licenses.get_mut(license_id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            let previous = lic.users.get(username).cloned();
+            let was_active = previous.as_ref().is_some_and(|u| u.active);
+            if active {
+                decide_user_activation(&lic.license.terms, lic.active_users, was_active)?;
+            } else if lic.license.terms.model != LicenseModel::RegisteredUsers {
+                decide_user_activation(&lic.license.terms, 0, true)?;
+            }
+            let user = LicenseUser {
+                license_id: license_id.to_owned(),
+                username: username.to_owned(),
+                active,
+                updated_at: now,
+            };
+            match (was_active, active) {
+                (false, true) => lic.active_users += 1,
+                (true, false) => lic.active_users = lic.active_users.saturating_sub(1),
+                _ => {}
+            }
+            lic.users.insert(username.to_owned(), user.clone());
+            let mut ops = vec![WriteOp::LicenseUser(user.clone())];
+            let mut ended = Vec::new();
+            if !active {
+                let ids = lic.session_ids(|(u, _, _)| u == username);
+                for id in ids {
+                    if let Some((s, mut o)) = mem.end_live(&id, EndReason::UserDeactivated, now) {
+                        ended.push(s);
+                        ops.append(&mut o);
+                    }
+                }
+            }
+            (
+                mem.send(ops),
+                LicenseUserChange { user, ended },
+                previous.is_none(),
+            )
+        };
+        acked(rx).await?;
+        Ok((change, created))
+    }
+
+    async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>> {
+        let mem = self.mem();
+        let Some(lic) = mem.licenses.get(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut users: Vec<LicenseUser> = lic.users.values().cloned().collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    async fn activate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<(DeviceActivation, bool)> {
+        let (rx, device) = {
+            let mut mem = self.mem();
+            let Some(lic) = mem.licenses.get_mut(license_id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            let existing = lic.devices.get(fingerprint).cloned();
+            decide_device_activation(
+                &lic.license.terms,
+                lic.devices.len() as u32,
+                existing.is_some(),
+            )?;
+            if let Some(device) = existing {
+                return Ok((device, false));
+            }
+            let device = DeviceActivation {
+                license_id: license_id.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                name: name.to_owned(),
+                activated_at: now,
+            };
+            lic.devices.insert(fingerprint.to_owned(), device.clone());
+            let audit = WriteOp::Audit(AuditEvent {
+                at: now,
+                account_id: lic.license.account_id.clone(),
+                license_id: license_id.to_owned(),
+                session_id: None,
+                username: None,
+                event: "device_activated".into(),
+                detail: Some(fingerprint.to_owned()),
+            });
+            (
+                mem.send(vec![WriteOp::Device(device.clone()), audit]),
+                device,
+            )
+        };
+        acked(rx).await?;
+        Ok((device, true))
+    }
+
+    async fn deactivate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let (rx, ended) = {
+            let mut mem = self.mem();
+            let Some(lic) = mem.licenses.get_mut(license_id) else {
+                return Err(StoreError::NotFound("license"));
+            };
+            if lic.devices.remove(fingerprint).is_none() {
+                return Err(StoreError::NotFound("device"));
+            }
+            let mut ops = vec![
+                WriteOp::DeleteDevice {
+                    license_id: license_id.to_owned(),
+                    fingerprint: fingerprint.to_owned(),
+                },
+                WriteOp::Audit(AuditEvent {
+                    at: now,
+                    account_id: lic.license.account_id.clone(),
+                    license_id: license_id.to_owned(),
+                    session_id: None,
+                    username: None,
+                    event: "device_deactivated".into(),
+                    detail: Some(fingerprint.to_owned()),
+                }),
+            ];
+            let ids = lic.session_ids(|(_, d, _)| d == fingerprint);
+            let mut ended = Vec::new();
+            for id in ids {
+                if let Some((s, mut o)) = mem.end_live(&id, EndReason::DeviceDeactivated, now) {
+                    ended.push(s);
+                    ops.append(&mut o);
+                }
+            }
+            (mem.send(ops), ended)
+        };
+        acked(rx).await?;
+        Ok(ended)
+    }
+
+    async fn list_devices(&self, license_id: &str) -> StoreResult<Vec<DeviceActivation>> {
+        let mem = self.mem();
+        let Some(lic) = mem.licenses.get(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut devices: Vec<DeviceActivation> = lic.devices.values().cloned().collect();
+        devices.sort_by(|a, b| {
+            (a.activated_at, &a.fingerprint).cmp(&(b.activated_at, &b.fingerprint))
+        });
+        Ok(devices)
+    }
+
+    async fn list_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let mem = self.mem();
+        let mut out: Vec<Session> = mem
+            .licenses
+            .values()
+            .filter(|l| &*l.account_id == account_id && l.per_user.contains_key(username))
+            .flat_map(|l| l.session_ids(|(u, _, _)| u == username))
+            .filter_map(|id| mem.sessions.get(&id))
+            .filter(|s| s.clock.is_live(now))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let (rx, ended) = {
+            let mut mem = self.mem();
+            let ids: Vec<String> = mem
+                .licenses
+                .values()
+                .filter(|l| &*l.account_id == account_id && l.per_user.contains_key(username))
+                .flat_map(|l| l.session_ids(|(u, _, _)| u == username))
+                .collect();
+            let mut ops = Vec::new();
+            let mut ended = Vec::new();
+            for id in ids {
+                if let Some((s, mut o)) = mem.end_live(&id, reason, now) {
+                    ended.push(s);
+                    ops.append(&mut o);
+                }
+            }
+            (mem.send(ops), ended)
+        };
+        acked(rx).await?;
+        Ok(ended)
     }
 }

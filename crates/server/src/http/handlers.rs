@@ -39,6 +39,11 @@ fn license_view(license: &License) -> proto::License {
         service_session_lifetime_secs: t.service_session_lifetime_secs,
         interactive_session_lifetime_secs: t.interactive_session_lifetime_secs,
         on_full: t.on_full,
+        max_sessions_per_user: t.max_sessions_per_user,
+        overdraft: t.overdraft_seats(),
+        starts_at: t.starts_at.map(to_offset),
+        expires_at: t.expires_at.map(to_offset),
+        suspended: t.suspended,
         created_at: to_offset(license.created_at),
         usage: None,
     }
@@ -55,7 +60,18 @@ fn session_view(s: &Session, lease: Option<String>) -> proto::Session {
         opened_at: to_offset(s.clock.opened_at),
         expires_at: to_offset(s.clock.expires_at),
         heartbeat_interval_secs: s.heartbeat_interval_secs,
+        overdraft: s.overdraft,
         lease,
+    }
+}
+
+fn usage_view(u: &leasehold_store::UsageStats) -> proto::Usage {
+    proto::Usage {
+        seats: u.seats,
+        in_use: u.in_use,
+        available: u.seats.saturating_sub(u.in_use),
+        overdraft_in_use: u.overdraft_in_use,
+        activations: u.activations,
     }
 }
 
@@ -182,11 +198,7 @@ pub async fn get_license(
     let license = admin_license(&state, &auth, &id).await?;
     let usage = state.store.usage(&id, state.clock.now()).await?;
     let mut view = license_view(&license);
-    view.usage = Some(proto::Usage {
-        seats: usage.seats,
-        in_use: usage.in_use,
-        available: usage.seats.saturating_sub(usage.in_use),
-    });
+    view.usage = Some(usage_view(&usage));
     Ok(Json(view))
 }
 
@@ -264,6 +276,21 @@ pub async fn put_user(
         }
     };
     let created = state.store.put_user(user.clone()).await?;
+    if !user.active {
+        // An inactive user holds no seat anywhere.
+        let ended = state
+            .store
+            .end_user_sessions(
+                &account_id,
+                &user.username,
+                EndReason::UserDeactivated,
+                state.clock.now(),
+            )
+            .await?;
+        for _ in &ended {
+            m::ended(EndReason::UserDeactivated);
+        }
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -619,11 +646,7 @@ pub async fn license_usage(
     let u = state.store.usage(&id, state.clock.now()).await?;
     Ok(Json(proto::UsageReport {
         license_id: id,
-        now: proto::Usage {
-            seats: u.seats,
-            in_use: u.in_use,
-            available: u.seats.saturating_sub(u.in_use),
-        },
+        now: usage_view(&u),
         high_water: u.high_water,
         low_water: u.low_water,
         denials: u.denials,
@@ -707,4 +730,217 @@ pub async fn no_route() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[utoipa::path(
+    get, path = "/v1/plans", tag = "licenses",
+    responses((status = 200, description = "The configured plans", body = Vec<proto::PlanInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_plans(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<Json<Vec<proto::PlanInfo>>> {
+    if !matches!(auth.0, Principal::Root | Principal::AccountAdmin { .. }) {
+        return Err(ApiError::Forbidden(
+            "this call needs an account admin token".into(),
+        ));
+    }
+    Ok(Json(
+        state
+            .plans
+            .iter()
+            .map(|(name, p)| proto::PlanInfo {
+                name: name.clone(),
+                base_seats: p.base_seats,
+                max_seats: p.max_seats,
+            })
+            .collect(),
+    ))
+}
+
+fn license_user_view(u: &leasehold_store::LicenseUser) -> proto::LicenseUser {
+    proto::LicenseUser {
+        license_id: u.license_id.clone(),
+        username: u.username.clone(),
+        active: u.active,
+        updated_at: to_offset(u.updated_at),
+    }
+}
+
+#[utoipa::path(
+    put, path = "/v1/licenses/{id}/users/{username}", tag = "licenses",
+    params(("id" = String, Path, description = "License id (a registered_users license)"), ("username" = String, Path)),
+    request_body = proto::PutLicenseUser,
+    responses(
+        (status = 200, body = proto::LicenseUser), (status = 201, body = proto::LicenseUser),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "active_users_exhausted", body = ErrorBody),
+        (status = 422, description = "not a registered_users license", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn put_license_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, username)): Path<(String, String)>,
+    ApiJson(req): ApiJson<proto::PutLicenseUser>,
+) -> ApiResult<(StatusCode, Json<proto::LicenseUser>)> {
+    let license = admin_license(&state, &auth, &id).await?;
+    let username = Username::parse(&username)?;
+    state
+        .store
+        .get_user(&license.account_id, username.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let (change, created) = state
+        .store
+        .set_license_user(&id, username.as_str(), req.active, state.clock.now())
+        .await?;
+    for _ in &change.ended {
+        m::ended(EndReason::UserDeactivated);
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(license_user_view(&change.user))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/licenses/{id}/users", tag = "licenses",
+    params(("id" = String, Path, description = "License id")),
+    responses((status = 200, body = proto::LicenseUserList), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_license_users(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<proto::LicenseUserList>> {
+    let license = admin_license(&state, &auth, &id).await?;
+    let users = state.store.list_license_users(&id).await?;
+    Ok(Json(proto::LicenseUserList {
+        active: users.iter().filter(|u| u.active).count() as u32,
+        max_active: license.terms.seats,
+        users: users.iter().map(license_user_view).collect(),
+    }))
+}
+
+fn device_view(d: &leasehold_store::DeviceActivation) -> proto::Device {
+    proto::Device {
+        license_id: d.license_id.clone(),
+        fingerprint: d.fingerprint.clone(),
+        name: d.name.clone(),
+        activated_at: to_offset(d.activated_at),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/v1/licenses/{id}/devices", tag = "licenses",
+    params(("id" = String, Path, description = "License id (a node_locked license)")),
+    request_body = proto::ActivateDevice,
+    responses(
+        (status = 201, description = "Activated", body = proto::Device),
+        (status = 200, description = "Already activated", body = proto::Device),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "activations_exhausted", body = ErrorBody),
+        (status = 422, description = "not a node_locked license", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn activate_device(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<proto::ActivateDevice>,
+) -> ApiResult<(StatusCode, Json<proto::Device>)> {
+    admin_license(&state, &auth, &id).await?;
+    let fingerprint = ValidatedId::parse("fingerprint", &req.fingerprint)?;
+    if req.name.len() > 200 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "name must be at most 200 printable characters".into(),
+        ));
+    }
+    let (device, created) = state
+        .store
+        .activate_device(
+            &id,
+            fingerprint.as_str(),
+            req.name.trim(),
+            state.clock.now(),
+        )
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(device_view(&device))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/licenses/{id}/devices", tag = "licenses",
+    params(("id" = String, Path, description = "License id")),
+    responses((status = 200, body = proto::DeviceList), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_devices(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<proto::DeviceList>> {
+    let license = admin_license(&state, &auth, &id).await?;
+    let devices = state.store.list_devices(&id).await?;
+    Ok(Json(proto::DeviceList {
+        devices: devices.iter().map(device_view).collect(),
+        max_devices: license.terms.seats,
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/licenses/{id}/devices/{fingerprint}", tag = "licenses",
+    params(("id" = String, Path, description = "License id"), ("fingerprint" = String, Path)),
+    responses((status = 204, description = "Deactivated; the device's live sessions ended (device_deactivated)"), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn deactivate_device(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, fingerprint)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    admin_license(&state, &auth, &id).await?;
+    let ended = state
+        .store
+        .deactivate_device(&id, &fingerprint, state.clock.now())
+        .await?;
+    for _ in &ended {
+        m::ended(EndReason::DeviceDeactivated);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/users/{username}/sessions", tag = "users",
+    params(("id" = String, Path, description = "Account id"), ("username" = String, Path)),
+    responses((status = 200, description = "The user's live sessions on every license of the account", body = proto::SessionList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_user_sessions(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((account_id, username)): Path<(String, String)>,
+) -> ApiResult<Json<proto::SessionList>> {
+    admin_account(&state, &auth, &account_id).await?;
+    state
+        .store
+        .get_user(&account_id, &username)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let sessions = state
+        .store
+        .list_user_sessions(&account_id, &username, state.clock.now())
+        .await?;
+    Ok(Json(proto::SessionList {
+        sessions: sessions.iter().map(|s| session_view(s, None)).collect(),
+    }))
 }

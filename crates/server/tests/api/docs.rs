@@ -23,6 +23,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/licenses/{id}/sessions"),
     ("get", "/v1/licenses/{id}/usage"),
     ("get", "/v1/licenses/{id}/audit"),
+    ("get", "/v1/plans"),
+    ("put", "/v1/licenses/{id}/users/{username}"),
+    ("get", "/v1/licenses/{id}/users"),
+    ("post", "/v1/licenses/{id}/devices"),
+    ("get", "/v1/licenses/{id}/devices"),
+    ("delete", "/v1/licenses/{id}/devices/{fingerprint}"),
+    ("get", "/v1/accounts/{id}/users/{username}/sessions"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/healthz"),
     ("get", "/metrics"),
@@ -51,7 +58,10 @@ async fn openapi_documents_every_route_and_only_served_routes() {
             );
             documented += 1;
             // The router serves it: anything but the route-not-found fallback.
-            let concrete = path.replace("{id}", "x").replace("{username}", "y");
+            let concrete = path
+                .replace("{id}", "x")
+                .replace("{username}", "y")
+                .replace("{fingerprint}", "z");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = app.call(m, &concrete, None, None).await;
             assert!(

@@ -5,6 +5,7 @@ mod bad_input;
 mod docs;
 mod helpers;
 mod isolation;
+mod models;
 mod pg;
 mod protocol;
 mod race;
