@@ -63,9 +63,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use leasehold_core::seats::{decide_device_activation, decide_user_activation};
 use leasehold_core::session::SessionClock;
 use leasehold_core::{
-    decide_open, LicenseTerms, RuleError, SeatView, SessionState, Timestamp, Username,
+    decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, SessionState, Timestamp, Username,
 };
 use leasehold_proto::{EndReason, LicenseModel, UserKind};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -76,7 +77,10 @@ use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
 /// The migrations, in order; migration N here is migration N of the SQLite history.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_init.sql"),
+    include_str!("../migrations/postgres/0002_models.sql"),
+];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// Key of the advisory lock that serializes migrations of nodes starting at once.
@@ -276,7 +280,8 @@ impl TermsCache {
 
 /// Columns of a session joined with its license, in the order `SessionRow::read` expects.
 const SESSION_COLS: &str = "s.id, s.license_id, l.account_id, s.username, s.kind, s.device_id, \
-     s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.ended_at, s.end_reason, l.terms";
+     s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.ended_at, s.end_reason, l.terms, \
+     s.overdraft, s.license_end";
 
 struct SessionRow {
     session: Session,
@@ -314,8 +319,13 @@ impl SessionRow {
                     .try_get::<Option<i64>, _>(9)
                     .map_err(get)?
                     .map(Timestamp::from_millis),
+                license_end: row
+                    .try_get::<Option<i64>, _>(14)
+                    .map_err(get)?
+                    .map(Timestamp::from_millis),
             },
             heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+            overdraft: row.try_get(13).map_err(get)?,
         };
         Ok(SessionRow {
             session,
@@ -433,8 +443,12 @@ fn plain_session(row: &PgRow, license: &LicState) -> Result<Session, sqlx::Error
             hard_end: row
                 .try_get::<Option<i64>, _>(8)?
                 .map(Timestamp::from_millis),
+            license_end: row
+                .try_get::<Option<i64>, _>(10)?
+                .map(Timestamp::from_millis),
         },
         heartbeat_interval_secs: license.license.terms.heartbeat_interval_secs(),
+        overdraft: row.try_get(9)?,
     })
 }
 
@@ -457,10 +471,15 @@ struct LicState {
     per_user: HashMap<String, u32>,
     low_water: u32,
     denials: i64,
+    /// `registered_users`: active users, and the asking users that are active.
+    active_users: u32,
+    active_asking: HashSet<String>,
+    /// `node_locked`: the asking devices that are activated.
+    activated_asking: HashSet<String>,
 }
 
 impl LicState {
-    fn view(&self, username: &str) -> SeatView {
+    fn view(&self, username: &str, device_id: &str) -> SeatView {
         let reserved_holders = self
             .license
             .terms
@@ -472,6 +491,9 @@ impl LicState {
             live_sessions: self.live,
             reserved_holders,
             user_live_sessions: self.per_user.get(username).copied().unwrap_or(0),
+            user_active_on_license: self.active_asking.contains(username),
+            active_users: self.active_users,
+            device_activated: self.activated_asking.contains(device_id),
         }
     }
 }
@@ -596,6 +618,9 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
                 per_user: HashMap::new(),
                 low_water: 0,
                 denials: 0,
+                active_users: 0,
+                active_asking: HashSet::new(),
+                activated_asking: HashSet::new(),
             },
         );
     }
@@ -610,7 +635,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
     if !asking.is_empty() {
         let rows = sqlx::query(
             "SELECT s.id, s.license_id, s.username, s.kind, s.device_id, s.instance_id,
-                    s.opened_at, s.expires_at, s.hard_end
+                    s.opened_at, s.expires_at, s.hard_end, s.overdraft, s.license_end
              FROM sessions s
              JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(l, u, d, i)
                ON s.license_id = k.l AND s.username = k.u AND s.device_id = k.d AND s.instance_id = k.i
@@ -651,7 +676,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
     if !locked.is_empty() {
         let rows = sqlx::query(
             "SELECT s.id, s.license_id, s.username, s.kind, s.device_id, s.instance_id,
-                    s.opened_at, s.expires_at, s.hard_end
+                    s.opened_at, s.expires_at, s.hard_end, s.overdraft, s.license_end
              FROM sessions s
              WHERE s.license_id = ANY($1) AND s.ended_at IS NULL AND s.expires_at <= $2
              ORDER BY s.expires_at LIMIT $3
@@ -730,6 +755,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
         for lic in lics.values_mut() {
             lic.low_water = lic.live;
         }
+        model_views(&mut tx, &mut lics, &asking).await?;
     }
 
     // 5. Decide every request, in arrival order, with the core rule.
@@ -777,8 +803,22 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
             }
         };
         let terms = &lic.license.terms;
-        if !decide_open(terms, &username, lic.view(&req.username)).is_grant() {
-            lic.denials += 1;
+        let decision = decide_open(
+            terms,
+            &username,
+            lic.view(&req.username, &req.device_id),
+            now,
+        );
+        if let OpenDecision::Deny(refusal) = decision {
+            let refusal = match refusal {
+                RuleError::DeviceNotActivated(_) => {
+                    RuleError::DeviceNotActivated(req.device_id.clone())
+                }
+                other => other,
+            };
+            if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
+                lic.denials += 1;
+            }
             audit.push(AuditEvent {
                 at: now,
                 account_id: lic.license.account_id.clone(),
@@ -786,13 +826,12 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
                 session_id: None,
                 username: Some(req.username.clone()),
                 event: "denied".into(),
-                detail: Some("no_seat_available".into()),
+                detail: Some(refusal.code().as_str().into()),
             });
-            outcomes.push(Outcome::Done(Err(StoreError::Rule(
-                RuleError::NoSeatAvailable { seats: terms.seats },
-            ))));
+            outcomes.push(Outcome::Done(Err(StoreError::Rule(refusal))));
             continue;
         }
+        let overdraft = decision.is_overdraft();
         let session = Session {
             id: req.new_id.clone(),
             license_id: lic.id.clone(),
@@ -803,10 +842,16 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
             instance_id: req.instance_id.clone(),
             clock: SessionClock::open(req.kind, terms, now),
             heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+            overdraft,
         };
         lic.live += 1;
         *lic.per_user.entry(req.username.clone()).or_default() += 1;
-        audit.session_event(&session, now, "opened", session.kind.as_str());
+        let detail = if overdraft {
+            format!("{} overdraft", session.kind.as_str())
+        } else {
+            session.kind.as_str().to_owned()
+        };
+        audit.session_event(&session, now, "opened", &detail);
         opened.push(session.clone());
         outcomes.push(Outcome::Done(Ok(Opened {
             session,
@@ -832,9 +877,10 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
              WHERE s.id = v.id AND s.ended_at IS NULL
          ), opened AS (
              INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
-                                   opened_at, expires_at, hard_end)
+                                   opened_at, expires_at, hard_end, overdraft, license_end)
              SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                  $8::text[], $9::int8[], $10::int8[], $11::int8[])
+                                  $8::text[], $9::int8[], $10::int8[], $11::int8[], $23::bool[],
+                                  $24::int8[])
          ), usage AS (
              UPDATE license_usage u
              SET high_water = GREATEST(u.high_water, v.hi),
@@ -904,10 +950,83 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
     .bind(audit.username)
     .bind(audit.event)
     .bind(audit.detail)
+    .bind(opened.iter().map(|s| s.overdraft).collect::<Vec<_>>())
+    .bind(
+        opened
+            .iter()
+            .map(|s| s.clock.license_end.map(Timestamp::millis))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// The model-specific part of the seat views of a batch's (locked) licenses: active users of
+/// `registered_users` licenses, activated devices of `node_locked` ones. Activations take the
+/// same license lock, so these counts cannot change under the batch.
+async fn model_views(
+    tx: &mut Transaction<'_, Postgres>,
+    lics: &mut HashMap<String, LicState>,
+    asking: &[&OpenJob],
+) -> Result<(), sqlx::Error> {
+    let registered: Vec<String> = lics
+        .values()
+        .filter(|l| l.license.terms.model == LicenseModel::RegisteredUsers)
+        .map(|l| l.license.id.clone())
+        .collect();
+    if !registered.is_empty() {
+        let rows = sqlx::query(
+            "SELECT license_id, username FROM license_users
+             WHERE license_id = ANY($1) AND active",
+        )
+        .bind(&registered)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            let license_id: String = row.try_get(0)?;
+            if let Some(lic) = lics.get_mut(&license_id) {
+                lic.active_users += 1;
+                lic.active_asking.insert(row.try_get(1)?);
+            }
+        }
+    }
+    let locked_devices: Vec<&&OpenJob> = asking
+        .iter()
+        .filter(|j| {
+            lics.get(&j.req.license_id)
+                .is_some_and(|l| l.license.terms.model == LicenseModel::NodeLocked)
+        })
+        .collect();
+    if !locked_devices.is_empty() {
+        let rows = sqlx::query(
+            "SELECT d.license_id, d.fingerprint FROM license_devices d
+             JOIN unnest($1::text[], $2::text[]) AS k(l, f)
+               ON d.license_id = k.l AND d.fingerprint = k.f",
+        )
+        .bind(
+            locked_devices
+                .iter()
+                .map(|j| j.req.license_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            locked_devices
+                .iter()
+                .map(|j| j.req.device_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            let license_id: String = row.try_get(0)?;
+            if let Some(lic) = lics.get_mut(&license_id) {
+                lic.activated_asking.insert(row.try_get(1)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1479,6 +1598,18 @@ impl Store for PgStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound("license"));
         }
+        // Live sessions end with the license: their expiry never passes its end.
+        sqlx::query(
+            "UPDATE sessions SET license_end = $2,
+                    expires_at = LEAST(expires_at, COALESCE($2, expires_at))
+             WHERE license_id = $1 AND ended_at IS NULL
+               AND license_end IS DISTINCT FROM $2",
+        )
+        .bind(&license.id)
+        .bind(license.terms.expires_at.map(Timestamp::millis))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let mut audit = AuditRows::default();
         audit.push(license_event(&license, now, "license_updated"));
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
@@ -1615,6 +1746,16 @@ impl Store for PgStore {
         let Some(row) = row else {
             return Err(StoreError::NotFound("license"));
         };
+        let (overdraft_in_use, activations): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM sessions
+                     WHERE license_id = $1 AND ended_at IS NULL AND overdraft),
+                    (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
+                  + (SELECT count(*) FROM license_devices WHERE license_id = $1)",
+        )
+        .bind(license_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
         let read = |row: &PgRow| -> Result<_, sqlx::Error> {
             Ok((
                 row.try_get::<String, _>(0)?,
@@ -1635,6 +1776,9 @@ impl Store for PgStore {
             low_water: (low.unwrap_or(0).max(0) as u32).min(in_use),
             denials: denials.unwrap_or(0).max(0) as u64,
             since: Timestamp::from_millis(since.unwrap_or(0)),
+            overdraft_in_use: u32::try_from(overdraft_in_use).unwrap_or(u32::MAX),
+            activations: (terms.model != LicenseModel::ConcurrentSessions)
+                .then(|| u32::try_from(activations).unwrap_or(u32::MAX)),
         })
     }
 
@@ -1713,6 +1857,344 @@ impl Store for PgStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(db_error)
     }
+
+    async fn set_license_user(
+        &self,
+        license_id: &str,
+        username: &str,
+        active: bool,
+        now: Timestamp,
+    ) -> StoreResult<(LicenseUserChange, bool)> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let terms = lock_license(&mut tx, &self.cache, license_id).await?;
+        let previous: Option<bool> = sqlx::query_scalar(
+            "SELECT active FROM license_users WHERE license_id = $1 AND username = $2",
+        )
+        .bind(license_id)
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let was_active = previous.unwrap_or(false);
+        if active {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM license_users WHERE license_id = $1 AND active",
+            )
+            .bind(license_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            decide_user_activation(&terms, u32::try_from(count).unwrap_or(u32::MAX), was_active)?;
+        } else {
+            decide_user_activation(&terms, 0, true)?;
+        }
+        sqlx::query(
+            "INSERT INTO license_users (license_id, username, active, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (license_id, username)
+             DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at",
+        )
+        .bind(license_id)
+        .bind(username)
+        .bind(active)
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let ended = if active {
+            Vec::new()
+        } else {
+            end_sessions(
+                &mut tx,
+                &self.cache,
+                "s.license_id = $3 AND s.username = $4",
+                &[license_id, username],
+                EndReason::UserDeactivated,
+                now,
+            )
+            .await?
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok((
+            LicenseUserChange {
+                user: LicenseUser {
+                    license_id: license_id.to_owned(),
+                    username: username.to_owned(),
+                    active,
+                    updated_at: now,
+                },
+                ended,
+            },
+            previous.is_none(),
+        ))
+    }
+
+    async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>> {
+        if self.get_license(license_id).await?.is_none() {
+            return Err(StoreError::NotFound("license"));
+        }
+        let rows = sqlx::query(
+            "SELECT license_id, username, active, updated_at FROM license_users
+             WHERE license_id = $1 ORDER BY username",
+        )
+        .bind(license_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LicenseUser {
+                    license_id: r.try_get(0)?,
+                    username: r.try_get(1)?,
+                    active: r.try_get(2)?,
+                    updated_at: Timestamp::from_millis(r.try_get(3)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
+    }
+
+    async fn activate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<(DeviceActivation, bool)> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let terms = lock_license(&mut tx, &self.cache, license_id).await?;
+        let existing = sqlx::query(
+            "SELECT name, activated_at FROM license_devices
+             WHERE license_id = $1 AND fingerprint = $2",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM license_devices WHERE license_id = $1")
+                .bind(license_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        decide_device_activation(
+            &terms,
+            u32::try_from(count).unwrap_or(u32::MAX),
+            existing.is_some(),
+        )?;
+        if let Some(row) = existing {
+            let device = DeviceActivation {
+                license_id: license_id.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                name: row.try_get(0).map_err(db_error)?,
+                activated_at: Timestamp::from_millis(row.try_get(1).map_err(db_error)?),
+            };
+            return Ok((device, false));
+        }
+        sqlx::query(
+            "INSERT INTO license_devices (license_id, fingerprint, name, activated_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .bind(name)
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let account_id: String =
+            sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
+                .bind(license_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let mut audit = AuditRows::default();
+        audit.push(AuditEvent {
+            at: now,
+            account_id,
+            license_id: license_id.to_owned(),
+            session_id: None,
+            username: None,
+            event: "device_activated".into(),
+            detail: Some(fingerprint.to_owned()),
+        });
+        insert_audit(&mut tx, audit).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok((
+            DeviceActivation {
+                license_id: license_id.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                name: name.to_owned(),
+                activated_at: now,
+            },
+            true,
+        ))
+    }
+
+    async fn deactivate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        lock_license(&mut tx, &self.cache, license_id).await?;
+        let account_id: Option<String> = sqlx::query_scalar(
+            "DELETE FROM license_devices d USING licenses l
+             WHERE d.license_id = $1 AND d.fingerprint = $2 AND l.id = d.license_id
+             RETURNING l.account_id",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(account_id) = account_id else {
+            return Err(StoreError::NotFound("device"));
+        };
+        let ended = end_sessions(
+            &mut tx,
+            &self.cache,
+            "s.license_id = $3 AND s.device_id = $4",
+            &[license_id, fingerprint],
+            EndReason::DeviceDeactivated,
+            now,
+        )
+        .await?;
+        let mut audit = AuditRows::default();
+        audit.push(AuditEvent {
+            at: now,
+            account_id,
+            license_id: license_id.to_owned(),
+            session_id: None,
+            username: None,
+            event: "device_deactivated".into(),
+            detail: Some(fingerprint.to_owned()),
+        });
+        insert_audit(&mut tx, audit).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(ended)
+    }
+
+    async fn list_devices(&self, license_id: &str) -> StoreResult<Vec<DeviceActivation>> {
+        if self.get_license(license_id).await?.is_none() {
+            return Err(StoreError::NotFound("license"));
+        }
+        let rows = sqlx::query(
+            "SELECT license_id, fingerprint, name, activated_at FROM license_devices
+             WHERE license_id = $1 ORDER BY activated_at, fingerprint",
+        )
+        .bind(license_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceActivation {
+                    license_id: r.try_get(0)?,
+                    fingerprint: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    activated_at: Timestamp::from_millis(r.try_get(3)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
+    }
+
+    async fn list_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
+             WHERE s.username = $2 AND l.account_id = $1 AND s.ended_at IS NULL
+               AND s.expires_at > $3
+             ORDER BY s.opened_at, s.id"
+        ))
+        .bind(account_id)
+        .bind(username)
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| SessionRow::read(r, &self.cache).map(|row| row.session))
+            .collect()
+    }
+
+    async fn end_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let ended = end_sessions(
+            &mut tx,
+            &self.cache,
+            "l.account_id = $3 AND s.username = $4",
+            &[account_id, username],
+            reason,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(ended)
+    }
+}
+
+/// Locks a license row (serializing with the opens of every node) and answers its terms.
+async fn lock_license(
+    tx: &mut Transaction<'_, Postgres>,
+    cache: &TermsCache,
+    license_id: &str,
+) -> StoreResult<Arc<LicenseTerms>> {
+    let terms: Option<String> =
+        sqlx::query_scalar("SELECT terms FROM licenses WHERE id = $1 FOR UPDATE")
+            .bind(license_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+    let Some(terms) = terms else {
+        return Err(StoreError::NotFound("license"));
+    };
+    cache.get(license_id, &terms)
+}
+
+/// Ends the live sessions matching `condition` (over `s` sessions and `l` licenses, with
+/// parameters from `$3`) for `reason`, with their `ended` audit events.
+async fn end_sessions(
+    tx: &mut Transaction<'_, Postgres>,
+    cache: &TermsCache,
+    condition: &str,
+    params: &[&str],
+    reason: EndReason,
+    now: Timestamp,
+) -> StoreResult<Vec<Session>> {
+    let sql = format!(
+        "UPDATE sessions s SET ended_at = $1, end_reason = $2
+         FROM licenses l
+         WHERE l.id = s.license_id AND s.ended_at IS NULL AND {condition}
+         RETURNING {SESSION_COLS}"
+    );
+    let mut query = sqlx::query(&sql).bind(now.millis()).bind(reason.as_str());
+    for p in params {
+        query = query.bind(*p);
+    }
+    let rows = query.fetch_all(&mut **tx).await.map_err(db_error)?;
+    let mut audit = AuditRows::default();
+    let mut ended = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let session = SessionRow::read(row, cache)?.session;
+        audit.session_event(&session, now, "ended", reason.as_str());
+        ended.push(session);
+    }
+    insert_audit(tx, audit).await.map_err(db_error)?;
+    Ok(ended)
 }
 
 fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
