@@ -51,12 +51,14 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("copying {} into PostgreSQL", db_path.display()))?;
     store.close().await;
     println!(
-        "copied {}: {} account(s), {} user(s), {} credential(s), {} license(s), {} live session(s), {} audit event(s), {} setting(s){}",
+        "copied {}: {} account(s), {} user(s), {} credential(s), {} license(s), {} license user(s), {} device(s), {} live session(s), {} audit event(s), {} setting(s){}",
         db_path.display(),
         report.accounts,
         report.users,
         report.credentials,
         report.licenses,
+        report.license_users,
+        report.devices,
         report.live_sessions,
         report.audit_events,
         report.settings,

@@ -1,6 +1,7 @@
 //! Copies a SQLite data folder's database into PostgreSQL, so that a growing installation moves
 //! to several nodes without losing a seat: settings (root token hash), accounts, credentials,
-//! users, licenses, live sessions and the whole audit log, in one PostgreSQL transaction.
+//! users, licenses with their active users and activated devices, live sessions and the whole
+//! audit log, in one PostgreSQL transaction.
 //!
 //! The SQLite database is opened read-only and must not be served while it is copied (a session
 //! opened after the copy would be lost). The target must hold no accounts or licenses yet; a
@@ -26,6 +27,8 @@ pub struct CopyReport {
     pub credentials: usize,
     pub users: usize,
     pub licenses: usize,
+    pub license_users: usize,
+    pub devices: usize,
     pub live_sessions: usize,
     pub audit_events: usize,
 }
@@ -40,6 +43,8 @@ struct SessionRows {
     opened_at: Vec<i64>,
     expires_at: Vec<i64>,
     hard_end: Vec<Option<i64>>,
+    overdraft: Vec<bool>,
+    license_end: Vec<Option<i64>>,
 }
 
 struct AuditRows {
@@ -63,6 +68,8 @@ type UserRow = (
     i64,
 );
 type LicenseRow = (String, String, String, String, i64);
+type LicenseUserRow = (String, String, bool, i64);
+type DeviceRow = (String, String, String, i64);
 
 /// Everything read from the SQLite database.
 struct Snapshot {
@@ -71,6 +78,8 @@ struct Snapshot {
     credentials: Vec<CredentialRow>,
     users: Vec<UserRow>,
     licenses: Vec<LicenseRow>,
+    license_users: Vec<LicenseUserRow>,
+    devices: Vec<DeviceRow>,
     sessions: SessionRows,
     audit: AuditRows,
 }
@@ -132,6 +141,14 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let license_users = conn
+        .prepare("SELECT license_id, username, active, updated_at FROM license_users")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let devices = conn
+        .prepare("SELECT license_id, fingerprint, name, activated_at FROM license_devices")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut sessions = SessionRows {
         id: Vec::new(),
         license_id: Vec::new(),
@@ -142,11 +159,13 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
         opened_at: Vec::new(),
         expires_at: Vec::new(),
         hard_end: Vec::new(),
+        overdraft: Vec::new(),
+        license_end: Vec::new(),
     };
     {
         let mut stmt = conn.prepare(
             "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at,
-                    hard_end
+                    hard_end, overdraft, license_end
              FROM sessions WHERE ended_at IS NULL ORDER BY opened_at, id",
         )?;
         let mut rows = stmt.query([])?;
@@ -160,6 +179,8 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
             sessions.opened_at.push(r.get(6)?);
             sessions.expires_at.push(r.get(7)?);
             sessions.hard_end.push(r.get(8)?);
+            sessions.overdraft.push(r.get(9)?);
+            sessions.license_end.push(r.get(10)?);
         }
     }
     let mut audit = AuditRows {
@@ -194,6 +215,8 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
         credentials,
         users,
         licenses,
+        license_users,
+        devices,
         sessions,
         audit,
     })
@@ -318,14 +341,43 @@ pub async fn copy_sqlite_to_postgres(
         .map_err(db)?;
     }
     report.licenses = snap.licenses.len();
+    for (license_id, username, active, updated_at) in &snap.license_users {
+        sqlx::query(
+            "INSERT INTO license_users (license_id, username, active, updated_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(license_id)
+        .bind(username)
+        .bind(active)
+        .bind(updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    report.license_users = snap.license_users.len();
+    for (license_id, fingerprint, name, activated_at) in &snap.devices {
+        sqlx::query(
+            "INSERT INTO license_devices (license_id, fingerprint, name, activated_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .bind(name)
+        .bind(activated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    report.devices = snap.devices.len();
     let s = &snap.sessions;
     for start in (0..s.id.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(s.id.len());
         sqlx::query(
             "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
-                                   opened_at, expires_at, hard_end)
+                                   opened_at, expires_at, hard_end, overdraft, license_end)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::int8[], $8::int8[], $9::int8[])",
+                                  $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[],
+                                  $11::int8[])",
         )
         .bind(&s.id[start..end])
         .bind(&s.license_id[start..end])
@@ -336,6 +388,8 @@ pub async fn copy_sqlite_to_postgres(
         .bind(&s.opened_at[start..end])
         .bind(&s.expires_at[start..end])
         .bind(&s.hard_end[start..end])
+        .bind(&s.overdraft[start..end])
+        .bind(&s.license_end[start..end])
         .execute(&mut *tx)
         .await
         .map_err(db)?;

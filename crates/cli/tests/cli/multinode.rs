@@ -573,6 +573,44 @@ async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases()
     .await
     .unwrap();
     let old_audit = s.audit(&http, &old.url).await;
+    // A node-locked license with an activated device, a registered-users one with alice active.
+    let mut models = Vec::new();
+    for (model, path, body) in [
+        (
+            "node_locked",
+            "devices",
+            json!({"fingerprint": "fp-1", "name": "ws 1"}),
+        ),
+        ("registered_users", "users/alice", json!({"active": true})),
+    ] {
+        let (st, l) = call(
+            &http,
+            Method::POST,
+            format!("{}/v1/licenses", old.url),
+            &s.admin,
+            Some(json!({"account_id": s.account, "product": "cad", "model": model, "seats": 2})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::CREATED, "{l}");
+        let id = l["id"].as_str().unwrap().to_owned();
+        let method = if model == "node_locked" {
+            Method::POST
+        } else {
+            Method::PUT
+        };
+        let (st, b) = call(
+            &http,
+            method,
+            format!("{}/v1/licenses/{id}/{path}", old.url),
+            &s.admin,
+            Some(body),
+        )
+        .await
+        .unwrap();
+        assert!(st.is_success(), "{b}");
+        models.push(id);
+    }
     old.kill9();
 
     // Act: copy the folder into PostgreSQL, then serve it from a node with an empty folder.
@@ -614,20 +652,27 @@ async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases()
     now_live.sort();
     assert_eq!(now_live, ids);
     assert_eq!(s.in_use(&http, &new.url).await, 2);
-    let (st, b) = call(
-        &http,
-        Method::POST,
-        format!("{}/v1/sessions/{}/heartbeat", new.url, ids[0]),
-        if live[0]["username"] == "alice" {
+    for session in &live {
+        let owner = if session["username"] == "alice" {
             &alice
         } else {
             &boss
-        },
-        Some(json!({})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(st, StatusCode::OK, "{b}");
+        };
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!(
+                "{}/v1/sessions/{}/heartbeat",
+                new.url,
+                session["id"].as_str().unwrap()
+            ),
+            owner,
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::OK, "{b}");
+    }
     // Re-opening a copied instance returns its session: it takes no second seat.
     let (st, b) = call(
         &http,
@@ -642,6 +687,19 @@ async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases()
     assert_eq!(b["id"], live[0]["id"]);
     let new_audit = s.audit(&http, &new.url).await;
     assert_eq!(&new_audit[..old_audit.len()], &old_audit[..]);
+    // Activated devices and active license users came along: alice may open on both.
+    for (id, device) in [(&models[0], "fp-1"), (&models[1], "pc")] {
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{}/v1/sessions", new.url),
+            &alice,
+            Some(open_body(id, device, "after-move")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+    }
     // The root token still works (its hash was copied).
     let (st, b) = call(
         &http,
