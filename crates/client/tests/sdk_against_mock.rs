@@ -92,6 +92,7 @@ fn license(id: &str) -> License {
         service_session_lifetime_secs: 3600,
         interactive_session_lifetime_secs: None,
         on_full: OnFull::Deny,
+        max_queue_wait_secs: 300,
         max_sessions_per_user: None,
         overdraft: 0,
         starts_at: None,

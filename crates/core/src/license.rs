@@ -17,6 +17,10 @@ pub const DEFAULT_INACTIVITY_TIMEOUT_SECS: u64 = 1200;
 pub const DEFAULT_SERVICE_LIFETIME_SECS: u64 = 3600;
 /// Upper bound of any timeout: 10 years, so that expiry arithmetic never overflows.
 pub const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Default longest wait in a license's queue: 5 minutes.
+pub const DEFAULT_MAX_QUEUE_WAIT_SECS: u64 = 300;
+/// Upper bound of a queue wait: 1 hour.
+pub const MAX_QUEUE_WAIT_SECS: u64 = 3600;
 /// Upper bound of seats of one license.
 pub const MAX_SEATS: u32 = 10_000_000;
 
@@ -60,6 +64,8 @@ pub struct LicenseTerms {
     pub service_session_lifetime_secs: u64,
     pub interactive_session_lifetime_secs: Option<u64>,
     pub on_full: OnFull,
+    #[serde(default = "default_max_queue_wait")]
+    pub max_queue_wait_secs: u64,
     #[serde(default)]
     pub max_sessions_per_user: Option<u32>,
     #[serde(default)]
@@ -70,6 +76,19 @@ pub struct LicenseTerms {
     pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub suspended: bool,
+}
+
+fn default_max_queue_wait() -> u64 {
+    DEFAULT_MAX_QUEUE_WAIT_SECS
+}
+
+fn queue_wait(value: i64) -> RuleResult<u64> {
+    if !(1..=MAX_QUEUE_WAIT_SECS as i64).contains(&value) {
+        return Err(RuleError::Invalid(format!(
+            "max_queue_wait_secs must be between 1 and {MAX_QUEUE_WAIT_SECS}, got {value}"
+        )));
+    }
+    Ok(value as u64)
 }
 
 fn percent(value: i64) -> RuleResult<u32> {
@@ -179,6 +198,11 @@ impl LicenseTerms {
                 .map(|v| timeout("interactive_session_lifetime_secs", v))
                 .transpose()?,
             on_full: req.on_full.unwrap_or_default(),
+            max_queue_wait_secs: req
+                .max_queue_wait_secs
+                .map(queue_wait)
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_QUEUE_WAIT_SECS),
             model: req.model,
             max_sessions_per_user: req
                 .max_sessions_per_user
@@ -255,6 +279,9 @@ impl LicenseTerms {
         }
         if let Some(on_full) = patch.on_full {
             next.on_full = on_full;
+        }
+        if let Some(v) = patch.max_queue_wait_secs {
+            next.max_queue_wait_secs = queue_wait(v)?;
         }
         if let Some(v) = patch.max_sessions_per_user {
             next.max_sessions_per_user = per_user_limit(v, true)?;
@@ -338,6 +365,15 @@ impl LicenseTerms {
         match &self.seat_spec {
             SeatSpec::Plan { extra_seats, .. } => *extra_seats,
             SeatSpec::Direct(_) => 0,
+        }
+    }
+
+    /// How long an opener asking to wait `requested` seconds may wait: 0 unless the license
+    /// queues, and never more than its maximum.
+    pub fn queue_wait_secs(&self, requested: Option<u64>) -> u64 {
+        match self.on_full {
+            OnFull::Queue => requested.unwrap_or(0).min(self.max_queue_wait_secs),
+            OnFull::Deny => 0,
         }
     }
 

@@ -127,6 +127,22 @@ pub fn decide_open(
     }
 }
 
+/// Strict first come, first served on a queueing license: a free seat belongs to the clients
+/// already waiting, so a newcomer may take it only when nobody waits. Reserved users with no
+/// session take their own reserved slot and never wait behind anyone.
+pub fn must_queue(terms: &LicenseTerms, decision: &OpenDecision, waiting: usize) -> bool {
+    match decision {
+        OpenDecision::GrantReserved => false,
+        OpenDecision::GrantShared { .. } => {
+            terms.on_full == leasehold_proto::OnFull::Queue && waiting > 0
+        }
+        OpenDecision::Deny(RuleError::NoSeatAvailable { .. }) => {
+            terms.on_full == leasehold_proto::OnFull::Queue
+        }
+        OpenDecision::Deny(_) => false,
+    }
+}
+
 /// `registered_users`: may one more user become active? (`already_active` users are fine.)
 pub fn decide_user_activation(
     terms: &LicenseTerms,
@@ -516,6 +532,36 @@ mod model_tests {
         assert!(!decide_open(&smaller, &user("a"), view(4, 0), T0).is_grant());
         assert!(!decide_open(&smaller, &user("a"), view(2, 0), T0).is_grant());
         assert!(decide_open(&smaller, &user("a"), view(1, 0), T0).is_grant());
+    }
+
+    #[test]
+    fn queueing_is_first_come_first_served_but_reserved_users_never_wait() {
+        let t = terms(LicenseModel::ConcurrentSessions, 2, |r| {
+            r.on_full = Some(leasehold_proto::OnFull::Queue);
+            r.reserved = vec!["boss".into()];
+            r.max_queue_wait_secs = Some(60);
+        });
+        let shared = OpenDecision::GrantShared { overdraft: false };
+        let full = OpenDecision::Deny(RuleError::NoSeatAvailable { seats: 2 });
+        // A free seat with nobody waiting: take it.
+        assert!(!must_queue(&t, &shared, 0));
+        // A free seat while others wait: it is theirs, queue behind them.
+        assert!(must_queue(&t, &shared, 3));
+        assert!(must_queue(&t, &full, 0));
+        // The reserved slot is never queued for.
+        assert!(!must_queue(&t, &OpenDecision::GrantReserved, 3));
+        // Other refusals are answered at once.
+        assert!(!must_queue(
+            &t,
+            &OpenDecision::Deny(RuleError::LicenseNotActive("x".into())),
+            3
+        ));
+        // Waits are capped by the license, and zero on a deny license.
+        assert_eq!(t.queue_wait_secs(Some(600)), 60);
+        assert_eq!(t.queue_wait_secs(None), 0);
+        let deny = terms(LicenseModel::ConcurrentSessions, 2, |_| {});
+        assert_eq!(deny.queue_wait_secs(Some(30)), 0);
+        assert!(!must_queue(&deny, &full, 0));
     }
 
     #[test]

@@ -245,6 +245,9 @@ pub struct CreateLicense {
     pub interactive_session_lifetime_secs: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_full: Option<OnFull>,
+    /// Longest a client may wait in the queue (`on_full: "queue"`); `wait_secs` is capped to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait_secs: Option<i64>,
     /// Most live sessions one user may hold on the license (like FlexNet's MAX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions_per_user: Option<i64>,
@@ -296,6 +299,9 @@ pub struct PatchLicense {
     pub interactive_session_lifetime_secs: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_full: Option<OnFull>,
+    /// Longest a client may wait in the queue (`on_full: "queue"`); `wait_secs` is capped to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait_secs: Option<i64>,
     /// `0` removes the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions_per_user: Option<i64>,
@@ -343,6 +349,8 @@ pub struct License {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive_session_lifetime_secs: Option<u64>,
     pub on_full: OnFull,
+    #[serde(default)]
+    pub max_queue_wait_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions_per_user: Option<u32>,
     /// Sessions allowed beyond `seats` (resolved from a count or a percentage).
@@ -511,6 +519,31 @@ pub struct UsageReport {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: OffsetDateTime,
+}
+
+/// One client waiting for a seat of a queueing license.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueEntry {
+    /// 1 is the next to be granted a seat.
+    pub position: u32,
+    pub username: String,
+    pub device_id: String,
+    pub instance_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub waiting_since: OffsetDateTime,
+    pub waited_secs: u64,
+}
+
+/// 200 answer of `GET /v1/licenses/{id}/queue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueList {
+    /// Everyone waiting (admins), or only the caller's own waiting requests (users).
+    pub waiting: Vec<QueueEntry>,
+    /// How many wait in all.
+    pub length: u32,
 }
 
 /// `PUT /v1/licenses/{id}/users/{username}` (`registered_users` licenses).

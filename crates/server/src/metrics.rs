@@ -29,6 +29,13 @@ pub fn denied(license_id: &str) {
     metrics::counter!("leasehold_denials_total", "license" => license_id.to_owned()).increment(1);
 }
 
+/// How long a queued open waited, and whether it got a seat.
+pub fn queue_wait(waited: std::time::Duration, granted: bool) {
+    let outcome = if granted { "granted" } else { "timeout" };
+    metrics::histogram!("leasehold_queue_wait_seconds", "outcome" => outcome)
+        .record(waited.as_secs_f64());
+}
+
 pub fn heartbeat() {
     metrics::counter!("leasehold_heartbeats_total").increment(1);
 }

@@ -82,6 +82,15 @@ pub trait Store: Send + Sync + 'static {
     /// Opens a session (or returns the live one of the same client instance), atomically
     /// against the seat rule. Answers once the new session is durable.
     async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened>;
+    /// Like `open_session`, but on a full queueing license with `wait` the request joins the
+    /// license's queue (strict first come, first served) and gets a `QueueTicket`. A newcomer
+    /// never takes a seat that waiters are owed.
+    async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission>;
+    /// Leaves the queue; false when the ticket is no longer queued (granted meanwhile).
+    async fn leave_queue(&self, license_id: &str, ticket: u64) -> StoreResult<bool>;
+    /// The license's waiters, in order.
+    async fn list_queue(&self, license_id: &str, now: Timestamp)
+        -> StoreResult<Vec<QueuedRequest>>;
     /// Slides a live session's expiry. Fails with `SessionEnded` once it has ended.
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session>;
     /// Ends a live session (logout or revoke). Answers once the end is durable.

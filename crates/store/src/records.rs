@@ -170,3 +170,52 @@ pub struct AuditEvent {
 pub fn end_reason_str(reason: EndReason) -> &'static str {
     reason.as_str()
 }
+
+/// A seat granted to a waiting client. The session is answered once `durable` reports that it
+/// is on disk (`Grant::wait_durable`).
+#[derive(Debug)]
+pub struct Grant {
+    pub opened: Opened,
+    pub durable: tokio::sync::oneshot::Receiver<Result<(), String>>,
+}
+
+impl Grant {
+    /// Waits until the granted session is durable.
+    pub async fn wait_durable(self) -> Result<Opened, crate::StoreError> {
+        match self.durable.await {
+            Ok(Ok(())) => Ok(self.opened),
+            Ok(Err(e)) => Err(crate::StoreError::Unavailable(e)),
+            Err(_) => Err(crate::StoreError::Unavailable(
+                "the database writer has stopped".into(),
+            )),
+        }
+    }
+}
+
+/// A place in a license's queue. `granted` delivers the seat (or a refusal if the license
+/// changed); dropping it leaves the queue.
+#[derive(Debug)]
+pub struct QueueTicket {
+    pub ticket: u64,
+    /// 1 is the next to be served.
+    pub position: u32,
+    pub granted: tokio::sync::oneshot::Receiver<Result<Grant, crate::StoreError>>,
+}
+
+/// The answer of an admission: a session now, or a place in the queue.
+#[derive(Debug)]
+pub enum Admission {
+    Opened(Opened),
+    Queued(QueueTicket),
+}
+
+/// A waiting open, as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRequest {
+    pub ticket: u64,
+    pub position: u32,
+    pub username: String,
+    pub device_id: String,
+    pub instance_id: String,
+    pub since: Timestamp,
+}

@@ -26,7 +26,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use leasehold_core::seats::{decide_device_activation, decide_user_activation};
+use leasehold_core::seats::{decide_device_activation, decide_user_activation, must_queue};
 use leasehold_core::session::SessionClock;
 use leasehold_core::{
     decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, SessionState, Timestamp, Username,
@@ -99,6 +99,8 @@ struct LicenseState {
     active_users: u32,
     /// `node_locked`: activated devices by fingerprint.
     devices: HashMap<String, DeviceActivation>,
+    /// Clients waiting for a seat, first come first served (`on_full: "queue"`).
+    queue: VecDeque<Waiting>,
 }
 
 impl LicenseState {
@@ -118,6 +120,7 @@ impl LicenseState {
             users: HashMap::new(),
             active_users: 0,
             devices: HashMap::new(),
+            queue: VecDeque::new(),
         }
     }
 
@@ -207,21 +210,276 @@ struct Mem {
     ended: HashMap<String, (Session, EndReason)>,
     ended_order: VecDeque<(Timestamp, String)>,
     started: Timestamp,
+    /// Queueing licenses that may have a free seat for their waiters, served after the
+    /// change that freed it is queued for writing (so a grant never reaches disk before it).
+    to_serve: Vec<String>,
+    /// The latest `now` seen, for grants made on behalf of waiters.
+    last_now: Timestamp,
+    next_ticket: u64,
+}
+
+/// One client waiting for a seat.
+struct Waiting {
+    ticket: u64,
+    req: OpenRequest,
+    since: Timestamp,
+    tx: oneshot::Sender<StoreResult<Grant>>,
+}
+
+/// What admission decided, before waiting for the disk.
+enum AdmitStep {
+    Reopened(Opened),
+    Granted(Session, oneshot::Receiver<Result<(), String>>),
+    Queued(QueueTicket),
 }
 
 impl Mem {
-    fn send(&self, ops: Vec<WriteOp>) -> oneshot::Receiver<Result<(), String>> {
+    fn send(&mut self, ops: Vec<WriteOp>) -> oneshot::Receiver<Result<(), String>> {
         let (ack, rx) = oneshot::channel();
         // A send error means the writer thread died; the dropped ack reports it.
         let _ = self.writer.send(Job {
             ops,
             ack: Some(ack),
         });
+        self.serve_queues();
         rx
     }
 
-    fn send_unacked(&self, ops: Vec<WriteOp>) {
-        let _ = self.writer.send(Job { ops, ack: None });
+    fn send_unacked(&mut self, ops: Vec<WriteOp>) {
+        if !ops.is_empty() {
+            let _ = self.writer.send(Job { ops, ack: None });
+        }
+        self.serve_queues();
+    }
+
+    /// Admits an open: the client instance's live session, a new session, a place in the
+    /// queue (when `wait` and the license queues), or a refusal.
+    fn admit(&mut self, req: &OpenRequest, wait: bool, now: Timestamp) -> StoreResult<AdmitStep> {
+        self.last_now = self.last_now.max(now);
+        let username = Username::parse(&req.username)?;
+        let Some(lic) = self.licenses.get(&req.license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut ops = Vec::new();
+        // Idempotent re-open: the client instance's live session is returned, refreshed.
+        let key = (
+            req.username.clone(),
+            req.device_id.clone(),
+            req.instance_id.clone(),
+        );
+        if let Some(existing_id) = lic.by_instance.get(&key).cloned() {
+            let terms = lic.license.terms.clone();
+            if let Some(existing) = self.sessions.get(&existing_id) {
+                if existing.clock.is_live(now) {
+                    let mut session = existing.clone();
+                    let old = session.clock.expires_at;
+                    session.clock.heartbeat(&terms, now)?;
+                    session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
+                    if let Some(lic) = self.licenses.get_mut(&req.license_id) {
+                        lic.expiry.remove(&(old, session.id.clone()));
+                        lic.expiry
+                            .insert((session.clock.expires_at, session.id.clone()));
+                    }
+                    self.sessions.insert(session.id.clone(), session.clone());
+                    self.send_unacked(vec![WriteOp::Touch {
+                        id: session.id.clone(),
+                        expires_at: session.clock.expires_at,
+                        license_end: session.clock.license_end,
+                    }]);
+                    return Ok(AdmitStep::Reopened(Opened {
+                        session,
+                        created: false,
+                    }));
+                }
+                let reason = existing.clock.expiry_reason();
+                if let Some((_, mut o)) = self.end_live(&existing_id, reason, now) {
+                    ops.append(&mut o);
+                }
+            }
+        }
+        let decide = |lic: &LicenseState| {
+            decide_open(
+                &lic.license.terms,
+                &username,
+                lic.view(&req.username, &req.device_id),
+                now,
+            )
+        };
+        let Some(lic) = self.licenses.get(&req.license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut decision = decide(lic);
+        if matches!(
+            decision,
+            OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
+        ) {
+            // A full license reclaims its own expired sessions before refusing anyone.
+            let (_, mut o) = self.reap_license(&req.license_id, now);
+            ops.append(&mut o);
+            if let Some(lic) = self.licenses.get(&req.license_id) {
+                decision = decide(lic);
+            }
+        }
+        let Some(lic) = self.licenses.get_mut(&req.license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        lic.queue.retain(|w| !w.tx.is_closed());
+        if must_queue(&lic.license.terms, &decision, lic.queue.len()) {
+            if wait {
+                self.next_ticket += 1;
+                let ticket = self.next_ticket;
+                let (tx, granted) = oneshot::channel();
+                let Some(lic) = self.licenses.get_mut(&req.license_id) else {
+                    return Err(StoreError::NotFound("license"));
+                };
+                lic.queue.push_back(Waiting {
+                    ticket,
+                    req: req.clone(),
+                    since: now,
+                    tx,
+                });
+                let position = lic.queue.len() as u32;
+                self.send_unacked(ops);
+                return Ok(AdmitStep::Queued(QueueTicket {
+                    ticket,
+                    position,
+                    granted,
+                }));
+            }
+            decision = OpenDecision::Deny(RuleError::NoSeatAvailable {
+                seats: lic.license.terms.seats,
+            });
+        }
+        if let OpenDecision::Deny(refusal) = decision {
+            let refusal = match refusal {
+                RuleError::DeviceNotActivated(_) => {
+                    RuleError::DeviceNotActivated(req.device_id.clone())
+                }
+                other => other,
+            };
+            if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
+                lic.denials += 1;
+            }
+            ops.push(WriteOp::Audit(AuditEvent {
+                at: now,
+                account_id: lic.license.account_id.clone(),
+                license_id: lic.license.id.clone(),
+                session_id: None,
+                username: Some(req.username.clone()),
+                event: "denied".into(),
+                detail: Some(refusal.code().as_str().into()),
+            }));
+            self.send_unacked(ops);
+            return Err(StoreError::Rule(refusal));
+        }
+        let (session, mut o) = self.grant(req, decision.is_overdraft(), now, "")?;
+        ops.append(&mut o);
+        Ok(AdmitStep::Granted(session, self.send(ops)))
+    }
+
+    /// Creates the session of a granted open; answers it and the ops that persist it.
+    fn grant(
+        &mut self,
+        req: &OpenRequest,
+        overdraft: bool,
+        now: Timestamp,
+        note: &str,
+    ) -> StoreResult<(Session, Vec<WriteOp>)> {
+        let Some(lic) = self.licenses.get_mut(&req.license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let terms = &lic.license.terms;
+        let session = Session {
+            id: req.new_id.clone(),
+            license_id: lic.id.clone(),
+            account_id: lic.account_id.clone(),
+            username: req.username.clone(),
+            kind: req.kind,
+            device_id: req.device_id.clone(),
+            instance_id: req.instance_id.clone(),
+            clock: SessionClock::open(req.kind, terms, now),
+            heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+            overdraft,
+        };
+        lic.add(&session);
+        let mut detail = kind_str(session.kind).to_owned();
+        if overdraft {
+            detail.push_str(" overdraft");
+        }
+        detail.push_str(note);
+        let ops = vec![
+            WriteOp::InsertSession(session.clone()),
+            WriteOp::Audit(AuditEvent {
+                at: now,
+                account_id: session.account_id.to_string(),
+                license_id: session.license_id.to_string(),
+                session_id: Some(session.id.clone()),
+                username: Some(session.username.clone()),
+                event: "opened".into(),
+                detail: Some(detail),
+            }),
+        ];
+        self.sessions.insert(session.id.clone(), session.clone());
+        Ok((session, ops))
+    }
+
+    /// Grants free seats of queueing licenses to their longest waiters, in order. A waiter
+    /// that has gone away is skipped; a grant its waiter can no longer receive is ended at
+    /// once, so no seat is ever held by nobody.
+    fn serve_queues(&mut self) {
+        while let Some(license_id) = self.to_serve.pop() {
+            let now = self.last_now;
+            while let Some(lic) = self.licenses.get_mut(&license_id) {
+                lic.queue.retain(|w| !w.tx.is_closed());
+                let Some(head) = lic.queue.front() else {
+                    break;
+                };
+                let Ok(username) = Username::parse(&head.req.username) else {
+                    lic.queue.pop_front();
+                    continue;
+                };
+                let decision = decide_open(
+                    &lic.license.terms,
+                    &username,
+                    lic.view(&head.req.username, &head.req.device_id),
+                    now,
+                );
+                let Some(head) = (match &decision {
+                    OpenDecision::Deny(RuleError::NoSeatAvailable { .. }) => None,
+                    _ => lic.queue.pop_front(),
+                }) else {
+                    break;
+                };
+                if let OpenDecision::Deny(refusal) = decision {
+                    // The license changed under the waiter (suspended, limit...): tell it.
+                    let _ = head.tx.send(Err(StoreError::Rule(refusal)));
+                    continue;
+                }
+                let Ok((session, ops)) =
+                    self.grant(&head.req, decision.is_overdraft(), now, " queued")
+                else {
+                    break;
+                };
+                let (ack, durable) = oneshot::channel();
+                let _ = self.writer.send(Job {
+                    ops,
+                    ack: Some(ack),
+                });
+                let grant = Grant {
+                    opened: Opened {
+                        session: session.clone(),
+                        created: true,
+                    },
+                    durable,
+                };
+                if head.tx.send(Ok(grant)).is_err() {
+                    // The waiter left between the check and the grant: give the seat back.
+                    if let Some((_, ops)) = self.end_live(&session.id, EndReason::Logout, now) {
+                        let _ = self.writer.send(Job { ops, ack: None });
+                    }
+                }
+            }
+        }
     }
 
     /// Ends a live session in memory and returns the ops that persist it.
@@ -234,7 +492,11 @@ impl Mem {
         let session = self.sessions.remove(id)?;
         if let Some(lic) = self.licenses.get_mut(&*session.license_id) {
             lic.remove(&session);
+            if !lic.queue.is_empty() {
+                self.to_serve.push(session.license_id.to_string());
+            }
         }
+        self.last_now = self.last_now.max(now);
         self.ended
             .insert(session.id.clone(), (session.clone(), reason));
         self.ended_order.push_back((now, session.id.clone()));
@@ -404,6 +666,9 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
         ended: HashMap::new(),
         ended_order: VecDeque::new(),
         started: now,
+        to_serve: Vec::new(),
+        last_now: now,
+        next_ticket: 0,
     };
     let mut stmt = conn.prepare("SELECT key, value FROM settings")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
@@ -977,141 +1242,76 @@ impl Store for SqliteStore {
                     }
                 }
             }
+            // More seats (or lifted suspension) may serve the queue.
+            mem.to_serve.push(license.id.clone());
+            mem.last_now = mem.last_now.max(now);
             mem.send(ops)
         };
         acked(rx).await
     }
 
     async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
-        let username = Username::parse(&req.username)?;
-        let rx = {
-            let mut mem = self.mem();
-            let Some(lic) = mem.licenses.get(&req.license_id) else {
-                return Err(StoreError::NotFound("license"));
-            };
-            let mut ops = Vec::new();
-            // Idempotent re-open: the client instance's live session is returned, refreshed.
-            let key = (
-                req.username.clone(),
-                req.device_id.clone(),
-                req.instance_id.clone(),
-            );
-            if let Some(existing_id) = lic.by_instance.get(&key).cloned() {
-                let terms = lic.license.terms.clone();
-                if let Some(existing) = mem.sessions.get(&existing_id) {
-                    if existing.clock.is_live(now) {
-                        let mut session = existing.clone();
-                        let old = session.clock.expires_at;
-                        session.clock.heartbeat(&terms, now)?;
-                        session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
-                        if let Some(lic) = mem.licenses.get_mut(&req.license_id) {
-                            lic.expiry.remove(&(old, session.id.clone()));
-                            lic.expiry
-                                .insert((session.clock.expires_at, session.id.clone()));
-                        }
-                        mem.sessions.insert(session.id.clone(), session.clone());
-                        mem.send_unacked(vec![WriteOp::Touch {
-                            id: session.id.clone(),
-                            expires_at: session.clock.expires_at,
-                            license_end: session.clock.license_end,
-                        }]);
-                        return Ok(Opened {
-                            session,
-                            created: false,
-                        });
-                    }
-                    let reason = existing.clock.expiry_reason();
-                    if let Some((_, mut o)) = mem.end_live(&existing_id, reason, now) {
-                        ops.append(&mut o);
-                    }
-                }
+        match self.admit(req, false, now).await? {
+            Admission::Opened(opened) => Ok(opened),
+            // Not asked to wait: admission answers at once.
+            Admission::Queued(_) => Err(StoreError::Unavailable("unexpected queue entry".into())),
+        }
+    }
+
+    async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {
+        let step = self.mem().admit(&req, wait, now)?;
+        match step {
+            AdmitStep::Reopened(opened) => Ok(Admission::Opened(opened)),
+            AdmitStep::Granted(session, rx) => {
+                acked(rx).await?;
+                Ok(Admission::Opened(Opened {
+                    session,
+                    created: true,
+                }))
             }
-            let Some(lic) = mem.licenses.get(&req.license_id) else {
-                return Err(StoreError::NotFound("license"));
-            };
-            let decide = |lic: &LicenseState| {
-                decide_open(
-                    &lic.license.terms,
-                    &username,
-                    lic.view(&req.username, &req.device_id),
-                    now,
-                )
-            };
-            let mut decision = decide(lic);
-            if matches!(
-                decision,
-                OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
-            ) {
-                // A full license reclaims its own expired sessions before refusing anyone.
-                let (_, mut o) = mem.reap_license(&req.license_id, now);
-                ops.append(&mut o);
-                if let Some(lic) = mem.licenses.get(&req.license_id) {
-                    decision = decide(lic);
-                }
-            }
-            let Some(lic) = mem.licenses.get_mut(&req.license_id) else {
-                return Err(StoreError::NotFound("license"));
-            };
-            if let OpenDecision::Deny(refusal) = decision {
-                let refusal = match refusal {
-                    RuleError::DeviceNotActivated(_) => {
-                        RuleError::DeviceNotActivated(req.device_id.clone())
-                    }
-                    other => other,
-                };
-                if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
-                    lic.denials += 1;
-                }
-                ops.push(WriteOp::Audit(AuditEvent {
-                    at: now,
-                    account_id: lic.license.account_id.clone(),
-                    license_id: lic.license.id.clone(),
-                    session_id: None,
-                    username: Some(req.username.clone()),
-                    event: "denied".into(),
-                    detail: Some(refusal.code().as_str().into()),
-                }));
-                mem.send_unacked(ops);
-                return Err(StoreError::Rule(refusal));
-            }
-            let overdraft = decision.is_overdraft();
-            let terms = &lic.license.terms;
-            let session = Session {
-                id: req.new_id.clone(),
-                license_id: lic.id.clone(),
-                account_id: lic.account_id.clone(),
-                username: req.username.clone(),
-                kind: req.kind,
-                device_id: req.device_id.clone(),
-                instance_id: req.instance_id.clone(),
-                clock: SessionClock::open(req.kind, terms, now),
-                heartbeat_interval_secs: terms.heartbeat_interval_secs(),
-                overdraft,
-            };
-            lic.add(&session);
-            ops.push(WriteOp::InsertSession(session.clone()));
-            ops.push(WriteOp::Audit(AuditEvent {
-                at: now,
-                account_id: session.account_id.to_string(),
-                license_id: session.license_id.to_string(),
-                session_id: Some(session.id.clone()),
-                username: Some(session.username.clone()),
-                event: "opened".into(),
-                detail: Some(if overdraft {
-                    format!("{} overdraft", kind_str(session.kind))
-                } else {
-                    kind_str(session.kind).into()
-                }),
-            }));
-            mem.sessions.insert(session.id.clone(), session.clone());
-            (mem.send(ops), session)
+            AdmitStep::Queued(ticket) => Ok(Admission::Queued(ticket)),
+        }
+    }
+
+    async fn leave_queue(&self, license_id: &str, ticket: u64) -> StoreResult<bool> {
+        let mut mem = self.mem();
+        let Some(lic) = mem.licenses.get_mut(license_id) else {
+            return Ok(false);
         };
-        let (rx, session) = rx;
-        acked(rx).await?;
-        Ok(Opened {
-            session,
-            created: true,
-        })
+        let before = lic.queue.len();
+        lic.queue.retain(|w| w.ticket != ticket);
+        let left = lic.queue.len() < before;
+        if left {
+            // The head may have changed: a grant blocked behind it may now go through.
+            mem.to_serve.push(license_id.to_owned());
+            mem.serve_queues();
+        }
+        Ok(left)
+    }
+
+    async fn list_queue(
+        &self,
+        license_id: &str,
+        _now: Timestamp,
+    ) -> StoreResult<Vec<QueuedRequest>> {
+        let mem = self.mem();
+        let Some(lic) = mem.licenses.get(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        Ok(lic
+            .queue
+            .iter()
+            .filter(|w| !w.tx.is_closed())
+            .enumerate()
+            .map(|(i, w)| QueuedRequest {
+                ticket: w.ticket,
+                position: i as u32 + 1,
+                username: w.req.username.clone(),
+                device_id: w.req.device_id.clone(),
+                instance_id: w.req.instance_id.clone(),
+                since: w.since,
+            })
+            .collect())
     }
 
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {

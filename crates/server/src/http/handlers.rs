@@ -10,8 +10,12 @@ use base64::Engine;
 use leasehold_core::{LicenseTerms, Username, ValidatedId};
 use leasehold_proto as proto;
 use leasehold_proto::{EndReason, ErrorBody, UserKind};
-use leasehold_store::{Account, Credential, License, OpenRequest, Principal, Session, User};
+use leasehold_store::{
+    Account, Admission, Credential, Grant, License, OpenRequest, Principal, QueueTicket, Session,
+    Store, User,
+};
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::{ApiForm, ApiJson, AppState};
 use crate::auth::{hash_token, new_public_id, new_token, secret_matches, Auth};
@@ -39,6 +43,7 @@ fn license_view(license: &License) -> proto::License {
         service_session_lifetime_secs: t.service_session_lifetime_secs,
         interactive_session_lifetime_secs: t.interactive_session_lifetime_secs,
         on_full: t.on_full,
+        max_queue_wait_secs: t.max_queue_wait_secs,
         max_sessions_per_user: t.max_sessions_per_user,
         overdraft: t.overdraft_seats(),
         starts_at: t.starts_at.map(to_offset),
@@ -480,10 +485,19 @@ pub async fn open_session(
         device_id: device_id.into_string(),
         instance_id: instance_id.into_string(),
     };
-    let opened = match state.store.open_session(request, state.clock.now()).await {
+    let wait = license.terms.queue_wait_secs(req.wait_secs);
+    let admitted = match state
+        .store
+        .admit(request, wait > 0, state.clock.now())
+        .await
+    {
+        Ok(Admission::Opened(opened)) => Ok(opened),
+        Ok(Admission::Queued(ticket)) => wait_for_seat(&state, &license.id, ticket, wait).await,
+        Err(e) => Err(ApiError::from(e)),
+    };
+    let opened = match admitted {
         Ok(opened) => opened,
         Err(e) => {
-            let e = ApiError::from(e);
             if matches!(e, ApiError::NoSeat { .. }) {
                 m::denied(&license.id);
             }
@@ -498,6 +512,88 @@ pub async fn open_session(
     };
     let lease = sign_lease(&state, &opened.session);
     Ok((status, Json(session_view(&opened.session, Some(lease)))))
+}
+
+/// A place in a license's queue, held by a waiting request. If the request goes away (the
+/// client disconnected), the place is given up, and a seat granted at that very moment is
+/// handed back: no seat is ever held by nobody.
+struct QueuePlace {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn crate::clock::Clock>,
+    license_id: String,
+    ticket: u64,
+    granted: Option<tokio::sync::oneshot::Receiver<Result<Grant, leasehold_store::StoreError>>>,
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        let Some(mut granted) = self.granted.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let (license_id, ticket) = (self.license_id.clone(), self.ticket);
+        runtime.spawn(async move {
+            let _ = store.leave_queue(&license_id, ticket).await;
+            if let Ok(Ok(grant)) = granted.try_recv() {
+                let id = grant.opened.session.id.clone();
+                if grant.wait_durable().await.is_ok() {
+                    let _ = store.end_session(&id, EndReason::Logout, clock.now()).await;
+                }
+            }
+        });
+    }
+}
+
+/// Waits up to `wait_secs` for the queue to grant a seat. The wait is a network timeout, so it
+/// runs on the runtime's timer; the licensing decisions inside the store use the clock.
+async fn wait_for_seat(
+    state: &AppState,
+    license_id: &str,
+    ticket: QueueTicket,
+    wait_secs: u64,
+) -> ApiResult<leasehold_store::Opened> {
+    let started = std::time::Instant::now();
+    let mut place = QueuePlace {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        license_id: license_id.to_owned(),
+        ticket: ticket.ticket,
+        granted: Some(ticket.granted),
+    };
+    let timeout = std::time::Duration::from_secs(wait_secs);
+    let outcome = match place.granted.as_mut() {
+        Some(rx) => tokio::time::timeout(timeout, rx).await,
+        None => return Err(ApiError::Internal("queue place without a receiver".into())),
+    };
+    let grant = match outcome {
+        Ok(received) => {
+            place.granted = None;
+            received
+        }
+        Err(_elapsed) => {
+            if state.store.leave_queue(license_id, ticket.ticket).await? {
+                place.granted = None;
+                m::queue_wait(started.elapsed(), false);
+                return Err(ApiError::NoSeat {
+                    message: format!("no seat was freed within the {wait_secs} s wait"),
+                    queue_timeout: true,
+                });
+            }
+            // Granted just as the wait ended: take the seat.
+            match place.granted.take() {
+                Some(rx) => rx.await,
+                None => return Err(ApiError::Internal("queue place without a receiver".into())),
+            }
+        }
+    };
+    let grant = grant
+        .map_err(|_| ApiError::StoreUnavailable("the queue was dropped".into()))?
+        .map_err(ApiError::from)?;
+    m::queue_wait(started.elapsed(), true);
+    Ok(grant.wait_durable().await?)
 }
 
 /// Checks that the caller owns the session: other tenants get 404, other users 403.
@@ -942,5 +1038,52 @@ pub async fn list_user_sessions(
         .await?;
     Ok(Json(proto::SessionList {
         sessions: sessions.iter().map(|s| session_view(s, None)).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/licenses/{id}/queue", tag = "licenses",
+    params(("id" = String, Path, description = "License id")),
+    responses((status = 200, description = "Clients waiting for a seat, in order. Account admins see every waiter; a user or service token sees only its own waiting requests (with their positions in the whole queue).", body = proto::QueueList), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn license_queue(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<proto::QueueList>> {
+    let own: Option<String> = match &auth.0 {
+        Principal::Root | Principal::AccountAdmin { .. } => {
+            admin_license(&state, &auth, &id).await?;
+            None
+        }
+        _ => {
+            let (account_id, username, _) = session_holder(&auth)?;
+            state
+                .store
+                .get_license(&id)
+                .await?
+                .filter(|l| l.account_id == account_id)
+                .ok_or_else(|| ApiError::NotFound("license".into()))?;
+            Some(username.to_owned())
+        }
+    };
+    let now = state.clock.now();
+    let waiting = state.store.list_queue(&id, now).await?;
+    let length = waiting.len() as u32;
+    Ok(Json(proto::QueueList {
+        waiting: waiting
+            .into_iter()
+            .filter(|w| own.as_ref().is_none_or(|u| &w.username == u))
+            .map(|w| proto::QueueEntry {
+                position: w.position,
+                username: w.username,
+                device_id: w.device_id,
+                instance_id: w.instance_id,
+                waiting_since: to_offset(w.since),
+                waited_secs: (now.millis() - w.since.millis()).max(0) as u64 / 1000,
+            })
+            .collect(),
+        length,
     }))
 }

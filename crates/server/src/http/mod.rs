@@ -134,6 +134,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(license_usage))
         .routes(routes!(license_audit))
         .routes(routes!(list_plans))
+        .routes(routes!(license_queue))
         .routes(routes!(put_license_user))
         .routes(routes!(list_license_users))
         .routes(routes!(activate_device, list_devices))

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/licenses/{id}/usage"),
     ("get", "/v1/licenses/{id}/audit"),
     ("get", "/v1/plans"),
+    ("get", "/v1/licenses/{id}/queue"),
     ("put", "/v1/licenses/{id}/users/{username}"),
     ("get", "/v1/licenses/{id}/users"),
     ("post", "/v1/licenses/{id}/devices"),

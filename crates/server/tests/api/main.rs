@@ -8,4 +8,5 @@ mod isolation;
 mod models;
 mod pg;
 mod protocol;
+mod queue;
 mod race;
