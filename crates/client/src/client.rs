@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leasehold_proto::{
-    AccountCreated, CreateAccount, CreateLicense, Heartbeat, Jwks, License, OAuthToken,
-    OpenSession, PatchLicense, PutUser, Session, SessionList, TokenCreated, UsageReport, User,
+    AccountCreated, CreateAccount, CreateLicense, Heartbeat, Jwks, License, LicenseUser,
+    LicenseUserList, OAuthToken, OpenSession, PatchLicense, PlanInfo, PutLicenseUser, PutUser,
+    QueueList, Session, SessionList, TokenCreated, UsageReport, User,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -410,6 +411,9 @@ impl Client {
     pub async fn heartbeat_with(&self, session_id: &str, renew_lease: bool) -> Result<Heartbeat> {
         let mut request =
             self.request(Method::POST, &["v1", "sessions", session_id, "heartbeat"])?;
+        // Extending a session twice is extending it once: safe to resend after any transport
+        // error (a stale pooled connection after a server restart, say).
+        request.idempotent = true;
         if renew_lease {
             request.url.query_pairs_mut().append_pair("lease", "true");
         }
@@ -426,6 +430,59 @@ impl Client {
     /// `GET /v1/licenses/{id}/sessions` (account admin): the license's live sessions.
     pub async fn list_sessions(&self, license_id: &str) -> Result<SessionList> {
         let request = self.request(Method::GET, &["v1", "licenses", license_id, "sessions"])?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/accounts/{id}/users/{username}/sessions` (account admin): the user's live
+    /// sessions on every license of the account. 404 when the user does not exist.
+    pub async fn list_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+    ) -> Result<SessionList> {
+        let request = self.request(
+            Method::GET,
+            &["v1", "accounts", account_id, "users", username, "sessions"],
+        )?;
+        self.call(request).await
+    }
+
+    /// `PUT /v1/licenses/{id}/users/{username}` (account admin, `registered_users` licenses):
+    /// makes the user active or inactive on the license. Deactivating ends the user's sessions
+    /// on it and frees an active-user slot; activating fails with 409
+    /// [`active_users_exhausted`](leasehold_proto::ErrorCode::ActiveUsersExhausted) when all
+    /// slots are taken.
+    pub async fn put_license_user(
+        &self,
+        license_id: &str,
+        username: &str,
+        active: bool,
+    ) -> Result<LicenseUser> {
+        let request = self.json_request(
+            Method::PUT,
+            &["v1", "licenses", license_id, "users", username],
+            &PutLicenseUser { active },
+            true,
+        )?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/licenses/{id}/users` (account admin): the users registered on a license.
+    pub async fn list_license_users(&self, license_id: &str) -> Result<LicenseUserList> {
+        let request = self.request(Method::GET, &["v1", "licenses", license_id, "users"])?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/licenses/{id}/queue`: clients waiting for a seat, in order (an account admin
+    /// sees all of them, a user only its own requests).
+    pub async fn license_queue(&self, license_id: &str) -> Result<QueueList> {
+        let request = self.request(Method::GET, &["v1", "licenses", license_id, "queue"])?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/plans` (account admin): the plans the server is configured with.
+    pub async fn list_plans(&self) -> Result<Vec<PlanInfo>> {
+        let request = self.request(Method::GET, &["v1", "plans"])?;
         self.call(request).await
     }
 

@@ -22,8 +22,11 @@ use crate::verify::LeaseVerifier;
 const LAST_TRY_GRACE: Duration = Duration::from_secs(2);
 
 /// Never heartbeat more often than this, whatever the clocks say (unless the interval itself
-/// is shorter).
-const MIN_HEARTBEAT_SPACING: Duration = Duration::from_secs(1);
+/// is shorter). Small enough that a session with a 1 s inactivity timeout is renewed well before
+/// it expires (a 1 s floor scheduled its heartbeat right at the expiry, where it lost the race
+/// against the server's reaper), large enough that a clock ahead of the server's cannot turn
+/// the loop into a busy spin.
+const MIN_HEARTBEAT_SPACING: Duration = Duration::from_millis(250);
 
 /// The state of a checked-out seat, as published by [`LeaseGuard::subscribe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,17 +597,27 @@ mod tests {
             next_heartbeat(now, deadline, Duration::from_secs(60)),
             now + Duration::from_secs(20)
         );
-        // ...but not more often than once a second, and never after the deadline.
-        let deadline = now + Duration::from_millis(600);
+        // ...but not more often than every 250 ms, and never after the deadline.
+        let deadline = now + Duration::from_millis(200);
         assert_eq!(
             next_heartbeat(now, deadline, Duration::from_secs(60)),
             deadline
         );
-        let deadline = now + Duration::from_millis(1500);
+        let deadline = now + Duration::from_millis(400);
         assert_eq!(
             next_heartbeat(now, deadline, Duration::from_secs(60)),
-            now + Duration::from_secs(1)
+            now + Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn a_one_second_session_is_renewed_well_before_it_expires() {
+        // inactivity_timeout_secs = 1: the server advises a 1 s interval and the session
+        // expires 1 s after each heartbeat; the heartbeat must not wait for the expiry.
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(980);
+        let next = next_heartbeat(now, deadline, Duration::from_secs(1));
+        assert_eq!(next, now + Duration::from_millis(490));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The SDK against a scripted in-process HTTP server (axum on port 0): routes, retries, token
 //! renewal, the checkout guard's heartbeats and seat return, and lease verification.
 //!
-//! These tests pin down the SDK's own behaviour; black-box tests against the real server live
-//! with the server.
+//! These tests pin down the SDK's own behaviour, including failures the real server does not
+//! produce on demand (scripted 503s, forged leases); `real_server` checks the same SDK against
+//! the real thing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
