@@ -37,6 +37,13 @@
 //! once its batch is committed: the expiry other nodes rely on is never behind what a client was
 //! told.
 //!
+//! # Point reads
+//!
+//! Every request authenticates (`find_credential`), and opens and heartbeats look up a license,
+//! a user or a session first. Those point reads go through per-node read batchers too: the
+//! lookups that arrive while one batch is in flight share the next `= ANY($1)` query. A batch
+//! starts after each of its requests arrived, so it is exactly as fresh as a query per request.
+//!
 //! # Expiry
 //!
 //! `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live sessions past
@@ -91,6 +98,8 @@ const OPEN_LANES: usize = 4;
 const HEARTBEAT_LANES: usize = 2;
 /// Most requests in one batch.
 const MAX_BATCH: usize = 512;
+/// Batchers per node for each kind of point read (credential, user, license, session).
+const READ_LANES: usize = 2;
 /// Most expired sessions ended by one reaper transaction.
 const REAP_BATCH: i64 = 1000;
 /// Most reaper transactions per `reap_expired` call (then the next tick goes on).
@@ -286,6 +295,7 @@ const SESSION_COLS: &str = "s.id, s.license_id, l.account_id, s.username, s.kind
      s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.ended_at, s.end_reason, l.terms, \
      s.overdraft, s.license_end";
 
+#[derive(Clone)]
 struct SessionRow {
     session: Session,
     ended: Option<EndReason>,
@@ -1227,6 +1237,236 @@ async fn fetch_session(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Point reads
+// ---------------------------------------------------------------------------------------------
+
+/// A point read that concurrent requests of one node share: one query per batch of keys.
+#[async_trait]
+trait Loader: Send + Sync + 'static {
+    type Key: Eq + Hash + Clone + Send + Sync + 'static;
+    /// `Err` is a record that cannot be read (its cause), reported to that key's callers only.
+    type Value: Clone + Send + 'static;
+    async fn load(
+        &self,
+        pool: &PgPool,
+        keys: &[Self::Key],
+    ) -> Result<HashMap<Self::Key, Self::Value>, sqlx::Error>;
+}
+
+struct ReadJob<K, V> {
+    key: K,
+    reply: oneshot::Sender<StoreResult<Option<V>>>,
+}
+
+/// `READ_LANES` batchers of one loader; a key always goes to the same lane.
+struct Reader<L: Loader> {
+    lanes: Vec<mpsc::Sender<ReadJob<L::Key, L::Value>>>,
+}
+
+impl<L: Loader> Reader<L> {
+    fn spawn(pool: &PgPool, loader: L) -> Self {
+        let loader = Arc::new(loader);
+        let lanes = (0..READ_LANES)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+                tokio::spawn(read_batcher(pool.clone(), loader.clone(), rx));
+                tx
+            })
+            .collect();
+        Reader { lanes }
+    }
+
+    async fn get(&self, key: L::Key) -> StoreResult<Option<L::Value>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let lane = (h.finish() % self.lanes.len().max(1) as u64) as usize;
+        let stopped = || StoreError::Unavailable("a read batcher has stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.lanes
+            .get(lane)
+            .ok_or_else(stopped)?
+            .send(ReadJob { key, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn read_batcher<L: Loader>(
+    pool: PgPool,
+    loader: Arc<L>,
+    mut rx: mpsc::Receiver<ReadJob<L::Key, L::Value>>,
+) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let batch = std::mem::take(&mut jobs);
+        let mut seen = HashSet::new();
+        let keys: Vec<L::Key> = batch
+            .iter()
+            .filter(|j| seen.insert(j.key.clone()))
+            .map(|j| j.key.clone())
+            .collect();
+        match loader.load(&pool, &keys).await {
+            Ok(found) => {
+                for job in batch {
+                    let _ = job.reply.send(Ok(found.get(&job.key).cloned()));
+                }
+            }
+            Err(e) => {
+                let err = db_error(e);
+                for job in batch {
+                    let _ = job.reply.send(Err(clone_error(&err)));
+                }
+            }
+        }
+    }
+}
+
+struct CredentialLoader;
+
+#[async_trait]
+impl Loader for CredentialLoader {
+    type Key = TokenHash;
+    type Value = Credential;
+
+    async fn load(
+        &self,
+        pool: &PgPool,
+        keys: &[TokenHash],
+    ) -> Result<HashMap<TokenHash, Credential>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT hash, kind, account_id, username, expires_at FROM credentials
+             WHERE hash = ANY($1)",
+        )
+        .bind(keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+        let mut found = HashMap::new();
+        for row in &rows {
+            let Some(hash) = hash_from(row.try_get(0)?) else {
+                continue;
+            };
+            let kind: String = row.try_get(1)?;
+            let principal = principal_from(&kind, row.try_get(2)?, row.try_get(3)?);
+            if let Some(principal) = principal {
+                let expires_at: Option<i64> = row.try_get(4)?;
+                found.insert(
+                    hash,
+                    Credential {
+                        hash,
+                        principal,
+                        expires_at: expires_at.map(Timestamp::from_millis),
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct UserLoader;
+
+#[async_trait]
+impl Loader for UserLoader {
+    type Key = (String, String);
+    type Value = User;
+
+    async fn load(
+        &self,
+        pool: &PgPool,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), User>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT u.account_id, u.username, u.kind, u.active, u.client_id,
+                    u.client_secret_hash, u.created_at
+             FROM users u JOIN unnest($1::text[], $2::text[]) AS k(a, n)
+               ON u.account_id = k.a AND u.username = k.n",
+        )
+        .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+        let mut found = HashMap::new();
+        for row in &rows {
+            let user = user_from(row)?;
+            found.insert((user.account_id.clone(), user.username.clone()), user);
+        }
+        Ok(found)
+    }
+}
+
+struct LicenseLoader(Arc<TermsCache>);
+
+#[async_trait]
+impl Loader for LicenseLoader {
+    type Key = String;
+    type Value = Result<License, String>;
+
+    async fn load(
+        &self,
+        pool: &PgPool,
+        keys: &[String],
+    ) -> Result<HashMap<String, Self::Value>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, model, terms, created_at FROM licenses WHERE id = ANY($1)",
+        )
+        .bind(keys)
+        .fetch_all(pool)
+        .await?;
+        let mut found = HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            let account_id: String = row.try_get(1)?;
+            let model: String = row.try_get(2)?;
+            let terms: String = row.try_get(3)?;
+            let created_at: i64 = row.try_get(4)?;
+            let license = parse_model(&id, &model).and_then(|model| {
+                Ok(License {
+                    id: id.clone(),
+                    account_id,
+                    model,
+                    terms: (*self.0.get(&id, &terms)?).clone(),
+                    created_at: Timestamp::from_millis(created_at),
+                })
+            });
+            found.insert(id, license.map_err(|e| e.to_string()));
+        }
+        Ok(found)
+    }
+}
+
+struct SessionLoader(Arc<TermsCache>);
+
+#[async_trait]
+impl Loader for SessionLoader {
+    type Key = String;
+    type Value = Result<SessionRow, String>;
+
+    async fn load(
+        &self,
+        pool: &PgPool,
+        keys: &[String],
+    ) -> Result<HashMap<String, Self::Value>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
+             WHERE s.id = ANY($1)"
+        ))
+        .bind(keys)
+        .fetch_all(pool)
+        .await?;
+        let mut found = HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            found.insert(
+                id,
+                SessionRow::read(row, &self.0).map_err(|e| e.to_string()),
+            );
+        }
+        Ok(found)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The store
 // ---------------------------------------------------------------------------------------------
 
@@ -1236,6 +1476,10 @@ pub struct PgStore {
     cache: Arc<TermsCache>,
     opens: Vec<mpsc::Sender<OpenJob>>,
     heartbeats: Vec<mpsc::Sender<HeartbeatJob>>,
+    credentials: Reader<CredentialLoader>,
+    users: Reader<UserLoader>,
+    licenses: Reader<LicenseLoader>,
+    sessions: Reader<SessionLoader>,
 }
 
 impl PgStore {
@@ -1264,6 +1508,10 @@ impl PgStore {
             })
             .collect();
         PgStore {
+            credentials: Reader::spawn(&pool, CredentialLoader),
+            users: Reader::spawn(&pool, UserLoader),
+            licenses: Reader::spawn(&pool, LicenseLoader(cache.clone())),
+            sessions: Reader::spawn(&pool, SessionLoader(cache.clone())),
             pool,
             cache,
             opens,
@@ -1394,32 +1642,11 @@ impl Store for PgStore {
         hash: &TokenHash,
         now: Timestamp,
     ) -> StoreResult<Option<Credential>> {
-        let row = sqlx::query(
-            "SELECT kind, account_id, username, expires_at FROM credentials
-             WHERE hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
-        )
-        .bind(&hash[..])
-        .bind(now.millis())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let read = |row: &PgRow| -> Result<_, sqlx::Error> {
-            Ok((
-                row.try_get::<String, _>(0)?,
-                row.try_get::<Option<String>, _>(1)?,
-                row.try_get::<Option<String>, _>(2)?,
-                row.try_get::<Option<i64>, _>(3)?,
-            ))
-        };
-        let (kind, account_id, username, expires_at) = read(&row).map_err(db_error)?;
-        Ok(
-            principal_from(&kind, account_id, username).map(|principal| Credential {
-                hash: *hash,
-                principal,
-                expires_at: expires_at.map(Timestamp::from_millis),
-            }),
-        )
+        Ok(self
+            .credentials
+            .get(*hash)
+            .await?
+            .filter(|c| c.expires_at.is_none_or(|at| now < at)))
     }
 
     async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()> {
@@ -1471,15 +1698,9 @@ impl Store for PgStore {
     }
 
     async fn get_user(&self, account_id: &str, username: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLS} FROM users WHERE account_id = $1 AND username = $2"
-        ))
-        .bind(account_id)
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        row.map(|r| user_from(&r)).transpose().map_err(db_error)
+        self.users
+            .get((account_id.to_owned(), username.to_owned()))
+            .await
     }
 
     async fn put_user(&self, user: User) -> StoreResult<bool> {
@@ -1561,30 +1782,11 @@ impl Store for PgStore {
     }
 
     async fn get_license(&self, id: &str) -> StoreResult<Option<License>> {
-        let row = sqlx::query(
-            "SELECT id, account_id, model, terms, created_at FROM licenses WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let read = |row: &PgRow| -> Result<_, sqlx::Error> {
-            Ok((
-                row.try_get::<String, _>(1)?,
-                row.try_get::<String, _>(2)?,
-                row.try_get::<String, _>(3)?,
-                row.try_get::<i64, _>(4)?,
-            ))
-        };
-        let (account_id, model, terms, created_at) = read(&row).map_err(db_error)?;
-        Ok(Some(License {
-            id: id.to_owned(),
-            account_id,
-            model: parse_model(id, &model)?,
-            terms: (*self.cache.get(id, &terms)?).clone(),
-            created_at: Timestamp::from_millis(created_at),
-        }))
+        self.licenses
+            .get(id.to_owned())
+            .await?
+            .map(|found| found.map_err(StoreError::Unavailable))
+            .transpose()
     }
 
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
@@ -1721,15 +1923,17 @@ impl Store for PgStore {
     }
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
-        Ok(fetch_session(&self.pool, &self.cache, session_id)
-            .await?
-            .map(|row| SessionLookup {
-                state: match row.ended {
-                    Some(reason) => SessionState::Ended(reason),
-                    None => SessionState::Live,
-                },
-                session: row.session,
-            }))
+        let Some(found) = self.sessions.get(session_id.to_owned()).await? else {
+            return Ok(None);
+        };
+        let row = found.map_err(StoreError::Unavailable)?;
+        Ok(Some(SessionLookup {
+            state: match row.ended {
+                Some(reason) => SessionState::Ended(reason),
+                None => SessionState::Live,
+            },
+            session: row.session,
+        }))
     }
 
     async fn list_live_sessions(
