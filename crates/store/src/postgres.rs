@@ -119,7 +119,7 @@ pub struct PgOptions {
 impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
-            max_connections: 16,
+            max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
         }
     }

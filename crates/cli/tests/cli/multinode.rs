@@ -28,6 +28,7 @@ async fn six_hundred_opens_over_three_nodes_never_exceed_ten_seats() {
     let Some(db) = TestDb::create("multinode race").await else {
         return;
     };
+    let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     // Arrange: three nodes started at once on a fresh database (they race to migrate, to
     // create the signing key and to install the root token).
@@ -170,6 +171,7 @@ async fn killing_one_of_three_nodes_under_load_loses_no_session() {
     let Some(db) = TestDb::create("node kill").await else {
         return;
     };
+    let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(&db.url, dir.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
@@ -296,6 +298,7 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     let Some(db) = TestDb::create("database restart").await else {
         return;
     };
+    let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     // Nodes reach PostgreSQL through a proxy the test can cut, as if the server stopped.
     let (via_proxy, target) = with_port(&db.url, 0);
@@ -419,6 +422,7 @@ async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() 
     let Some(db) = TestDb::create("expiry across nodes").await else {
         return;
     };
+    let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(&db.url, dir.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
@@ -518,6 +522,7 @@ async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases()
     let Some(db) = TestDb::create("copy-to-postgres").await else {
         return;
     };
+    let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let sqlite_dir = dir.path().join("sqlite");
     let http = http();

@@ -206,6 +206,13 @@ impl Drop for Node {
     }
 }
 
+/// One multi-node test at a time: each runs several servers, and two machines' worth of
+/// nodes would fight over 2 cores and PostgreSQL's connection limit.
+pub async fn exclusive() -> tokio::sync::SemaphorePermit<'static> {
+    static SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    SLOT.acquire().await.unwrap()
+}
+
 /// Starts `n` PostgreSQL nodes at once on `db` and waits until all serve.
 pub async fn cluster(db_url: &str, dir: &Path, n: usize) -> Vec<Node> {
     let mut nodes: Vec<Node> = (0..n)
