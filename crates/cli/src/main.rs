@@ -1,6 +1,7 @@
 //! The `leasehold` binary: `serve` runs the license server; further subcommands administer a
 //! server, run a program with a seat, and benchmark.
 
+mod bench;
 mod copy_to_postgres;
 mod serve;
 
@@ -25,6 +26,8 @@ enum Command {
     Migrate(serve::ServeArgs),
     /// Copy a SQLite data folder into PostgreSQL (stop the SQLite server first).
     CopyToPostgres(copy_to_postgres::CopyArgs),
+    /// Benchmark a server over HTTP (see BENCHMARKS.md).
+    Bench(Box<bench::BenchArgs>),
     /// Exit 0 when the server at URL answers /healthz, 1 otherwise.
     Healthcheck {
         #[arg(long, env = "LEASEHOLD_URL", default_value = "http://127.0.0.1:8470")]
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::serve(args).await,
             Command::Migrate(args) => serve::migrate(args).await,
             Command::CopyToPostgres(args) => copy_to_postgres::run(args).await,
+            Command::Bench(args) => bench::run(*args).await,
             Command::Healthcheck { url } => serve::healthcheck(&url).await,
         }
     });

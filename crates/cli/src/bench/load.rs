@@ -1,0 +1,585 @@
+//! The load itself: the admin calls that set a scenario up, and the workers that drive it.
+//!
+//! Every worker is a task with one keep-alive connection and its own histograms, so the hot
+//! loop shares nothing but two atomics. Closed loop (as fast as answers come back) by default;
+//! open loop at a fixed total rate with `rate` (each worker keeps its own schedule; latency is
+//! measured from the actual send, and sends that fell more than one interval behind their
+//! schedule are counted as `behind`, so a generator that cannot keep up is visible).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+use super::hist::Hist;
+use super::http::{json_str, Conn, Request};
+
+/// How long and how hard to drive.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Total requests (operations) per second; `None`: as fast as the server answers.
+    pub rate: Option<f64>,
+}
+
+/// What the workers measured, merged.
+#[derive(Default, Clone)]
+pub struct Stats {
+    /// Every request.
+    pub all: Hist,
+    /// Opens (checkout, contended) — or the only request kind.
+    pub open: Hist,
+    /// Closes (checkout, contended).
+    pub close: Hist,
+    /// Completed operations (a checkout cycle is one operation of two requests).
+    pub ops: u64,
+    pub requests: u64,
+    pub errors: u64,
+    /// 409 no_seat_available answers (contended): answers, not errors.
+    pub denials: u64,
+    pub behind: u64,
+    pub connects: u64,
+    pub first_error: Option<String>,
+    /// Measured seconds.
+    pub secs: f64,
+}
+
+impl Stats {
+    fn merge(&mut self, o: &Stats) {
+        self.all.merge(&o.all);
+        self.open.merge(&o.open);
+        self.close.merge(&o.close);
+        self.ops += o.ops;
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.denials += o.denials;
+        self.behind += o.behind;
+        self.connects += o.connects;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&o.first_error);
+        }
+    }
+
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-9)
+    }
+
+    pub fn requests_per_sec(&self) -> f64 {
+        self.requests as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// One live session the bench holds: its owner's token and its id.
+#[derive(Clone)]
+pub struct Held {
+    pub token: Arc<str>,
+    pub id: String,
+}
+
+/// What one worker does per operation.
+#[derive(Clone)]
+pub enum Job {
+    Healthz,
+    /// Heartbeats its sessions round-robin.
+    Heartbeat(Arc<Vec<Held>>),
+    /// Open then close, on a license with free seats.
+    Checkout {
+        token: Arc<str>,
+        body: Arc<Vec<u8>>,
+    },
+    /// Open; close when granted; a denial is an answer.
+    Contended {
+        token: Arc<str>,
+        body: Arc<Vec<u8>>,
+    },
+}
+
+/// Outside control of a run: record only while `record` is set; end early once `stop` is.
+#[derive(Clone, Default)]
+pub struct Control {
+    pub record: Option<Arc<AtomicBool>>,
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// Runs `jobs[i]` on worker `i` for the shape's warmup + duration.
+pub async fn drive(addr: SocketAddr, shape: Shape, jobs: Vec<Job>) -> anyhow::Result<Stats> {
+    drive_controlled(addr, shape, jobs, Control::default()).await
+}
+
+/// `drive` under outside control.
+pub async fn drive_controlled(
+    addr: SocketAddr,
+    shape: Shape,
+    jobs: Vec<Job>,
+    control: Control,
+) -> anyhow::Result<Stats> {
+    let workers = jobs.len();
+    let start = Instant::now();
+    let measure_from = start + shape.warmup;
+    let until = measure_from + shape.duration;
+    let interval = shape
+        .rate
+        .map(|r| Duration::from_secs_f64(workers as f64 / r.max(1e-3)));
+    let mut handles = Vec::with_capacity(workers);
+    for (i, job) in jobs.into_iter().enumerate() {
+        // Stagger the open-loop schedules so the workers do not fire together.
+        let first =
+            start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / workers as f64));
+        handles.push(tokio::spawn(worker(
+            addr,
+            job,
+            first,
+            interval,
+            (measure_from, until),
+            control.clone(),
+        )));
+    }
+    let mut total = Stats::default();
+    for h in handles {
+        total.merge(&h.await.context("bench worker panicked")?);
+    }
+    total.secs = shape.duration.as_secs_f64();
+    Ok(total)
+}
+
+async fn worker(
+    addr: SocketAddr,
+    job: Job,
+    first: Instant,
+    interval: Option<Duration>,
+    (measure_from, until): (Instant, Instant),
+    control: Control,
+) -> Stats {
+    let flag = |f: &Option<Arc<AtomicBool>>, default: bool| {
+        f.as_ref().map_or(default, |f| f.load(Ordering::Relaxed))
+    };
+    let mut conn = Conn::new(addr);
+    let mut st = Stats::default();
+    let mut raw = Vec::with_capacity(512);
+    let mut next = first;
+    let mut turn = 0usize;
+    loop {
+        if let Some(iv) = interval {
+            let now = Instant::now();
+            if next > now {
+                tokio::time::sleep_until(next.into()).await;
+            } else if now - next > iv {
+                st.behind += u64::from(now >= measure_from);
+            }
+            next += iv;
+        }
+        let began = Instant::now();
+        if began >= until || flag(&control.stop, false) {
+            break;
+        }
+        let record = began >= measure_from && flag(&control.record, true);
+        let result = one_op(&mut conn, &job, &mut raw, &mut turn, &mut st, record).await;
+        if let Err(e) = result {
+            if record {
+                st.error(e);
+            }
+            // Do not spin on a dead server.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        } else if record {
+            st.ops += 1;
+        }
+    }
+    st.connects = conn.connects;
+    st
+}
+
+/// Sends one request, records its latency; the status and the time it took.
+async fn timed(
+    conn: &mut Conn,
+    raw: &[u8],
+    st: &mut Stats,
+    record: bool,
+) -> Result<(u16, Duration), String> {
+    let t = Instant::now();
+    let status = conn.send(raw).await.map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    if record {
+        st.all.record(took);
+        st.requests += 1;
+    }
+    Ok((status, took))
+}
+
+fn unexpected(what: &str, status: u16, body: &[u8]) -> String {
+    format!(
+        "{what}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+    )
+}
+
+async fn one_op(
+    conn: &mut Conn,
+    job: &Job,
+    raw: &mut Vec<u8>,
+    turn: &mut usize,
+    st: &mut Stats,
+    record: bool,
+) -> Result<(), String> {
+    match job {
+        Job::Healthz => {
+            Conn::encode(
+                &Request {
+                    method: "GET",
+                    path: "/healthz",
+                    token: None,
+                    body: None,
+                },
+                raw,
+            );
+            let (status, took) = timed(conn, raw, st, record).await?;
+            if record {
+                st.open.record(took);
+            }
+            if status != 200 {
+                return Err(unexpected("healthz", status, conn.body()));
+            }
+        }
+        Job::Heartbeat(sessions) => {
+            let held = &sessions[*turn % sessions.len()];
+            *turn += 1;
+            let path = format!("/v1/sessions/{}/heartbeat", held.id);
+            Conn::encode(
+                &Request {
+                    method: "POST",
+                    path: &path,
+                    token: Some(&held.token),
+                    body: None,
+                },
+                raw,
+            );
+            let (status, took) = timed(conn, raw, st, record).await?;
+            if record {
+                st.open.record(took);
+            }
+            if status != 200 {
+                return Err(unexpected("heartbeat", status, conn.body()));
+            }
+        }
+        Job::Checkout { token, body } | Job::Contended { token, body } => {
+            Conn::encode(
+                &Request {
+                    method: "POST",
+                    path: "/v1/sessions",
+                    token: Some(token),
+                    body: Some(body),
+                },
+                raw,
+            );
+            let (status, took) = timed(conn, raw, st, record).await?;
+            if record {
+                st.open.record(took);
+            }
+            match status {
+                201 => {}
+                409 if matches!(job, Job::Contended { .. }) => {
+                    if record {
+                        st.denials += 1;
+                    }
+                    return Ok(());
+                }
+                _ => return Err(unexpected("open", status, conn.body())),
+            }
+            let path = match json_str(conn.body(), "id") {
+                Some(id) => format!("/v1/sessions/{id}"),
+                None => return Err("open: no session id in the answer".into()),
+            };
+            Conn::encode(
+                &Request {
+                    method: "DELETE",
+                    path: &path,
+                    token: Some(token),
+                    body: None,
+                },
+                raw,
+            );
+            let (status, took) = timed(conn, raw, st, record).await?;
+            if record {
+                st.close.record(took);
+            }
+            if status != 204 {
+                return Err(unexpected("close", status, conn.body()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The admin side of the protocol, for setting scenarios up (not measured).
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub account_id: String,
+    pub admin_token: String,
+}
+
+/// A JSON call that must answer `expect`.
+pub async fn call_json(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+    expect: &[u16],
+) -> anyhow::Result<Value> {
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    let (status, answer) = conn
+        .call(Request {
+            method,
+            path,
+            token: Some(token),
+            body: bytes.as_deref(),
+        })
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    if !expect.contains(&status) {
+        bail!(
+            "{}",
+            unexpected(&format!("{method} {path}"), status, &answer)
+        );
+    }
+    if answer.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&answer).with_context(|| format!("{method} {path}: not JSON"))
+}
+
+fn str_field(v: &Value, key: &str) -> anyhow::Result<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no {key} in {v}"))
+}
+
+impl Admin {
+    /// Creates a fresh account for this run.
+    pub async fn new(addr: SocketAddr, root: &str, name: &str) -> anyhow::Result<Admin> {
+        let mut conn = Conn::new(addr);
+        let account = call_json(
+            &mut conn,
+            "POST",
+            "/v1/accounts",
+            root,
+            Some(&json!({ "name": name })),
+            &[201],
+        )
+        .await
+        .context("creating the bench account (is the admin token right?)")?;
+        Ok(Admin {
+            addr,
+            account_id: str_field(&account, "id")?,
+            admin_token: str_field(&account, "admin_token")?,
+        })
+    }
+
+    pub async fn license(&self, seats: u64, inactivity_secs: u64) -> anyhow::Result<String> {
+        let mut conn = Conn::new(self.addr);
+        let lic = call_json(
+            &mut conn,
+            "POST",
+            "/v1/licenses",
+            &self.admin_token,
+            Some(&json!({
+                "account_id": self.account_id,
+                "product": "bench",
+                "model": "concurrent_sessions",
+                "seats": seats,
+                "inactivity_timeout_secs": inactivity_secs,
+            })),
+            &[201],
+        )
+        .await?;
+        str_field(&lic, "id")
+    }
+
+    /// Creates `n` interactive users (`{prefix}{i}`) and one token each, `parallel` at a time.
+    pub async fn user_tokens(
+        &self,
+        prefix: &str,
+        n: usize,
+        parallel: usize,
+    ) -> anyhow::Result<Vec<Arc<str>>> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..parallel.clamp(1, n.max(1)) {
+            let (next, addr) = (next.clone(), self.addr);
+            let (account, admin, prefix) = (
+                self.account_id.clone(),
+                self.admin_token.clone(),
+                prefix.to_owned(),
+            );
+            handles.push(tokio::spawn(async move {
+                let mut conn = Conn::new(addr);
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return anyhow::Ok(out);
+                    }
+                    let user = format!("{prefix}{i}");
+                    call_json(
+                        &mut conn,
+                        "PUT",
+                        &format!("/v1/accounts/{account}/users/{user}"),
+                        &admin,
+                        Some(&json!({"kind": "interactive", "active": true})),
+                        &[200, 201],
+                    )
+                    .await?;
+                    let tok = call_json(
+                        &mut conn,
+                        "POST",
+                        &format!("/v1/accounts/{account}/users/{user}/tokens"),
+                        &admin,
+                        None,
+                        &[201],
+                    )
+                    .await?;
+                    out.push((i, Arc::<str>::from(str_field(&tok, "token")?)));
+                }
+            }));
+        }
+        let mut all = Vec::with_capacity(n);
+        for h in handles {
+            all.extend(h.await??);
+        }
+        all.sort_by_key(|(i, _)| *i);
+        Ok(all.into_iter().map(|(_, t)| t).collect())
+    }
+
+    pub async fn in_use(&self, license_id: &str) -> anyhow::Result<u64> {
+        let mut conn = Conn::new(self.addr);
+        let lic = call_json(
+            &mut conn,
+            "GET",
+            &format!("/v1/licenses/{license_id}"),
+            &self.admin_token,
+            None,
+            &[200],
+        )
+        .await?;
+        lic.pointer("/usage/in_use")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("no usage.in_use in {lic}"))
+    }
+
+    pub async fn patch_license(&self, license_id: &str, patch: Value) -> anyhow::Result<()> {
+        let mut conn = Conn::new(self.addr);
+        call_json(
+            &mut conn,
+            "PATCH",
+            &format!("/v1/licenses/{license_id}"),
+            &self.admin_token,
+            Some(&patch),
+            &[200],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+pub fn open_body(license_id: &str, device: &str, instance: &str) -> Vec<u8> {
+    json!({"license_id": license_id, "device_id": device, "instance_id": instance})
+        .to_string()
+        .into_bytes()
+}
+
+/// Opens `n` sessions on `license_id`, session `i` held by `tokens[i % tokens.len()]` on its
+/// own device and instance, `concurrency` opens in flight. Returns them and the open stats.
+pub async fn open_many(
+    addr: SocketAddr,
+    license_id: &str,
+    tokens: &[Arc<str>],
+    n: usize,
+    concurrency: usize,
+    tag: &str,
+    progress: bool,
+) -> anyhow::Result<(Vec<Held>, Stats)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let tokens: Arc<Vec<Arc<str>>> = Arc::new(tokens.to_vec());
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..concurrency.clamp(1, n.max(1)) {
+        let (next, failed, tokens) = (next.clone(), failed.clone(), tokens.clone());
+        let (license, tag) = (license_id.to_owned(), tag.to_owned());
+        handles.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut st = Stats::default();
+            let mut out = Vec::new();
+            let mut raw = Vec::with_capacity(512);
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if progress && i > 0 && i % 100_000 == 0 {
+                    eprintln!(
+                        "  opened {i} sessions ({:.0}/s)",
+                        i as f64 / started.elapsed().as_secs_f64()
+                    );
+                }
+                let token = tokens[i % tokens.len()].clone();
+                let body = open_body(&license, &format!("{tag}-d{i}"), &format!("{tag}-i{i}"));
+                Conn::encode(
+                    &Request {
+                        method: "POST",
+                        path: "/v1/sessions",
+                        token: Some(&token),
+                        body: Some(&body),
+                    },
+                    &mut raw,
+                );
+                match timed(&mut conn, &raw, &mut st, true).await {
+                    Ok((201, took)) => {
+                        st.open.record(took);
+                        st.ops += 1;
+                        match json_str(conn.body(), "id") {
+                            Some(id) => out.push(Held {
+                                token,
+                                id: id.to_owned(),
+                            }),
+                            None => st.error("open: no id".into()),
+                        }
+                    }
+                    Ok((status, _)) => {
+                        st.error(unexpected("open", status, conn.body()));
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        st.error(e);
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            st.connects = conn.connects;
+            (out, st)
+        }));
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut total = Stats::default();
+    for h in handles {
+        let (out, st) = h.await?;
+        held.extend(out);
+        total.merge(&st);
+    }
+    total.secs = started.elapsed().as_secs_f64();
+    if let Some(e) = &total.first_error {
+        bail!("opening sessions failed after {}: {e}", held.len());
+    }
+    Ok((held, total))
+}
