@@ -1,8 +1,11 @@
 //! The `leasehold` binary: `serve` runs the license server; further subcommands administer a
 //! server, run a program with a seat, and benchmark.
 
+mod admin;
 mod bench;
+mod connect;
 mod copy_to_postgres;
+mod run;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,10 @@ enum Command {
     CopyToPostgres(copy_to_postgres::CopyArgs),
     /// Benchmark a server over HTTP (see BENCHMARKS.md).
     Bench(Box<bench::BenchArgs>),
+    /// Run a program while holding a license seat (returned when it exits).
+    Run(run::RunArgs),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Exit 0 when the server at URL answers /healthz, 1 otherwise.
     Healthcheck {
         #[arg(long, env = "LEASEHOLD_URL", default_value = "http://127.0.0.1:8470")]
@@ -53,6 +60,8 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(args) => serve::migrate(args).await,
             Command::CopyToPostgres(args) => copy_to_postgres::run(args).await,
             Command::Bench(args) => bench::run(*args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Admin(command) => admin::run(command).await,
             Command::Healthcheck { url } => serve::healthcheck(&url).await,
         }
     });

@@ -1,7 +1,10 @@
 //! The one integration-test binary of the cli crate: tests that run the real `leasehold`
 //! binary as a child process. Add modules here, not new test binaries.
 
+mod admin;
 mod crash;
+mod kit;
 mod multinode;
 mod pg;
+mod run_program;
 mod support;
