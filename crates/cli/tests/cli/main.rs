@@ -2,6 +2,7 @@
 //! binary as a child process. Add modules here, not new test binaries.
 
 mod admin;
+mod bench_smoke;
 mod crash;
 mod kit;
 mod multinode;
