@@ -16,6 +16,10 @@
 //! - [`ClientError`]: one error type; API errors carry the server's stable
 //!   [`ErrorCode`].
 //!
+//! A complete program (checkout with queueing and lease verification, reacting to a lost
+//! seat, release) is `examples/checkout.rs`: `cargo run -p leasehold-client --example checkout
+//! -- LICENSE_ID` with `LEASEHOLD_URL` and `LEASEHOLD_TOKEN` set.
+//!
 //! # Taking a seat
 //!
 //! ```no_run
