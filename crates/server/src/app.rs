@@ -62,7 +62,11 @@ impl Application {
         let (store, signer): (Arc<dyn Store>, LeaseSigner) = match &config.database_url {
             // Several nodes share one PostgreSQL: the database holds everything, the key too.
             Some(url) => {
-                let store = PgStore::connect(url, PgOptions::default())
+                let options = PgOptions {
+                    max_connections: config.database_pool_size,
+                    ..PgOptions::default()
+                };
+                let store = PgStore::connect(url, options)
                     .await
                     .context("connecting to PostgreSQL")?;
                 let store: Arc<dyn Store> = Arc::new(store);

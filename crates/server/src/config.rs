@@ -22,6 +22,9 @@ pub struct Config {
     /// `postgres://…` URL: several nodes share that database (`LEASEHOLD_DATABASE_URL`);
     /// none: embedded SQLite in `data_dir`. Never logged (it may hold a password).
     pub database_url: Option<String>,
+    /// Most PostgreSQL connections of this node (mind the server's `max_connections` when
+    /// running many nodes).
+    pub database_pool_size: u32,
     /// Root admin token to install (from `LEASEHOLD_ADMIN_TOKEN`); never logged.
     pub admin_token: Option<String>,
     pub plans: BTreeMap<String, Plan>,
@@ -58,6 +61,7 @@ impl Default for Config {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
+            database_pool_size: 10,
             admin_token: None,
             plans: BTreeMap::new(),
             reaper_interval_ms: 200,
@@ -77,6 +81,9 @@ pub struct FileConfig {
     pub reaper_interval_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub access_token_ttl_secs: Option<u64>,
+    /// `postgres://…`: several nodes share that database.
+    pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
     /// `[plans.NAME] base_seats = 3, max_seats = 35`
     #[serde(default)]
     pub plans: BTreeMap<String, Plan>,
@@ -124,6 +131,12 @@ impl Config {
         if let Some(v) = file.access_token_ttl_secs {
             self.access_token_ttl_secs = v.max(1);
         }
+        if let Some(v) = file.database_url {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = file.database_pool_size {
+            self.database_pool_size = v.max(2);
+        }
         self.plans.extend(file.plans);
     }
 
@@ -161,5 +174,28 @@ impl Config {
             print_root_token: false,
             ..Config::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_can_select_postgresql_and_size_its_pool() {
+        let file: FileConfig = toml::from_str(
+            "database_url = \"postgres://lh:pw@db.internal/leasehold\"\ndatabase_pool_size = 24\n",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        assert_eq!(config.database_url, None);
+        config.apply_file(file);
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://lh:pw@db.internal/leasehold")
+        );
+        assert_eq!(config.database_pool_size, 24);
+        // The URL may hold a password: it never shows in the debug output.
+        assert!(!format!("{config:?}").contains("pw@"));
     }
 }
