@@ -37,6 +37,9 @@
 //! once its batch is committed: the expiry other nodes rely on is never behind what a client was
 //! told.
 //!
+//! Logouts and revokes are batched the same way: one multi-row `UPDATE … RETURNING` that also
+//! writes the `ended` events, guarded by `ended_at IS NULL AND expires_at > now`, per batch.
+//!
 //! # Point reads
 //!
 //! Every request authenticates (`find_credential`), and opens and heartbeats look up a license,
@@ -98,6 +101,8 @@ const OPEN_LANES: usize = 4;
 const HEARTBEAT_LANES: usize = 2;
 /// Most requests in one batch.
 const MAX_BATCH: usize = 512;
+/// Logout/revoke batchers per node; a session always goes to the same one.
+const END_LANES: usize = 2;
 /// Batchers per node for each kind of point read (credential, user, license, session).
 const READ_LANES: usize = 2;
 /// Most expired sessions ended by one reaper transaction.
@@ -1237,6 +1242,110 @@ async fn fetch_session(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Logouts and revokes
+// ---------------------------------------------------------------------------------------------
+
+struct EndJob {
+    session_id: String,
+    reason: EndReason,
+    now: Timestamp,
+    reply: oneshot::Sender<StoreResult<Session>>,
+}
+
+async fn end_batcher(pool: PgPool, cache: Arc<TermsCache>, mut rx: mpsc::Receiver<EndJob>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let batch = std::mem::take(&mut jobs);
+        let mut attempt = 1;
+        let results = loop {
+            match end_batch(&pool, &cache, &batch).await {
+                Ok(results) => break results,
+                Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => attempt += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, ends = batch.len(), "logout batch failed");
+                    let err = db_error(e);
+                    break batch.iter().map(|_| Err(clone_error(&err))).collect();
+                }
+            }
+        };
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// One logout batch: a single statement ends every still-live session and writes its event.
+async fn end_batch(
+    pool: &PgPool,
+    cache: &TermsCache,
+    jobs: &[EndJob],
+) -> Result<Vec<StoreResult<Session>>, sqlx::Error> {
+    // The first request for a session ends it; a repeat in the same batch finds it ended.
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let (mut ids, mut reasons, mut nows) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, job) in jobs.iter().enumerate() {
+        if first.insert(job.session_id.as_str(), i).is_none() {
+            ids.push(job.session_id.clone());
+            reasons.push(job.reason.as_str());
+            nows.push(job.now.millis());
+        }
+    }
+    let rows = sqlx::query(&format!(
+        "WITH e AS (
+             UPDATE sessions s SET ended_at = v.now, end_reason = v.reason
+             FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(id, reason, now)
+             WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now
+             RETURNING s.*
+         ), a AS (
+             INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+             SELECT e.ended_at, l.account_id, e.license_id, e.id, e.username, 'ended', e.end_reason
+             FROM e JOIN licenses l ON l.id = e.license_id
+         )
+         SELECT {SESSION_COLS} FROM e AS s JOIN licenses l ON l.id = s.license_id"
+    ))
+    .bind(ids)
+    .bind(reasons)
+    .bind(nows)
+    .fetch_all(pool)
+    .await?;
+    let mut ended: HashMap<String, StoreResult<Session>> = HashMap::new();
+    for row in &rows {
+        let id: String = row.try_get(0)?;
+        ended.insert(id, SessionRow::read(row, cache).map(|r| r.session));
+    }
+    let mut results = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let first_job = first.get(job.session_id.as_str()).copied().unwrap_or(i);
+        let result = match ended.get(&job.session_id) {
+            Some(Ok(session)) if first_job == i => Ok(session.clone()),
+            Some(Ok(_)) => {
+                let reason = jobs.get(first_job).map_or(job.reason, |j| j.reason);
+                Err(StoreError::Rule(RuleError::SessionEnded(reason)))
+            }
+            Some(Err(e)) => Err(clone_error(e)),
+            // Not live: tell why; an expired session not reaped yet ends now, with its reason.
+            None => match fetch_session(pool, cache, &job.session_id).await {
+                Ok(Some(row)) => {
+                    if row.ended.is_none() {
+                        let reason = row.session.clock.expiry_reason().as_str();
+                        end_now(
+                            pool,
+                            vec![(row.session.id.clone(), job.now.millis(), reason)],
+                        )
+                        .await?;
+                    }
+                    Err(ended_error(&row))
+                }
+                Ok(None) => Err(StoreError::NotFound("session")),
+                Err(e) => Err(e),
+            },
+        };
+        results.push(result);
+    }
+    Ok(results)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Point reads
 // ---------------------------------------------------------------------------------------------
 
@@ -1476,6 +1585,7 @@ pub struct PgStore {
     cache: Arc<TermsCache>,
     opens: Vec<mpsc::Sender<OpenJob>>,
     heartbeats: Vec<mpsc::Sender<HeartbeatJob>>,
+    ends: Vec<mpsc::Sender<EndJob>>,
     credentials: Reader<CredentialLoader>,
     users: Reader<UserLoader>,
     licenses: Reader<LicenseLoader>,
@@ -1507,7 +1617,15 @@ impl PgStore {
                 tx
             })
             .collect();
+        let ends = (0..END_LANES)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+                tokio::spawn(end_batcher(pool.clone(), cache.clone(), rx));
+                tx
+            })
+            .collect();
         PgStore {
+            ends,
             credentials: Reader::spawn(&pool, CredentialLoader),
             users: Reader::spawn(&pool, UserLoader),
             licenses: Reader::spawn(&pool, LicenseLoader(cache.clone())),
@@ -1882,44 +2000,21 @@ impl Store for PgStore {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Session> {
-        // One statement: end the session if it is still live, and write its event.
-        let row = sqlx::query(&format!(
-            "WITH e AS (
-                 UPDATE sessions s SET ended_at = $2, end_reason = $3
-                 WHERE s.id = $1 AND s.ended_at IS NULL AND s.expires_at > $2
-                 RETURNING s.*
-             ), a AS (
-                 INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
-                 SELECT $2, l.account_id, e.license_id, e.id, e.username, 'ended', $3
-                 FROM e JOIN licenses l ON l.id = e.license_id
-             )
-             SELECT {SESSION_COLS} FROM e AS s JOIN licenses l ON l.id = s.license_id"
-        ))
-        .bind(session_id)
-        .bind(now.millis())
-        .bind(reason.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        if let Some(row) = row {
-            return Ok(SessionRow::read(&row, &self.cache)?.session);
-        }
-        // Not live: tell why; an expired session not reaped yet ends now, with its own reason.
-        match fetch_session(&self.pool, &self.cache, session_id).await? {
-            Some(row) => {
-                if row.ended.is_none() {
-                    let reason = row.session.clock.expiry_reason().as_str();
-                    end_now(
-                        &self.pool,
-                        vec![(row.session.id.clone(), now.millis(), reason)],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                }
-                Err(ended_error(&row))
-            }
-            None => Err(StoreError::NotFound("session")),
-        }
+        let lane = lane_of(session_id, self.ends.len());
+        let stopped = || StoreError::Unavailable("the logout batcher has stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.ends
+            .get(lane)
+            .ok_or_else(stopped)?
+            .send(EndJob {
+                session_id: session_id.to_owned(),
+                reason,
+                now,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
