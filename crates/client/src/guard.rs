@@ -178,8 +178,9 @@ impl Shared {
 /// ```
 ///
 /// The background task heartbeats every `heartbeat_interval_secs` (as the server advises, or as
-/// overridden in [`CheckoutOptions`]), and more often when the session's expiry comes closer
-/// than that. Once the held lease is past half its life, a heartbeat asks for a re-signed one
+/// overridden in [`CheckoutOptions`]), and at the latest when a third of the time to the
+/// session's expiry has passed (short inactivity timeouts), so that a failed heartbeat leaves
+/// time for retries. Once the held lease is past half its life, a heartbeat asks for a re-signed one
 /// (`?lease=true`), which [`LeaseGuard::lease`] then returns. A failed heartbeat that may
 /// succeed later (transport error, 503) is retried with backoff until the session's
 /// `expires_at` has passed; past it the seat is gone (the server never lets a session outlive
@@ -450,12 +451,13 @@ fn local_deadline(expires_at: OffsetDateTime, clock: &dyn Clock, interval: Durat
     now + remaining.max(floor)
 }
 
-/// When to send the next heartbeat: after the interval, but before half of the time left,
-/// and never after the deadline.
+/// When to send the next heartbeat: after the interval, but before a third of the time left
+/// has passed (so that a heartbeat that fails still leaves time for retries before the
+/// session expires), and never after the deadline.
 fn next_heartbeat(now: Instant, deadline: Instant, interval: Duration) -> Instant {
-    let half_left = deadline.saturating_duration_since(now) / 2;
+    let third_left = deadline.saturating_duration_since(now) / 3;
     let floor = interval.min(MIN_HEARTBEAT_SPACING);
-    (now + interval.min(half_left.max(floor))).min(deadline)
+    (now + interval.min(third_left.max(floor))).min(deadline)
 }
 
 /// When to ask for a re-signed lease: once the lease received at `now`, valid until
@@ -590,12 +592,12 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_come_before_half_the_time_left_when_expiry_is_near() {
+    fn heartbeats_come_within_a_third_of_the_time_left_when_expiry_is_near() {
         let now = Instant::now();
-        let deadline = now + Duration::from_secs(40);
+        let deadline = now + Duration::from_secs(45);
         assert_eq!(
             next_heartbeat(now, deadline, Duration::from_secs(60)),
-            now + Duration::from_secs(20)
+            now + Duration::from_secs(15)
         );
         // ...but not more often than every 250 ms, and never after the deadline.
         let deadline = now + Duration::from_millis(200);
@@ -615,9 +617,9 @@ mod tests {
         // inactivity_timeout_secs = 1: the server advises a 1 s interval and the session
         // expires 1 s after each heartbeat; the heartbeat must not wait for the expiry.
         let now = Instant::now();
-        let deadline = now + Duration::from_millis(980);
+        let deadline = now + Duration::from_millis(990);
         let next = next_heartbeat(now, deadline, Duration::from_secs(1));
-        assert_eq!(next, now + Duration::from_millis(490));
+        assert_eq!(next, now + Duration::from_millis(330));
     }
 
     #[test]
