@@ -16,7 +16,9 @@
 //! Exit codes: the program's own code; 128+S when it died of signal S; 75 no seat free (after
 //! `--wait`, if given); 76 the seat was lost while the program ran; 77 the server refused the
 //! checkout (bad token, unknown license, license not active...); 69 server unreachable; 78
-//! configuration error (no token...); 126 the program cannot be executed; 127 not found.
+//! configuration error (no token...); 126 the program cannot be executed; 127 not found; 71
+//! signal handlers could not be installed. A signal that arrives before the seat is taken
+//! (while waiting for one) ends `run` with 128+S.
 //!
 //! Signals: the program runs in our process group, so a Ctrl-C typed in the terminal reaches it
 //! directly; SIGINT and SIGQUIT are forwarded only when they cannot have come from our
@@ -41,6 +43,9 @@ pub const EXIT_NO_SEAT: u8 = 75;
 pub const EXIT_LEASE_LOST: u8 = 76;
 /// Exit code: the server refused the checkout (sysexits `EX_NOPERM`).
 pub const EXIT_REFUSED: u8 = 77;
+/// Exit code: the operating system refused something we need, such as signal handlers
+/// (sysexits `EX_OSERR`).
+pub const EXIT_OS_ERROR: u8 = 71;
 /// Exit code: the program exists but cannot be executed (as in shells).
 pub const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// Exit code: the program was not found (as in shells).
@@ -115,7 +120,7 @@ async fn run_program(args: RunArgs) -> u8 {
         Ok(signals) => signals,
         Err(e) => {
             say(format!("cannot listen for signals: {e}"));
-            return EXIT_CANNOT_EXECUTE;
+            return EXIT_OS_ERROR;
         }
     };
     let device_id = args.device_id.clone().unwrap_or_else(default_device_id);
@@ -163,7 +168,9 @@ impl Checkout<'_> {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or_default();
             let mut options = CheckoutOptions::new();
-            if remaining.as_secs() > 0 {
+            // The first try is immediate, so that a wait is announced before it starts (a
+            // queueing license holds the request for the whole wait).
+            if announced && remaining.as_secs() > 0 {
                 options = options.wait_secs(remaining.as_secs());
             }
             let attempt = tokio::select! {
@@ -188,6 +195,8 @@ impl Checkout<'_> {
                     self.wait.unwrap_or(0)
                 ));
                 announced = true;
+                // At once: on a queueing license the next try waits in the server's queue.
+                continue;
             }
             let nap = pause.min(remaining);
             pause = (pause * 2).min(MAX_RETRY_PAUSE);
@@ -279,7 +288,11 @@ async fn supervise(
                 loop {
                     tokio::select! {
                         _ = child.wait() => break,
-                        signal = signals.recv() => send_signal(pid, signal),
+                        signal = signals.recv() => {
+                            if should_forward(signal) {
+                                send_signal(pid, signal);
+                            }
+                        }
                         () = tokio::time::sleep_until(deadline) => {
                             say(format!("{shown} did not exit within {} s; killing it", kill_after.as_secs()));
                             let _ = child.kill().await;

@@ -4,7 +4,7 @@
 
 use std::process::Stdio;
 
-use leasehold_client::proto::CreateLicense;
+use leasehold_client::proto::{CreateLicense, OnFull};
 use leasehold_client::Client;
 
 use crate::kit::*;
@@ -196,9 +196,24 @@ async fn a_full_license_is_refused_clearly_with_exit_code_75() {
 
 #[tokio::test]
 async fn with_wait_the_program_runs_once_a_seat_is_freed() {
-    // Arrange: alice holds the only seat of a license that does not queue.
+    // A license that does not queue: `run` asks again now and then.
+    wait_for_a_seat(OnFull::Deny).await;
+}
+
+#[tokio::test]
+async fn with_wait_on_a_queueing_license_the_program_waits_in_the_queue() {
+    wait_for_a_seat(OnFull::Queue).await;
+}
+
+async fn wait_for_a_seat(on_full: OnFull) {
+    // Arrange: alice holds the only seat.
     let kit = Kit::start();
-    let tenant = kit.tenant(license(1)).await;
+    let tenant = kit
+        .tenant(CreateLicense {
+            on_full: Some(on_full),
+            ..license(1)
+        })
+        .await;
     let alice = Client::with_token(kit.url(), tenant.user_token("alice").await).unwrap();
     let held = alice
         .checkout(&tenant.license_id, "desk", "cad-1")
@@ -228,6 +243,17 @@ async fn with_wait_the_program_runs_once_a_seat_is_freed() {
         .spawn()
         .unwrap();
     assert!(eventually(|| async { read(&stderr).contains("waiting up to 60 s") }).await);
+    if on_full == OnFull::Queue {
+        let queued = || async {
+            let queue = tenant
+                .admin
+                .license_queue(&tenant.license_id)
+                .await
+                .unwrap();
+            queue.waiting.iter().any(|w| w.username == "bob")
+        };
+        assert!(eventually(queued).await, "bob waits in the server's queue");
+    }
     held.release().await.unwrap();
     let status = tokio::time::timeout(SOON, run.wait())
         .await
