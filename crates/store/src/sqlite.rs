@@ -11,9 +11,12 @@
 //!
 //! - an open, a logout or a revoke is answered only after its batch is on disk (a `kill -9`
 //!   cannot lose an acknowledged session), yet concurrent requests share one fsync;
-//! - a heartbeat is answered from memory at once and persisted by the next batch: the expiry on
-//!   disk is behind memory by at most one batch (milliseconds). After a crash a session can thus
-//!   expire at most that much earlier than its owner was last told; never later;
+//! - a heartbeat is answered from memory at once; its new expiry waits in a map of pending
+//!   touches (the latest per session) that the writer takes with its next batch, at the latest
+//!   `TOUCH_DELAY` after the first pending one. Heartbeats of one session within that window
+//!   cost one write, and a heartbeat never costs an fsync of its own. The expiry on disk is thus
+//!   behind memory by at most `TOUCH_DELAY` plus one batch (tens of milliseconds). After a crash
+//!   a session can expire at most that much earlier than its owner was last told; never later;
 //! - the reaper pops expired sessions from a per-license index ordered by `expires_at`, so a tick
 //!   costs O(licenses + expired), never a scan of all sessions.
 //!
@@ -40,6 +43,8 @@ use crate::{Store, StoreError, StoreResult};
 
 /// Most jobs applied in one transaction.
 const MAX_BATCH: usize = 8192;
+/// Longest a heartbeat's new expiry waits before the writer persists it (see the module doc).
+const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long an ended session's reason is kept in memory (then it is read from disk).
 const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
 
@@ -80,6 +85,16 @@ enum WriteOp {
 struct Job {
     ops: Vec<WriteOp>,
     ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Heartbeat expiries not yet persisted: session id -> (expires_at, license_end), the latest
+/// per session. Shared by the store (which fills it) and the writer (which empties it).
+type Touches = Arc<Mutex<HashMap<String, (Timestamp, Option<Timestamp>)>>>;
+
+fn lock_touches(
+    touches: &Touches,
+) -> MutexGuard<'_, HashMap<String, (Timestamp, Option<Timestamp>)>> {
+    touches.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct LicenseState {
@@ -199,6 +214,7 @@ impl LicenseState {
 
 struct Mem {
     writer: Sender<Job>,
+    touches: Touches,
     settings: HashMap<String, String>,
     accounts: HashMap<String, Account>,
     credentials: HashMap<TokenHash, Credential>,
@@ -243,6 +259,24 @@ impl Mem {
         });
         self.serve_queues();
         rx
+    }
+
+    /// Records a heartbeat's new expiry for the writer (coalesced, see `Touches`).
+    fn touch(&mut self, s: &Session) {
+        let first = {
+            let mut touches = lock_touches(&self.touches);
+            let first = touches.is_empty();
+            touches.insert(s.id.clone(), (s.clock.expires_at, s.clock.license_end));
+            first
+        };
+        if first {
+            // Wakes the writer, which then gives further heartbeats `TOUCH_DELAY` to join.
+            let _ = self.writer.send(Job {
+                ops: Vec::new(),
+                ack: None,
+            });
+        }
+        self.serve_queues();
     }
 
     fn send_unacked(&mut self, ops: Vec<WriteOp>) {
@@ -630,10 +664,11 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let mem = load(&conn, tx, now)?;
+        let touches = mem.touches.clone();
         let reader = open_connection(path)?;
         std::thread::Builder::new()
             .name("leasehold-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, touches))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(SqliteStore {
             mem: Mutex::new(mem),
@@ -655,6 +690,7 @@ impl SqliteStore {
 fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<Mem> {
     let mut mem = Mem {
         writer,
+        touches: Touches::default(),
         settings: HashMap::new(),
         accounts: HashMap::new(),
         credentials: HashMap::new(),
@@ -873,15 +909,43 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
     Ok(mem)
 }
 
-fn writer_loop(mut conn: Connection, rx: Receiver<Job>) {
+fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        if batch[0].ops.is_empty() && batch[0].ack.is_none() {
+            // A heartbeat's wake-up: let more heartbeats join (a real job ends the wait).
+            if let Ok(job) = rx.recv_timeout(TOUCH_DELAY) {
+                batch.push(job);
+            }
+        }
+        // Taken before the queue is drained: a touched session's insert was queued before its
+        // touch, so it is in this batch (or an earlier one) and the update finds its row.
+        let mut pending = std::mem::take(&mut *lock_touches(&touches));
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
+        if batch.len() == MAX_BATCH {
+            // Jobs may remain queued, an insert among them: their touches wait for the next
+            // batch (unless a newer heartbeat replaced them meanwhile).
+            let mut map = lock_touches(&touches);
+            for (id, t) in pending.drain() {
+                map.entry(id).or_insert(t);
+            }
+        }
+        batch.push(Job {
+            ops: pending
+                .into_iter()
+                .map(|(id, (expires_at, license_end))| WriteOp::Touch {
+                    id,
+                    expires_at,
+                    license_end,
+                })
+                .collect(),
+            ack: None,
+        });
         let result = apply_batch(&mut conn, &batch).map_err(|e| {
             tracing::error!(error = %e, jobs = batch.len(), "database write failed");
             e.to_string()
@@ -1332,11 +1396,7 @@ impl Store for SqliteStore {
                             lic.expiry
                                 .insert((session.clock.expires_at, session.id.clone()));
                         }
-                        mem.send_unacked(vec![WriteOp::Touch {
-                            id: session.id.clone(),
-                            expires_at: session.clock.expires_at,
-                            license_end: session.clock.license_end,
-                        }]);
+                        mem.touch(&session);
                         mem.sessions.insert(session.id.clone(), session.clone());
                         return Ok(session);
                     }
