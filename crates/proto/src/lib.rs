@@ -35,7 +35,7 @@ pub enum ErrorCode {
     Conflict,
     /// 410: the session has ended; `reason` says why.
     SessionEnded,
-    /// 409: the user is inactive and may not open sessions.
+    /// 403: the user is inactive (on the account, or on a `registered_users` license).
     UserInactive,
     /// 409: all active-user slots of a `registered_users` license are taken.
     ActiveUsersExhausted,
