@@ -422,6 +422,20 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
+/// 200 answer of `GET /v1/accounts/{id}/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserList {
+    pub users: Vec<User>,
+}
+
+/// 200 answer of `GET /v1/accounts/{id}/licenses`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LicenseList {
+    pub licenses: Vec<License>,
+}
+
 /// 201 answer of `POST /v1/accounts/{id}/users/{username}/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -72,6 +72,10 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a user; answers whether it was created.
     async fn put_user(&self, user: User) -> StoreResult<bool>;
     async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>>;
+    /// The account's users, by username.
+    async fn list_users(&self, account_id: &str) -> StoreResult<Vec<User>>;
+    /// The account's licenses, oldest first.
+    async fn list_licenses(&self, account_id: &str) -> StoreResult<Vec<License>>;
 
     // ---- licenses ----
     async fn create_license(&self, license: License) -> StoreResult<()>;

@@ -1858,6 +1858,45 @@ impl Store for PgStore {
         row.map(|r| user_from(&r)).transpose().map_err(db_error)
     }
 
+    async fn list_users(&self, account_id: &str) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLS} FROM users WHERE account_id = $1 ORDER BY username"
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(user_from)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
+    }
+
+    async fn list_licenses(&self, account_id: &str) -> StoreResult<Vec<License>> {
+        let rows = sqlx::query(
+            "SELECT id, model, terms, created_at FROM licenses
+             WHERE account_id = $1 ORDER BY created_at, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get(0).map_err(db_error)?;
+            let model: String = row.try_get(1).map_err(db_error)?;
+            let terms: String = row.try_get(2).map_err(db_error)?;
+            out.push(License {
+                model: parse_model(&id, &model)?,
+                terms: (*self.cache.get(&id, &terms)?).clone(),
+                created_at: Timestamp::from_millis(row.try_get(3).map_err(db_error)?),
+                account_id: account_id.to_owned(),
+                id,
+            });
+        }
+        Ok(out)
+    }
+
     async fn create_license(&self, license: License) -> StoreResult<()> {
         let terms = terms_json(&license.terms)?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;

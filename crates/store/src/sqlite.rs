@@ -1246,6 +1246,30 @@ impl Store for SqliteStore {
             .cloned())
     }
 
+    async fn list_users(&self, account_id: &str) -> StoreResult<Vec<User>> {
+        let mem = self.mem();
+        let mut users: Vec<User> = mem
+            .users
+            .values()
+            .filter(|u| u.account_id == account_id)
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    async fn list_licenses(&self, account_id: &str) -> StoreResult<Vec<License>> {
+        let mem = self.mem();
+        let mut licenses: Vec<License> = mem
+            .licenses
+            .values()
+            .filter(|l| l.license.account_id == account_id)
+            .map(|l| l.license.clone())
+            .collect();
+        licenses.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(licenses)
+    }
+
     async fn create_license(&self, license: License) -> StoreResult<()> {
         let rx = {
             let mut mem = self.mem();

@@ -314,18 +314,77 @@ pub async fn put_user(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(proto::User {
-            account_id: user.account_id,
-            username: user.username,
-            kind: user.kind,
-            active: user.active,
-            client_id: user.client_id,
-            client_secret: secret,
-            created_at: to_offset(user.created_at),
-        }),
-    ))
+    let mut view = user_view(&user);
+    view.client_secret = secret;
+    Ok((status, Json(view)))
+}
+
+fn user_view(user: &User) -> proto::User {
+    proto::User {
+        account_id: user.account_id.clone(),
+        username: user.username.clone(),
+        kind: user.kind,
+        active: user.active,
+        client_id: user.client_id.clone(),
+        client_secret: None,
+        created_at: to_offset(user.created_at),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/users/{username}", tag = "users",
+    params(("id" = String, Path, description = "Account id"), ("username" = String, Path)),
+    responses((status = 200, body = proto::User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((account_id, username)): Path<(String, String)>,
+) -> ApiResult<Json<proto::User>> {
+    admin_account(&state, &auth, &account_id).await?;
+    let user = state
+        .store
+        .get_user(&account_id, &username)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    Ok(Json(user_view(&user)))
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/users", tag = "users",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = proto::UserList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(account_id): Path<String>,
+) -> ApiResult<Json<proto::UserList>> {
+    admin_account(&state, &auth, &account_id).await?;
+    let users = state.store.list_users(&account_id).await?;
+    Ok(Json(proto::UserList {
+        users: users.iter().map(user_view).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/licenses", tag = "licenses",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = proto::LicenseList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_licenses(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(account_id): Path<String>,
+) -> ApiResult<Json<proto::LicenseList>> {
+    admin_account(&state, &auth, &account_id).await?;
+    let licenses = state.store.list_licenses(&account_id).await?;
+    Ok(Json(proto::LicenseList {
+        licenses: licenses.iter().map(license_view).collect(),
+    }))
 }
 
 #[utoipa::path(

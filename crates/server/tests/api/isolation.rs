@@ -49,6 +49,31 @@ async fn another_accounts_admin_gets_403_or_404_on_every_route() {
         (Method::GET, format!("/v1/licenses/{lic}/usage"), None),
         (Method::GET, format!("/v1/licenses/{lic}/audit"), None),
         (Method::DELETE, format!("/v1/sessions/{session}"), None),
+        (Method::GET, format!("/v1/accounts/{acc}/users"), None),
+        (Method::GET, format!("/v1/accounts/{acc}/users/bob"), None),
+        (
+            Method::GET,
+            format!("/v1/accounts/{acc}/users/bob/sessions"),
+            None,
+        ),
+        (Method::GET, format!("/v1/accounts/{acc}/licenses"), None),
+        (Method::GET, format!("/v1/licenses/{lic}/users"), None),
+        (
+            Method::PUT,
+            format!("/v1/licenses/{lic}/users/bob"),
+            Some(json!({"active": true})),
+        ),
+        (Method::GET, format!("/v1/licenses/{lic}/devices"), None),
+        (
+            Method::POST,
+            format!("/v1/licenses/{lic}/devices"),
+            Some(json!({"fingerprint": "x"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/licenses/{lic}/devices/x"),
+            None,
+        ),
     ];
     for token in [&b_admin, &b_user] {
         for (method, path, body) in &calls {

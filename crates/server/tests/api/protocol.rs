@@ -429,3 +429,57 @@ async fn an_acknowledged_session_survives_a_restart_on_the_same_data_folder() {
     let hb = app.heartbeat(&bob, &s).await;
     assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
 }
+
+#[tokio::test]
+async fn admins_can_read_and_list_users_and_licenses() {
+    let app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({})).await;
+    app.user_token(&f.account_id, &f.admin, "bob").await;
+    app.call(
+        Method::PUT,
+        &format!("/v1/accounts/{}/users/svc", f.account_id),
+        Some(&f.admin),
+        Some(json!({"kind": "service"})),
+    )
+    .await;
+    let u = app
+        .get(
+            &format!("/v1/accounts/{}/users/svc", f.account_id),
+            &f.admin,
+        )
+        .await;
+    assert_eq!(u.status, StatusCode::OK);
+    assert_eq!(u.body["kind"], "service");
+    assert!(u.body["client_id"].is_string());
+    assert!(
+        u.body.get("client_secret").is_none(),
+        "secrets are shown once"
+    );
+    let list = app
+        .get(&format!("/v1/accounts/{}/users", f.account_id), &f.admin)
+        .await;
+    let names: Vec<&str> = list.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["bob", "svc"]);
+    let lics = app
+        .get(&format!("/v1/accounts/{}/licenses", f.account_id), &f.admin)
+        .await;
+    assert_eq!(lics.body["licenses"][0]["id"], f.license_id.as_str());
+    let r = app
+        .get(
+            &format!("/v1/accounts/{}/users/ghost", f.account_id),
+            &f.admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Another account's admin is refused.
+    let (_, other) = app.create_account("Other").await;
+    let r = app
+        .get(&format!("/v1/accounts/{}/users", f.account_id), &other)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
