@@ -43,6 +43,8 @@ use crate::{Store, StoreError, StoreResult};
 
 /// Most jobs applied in one transaction.
 const MAX_BATCH: usize = 8192;
+/// Most sessions one reaper pass ends while holding the lock (see `reap_expired`).
+const REAP_CHUNK: usize = 1000;
 /// Longest a heartbeat's new expiry waits before the writer persists it (see the module doc).
 const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long an ended session's reason is kept in memory (then it is read from disk).
@@ -67,6 +69,12 @@ enum WriteOp {
         id: String,
         expires_at: Timestamp,
         license_end: Option<Timestamp>,
+    },
+    /// The license end changed: every live session of the license gets it as `license_end`
+    /// and ends no later than it.
+    CapLicenseEnd {
+        license_id: String,
+        end: Option<Timestamp>,
     },
     LicenseUser(LicenseUser),
     Device(DeviceActivation),
@@ -555,9 +563,19 @@ impl Mem {
 
     /// Ends the expired sessions of one license; returns them and the ops that persist it.
     fn reap_license(&mut self, license_id: &str, now: Timestamp) -> (Vec<Session>, Vec<WriteOp>) {
+        self.reap_license_upto(license_id, now, usize::MAX)
+    }
+
+    /// `reap_license`, ending at most `limit` sessions (the earliest expired).
+    fn reap_license_upto(
+        &mut self,
+        license_id: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> (Vec<Session>, Vec<WriteOp>) {
         let mut expired = Vec::new();
         if let Some(lic) = self.licenses.get(license_id) {
-            for (at, id) in &lic.expiry {
+            for (at, id) in lic.expiry.iter().take(limit) {
                 if *at > now {
                     break;
                 }
@@ -1064,15 +1082,25 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             expires_at,
             license_end,
         } => {
+            // A touch made before a license end changed (still pending when the change was
+            // written) is stale: skipped, so the disk never holds a later expiry than memory.
             tx.prepare_cached(
                 "UPDATE sessions SET expires_at = ?2, license_end = ?3
-                 WHERE id = ?1 AND ended_at IS NULL",
+                 WHERE id = ?1 AND ended_at IS NULL AND license_end IS ?3",
             )?
             .execute(params![
                 id,
                 expires_at.millis(),
                 license_end.map(Timestamp::millis)
             ])?;
+        }
+        WriteOp::CapLicenseEnd { license_id, end } => {
+            let end = end.map(Timestamp::millis);
+            tx.prepare_cached(
+                "UPDATE sessions SET license_end = ?2, expires_at = MIN(expires_at, COALESCE(?2, expires_at))
+                 WHERE license_id = ?1 AND ended_at IS NULL",
+            )?
+            .execute(params![license_id, end])?;
         }
         WriteOp::LicenseUser(u) => {
             tx.prepare_cached(
@@ -1311,24 +1339,26 @@ impl Store for SqliteStore {
             ];
             if end_changed {
                 // Live sessions end with the license: bring their expiry forward if needed.
+                // On disk one statement does the same for all of them (`CapLicenseEnd`).
                 let ids = state.session_ids(|_| true);
                 for id in ids {
                     let Some(s) = mem.sessions.get_mut(&id) else {
                         continue;
                     };
                     let old = s.clock.expires_at;
-                    s.clock.cap_at_license_end(license.terms.expires_at);
-                    ops.push(WriteOp::Touch {
-                        id: id.clone(),
-                        expires_at: s.clock.expires_at,
-                        license_end: s.clock.license_end,
-                    });
+                    if !s.clock.cap_at_license_end(license.terms.expires_at) {
+                        continue;
+                    }
                     let new = s.clock.expires_at;
                     if let Some(state) = mem.licenses.get_mut(&license.id) {
                         state.expiry.remove(&(old, id.clone()));
                         state.expiry.insert((new, id));
                     }
                 }
+                ops.push(WriteOp::CapLicenseEnd {
+                    license_id: license.id.clone(),
+                    end: license.terms.expires_at,
+                });
             }
             // More seats (or lifted suspension) may serve the queue.
             mem.to_serve.push(license.id.clone());
@@ -1607,20 +1637,41 @@ impl Store for SqliteStore {
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
-        let mut mem = self.mem();
-        let due: Vec<String> = mem
-            .licenses
-            .iter()
-            .filter(|(_, l)| l.expiry.first().is_some_and(|(at, _)| *at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
+        // Mass expiries (a license ending under a million sessions) are reaped in chunks,
+        // letting go of the lock between them so heartbeats and opens are not held up.
         let mut ended = Vec::new();
-        let mut ops = Vec::new();
-        for id in due {
-            let (mut e, mut o) = mem.reap_license(&id, now);
-            ended.append(&mut e);
-            ops.append(&mut o);
+        loop {
+            let more = {
+                let mut mem = self.mem();
+                let due: Vec<String> = mem
+                    .licenses
+                    .iter()
+                    .filter(|(_, l)| l.expiry.first().is_some_and(|(at, _)| *at <= now))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let mut ops = Vec::new();
+                let mut budget = REAP_CHUNK;
+                for id in due {
+                    if budget == 0 {
+                        break;
+                    }
+                    let (mut e, mut o) = mem.reap_license_upto(&id, now, budget);
+                    budget = budget.saturating_sub(e.len());
+                    ended.append(&mut e);
+                    ops.append(&mut o);
+                }
+                if !ops.is_empty() {
+                    mem.send_unacked(ops);
+                }
+                budget == 0
+            };
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
+        let mut mem = self.mem();
+        let mut ops = Vec::new();
         // Expired access tokens are dropped the same way: O(expired).
         while let Some(&(at, hash)) = mem.credential_expiry.first() {
             if at > now {
