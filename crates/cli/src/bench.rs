@@ -816,7 +816,8 @@ async fn expire(
     let expiry = patch_started + Duration::from_secs_f64(args.expire_lead);
     tokio::time::sleep_until(expiry.into()).await;
     record.store(true, Ordering::Relaxed);
-    let deadline = expiry + Duration::from_secs(120);
+    // Counted from the expiry, or from the end of the call that set it when that took longer.
+    let deadline = Instant::now().max(expiry) + Duration::from_secs(120);
     let mut cleared = None;
     while Instant::now() < deadline {
         match admin.in_use(lic).await {
@@ -829,8 +830,14 @@ async fn expire(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Keep measuring a moment after the clearing (the writer may still be persisting it).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Keep measuring a moment after the clearing (the writer may still be persisting it), and
+    // time a durable open + close on the other license: how long the backlog holds up writes.
+    let probe = Instant::now();
+    let durable = open_many(addr, &other, &tokens[..1], 1, 1, "probe", false)
+        .await
+        .ok()
+        .map(|_| probe.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(probe.elapsed())).await;
     record.store(false, Ordering::Relaxed);
     let window = expiry.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -850,6 +857,7 @@ async fn expire(
         extra: json!({
             "cleared_secs": summary.clear_secs,
             "set_license_end_secs": patch_secs,
+            "durable_open_after_clear_secs": durable,
             "heartbeat_rate": args.expire_heartbeat_rate,
         }),
     })?;
