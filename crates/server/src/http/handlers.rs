@@ -1,7 +1,7 @@
 //! Handlers of seat protocol v1. Each one is thin: authorize, parse, call the store (where the
 //! licensing rules run), shape the answer. Errors go through `ApiError`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -17,7 +17,7 @@ use leasehold_store::{
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{ApiForm, ApiJson, AppState};
+use super::{ApiForm, ApiJson, ApiPath, AppState};
 use crate::auth::{hash_token, new_public_id, new_token, secret_matches, Auth};
 use crate::clock::to_offset;
 use crate::error::{ApiError, ApiResult};
@@ -211,7 +211,7 @@ pub async fn create_license(
 pub async fn get_license(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<proto::License>> {
     let license = admin_license(&state, &auth, &id).await?;
     let usage = state.store.usage(&id, state.clock.now()).await?;
@@ -230,7 +230,7 @@ pub async fn get_license(
 pub async fn patch_license(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<proto::PatchLicense>,
 ) -> ApiResult<Json<proto::License>> {
     let mut license = admin_license(&state, &auth, &id).await?;
@@ -252,7 +252,7 @@ pub async fn patch_license(
 pub async fn put_user(
     State(state): State<AppState>,
     auth: Auth,
-    Path((account_id, username)): Path<(String, String)>,
+    ApiPath((account_id, username)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<proto::PutUser>,
 ) -> ApiResult<(StatusCode, Json<proto::User>)> {
     admin_account(&state, &auth, &account_id).await?;
@@ -340,7 +340,7 @@ fn user_view(user: &User) -> proto::User {
 pub async fn get_user(
     State(state): State<AppState>,
     auth: Auth,
-    Path((account_id, username)): Path<(String, String)>,
+    ApiPath((account_id, username)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<proto::User>> {
     admin_account(&state, &auth, &account_id).await?;
     let user = state
@@ -360,7 +360,7 @@ pub async fn get_user(
 pub async fn list_users(
     State(state): State<AppState>,
     auth: Auth,
-    Path(account_id): Path<String>,
+    ApiPath(account_id): ApiPath<String>,
 ) -> ApiResult<Json<proto::UserList>> {
     admin_account(&state, &auth, &account_id).await?;
     let users = state.store.list_users(&account_id).await?;
@@ -378,7 +378,7 @@ pub async fn list_users(
 pub async fn list_licenses(
     State(state): State<AppState>,
     auth: Auth,
-    Path(account_id): Path<String>,
+    ApiPath(account_id): ApiPath<String>,
 ) -> ApiResult<Json<proto::LicenseList>> {
     admin_account(&state, &auth, &account_id).await?;
     let licenses = state.store.list_licenses(&account_id).await?;
@@ -396,7 +396,7 @@ pub async fn list_licenses(
 pub async fn create_user_token(
     State(state): State<AppState>,
     auth: Auth,
-    Path((account_id, username)): Path<(String, String)>,
+    ApiPath((account_id, username)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<proto::TokenCreated>)> {
     admin_account(&state, &auth, &account_id).await?;
     let user = state
@@ -703,7 +703,7 @@ pub struct HeartbeatQuery {
 pub async fn heartbeat(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Result<Query<HeartbeatQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<proto::Heartbeat>> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
@@ -726,7 +726,7 @@ pub async fn heartbeat(
 pub async fn close_session(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let reason = match &auth.0 {
         Principal::Root | Principal::AccountAdmin { .. } => {
@@ -761,7 +761,7 @@ pub async fn close_session(
 pub async fn list_sessions(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<proto::SessionList>> {
     admin_license(&state, &auth, &id).await?;
     let sessions = state
@@ -793,7 +793,7 @@ pub struct UsageQuery {
 pub async fn license_usage(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<proto::UsageReport>> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
@@ -847,7 +847,7 @@ pub struct AuditLog {
 pub async fn license_audit(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AuditLog>> {
     admin_license(&state, &auth, &id).await?;
     let events = state.store.audit_log(&id, 10_000).await?;
@@ -950,7 +950,7 @@ fn license_user_view(u: &leasehold_store::LicenseUser) -> proto::LicenseUser {
 pub async fn put_license_user(
     State(state): State<AppState>,
     auth: Auth,
-    Path((id, username)): Path<(String, String)>,
+    ApiPath((id, username)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<proto::PutLicenseUser>,
 ) -> ApiResult<(StatusCode, Json<proto::LicenseUser>)> {
     let license = admin_license(&state, &auth, &id).await?;
@@ -984,7 +984,7 @@ pub async fn put_license_user(
 pub async fn list_license_users(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<proto::LicenseUserList>> {
     let license = admin_license(&state, &auth, &id).await?;
     let users = state.store.list_license_users(&id).await?;
@@ -1019,7 +1019,7 @@ fn device_view(d: &leasehold_store::DeviceActivation) -> proto::Device {
 pub async fn activate_device(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<proto::ActivateDevice>,
 ) -> ApiResult<(StatusCode, Json<proto::Device>)> {
     admin_license(&state, &auth, &id).await?;
@@ -1055,7 +1055,7 @@ pub async fn activate_device(
 pub async fn list_devices(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<proto::DeviceList>> {
     let license = admin_license(&state, &auth, &id).await?;
     let devices = state.store.list_devices(&id).await?;
@@ -1074,7 +1074,7 @@ pub async fn list_devices(
 pub async fn deactivate_device(
     State(state): State<AppState>,
     auth: Auth,
-    Path((id, fingerprint)): Path<(String, String)>,
+    ApiPath((id, fingerprint)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     admin_license(&state, &auth, &id).await?;
     let ended = state
@@ -1096,7 +1096,7 @@ pub async fn deactivate_device(
 pub async fn list_user_sessions(
     State(state): State<AppState>,
     auth: Auth,
-    Path((account_id, username)): Path<(String, String)>,
+    ApiPath((account_id, username)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<proto::SessionList>> {
     admin_account(&state, &auth, &account_id).await?;
     state
@@ -1122,7 +1122,7 @@ pub async fn list_user_sessions(
 pub async fn license_queue(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<proto::QueueList>> {
     let own: Option<String> = match &auth.0 {
         Principal::Root | Principal::AccountAdmin { .. } => {

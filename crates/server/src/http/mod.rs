@@ -68,6 +68,27 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 /// Only for the message: the real limit is the configured one.
 const MAX_BODY_HINT: usize = 64 * 1024;
 
+/// `Path<T>` whose rejections (e.g. invalid UTF-8 in a segment) are 400 `invalid_request`.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// `Form<T>` with `ApiError` rejections (for the OAuth2 token endpoint).
 pub struct ApiForm<T>(pub T);
 

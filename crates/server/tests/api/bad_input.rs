@@ -328,3 +328,13 @@ async fn wrong_or_missing_tokens_are_refused() {
 
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
 }
+
+#[tokio::test]
+async fn undecodable_paths_are_400_json() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/licenses/%FF", ROOT_TOKEN).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_request");
+    let r = app.heartbeat(ROOT_TOKEN, "%FF%FE").await;
+    assert_eq!(r.code(), "invalid_request");
+}
