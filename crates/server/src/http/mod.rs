@@ -181,5 +181,13 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .fallback(handlers::no_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // A bug must still answer with the documented error shape (and not kill the server).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::Internal(
+                    "a request handler panicked".into(),
+                ))
+            },
+        ))
         .with_state(state)
 }
