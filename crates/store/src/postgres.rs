@@ -69,17 +69,18 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use leasehold_core::seats::{decide_device_activation, decide_user_activation};
+use leasehold_core::seats::{decide_device_activation, decide_user_activation, must_queue};
 use leasehold_core::session::SessionClock;
 use leasehold_core::{
     decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, SessionState, Timestamp, Username,
 };
-use leasehold_proto::{EndReason, LicenseModel, UserKind};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use leasehold_proto::{EndReason, LicenseModel, OnFull, UserKind};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -90,6 +91,7 @@ use crate::{Store, StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_models.sql"),
+    include_str!("../migrations/postgres/0003_queue.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -111,6 +113,25 @@ const REAP_BATCH: i64 = 1000;
 const REAP_ROUNDS: usize = 20;
 /// Attempts of a batch transaction that failed on a deadlock or serialization conflict.
 const MAX_ATTEMPTS: usize = 5;
+/// The NOTIFY channel of queue outcomes; a payload is `<node_id>:<ticket>`.
+const QUEUE_CHANNEL: &str = "leasehold_queue";
+/// How often a node refreshes its `nodes.seen_at` and checks its own waiting tickets.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// SQL condition (over `nodes n`): the node was seen lately (database clock). A node unseen
+/// for 5 s (five sweeps missed) is gone: grants skip its waiters, listings omit them.
+const LIVE_NODE: &str = "n.seen_at > now() - interval '5 seconds'";
+/// Nodes unseen this long are forgotten, with their queue entries.
+const NODE_FORGET: &str = "10 minutes";
+/// Most queue heads of one license one batch takes (the next batch goes on).
+const QUEUE_HEADS: i64 = 64;
+/// Added to a license's longest wait for a queue entry's deadline.
+const QUEUE_DEADLINE_MARGIN_MILLIS: i64 = 5_000;
+/// Sweeps between two safety-net serves of the licenses this node has waiters on.
+const RESERVE_EVERY: u32 = 5;
+/// Sweeps between two clean-ups of nodes gone for long.
+const CLEANUP_EVERY: u32 = 60;
+/// Pause before the queue listener reconnects after a failure.
+const LISTEN_RETRY: Duration = Duration::from_millis(500);
 
 /// Connection settings of a `PgStore`.
 #[derive(Debug, Clone)]
@@ -471,13 +492,36 @@ fn plain_session(row: &PgRow, license: &LicState) -> Result<Session, sqlx::Error
 }
 
 // ---------------------------------------------------------------------------------------------
-// Opens
+// Opens, and grants to the waiters of a license's queue
 // ---------------------------------------------------------------------------------------------
 
 struct OpenJob {
     req: OpenRequest,
+    /// May join the license's queue instead of being refused (`admit` with `wait`).
+    wait: bool,
     now: Timestamp,
-    reply: oneshot::Sender<StoreResult<Opened>>,
+    reply: oneshot::Sender<StoreResult<Admission>>,
+}
+
+/// What an open lane carries: opens, and requests to serve a license's queue because a seat
+/// may have freed. Both go through the same batch code (license lock, views, `decide_open`).
+enum LaneJob {
+    Open(OpenJob),
+    Serve { license_id: String, now: Timestamp },
+}
+
+/// A waiting queue entry at the head of its license's queue, locked by the batch.
+struct QueueHead {
+    ticket: i64,
+    node_id: String,
+    req: OpenRequest,
+}
+
+/// What a batch decided for a queue head: a session (granted) or a refusal.
+struct Served {
+    ticket: i64,
+    node_id: String,
+    outcome: Result<Opened, RuleError>,
 }
 
 /// One license of an open batch: its (locked) record and the seat view being updated.
@@ -494,6 +538,12 @@ struct LicState {
     active_asking: HashSet<String>,
     /// `node_locked`: the asking devices that are activated.
     activated_asking: HashSet<String>,
+    /// The batch counts and serves this license's queue (it queues, or was asked to serve).
+    queue: bool,
+    /// Live waiters not served yet: what `must_queue` and queue positions count.
+    waiting: u32,
+    /// The longest live waiters, in ticket order (at most `QUEUE_HEADS`), locked.
+    heads: Vec<QueueHead>,
 }
 
 impl LicState {
@@ -514,6 +564,40 @@ impl LicState {
             device_activated: self.activated_asking.contains(device_id),
         }
     }
+
+    /// Takes a seat for `req` (granted by the caller): the new session, counted in the view,
+    /// with its `opened` event.
+    fn take_seat(
+        &mut self,
+        req: &OpenRequest,
+        overdraft: bool,
+        now: Timestamp,
+        note: &str,
+        audit: &mut AuditRows,
+    ) -> Session {
+        let terms = &self.license.terms;
+        let session = Session {
+            id: req.new_id.clone(),
+            license_id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            username: req.username.clone(),
+            kind: req.kind,
+            device_id: req.device_id.clone(),
+            instance_id: req.instance_id.clone(),
+            clock: SessionClock::open(req.kind, terms, now),
+            heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+            overdraft,
+        };
+        self.live += 1;
+        *self.per_user.entry(req.username.clone()).or_default() += 1;
+        let mut detail = session.kind.as_str().to_owned();
+        if overdraft {
+            detail.push_str(" overdraft");
+        }
+        detail.push_str(note);
+        audit.session_event(&session, now, "opened", &detail);
+        session
+    }
 }
 
 type InstanceKey = (String, String, String, String);
@@ -527,70 +611,211 @@ fn instance_key(req: &OpenRequest) -> InstanceKey {
     )
 }
 
+/// A refusal names the device it refers to (the rule does not know it).
+fn with_device(refusal: RuleError, device_id: &str) -> RuleError {
+    match refusal {
+        RuleError::DeviceNotActivated(_) => RuleError::DeviceNotActivated(device_id.to_owned()),
+        other => other,
+    }
+}
+
 enum Outcome {
     Done(StoreResult<Opened>),
     /// The same client instance asked twice in one batch: the same session, not created again.
     SameAs(usize),
+    /// Joined the license's queue (the ticket is filled in once the entry is inserted).
+    Queued(Option<QueueTicket>),
 }
 
-async fn open_batcher(pool: PgPool, mut rx: mpsc::Receiver<OpenJob>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let batch = std::mem::take(&mut jobs);
+/// What an open batch decided.
+#[derive(Default)]
+struct BatchDone {
+    outcomes: Vec<Outcome>,
+    /// Queue heads granted or refused (delivered after the commit).
+    served: Vec<Served>,
+    /// Licenses whose queue has more heads to serve than the batch took.
+    again: HashMap<String, Timestamp>,
+}
+
+async fn open_batcher(pool: PgPool, queue: Arc<QueueCtx>, mut rx: mpsc::Receiver<LaneJob>) {
+    let mut lane_jobs = Vec::with_capacity(MAX_BATCH);
+    // Licenses with queue heads left over by the previous batch: served by the next one.
+    let mut pending: HashMap<String, Timestamp> = HashMap::new();
+    loop {
+        if pending.is_empty() {
+            if rx.recv_many(&mut lane_jobs, MAX_BATCH).await == 0 {
+                break;
+            }
+        } else {
+            while lane_jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => lane_jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut serve = std::mem::take(&mut pending);
+        let mut batch = Vec::with_capacity(lane_jobs.len());
+        for job in lane_jobs.drain(..) {
+            match job {
+                LaneJob::Open(job) => batch.push(job),
+                LaneJob::Serve { license_id, now } => {
+                    let at = serve.entry(license_id).or_insert(now);
+                    *at = (*at).max(now);
+                }
+            }
+        }
         let mut attempt = 1;
-        let results = loop {
-            match open_batch(&pool, &batch).await {
-                Ok(results) => break results,
+        let result = loop {
+            match open_batch(&pool, &queue, &batch, &serve).await {
+                Ok(done) => break Ok(done),
                 Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
                     tracing::debug!(error = %e, attempt, "open batch conflicted; retrying");
                     attempt += 1;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, opens = batch.len(), "open batch failed");
-                    let err = db_error(e);
-                    break batch
-                        .iter()
-                        .map(|_| Outcome::Done(Err(clone_error(&err))))
-                        .collect();
-                }
+                Err(e) => break Err(e),
             }
         };
-        answer_opens(batch, results);
+        match result {
+            Ok(done) => {
+                pending = done.again;
+                for served in done.served {
+                    if served.node_id == queue.node_id {
+                        queue.deliver(served.ticket, served.outcome, true);
+                    }
+                }
+                answer_opens(batch, done.outcomes);
+            }
+            Err(e) => {
+                // The serve requests of a failed batch are not lost for good: every node serves
+                // the licenses it has waiters on again every few seconds (see `sweeper`).
+                tracing::warn!(error = %e, opens = batch.len(), serves = serve.len(), "open batch failed");
+                let err = db_error(e);
+                let outcomes = batch
+                    .iter()
+                    .map(|_| Outcome::Done(Err(clone_error(&err))))
+                    .collect();
+                answer_opens(batch, outcomes);
+            }
+        }
     }
 }
 
 fn answer_opens(batch: Vec<OpenJob>, results: Vec<Outcome>) {
-    let resolved: Vec<StoreResult<Opened>> = results
+    let resolved: Vec<Option<StoreResult<Opened>>> = results
         .iter()
         .map(|o| match o {
-            Outcome::Done(Ok(opened)) => Ok(opened.clone()),
-            Outcome::Done(Err(e)) => Err(clone_error(e)),
-            Outcome::SameAs(j) => match results.get(*j) {
+            Outcome::Done(Ok(opened)) => Some(Ok(opened.clone())),
+            Outcome::Done(Err(e)) => Some(Err(clone_error(e))),
+            Outcome::SameAs(j) => Some(match results.get(*j) {
                 Some(Outcome::Done(Ok(opened))) => Ok(Opened {
                     session: opened.session.clone(),
                     created: false,
                 }),
                 Some(Outcome::Done(Err(e))) => Err(clone_error(e)),
                 _ => Err(StoreError::Unavailable("open batch lost a result".into())),
-            },
+            }),
+            Outcome::Queued(_) => None,
         })
         .collect();
-    for (job, result) in batch.into_iter().zip(resolved) {
-        let _ = job.reply.send(result);
+    for ((job, outcome), resolved) in batch.into_iter().zip(results).zip(resolved) {
+        let answer = match (outcome, resolved) {
+            (Outcome::Queued(Some(ticket)), _) => Ok(Admission::Queued(ticket)),
+            (_, Some(result)) => result.map(Admission::Opened),
+            (_, None) => Err(StoreError::Unavailable(
+                "open batch lost a queue ticket".into(),
+            )),
+        };
+        // A queued client gone meanwhile drops its ticket: the sweep takes it out of the queue.
+        let _ = job.reply.send(answer);
     }
 }
 
-/// One open batch: one transaction, a handful of statements whatever its size.
-async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+/// Takes the queue's live waiters (count and locked heads) of the batch's licenses that serve
+/// their queue. A waiter is live when its node was seen lately and its deadline is ahead.
+async fn queue_heads(
+    tx: &mut Transaction<'_, Postgres>,
+    lics: &mut HashMap<String, LicState>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let queueing: Vec<String> = lics
+        .values()
+        .filter(|l| l.queue)
+        .map(|l| l.license.id.clone())
+        .collect();
+    if queueing.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT k.id, c.waiting, h.ticket, h.node_id, h.username, h.kind, h.device_id,
+                h.instance_id, h.new_id
+         FROM unnest($1::text[]) AS k(id)
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS waiting FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
+             WHERE q.license_id = k.id AND q.state = 'waiting' AND q.deadline > $2 AND {LIVE_NODE}
+         ) AS c
+         LEFT JOIN LATERAL (
+             SELECT q.ticket, q.node_id, q.username, q.kind, q.device_id, q.instance_id, q.new_id
+             FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
+             WHERE q.license_id = k.id AND q.state = 'waiting' AND q.deadline > $2 AND {LIVE_NODE}
+             ORDER BY q.ticket LIMIT $3
+             FOR UPDATE OF q
+         ) AS h ON c.waiting > 0
+         ORDER BY k.id, h.ticket"
+    ))
+    .bind(&queueing)
+    .bind(now.millis())
+    .bind(QUEUE_HEADS)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        let license_id: String = row.try_get(0)?;
+        let Some(lic) = lics.get_mut(&license_id) else {
+            continue;
+        };
+        lic.waiting = u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(u32::MAX);
+        let Some(ticket) = row.try_get::<Option<i64>, _>(2)? else {
+            continue;
+        };
+        let kind: String = row.try_get(5)?;
+        lic.heads.push(QueueHead {
+            ticket,
+            node_id: row.try_get(3)?,
+            req: OpenRequest {
+                new_id: row.try_get(8)?,
+                license_id: license_id.clone(),
+                username: row.try_get(4)?,
+                kind: parse_kind(&kind),
+                device_id: row.try_get(6)?,
+                instance_id: row.try_get(7)?,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// One open batch: one transaction, a handful of statements whatever its size (three more
+/// when it touches a queueing license: the queue's heads, new entries, outcome notices).
+async fn open_batch(
+    pool: &PgPool,
+    queue: &QueueCtx,
+    jobs: &[OpenJob],
+    serve: &HashMap<String, Timestamp>,
+) -> Result<BatchDone, sqlx::Error> {
+    if jobs.is_empty() && serve.is_empty() {
+        return Ok(BatchDone::default());
+    }
     let now = jobs
         .iter()
         .map(|j| j.now)
+        .chain(serve.values().copied())
         .max()
         .unwrap_or(Timestamp::from_millis(0));
     let mut tx = pool.begin().await?;
 
     // 1. Lock the licenses, in id order: the seat decision of each is now ours alone.
     let mut license_ids: Vec<String> = jobs.iter().map(|j| j.req.license_id.clone()).collect();
+    license_ids.extend(serve.keys().cloned());
     license_ids.sort();
     license_ids.dedup();
     let rows = sqlx::query(
@@ -619,6 +844,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
             }
         };
         let account_id: String = row.try_get(1)?;
+        let queue = terms.on_full == OnFull::Queue || serve.contains_key(&id);
         let license = License {
             id: id.clone(),
             account_id: account_id.clone(),
@@ -639,16 +865,29 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
                 active_users: 0,
                 active_asking: HashSet::new(),
                 activated_asking: HashSet::new(),
+                queue,
+                waiting: 0,
+                heads: Vec::new(),
             },
         );
     }
     let locked: Vec<String> = lics.keys().cloned().collect();
 
-    // 2. The live sessions of the asking client instances (idempotent re-open), locked.
-    let asking: Vec<&OpenJob> = jobs
+    // 2. The queues of queueing licenses: how many wait, and the longest waiters (locked, so
+    //    that a waiter leaving meanwhile waits for this batch and then finds it served).
+    queue_heads(&mut tx, &mut lics, now).await?;
+
+    // The client instances asking in this batch: newcomers and queue heads.
+    let mut asking: Vec<InstanceKey> = jobs
         .iter()
         .filter(|j| lics.contains_key(&j.req.license_id))
+        .map(|j| instance_key(&j.req))
         .collect();
+    for lic in lics.values() {
+        asking.extend(lic.heads.iter().map(|h| instance_key(&h.req)));
+    }
+
+    // 3. The live sessions of the asking client instances (idempotent re-open), locked.
     let mut existing: HashMap<InstanceKey, Session> = HashMap::new();
     if !asking.is_empty() {
         let rows = sqlx::query(
@@ -661,10 +900,10 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
              ORDER BY s.id
              FOR UPDATE OF s",
         )
-        .bind(asking.iter().map(|j| j.req.license_id.clone()).collect::<Vec<_>>())
-        .bind(asking.iter().map(|j| j.req.username.clone()).collect::<Vec<_>>())
-        .bind(asking.iter().map(|j| j.req.device_id.clone()).collect::<Vec<_>>())
-        .bind(asking.iter().map(|j| j.req.instance_id.clone()).collect::<Vec<_>>())
+        .bind(asking.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+        .bind(asking.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
+        .bind(asking.iter().map(|k| k.2.clone()).collect::<Vec<_>>())
+        .bind(asking.iter().map(|k| k.3.clone()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
         for row in &rows {
@@ -685,7 +924,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
         }
     }
 
-    // 3. Reclaim the batch's licenses' expired sessions before counting (the reaper would
+    // 4. Reclaim the batch's licenses' expired sessions before counting (the reaper would
     //    within one tick; a full license must not wait for it). Rows another transaction is
     //    ending are skipped and stay counted: the view can only over-estimate.
     let mut audit = AuditRows::default();
@@ -727,13 +966,13 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
     });
     end_expired(&mut tx, &expired, now, &mut audit).await?;
 
-    // 4. The seat views: live sessions per license, per asking user and per reserved user.
+    // 5. The seat views: live sessions per license, per asking user and per reserved user.
     if !locked.is_empty() {
         let mut pair_l = Vec::new();
         let mut pair_u = Vec::new();
-        for j in &asking {
-            pair_l.push(j.req.license_id.clone());
-            pair_u.push(j.req.username.clone());
+        for k in &asking {
+            pair_l.push(k.0.clone());
+            pair_u.push(k.1.clone());
         }
         for lic in lics.values() {
             for u in &lic.license.terms.reserved {
@@ -776,11 +1015,89 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
         model_views(&mut tx, &mut lics, &asking).await?;
     }
 
-    // 5. Decide every request, in arrival order, with the core rule.
+    // 6. Serve the queues first: a freed seat belongs to the longest waiter, before any
+    //    newcomer of this batch. Heads are taken in ticket order; the first one refused for
+    //    want of a seat stops its license's queue (strict first come, first served).
+    let mut opened: Vec<Session> = Vec::new();
+    let mut granted_here: HashMap<InstanceKey, Session> = HashMap::new();
+    let mut served: Vec<Served> = Vec::new();
+    let mut again: HashMap<String, Timestamp> = HashMap::new();
+    let mut queued_ids: Vec<&String> = lics
+        .iter()
+        .filter(|(_, l)| !l.heads.is_empty())
+        .map(|(id, _)| id)
+        .collect();
+    queued_ids.sort();
+    let queued_ids: Vec<String> = queued_ids.into_iter().cloned().collect();
+    for id in queued_ids {
+        let Some(lic) = lics.get_mut(&id) else {
+            continue;
+        };
+        let heads = std::mem::take(&mut lic.heads);
+        let fetched = heads.len();
+        let mut taken = 0;
+        for head in heads {
+            let key = instance_key(&head.req);
+            let outcome = if let Some(s) = granted_here.get(&key).or_else(|| existing.get(&key)) {
+                // The waiting instance has a live session already: it is the answer.
+                Ok(Opened {
+                    session: s.clone(),
+                    created: false,
+                })
+            } else {
+                match Username::parse(&head.req.username) {
+                    Err(e) => Err(e),
+                    Ok(username) => {
+                        let decision = decide_open(
+                            &lic.license.terms,
+                            &username,
+                            lic.view(&head.req.username, &head.req.device_id),
+                            now,
+                        );
+                        match decision {
+                            OpenDecision::Deny(RuleError::NoSeatAvailable { .. }) => break,
+                            OpenDecision::Deny(refusal) => {
+                                Err(with_device(refusal, &head.req.device_id))
+                            }
+                            decision => {
+                                let session = lic.take_seat(
+                                    &head.req,
+                                    decision.is_overdraft(),
+                                    now,
+                                    " queued",
+                                    &mut audit,
+                                );
+                                opened.push(session.clone());
+                                granted_here.insert(key, session.clone());
+                                Ok(Opened {
+                                    session,
+                                    created: true,
+                                })
+                            }
+                        }
+                    }
+                }
+            };
+            taken += 1;
+            lic.waiting = lic.waiting.saturating_sub(1);
+            served.push(Served {
+                ticket: head.ticket,
+                node_id: head.node_id,
+                outcome,
+            });
+        }
+        if taken == fetched && lic.waiting > 0 {
+            again.insert(id, now);
+        }
+    }
+
+    // 7. Decide every newcomer, in arrival order, with the core rule; on a queueing license a
+    //    newcomer never takes a seat owed to waiters (`must_queue`).
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut seen: HashMap<InstanceKey, usize> = HashMap::new();
     let mut slides: (Vec<String>, Vec<i64>) = (Vec::new(), Vec::new());
-    let mut opened: Vec<Session> = Vec::new();
+    // (job index, position) of the newcomers that join a queue.
+    let mut to_queue: Vec<(usize, u32)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         let req = &job.req;
         let Some(lic) = lics.get_mut(&req.license_id) else {
@@ -793,10 +1110,20 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
         };
         let key = instance_key(req);
         if let Some(&first) = seen.get(&key) {
-            outcomes.push(Outcome::SameAs(first));
+            if !matches!(outcomes.get(first), Some(Outcome::Queued(_))) {
+                outcomes.push(Outcome::SameAs(first));
+                continue;
+            }
+        } else {
+            seen.insert(key.clone(), i);
+        }
+        if let Some(session) = granted_here.get(&key) {
+            outcomes.push(Outcome::Done(Ok(Opened {
+                session: session.clone(),
+                created: false,
+            })));
             continue;
         }
-        seen.insert(key.clone(), i);
         if let Some(s) = existing.get(&key) {
             let mut session = s.clone();
             let terms = &lic.license.terms;
@@ -820,20 +1147,25 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
                 continue;
             }
         };
-        let terms = &lic.license.terms;
-        let decision = decide_open(
-            terms,
+        let mut decision = decide_open(
+            &lic.license.terms,
             &username,
             lic.view(&req.username, &req.device_id),
             now,
         );
+        if must_queue(&lic.license.terms, &decision, lic.waiting as usize) {
+            if job.wait {
+                lic.waiting += 1;
+                to_queue.push((i, lic.waiting));
+                outcomes.push(Outcome::Queued(None));
+                continue;
+            }
+            decision = OpenDecision::Deny(RuleError::NoSeatAvailable {
+                seats: lic.license.terms.seats,
+            });
+        }
         if let OpenDecision::Deny(refusal) = decision {
-            let refusal = match refusal {
-                RuleError::DeviceNotActivated(_) => {
-                    RuleError::DeviceNotActivated(req.device_id.clone())
-                }
-                other => other,
-            };
+            let refusal = with_device(refusal, &req.device_id);
             if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
                 lic.denials += 1;
             }
@@ -849,27 +1181,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
             outcomes.push(Outcome::Done(Err(StoreError::Rule(refusal))));
             continue;
         }
-        let overdraft = decision.is_overdraft();
-        let session = Session {
-            id: req.new_id.clone(),
-            license_id: lic.id.clone(),
-            account_id: lic.account_id.clone(),
-            username: req.username.clone(),
-            kind: req.kind,
-            device_id: req.device_id.clone(),
-            instance_id: req.instance_id.clone(),
-            clock: SessionClock::open(req.kind, terms, now),
-            heartbeat_interval_secs: terms.heartbeat_interval_secs(),
-            overdraft,
-        };
-        lic.live += 1;
-        *lic.per_user.entry(req.username.clone()).or_default() += 1;
-        let detail = if overdraft {
-            format!("{} overdraft", session.kind.as_str())
-        } else {
-            session.kind.as_str().to_owned()
-        };
-        audit.session_event(&session, now, "opened", &detail);
+        let session = lic.take_seat(req, decision.is_overdraft(), now, "", &mut audit);
         opened.push(session.clone());
         outcomes.push(Outcome::Done(Ok(Opened {
             session,
@@ -877,7 +1189,80 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
         })));
     }
 
-    // 6. Every write of the batch in one statement, then one commit.
+    // 8. New queue entries (their tickets taken here, under the license locks, in arrival
+    //    order), each registered with this node's waiters *before* the commit: no outcome
+    //    can be committed, let alone notified, before its waiter is known here.
+    let mut registration = Registration {
+        queue,
+        tickets: Vec::new(),
+    };
+    if !to_queue.is_empty() {
+        let mut cols: [Vec<String>; 6] = Default::default();
+        let mut deadlines: Vec<i64> = Vec::with_capacity(to_queue.len());
+        for &(i, _) in &to_queue {
+            let Some(job) = jobs.get(i) else { continue };
+            let req = &job.req;
+            cols[0].push(req.license_id.clone());
+            cols[1].push(req.username.clone());
+            cols[2].push(req.kind.as_str().to_owned());
+            cols[3].push(req.device_id.clone());
+            cols[4].push(req.instance_id.clone());
+            cols[5].push(req.new_id.clone());
+            let max_wait = lics
+                .get(&req.license_id)
+                .map_or(0, |l| l.license.terms.max_queue_wait_secs);
+            let wait_millis = i64::try_from(max_wait.saturating_mul(1000)).unwrap_or(i64::MAX);
+            deadlines.push(
+                now.millis()
+                    .saturating_add(wait_millis)
+                    .saturating_add(QUEUE_DEADLINE_MARGIN_MILLIS),
+            );
+        }
+        let [licenses, users, kinds, devices, instances, new_ids] = cols;
+        let rows = sqlx::query(
+            "INSERT INTO queue_entries (license_id, node_id, username, kind, device_id,
+                                        instance_id, new_id, enqueued_at, deadline)
+             SELECT v.l, $1, v.u, v.k, v.d, v.i, v.n, $2, v.dl
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::int8[]) WITH ORDINALITY AS v(l, u, k, d, i, n, dl, ord)
+             ORDER BY v.ord
+             RETURNING ticket, new_id",
+        )
+        .bind(&queue.node_id)
+        .bind(now.millis())
+        .bind(licenses)
+        .bind(users)
+        .bind(kinds)
+        .bind(devices)
+        .bind(instances)
+        .bind(new_ids)
+        .bind(deadlines)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut tickets: HashMap<String, i64> = HashMap::new();
+        for row in &rows {
+            tickets.insert(row.try_get(1)?, row.try_get(0)?);
+        }
+        for (i, position) in to_queue {
+            let (Some(job), Some(slot)) = (jobs.get(i), outcomes.get_mut(i)) else {
+                continue;
+            };
+            let Some(&ticket) = tickets.get(&job.req.new_id) else {
+                *slot = Outcome::Done(Err(StoreError::Unavailable(
+                    "a queue entry was not stored".into(),
+                )));
+                continue;
+            };
+            let granted = registration.add(ticket, &job.req.license_id);
+            *slot = Outcome::Queued(Some(QueueTicket {
+                ticket: ticket as u64,
+                position,
+                granted,
+            }));
+        }
+    }
+
+    // 9. Every other write of the batch in one statement, then one commit.
     let mut usage: (Vec<String>, Vec<i32>, Vec<i32>, Vec<i64>) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for lic in lics.values() {
@@ -887,6 +1272,26 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
             .2
             .push(i32::try_from(lic.low_water).unwrap_or(i32::MAX));
         usage.3.push(lic.denials);
+    }
+    // The served heads' new states: (ticket, state, session id, refusal).
+    let mut served_tickets: Vec<i64> = Vec::with_capacity(served.len());
+    let mut served_states: Vec<&str> = Vec::with_capacity(served.len());
+    let mut served_sessions: Vec<Option<String>> = Vec::with_capacity(served.len());
+    let mut served_refusals: Vec<Option<String>> = Vec::with_capacity(served.len());
+    for s in &served {
+        served_tickets.push(s.ticket);
+        match &s.outcome {
+            Ok(opened) => {
+                served_states.push("granted");
+                served_sessions.push(Some(opened.session.id.clone()));
+                served_refusals.push(None);
+            }
+            Err(refusal) => {
+                served_states.push("refused");
+                served_sessions.push(None);
+                served_refusals.push(Some(refusal_json(refusal)));
+            }
+        }
     }
     sqlx::query(
         "WITH slid AS (
@@ -906,6 +1311,11 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
                  denials = u.denials + v.d
              FROM unnest($12::text[], $13::int4[], $14::int4[], $15::int8[]) AS v(l, hi, lo, d)
              WHERE u.license_id = v.l
+         ), served AS (
+             UPDATE queue_entries q SET state = v.state, session_id = v.sid, refusal = v.refusal
+             FROM unnest($25::int8[], $26::text[], $27::text[], $28::text[])
+                  AS v(ticket, state, sid, refusal)
+             WHERE q.ticket = v.ticket AND q.state = 'waiting'
          )
          INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
          SELECT * FROM unnest($16::int8[], $17::text[], $18::text[], $19::text[], $20::text[],
@@ -975,10 +1385,72 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
             .map(|s| s.clock.license_end.map(Timestamp::millis))
             .collect::<Vec<_>>(),
     )
+    .bind(served_tickets)
+    .bind(served_states)
+    .bind(served_sessions)
+    .bind(served_refusals)
     .execute(&mut *tx)
     .await?;
+
+    // 10. Tell the other nodes whose waiters were served (delivered when we commit). This
+    //     node's own waiters are handed their outcome directly after the commit.
+    let notices: Vec<String> = served
+        .iter()
+        .filter(|s| s.node_id != queue.node_id)
+        .map(|s| format!("{}:{}", s.node_id, s.ticket))
+        .collect();
+    if !notices.is_empty() {
+        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+            .bind(QUEUE_CHANNEL)
+            .bind(notices)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(outcomes)
+    registration.keep();
+    Ok(BatchDone {
+        outcomes,
+        served,
+        again,
+    })
+}
+
+/// Queue tickets of one batch, registered with the node's waiters before the commit and taken
+/// out again unless the commit succeeded (`keep`).
+struct Registration<'a> {
+    queue: &'a QueueCtx,
+    tickets: Vec<i64>,
+}
+
+impl Registration<'_> {
+    fn add(&mut self, ticket: i64, license_id: &str) -> oneshot::Receiver<StoreResult<Grant>> {
+        let (tx, rx) = oneshot::channel();
+        self.queue.lock_waiters().insert(
+            ticket,
+            Waiter {
+                license_id: license_id.to_owned(),
+                tx,
+            },
+        );
+        self.tickets.push(ticket);
+        rx
+    }
+
+    fn keep(mut self) {
+        self.tickets.clear();
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.tickets.is_empty() {
+            return;
+        }
+        let mut waiters = self.queue.lock_waiters();
+        for t in &self.tickets {
+            waiters.remove(t);
+        }
+    }
 }
 
 /// The model-specific part of the seat views of a batch's (locked) licenses: active users of
@@ -987,7 +1459,7 @@ async fn open_batch(pool: &PgPool, jobs: &[OpenJob]) -> Result<Vec<Outcome>, sql
 async fn model_views(
     tx: &mut Transaction<'_, Postgres>,
     lics: &mut HashMap<String, LicState>,
-    asking: &[&OpenJob],
+    asking: &[InstanceKey],
 ) -> Result<(), sqlx::Error> {
     let registered: Vec<String> = lics
         .values()
@@ -1010,10 +1482,10 @@ async fn model_views(
             }
         }
     }
-    let locked_devices: Vec<&&OpenJob> = asking
+    let locked_devices: Vec<&InstanceKey> = asking
         .iter()
-        .filter(|j| {
-            lics.get(&j.req.license_id)
+        .filter(|k| {
+            lics.get(&k.0)
                 .is_some_and(|l| l.license.terms.model == LicenseModel::NodeLocked)
         })
         .collect();
@@ -1026,13 +1498,13 @@ async fn model_views(
         .bind(
             locked_devices
                 .iter()
-                .map(|j| j.req.license_id.clone())
+                .map(|k| k.0.clone())
                 .collect::<Vec<_>>(),
         )
         .bind(
             locked_devices
                 .iter()
-                .map(|j| j.req.device_id.clone())
+                .map(|k| k.2.clone())
                 .collect::<Vec<_>>(),
         )
         .fetch_all(&mut **tx)
@@ -1044,6 +1516,424 @@ async fn model_views(
             }
         }
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue across nodes: waiters of this node, outcome delivery, liveness
+// ---------------------------------------------------------------------------------------------
+
+/// A client of this node waiting in a queue.
+struct Waiter {
+    license_id: String,
+    tx: oneshot::Sender<StoreResult<Grant>>,
+}
+
+/// This node's side of the cross-node queue, shared by its batchers and background tasks.
+struct QueueCtx {
+    /// Random, per store: the `node_id` of this node's queue entries and `nodes` row.
+    node_id: String,
+    /// This node's waiters by ticket. An outcome is sent under this lock, so that whoever
+    /// finds a ticket gone knows its outcome has been handed over.
+    waiters: Mutex<HashMap<i64, Waiter>>,
+    /// Tickets of this node that are settled (served or left): removed by the next sweep.
+    finished: Mutex<Vec<i64>>,
+    /// The open lanes (to serve a license's queue) and the logout lanes (to end a grant nobody
+    /// can receive). Weak: the store's own senders decide when the batchers stop.
+    opens: Vec<mpsc::WeakSender<LaneJob>>,
+    ends: Vec<mpsc::WeakSender<EndJob>>,
+    /// The latest `now` this store was given, for what it does on its own (ending a grant
+    /// nobody can receive, serving queues again). No wall clock is read here.
+    last_now: AtomicI64,
+    /// Wakes the sweeper at once (after the listener reconnected).
+    sweep_now: tokio::sync::Notify,
+}
+
+impl QueueCtx {
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Waiter>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn saw(&self, now: Timestamp) {
+        self.last_now.fetch_max(now.millis(), Ordering::Relaxed);
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.last_now.load(Ordering::Relaxed))
+    }
+
+    fn settled(&self, tickets: impl IntoIterator<Item = i64>) {
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tickets);
+    }
+
+    /// Asks this node's open lane of `license_id` to serve its queue (a seat may have freed).
+    fn serve(&self, license_id: &str, now: Timestamp) {
+        self.saw(now);
+        let Some(lane) = self
+            .opens
+            .get(lane_of(license_id, self.opens.len()))
+            .and_then(mpsc::WeakSender::upgrade)
+        else {
+            return;
+        };
+        let job = LaneJob::Serve {
+            license_id: license_id.to_owned(),
+            now,
+        };
+        if let Err(mpsc::error::TrySendError::Full(job)) = lane.try_send(job) {
+            tokio::spawn(async move {
+                let _ = lane.send(job).await;
+            });
+        }
+    }
+
+    /// Hands a served ticket's outcome to its waiter, if it still waits here. A grant whose
+    /// waiter is gone (receiver dropped) is ended at once when `end_orphans`: no seat is held
+    /// by nobody.
+    fn deliver(&self, ticket: i64, outcome: Result<Opened, RuleError>, end_orphans: bool) {
+        let orphan = {
+            let mut waiters = self.lock_waiters();
+            let Some(waiter) = waiters.remove(&ticket) else {
+                return;
+            };
+            match outcome {
+                Ok(opened) => {
+                    let (ack, durable) = oneshot::channel();
+                    // Durable already: the grant was committed before anyone heard of it.
+                    let _ = ack.send(Ok(()));
+                    let created = opened.created;
+                    match waiter.tx.send(Ok(Grant { opened, durable })) {
+                        Ok(()) => None,
+                        Err(Ok(grant)) if created => Some(grant.opened.session),
+                        Err(_) => None,
+                    }
+                }
+                Err(refusal) => {
+                    let _ = waiter.tx.send(Err(StoreError::Rule(refusal)));
+                    None
+                }
+            }
+        };
+        self.settled([ticket]);
+        if let Some(session) = orphan.filter(|_| end_orphans) {
+            self.end_orphan(session);
+        }
+    }
+
+    /// Ends a session granted to a waiter that went away (which serves the queue again).
+    fn end_orphan(&self, session: Session) {
+        let now = self.now().max(session.clock.opened_at);
+        let Some(lane) = self
+            .ends
+            .get(lane_of(&session.id, self.ends.len()))
+            .and_then(mpsc::WeakSender::upgrade)
+        else {
+            return;
+        };
+        tracing::debug!(session = %session.id, "a granted waiter is gone; ending its session");
+        tokio::spawn(async move {
+            let (reply, rx) = oneshot::channel();
+            let job = EndJob {
+                session_id: session.id,
+                reason: EndReason::Logout,
+                now,
+                reply,
+            };
+            if lane.send(job).await.is_ok() {
+                let _ = rx.await;
+            }
+        });
+    }
+}
+
+/// A refusal as stored in `queue_entries.refusal`.
+fn refusal_json(refusal: &RuleError) -> String {
+    let v = match refusal {
+        RuleError::NoSeatAvailable { seats } => {
+            serde_json::json!({"code": "no_seat_available", "seats": seats})
+        }
+        RuleError::UserSessionLimit { user, max } => {
+            serde_json::json!({"code": "user_session_limit", "user": user, "max": max})
+        }
+        RuleError::LicenseNotActive(m) => {
+            serde_json::json!({"code": "license_not_active", "message": m})
+        }
+        RuleError::UserNotActive(m) => serde_json::json!({"code": "user_inactive", "message": m}),
+        RuleError::DeviceNotActivated(d) => {
+            serde_json::json!({"code": "device_not_activated", "device": d})
+        }
+        other => serde_json::json!({"code": "invalid_request", "message": other.to_string()}),
+    };
+    v.to_string()
+}
+
+fn refusal_from(text: &str) -> RuleError {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let n = |k: &str| u32::try_from(v[k].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+    match v["code"].as_str().unwrap_or_default() {
+        "no_seat_available" => RuleError::NoSeatAvailable { seats: n("seats") },
+        "user_session_limit" => RuleError::UserSessionLimit {
+            user: s("user"),
+            max: n("max"),
+        },
+        "license_not_active" => RuleError::LicenseNotActive(s("message")),
+        "user_inactive" => RuleError::UserNotActive(s("message")),
+        "device_not_activated" => RuleError::DeviceNotActivated(s("device")),
+        _ => RuleError::Invalid(s("message")),
+    }
+}
+
+/// Columns of a served queue entry with its session, as `read_served` expects.
+fn served_select(condition: &str) -> String {
+    format!(
+        "SELECT {SESSION_COLS}, q.ticket, q.state, q.refusal, q.new_id
+         FROM queue_entries q
+         LEFT JOIN sessions s ON s.id = q.session_id
+         LEFT JOIN licenses l ON l.id = s.license_id
+         WHERE {condition} AND q.state IN ('granted', 'refused')"
+    )
+}
+
+fn read_served(row: &PgRow, cache: &TermsCache) -> StoreResult<(i64, Result<Opened, RuleError>)> {
+    let get = |e: sqlx::Error| StoreError::Unavailable(format!("reading a queue entry: {e}"));
+    let ticket: i64 = row.try_get(15).map_err(get)?;
+    let state: String = row.try_get(16).map_err(get)?;
+    if state != "granted" {
+        let refusal: Option<String> = row.try_get(17).map_err(get)?;
+        return Ok((
+            ticket,
+            Err(refusal_from(refusal.as_deref().unwrap_or("{}"))),
+        ));
+    }
+    let new_id: String = row.try_get(18).map_err(get)?;
+    let session = SessionRow::read(row, cache)?.session;
+    let created = session.id == new_id;
+    Ok((ticket, Ok(Opened { session, created })))
+}
+
+/// Reads the outcomes of `tickets` that are served and hands them to their waiters here;
+/// answers the tickets delivered.
+async fn deliver_from_db(
+    pool: &PgPool,
+    queue: &QueueCtx,
+    cache: &TermsCache,
+    tickets: &[i64],
+) -> StoreResult<HashSet<i64>> {
+    let rows = sqlx::query(&served_select("q.ticket = ANY($1)"))
+        .bind(tickets)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    deliver_rows(queue, cache, &rows)
+}
+
+fn deliver_rows(queue: &QueueCtx, cache: &TermsCache, rows: &[PgRow]) -> StoreResult<HashSet<i64>> {
+    let mut delivered = HashSet::new();
+    for row in rows {
+        let (ticket, outcome) = read_served(row, cache)?;
+        queue.deliver(ticket, outcome, true);
+        delivered.insert(ticket);
+    }
+    Ok(delivered)
+}
+
+/// LISTENs for queue outcomes addressed to this node and delivers them. `PgListener`
+/// reconnects by itself; notifications sent while it was away are found by the sweep, which a
+/// reconnection wakes at once.
+async fn listener(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "queue listener cannot connect; retrying");
+                tokio::time::sleep(LISTEN_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(QUEUE_CHANNEL).await {
+            tracing::debug!(error = %e, "queue listener cannot LISTEN; retrying");
+            tokio::time::sleep(LISTEN_RETRY).await;
+            continue;
+        }
+        queue.sweep_now.notify_one();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(first)) => {
+                    let mut tickets = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(n) = next {
+                        if let Some((node, ticket)) = n.payload().split_once(':') {
+                            if node == queue.node_id {
+                                if let Ok(t) = ticket.parse::<i64>() {
+                                    tickets.push(t);
+                                }
+                            }
+                        }
+                        next = listener.next_buffered();
+                    }
+                    {
+                        let waiters = queue.lock_waiters();
+                        tickets.retain(|t| waiters.contains_key(t));
+                    }
+                    if tickets.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = deliver_from_db(&pool, &queue, &cache, &tickets).await {
+                        tracing::warn!(error = %e, "delivering queue outcomes failed");
+                        queue.sweep_now.notify_one();
+                    }
+                }
+                // The connection was lost and is back: what was sent meanwhile is missed.
+                Ok(None) => queue.sweep_now.notify_one(),
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue listener failed; reconnecting");
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Once a second (and when the listener reconnected): refreshes this node's `nodes.seen_at`
+/// (database clock), purges its settled entries and checks its waiting tickets, one statement
+/// in all; delivers what a missed notification left behind. Tickets whose client is gone
+/// (receiver dropped without leaving) leave the queue. Every `RESERVE_EVERY` sweeps the
+/// licenses this node has waiters on are served again (a safety net for a lost trigger), and
+/// every `CLEANUP_EVERY` sweeps nodes gone for long are forgotten with their entries.
+async fn sweeper(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = queue.sweep_now.notified() => {}
+        }
+        round = round.wrapping_add(1);
+        if let Err(e) = sweep(&pool, &queue, &cache).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "queue sweep failed");
+        }
+        if round.is_multiple_of(RESERVE_EVERY) {
+            let licenses: HashSet<String> = queue
+                .lock_waiters()
+                .values()
+                .map(|w| w.license_id.clone())
+                .collect();
+            for license_id in licenses {
+                queue.serve(&license_id, queue.now());
+            }
+        }
+        if round.is_multiple_of(CLEANUP_EVERY) {
+            if let Err(e) = forget_gone_nodes(&pool).await {
+                tracing::debug!(error = %e, "forgetting gone nodes failed");
+            }
+        }
+    }
+}
+
+async fn sweep(pool: &PgPool, queue: &QueueCtx, cache: &TermsCache) -> StoreResult<()> {
+    let (waiting, gone): (Vec<i64>, Vec<i64>) = {
+        let waiters = queue.lock_waiters();
+        let gone = waiters
+            .iter()
+            .filter(|(_, w)| w.tx.is_closed())
+            .map(|(t, _)| *t)
+            .collect();
+        (waiters.keys().copied().collect(), gone)
+    };
+    if !gone.is_empty() {
+        // Rows a batch is serving right now are skipped: their outcome comes, finds nobody,
+        // and a grant is ended then.
+        let left: Vec<i64> = sqlx::query_scalar(
+            "UPDATE queue_entries SET state = 'left'
+             WHERE ticket IN (SELECT ticket FROM queue_entries
+                              WHERE ticket = ANY($1) AND state = 'waiting'
+                              FOR UPDATE SKIP LOCKED)
+             RETURNING ticket",
+        )
+        .bind(&gone)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+        let mut licenses = HashSet::new();
+        {
+            let mut waiters = queue.lock_waiters();
+            for t in &left {
+                if let Some(w) = waiters.remove(t) {
+                    licenses.insert(w.license_id);
+                }
+            }
+        }
+        queue.settled(left);
+        for license_id in licenses {
+            queue.serve(&license_id, queue.now());
+        }
+    }
+    let finished: Vec<i64> =
+        std::mem::take(&mut *queue.finished.lock().unwrap_or_else(|e| e.into_inner()));
+    let sql = format!(
+        "WITH beat AS (
+             INSERT INTO nodes (node_id, seen_at) VALUES ($1, clock_timestamp())
+             ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at
+         ), purged AS (
+             DELETE FROM queue_entries WHERE ticket = ANY($3) AND state <> 'waiting'
+         )
+         {}",
+        served_select("q.ticket = ANY($2)")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&queue.node_id)
+        .bind(&waiting)
+        .bind(&finished)
+        .fetch_all(pool)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Purged next time.
+            queue.settled(finished);
+            return Err(db_error(e));
+        }
+    };
+    deliver_rows(queue, cache, &rows)?;
+    Ok(())
+}
+
+/// Forgets nodes unseen for long, and the queue entries of nodes that are gone.
+async fn forget_gone_nodes(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "WITH gone AS (
+             DELETE FROM nodes WHERE seen_at < now() - interval '{NODE_FORGET}'
+             RETURNING node_id
+         )
+         DELETE FROM queue_entries q
+         WHERE q.node_id IN (SELECT node_id FROM gone)
+            OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = q.node_id)"
+    ))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records this node as seen now (database clock).
+async fn beat(pool: &PgPool, node_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO nodes (node_id, seen_at) VALUES ($1, clock_timestamp())
+         ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
+    )
+    .bind(node_id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -1060,14 +1950,16 @@ struct HeartbeatJob {
 async fn heartbeat_batcher(
     pool: PgPool,
     cache: Arc<TermsCache>,
+    queue: Arc<QueueCtx>,
     mut rx: mpsc::Receiver<HeartbeatJob>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let batch = std::mem::take(&mut jobs);
         let mut attempt = 1;
+        let mut serve = HashMap::new();
         let results = loop {
-            match heartbeat_batch(&pool, &cache, &batch).await {
+            match heartbeat_batch(&pool, &cache, &batch, &mut serve).await {
                 Ok(results) => break results,
                 Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => attempt += 1,
                 Err(e) => {
@@ -1077,6 +1969,9 @@ async fn heartbeat_batcher(
                 }
             }
         };
+        for (license_id, now) in serve {
+            queue.serve(&license_id, now);
+        }
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
@@ -1090,11 +1985,13 @@ fn ended_error(row: &SessionRow) -> StoreError {
     StoreError::Rule(RuleError::SessionEnded(reason))
 }
 
-/// One heartbeat batch: one read, one guarded multi-row update (its own commit).
+/// One heartbeat batch: one read, one guarded multi-row update (its own commit). The queueing
+/// licenses of sessions it found expired (and ended) go to `serve`.
 async fn heartbeat_batch(
     pool: &PgPool,
     cache: &TermsCache,
     jobs: &[HeartbeatJob],
+    serve: &mut HashMap<String, Timestamp>,
 ) -> Result<Vec<StoreResult<Session>>, sqlx::Error> {
     let ids: Vec<String> = jobs.iter().map(|j| j.session_id.clone()).collect();
     let rows = sqlx::query(&format!(
@@ -1134,6 +2031,9 @@ async fn heartbeat_batch(
                         // Expired but not reaped yet: it ends now and never comes back.
                         let reason = session.clock.expiry_reason().as_str();
                         expired.push((session.id.clone(), job.now.millis(), reason));
+                        if row.terms.on_full == OnFull::Queue {
+                            serve.insert(session.license_id.to_string(), job.now);
+                        }
                         Err(e.into())
                     }
                 }
@@ -1252,13 +2152,19 @@ struct EndJob {
     reply: oneshot::Sender<StoreResult<Session>>,
 }
 
-async fn end_batcher(pool: PgPool, cache: Arc<TermsCache>, mut rx: mpsc::Receiver<EndJob>) {
+async fn end_batcher(
+    pool: PgPool,
+    cache: Arc<TermsCache>,
+    queue: Arc<QueueCtx>,
+    mut rx: mpsc::Receiver<EndJob>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let batch = std::mem::take(&mut jobs);
         let mut attempt = 1;
+        let mut serve = HashMap::new();
         let results = loop {
-            match end_batch(&pool, &cache, &batch).await {
+            match end_batch(&pool, &cache, &batch, &mut serve).await {
                 Ok(results) => break results,
                 Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => attempt += 1,
                 Err(e) => {
@@ -1268,6 +2174,10 @@ async fn end_batcher(pool: PgPool, cache: Arc<TermsCache>, mut rx: mpsc::Receive
                 }
             }
         };
+        // Freed seats of queueing licenses go to their waiters: the open lane serves them.
+        for (license_id, now) in serve {
+            queue.serve(&license_id, now);
+        }
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
@@ -1275,10 +2185,12 @@ async fn end_batcher(pool: PgPool, cache: Arc<TermsCache>, mut rx: mpsc::Receive
 }
 
 /// One logout batch: a single statement ends every still-live session and writes its event.
+/// The queueing licenses of the sessions it ended go to `serve`.
 async fn end_batch(
     pool: &PgPool,
     cache: &TermsCache,
     jobs: &[EndJob],
+    serve: &mut HashMap<String, Timestamp>,
 ) -> Result<Vec<StoreResult<Session>>, sqlx::Error> {
     // The first request for a session ends it; a repeat in the same batch finds it ended.
     let mut first: HashMap<&str, usize> = HashMap::new();
@@ -1311,7 +2223,17 @@ async fn end_batch(
     let mut ended: HashMap<String, StoreResult<Session>> = HashMap::new();
     for row in &rows {
         let id: String = row.try_get(0)?;
-        ended.insert(id, SessionRow::read(row, cache).map(|r| r.session));
+        let read = SessionRow::read(row, cache);
+        if let Ok(r) = &read {
+            if r.terms.on_full == OnFull::Queue {
+                let now = first
+                    .get(id.as_str())
+                    .and_then(|&i| jobs.get(i))
+                    .map_or(r.session.clock.opened_at, |j| j.now);
+                serve.insert(r.session.license_id.to_string(), now);
+            }
+        }
+        ended.insert(id, read.map(|r| r.session));
     }
     let mut results = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
@@ -1333,6 +2255,9 @@ async fn end_batch(
                             vec![(row.session.id.clone(), job.now.millis(), reason)],
                         )
                         .await?;
+                        if row.terms.on_full == OnFull::Queue {
+                            serve.insert(row.session.license_id.to_string(), job.now);
+                        }
                     }
                     Err(ended_error(&row))
                 }
@@ -1579,61 +2504,88 @@ impl Loader for SessionLoader {
 // The store
 // ---------------------------------------------------------------------------------------------
 
-/// The PostgreSQL store: a connection pool plus this node's open and heartbeat batchers.
+/// The PostgreSQL store: a connection pool plus this node's batchers, and its side of the
+/// cross-node queue (waiters, LISTEN, sweep).
 pub struct PgStore {
     pool: PgPool,
     cache: Arc<TermsCache>,
-    opens: Vec<mpsc::Sender<OpenJob>>,
+    queue: Arc<QueueCtx>,
+    opens: Vec<mpsc::Sender<LaneJob>>,
     heartbeats: Vec<mpsc::Sender<HeartbeatJob>>,
     ends: Vec<mpsc::Sender<EndJob>>,
     credentials: Reader<CredentialLoader>,
     users: Reader<UserLoader>,
     licenses: Reader<LicenseLoader>,
     sessions: Reader<SessionLoader>,
+    /// The queue listener and sweeper, stopped with the store.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PgStore {
-    /// Connects to `url`, applies pending migrations and starts this node's batchers.
+    /// Connects to `url`, applies pending migrations, registers this node and starts its
+    /// batchers.
     pub async fn connect(url: &str, options: PgOptions) -> StoreResult<Self> {
         let pool = pool(url, &options)?;
         migrate(&pool).await?;
-        Ok(Self::with_pool(pool))
+        let store = Self::with_pool(pool);
+        // Seen before it queues anyone: its waiters count from the start.
+        beat(&store.pool, &store.queue.node_id)
+            .await
+            .map_err(db_error)?;
+        Ok(store)
     }
 
     /// A store over an existing, migrated pool.
     pub fn with_pool(pool: PgPool) -> Self {
         let cache = Arc::new(TermsCache::default());
-        let opens = (0..OPEN_LANES)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-                tokio::spawn(open_batcher(pool.clone(), rx));
-                tx
-            })
-            .collect();
+        let (open_tx, open_rx): (Vec<_>, Vec<_>) = (0..OPEN_LANES)
+            .map(|_| mpsc::channel(4 * MAX_BATCH))
+            .unzip();
+        let (end_tx, end_rx): (Vec<_>, Vec<_>) =
+            (0..END_LANES).map(|_| mpsc::channel(4 * MAX_BATCH)).unzip();
+        let queue = Arc::new(QueueCtx {
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            waiters: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Vec::new()),
+            opens: open_tx.iter().map(mpsc::Sender::downgrade).collect(),
+            ends: end_tx.iter().map(mpsc::Sender::downgrade).collect(),
+            last_now: AtomicI64::new(0),
+            sweep_now: tokio::sync::Notify::new(),
+        });
+        for rx in open_rx {
+            tokio::spawn(open_batcher(pool.clone(), queue.clone(), rx));
+        }
+        for rx in end_rx {
+            tokio::spawn(end_batcher(pool.clone(), cache.clone(), queue.clone(), rx));
+        }
         let heartbeats = (0..HEARTBEAT_LANES)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-                tokio::spawn(heartbeat_batcher(pool.clone(), cache.clone(), rx));
+                tokio::spawn(heartbeat_batcher(
+                    pool.clone(),
+                    cache.clone(),
+                    queue.clone(),
+                    rx,
+                ));
                 tx
             })
             .collect();
-        let ends = (0..END_LANES)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-                tokio::spawn(end_batcher(pool.clone(), cache.clone(), rx));
-                tx
-            })
-            .collect();
+        let background = vec![
+            tokio::spawn(listener(pool.clone(), queue.clone(), cache.clone())),
+            tokio::spawn(sweeper(pool.clone(), queue.clone(), cache.clone())),
+        ];
         PgStore {
-            ends,
+            ends: end_tx,
             credentials: Reader::spawn(&pool, CredentialLoader),
             users: Reader::spawn(&pool, UserLoader),
             licenses: Reader::spawn(&pool, LicenseLoader(cache.clone())),
             sessions: Reader::spawn(&pool, SessionLoader(cache.clone())),
             pool,
             cache,
-            opens,
+            queue,
+            opens: open_tx,
             heartbeats,
+            background,
         }
     }
 
@@ -1641,10 +2593,71 @@ impl PgStore {
         &self.pool
     }
 
-    /// Closes every connection (the batchers stop when the store is dropped).
+    /// This node's id in the `nodes` table and in its queue entries.
+    pub fn node_id(&self) -> &str {
+        &self.queue.node_id
+    }
+
+    /// Takes this node out of the queue (its waiters are gone with it), then closes every
+    /// connection (the batchers stop when the store is dropped).
     pub async fn close(&self) {
+        for task in &self.background {
+            task.abort();
+        }
+        let _ = forget_node(&self.pool, &self.queue.node_id).await;
         self.pool.close().await;
     }
+
+    async fn send_open(
+        &self,
+        req: OpenRequest,
+        wait: bool,
+        now: Timestamp,
+    ) -> StoreResult<Admission> {
+        self.queue.saw(now);
+        let stopped = || StoreError::Unavailable("the open batcher has stopped".into());
+        let lane = lane_of(&req.license_id, self.opens.len());
+        let (reply, rx) = oneshot::channel();
+        self.opens
+            .get(lane)
+            .ok_or_else(stopped)?
+            .send(LaneJob::Open(OpenJob {
+                req,
+                wait,
+                now,
+                reply,
+            }))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+        // A node that stops takes its waiters' entries along (they have nobody to go to).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (pool, node_id) = (self.pool.clone(), self.queue.node_id.clone());
+            runtime.spawn(async move {
+                let _ = forget_node(&pool, &node_id).await;
+            });
+        }
+    }
+}
+
+/// Removes a node and its queue entries.
+async fn forget_node(pool: &PgPool, node_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH entries AS (DELETE FROM queue_entries WHERE node_id = $1)
+         DELETE FROM nodes WHERE node_id = $1",
+    )
+    .bind(node_id)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 fn principal_columns(p: &Principal) -> (Option<&str>, Option<&str>) {
@@ -1975,43 +2988,89 @@ impl Store for PgStore {
         let mut audit = AuditRows::default();
         audit.push(license_event(&license, now, "license_updated"));
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        // More seats (or a lifted suspension) may serve the queue.
+        self.queue.serve(&license.id, now);
+        Ok(())
     }
 
-    // Interim: cross-node queueing (issue 7) is not built on PostgreSQL yet; a queueing
-    // license answers at once here, as a deny license does.
-    async fn admit(&self, req: OpenRequest, _wait: bool, now: Timestamp) -> StoreResult<Admission> {
-        self.open_session(req, now).await.map(Admission::Opened)
+    async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {
+        self.send_open(req, wait, now).await
     }
 
-    async fn leave_queue(&self, _license_id: &str, _ticket: u64) -> StoreResult<bool> {
+    async fn leave_queue(&self, license_id: &str, ticket: u64) -> StoreResult<bool> {
+        let Ok(ticket) = i64::try_from(ticket) else {
+            return Ok(false);
+        };
+        let left = sqlx::query(
+            "UPDATE queue_entries SET state = 'left'
+             WHERE ticket = $1 AND license_id = $2 AND state = 'waiting'",
+        )
+        .bind(ticket)
+        .bind(license_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected()
+            > 0;
+        if left {
+            self.queue.lock_waiters().remove(&ticket);
+            self.queue.settled([ticket]);
+            // The head may have changed: a grant blocked behind it may go through now.
+            self.queue.serve(license_id, self.queue.now());
+            return Ok(true);
+        }
+        // Served meanwhile, on whichever node: the outcome reaches the waiter before this
+        // answers, so that the caller's next look at its ticket finds it.
+        let delivered = deliver_from_db(&self.pool, &self.queue, &self.cache, &[ticket]).await?;
+        if !delivered.contains(&ticket) {
+            // No outcome to give (the entry is gone): the place is dropped.
+            self.queue.lock_waiters().remove(&ticket);
+        }
         Ok(false)
     }
 
     async fn list_queue(
         &self,
         license_id: &str,
-        _now: Timestamp,
+        now: Timestamp,
     ) -> StoreResult<Vec<QueuedRequest>> {
-        if self.get_license(license_id).await?.is_none() {
+        let rows = sqlx::query(&format!(
+            "SELECT q.ticket, q.username, q.device_id, q.instance_id, q.enqueued_at
+             FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
+             WHERE q.license_id = $1 AND q.state = 'waiting' AND q.deadline > $2 AND {LIVE_NODE}
+             ORDER BY q.ticket"
+        ))
+        .bind(license_id)
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if rows.is_empty() && self.get_license(license_id).await?.is_none() {
             return Err(StoreError::NotFound("license"));
         }
-        Ok(Vec::new())
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(QueuedRequest {
+                    ticket: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                    position: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    username: r.try_get(1)?,
+                    device_id: r.try_get(2)?,
+                    instance_id: r.try_get(3)?,
+                    since: Timestamp::from_millis(r.try_get(4)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
     }
 
     async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
-        let lane = lane_of(&req.license_id, self.opens.len());
-        let (reply, rx) = oneshot::channel();
-        let sender = self
-            .opens
-            .get(lane)
-            .ok_or_else(|| StoreError::Unavailable("no open batcher".into()))?;
-        sender
-            .send(OpenJob { req, now, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the open batcher has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the open batcher has stopped".into()))?
+        match self.send_open(req, false, now).await? {
+            Admission::Opened(opened) => Ok(opened),
+            // Not asked to wait: admission answers at once.
+            Admission::Queued(_) => Err(StoreError::Unavailable("unexpected queue entry".into())),
+        }
     }
 
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
@@ -2039,6 +3098,7 @@ impl Store for PgStore {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Session> {
+        self.queue.saw(now);
         let lane = lane_of(session_id, self.ends.len());
         let stopped = || StoreError::Unavailable("the logout batcher has stopped".into());
         let (reply, rx) = oneshot::channel();
@@ -2145,16 +3205,21 @@ impl Store for PgStore {
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        self.queue.saw(now);
         let mut ended = Vec::new();
         for _ in 0..REAP_ROUNDS {
             let mut attempt = 1;
-            let batch = loop {
+            let (batch, queueing) = loop {
                 match reap_batch(&self.pool, &self.cache, now).await {
                     Ok(batch) => break batch,
                     Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => attempt += 1,
                     Err(e) => return Err(db_error(e)),
                 }
             };
+            // Reclaimed seats of queueing licenses go to their waiters.
+            for license_id in queueing {
+                self.queue.serve(&license_id, now);
+            }
             let full = batch.len() as i64 >= REAP_BATCH;
             ended.extend(batch);
             if !full {
@@ -2277,6 +3342,8 @@ impl Store for PgStore {
             .await?
         };
         tx.commit().await.map_err(db_error)?;
+        // Deactivating frees the user's seats; activating raises the active-user count.
+        self.queue.serve(license_id, now);
         Ok((
             LicenseUserChange {
                 user: LicenseUser {
@@ -2436,6 +3503,9 @@ impl Store for PgStore {
         });
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
+        if !ended.is_empty() {
+            self.queue.serve(license_id, now);
+        }
         Ok(ended)
     }
 
@@ -2505,6 +3575,10 @@ impl Store for PgStore {
         )
         .await?;
         tx.commit().await.map_err(db_error)?;
+        let licenses: HashSet<&str> = ended.iter().map(|s| &*s.license_id).collect();
+        for license_id in licenses {
+            self.queue.serve(license_id, now);
+        }
         Ok(ended)
     }
 }
@@ -2572,12 +3646,12 @@ fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
 }
 
 /// One reaper transaction: lock up to `REAP_BATCH` expired live sessions no other node holds,
-/// end them and write their events.
+/// end them and write their events. Answers them and the queueing licenses among theirs.
 async fn reap_batch(
     pool: &PgPool,
     cache: &TermsCache,
     now: Timestamp,
-) -> Result<Vec<Session>, sqlx::Error> {
+) -> Result<(Vec<Session>, HashSet<String>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(&format!(
         "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
@@ -2591,12 +3665,18 @@ async fn reap_batch(
     .await?;
     if rows.is_empty() {
         tx.rollback().await?;
-        return Ok(Vec::new());
+        return Ok((Vec::new(), HashSet::new()));
     }
     let mut sessions = Vec::with_capacity(rows.len());
+    let mut queueing = HashSet::new();
     for row in &rows {
         match SessionRow::read(row, cache) {
-            Ok(r) => sessions.push(r.session),
+            Ok(r) => {
+                if r.terms.on_full == OnFull::Queue {
+                    queueing.insert(r.session.license_id.to_string());
+                }
+                sessions.push(r.session);
+            }
             Err(e) => tracing::warn!(error = %e, "skipping an unreadable session"),
         }
     }
@@ -2604,5 +3684,5 @@ async fn reap_batch(
     end_expired(&mut tx, &sessions, now, &mut audit).await?;
     insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
-    Ok(sessions)
+    Ok((sessions, queueing))
 }

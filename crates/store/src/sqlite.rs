@@ -53,6 +53,8 @@ const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_models.sql"),
+    // Creates the PostgreSQL queue's tables, unused here (the queue is in memory, see `Mem`).
+    include_str!("../migrations/sqlite/0003_queue.sql"),
 ];
 
 /// One change to persist.

@@ -1,4 +1,5 @@
 //! Waiting for a seat: `on_full: "queue"` licenses grant freed seats to their longest waiter.
+//! The same tests run on both stores (`LEASEHOLD_TEST_STORE=postgres`: one queue in the database).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,15 +10,6 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::helpers::*;
-
-/// Cross-node queueing on PostgreSQL is not built yet: these tests run on SQLite only until it is.
-fn skip_on_postgres() -> bool {
-    let pg = std::env::var("LEASEHOLD_TEST_STORE").as_deref() == Ok("postgres");
-    if pg {
-        eprintln!("notice: queue tests skipped on PostgreSQL (cross-node queueing not built yet)");
-    }
-    pg
-}
 
 fn queueing(extra: serde_json::Value) -> serde_json::Value {
     let mut v = json!({"on_full": "queue", "max_queue_wait_secs": 600});
@@ -63,9 +55,6 @@ async fn until_queue_length(app: &TestApp, admin: &str, license: &str, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_waiters_are_granted_freed_seats_in_arrival_order() {
-    if skip_on_postgres() {
-        return;
-    }
     // Arrange: 3 seats held; 30 users queue one after another.
     let app = Arc::new(spawn_app().await);
     let f = app.fixture(3, &[], queueing(json!({}))).await;
@@ -136,9 +125,6 @@ async fn thirty_waiters_are_granted_freed_seats_in_arrival_order() {
 
 #[tokio::test]
 async fn a_wait_that_runs_out_is_refused_with_queue_timeout() {
-    if skip_on_postgres() {
-        return;
-    }
     let app = spawn_app().await;
     let f = app
         .fixture(1, &[], queueing(json!({"max_queue_wait_secs": 1})))
@@ -164,9 +150,6 @@ async fn a_wait_that_runs_out_is_refused_with_queue_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_disconnects_leaves_the_queue_and_gets_no_ghost_seat() {
-    if skip_on_postgres() {
-        return;
-    }
     let app = Arc::new(spawn_app().await);
     let f = app.fixture(1, &[], queueing(json!({}))).await;
     let ann = app.user_token(&f.account_id, &f.admin, "ann").await;
@@ -222,9 +205,6 @@ async fn a_client_that_disconnects_leaves_the_queue_and_gets_no_ghost_seat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reserved_users_never_wait_behind_others() {
-    if skip_on_postgres() {
-        return;
-    }
     let app = Arc::new(spawn_app().await);
     let f = app.fixture(2, &["boss"], queueing(json!({}))).await;
     let ann = app.user_token(&f.account_id, &f.admin, "ann").await;
@@ -244,9 +224,6 @@ async fn reserved_users_never_wait_behind_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiters_racing_new_arrivals_never_over_allocate() {
-    if skip_on_postgres() {
-        return;
-    }
     let app = Arc::new(spawn_app().await);
     let f = app
         .fixture(3, &[], queueing(json!({"inactivity_timeout_secs": 600})))
