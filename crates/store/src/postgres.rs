@@ -117,9 +117,12 @@ const MAX_ATTEMPTS: usize = 5;
 const QUEUE_CHANNEL: &str = "leasehold_queue";
 /// How often a node refreshes its `nodes.seen_at` and checks its own waiting tickets.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// SQL condition (over `nodes n`): the node was seen lately (database clock). A node unseen
-/// for 5 s (five sweeps missed) is gone: grants skip its waiters, listings omit them.
-const LIVE_NODE: &str = "n.seen_at > now() - interval '5 seconds'";
+/// SQL condition (over `nodes n`): the node is alive. It was seen lately (database clock; a node
+/// unseen for 5 s, five sweeps missed, is gone) and its LISTEN connection's backend is still
+/// there (a killed node's connections close at once, so its death shows in milliseconds).
+/// Grants skip the waiters of other nodes, listings omit them.
+const LIVE_NODE: &str = "n.seen_at > now() - interval '5 seconds' \
+     AND (n.pid IS NULL OR EXISTS (SELECT 1 FROM pg_stat_get_activity(n.pid)))";
 /// Nodes unseen this long are forgotten, with their queue entries.
 const NODE_FORGET: &str = "10 minutes";
 /// Most queue heads of one license one batch takes (the next batch goes on).
@@ -1590,6 +1593,18 @@ impl QueueCtx {
         }
     }
 
+    /// Serves the queues this node has waiters in.
+    fn serve_local(&self) {
+        let licenses: HashSet<String> = self
+            .lock_waiters()
+            .values()
+            .map(|w| w.license_id.clone())
+            .collect();
+        for license_id in licenses {
+            self.serve(&license_id, self.now());
+        }
+    }
+
     /// Hands a served ticket's outcome to its waiter, if it still waits here. A grant whose
     /// waiter is gone (receiver dropped) is ended at once when `end_orphans`: no seat is held
     /// by nobody.
@@ -1760,7 +1775,23 @@ async fn listener(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
         }
+        // The listening backend stands for this node: if this process dies, so does it.
+        let registered = sqlx::query(
+            "INSERT INTO nodes (node_id, seen_at, pid) VALUES ($1, clock_timestamp(), pg_backend_pid())
+             ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at, pid = excluded.pid",
+        )
+        .bind(&queue.node_id)
+        .execute(&mut listener)
+        .await;
+        if let Err(e) = registered {
+            tracing::debug!(error = %e, "queue listener cannot register; retrying");
+            tokio::time::sleep(LISTEN_RETRY).await;
+            continue;
+        }
+        // Outcomes sent while this node was not listening are found by the sweep, and its
+        // waiters (skipped while its listener was away) are served again.
         queue.sweep_now.notify_one();
+        queue.serve_local();
         loop {
             match listener.try_recv().await {
                 Ok(Some(first)) => {
@@ -1824,14 +1855,7 @@ async fn sweeper(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
             tracing::debug!(error = %e, "queue sweep failed");
         }
         if round.is_multiple_of(RESERVE_EVERY) {
-            let licenses: HashSet<String> = queue
-                .lock_waiters()
-                .values()
-                .map(|w| w.license_id.clone())
-                .collect();
-            for license_id in licenses {
-                queue.serve(&license_id, queue.now());
-            }
+            queue.serve_local();
         }
         if round.is_multiple_of(CLEANUP_EVERY) {
             if let Err(e) = forget_gone_nodes(&pool).await {

@@ -729,3 +729,372 @@ async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases()
     drop(new);
     db.drop_db().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// One queue per license across nodes (`on_full: "queue"`)
+// ---------------------------------------------------------------------------------------------
+
+fn wait_body(license: &str, device: &str, instance: &str, wait_secs: u64) -> Value {
+    json!({"license_id": license, "device_id": device, "instance_id": instance,
+           "wait_secs": wait_secs})
+}
+
+fn queueing_license(seats: u32) -> Value {
+    json!({"product": "cad", "model": "concurrent_sessions", "seats": seats,
+           "on_full": "queue", "max_queue_wait_secs": 120})
+}
+
+/// The license's queue as `node` lists it to the admin.
+async fn queue_of(http: &reqwest::Client, node: &str, s: &Setup) -> Value {
+    let (st, q) = call(
+        http,
+        Method::GET,
+        format!("{node}/v1/licenses/{}/queue", s.license),
+        &s.admin,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::OK, "{q}");
+    q
+}
+
+/// Polls `node` until the license's queue is `n` long (waiters are in flight in other tasks).
+async fn until_queue(http: &reqwest::Client, node: &str, s: &Setup, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = queue_of(http, node, s).await;
+        if q["length"].as_u64() == Some(n) {
+            return q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never reached {n}: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn logout(http: &reqwest::Client, node: &str, token: &str, id: &str) {
+    let (st, b) = call(
+        http,
+        Method::DELETE,
+        format!("{node}/v1/sessions/{id}"),
+        token,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_queue_across_three_nodes_grants_freed_seats_in_arrival_order() {
+    let Some(db) = TestDb::create("cross-node queue").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(&http, &urls[0], queueing_license(2)).await;
+
+    // Arrange: both seats held (opened on node 0); nine users queue one after another, spread
+    // round-robin over the three nodes.
+    let holder = s.user(&http, &urls[0], "holder").await;
+    let mut held = std::collections::VecDeque::new();
+    for i in 0..2 {
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{}/v1/sessions", urls[0]),
+            &holder,
+            Some(open_body(&s.license, "pc", &format!("h{i}"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        held.push_back((holder.clone(), b["id"].as_str().unwrap().to_owned()));
+    }
+    let (tx, mut granted) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = JoinSet::new();
+    for k in 0..9usize {
+        let node = urls[k % 3].clone();
+        let token = s.user(&http, &node, &format!("w{k}")).await;
+        let (http2, license, tx) = (http.clone(), s.license.clone(), tx.clone());
+        waiters.spawn(async move {
+            let (st, b) = call(
+                &http2,
+                Method::POST,
+                format!("{node}/v1/sessions"),
+                &token,
+                Some(wait_body(&license, "pc", "app", 60)),
+            )
+            .await
+            .unwrap();
+            assert_eq!(st, StatusCode::CREATED, "w{k} on {node}: {b}");
+            tx.send((k, token, b["id"].as_str().unwrap().to_owned()))
+                .unwrap();
+        });
+        // Seen as queued from another node than the one it waits on.
+        until_queue(&http, &urls[(k + 1) % 3], &s, k as u64 + 1).await;
+    }
+    // One queue: every node lists the nine waiters, in arrival order.
+    for u in &urls {
+        let q = queue_of(&http, u, &s).await;
+        let names: Vec<&str> = q["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["username"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..9).map(|k| format!("w{k}")).collect();
+        assert_eq!(names, expected, "as listed by {u}");
+        assert_eq!(q["waiting"][8]["position"], 9);
+    }
+    // A newcomer that does not wait is refused while others wait, whichever node it asks.
+    let late = s.user(&http, &urls[1], "late").await;
+    for u in &urls {
+        let (st, b) = call(
+            &http,
+            Method::POST,
+            format!("{u}/v1/sessions"),
+            &late,
+            Some(open_body(&s.license, "pc", "late")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(st, StatusCode::CONFLICT, "{b}");
+        assert_eq!(b["error"]["code"], "no_seat_available");
+    }
+
+    // Act: free one seat at a time, on a different node each time; each freed seat goes to
+    // the longest waiter, whichever node it waits on.
+    let mut order = Vec::new();
+    for r in 0..9 {
+        let (token, id) = held.pop_front().unwrap();
+        logout(&http, &urls[r % 3], &token, &id).await;
+        let (k, token, id) = tokio::time::timeout(Duration::from_secs(10), granted.recv())
+            .await
+            .expect("a waiter is granted the freed seat")
+            .unwrap();
+        order.push(k);
+        held.push_back((token, id));
+        assert!(s.in_use(&http, &urls[(r + 1) % 3]).await <= 2);
+    }
+    while let Some(r) = waiters.join_next().await {
+        r.unwrap();
+    }
+
+    // Assert: strict first come, first served across nodes; never more than the seats; the
+    // queue is empty everywhere; one `opened … queued` event per grant.
+    assert_eq!(order, (0..9).collect::<Vec<_>>());
+    for u in &urls {
+        assert_eq!(s.in_use(&http, u).await, 2);
+        assert_eq!(queue_of(&http, u, &s).await["length"], 0);
+    }
+    let audit = s.audit(&http, &urls[2]).await;
+    let queued = audit
+        .iter()
+        .filter(|e| e["event"] == "opened" && e["detail"] == "interactive queued")
+        .count();
+    assert_eq!(queued, 9);
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_waiters_of_a_killed_node_are_skipped_and_get_no_seat() {
+    let Some(db) = TestDb::create("queue node kill").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(&http, &urls[0], queueing_license(1)).await;
+    let holder = s.user(&http, &urls[0], "holder").await;
+    let (st, b) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/sessions", urls[0]),
+        &holder,
+        Some(open_body(&s.license, "pc", "h")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let held = b["id"].as_str().unwrap().to_owned();
+
+    // Arrange: the longest waiter waits on node 2, the next one on node 1.
+    let mut waits = Vec::new();
+    for (name, node) in [("doomed", &urls[2]), ("patient", &urls[1])] {
+        let token = s.user(&http, node, name).await;
+        let (http2, license, node2) = (http.clone(), s.license.clone(), node.clone());
+        waits.push(tokio::spawn(async move {
+            call(
+                &http2,
+                Method::POST,
+                format!("{node2}/v1/sessions"),
+                &token,
+                Some(wait_body(&license, "pc", "app", 60)),
+            )
+            .await
+        }));
+        until_queue(&http, &urls[0], &s, waits.len() as u64).await;
+    }
+
+    // Act: node 2 dies (`kill -9`) with its client waiting.
+    nodes[2].kill9();
+    // Assert: its waiter leaves the queue as soon as its connections are gone, well before the
+    // 5 s liveness timeout...
+    let gone = Instant::now();
+    let q = until_queue(&http, &urls[0], &s, 1).await;
+    assert!(
+        gone.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        gone.elapsed()
+    );
+    assert_eq!(q["waiting"][0]["username"], "patient");
+    // ...and the freed seat goes to the next waiter, on a live node.
+    logout(&http, &urls[0], &holder, &held).await;
+    let patient = waits.pop().unwrap().await.unwrap().unwrap();
+    assert_eq!(patient.0, StatusCode::CREATED, "{}", patient.1);
+    assert_eq!(patient.1["username"], "patient");
+    assert!(
+        waits.pop().unwrap().await.unwrap().is_err(),
+        "the dead node never answered"
+    );
+    let live: Vec<String> = s.live_ids(&http, &urls[1]).await;
+    assert_eq!(live, vec![patient.1["id"].as_str().unwrap().to_owned()]);
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// Rounds of: a client queues on `wait_node` for the license's only seat, then its holder logs
+/// out on `free_node`. Answers, per round, the time from the logout's answer (the seat is free)
+/// to the waiter's `201` (granted), and from the logout's request to that `201`. The first is
+/// zero when the grant is answered before the logout (both wait for the same commit on SQLite).
+async fn grant_latencies(
+    http: &reqwest::Client,
+    s: &Setup,
+    free_node: &str,
+    wait_node: &str,
+    rounds: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut tokens = [
+        s.user(http, free_node, "lat-a").await,
+        s.user(http, free_node, "lat-b").await,
+    ];
+    let (st, b) = call(
+        http,
+        Method::POST,
+        format!("{free_node}/v1/sessions"),
+        &tokens[0],
+        Some(open_body(&s.license, "pc", "round-0")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let mut held = b["id"].as_str().unwrap().to_owned();
+    let mut from_freed = Vec::with_capacity(rounds);
+    let mut from_logout = Vec::with_capacity(rounds);
+    for r in 1..=rounds {
+        let waiting = {
+            let (http, url, token, license) = (
+                http.clone(),
+                format!("{wait_node}/v1/sessions"),
+                tokens[1].clone(),
+                s.license.clone(),
+            );
+            let body = wait_body(&license, "pc", &format!("round-{r}"), 30);
+            tokio::spawn(async move {
+                let answer = call(&http, Method::POST, url, &token, Some(body)).await;
+                (answer, Instant::now())
+            })
+        };
+        until_queue(http, wait_node, s, 1).await;
+        let sent = Instant::now();
+        logout(http, free_node, &tokens[0], &held).await;
+        let freed = Instant::now();
+        let (answer, granted_at) = waiting.await.unwrap();
+        let (st, b) = answer.unwrap();
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        from_freed.push(granted_at.saturating_duration_since(freed));
+        from_logout.push(granted_at.saturating_duration_since(sent));
+        held = b["id"].as_str().unwrap().to_owned();
+        tokens.swap(0, 1);
+    }
+    (from_freed, from_logout)
+}
+
+/// `p50`, `p99` and max of `samples`, in milliseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(0.50), at(0.99), at(1.0))
+}
+
+/// Prints both figures of `grant_latencies`; answers the p50 from the seat freed.
+fn report(what: &str, (from_freed, from_logout): (Vec<Duration>, Vec<Duration>)) -> f64 {
+    let n = from_freed.len();
+    let (p50, p99, max) = percentiles(from_freed);
+    let (s50, s99, smax) = percentiles(from_logout);
+    println!(
+        "queue grant latency, {what}, {n} rounds:\n  \
+         seat freed (logout answered) -> waiter granted: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms\n  \
+         logout sent -> waiter granted:                  p50 {s50:.1} ms, p99 {s99:.1} ms, max {smax:.1} ms"
+    );
+    p50
+}
+
+/// Rounds per latency figure.
+const LATENCY_ROUNDS: usize = 50;
+
+/// The figures of BENCHMARKS.md ("Queue grant latency"): the time from a seat freed (logout
+/// answered) to the next waiter granted, on one PostgreSQL node and across two. Run with
+/// `-- --nocapture` to see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_grant_latency_on_one_node_and_across_nodes() {
+    let Some(db) = TestDb::create("queue grant latency").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&db.url, dir.path(), 2).await;
+    let (a, b) = (nodes[0].url.clone(), nodes[1].url.clone());
+    let http = http();
+
+    let same = setup(&http, &a, queueing_license(1)).await;
+    let same = grant_latencies(&http, &same, &a, &a, LATENCY_ROUNDS).await;
+    let across = setup(&http, &a, queueing_license(1)).await;
+    let across = grant_latencies(&http, &across, &a, &b, LATENCY_ROUNDS).await;
+
+    let same_p50 = report("PostgreSQL, waiter and logout on the same node", same);
+    let across_p50 = report("PostgreSQL, waiter on node B, seat freed on node A", across);
+    // Loose bounds (shared CI machines): a grant that waited for the 1 s sweep instead of
+    // the open lane and NOTIFY would break them.
+    assert!(same_p50 < 200.0, "{same_p50} ms");
+    assert!(across_p50 < 200.0, "{across_p50} ms");
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// The single-node SQLite figure of the same measure (no PostgreSQL needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_grant_latency_on_sqlite() {
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::spawn(None, dir.path(), Some(ROOT));
+    node.ready().await;
+    let http = http();
+    let s = setup(&http, &node.url, queueing_license(1)).await;
+    let samples = grant_latencies(&http, &s, &node.url, &node.url, LATENCY_ROUNDS).await;
+    let p50 = report("SQLite, single node", samples);
+    assert!(p50 < 200.0, "{p50} ms");
+}

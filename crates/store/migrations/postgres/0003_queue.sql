@@ -28,9 +28,12 @@ CREATE TABLE queue_entries (
 CREATE INDEX queue_waiting ON queue_entries (license_id, ticket) WHERE state = 'waiting';
 
 -- Server nodes and when each was last seen, by the database clock (`clock_timestamp()`): every
--- node refreshes its row each second. Entries of a node unseen for a few seconds are skipped
--- by grants (nobody is there to take the seat).
+-- node refreshes its row each second. `pid` is the backend of the node's LISTEN connection: a
+-- node that dies drops it, so its death shows at once, not only once it is unseen. Entries of a
+-- node unseen for a few seconds, or whose listener is gone, are skipped by grants (nobody is
+-- there to take the seat).
 CREATE TABLE nodes (
     node_id TEXT PRIMARY KEY,
-    seen_at TIMESTAMPTZ NOT NULL
+    seen_at TIMESTAMPTZ NOT NULL,
+    pid     INTEGER
 );

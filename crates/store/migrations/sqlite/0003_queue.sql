@@ -23,5 +23,6 @@ CREATE INDEX queue_waiting ON queue_entries (license_id, ticket) WHERE state = '
 
 CREATE TABLE nodes (
     node_id TEXT PRIMARY KEY,
-    seen_at INTEGER NOT NULL
+    seen_at INTEGER NOT NULL,
+    pid     INTEGER
 );
