@@ -27,6 +27,57 @@
 //!   unique partial index `sessions_live_instance` (which also forbids two live sessions of one
 //!   instance outright), locked, slid and returned.
 //!
+//! # The queue: one per license, across nodes
+//!
+//! On an `on_full: "queue"` license a client may wait for a seat. The queue lives in the
+//! database (`queue_entries`), so it is one queue whichever nodes the waiters are connected to;
+//! each node only keeps, in memory, the channels of its own waiting clients (ticket -> sender).
+//!
+//! - **Admission.** An open batch that locked a queueing license also counts its live waiting
+//!   entries and takes its longest ones (`FOR UPDATE`, at most `QUEUE_HEADS`). A newcomer is
+//!   decided by `decide_open`, then `must_queue(terms, &decision, waiting)`: a newcomer never
+//!   takes a seat owed to waiters (strict first come, first served), and a reserved user with
+//!   no session takes their reserved slot at once. With `wait` the request gets an entry
+//!   (`INSERT … RETURNING ticket`; the ticket sequence is taken under the license lock, so
+//!   tickets are the order of arrival across nodes) and `Admission::Queued` with its position;
+//!   without, it is refused with `no_seat_available`. The entry's sender is registered with
+//!   the node *before* the batch commits: no outcome can be committed, let alone notified,
+//!   before its waiter is known.
+//! - **Grants.** Whatever may free a seat of a queueing license (logout or revoke, the reaper,
+//!   a heartbeat or logout that finds its session expired, deactivating a user or device,
+//!   `end_user_sessions`, `update_license`, a waiter leaving) pushes a *serve* job into the
+//!   license's open lane, after its own commit. The next batch of that lane (the same code: the
+//!   license lock, the views, `decide_open`) serves the heads in ticket order *before* any
+//!   newcomer of the batch: a granted head gets its session inserted on its behalf (with the
+//!   waiter's `new_id`, audit detail `… queued`) and `state = 'granted'`; a head refused for
+//!   another reason (suspended, per-user limit…) gets `state = 'refused'` with the refusal;
+//!   the first head refused for want of a seat stops the license's queue. In the same
+//!   transaction `NOTIFY leasehold_queue, '<node_id>:<ticket>'` goes to the other nodes whose
+//!   waiters were served (delivered on commit); this node's own waiters get their outcome
+//!   directly after the commit. A batch that touches no queueing license runs no queue
+//!   statement at all.
+//! - **Delivery.** Each node LISTENs (`PgListener`, which reconnects) and, on a notice for one
+//!   of its tickets, reads the entry (and the session) and sends `Grant { opened, durable }`
+//!   (durable already: the grant was committed before it was notified) or the refusal. As a
+//!   safety net against missed notices, each node sweeps once a second: one statement refreshes
+//!   its `nodes.seen_at` (by the database clock, `clock_timestamp()`: no wall clock is read
+//!   here), purges its settled entries and reads the outcomes of its still-waiting tickets.
+//!   Every few sweeps it also serves again the licenses it has waiters in (a lost serve
+//!   trigger, e.g. a node killed between a logout and its serve, costs seconds, not the wait).
+//! - **Leaving.** `leave_queue` is `UPDATE … SET state = 'left' WHERE state = 'waiting'`. When
+//!   it changes nothing the entry was served meanwhile: its outcome is handed to the waiter
+//!   before `leave_queue` answers false, so the caller's next look at its ticket finds it. An
+//!   outcome is sent under the lock of the node's waiter map, so whoever finds a ticket gone
+//!   from the map knows its outcome was handed over. A grant whose receiver is gone (a client
+//!   that went away without leaving) is ended at once, which frees the seat and serves the
+//!   queue again: no seat is held by nobody.
+//! - **Dead nodes.** A node's waiters are live while its `nodes` row was seen in the last 5 s
+//!   *and* the backend of its LISTEN connection (`nodes.pid`) still exists: a killed node's
+//!   connections close at once, so grants skip its waiters within milliseconds; a node cut
+//!   off from the network is skipped after 5 s. An entry is also skipped after its deadline
+//!   (the license's longest wait plus a margin). A node that stops (the store is dropped or
+//!   closed) deletes its entries; nodes unseen for 10 minutes are forgotten with theirs.
+//!
 //! # Heartbeats
 //!
 //! Heartbeats go to `HEARTBEAT_LANES` batchers per node. A batch reads the sessions and their
@@ -684,7 +735,7 @@ async fn open_batcher(pool: PgPool, queue: Arc<QueueCtx>, mut rx: mpsc::Receiver
                 pending = done.again;
                 for served in done.served {
                     if served.node_id == queue.node_id {
-                        queue.deliver(served.ticket, served.outcome, true);
+                        queue.deliver(served.ticket, served.outcome);
                     }
                 }
                 answer_opens(batch, done.outcomes);
@@ -1605,10 +1656,10 @@ impl QueueCtx {
         }
     }
 
-    /// Hands a served ticket's outcome to its waiter, if it still waits here. A grant whose
-    /// waiter is gone (receiver dropped) is ended at once when `end_orphans`: no seat is held
-    /// by nobody.
-    fn deliver(&self, ticket: i64, outcome: Result<Opened, RuleError>, end_orphans: bool) {
+    /// Hands a served ticket's outcome to its waiter, if it still waits here (a ticket not
+    /// found here has had its outcome handed over, or has left). A grant whose waiter is gone
+    /// (receiver dropped) is ended at once: no seat is held by nobody.
+    fn deliver(&self, ticket: i64, outcome: Result<Opened, RuleError>) {
         let orphan = {
             let mut waiters = self.lock_waiters();
             let Some(waiter) = waiters.remove(&ticket) else {
@@ -1633,7 +1684,7 @@ impl QueueCtx {
             }
         };
         self.settled([ticket]);
-        if let Some(session) = orphan.filter(|_| end_orphans) {
+        if let Some(session) = orphan {
             self.end_orphan(session);
         }
     }
@@ -1750,7 +1801,7 @@ fn deliver_rows(queue: &QueueCtx, cache: &TermsCache, rows: &[PgRow]) -> StoreRe
     let mut delivered = HashSet::new();
     for row in rows {
         let (ticket, outcome) = read_served(row, cache)?;
-        queue.deliver(ticket, outcome, true);
+        queue.deliver(ticket, outcome);
         delivered.insert(ticket);
     }
     Ok(delivered)
@@ -1775,23 +1826,11 @@ async fn listener(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
         }
-        // The listening backend stands for this node: if this process dies, so does it.
-        let registered = sqlx::query(
-            "INSERT INTO nodes (node_id, seen_at, pid) VALUES ($1, clock_timestamp(), pg_backend_pid())
-             ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at, pid = excluded.pid",
-        )
-        .bind(&queue.node_id)
-        .execute(&mut listener)
-        .await;
-        if let Err(e) = registered {
+        if let Err(e) = listening(&mut listener, &queue).await {
             tracing::debug!(error = %e, "queue listener cannot register; retrying");
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
         }
-        // Outcomes sent while this node was not listening are found by the sweep, and its
-        // waiters (skipped while its listener was away) are served again.
-        queue.sweep_now.notify_one();
-        queue.serve_local();
         loop {
             match listener.try_recv().await {
                 Ok(Some(first)) => {
@@ -1819,8 +1858,14 @@ async fn listener(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
                         queue.sweep_now.notify_one();
                     }
                 }
-                // The connection was lost and is back: what was sent meanwhile is missed.
-                Ok(None) => queue.sweep_now.notify_one(),
+                // The connection was lost and is back (listening again, on a new backend).
+                Ok(None) => {
+                    if let Err(e) = listening(&mut listener, &queue).await {
+                        tracing::debug!(error = %e, "queue listener cannot register; reconnecting");
+                        tokio::time::sleep(LISTEN_RETRY).await;
+                        break;
+                    }
+                }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "queue listener failed; reconnecting");
@@ -1830,6 +1875,23 @@ async fn listener(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
             }
         }
     }
+}
+
+/// Records the listener's backend as this node's (if this process dies, so does the backend,
+/// and other nodes skip its waiters at once). Then outcomes sent while this node was not
+/// listening are looked for by the sweep, and its waiters (skipped while its listener was
+/// away) are served again.
+async fn listening(listener: &mut PgListener, queue: &QueueCtx) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO nodes (node_id, seen_at, pid) VALUES ($1, clock_timestamp(), pg_backend_pid())
+         ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at, pid = excluded.pid",
+    )
+    .bind(&queue.node_id)
+    .execute(&mut *listener)
+    .await?;
+    queue.sweep_now.notify_one();
+    queue.serve_local();
+    Ok(())
 }
 
 /// Once a second (and when the listener reconnected): refreshes this node's `nodes.seen_at`
@@ -3709,4 +3771,28 @@ async fn reap_batch(
     insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok((sessions, queueing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_survive_the_queue_table() {
+        let refusals = [
+            RuleError::NoSeatAvailable { seats: 3 },
+            RuleError::UserSessionLimit {
+                user: "ann".into(),
+                max: 2,
+            },
+            RuleError::LicenseNotActive("the license is suspended".into()),
+            RuleError::UserNotActive("eve is not an active user of this license".into()),
+            RuleError::DeviceNotActivated("pc-7".into()),
+            RuleError::Invalid("bad username".into()),
+        ];
+        for refusal in refusals {
+            assert_eq!(refusal_from(&refusal_json(&refusal)), refusal);
+        }
+        assert_eq!(refusal_from("not json"), RuleError::Invalid(String::new()));
+    }
 }

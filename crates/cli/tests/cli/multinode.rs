@@ -869,6 +869,18 @@ async fn one_queue_across_three_nodes_grants_freed_seats_in_arrival_order() {
         assert_eq!(b["error"]["code"], "no_seat_available");
     }
 
+    // The database drops every connection (as a PostgreSQL restart would): each node listens
+    // again by itself, and its waiters count again once it does.
+    db.admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &urls {
+        until_queue(&http, u, &s, 9).await;
+    }
+
     // Act: free one seat at a time, on a different node each time; each freed seat goes to
     // the longest waiter, whichever node it waits on.
     let mut order = Vec::new();
