@@ -985,6 +985,118 @@ async fn the_waiters_of_a_killed_node_are_skipped_and_get_no_seat() {
     db.drop_db().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_racing_newcomers_over_three_nodes_never_over_allocate() {
+    let Some(db) = TestDb::create("queue race").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(&http, &urls[0], queueing_license(3)).await;
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        tokens.push(s.user(&http, &urls[i % 3], &format!("u{i}")).await);
+    }
+
+    // A sampler reads in_use from every node while clients churn.
+    let racing = Arc::new(AtomicBool::new(true));
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (http, urls, racing, max_seen) =
+            (http.clone(), urls.clone(), racing.clone(), max_seen.clone());
+        let (admin, license) = (s.admin.clone(), s.license.clone());
+        tokio::spawn(async move {
+            let mut k = 0;
+            while racing.load(Ordering::SeqCst) {
+                let (st, l) = call(
+                    &http,
+                    Method::GET,
+                    format!("{}/v1/licenses/{license}", urls[k % 3]),
+                    &admin,
+                    None,
+                )
+                .await
+                .unwrap();
+                assert_eq!(st, StatusCode::OK, "{l}");
+                max_seen.fetch_max(l["usage"]["in_use"].as_u64().unwrap(), Ordering::SeqCst);
+                k += 1;
+            }
+        })
+    };
+
+    // Act: 12 clients over the three nodes, 4 rounds each: open (one in three without
+    // waiting, the others waiting), hold briefly, log out on another node.
+    let mut clients = JoinSet::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let (http, urls, license) = (http.clone(), urls.clone(), s.license.clone());
+        clients.spawn(async move {
+            let mut granted = 0;
+            for round in 0..4 {
+                let node = &urls[(i + round) % 3];
+                let body = if i % 3 == 0 {
+                    open_body(&license, "pc", &format!("r{round}"))
+                } else {
+                    wait_body(&license, "pc", &format!("r{round}"), 30)
+                };
+                let (st, b) = call(
+                    &http,
+                    Method::POST,
+                    format!("{node}/v1/sessions"),
+                    &token,
+                    Some(body),
+                )
+                .await
+                .unwrap();
+                if st == StatusCode::CREATED {
+                    granted += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let other = &urls[(i + round + 1) % 3];
+                    logout(&http, other, &token, b["id"].as_str().unwrap()).await;
+                } else {
+                    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+                    assert_eq!(b["error"]["code"], "no_seat_available", "{b}");
+                    assert!(i % 3 == 0, "a waiter was refused: {b}");
+                }
+            }
+            (i, granted)
+        });
+    }
+    let mut waiter_grants = 0;
+    let mut total = 0;
+    while let Some(r) = clients.join_next().await {
+        let (i, granted) = r.unwrap();
+        total += granted;
+        if i % 3 != 0 {
+            waiter_grants += granted;
+        }
+    }
+    racing.store(false, Ordering::SeqCst);
+    sampler.await.unwrap();
+
+    // Assert: never more than 3 seats held; every wait ended in a seat; all seats back; one
+    // `ended` per `opened`.
+    assert!(max_seen.load(Ordering::SeqCst) <= 3);
+    assert_eq!(waiter_grants, 32);
+    for u in &urls {
+        assert_eq!(s.in_use(&http, u).await, 0);
+        assert_eq!(queue_of(&http, u, &s).await["length"], 0);
+    }
+    let audit = s.audit(&http, &urls[1]).await;
+    let count = |e: &str| audit.iter().filter(|a| a["event"] == e).count();
+    assert_eq!(count("opened"), total);
+    assert_eq!(count("ended"), total);
+    let queued = audit
+        .iter()
+        .filter(|e| e["event"] == "opened" && e["detail"] == "interactive queued")
+        .count();
+    assert!(queued > 0, "nobody had to wait");
+    drop(nodes);
+    db.drop_db().await;
+}
+
 /// Rounds of: a client queues on `wait_node` for the license's only seat, then its holder logs
 /// out on `free_node`. Answers, per round, the time from the logout's answer (the seat is free)
 /// to the waiter's `201` (granted), and from the logout's request to that `201`. The first is
