@@ -1,6 +1,8 @@
 //! Several real `leasehold serve` nodes on one PostgreSQL: seat races spread over nodes, a node
-//! killed under load, the database going away and coming back, expiry across nodes, and the
-//! SQLite-to-PostgreSQL copy. Each test runs in its own fresh database.
+//! killed under load, the database going away and coming back, expiry across nodes, the
+//! SQLite-to-PostgreSQL copy, and the queue of a license as one queue across nodes (FIFO,
+//! races, a killed node's waiters, grant latency; the SQLite latency figure is measured here
+//! too, the same way). Each PostgreSQL test runs in its own fresh database.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
