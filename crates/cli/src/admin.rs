@@ -1,5 +1,5 @@
 //! The admin commands of the `leasehold` binary, all through the Rust SDK: `account`,
-//! `license`, `user`, `token`, `oauth`, `session`, `usage` and `plans`.
+//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage` and `plans`.
 //!
 //! The server URL and token come from flags, `LEASEHOLD_URL`/`LEASEHOLD_TOKEN` or the CLI
 //! config file (see [`crate::connect`]). `--output text` (the default) prints aligned tables
@@ -18,9 +18,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use leasehold_client::proto::{
-    CreateLicense, License, LicenseModel, OnFull, PatchLicense, PutUser, Session, User, UserKind,
+    CreateLicense, Device, License, LicenseModel, OnFull, PatchLicense, PutUser, Session, User,
+    UserKind,
 };
-use leasehold_client::{Client, ClientError, ErrorCode, UsageQuery};
+use leasehold_client::{Client, ClientError, UsageQuery};
 use time::OffsetDateTime;
 
 use crate::connect::{is_unreachable, ConnectArgs, Failure, OutputFormat, Settings};
@@ -46,12 +47,15 @@ pub enum AdminCommand {
     /// Create accounts (root admin token).
     #[command(visible_alias = "accounts")]
     Account(AccountArgs),
-    /// Create, show and change licenses; list their sessions, registered users and queue.
+    /// Create, list, show and change licenses; list their sessions, registered users and queue.
     #[command(visible_alias = "licenses")]
     License(LicenseArgs),
-    /// Add users to an account; activate and deactivate them.
+    /// Add, list and show the users of an account; activate and deactivate them.
     #[command(visible_alias = "users")]
     User(UserArgs),
+    /// Activate, list and deactivate the devices of a node_locked license.
+    #[command(visible_alias = "devices")]
+    Device(DeviceArgs),
     /// Issue personal tokens for interactive users.
     #[command(visible_alias = "tokens")]
     Token(TokenArgs),
@@ -95,6 +99,11 @@ pub struct LicenseArgs {
 enum LicenseCommand {
     /// Create a license: give --seats, or --plan (and --extra-seats).
     Create(Box<LicenseCreate>),
+    /// List the licenses of an account.
+    List {
+        #[command(flatten)]
+        account: AccountOpt,
+    },
     /// Show a license and its seats in use.
     Show {
         /// License id.
@@ -279,6 +288,18 @@ enum UserCommand {
         #[arg(long)]
         inactive: bool,
     },
+    /// List the users of an account.
+    List {
+        #[command(flatten)]
+        account: AccountOpt,
+    },
+    /// Show a user: kind, whether active, client id of a service user.
+    Show {
+        /// Username.
+        username: String,
+        #[command(flatten)]
+        account: AccountOpt,
+    },
     /// Let a user open sessions again (with --license: on that registered_users license).
     Activate {
         /// Username.
@@ -306,6 +327,46 @@ enum UserCommand {
         username: String,
         #[command(flatten)]
         account: AccountOpt,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DeviceArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: DeviceCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Activate a device on a node_locked license.
+    ///
+    /// Fails with activations_exhausted when all activations are taken; activating a device
+    /// that already is changes nothing (not even its name).
+    Activate {
+        /// License id.
+        #[arg(long)]
+        license: String,
+        /// The device's fingerprint (the device_id its sessions give).
+        fingerprint: String,
+        /// A name to recognize the device by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the devices activated on a license.
+    List {
+        /// License id.
+        #[arg(long)]
+        license: String,
+    },
+    /// Deactivate a device: frees its activation and ends its live sessions.
+    Deactivate {
+        /// License id.
+        #[arg(long)]
+        license: String,
+        /// The device's fingerprint.
+        fingerprint: String,
     },
 }
 
@@ -409,6 +470,7 @@ impl AdminCommand {
             AdminCommand::Account(a) => &a.common,
             AdminCommand::License(a) => &a.common,
             AdminCommand::User(a) => &a.common,
+            AdminCommand::Device(a) => &a.common,
             AdminCommand::Token(a) => &a.common,
             AdminCommand::Oauth(a) => &a.common,
             AdminCommand::Session(a) => &a.common,
@@ -506,6 +568,7 @@ impl Admin {
             AdminCommand::Account(args) => self.account_command(args.command).await,
             AdminCommand::License(args) => self.license_command(args.command).await,
             AdminCommand::User(args) => self.user_command(args.command).await,
+            AdminCommand::Device(args) => self.device_command(args.command).await,
             AdminCommand::Token(args) => self.token_command(args.command).await,
             AdminCommand::Oauth(args) => self.oauth_command(args.command).await,
             AdminCommand::Session(args) => self.session_command(args.command).await,
@@ -569,6 +632,39 @@ impl Admin {
                 };
                 let license = client.create_license(&body).await?;
                 self.print_license(&license);
+            }
+            LicenseCommand::List { account } => {
+                let account = self.account(&account)?;
+                let list = client.list_licenses(&account).await?;
+                if self.json() {
+                    print_json(&list);
+                } else if list.licenses.is_empty() {
+                    println!("no licenses");
+                } else {
+                    let mut table = Table::new(&[
+                        "ID",
+                        "PRODUCT",
+                        "MODEL",
+                        "SEATS",
+                        "PLAN",
+                        "ON FULL",
+                        "EXPIRES",
+                        "SUSPENDED",
+                    ]);
+                    for license in &list.licenses {
+                        table.row(vec![
+                            license.id.clone(),
+                            license.product.clone(),
+                            license.model.as_str().to_owned(),
+                            license.seats.to_string(),
+                            opt(license.plan.as_deref()),
+                            on_full_str(license.on_full).to_owned(),
+                            opt_time(license.expires_at),
+                            yes_no(license.suspended),
+                        ]);
+                    }
+                    print!("{}", table.render());
+                }
             }
             LicenseCommand::Show { id } => {
                 let license = client.get_license(&id).await?;
@@ -757,6 +853,32 @@ impl Admin {
                     eprintln!("note: the client secret is shown only once: store it now.");
                 }
             }
+            UserCommand::List { account } => {
+                let account = self.account(&account)?;
+                let list = client.list_users(&account).await?;
+                if self.json() {
+                    print_json(&list);
+                } else if list.users.is_empty() {
+                    println!("no users");
+                } else {
+                    let mut table = Table::new(&["USER", "KIND", "ACTIVE", "CLIENT ID", "CREATED"]);
+                    for user in &list.users {
+                        table.row(vec![
+                            user.username.clone(),
+                            user.kind.as_str().to_owned(),
+                            yes_no(user.active),
+                            opt(user.client_id.as_deref()),
+                            time(user.created_at),
+                        ]);
+                    }
+                    print!("{}", table.render());
+                }
+            }
+            UserCommand::Show { username, account } => {
+                let account = self.account(&account)?;
+                let user = client.get_user(&account, &username).await?;
+                self.print_user(&user);
+            }
             UserCommand::Activate {
                 username,
                 account,
@@ -802,16 +924,29 @@ impl Admin {
             return Ok(());
         }
         let account = self.account(account)?;
-        // PUT creates missing users: make sure this one exists (404 otherwise), and count
-        // the sessions a deactivation ends.
-        let live = client.list_user_sessions(&account, username).await?;
-        let user = put_active(client, &account, username, active).await?;
+        // PUT creates missing users and needs the kind: read the user first (404 when there
+        // is none), and count the sessions a deactivation ends.
+        let existing = client.get_user(&account, username).await?;
+        let ended = if active {
+            0
+        } else {
+            client
+                .list_user_sessions(&account, username)
+                .await?
+                .sessions
+                .len()
+        };
+        let put = PutUser {
+            kind: existing.kind,
+            active: Some(active),
+        };
+        let user = client.put_user(&account, username, &put).await?;
         if self.json() {
             print_json(&user);
         } else {
             println!("{username} is now {word} on account {account}");
-            if !active && !live.sessions.is_empty() {
-                println!("{} live session(s) ended", live.sessions.len());
+            if ended > 0 {
+                println!("{ended} live session(s) ended");
             }
         }
         Ok(())
@@ -836,6 +971,94 @@ impl Admin {
             pairs.push(("client_secret", secret.clone()));
         }
         print!("{}", key_values(&pairs));
+    }
+
+    // ----- devices ------------------------------------------------------------------------------
+
+    async fn device_command(&self, command: DeviceCommand) -> CmdResult {
+        let client = self.client()?;
+        match command {
+            DeviceCommand::Activate {
+                license,
+                fingerprint,
+                name,
+            } => {
+                let activation = client
+                    .activate_device(&license, &fingerprint, &name)
+                    .await?;
+                self.print_device(&activation.device);
+                if !activation.created {
+                    eprintln!("note: the device was already activated: nothing changed.");
+                }
+            }
+            DeviceCommand::List { license } => {
+                let list = client.list_devices(&license).await?;
+                if self.json() {
+                    print_json(&list);
+                    return Ok(());
+                }
+                if !list.devices.is_empty() {
+                    let mut table = Table::new(&["FINGERPRINT", "NAME", "ACTIVATED"]);
+                    for device in &list.devices {
+                        table.row(vec![
+                            device.fingerprint.clone(),
+                            dash_if_empty(&device.name),
+                            time(device.activated_at),
+                        ]);
+                    }
+                    print!("{}", table.render());
+                }
+                println!(
+                    "{} of {} devices activated",
+                    list.devices.len(),
+                    list.max_devices
+                );
+            }
+            DeviceCommand::Deactivate {
+                license,
+                fingerprint,
+            } => {
+                // Count the sessions the deactivation ends (the DELETE answers no body).
+                let live = client.list_sessions(&license).await?;
+                let ended: Vec<String> = live
+                    .sessions
+                    .into_iter()
+                    .filter(|s| s.device_id == fingerprint)
+                    .map(|s| s.id)
+                    .collect();
+                client.deactivate_device(&license, &fingerprint).await?;
+                if self.json() {
+                    print_json(&serde_json::json!({
+                        "license_id": license,
+                        "fingerprint": fingerprint,
+                        "deactivated": true,
+                        "ended_sessions": ended,
+                    }));
+                } else {
+                    println!("{fingerprint} is now deactivated on license {license}");
+                    if !ended.is_empty() {
+                        println!("{} live session(s) ended", ended.len());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn print_device(&self, device: &Device) {
+        if self.json() {
+            print_json(device);
+            return;
+        }
+        print!(
+            "{}",
+            key_values(&[
+                ("license", device.license_id.clone()),
+                ("fingerprint", device.fingerprint.clone()),
+                ("name", dash_if_empty(&device.name)),
+                ("activated_at", time(device.activated_at)),
+            ])
+        );
     }
 
     async fn token_command(&self, command: TokenCommand) -> CmdResult {
@@ -993,31 +1216,6 @@ impl Admin {
     }
 }
 
-/// `PUT` the user with `active`, keeping its kind: the kind cannot be read, so try
-/// interactive first and, when the server says the user is of the other kind (409), service.
-async fn put_active(
-    client: &Client,
-    account: &str,
-    username: &str,
-    active: bool,
-) -> Result<User, ClientError> {
-    let put = |kind| PutUser {
-        kind,
-        active: Some(active),
-    };
-    match client
-        .put_user(account, username, &put(UserKind::Interactive))
-        .await
-    {
-        Err(err) if err.code() == Some(ErrorCode::Conflict) => {
-            client
-                .put_user(account, username, &put(UserKind::Service))
-                .await
-        }
-        other => other,
-    }
-}
-
 /// The PATCH body of `license set`; refuses a command line that changes nothing.
 fn license_patch(set: LicenseSet) -> Result<PatchLicense, Failure> {
     let t = set.terms;
@@ -1066,6 +1264,14 @@ fn license_patch(set: LicenseSet) -> Result<PatchLicense, Failure> {
 
 fn yes_no(value: bool) -> String {
     if value { "yes" } else { "no" }.to_owned()
+}
+
+fn dash_if_empty(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
 }
 
 fn list_or_dash(items: &[String]) -> String {

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leasehold_proto::{
-    AccountCreated, CreateAccount, CreateLicense, Heartbeat, Jwks, License, LicenseUser,
-    LicenseUserList, OAuthToken, OpenSession, PatchLicense, PlanInfo, PutLicenseUser, PutUser,
-    QueueList, Session, SessionList, TokenCreated, UsageReport, User,
+    AccountCreated, ActivateDevice, CreateAccount, CreateLicense, Device, DeviceList, Heartbeat,
+    Jwks, License, LicenseList, LicenseUser, LicenseUserList, OAuthToken, OpenSession,
+    PatchLicense, PlanInfo, PutLicenseUser, PutUser, QueueList, Session, SessionList, TokenCreated,
+    UsageReport, User, UserList,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -219,6 +220,17 @@ impl UsageQuery {
     }
 }
 
+/// The answer of [`Client::activate_device`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceActivation {
+    /// The device as the license records it.
+    pub device: Device,
+    /// True when this call activated the device (201); false when it already was (200). A
+    /// request resent after a transport error whose first try did reach the server also
+    /// answers false.
+    pub created: bool,
+}
+
 /// One request as the retry loop sees it: everything needed to send it again.
 struct Request {
     method: Method,
@@ -323,6 +335,13 @@ impl Client {
         self.call(request).await
     }
 
+    /// `GET /v1/accounts/{id}/licenses` (account admin): every license of the account, without
+    /// usage (ask [`Client::get_license`] for one license's seats in use).
+    pub async fn list_licenses(&self, account_id: &str) -> Result<LicenseList> {
+        let request = self.request(Method::GET, &["v1", "accounts", account_id, "licenses"])?;
+        self.call(request).await
+    }
+
     /// `PATCH /v1/licenses/{id}` (account admin): changes the given fields.
     pub async fn patch_license(&self, license_id: &str, patch: &PatchLicense) -> Result<License> {
         let request =
@@ -339,6 +358,22 @@ impl Client {
             user,
             true,
         )?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/accounts/{id}/users/{username}` (account admin): one user, with its kind and
+    /// whether it is active (never a client secret). 404 when the user does not exist.
+    pub async fn get_user(&self, account_id: &str, username: &str) -> Result<User> {
+        let request = self.request(
+            Method::GET,
+            &["v1", "accounts", account_id, "users", username],
+        )?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/accounts/{id}/users` (account admin): every user of the account.
+    pub async fn list_users(&self, account_id: &str) -> Result<UserList> {
+        let request = self.request(Method::GET, &["v1", "accounts", account_id, "users"])?;
         self.call(request).await
     }
 
@@ -370,8 +405,8 @@ impl Client {
             ("client_secret", client_secret.to_owned()),
         ]);
         // Straight to the retry loop: going through `execute` would ask for a token again.
-        let body = self.execute_with(&request, None).await?;
-        let token: OAuthToken = decode("POST /v1/oauth/token", &body)?;
+        let answer = self.execute_with(&request, None).await?;
+        let token: OAuthToken = decode("POST /v1/oauth/token", &answer.body)?;
         if !token.token_type.eq_ignore_ascii_case("bearer") {
             return Err(ClientError::Decode(format!(
                 "token_type {:?} is not Bearer",
@@ -473,6 +508,56 @@ impl Client {
         self.call(request).await
     }
 
+    /// `POST /v1/licenses/{id}/devices` (account admin, `node_locked` licenses): activates a
+    /// device, named by its fingerprint (the `device_id` its sessions give). Activating a device
+    /// that already is changes nothing (not even its name) and answers it with `created: false`.
+    /// Fails with 409
+    /// [`activations_exhausted`](leasehold_proto::ErrorCode::ActivationsExhausted) when every
+    /// activation of the license is taken, and 422 on a license of another model.
+    pub async fn activate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        name: &str,
+    ) -> Result<DeviceActivation> {
+        let body = ActivateDevice {
+            fingerprint: fingerprint.to_owned(),
+            name: name.to_owned(),
+        };
+        // Activating a device twice is activating it once: safe to resend after any transport
+        // error (the second try then answers `created: false`).
+        let request = self.json_request(
+            Method::POST,
+            &["v1", "licenses", license_id, "devices"],
+            &body,
+            true,
+        )?;
+        let (status, device) = self.call_with_status(request).await?;
+        Ok(DeviceActivation {
+            device,
+            created: status == StatusCode::CREATED,
+        })
+    }
+
+    /// `GET /v1/licenses/{id}/devices` (account admin): the devices activated on a license and
+    /// the most that may be.
+    pub async fn list_devices(&self, license_id: &str) -> Result<DeviceList> {
+        let request = self.request(Method::GET, &["v1", "licenses", license_id, "devices"])?;
+        self.call(request).await
+    }
+
+    /// `DELETE /v1/licenses/{id}/devices/{fingerprint}` (account admin): deactivates a device,
+    /// freeing its activation; its live sessions end with reason
+    /// [`device_deactivated`](leasehold_proto::EndReason::DeviceDeactivated). 404 when the
+    /// device is not activated on the license.
+    pub async fn deactivate_device(&self, license_id: &str, fingerprint: &str) -> Result<()> {
+        let request = self.request(
+            Method::DELETE,
+            &["v1", "licenses", license_id, "devices", fingerprint],
+        )?;
+        self.execute(request).await.map(drop)
+    }
+
     /// `GET /v1/licenses/{id}/queue`: clients waiting for a seat, in order (an account admin
     /// sees all of them, a user only its own requests).
     pub async fn license_queue(&self, license_id: &str) -> Result<QueueList> {
@@ -529,7 +614,7 @@ impl Client {
     pub async fn metrics(&self) -> Result<String> {
         let mut request = self.request(Method::GET, &["metrics"])?;
         request.authenticated = false;
-        let bytes = self.execute(request).await?;
+        let bytes = self.execute(request).await?.body;
         String::from_utf8(bytes).map_err(|e| ClientError::Decode(format!("metrics: {e}")))
     }
 
@@ -600,14 +685,23 @@ impl Client {
 
     /// Sends the request and decodes the JSON answer.
     async fn call<T: DeserializeOwned>(&self, request: Request) -> Result<T> {
+        self.call_with_status(request).await.map(|(_, value)| value)
+    }
+
+    /// [`Client::call`], also answering the (2xx) status, for routes where it carries meaning
+    /// (201 created or 200 already there).
+    async fn call_with_status<T: DeserializeOwned>(
+        &self,
+        request: Request,
+    ) -> Result<(StatusCode, T)> {
         let what = format!("{} {}", request.method, request.url.path());
-        let body = self.execute(request).await?;
-        decode(&what, &body)
+        let answer = self.execute(request).await?;
+        Ok((answer.status, decode(&what, &answer.body)?))
     }
 
     /// Sends the request with credentials; a service user whose token is refused (401) gets
     /// one new token and one more try.
-    async fn execute(&self, request: Request) -> Result<Vec<u8>> {
+    async fn execute(&self, request: Request) -> Result<Answer> {
         if !request.authenticated {
             return self.execute_with(&request, None).await;
         }
@@ -651,14 +745,14 @@ impl Client {
         Ok(Some(token.access_token))
     }
 
-    /// Sends the request, retrying per the policy. Answers the body of a 2xx answer.
-    async fn execute_with(&self, request: &Request, token: Option<&str>) -> Result<Vec<u8>> {
+    /// Sends the request, retrying per the policy. Answers the status and body of a 2xx answer.
+    async fn execute_with(&self, request: &Request, token: Option<&str>) -> Result<Answer> {
         let policy = &self.inner.retry;
         let attempts = policy.attempts();
         let mut attempt = 1;
         loop {
             let failure = match self.send_once(request, token).await {
-                Ok(body) => return Ok(body),
+                Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
             };
             let retry_after = match &failure {
@@ -694,7 +788,7 @@ impl Client {
         &self,
         request: &Request,
         token: Option<&str>,
-    ) -> std::result::Result<Vec<u8>, Failure> {
+    ) -> std::result::Result<Answer, Failure> {
         let mut builder = self
             .inner
             .http
@@ -735,7 +829,7 @@ impl Client {
             })?
             .to_vec();
         if status.is_success() {
-            Ok(body)
+            Ok(Answer { status, body })
         } else {
             Err(Failure::Status {
                 status,
@@ -755,6 +849,12 @@ fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
 /// lifetime, at most a minute.
 fn renewal_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(60))
+}
+
+/// A 2xx answer: its status and body.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
 }
 
 /// One failed try, before it becomes a [`ClientError`].

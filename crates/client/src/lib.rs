@@ -4,7 +4,7 @@
 //! What it gives you:
 //!
 //! - [`Client`]: one typed `async` method per route of the seat protocol v1 (accounts,
-//!   licenses, users and tokens, sessions, usage, JWKS, health), with bearer-token or OAuth2
+//!   licenses, users and tokens, devices, sessions, usage, JWKS, health), with bearer-token or OAuth2
 //!   client-credentials authentication ([`Client::with_client_credentials`] obtains and renews
 //!   the access token by itself), and retries with exponential backoff and jitter on transport
 //!   errors and HTTP 503 only ([`RetryPolicy`]).
@@ -127,7 +127,9 @@ mod verify;
 /// The wire types of the protocol, re-exported so that applications need no direct dependency.
 pub use leasehold_proto as proto;
 
-pub use client::{Client, ClientBuilder, UsageQuery, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use client::{
+    Client, ClientBuilder, DeviceActivation, UsageQuery, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{ClientError, Result};
 pub use guard::{CheckoutOptions, LeaseGuard, LeaseStatus, LostReason};

@@ -1,6 +1,6 @@
 //! The admin commands against the real server, each family in both output modes: accounts,
-//! licenses, users, tokens, OAuth client credentials, sessions, usage and plans; errors with
-//! the server's code; settings from flags, environment and the CLI config file.
+//! licenses, users, devices, tokens, OAuth client credentials, sessions, usage and plans;
+//! errors with the server's code; settings from flags, environment and the CLI config file.
 
 use leasehold_client::proto::{CreateLicense, LicenseModel, PutUser, UserKind};
 use leasehold_client::Client;
@@ -420,6 +420,360 @@ async fn users_are_activated_per_license_on_registered_users_licenses() {
     assert!(table.stdout.contains("1 of 1 active"), "{table:#?}");
     assert_eq!(json["active"], 1);
     assert_eq!(off["active"], false);
+}
+
+#[tokio::test]
+async fn devices_are_activated_up_to_the_limit_listed_and_deactivated() {
+    // Arrange: a node_locked license for two devices; bob may open sessions.
+    let kit = Kit::start();
+    let tenant = kit
+        .tenant(CreateLicense {
+            model: LicenseModel::NodeLocked,
+            ..license(2)
+        })
+        .await;
+    let (admin, lid) = (tenant.admin_token.as_str(), tenant.license_id.as_str());
+    let bob = kit.client(&tenant.user_token("bob").await);
+
+    // activate: in text with a name, in JSON without; again: nothing changes.
+    let text = kit
+        .cli(
+            admin,
+            &[
+                "device",
+                "activate",
+                "--license",
+                lid,
+                "3f:9a:01",
+                "--name",
+                "CAD workstation 7",
+            ],
+        )
+        .await
+        .ok();
+    assert_eq!(value_of(&text.stdout, "fingerprint"), "3f:9a:01");
+    assert_eq!(value_of(&text.stdout, "name"), "CAD workstation 7");
+    assert_eq!(value_of(&text.stdout, "license"), lid);
+    assert!(text.stderr.is_empty(), "{text:#?}");
+    let json = kit
+        .cli(
+            admin,
+            &[
+                "devices",
+                "activate",
+                "--license",
+                lid,
+                "3f:9a:02",
+                "-o",
+                "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (json["fingerprint"].as_str(), json["name"].as_str()),
+        (Some("3f:9a:02"), Some(""))
+    );
+    let again = kit
+        .cli(admin, &["device", "activate", "--license", lid, "3f:9a:01"])
+        .await
+        .ok();
+    assert_eq!(value_of(&again.stdout, "name"), "CAD workstation 7");
+    assert!(again.stderr.contains("already activated"), "{again:#?}");
+
+    // A third device: the server's 409 code, exit 1, in both modes.
+    let full = kit
+        .cli(admin, &["device", "activate", "--license", lid, "3f:9a:03"])
+        .await;
+    assert_eq!(full.code, 1, "{full:#?}");
+    assert!(
+        full.stderr.contains("409 activations_exhausted"),
+        "{full:#?}"
+    );
+    assert!(full.stdout.is_empty(), "{full:#?}");
+    let full = kit
+        .cli(
+            admin,
+            &[
+                "device",
+                "activate",
+                "--license",
+                lid,
+                "3f:9a:03",
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+    assert_eq!(full.code, 1, "{full:#?}");
+    let error = full.stderr_json();
+    assert_eq!(error["error"]["code"], "activations_exhausted");
+    assert_eq!(error["error"]["status"], 409);
+
+    // list: a table with the count, or the server's list.
+    let table = kit
+        .cli(admin, &["device", "list", "--license", lid])
+        .await
+        .ok();
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("FINGERPRINT") && lines[0].contains("ACTIVATED"),
+        "{table:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("3f:9a:01") && l.contains("CAD workstation 7")),
+        "{table:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("3f:9a:02 ") && l.contains(" - ")),
+        "an unnamed device shows a dash: {table:#?}"
+    );
+    assert_eq!(lines.last(), Some(&"2 of 2 devices activated"));
+    let json = kit
+        .cli(admin, &["device", "list", "--license", lid, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(json["max_devices"], 2);
+
+    // deactivate: ends the device's session (text), then the other one (JSON).
+    let guard = bob.checkout(lid, "3f:9a:01", "cad-1").await.unwrap();
+    let off = kit
+        .cli(
+            admin,
+            &["device", "deactivate", "--license", lid, "3f:9a:01"],
+        )
+        .await
+        .ok();
+    assert!(
+        off.stdout
+            .contains(&format!("3f:9a:01 is now deactivated on license {lid}")),
+        "{off:#?}"
+    );
+    assert!(off.stdout.contains("1 live session(s) ended"), "{off:#?}");
+    assert_eq!(tenant.in_use().await, 0);
+    let refused = bob.checkout(lid, "3f:9a:01", "cad-2").await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(leasehold_client::ErrorCode::DeviceNotActivated),
+        "{refused:?}"
+    );
+    drop(guard);
+    let off = kit
+        .cli(
+            admin,
+            &[
+                "device",
+                "deactivate",
+                "--license",
+                lid,
+                "3f:9a:02",
+                "-o",
+                "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(off["fingerprint"], "3f:9a:02");
+    assert_eq!(off["deactivated"], true);
+    assert_eq!(off["ended_sessions"], serde_json::json!([]));
+    let empty = kit
+        .cli(admin, &["device", "list", "--license", lid])
+        .await
+        .ok();
+    assert_eq!(empty.stdout.trim(), "0 of 2 devices activated");
+
+    // A freed activation can be taken again; an unknown device is a 404, exit 1.
+    kit.cli(admin, &["device", "activate", "--license", lid, "3f:9a:03"])
+        .await
+        .ok();
+    let missing = kit
+        .cli(
+            admin,
+            &["device", "deactivate", "--license", lid, "3f:9a:01"],
+        )
+        .await;
+    assert_eq!(missing.code, 1, "{missing:#?}");
+    assert!(missing.stderr.contains("404 not_found"), "{missing:#?}");
+}
+
+#[tokio::test]
+async fn the_users_and_licenses_of_an_account_are_listed_and_a_user_shown() {
+    // Arrange: bob (interactive) and an inactive service user; a second license.
+    let kit = Kit::start();
+    let tenant = kit.tenant(license(3)).await;
+    let (aid, admin, lid) = (
+        tenant.account_id.as_str(),
+        tenant.admin_token.as_str(),
+        tenant.license_id.as_str(),
+    );
+    tenant.user_token("bob").await;
+    kit.cli(
+        admin,
+        &[
+            "user",
+            "add",
+            "backend",
+            "--service",
+            "--inactive",
+            "--account",
+            aid,
+        ],
+    )
+    .await
+    .ok();
+    let cam = kit
+        .cli(
+            admin,
+            &[
+                "license",
+                "create",
+                "--account",
+                aid,
+                "--product",
+                "cam",
+                "--model",
+                "node-locked",
+                "--seats",
+                "4",
+                "-o",
+                "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    let cam_id = cam["id"].as_str().unwrap();
+    let empty = kit.client(ROOT).create_account("Empty").await.unwrap();
+
+    // user list / show, in both modes.
+    let users = kit
+        .cli(admin, &["user", "list", "--account", aid])
+        .await
+        .ok();
+    let users_json = kit
+        .cli(admin, &["users", "list", "--account", aid, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let shown = kit
+        .cli(admin, &["user", "show", "backend", "--account", aid])
+        .await
+        .ok();
+    let shown_json = kit
+        .cli(
+            admin,
+            &["user", "show", "bob", "--account", aid, "-o", "json"],
+        )
+        .await
+        .ok()
+        .json();
+    let missing = kit
+        .cli(admin, &["user", "show", "nobody", "--account", aid])
+        .await;
+    let no_users = kit
+        .cli(
+            &empty.admin_token,
+            &["user", "list", "--account", &empty.id],
+        )
+        .await
+        .ok();
+
+    let lines: Vec<&str> = users.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("USER") && lines[0].contains("KIND") && lines[0].contains("ACTIVE"),
+        "{users:#?}"
+    );
+    assert_eq!(lines.len(), 3, "header + 2 rows: {users:#?}");
+    let backend = lines.iter().find(|l| l.starts_with("backend")).unwrap();
+    assert!(
+        backend.contains("service") && backend.contains("no") && backend.contains("lh_cid_"),
+        "{users:#?}"
+    );
+    let bob = lines.iter().find(|l| l.starts_with("bob")).unwrap();
+    assert!(
+        bob.contains("interactive") && bob.contains("yes"),
+        "{users:#?}"
+    );
+    let mut names: Vec<&str> = users_json["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["backend", "bob"]);
+    assert_eq!(value_of(&shown.stdout, "kind"), "service");
+    assert_eq!(value_of(&shown.stdout, "active"), "no");
+    assert!(value_of(&shown.stdout, "client_id").starts_with("lh_cid_"));
+    assert!(
+        !shown.stdout.contains("client_secret"),
+        "the secret is never shown again: {shown:#?}"
+    );
+    assert_eq!(
+        (shown_json["username"].as_str(), shown_json["kind"].as_str()),
+        (Some("bob"), Some("interactive"))
+    );
+    assert_eq!(missing.code, 1, "{missing:#?}");
+    assert!(missing.stderr.contains("404 not_found"), "{missing:#?}");
+    assert_eq!(no_users.stdout.trim(), "no users");
+
+    // license list, in both modes.
+    let licenses = kit
+        .cli(admin, &["license", "list", "--account", aid])
+        .await
+        .ok();
+    let licenses_json = kit
+        .cli(admin, &["licenses", "list", "--account", aid, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let no_licenses = kit
+        .cli(
+            &empty.admin_token,
+            &["license", "list", "--account", &empty.id],
+        )
+        .await
+        .ok();
+    let other = kit
+        .cli(
+            &empty.admin_token,
+            &["license", "list", "--account", aid, "-o", "json"],
+        )
+        .await;
+
+    let lines: Vec<&str> = licenses.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("PRODUCT") && lines[0].contains("SEATS"),
+        "{licenses:#?}"
+    );
+    assert_eq!(lines.len(), 3, "header + 2 rows: {licenses:#?}");
+    let row = lines.iter().find(|l| l.starts_with(cam_id)).unwrap();
+    assert!(
+        row.contains("cam") && row.contains("node_locked") && row.contains(" 4 "),
+        "{licenses:#?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with(lid)), "{licenses:#?}");
+    let mut ids: Vec<&str> = licenses_json["licenses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = [lid, cam_id];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert_eq!(no_licenses.stdout.trim(), "no licenses");
+    assert_eq!(other.code, 1, "{other:#?}");
+    assert_eq!(other.stderr_json()["error"]["code"], "forbidden");
 }
 
 #[tokio::test]

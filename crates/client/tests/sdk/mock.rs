@@ -20,9 +20,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use leasehold_client::proto::{
-    CreateLicense, ErrorBody, ErrorDetail, Heartbeat, Jwk, Jwks, LeaseClaims, License,
-    LicenseModel, OnFull, PatchLicense, PutUser, Session, SessionList, Usage, UsageReport, User,
-    UserKind,
+    CreateLicense, Device, DeviceList, ErrorBody, ErrorDetail, Heartbeat, Jwk, Jwks, LeaseClaims,
+    License, LicenseList, LicenseModel, OnFull, PatchLicense, PutUser, Session, SessionList, Usage,
+    UsageReport, User, UserKind, UserList,
 };
 use leasehold_client::{
     CheckoutOptions, Client, ClientError, EndReason, ErrorCode, LeaseStatus, LostReason,
@@ -107,6 +107,15 @@ fn license(id: &str) -> License {
             overdraft_in_use: 0,
             activations: None,
         }),
+    }
+}
+
+fn device(license_id: &str, fingerprint: &str) -> Device {
+    Device {
+        license_id: license_id.into(),
+        fingerprint: fingerprint.into(),
+        name: "CAD workstation".into(),
+        activated_at: now(),
     }
 }
 
@@ -263,6 +272,34 @@ async fn canned(
         ("PUT", "/v1/accounts/acc_1/users/bob") => {
             (StatusCode::CREATED, Json(user)).into_response()
         }
+        ("GET", "/v1/accounts/acc_1/users/bob") => Json(User {
+            client_secret: None,
+            ..user
+        })
+        .into_response(),
+        ("GET", "/v1/accounts/acc_1/users") => Json(UserList {
+            users: vec![User {
+                client_secret: None,
+                ..user
+            }],
+        })
+        .into_response(),
+        ("GET", "/v1/accounts/acc_1/licenses") => Json(LicenseList {
+            licenses: vec![License {
+                usage: None,
+                ..license("lic_1")
+            }],
+        })
+        .into_response(),
+        ("POST", "/v1/licenses/lic_1/devices") => {
+            (StatusCode::CREATED, Json(device("lic_1", "fp-1"))).into_response()
+        }
+        ("GET", "/v1/licenses/lic_1/devices") => Json(DeviceList {
+            devices: vec![device("lic_1", "fp-1")],
+            max_devices: 2,
+        })
+        .into_response(),
+        ("DELETE", "/v1/licenses/lic_1/devices/fp-1") => StatusCode::NO_CONTENT.into_response(),
         ("POST", "/v1/accounts/acc_1/users/bob/tokens") => {
             (StatusCode::CREATED, Json(json!({"token": "tok_bob"}))).into_response()
         }
@@ -360,6 +397,15 @@ async fn every_route_uses_the_documented_method_path_and_body() {
     let openapi = client.openapi().await.unwrap();
     client.heartbeat("ses_1").await.unwrap();
     client.close_session("ses_1").await.unwrap();
+    let shown_user = client.get_user("acc_1", "bob").await.unwrap();
+    let users = client.list_users("acc_1").await.unwrap();
+    let licenses = client.list_licenses("acc_1").await.unwrap();
+    let activation = client
+        .activate_device("lic_1", "fp-1", "CAD workstation")
+        .await
+        .unwrap();
+    let devices = client.list_devices("lic_1").await.unwrap();
+    client.deactivate_device("lic_1", "fp-1").await.unwrap();
 
     // Assert
     assert_eq!(account.admin_token, "adm");
@@ -372,6 +418,15 @@ async fn every_route_uses_the_documented_method_path_and_body() {
     assert_eq!(jwks.keys[0].kid, "k1");
     assert!(metrics.contains("x 1"));
     assert_eq!(openapi["openapi"], "3.1.0");
+    assert_eq!(
+        (shown_user.username.as_str(), shown_user.kind),
+        ("bob", UserKind::Service)
+    );
+    assert_eq!(users.users[0].username, "bob");
+    assert_eq!(licenses.licenses[0].id, "lic_1");
+    assert!(activation.created);
+    assert_eq!(activation.device.fingerprint, "fp-1");
+    assert_eq!((devices.devices.len(), devices.max_devices), (1, 2));
 
     let calls = recorded.calls.lock().unwrap().clone();
     let routes: Vec<(&str, &str)> = calls
@@ -396,6 +451,12 @@ async fn every_route_uses_the_documented_method_path_and_body() {
             ("GET", "/openapi.json"),
             ("POST", "/v1/sessions/ses_1/heartbeat"),
             ("DELETE", "/v1/sessions/ses_1"),
+            ("GET", "/v1/accounts/acc_1/users/bob"),
+            ("GET", "/v1/accounts/acc_1/users"),
+            ("GET", "/v1/accounts/acc_1/licenses"),
+            ("POST", "/v1/licenses/lic_1/devices"),
+            ("GET", "/v1/licenses/lic_1/devices"),
+            ("DELETE", "/v1/licenses/lic_1/devices/fp-1"),
         ]
     );
     let body = |i: usize| serde_json::from_str::<Value>(&calls[i].body).unwrap();
@@ -405,6 +466,11 @@ async fn every_route_uses_the_documented_method_path_and_body() {
     assert_eq!(body(1)["model"], "concurrent_sessions");
     assert_eq!(body(3), json!({"seats": 5}));
     assert_eq!(body(4), json!({"kind": "service", "active": true}));
+    assert_eq!(
+        body(18),
+        json!({"fingerprint": "fp-1", "name": "CAD workstation"})
+    );
+    assert!(calls[19].body.is_empty() && calls[20].body.is_empty());
     assert_eq!(calls[7].query, None);
     assert_eq!(
         calls[8].query.as_deref(),
@@ -429,6 +495,71 @@ async fn path_segments_are_percent_encoded() {
     assert_eq!(
         recorded.calls.lock().unwrap()[0].path,
         "/v1/licenses/..%2Faccounts"
+    );
+}
+
+#[tokio::test]
+async fn a_device_activation_tells_new_from_existing_and_encodes_the_fingerprint() {
+    // Arrange: the first activation of a fingerprint answers 201, the next ones 200; a third
+    // device is refused with 409 activations_exhausted. Deactivations count their raw path.
+    let hits = Arc::new(Hits::default());
+    let router = Router::new()
+        .route(
+            "/v1/licenses/{id}/devices",
+            post(
+                |State(hits): State<Arc<Hits>>, Json(body): Json<Value>| async move {
+                    let fingerprint = body["fingerprint"].as_str().unwrap().to_owned();
+                    if fingerprint == "full" {
+                        hits.hit("refused");
+                        return api_error(
+                            StatusCode::CONFLICT,
+                            ErrorCode::ActivationsExhausted,
+                            "all 2 device activations are taken",
+                        );
+                    }
+                    let status = if hits.hit(&fingerprint) == 1 {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    (status, Json(device("lic_1", &fingerprint))).into_response()
+                },
+            ),
+        )
+        .route(
+            "/v1/licenses/{id}/devices/{fingerprint}",
+            delete(|State(hits): State<Arc<Hits>>, uri: Uri| async move {
+                hits.hit(uri.path());
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .with_state(hits.clone());
+    let base = serve(router).await;
+    let client = client(&base, "adm");
+
+    // Act
+    let first = client.activate_device("lic_1", "3f:9a", "").await.unwrap();
+    let again = client.activate_device("lic_1", "3f:9a", "").await.unwrap();
+    let refused = client
+        .activate_device("lic_1", "full", "")
+        .await
+        .unwrap_err();
+    client
+        .deactivate_device("lic 1", "3f:9a/../x")
+        .await
+        .unwrap();
+
+    // Assert
+    assert!(first.created);
+    assert!(!again.created);
+    assert_eq!(again.device.fingerprint, "3f:9a");
+    assert_eq!(refused.code(), Some(ErrorCode::ActivationsExhausted));
+    assert_eq!(refused.status(), Some(409));
+    assert_eq!(hits.get("refused"), 1, "a 409 is not retried");
+    assert_eq!(
+        hits.get("/v1/licenses/lic%201/devices/3f:9a%2F..%2Fx"),
+        1,
+        "the path segments are percent-encoded"
     );
 }
 

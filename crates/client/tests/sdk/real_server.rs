@@ -608,3 +608,146 @@ async fn a_checkout_waits_in_the_queue_until_a_seat_is_freed() {
     assert!(guard.is_active());
     guard.release().await.unwrap();
 }
+
+// ----- devices, account listings --------------------------------------------------------------
+
+#[tokio::test]
+async fn devices_are_activated_up_to_the_limit_and_deactivating_one_ends_its_sessions() {
+    // Arrange: a node_locked license for two devices.
+    let server = TestServer::start().await;
+    let tenant = server
+        .tenant(CreateLicense {
+            model: LicenseModel::NodeLocked,
+            ..license(2)
+        })
+        .await;
+    let (admin, lid) = (&tenant.admin, tenant.license_id.as_str());
+    let bob = tenant.user("bob").await;
+
+    // Act + Assert: two activations, the same one again, then a refused third.
+    let first = admin
+        .activate_device(lid, "3f:9a:01", "CAD workstation 7")
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert_eq!(first.device.name, "CAD workstation 7");
+    assert!(
+        admin
+            .activate_device(lid, "3f:9a:02", "")
+            .await
+            .unwrap()
+            .created
+    );
+    let again = admin
+        .activate_device(lid, "3f:9a:01", "renamed")
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.device, first.device);
+    let full = admin
+        .activate_device(lid, "3f:9a:03", "")
+        .await
+        .unwrap_err();
+    assert_eq!(full.status(), Some(409));
+    assert_eq!(
+        full.code(),
+        Some(ErrorCode::ActivationsExhausted),
+        "{full:?}"
+    );
+    let list = admin.list_devices(lid).await.unwrap();
+    let mut fingerprints: Vec<&str> = list
+        .devices
+        .iter()
+        .map(|d| d.fingerprint.as_str())
+        .collect();
+    fingerprints.sort_unstable();
+    assert_eq!(fingerprints, ["3f:9a:01", "3f:9a:02"]);
+    assert_eq!(list.max_devices, 2);
+
+    // Deactivating a device ends its session and frees its activation.
+    let guard = bob
+        .checkout_with(
+            lid,
+            "3f:9a:01",
+            "cad-1",
+            CheckoutOptions::new().heartbeat_interval(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    admin.deactivate_device(lid, "3f:9a:01").await.unwrap();
+    let reason = tokio::time::timeout(SOON, guard.lost()).await.unwrap();
+    assert_eq!(reason, LostReason::Ended(EndReason::DeviceDeactivated));
+    assert_eq!(admin.list_devices(lid).await.unwrap().devices.len(), 1);
+    assert!(
+        admin
+            .activate_device(lid, "3f:9a:03", "")
+            .await
+            .unwrap()
+            .created
+    );
+    let gone = admin.deactivate_device(lid, "3f:9a:01").await.unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::NotFound), "{gone:?}");
+}
+
+#[tokio::test]
+async fn an_accounts_users_and_licenses_are_listed_and_a_user_is_read() {
+    // Arrange: bob (interactive, via `user`) and a service user; a second license.
+    let server = TestServer::start().await;
+    let tenant = server.tenant(license(1)).await;
+    let (admin, aid) = (&tenant.admin, tenant.account_id.as_str());
+    tenant.user("bob").await;
+    admin
+        .put_user(
+            aid,
+            "backend",
+            &PutUser {
+                kind: UserKind::Service,
+                active: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    let second = admin
+        .create_license(&CreateLicense {
+            account_id: aid.to_owned(),
+            product: "cam".into(),
+            ..license(3)
+        })
+        .await
+        .unwrap();
+
+    // Act
+    let backend = admin.get_user(aid, "backend").await.unwrap();
+    let missing = admin.get_user(aid, "nobody").await.unwrap_err();
+    let users = admin.list_users(aid).await.unwrap();
+    let licenses = admin.list_licenses(aid).await.unwrap();
+    let other = server
+        .client(
+            &server
+                .client(ROOT)
+                .create_account("Other")
+                .await
+                .unwrap()
+                .admin_token,
+        )
+        .list_users(aid)
+        .await
+        .unwrap_err();
+
+    // Assert
+    assert_eq!(
+        (backend.kind, backend.active, backend.client_secret),
+        (UserKind::Service, false, None)
+    );
+    assert!(backend.client_id.is_some());
+    assert_eq!(missing.code(), Some(ErrorCode::NotFound), "{missing:?}");
+    let mut names: Vec<&str> = users.users.iter().map(|u| u.username.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["backend", "bob"]);
+    let mut ids: Vec<&str> = licenses.licenses.iter().map(|l| l.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected = [tenant.license_id.as_str(), second.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert_eq!(other.status(), Some(403), "{other:?}");
+}
