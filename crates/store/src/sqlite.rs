@@ -22,13 +22,31 @@
 //!
 //! At start the live state is loaded from the database (sessions with `ended_at IS NULL`).
 //! Sessions that expired while the server was down are reaped by the first tick.
+//!
+//! # Memory: a compact record per live session
+//!
+//! A million live sessions must fit in a few hundred megabytes, so a live session is not kept
+//! as a `Session` (five strings, ~220 bytes inline) but as an 80-byte `Live` record in a slab
+//! (`Mem::slots`, reused through a free list): its id as the 128 bits of its UUID, its license
+//! as an index, its username interned (`Names`, one copy per distinct name), its device and
+//! instance ids in one allocation, and its times as milliseconds. The indexes hold slot numbers
+//! only: `by_id` (4 bytes a bucket, hashed from the id), each license's `by_instance` (hashed
+//! from user, device and instance, compared against the slot) and `expiry` (`(expires_at,
+//! slot)`). A `Session` is built when one is answered. Session ids are the UUIDs the server
+//! writes (lowercase, hyphenated, see `parse_sid`); the store refuses to open others.
+//!
+//! Ended sessions keep only their account, user and reason in memory (`Ended`), for the
+//! `session_ended` answers of the following minutes, and at most `ENDED_MAX` of them: older
+//! ones are read from the database.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use leasehold_core::seats::{decide_device_activation, decide_user_activation, must_queue};
 use leasehold_core::session::SessionClock;
 use leasehold_core::{
@@ -49,6 +67,8 @@ const REAP_CHUNK: usize = 1000;
 const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long an ended session's reason is kept in memory (then it is read from disk).
 const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
+/// Most ended sessions remembered in memory (the oldest are forgotten first).
+const ENDED_MAX: usize = 400_000;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
@@ -56,6 +76,194 @@ const MIGRATIONS: &[&str] = &[
     // Creates the PostgreSQL queue's tables, unused here (the queue is in memory, see `Mem`).
     include_str!("../migrations/sqlite/0003_queue.sql"),
 ];
+
+/// A session id in memory: the 128 bits of its UUID.
+type Sid = u128;
+
+/// The id of a session of this store: a UUID written as the server writes it (36 characters,
+/// lowercase hexadecimal, hyphenated). Any other spelling is no id of a session in memory.
+fn parse_sid(s: &str) -> Option<Sid> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut id: Sid = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        id = (id << 4) | Sid::from(digit);
+    }
+    Some(id)
+}
+
+/// The text of a session id (the inverse of `parse_sid`).
+fn format_sid(id: Sid) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[((id >> (124 - 4 * i)) & 0xf) as usize]));
+    }
+    out
+}
+
+/// Hash of a session id for `Mem::by_id`. The server draws the ids (74 random bits), clients do
+/// not choose them, so a multiplicative mix is enough.
+fn sid_hash(id: Sid) -> u64 {
+    ((id as u64) ^ ((id >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// `Option<Timestamp>` in a record: `NO_TIME` is `None`.
+const NO_TIME: i64 = i64::MIN;
+
+fn pack_time(t: Option<Timestamp>) -> i64 {
+    t.map_or(NO_TIME, Timestamp::millis)
+}
+
+fn unpack_time(ms: i64) -> Option<Timestamp> {
+    (ms != NO_TIME).then(|| Timestamp::from_millis(ms))
+}
+
+/// A live session in memory (80 bytes; see the module doc).
+struct Live {
+    /// The session id, high and low 64 bits.
+    id: [u64; 2],
+    /// `device_id` followed by `instance_id` (one allocation).
+    ids: Box<str>,
+    /// Length of `device_id` in `ids`.
+    device_len: u32,
+    /// Index in `Mem::licenses`; `VACANT` for a free slot.
+    license: u32,
+    /// Index in `Mem::names`.
+    user: u32,
+    kind: UserKind,
+    overdraft: bool,
+    opened_at: i64,
+    expires_at: i64,
+    hard_end: i64,
+    license_end: i64,
+}
+
+/// `Live::license` of a free slot.
+const VACANT: u32 = u32::MAX;
+
+impl Live {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: Sid,
+        license: u32,
+        user: u32,
+        kind: UserKind,
+        device_id: &str,
+        instance_id: &str,
+        clock: &SessionClock,
+        overdraft: bool,
+    ) -> Self {
+        let mut ids = String::with_capacity(device_id.len() + instance_id.len());
+        ids.push_str(device_id);
+        ids.push_str(instance_id);
+        Live {
+            id: [(id >> 64) as u64, id as u64],
+            ids: ids.into_boxed_str(),
+            device_len: device_id.len() as u32,
+            license,
+            user,
+            kind,
+            overdraft,
+            opened_at: clock.opened_at.millis(),
+            expires_at: clock.expires_at.millis(),
+            hard_end: pack_time(clock.hard_end),
+            license_end: pack_time(clock.license_end),
+        }
+    }
+
+    fn vacant() -> Self {
+        Live {
+            id: [0, 0],
+            ids: Box::default(),
+            device_len: 0,
+            license: VACANT,
+            user: 0,
+            kind: UserKind::Interactive,
+            overdraft: false,
+            opened_at: 0,
+            expires_at: 0,
+            hard_end: NO_TIME,
+            license_end: NO_TIME,
+        }
+    }
+
+    fn is_vacant(&self) -> bool {
+        self.license == VACANT
+    }
+
+    fn sid(&self) -> Sid {
+        (Sid::from(self.id[0]) << 64) | Sid::from(self.id[1])
+    }
+
+    fn device(&self) -> &str {
+        self.ids.get(..self.device_len as usize).unwrap_or("")
+    }
+
+    fn instance(&self) -> &str {
+        self.ids.get(self.device_len as usize..).unwrap_or("")
+    }
+
+    fn clock(&self) -> SessionClock {
+        SessionClock {
+            opened_at: Timestamp::from_millis(self.opened_at),
+            expires_at: Timestamp::from_millis(self.expires_at),
+            hard_end: unpack_time(self.hard_end),
+            license_end: unpack_time(self.license_end),
+        }
+    }
+}
+
+/// Usernames of live (and recently ended) sessions, one copy each, by index.
+#[derive(Default)]
+struct Names {
+    index: HashMap<Arc<str>, u32>,
+    list: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.list.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.list.push(name.clone());
+        self.index.insert(name, i);
+        i
+    }
+
+    fn name(&self, i: u32) -> &str {
+        self.list.get(i as usize).map_or("", |n| n)
+    }
+}
+
+/// What memory keeps of an ended session: enough for ownership checks and `session_ended`.
+struct Ended {
+    license: u32,
+    user: u32,
+    reason: EndReason,
+}
 
 /// One change to persist.
 #[derive(Debug)]
@@ -68,7 +276,7 @@ enum WriteOp {
     License(License),
     InsertSession(Session),
     Touch {
-        id: String,
+        id: Sid,
         expires_at: Timestamp,
         license_end: Option<Timestamp>,
     },
@@ -85,7 +293,7 @@ enum WriteOp {
         fingerprint: String,
     },
     EndSession {
-        id: String,
+        id: Sid,
         at: Timestamp,
         reason: EndReason,
     },
@@ -99,11 +307,10 @@ struct Job {
 
 /// Heartbeat expiries not yet persisted: session id -> (expires_at, license_end), the latest
 /// per session. Shared by the store (which fills it) and the writer (which empties it).
-type Touches = Arc<Mutex<HashMap<String, (Timestamp, Option<Timestamp>)>>>;
+type TouchMap = HashMap<Sid, (Timestamp, Option<Timestamp>)>;
+type Touches = Arc<Mutex<TouchMap>>;
 
-fn lock_touches(
-    touches: &Touches,
-) -> MutexGuard<'_, HashMap<String, (Timestamp, Option<Timestamp>)>> {
+fn lock_touches(touches: &Touches) -> MutexGuard<'_, TouchMap> {
     touches.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -112,9 +319,12 @@ struct LicenseState {
     id: Arc<str>,
     account_id: Arc<str>,
     live: u32,
-    per_user: HashMap<String, u32>,
-    by_instance: HashMap<(String, String, String), String>,
-    expiry: BTreeSet<(Timestamp, String)>,
+    /// Live sessions per user (`Names` index).
+    per_user: HashMap<u32, u32>,
+    /// The latest live session of each client instance (user, device, instance), as slots.
+    by_instance: HashTable<u32>,
+    /// Live sessions by expiry: `(expires_at, slot)`.
+    expiry: BTreeSet<(i64, u32)>,
     high_water: u32,
     low_water: u32,
     denials: u64,
@@ -136,7 +346,7 @@ impl LicenseState {
             license,
             live: 0,
             per_user: HashMap::new(),
-            by_instance: HashMap::new(),
+            by_instance: HashTable::new(),
             expiry: BTreeSet::new(),
             high_water: 0,
             low_water: 0,
@@ -149,15 +359,6 @@ impl LicenseState {
         }
     }
 
-    /// Ids of the live sessions matching `pred`.
-    fn session_ids(&self, pred: impl Fn(&(String, String, String)) -> bool) -> Vec<String> {
-        self.by_instance
-            .iter()
-            .filter(|(k, _)| pred(k))
-            .map(|(_, id)| id.clone())
-            .collect()
-    }
-
     fn activations(&self) -> Option<u32> {
         match self.license.terms.model {
             LicenseModel::ConcurrentSessions => None,
@@ -166,59 +367,30 @@ impl LicenseState {
         }
     }
 
-    fn view(&self, username: &str, device_id: &str) -> SeatView {
+    fn user_live(&self, names: &Names, username: &str) -> u32 {
+        names
+            .get(username)
+            .and_then(|u| self.per_user.get(&u))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn view(&self, names: &Names, username: &str, device_id: &str) -> SeatView {
         let reserved_holders = self
             .license
             .terms
             .reserved
             .iter()
-            .filter(|u| self.per_user.get(u.as_str()).copied().unwrap_or(0) > 0)
+            .filter(|u| self.user_live(names, u.as_str()) > 0)
             .count() as u32;
         SeatView {
             live_sessions: self.live,
             reserved_holders,
-            user_live_sessions: self.per_user.get(username).copied().unwrap_or(0),
+            user_live_sessions: self.user_live(names, username),
             user_active_on_license: self.users.get(username).is_some_and(|u| u.active),
             active_users: self.active_users,
             device_activated: self.devices.contains_key(device_id),
         }
-    }
-
-    fn add(&mut self, s: &Session) {
-        self.live += 1;
-        self.overdraft_live += u32::from(s.overdraft);
-        *self.per_user.entry(s.username.clone()).or_default() += 1;
-        self.by_instance.insert(
-            (
-                s.username.clone(),
-                s.device_id.clone(),
-                s.instance_id.clone(),
-            ),
-            s.id.clone(),
-        );
-        self.expiry.insert((s.clock.expires_at, s.id.clone()));
-        self.high_water = self.high_water.max(self.live);
-    }
-
-    fn remove(&mut self, s: &Session) {
-        self.live = self.live.saturating_sub(1);
-        self.overdraft_live = self.overdraft_live.saturating_sub(u32::from(s.overdraft));
-        if let Some(n) = self.per_user.get_mut(&s.username) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&s.username);
-            }
-        }
-        let key = (
-            s.username.clone(),
-            s.device_id.clone(),
-            s.instance_id.clone(),
-        );
-        if self.by_instance.get(&key) == Some(&s.id) {
-            self.by_instance.remove(&key);
-        }
-        self.expiry.remove(&(s.clock.expires_at, s.id.clone()));
-        self.low_water = self.low_water.min(self.live);
     }
 }
 
@@ -231,14 +403,23 @@ struct Mem {
     credential_expiry: BTreeSet<(Timestamp, TokenHash)>,
     users: HashMap<(String, String), User>,
     client_ids: HashMap<String, (String, String)>,
-    licenses: HashMap<String, LicenseState>,
-    sessions: HashMap<String, Session>,
-    ended: HashMap<String, (Session, EndReason)>,
-    ended_order: VecDeque<(Timestamp, String)>,
+    /// Licenses by index (never removed), and their indexes by id.
+    licenses: Vec<LicenseState>,
+    license_index: HashMap<String, u32>,
+    /// Live sessions (see the module doc); free slots are listed in `free`.
+    slots: Vec<Live>,
+    free: Vec<u32>,
+    /// Slots of live sessions, found by id.
+    by_id: HashTable<u32>,
+    names: Names,
+    /// Keyed hasher of `by_instance` (its keys come from clients).
+    keys: DefaultHashBuilder,
+    ended: HashMap<Sid, Ended>,
+    ended_order: VecDeque<(i64, Sid)>,
     started: Timestamp,
     /// Queueing licenses that may have a free seat for their waiters, served after the
     /// change that freed it is queued for writing (so a grant never reaches disk before it).
-    to_serve: Vec<String>,
+    to_serve: Vec<u32>,
     /// The latest `now` seen, for grants made on behalf of waiters.
     last_now: Timestamp,
     next_ticket: u64,
@@ -259,7 +440,243 @@ enum AdmitStep {
     Queued(QueueTicket),
 }
 
+/// A session found by id in memory.
+enum Found {
+    Live(u32),
+    Ended(EndReason),
+}
+
 impl Mem {
+    fn new(writer: Sender<Job>, now: Timestamp) -> Self {
+        Mem {
+            writer,
+            touches: Touches::default(),
+            settings: HashMap::new(),
+            accounts: HashMap::new(),
+            credentials: HashMap::new(),
+            credential_expiry: BTreeSet::new(),
+            users: HashMap::new(),
+            client_ids: HashMap::new(),
+            licenses: Vec::new(),
+            license_index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashTable::new(),
+            names: Names::default(),
+            keys: DefaultHashBuilder::default(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            started: now,
+            to_serve: Vec::new(),
+            last_now: now,
+            next_ticket: 0,
+        }
+    }
+
+    fn add_license(&mut self, license: License) {
+        let i = self.licenses.len() as u32;
+        self.license_index.insert(license.id.clone(), i);
+        self.licenses.push(LicenseState::new(license));
+    }
+
+    fn license_at(&self, id: &str) -> Option<usize> {
+        self.license_index.get(id).map(|&i| i as usize)
+    }
+
+    fn lic(&self, id: &str) -> Option<&LicenseState> {
+        self.licenses.get(self.license_at(id)?)
+    }
+
+    fn lic_mut(&mut self, id: &str) -> Option<&mut LicenseState> {
+        let i = self.license_at(id)?;
+        self.licenses.get_mut(i)
+    }
+
+    /// The slot of a live session.
+    fn find(&self, id: Sid) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_id
+            .find(sid_hash(id), |&s| slots[s as usize].sid() == id)
+            .copied()
+    }
+
+    /// A session in memory: live (its slot) or recently ended.
+    fn lookup(&self, session_id: &str) -> Option<Found> {
+        let id = parse_sid(session_id)?;
+        if let Some(slot) = self.find(id) {
+            return Some(Found::Live(slot));
+        }
+        self.ended.get(&id).map(|e| Found::Ended(e.reason))
+    }
+
+    fn instance_hash(&self, user: u32, device_id: &str, instance_id: &str) -> u64 {
+        self.keys.hash_one((user, device_id, instance_id))
+    }
+
+    /// The latest live session of a client instance.
+    fn instance_slot(
+        &self,
+        li: usize,
+        username: &str,
+        device_id: &str,
+        instance_id: &str,
+    ) -> Option<u32> {
+        let user = self.names.get(username)?;
+        let hash = self.instance_hash(user, device_id, instance_id);
+        let slots = &self.slots;
+        self.licenses
+            .get(li)?
+            .by_instance
+            .find(hash, |&s| {
+                let r = &slots[s as usize];
+                r.user == user && r.device() == device_id && r.instance() == instance_id
+            })
+            .copied()
+    }
+
+    /// Slots of the license's live sessions (one per client instance) matching `pred`.
+    fn license_slots(&self, li: usize, pred: impl Fn(&Live) -> bool) -> Vec<u32> {
+        let Some(lic) = self.licenses.get(li) else {
+            return Vec::new();
+        };
+        lic.by_instance
+            .iter()
+            .copied()
+            .filter(|&s| pred(&self.slots[s as usize]))
+            .collect()
+    }
+
+    /// The `Session` record of a live slot.
+    fn session(&self, slot: u32) -> Session {
+        let r = &self.slots[slot as usize];
+        let lic = &self.licenses[r.license as usize];
+        Session {
+            id: format_sid(r.sid()),
+            license_id: lic.id.clone(),
+            account_id: lic.account_id.clone(),
+            username: self.names.name(r.user).to_owned(),
+            kind: r.kind,
+            device_id: r.device().to_owned(),
+            instance_id: r.instance().to_owned(),
+            clock: r.clock(),
+            heartbeat_interval_secs: lic.license.terms.heartbeat_interval_secs(),
+            overdraft: r.overdraft,
+        }
+    }
+
+    /// Adds a live session to the slab and the indexes; answers its slot.
+    fn insert_live(&mut self, live: Live) -> u32 {
+        let li = live.license as usize;
+        let (id, user, expires_at, overdraft) =
+            (live.sid(), live.user, live.expires_at, live.overdraft);
+        let hash = self.instance_hash(user, live.device(), live.instance());
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = live;
+                s
+            }
+            None => {
+                self.slots.push(live);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.by_id
+            .insert_unique(sid_hash(id), slot, |&s| sid_hash(slots[s as usize].sid()));
+        let keys = &self.keys;
+        let lic = &mut self.licenses[li];
+        lic.live += 1;
+        lic.overdraft_live += u32::from(overdraft);
+        *lic.per_user.entry(user).or_default() += 1;
+        let new = &slots[slot as usize];
+        let same = |s: &u32| {
+            let r = &slots[*s as usize];
+            r.user == new.user && r.device() == new.device() && r.instance() == new.instance()
+        };
+        // A client instance's key finds its latest session (an older one left live by a queue
+        // grant stays counted, as before).
+        match lic.by_instance.find_mut(hash, same) {
+            Some(existing) => *existing = slot,
+            None => {
+                lic.by_instance.insert_unique(hash, slot, |&s| {
+                    let r = &slots[s as usize];
+                    keys.hash_one((r.user, r.device(), r.instance()))
+                });
+            }
+        }
+        lic.expiry.insert((expires_at, slot));
+        lic.high_water = lic.high_water.max(lic.live);
+        slot
+    }
+
+    /// Takes a live session out of the slab and the indexes.
+    fn remove_live(&mut self, slot: u32) -> Option<Live> {
+        let r = self.slots.get(slot as usize).filter(|r| !r.is_vacant())?;
+        let hash = self.instance_hash(r.user, r.device(), r.instance());
+        if let Ok(entry) = self.by_id.find_entry(sid_hash(r.sid()), |&s| s == slot) {
+            entry.remove();
+        }
+        let lic = self.licenses.get_mut(r.license as usize)?;
+        lic.live = lic.live.saturating_sub(1);
+        lic.overdraft_live = lic.overdraft_live.saturating_sub(u32::from(r.overdraft));
+        if let Some(n) = lic.per_user.get_mut(&r.user) {
+            *n -= 1;
+            if *n == 0 {
+                lic.per_user.remove(&r.user);
+            }
+        }
+        if let Ok(entry) = lic.by_instance.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        lic.expiry.remove(&(r.expires_at, slot));
+        lic.low_water = lic.low_water.min(lic.live);
+        let live = std::mem::replace(&mut self.slots[slot as usize], Live::vacant());
+        self.free.push(slot);
+        Some(live)
+    }
+
+    /// Stores a live session's new timing, keeping the expiry index in step.
+    fn set_clock(&mut self, slot: u32, clock: &SessionClock) {
+        let r = &mut self.slots[slot as usize];
+        let new = clock.expires_at.millis();
+        if r.expires_at != new {
+            if let Some(lic) = self.licenses.get_mut(r.license as usize) {
+                lic.expiry.remove(&(r.expires_at, slot));
+                lic.expiry.insert((new, slot));
+            }
+            r.expires_at = new;
+        }
+        r.opened_at = clock.opened_at.millis();
+        r.hard_end = pack_time(clock.hard_end);
+        r.license_end = pack_time(clock.license_end);
+    }
+
+    /// A heartbeat of a live session: slides its expiry (persisted with the next batch), or
+    /// ends it if it has expired meanwhile.
+    fn beat(&mut self, slot: u32, now: Timestamp) -> StoreResult<SessionClock> {
+        let r = &self.slots[slot as usize];
+        let mut clock = r.clock();
+        let Some(lic) = self.licenses.get(r.license as usize) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        match clock.heartbeat(&lic.license.terms, now) {
+            Ok(_) => {
+                let id = r.sid();
+                self.set_clock(slot, &clock);
+                self.touch(id, clock.expires_at, clock.license_end);
+                Ok(clock)
+            }
+            Err(err) => {
+                // Expired but not yet reaped: end it now, it never comes back.
+                let reason = clock.expiry_reason();
+                if let Some((_, ops)) = self.end_live(slot, reason, now) {
+                    self.send_unacked(ops);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
     fn send(&mut self, ops: Vec<WriteOp>) -> oneshot::Receiver<Result<(), String>> {
         let (ack, rx) = oneshot::channel();
         // A send error means the writer thread died; the dropped ack reports it.
@@ -272,11 +689,11 @@ impl Mem {
     }
 
     /// Records a heartbeat's new expiry for the writer (coalesced, see `Touches`).
-    fn touch(&mut self, s: &Session) {
+    fn touch(&mut self, id: Sid, expires_at: Timestamp, license_end: Option<Timestamp>) {
         let first = {
             let mut touches = lock_touches(&self.touches);
             let first = touches.is_empty();
-            touches.insert(s.id.clone(), (s.clock.expires_at, s.clock.license_end));
+            touches.insert(id, (expires_at, license_end));
             first
         };
         if first {
@@ -301,81 +718,62 @@ impl Mem {
     fn admit(&mut self, req: &OpenRequest, wait: bool, now: Timestamp) -> StoreResult<AdmitStep> {
         self.last_now = self.last_now.max(now);
         let username = Username::parse(&req.username)?;
-        let Some(lic) = self.licenses.get(&req.license_id) else {
+        let Some(li) = self.license_at(&req.license_id) else {
             return Err(StoreError::NotFound("license"));
         };
+        if parse_sid(&req.new_id).is_none() {
+            return Err(bad_new_id(&req.new_id));
+        }
         let mut ops = Vec::new();
         // Idempotent re-open: the client instance's live session is returned, refreshed.
-        let key = (
-            req.username.clone(),
-            req.device_id.clone(),
-            req.instance_id.clone(),
-        );
-        if let Some(existing_id) = lic.by_instance.get(&key).cloned() {
-            let terms = lic.license.terms.clone();
-            if let Some(existing) = self.sessions.get(&existing_id) {
-                if existing.clock.is_live(now) {
-                    let mut session = existing.clone();
-                    let old = session.clock.expires_at;
-                    session.clock.heartbeat(&terms, now)?;
-                    session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
-                    if let Some(lic) = self.licenses.get_mut(&req.license_id) {
-                        lic.expiry.remove(&(old, session.id.clone()));
-                        lic.expiry
-                            .insert((session.clock.expires_at, session.id.clone()));
-                    }
-                    self.sessions.insert(session.id.clone(), session.clone());
-                    self.send_unacked(vec![WriteOp::Touch {
-                        id: session.id.clone(),
-                        expires_at: session.clock.expires_at,
-                        license_end: session.clock.license_end,
-                    }]);
-                    return Ok(AdmitStep::Reopened(Opened {
-                        session,
-                        created: false,
-                    }));
-                }
-                let reason = existing.clock.expiry_reason();
-                if let Some((_, mut o)) = self.end_live(&existing_id, reason, now) {
-                    ops.append(&mut o);
-                }
+        if let Some(slot) = self.instance_slot(li, &req.username, &req.device_id, &req.instance_id)
+        {
+            let mut clock = self.slots[slot as usize].clock();
+            if clock.is_live(now) {
+                clock.heartbeat(&self.licenses[li].license.terms, now)?;
+                self.set_clock(slot, &clock);
+                let id = self.slots[slot as usize].sid();
+                self.send_unacked(vec![WriteOp::Touch {
+                    id,
+                    expires_at: clock.expires_at,
+                    license_end: clock.license_end,
+                }]);
+                return Ok(AdmitStep::Reopened(Opened {
+                    session: self.session(slot),
+                    created: false,
+                }));
+            }
+            if let Some((_, mut o)) = self.end_live(slot, clock.expiry_reason(), now) {
+                ops.append(&mut o);
             }
         }
-        let decide = |lic: &LicenseState| {
+        let decide = |mem: &Mem| {
+            let lic = &mem.licenses[li];
             decide_open(
                 &lic.license.terms,
                 &username,
-                lic.view(&req.username, &req.device_id),
+                lic.view(&mem.names, &req.username, &req.device_id),
                 now,
             )
         };
-        let Some(lic) = self.licenses.get(&req.license_id) else {
-            return Err(StoreError::NotFound("license"));
-        };
-        let mut decision = decide(lic);
+        let mut decision = decide(self);
         if matches!(
             decision,
             OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
         ) {
             // A full license reclaims its own expired sessions before refusing anyone.
-            let (_, mut o) = self.reap_license(&req.license_id, now);
+            let (_, mut o) = self.reap_license_upto(li, now, usize::MAX);
             ops.append(&mut o);
-            if let Some(lic) = self.licenses.get(&req.license_id) {
-                decision = decide(lic);
-            }
+            decision = decide(self);
         }
-        let Some(lic) = self.licenses.get_mut(&req.license_id) else {
-            return Err(StoreError::NotFound("license"));
-        };
+        let lic = &mut self.licenses[li];
         lic.queue.retain(|w| !w.tx.is_closed());
         if must_queue(&lic.license.terms, &decision, lic.queue.len()) {
             if wait {
                 self.next_ticket += 1;
                 let ticket = self.next_ticket;
                 let (tx, granted) = oneshot::channel();
-                let Some(lic) = self.licenses.get_mut(&req.license_id) else {
-                    return Err(StoreError::NotFound("license"));
-                };
+                let lic = &mut self.licenses[li];
                 lic.queue.push_back(Waiting {
                     ticket,
                     req: req.clone(),
@@ -416,64 +814,65 @@ impl Mem {
             self.send_unacked(ops);
             return Err(StoreError::Rule(refusal));
         }
-        let (session, mut o) = self.grant(req, decision.is_overdraft(), now, "")?;
+        let (_, session, mut o) = self.grant(req, decision.is_overdraft(), now, "")?;
         ops.append(&mut o);
         Ok(AdmitStep::Granted(session, self.send(ops)))
     }
 
-    /// Creates the session of a granted open; answers it and the ops that persist it.
+    /// Creates the session of a granted open; answers its slot, the session and the ops that
+    /// persist it.
     fn grant(
         &mut self,
         req: &OpenRequest,
         overdraft: bool,
         now: Timestamp,
         note: &str,
-    ) -> StoreResult<(Session, Vec<WriteOp>)> {
-        let Some(lic) = self.licenses.get_mut(&req.license_id) else {
+    ) -> StoreResult<(u32, Session, Vec<WriteOp>)> {
+        let Some(id) = parse_sid(&req.new_id) else {
+            return Err(bad_new_id(&req.new_id));
+        };
+        let Some(li) = self.license_at(&req.license_id) else {
             return Err(StoreError::NotFound("license"));
         };
-        let terms = &lic.license.terms;
-        let session = Session {
-            id: req.new_id.clone(),
-            license_id: lic.id.clone(),
-            account_id: lic.account_id.clone(),
-            username: req.username.clone(),
-            kind: req.kind,
-            device_id: req.device_id.clone(),
-            instance_id: req.instance_id.clone(),
-            clock: SessionClock::open(req.kind, terms, now),
-            heartbeat_interval_secs: terms.heartbeat_interval_secs(),
+        let clock = SessionClock::open(req.kind, &self.licenses[li].license.terms, now);
+        let user = self.names.intern(&req.username);
+        let slot = self.insert_live(Live::new(
+            id,
+            li as u32,
+            user,
+            req.kind,
+            &req.device_id,
+            &req.instance_id,
+            &clock,
             overdraft,
-        };
-        lic.add(&session);
+        ));
+        let session = self.session(slot);
         let mut detail = kind_str(session.kind).to_owned();
         if overdraft {
             detail.push_str(" overdraft");
         }
         detail.push_str(note);
-        let ops = vec![
-            WriteOp::InsertSession(session.clone()),
-            WriteOp::Audit(AuditEvent {
-                at: now,
-                account_id: session.account_id.to_string(),
-                license_id: session.license_id.to_string(),
-                session_id: Some(session.id.clone()),
-                username: Some(session.username.clone()),
-                event: "opened".into(),
-                detail: Some(detail),
-            }),
-        ];
-        self.sessions.insert(session.id.clone(), session.clone());
-        Ok((session, ops))
+        let audit = WriteOp::Audit(AuditEvent {
+            at: now,
+            account_id: session.account_id.to_string(),
+            license_id: session.license_id.to_string(),
+            session_id: Some(session.id.clone()),
+            username: Some(session.username.clone()),
+            event: "opened".into(),
+            detail: Some(detail),
+        });
+        let ops = vec![WriteOp::InsertSession(session.clone()), audit];
+        Ok((slot, session, ops))
     }
 
     /// Grants free seats of queueing licenses to their longest waiters, in order. A waiter
     /// that has gone away is skipped; a grant its waiter can no longer receive is ended at
     /// once, so no seat is ever held by nobody.
     fn serve_queues(&mut self) {
-        while let Some(license_id) = self.to_serve.pop() {
+        while let Some(li) = self.to_serve.pop() {
+            let li = li as usize;
             let now = self.last_now;
-            while let Some(lic) = self.licenses.get_mut(&license_id) {
+            while let Some(lic) = self.licenses.get_mut(li) {
                 lic.queue.retain(|w| !w.tx.is_closed());
                 let Some(head) = lic.queue.front() else {
                     break;
@@ -485,7 +884,7 @@ impl Mem {
                 let decision = decide_open(
                     &lic.license.terms,
                     &username,
-                    lic.view(&head.req.username, &head.req.device_id),
+                    lic.view(&self.names, &head.req.username, &head.req.device_id),
                     now,
                 );
                 let Some(head) = (match &decision {
@@ -499,7 +898,7 @@ impl Mem {
                     let _ = head.tx.send(Err(StoreError::Rule(refusal)));
                     continue;
                 }
-                let Ok((session, ops)) =
+                let Ok((slot, session, ops)) =
                     self.grant(&head.req, decision.is_overdraft(), now, " queued")
                 else {
                     break;
@@ -511,14 +910,14 @@ impl Mem {
                 });
                 let grant = Grant {
                     opened: Opened {
-                        session: session.clone(),
+                        session,
                         created: true,
                     },
                     durable,
                 };
                 if head.tx.send(Ok(grant)).is_err() {
                     // The waiter left between the check and the grant: give the seat back.
-                    if let Some((_, ops)) = self.end_live(&session.id, EndReason::Logout, now) {
+                    if let Some((_, ops)) = self.end_live(slot, EndReason::Logout, now) {
                         let _ = self.writer.send(Job { ops, ack: None });
                     }
                 }
@@ -526,27 +925,41 @@ impl Mem {
         }
     }
 
-    /// Ends a live session in memory and returns the ops that persist it.
+    /// Ends a live session in memory and returns it and the ops that persist it.
     fn end_live(
         &mut self,
-        id: &str,
+        slot: u32,
         reason: EndReason,
         now: Timestamp,
     ) -> Option<(Session, Vec<WriteOp>)> {
-        let session = self.sessions.remove(id)?;
-        if let Some(lic) = self.licenses.get_mut(&*session.license_id) {
-            lic.remove(&session);
-            if !lic.queue.is_empty() {
-                self.to_serve.push(session.license_id.to_string());
-            }
+        if self.slots.get(slot as usize)?.is_vacant() {
+            return None;
+        }
+        let session = self.session(slot);
+        let live = self.remove_live(slot)?;
+        let li = live.license as usize;
+        if self.licenses.get(li).is_some_and(|l| !l.queue.is_empty()) {
+            self.to_serve.push(live.license);
         }
         self.last_now = self.last_now.max(now);
-        self.ended
-            .insert(session.id.clone(), (session.clone(), reason));
-        self.ended_order.push_back((now, session.id.clone()));
+        let id = live.sid();
+        self.ended.insert(
+            id,
+            Ended {
+                license: live.license,
+                user: live.user,
+                reason,
+            },
+        );
+        self.ended_order.push_back((now.millis(), id));
+        while self.ended_order.len() > ENDED_MAX {
+            if let Some((_, old)) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
         let ops = vec![
             WriteOp::EndSession {
-                id: session.id.clone(),
+                id,
                 at: now,
                 reason,
             },
@@ -563,35 +976,28 @@ impl Mem {
         Some((session, ops))
     }
 
-    /// Ends the expired sessions of one license; returns them and the ops that persist it.
-    fn reap_license(&mut self, license_id: &str, now: Timestamp) -> (Vec<Session>, Vec<WriteOp>) {
-        self.reap_license_upto(license_id, now, usize::MAX)
-    }
-
-    /// `reap_license`, ending at most `limit` sessions (the earliest expired).
+    /// Ends at most `limit` expired sessions of one license (the earliest expired); returns
+    /// them and the ops that persist it.
     fn reap_license_upto(
         &mut self,
-        license_id: &str,
+        li: usize,
         now: Timestamp,
         limit: usize,
     ) -> (Vec<Session>, Vec<WriteOp>) {
         let mut expired = Vec::new();
-        if let Some(lic) = self.licenses.get(license_id) {
-            for (at, id) in lic.expiry.iter().take(limit) {
-                if *at > now {
+        if let Some(lic) = self.licenses.get(li) {
+            for &(at, slot) in lic.expiry.iter().take(limit) {
+                if at > now.millis() {
                     break;
                 }
-                expired.push(id.clone());
+                expired.push(slot);
             }
         }
         let mut ended = Vec::new();
         let mut ops = Vec::new();
-        for id in expired {
-            let reason = match self.sessions.get(&id) {
-                Some(s) => s.clock.expiry_reason(),
-                None => continue,
-            };
-            if let Some((s, mut o)) = self.end_live(&id, reason, now) {
+        for slot in expired {
+            let reason = self.slots[slot as usize].clock().expiry_reason();
+            if let Some((s, mut o)) = self.end_live(slot, reason, now) {
                 ended.push(s);
                 ops.append(&mut o);
             }
@@ -600,15 +1006,34 @@ impl Mem {
     }
 
     fn forget_old_ends(&mut self, now: Timestamp) {
-        while let Some((at, _)) = self.ended_order.front() {
-            if now.millis() - at.millis() < ENDED_MEMORY_MILLIS {
+        while let Some(&(at, id)) = self.ended_order.front() {
+            if now.millis() - at < ENDED_MEMORY_MILLIS {
                 break;
             }
-            if let Some((_, id)) = self.ended_order.pop_front() {
-                self.ended.remove(&id);
-            }
+            self.ended_order.pop_front();
+            self.ended.remove(&id);
         }
     }
+
+    /// Live sessions of a user on the account's licenses, as slots.
+    fn user_slots(&self, account_id: &str, username: &str) -> Vec<u32> {
+        let Some(user) = self.names.get(username) else {
+            return Vec::new();
+        };
+        (0..self.licenses.len())
+            .filter(|&li| {
+                let l = &self.licenses[li];
+                &*l.account_id == account_id && l.per_user.contains_key(&user)
+            })
+            .flat_map(|li| self.license_slots(li, |r| r.user == user))
+            .collect()
+    }
+}
+
+fn bad_new_id(id: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "session id {id:?} is not a lowercase hyphenated UUID"
+    ))
 }
 
 /// The embedded SQLite store.
@@ -705,27 +1130,22 @@ impl SqliteStore {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&conn)?)
     }
+
+    /// The answer about a session that is not live in memory: `SessionEnded` with the reason
+    /// on disk, or not found.
+    async fn ended_on_disk<T>(&self, session_id: &str) -> StoreResult<T> {
+        match self.get_session(session_id).await? {
+            Some(SessionLookup {
+                state: SessionState::Ended(reason),
+                ..
+            }) => Err(RuleError::SessionEnded(reason).into()),
+            _ => Err(StoreError::NotFound("session")),
+        }
+    }
 }
 
 fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<Mem> {
-    let mut mem = Mem {
-        writer,
-        touches: Touches::default(),
-        settings: HashMap::new(),
-        accounts: HashMap::new(),
-        credentials: HashMap::new(),
-        credential_expiry: BTreeSet::new(),
-        users: HashMap::new(),
-        client_ids: HashMap::new(),
-        licenses: HashMap::new(),
-        sessions: HashMap::new(),
-        ended: HashMap::new(),
-        ended_order: VecDeque::new(),
-        started: now,
-        to_serve: Vec::new(),
-        last_now: now,
-        next_ticket: 0,
-    };
+    let mut mem = Mem::new(writer, now);
     let mut stmt = conn.prepare("SELECT key, value FROM settings")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (k, v) = row?;
@@ -823,14 +1243,13 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
             .map_err(|e| StoreError::Unavailable(format!("license {id}: bad terms: {e}")))?;
         let model: LicenseModel = serde_json::from_value(serde_json::Value::String(model))
             .map_err(|e| StoreError::Unavailable(format!("license {id}: bad model: {e}")))?;
-        let license = License {
-            id: id.clone(),
+        mem.add_license(License {
+            id,
             account_id,
             model,
             terms,
             created_at: Timestamp::from_millis(created_at),
-        };
-        mem.licenses.insert(id, LicenseState::new(license));
+        });
     }
     let mut stmt = conn.prepare(
         "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at, hard_end,
@@ -866,28 +1285,31 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
             overdraft,
             license_end,
         ) = row?;
-        let Some(lic) = mem.licenses.get_mut(&license_id) else {
+        let Some(li) = mem.license_at(&license_id) else {
             continue;
         };
-        let session = Session {
-            id: id.clone(),
-            license_id: lic.id.clone(),
-            account_id: lic.account_id.clone(),
-            username,
-            kind: parse_kind(&kind),
-            device_id,
-            instance_id,
-            clock: SessionClock {
-                opened_at: Timestamp::from_millis(opened),
-                expires_at: Timestamp::from_millis(expires),
-                hard_end: hard_end.map(Timestamp::from_millis),
-                license_end: license_end.map(Timestamp::from_millis),
-            },
-            heartbeat_interval_secs: lic.license.terms.heartbeat_interval_secs(),
-            overdraft,
+        let Some(sid) = parse_sid(&id) else {
+            // Never written by this server (its ids are UUIDs): not held in memory.
+            tracing::warn!(session = %id, "live session with a malformed id left out");
+            continue;
         };
-        lic.add(&session);
-        mem.sessions.insert(id, session);
+        let clock = SessionClock {
+            opened_at: Timestamp::from_millis(opened),
+            expires_at: Timestamp::from_millis(expires),
+            hard_end: hard_end.map(Timestamp::from_millis),
+            license_end: license_end.map(Timestamp::from_millis),
+        };
+        let user = mem.names.intern(&username);
+        mem.insert_live(Live::new(
+            sid,
+            li as u32,
+            user,
+            parse_kind(&kind),
+            &device_id,
+            &instance_id,
+            &clock,
+            overdraft,
+        ));
     }
     let mut stmt =
         conn.prepare("SELECT license_id, username, active, updated_at FROM license_users")?;
@@ -901,7 +1323,7 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
     })?;
     for row in rows {
         let u = row?;
-        if let Some(lic) = mem.licenses.get_mut(&u.license_id) {
+        if let Some(lic) = mem.lic_mut(&u.license_id) {
             lic.active_users += u32::from(u.active);
             lic.users.insert(u.username.clone(), u);
         }
@@ -918,11 +1340,11 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
     })?;
     for row in rows {
         let d = row?;
-        if let Some(lic) = mem.licenses.get_mut(&d.license_id) {
+        if let Some(lic) = mem.lic_mut(&d.license_id) {
             lic.devices.insert(d.fingerprint.clone(), d);
         }
     }
-    for lic in mem.licenses.values_mut() {
+    for lic in &mut mem.licenses {
         lic.high_water = lic.live;
         lic.low_water = lic.live;
     }
@@ -1091,7 +1513,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
                  WHERE id = ?1 AND ended_at IS NULL AND license_end IS ?3",
             )?
             .execute(params![
-                id,
+                format_sid(*id),
                 expires_at.millis(),
                 license_end.map(Timestamp::millis)
             ])?;
@@ -1141,7 +1563,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             tx.prepare_cached(
                 "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
             )?
-            .execute(params![id, at.millis(), reason.as_str()])?;
+            .execute(params![format_sid(*id), at.millis(), reason.as_str()])?;
         }
         WriteOp::Audit(e) => {
             tx.prepare_cached(
@@ -1292,7 +1714,7 @@ impl Store for SqliteStore {
         let mem = self.mem();
         let mut licenses: Vec<License> = mem
             .licenses
-            .values()
+            .iter()
             .filter(|l| l.license.account_id == account_id)
             .map(|l| l.license.clone())
             .collect();
@@ -1306,7 +1728,7 @@ impl Store for SqliteStore {
             if !mem.accounts.contains_key(&license.account_id) {
                 return Err(StoreError::NotFound("account"));
             }
-            if mem.licenses.contains_key(&license.id) {
+            if mem.license_index.contains_key(&license.id) {
                 return Err(StoreError::Conflict(format!(
                     "license {} exists",
                     license.id
@@ -1316,23 +1738,23 @@ impl Store for SqliteStore {
                 WriteOp::License(license.clone()),
                 license_event(&license, license.created_at, "license_created"),
             ];
-            mem.licenses
-                .insert(license.id.clone(), LicenseState::new(license));
+            mem.add_license(license);
             mem.send(ops)
         };
         acked(rx).await
     }
 
     async fn get_license(&self, id: &str) -> StoreResult<Option<License>> {
-        Ok(self.mem().licenses.get(id).map(|l| l.license.clone()))
+        Ok(self.mem().lic(id).map(|l| l.license.clone()))
     }
 
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
         let rx = {
             let mut mem = self.mem();
-            let Some(state) = mem.licenses.get_mut(&license.id) else {
+            let Some(li) = mem.license_at(&license.id) else {
                 return Err(StoreError::NotFound("license"));
             };
+            let state = &mut mem.licenses[li];
             let end_changed = state.license.terms.expires_at != license.terms.expires_at;
             state.license = license.clone();
             let mut ops = vec![
@@ -1342,20 +1764,10 @@ impl Store for SqliteStore {
             if end_changed {
                 // Live sessions end with the license: bring their expiry forward if needed.
                 // On disk one statement does the same for all of them (`CapLicenseEnd`).
-                let ids = state.session_ids(|_| true);
-                for id in ids {
-                    let Some(s) = mem.sessions.get_mut(&id) else {
-                        continue;
-                    };
-                    let old = s.clock.expires_at;
-                    if !s.clock.cap_at_license_end(license.terms.expires_at) {
-                        continue;
-                    }
-                    let new = s.clock.expires_at;
-                    if let Some(state) = mem.licenses.get_mut(&license.id) {
-                        state.expiry.remove(&(old, id.clone()));
-                        state.expiry.insert((new, id));
-                    }
+                for slot in mem.license_slots(li, |_| true) {
+                    let mut clock = mem.slots[slot as usize].clock();
+                    clock.cap_at_license_end(license.terms.expires_at);
+                    mem.set_clock(slot, &clock);
                 }
                 ops.push(WriteOp::CapLicenseEnd {
                     license_id: license.id.clone(),
@@ -1363,7 +1775,7 @@ impl Store for SqliteStore {
                 });
             }
             // More seats (or lifted suspension) may serve the queue.
-            mem.to_serve.push(license.id.clone());
+            mem.to_serve.push(li as u32);
             mem.last_now = mem.last_now.max(now);
             mem.send(ops)
         };
@@ -1395,15 +1807,16 @@ impl Store for SqliteStore {
 
     async fn leave_queue(&self, license_id: &str, ticket: u64) -> StoreResult<bool> {
         let mut mem = self.mem();
-        let Some(lic) = mem.licenses.get_mut(license_id) else {
+        let Some(li) = mem.license_at(license_id) else {
             return Ok(false);
         };
+        let lic = &mut mem.licenses[li];
         let before = lic.queue.len();
         lic.queue.retain(|w| w.ticket != ticket);
         let left = lic.queue.len() < before;
         if left {
             // The head may have changed: a grant blocked behind it may now go through.
-            mem.to_serve.push(license_id.to_owned());
+            mem.to_serve.push(li as u32);
             mem.serve_queues();
         }
         Ok(left)
@@ -1415,7 +1828,7 @@ impl Store for SqliteStore {
         _now: Timestamp,
     ) -> StoreResult<Vec<QueuedRequest>> {
         let mem = self.mem();
-        let Some(lic) = mem.licenses.get(license_id) else {
+        let Some(lic) = mem.lic(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
         Ok(lic
@@ -1437,46 +1850,16 @@ impl Store for SqliteStore {
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
         {
             let mut mem = self.mem();
-            if let Some(session) = mem.sessions.get(session_id) {
-                let mut session = session.clone();
-                let Some(lic) = mem.licenses.get(&*session.license_id) else {
-                    return Err(StoreError::NotFound("license"));
-                };
-                let terms = lic.license.terms.clone();
-                let old = session.clock.expires_at;
-                match session.clock.heartbeat(&terms, now) {
-                    Ok(_) => {
-                        session.heartbeat_interval_secs = terms.heartbeat_interval_secs();
-                        if let Some(lic) = mem.licenses.get_mut(&*session.license_id) {
-                            lic.expiry.remove(&(old, session.id.clone()));
-                            lic.expiry
-                                .insert((session.clock.expires_at, session.id.clone()));
-                        }
-                        mem.touch(&session);
-                        mem.sessions.insert(session.id.clone(), session.clone());
-                        return Ok(session);
-                    }
-                    Err(err) => {
-                        // Expired but not yet reaped: end it now, it never comes back.
-                        let reason = session.clock.expiry_reason();
-                        if let Some((_, ops)) = mem.end_live(session_id, reason, now) {
-                            mem.send_unacked(ops);
-                        }
-                        return Err(err.into());
-                    }
+            match mem.lookup(session_id) {
+                Some(Found::Live(slot)) => {
+                    mem.beat(slot, now)?;
+                    return Ok(mem.session(slot));
                 }
-            }
-            if let Some((_, reason)) = mem.ended.get(session_id) {
-                return Err(RuleError::SessionEnded(*reason).into());
+                Some(Found::Ended(reason)) => return Err(RuleError::SessionEnded(reason).into()),
+                None => {}
             }
         }
-        match self.get_session(session_id).await? {
-            Some(SessionLookup {
-                state: SessionState::Ended(reason),
-                ..
-            }) => Err(RuleError::SessionEnded(reason).into()),
-            _ => Err(StoreError::NotFound("session")),
-        }
+        self.ended_on_disk(session_id).await
     }
 
     async fn end_session(
@@ -1487,23 +1870,21 @@ impl Store for SqliteStore {
     ) -> StoreResult<Session> {
         let ended = {
             let mut mem = self.mem();
-            match mem.sessions.get(session_id) {
-                Some(s) if !s.clock.is_live(now) => {
-                    let expiry = s.clock.expiry_reason();
-                    if let Some((_, ops)) = mem.end_live(session_id, expiry, now) {
-                        mem.send_unacked(ops);
+            match mem.lookup(session_id) {
+                Some(Found::Live(slot)) => {
+                    let clock = mem.slots[slot as usize].clock();
+                    if !clock.is_live(now) {
+                        let expiry = clock.expiry_reason();
+                        if let Some((_, ops)) = mem.end_live(slot, expiry, now) {
+                            mem.send_unacked(ops);
+                        }
+                        return Err(RuleError::SessionEnded(expiry).into());
                     }
-                    return Err(RuleError::SessionEnded(expiry).into());
+                    mem.end_live(slot, reason, now)
+                        .map(|(s, ops)| (s, mem.send(ops)))
                 }
-                Some(_) => mem
-                    .end_live(session_id, reason, now)
-                    .map(|(s, ops)| (s, mem.send(ops))),
-                None => {
-                    if let Some((_, reason)) = mem.ended.get(session_id) {
-                        return Err(RuleError::SessionEnded(*reason).into());
-                    }
-                    None
-                }
+                Some(Found::Ended(reason)) => return Err(RuleError::SessionEnded(reason).into()),
+                None => None,
             }
         };
         match ended {
@@ -1511,32 +1892,35 @@ impl Store for SqliteStore {
                 acked(rx).await?;
                 Ok(session)
             }
-            None => match self.get_session(session_id).await? {
-                Some(SessionLookup {
-                    state: SessionState::Ended(reason),
-                    ..
-                }) => Err(RuleError::SessionEnded(reason).into()),
-                _ => Err(StoreError::NotFound("session")),
-            },
+            None => self.ended_on_disk(session_id).await,
         }
     }
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
-        {
+        // An ended session in memory: its reason is known even while its end is in flight.
+        let ended = {
             let mem = self.mem();
-            if let Some(s) = mem.sessions.get(session_id) {
-                return Ok(Some(SessionLookup {
-                    session: s.clone(),
-                    state: SessionState::Live,
-                }));
+            match mem.lookup(session_id) {
+                Some(Found::Live(slot)) => {
+                    return Ok(Some(SessionLookup {
+                        session: mem.session(slot),
+                        state: SessionState::Live,
+                    }));
+                }
+                Some(Found::Ended(reason)) => parse_sid(session_id)
+                    .and_then(|id| mem.ended.get(&id))
+                    .and_then(|e| {
+                        let lic = mem.licenses.get(e.license as usize)?;
+                        Some((
+                            reason,
+                            lic.id.clone(),
+                            lic.account_id.clone(),
+                            mem.names.name(e.user).to_owned(),
+                        ))
+                    }),
+                None => None,
             }
-            if let Some((s, reason)) = mem.ended.get(session_id) {
-                return Ok(Some(SessionLookup {
-                    session: s.clone(),
-                    state: SessionState::Ended(*reason),
-                }));
-            }
-        }
+        };
         let row = self.read(|conn| {
             conn.prepare_cached(
                 "SELECT s.license_id, l.account_id, s.username, s.kind, s.device_id, s.instance_id,
@@ -1572,12 +1956,37 @@ impl Store for SqliteStore {
             reason,
         )) = row
         else {
-            return Ok(None);
+            // Ended before its row was written (a grant nobody received): what memory knows.
+            return Ok(
+                ended.map(|(reason, license_id, account_id, username)| SessionLookup {
+                    session: Session {
+                        id: session_id.to_owned(),
+                        license_id,
+                        account_id,
+                        username,
+                        kind: UserKind::Interactive,
+                        device_id: String::new(),
+                        instance_id: String::new(),
+                        clock: SessionClock {
+                            opened_at: Timestamp::from_millis(0),
+                            expires_at: Timestamp::from_millis(0),
+                            hard_end: None,
+                            license_end: None,
+                        },
+                        heartbeat_interval_secs: 0,
+                        overdraft: false,
+                    },
+                    state: SessionState::Ended(reason),
+                }),
+            );
         };
-        let state = match reason {
-            Some(r) => SessionState::Ended(EndReason::parse(&r).unwrap_or(EndReason::Unknown)),
+        let state = match (reason, ended) {
+            (_, Some((known, ..))) => SessionState::Ended(known),
+            (Some(r), None) => {
+                SessionState::Ended(EndReason::parse(&r).unwrap_or(EndReason::Unknown))
+            }
             // Committed as live but no longer in memory: it ended and the end is in flight.
-            None => SessionState::Ended(EndReason::Unknown),
+            (None, None) => SessionState::Ended(EndReason::Unknown),
         };
         Ok(Some(SessionLookup {
             session: Session {
@@ -1607,15 +2016,13 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
         let mem = self.mem();
-        let Some(lic) = mem.licenses.get(license_id) else {
+        let Some(li) = mem.license_at(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
-        let mut out: Vec<Session> = lic
-            .by_instance
-            .values()
-            .filter_map(|id| mem.sessions.get(id))
-            .filter(|s| s.clock.is_live(now))
-            .cloned()
+        let mut out: Vec<Session> = mem
+            .license_slots(li, |r| now.millis() < r.expires_at)
+            .into_iter()
+            .map(|slot| mem.session(slot))
             .collect();
         out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
         Ok(out)
@@ -1623,7 +2030,7 @@ impl Store for SqliteStore {
 
     async fn usage(&self, license_id: &str, _now: Timestamp) -> StoreResult<UsageStats> {
         let mem = self.mem();
-        let Some(lic) = mem.licenses.get(license_id) else {
+        let Some(lic) = mem.lic(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
         Ok(UsageStats {
@@ -1645,19 +2052,21 @@ impl Store for SqliteStore {
         loop {
             let more = {
                 let mut mem = self.mem();
-                let due: Vec<String> = mem
-                    .licenses
-                    .iter()
-                    .filter(|(_, l)| l.expiry.first().is_some_and(|(at, _)| *at <= now))
-                    .map(|(id, _)| id.clone())
+                let due: Vec<usize> = (0..mem.licenses.len())
+                    .filter(|&li| {
+                        mem.licenses[li]
+                            .expiry
+                            .first()
+                            .is_some_and(|&(at, _)| at <= now.millis())
+                    })
                     .collect();
                 let mut ops = Vec::new();
                 let mut budget = REAP_CHUNK;
-                for id in due {
+                for li in due {
                     if budget == 0 {
                         break;
                     }
-                    let (mut e, mut o) = mem.reap_license_upto(&id, now, budget);
+                    let (mut e, mut o) = mem.reap_license_upto(li, now, budget);
                     budget = budget.saturating_sub(e.len());
                     ended.append(&mut e);
                     ops.append(&mut o);
@@ -1695,7 +2104,7 @@ impl Store for SqliteStore {
         Ok(mem
             .licenses
             .iter()
-            .map(|(id, l)| (id.clone(), l.live))
+            .map(|l| (l.license.id.clone(), l.live))
             .collect())
     }
 
@@ -1729,9 +2138,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<(LicenseUserChange, bool)> {
         let (rx, change, created) = {
             let mut mem = self.mem();
-            let Some(lic) = mem.licenses.get_mut(license_id) else {
+            let Some(li) = mem.license_at(license_id) else {
                 return Err(StoreError::NotFound("license"));
             };
+            let lic = &mut mem.licenses[li];
             let previous = lic.users.get(username).cloned();
             let was_active = previous.as_ref().is_some_and(|u| u.active);
             if active {
@@ -1753,10 +2163,9 @@ impl Store for SqliteStore {
             lic.users.insert(username.to_owned(), user.clone());
             let mut ops = vec![WriteOp::LicenseUser(user.clone())];
             let mut ended = Vec::new();
-            if !active {
-                let ids = lic.session_ids(|(u, _, _)| u == username);
-                for id in ids {
-                    if let Some((s, mut o)) = mem.end_live(&id, EndReason::UserDeactivated, now) {
+            if let (false, Some(user)) = (active, mem.names.get(username)) {
+                for slot in mem.license_slots(li, |r| r.user == user) {
+                    if let Some((s, mut o)) = mem.end_live(slot, EndReason::UserDeactivated, now) {
                         ended.push(s);
                         ops.append(&mut o);
                     }
@@ -1774,7 +2183,7 @@ impl Store for SqliteStore {
 
     async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>> {
         let mem = self.mem();
-        let Some(lic) = mem.licenses.get(license_id) else {
+        let Some(lic) = mem.lic(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
         let mut users: Vec<LicenseUser> = lic.users.values().cloned().collect();
@@ -1791,7 +2200,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<(DeviceActivation, bool)> {
         let (rx, device) = {
             let mut mem = self.mem();
-            let Some(lic) = mem.licenses.get_mut(license_id) else {
+            let Some(lic) = mem.lic_mut(license_id) else {
                 return Err(StoreError::NotFound("license"));
             };
             let existing = lic.devices.get(fingerprint).cloned();
@@ -1836,9 +2245,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Session>> {
         let (rx, ended) = {
             let mut mem = self.mem();
-            let Some(lic) = mem.licenses.get_mut(license_id) else {
+            let Some(li) = mem.license_at(license_id) else {
                 return Err(StoreError::NotFound("license"));
             };
+            let lic = &mut mem.licenses[li];
             if lic.devices.remove(fingerprint).is_none() {
                 return Err(StoreError::NotFound("device"));
             }
@@ -1857,10 +2267,9 @@ impl Store for SqliteStore {
                     detail: Some(fingerprint.to_owned()),
                 }),
             ];
-            let ids = lic.session_ids(|(_, d, _)| d == fingerprint);
             let mut ended = Vec::new();
-            for id in ids {
-                if let Some((s, mut o)) = mem.end_live(&id, EndReason::DeviceDeactivated, now) {
+            for slot in mem.license_slots(li, |r| r.device() == fingerprint) {
+                if let Some((s, mut o)) = mem.end_live(slot, EndReason::DeviceDeactivated, now) {
                     ended.push(s);
                     ops.append(&mut o);
                 }
@@ -1873,7 +2282,7 @@ impl Store for SqliteStore {
 
     async fn list_devices(&self, license_id: &str) -> StoreResult<Vec<DeviceActivation>> {
         let mem = self.mem();
-        let Some(lic) = mem.licenses.get(license_id) else {
+        let Some(lic) = mem.lic(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
         let mut devices: Vec<DeviceActivation> = lic.devices.values().cloned().collect();
@@ -1891,13 +2300,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Session>> {
         let mem = self.mem();
         let mut out: Vec<Session> = mem
-            .licenses
-            .values()
-            .filter(|l| &*l.account_id == account_id && l.per_user.contains_key(username))
-            .flat_map(|l| l.session_ids(|(u, _, _)| u == username))
-            .filter_map(|id| mem.sessions.get(&id))
-            .filter(|s| s.clock.is_live(now))
-            .cloned()
+            .user_slots(account_id, username)
+            .into_iter()
+            .filter(|&slot| now.millis() < mem.slots[slot as usize].expires_at)
+            .map(|slot| mem.session(slot))
             .collect();
         out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
         Ok(out)
@@ -1912,16 +2318,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Session>> {
         let (rx, ended) = {
             let mut mem = self.mem();
-            let ids: Vec<String> = mem
-                .licenses
-                .values()
-                .filter(|l| &*l.account_id == account_id && l.per_user.contains_key(username))
-                .flat_map(|l| l.session_ids(|(u, _, _)| u == username))
-                .collect();
             let mut ops = Vec::new();
             let mut ended = Vec::new();
-            for id in ids {
-                if let Some((s, mut o)) = mem.end_live(&id, reason, now) {
+            for slot in mem.user_slots(account_id, username) {
+                if let Some((s, mut o)) = mem.end_live(slot, reason, now) {
                     ended.push(s);
                     ops.append(&mut o);
                 }
@@ -1930,5 +2330,55 @@ impl Store for SqliteStore {
         };
         acked(rx).await?;
         Ok(ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_round_trip_through_their_128_bits() {
+        for text in [
+            "0190f5a2-3b4c-7d8e-9f00-112233445566",
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        ] {
+            assert_eq!(parse_sid(text).map(format_sid).as_deref(), Some(text));
+        }
+        assert_eq!(
+            parse_sid("0190f5a2-3b4c-7d8e-9f00-112233445566"),
+            Some(0x0190f5a2_3b4c_7d8e_9f00_112233445566)
+        );
+    }
+
+    #[test]
+    fn other_spellings_are_not_session_ids() {
+        for text in [
+            "0190F5A2-3B4C-7D8E-9F00-112233445566",
+            "0190f5a23b4c7d8e9f00112233445566",
+            "{0190f5a2-3b4c-7d8e-9f00-112233445566}",
+            "0190f5a2-3b4c-7d8e-9f00-11223344556",
+            "0190f5a2_3b4c-7d8e-9f00-112233445566",
+            "nonexistent",
+            "",
+        ] {
+            assert_eq!(parse_sid(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_live_record_is_compact() {
+        assert!(std::mem::size_of::<Live>() <= 80);
+        let clock = SessionClock {
+            opened_at: Timestamp::from_millis(1),
+            expires_at: Timestamp::from_millis(2),
+            hard_end: None,
+            license_end: Some(Timestamp::from_millis(3)),
+        };
+        let live = Live::new(7, 1, 2, UserKind::Service, "dev", "inst", &clock, true);
+        assert_eq!((live.device(), live.instance()), ("dev", "inst"));
+        assert_eq!(live.clock(), clock);
+        assert_eq!(live.sid(), 7);
     }
 }
