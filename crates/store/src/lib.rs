@@ -97,6 +97,31 @@ pub trait Store: Send + Sync + 'static {
         -> StoreResult<Vec<QueuedRequest>>;
     /// Slides a live session's expiry. Fails with `SessionEnded` once it has ended.
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session>;
+    /// The heartbeat of a session holder: checks that `session_id` is a session of `username`
+    /// in `account_id` and slides its expiry, answering only the new expiry. An unknown session
+    /// or another account's is `NotFound("session")`; another user's of the same account is
+    /// `OwnedHeartbeat::NotOwner` (checked before the session's state, as a read would be);
+    /// an ended one fails with `SessionEnded`.
+    ///
+    /// The default is a read then `heartbeat`; a backend may do both in one step.
+    async fn heartbeat_owned(
+        &self,
+        session_id: &str,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<OwnedHeartbeat> {
+        let found = self
+            .get_session(session_id)
+            .await?
+            .filter(|s| &*s.session.account_id == account_id)
+            .ok_or(StoreError::NotFound("session"))?;
+        if found.session.username != username {
+            return Ok(OwnedHeartbeat::NotOwner);
+        }
+        let session = self.heartbeat(session_id, now).await?;
+        Ok(OwnedHeartbeat::Beat(session.clock.expires_at))
+    }
     /// Ends a live session (logout or revoke). Answers once the end is durable.
     async fn end_session(
         &self,

@@ -114,6 +114,15 @@ pub struct LicenseUserChange {
     pub ended: Vec<Session>,
 }
 
+/// The answer of `Store::heartbeat_owned` when the session exists and belongs to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnedHeartbeat {
+    /// The caller's session is live; its new expiry.
+    Beat(Timestamp),
+    /// The session belongs to another user of the same account (403).
+    NotOwner,
+}
+
 /// A session found by id, with its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionLookup {

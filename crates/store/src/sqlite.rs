@@ -1862,6 +1862,58 @@ impl Store for SqliteStore {
         self.ended_on_disk(session_id).await
     }
 
+    async fn heartbeat_owned(
+        &self,
+        session_id: &str,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<OwnedHeartbeat> {
+        {
+            let mut mem = self.mem();
+            if let Some(id) = parse_sid(session_id) {
+                // One lock hold: ownership, then the heartbeat in place.
+                let (license, user, live) = if let Some(slot) = mem.find(id) {
+                    let r = &mem.slots[slot as usize];
+                    (r.license, r.user, Some(slot))
+                } else if let Some(e) = mem.ended.get(&id) {
+                    (e.license, e.user, None)
+                } else {
+                    (VACANT, 0, None)
+                };
+                if license != VACANT {
+                    let owner = mem.licenses.get(license as usize);
+                    if owner.is_none_or(|l| &*l.account_id != account_id) {
+                        return Err(StoreError::NotFound("session"));
+                    }
+                    if mem.names.name(user) != username {
+                        return Ok(OwnedHeartbeat::NotOwner);
+                    }
+                    return match live {
+                        Some(slot) => Ok(OwnedHeartbeat::Beat(mem.beat(slot, now)?.expires_at)),
+                        None => match mem.ended.get(&id) {
+                            Some(e) => Err(RuleError::SessionEnded(e.reason).into()),
+                            None => Err(StoreError::NotFound("session")),
+                        },
+                    };
+                }
+            }
+        }
+        // Not in memory: ended long ago (or unknown); the database knows whose it was.
+        let found = self
+            .get_session(session_id)
+            .await?
+            .filter(|s| &*s.session.account_id == account_id)
+            .ok_or(StoreError::NotFound("session"))?;
+        if found.session.username != username {
+            return Ok(OwnedHeartbeat::NotOwner);
+        }
+        match found.state {
+            SessionState::Ended(reason) => Err(RuleError::SessionEnded(reason).into()),
+            SessionState::Live => Err(StoreError::NotFound("session")),
+        }
+    }
+
     async fn end_session(
         &self,
         session_id: &str,

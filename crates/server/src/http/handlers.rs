@@ -11,8 +11,8 @@ use leasehold_core::{LicenseTerms, Username, ValidatedId};
 use leasehold_proto as proto;
 use leasehold_proto::{EndReason, ErrorBody, UserKind};
 use leasehold_store::{
-    Account, Admission, Credential, Grant, License, OpenRequest, Principal, QueueTicket, Session,
-    Store, User,
+    Account, Admission, Credential, Grant, License, OpenRequest, OwnedHeartbeat, Principal,
+    QueueTicket, Session, Store, User,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -707,13 +707,34 @@ pub async fn heartbeat(
     query: Result<Query<HeartbeatQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<proto::Heartbeat>> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
-    owned_session(&state, &auth, &id).await?;
-    let session = state.store.heartbeat(&id, state.clock.now()).await?;
+    if query.lease {
+        // A re-signed lease needs the whole session record.
+        owned_session(&state, &auth, &id).await?;
+        let session = state.store.heartbeat(&id, state.clock.now()).await?;
+        m::heartbeat();
+        return Ok(Json(proto::Heartbeat {
+            expires_at: to_offset(session.clock.expires_at),
+            lease: Some(sign_lease(&state, &session)),
+        }));
+    }
+    // The common heartbeat: ownership and the new expiry in one store call, nothing copied.
+    let (account_id, username, _) = session_holder(&auth)?;
+    let expires_at = match state
+        .store
+        .heartbeat_owned(&id, account_id, username, state.clock.now())
+        .await?
+    {
+        OwnedHeartbeat::Beat(at) => at,
+        OwnedHeartbeat::NotOwner => {
+            return Err(ApiError::Forbidden(
+                "the session belongs to another user".into(),
+            ))
+        }
+    };
     m::heartbeat();
-    let lease = query.lease.then(|| sign_lease(&state, &session));
     Ok(Json(proto::Heartbeat {
-        expires_at: to_offset(session.clock.expires_at),
-        lease,
+        expires_at: to_offset(expires_at),
+        lease: None,
     }))
 }
 
