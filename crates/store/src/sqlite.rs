@@ -77,6 +77,21 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_queue.sql"),
 ];
 
+/// Indexes of the session table for this store's own access pattern, applied after the
+/// numbered migrations at every start (idempotent). Not a numbered migration: the schema
+/// version is shared with PostgreSQL (`leasehold copy-to-postgres` checks it), and neither the
+/// schema of the rows nor what the copy reads changes.
+///
+/// `sessions_live_expiry` (on `expires_at`) was rewritten by every persisted heartbeat, yet
+/// nothing queries by expiry on disk (the reaper works from memory): it went. Live sessions are
+/// found by license instead: the load at start, and a license end change (`CapLicenseEnd`),
+/// which this index turns from a table scan into a search. Heartbeats never change it.
+const SESSION_INDEXES: &str = "
+    DROP INDEX IF EXISTS sessions_live_expiry;
+    CREATE INDEX IF NOT EXISTS sessions_live_by_license ON sessions (license_id)
+        WHERE ended_at IS NULL;
+";
+
 /// A session id in memory: the 128 bits of its UUID.
 type Sid = u128;
 
@@ -107,15 +122,31 @@ fn parse_sid(s: &str) -> Option<Sid> {
 
 /// The text of a session id (the inverse of `parse_sid`).
 fn format_sid(id: Sid) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out.push('-');
+    SidText::new(id).as_str().to_owned()
+}
+
+/// The text of a session id without an allocation (for the writer's statements).
+struct SidText([u8; 36]);
+
+impl SidText {
+    fn new(id: Sid) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut at = 0;
+        for i in 0..32 {
+            if matches!(i, 8 | 12 | 16 | 20) {
+                at += 1;
+            }
+            out[at] = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+            at += 1;
         }
-        out.push(char::from(HEX[((id >> (124 - 4 * i)) & 0xf) as usize]));
+        SidText(out)
     }
-    out
+
+    fn as_str(&self) -> &str {
+        // Hexadecimal digits and hyphens: always ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Hash of a session id for `Mem::by_id`. The server draws the ids (74 random bits), clients do
@@ -1083,6 +1114,7 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
     }
+    conn.execute_batch(SESSION_INDEXES)?;
     Ok(MIGRATIONS.len() - version)
 }
 
@@ -1352,6 +1384,7 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
 }
 
 fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
+    let mut spare = TouchMap::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if batch[0].ops.is_empty() && batch[0].ack.is_none() {
@@ -1361,8 +1394,10 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
             }
         }
         // Taken before the queue is drained: a touched session's insert was queued before its
-        // touch, so it is in this batch (or an earlier one) and the update finds its row.
-        let mut pending = std::mem::take(&mut *lock_touches(&touches));
+        // touch, so it is in this batch (or an earlier one) and the update finds its row. The
+        // map handed back keeps its capacity, so heartbeats do not regrow it under the lock.
+        spare.clear();
+        let mut pending = std::mem::replace(&mut *lock_touches(&touches), spare);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
@@ -1377,8 +1412,12 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
                 map.entry(id).or_insert(t);
             }
         }
+        // In id order (ids are time-ordered): the updates walk the session B-tree forward.
+        let mut touched: Vec<_> = pending.drain().collect();
+        touched.sort_unstable_by_key(|&(id, _)| id);
+        spare = pending;
         batch.push(Job {
-            ops: pending
+            ops: touched
                 .into_iter()
                 .map(|(id, (expires_at, license_end))| WriteOp::Touch {
                     id,
@@ -1513,7 +1552,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
                  WHERE id = ?1 AND ended_at IS NULL AND license_end IS ?3",
             )?
             .execute(params![
-                format_sid(*id),
+                SidText::new(*id).as_str(),
                 expires_at.millis(),
                 license_end.map(Timestamp::millis)
             ])?;
@@ -1563,7 +1602,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             tx.prepare_cached(
                 "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
             )?
-            .execute(params![format_sid(*id), at.millis(), reason.as_str()])?;
+            .execute(params![SidText::new(*id).as_str(), at.millis(), reason.as_str()])?;
         }
         WriteOp::Audit(e) => {
             tx.prepare_cached(
