@@ -287,6 +287,13 @@ impl Names {
     fn name(&self, i: u32) -> &str {
         self.list.get(i as usize).map_or("", |n| n)
     }
+
+    fn shared(&self, i: u32) -> Arc<str> {
+        self.list
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
+    }
 }
 
 /// What memory keeps of an ended session: enough for ownership checks and `session_ended`.
@@ -296,16 +303,16 @@ struct Ended {
     reason: EndReason,
 }
 
-/// One change to persist.
+/// One change to persist. Large records are boxed: a mass expiry queues a million ops.
 #[derive(Debug)]
 enum WriteOp {
     Setting(String, String),
     Account(Account),
-    Credential(Credential),
+    Credential(Box<Credential>),
     DeleteCredential(TokenHash),
-    User(User),
-    License(License),
-    InsertSession(Session),
+    User(Box<User>),
+    License(Box<License>),
+    InsertSession(Box<Session>),
     Touch {
         id: Sid,
         expires_at: Timestamp,
@@ -323,12 +330,16 @@ enum WriteOp {
         license_id: String,
         fingerprint: String,
     },
+    /// A session ended, and its `ended` audit event (no string is copied for it).
     EndSession {
         id: Sid,
         at: Timestamp,
         reason: EndReason,
+        account_id: Arc<str>,
+        license_id: Arc<str>,
+        username: Arc<str>,
     },
-    Audit(AuditEvent),
+    Audit(Box<AuditEvent>),
 }
 
 struct Job {
@@ -833,7 +844,7 @@ impl Mem {
             if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
                 lic.denials += 1;
             }
-            ops.push(WriteOp::Audit(AuditEvent {
+            ops.push(WriteOp::Audit(Box::new(AuditEvent {
                 at: now,
                 account_id: lic.license.account_id.clone(),
                 license_id: lic.license.id.clone(),
@@ -841,7 +852,7 @@ impl Mem {
                 username: Some(req.username.clone()),
                 event: "denied".into(),
                 detail: Some(refusal.code().as_str().into()),
-            }));
+            })));
             self.send_unacked(ops);
             return Err(StoreError::Rule(refusal));
         }
@@ -883,7 +894,7 @@ impl Mem {
             detail.push_str(" overdraft");
         }
         detail.push_str(note);
-        let audit = WriteOp::Audit(AuditEvent {
+        let audit = WriteOp::Audit(Box::new(AuditEvent {
             at: now,
             account_id: session.account_id.to_string(),
             license_id: session.license_id.to_string(),
@@ -891,8 +902,8 @@ impl Mem {
             username: Some(session.username.clone()),
             event: "opened".into(),
             detail: Some(detail),
-        });
-        let ops = vec![WriteOp::InsertSession(session.clone()), audit];
+        }));
+        let ops = vec![WriteOp::InsertSession(Box::new(session.clone())), audit];
         Ok((slot, session, ops))
     }
 
@@ -988,22 +999,14 @@ impl Mem {
                 self.ended.remove(&old);
             }
         }
-        let ops = vec![
-            WriteOp::EndSession {
-                id,
-                at: now,
-                reason,
-            },
-            WriteOp::Audit(AuditEvent {
-                at: now,
-                account_id: session.account_id.to_string(),
-                license_id: session.license_id.to_string(),
-                session_id: Some(session.id.clone()),
-                username: Some(session.username.clone()),
-                event: "ended".into(),
-                detail: Some(reason.as_str().into()),
-            }),
-        ];
+        let ops = vec![WriteOp::EndSession {
+            id,
+            at: now,
+            reason,
+            account_id: session.account_id.clone(),
+            license_id: session.license_id.clone(),
+            username: self.names.shared(live.user),
+        }];
         Some((session, ops))
     }
 
@@ -1598,11 +1601,31 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             )?
             .execute(params![license_id, fingerprint])?;
         }
-        WriteOp::EndSession { id, at, reason } => {
+        WriteOp::EndSession {
+            id,
+            at,
+            reason,
+            account_id,
+            license_id,
+            username,
+        } => {
+            let id = SidText::new(*id);
             tx.prepare_cached(
                 "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
             )?
-            .execute(params![SidText::new(*id).as_str(), at.millis(), reason.as_str()])?;
+            .execute(params![id.as_str(), at.millis(), reason.as_str()])?;
+            tx.prepare_cached(
+                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'ended', ?6)",
+            )?
+            .execute(params![
+                at.millis(),
+                &**account_id,
+                &**license_id,
+                id.as_str(),
+                &**username,
+                reason.as_str()
+            ])?;
         }
         WriteOp::Audit(e) => {
             tx.prepare_cached(
@@ -1624,7 +1647,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
 }
 
 fn license_event(license: &License, at: Timestamp, event: &str) -> WriteOp {
-    WriteOp::Audit(AuditEvent {
+    WriteOp::Audit(Box::new(AuditEvent {
         at,
         account_id: license.account_id.clone(),
         license_id: license.id.clone(),
@@ -1632,7 +1655,7 @@ fn license_event(license: &License, at: Timestamp, event: &str) -> WriteOp {
         username: None,
         event: event.into(),
         detail: None,
-    })
+    }))
 }
 
 #[async_trait]
@@ -1657,7 +1680,7 @@ impl Store for SqliteStore {
                 mem.credential_expiry.insert((at, credential.hash));
             }
             mem.credentials.insert(credential.hash, credential.clone());
-            mem.send(vec![WriteOp::Credential(credential)])
+            mem.send(vec![WriteOp::Credential(Box::new(credential))])
         };
         acked(rx).await
     }
@@ -1686,7 +1709,10 @@ impl Store for SqliteStore {
             }
             mem.accounts.insert(account.id.clone(), account.clone());
             mem.credentials.insert(admin.hash, admin.clone());
-            mem.send(vec![WriteOp::Account(account), WriteOp::Credential(admin)])
+            mem.send(vec![
+                WriteOp::Account(account),
+                WriteOp::Credential(Box::new(admin)),
+            ])
         };
         acked(rx).await
     }
@@ -1722,7 +1748,7 @@ impl Store for SqliteStore {
                     user.clone(),
                 )
                 .is_none();
-            (mem.send(vec![WriteOp::User(user)]), created)
+            (mem.send(vec![WriteOp::User(Box::new(user))]), created)
         };
         acked(rx).await?;
         Ok(created)
@@ -1774,7 +1800,7 @@ impl Store for SqliteStore {
                 )));
             }
             let ops = vec![
-                WriteOp::License(license.clone()),
+                WriteOp::License(Box::new(license.clone())),
                 license_event(&license, license.created_at, "license_created"),
             ];
             mem.add_license(license);
@@ -1798,7 +1824,7 @@ impl Store for SqliteStore {
             state.license = license.clone();
             let mut ops = vec![
                 license_event(&license, now, "license_updated"),
-                WriteOp::License(license.clone()),
+                WriteOp::License(Box::new(license.clone())),
             ];
             if end_changed {
                 // Live sessions end with the license: bring their expiry forward if needed.
@@ -2310,7 +2336,7 @@ impl Store for SqliteStore {
                 activated_at: now,
             };
             lic.devices.insert(fingerprint.to_owned(), device.clone());
-            let audit = WriteOp::Audit(AuditEvent {
+            let audit = WriteOp::Audit(Box::new(AuditEvent {
                 at: now,
                 account_id: lic.license.account_id.clone(),
                 license_id: license_id.to_owned(),
@@ -2318,7 +2344,7 @@ impl Store for SqliteStore {
                 username: None,
                 event: "device_activated".into(),
                 detail: Some(fingerprint.to_owned()),
-            });
+            }));
             (
                 mem.send(vec![WriteOp::Device(device.clone()), audit]),
                 device,
@@ -2348,7 +2374,7 @@ impl Store for SqliteStore {
                     license_id: license_id.to_owned(),
                     fingerprint: fingerprint.to_owned(),
                 },
-                WriteOp::Audit(AuditEvent {
+                WriteOp::Audit(Box::new(AuditEvent {
                     at: now,
                     account_id: lic.license.account_id.clone(),
                     license_id: license_id.to_owned(),
@@ -2356,7 +2382,7 @@ impl Store for SqliteStore {
                     username: None,
                     event: "device_deactivated".into(),
                     detail: Some(fingerprint.to_owned()),
-                }),
+                })),
             ];
             let mut ended = Vec::new();
             for slot in mem.license_slots(li, |r| r.device() == fingerprint) {
