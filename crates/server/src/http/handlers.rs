@@ -751,13 +751,13 @@ pub async fn close_session(
 ) -> ApiResult<StatusCode> {
     let reason = match &auth.0 {
         Principal::Root | Principal::AccountAdmin { .. } => {
-            let found = state
+            // Only the tenant's own sessions can be revoked; others do not exist for it.
+            state
                 .store
                 .get_session(&id)
                 .await?
                 .filter(|s| auth.administers(&s.session.account_id))
                 .ok_or_else(|| ApiError::NotFound("session".into()))?;
-            drop(found);
             EndReason::Revoked
         }
         _ => {
