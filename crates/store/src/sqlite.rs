@@ -12,11 +12,13 @@
 //! - an open, a logout or a revoke is answered only after its batch is on disk (a `kill -9`
 //!   cannot lose an acknowledged session), yet concurrent requests share one fsync;
 //! - a heartbeat is answered from memory at once; its new expiry waits in a map of pending
-//!   touches (the latest per session) that the writer takes with its next batch, at the latest
-//!   `TOUCH_DELAY` after the first pending one. Heartbeats of one session within that window
-//!   cost one write, and a heartbeat never costs an fsync of its own. The expiry on disk is thus
-//!   behind memory by at most `TOUCH_DELAY` plus one batch (tens of milliseconds). After a crash
-//!   a session can expire at most that much earlier than its owner was last told; never later;
+//!   touches (the latest per session) that the writer writes `TOUCH_DELAY` (1 s) after the
+//!   first pending one, with whatever batch is then due. Heartbeats of one session within that
+//!   window cost one write, and a heartbeat never costs an fsync of its own: a session
+//!   heartbeating every few milliseconds costs the disk one row update a second. The expiry on
+//!   disk is thus behind memory by at most `TOUCH_DELAY` plus one batch. After a crash a
+//!   session can expire at most that much (about a second) earlier than its owner was last
+//!   told; never later. (Pending touches are also written when the store is dropped.)
 //! - the reaper pops expired sessions from a per-license index ordered by `expires_at`, so a tick
 //!   costs O(licenses + expired), never a scan of all sessions.
 //!
@@ -64,7 +66,7 @@ const MAX_BATCH: usize = 8192;
 /// Most sessions one reaper pass ends while holding the lock (see `reap_expired`).
 const REAP_CHUNK: usize = 1000;
 /// Longest a heartbeat's new expiry waits before the writer persists it (see the module doc).
-const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long an ended session's reason is kept in memory (then it is read from disk).
 const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
 /// Most ended sessions remembered in memory (the oldest are forgotten first).
@@ -739,7 +741,7 @@ impl Mem {
             first
         };
         if first {
-            // Wakes the writer, which then gives further heartbeats `TOUCH_DELAY` to join.
+            // Starts the writer's `TOUCH_DELAY` clock; further heartbeats join the same write.
             let _ = self.writer.send(Job {
                 ops: Vec::new(),
                 ack: None,
@@ -1387,57 +1389,86 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
 }
 
 fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
     let mut spare = TouchMap::new();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        if batch[0].ops.is_empty() && batch[0].ack.is_none() {
-            // A heartbeat's wake-up: let more heartbeats join (a real job ends the wait).
-            if let Ok(job) = rx.recv_timeout(TOUCH_DELAY) {
-                batch.push(job);
-            }
+    // When the pending touches must be written: `TOUCH_DELAY` after the wake-up of the first.
+    let mut touch_deadline: Option<Instant> = None;
+    // A heartbeat's wake-up (no ops, no ack) only starts the touch clock.
+    let keep = |job: Job, batch: &mut Vec<Job>, deadline: &mut Option<Instant>| {
+        if job.ops.is_empty() && job.ack.is_none() {
+            deadline.get_or_insert_with(|| Instant::now() + TOUCH_DELAY);
+        } else {
+            batch.push(job);
+        }
+    };
+    loop {
+        let first = match touch_deadline {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        let mut batch = Vec::new();
+        // The store is gone: write what is pending, then stop.
+        let stopping = matches!(first, Err(RecvTimeoutError::Disconnected));
+        if let Ok(job) = first {
+            keep(job, &mut batch, &mut touch_deadline);
         }
         // Taken before the queue is drained: a touched session's insert was queued before its
         // touch, so it is in this batch (or an earlier one) and the update finds its row. The
         // map handed back keeps its capacity, so heartbeats do not regrow it under the lock.
-        spare.clear();
-        let mut pending = std::mem::replace(&mut *lock_touches(&touches), spare);
+        let mut pending = None;
+        if stopping || touch_deadline.is_some_and(|at| at <= Instant::now()) {
+            spare.clear();
+            pending = Some(std::mem::replace(&mut *lock_touches(&touches), spare));
+            spare = TouchMap::new();
+            touch_deadline = None;
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => keep(job, &mut batch, &mut touch_deadline),
                 Err(_) => break,
             }
         }
-        if batch.len() == MAX_BATCH {
-            // Jobs may remain queued, an insert among them: their touches wait for the next
-            // batch (unless a newer heartbeat replaced them meanwhile).
-            let mut map = lock_touches(&touches);
-            for (id, t) in pending.drain() {
-                map.entry(id).or_insert(t);
+        if let Some(mut pending) = pending {
+            if batch.len() == MAX_BATCH {
+                // Jobs may remain queued, an insert among them: these touches wait for the
+                // next batch (unless a newer heartbeat replaced them meanwhile).
+                let mut map = lock_touches(&touches);
+                for (id, t) in pending.drain() {
+                    map.entry(id).or_insert(t);
+                }
+                touch_deadline = Some(Instant::now());
+            } else {
+                // In id order (ids are time-ordered): the updates walk the session B-tree.
+                let mut touched: Vec<_> = pending.drain().collect();
+                touched.sort_unstable_by_key(|&(id, _)| id);
+                batch.push(Job {
+                    ops: touched
+                        .into_iter()
+                        .map(|(id, (expires_at, license_end))| WriteOp::Touch {
+                            id,
+                            expires_at,
+                            license_end,
+                        })
+                        .collect(),
+                    ack: None,
+                });
+            }
+            spare = pending;
+        }
+        if !batch.is_empty() {
+            let result = apply_batch(&mut conn, &batch).map_err(|e| {
+                tracing::error!(error = %e, jobs = batch.len(), "database write failed");
+                e.to_string()
+            });
+            for job in batch {
+                if let Some(ack) = job.ack {
+                    let _ = ack.send(result.clone());
+                }
             }
         }
-        // In id order (ids are time-ordered): the updates walk the session B-tree forward.
-        let mut touched: Vec<_> = pending.drain().collect();
-        touched.sort_unstable_by_key(|&(id, _)| id);
-        spare = pending;
-        batch.push(Job {
-            ops: touched
-                .into_iter()
-                .map(|(id, (expires_at, license_end))| WriteOp::Touch {
-                    id,
-                    expires_at,
-                    license_end,
-                })
-                .collect(),
-            ack: None,
-        });
-        let result = apply_batch(&mut conn, &batch).map_err(|e| {
-            tracing::error!(error = %e, jobs = batch.len(), "database write failed");
-            e.to_string()
-        });
-        for job in batch {
-            if let Some(ack) = job.ack {
-                let _ = ack.send(result.clone());
-            }
+        if stopping && touch_deadline.is_none() {
+            return;
         }
     }
 }
@@ -2497,5 +2528,93 @@ mod tests {
         assert_eq!((live.device(), live.instance()), ("dev", "inst"));
         assert_eq!(live.clock(), clock);
         assert_eq!(live.sid(), 7);
+    }
+
+    /// The expiry on disk after heartbeats: behind memory for at most about `TOUCH_DELAY`, and
+    /// many heartbeats of one session in that window are one write.
+    #[tokio::test]
+    async fn heartbeats_reach_the_disk_within_the_touch_delay() {
+        use leasehold_core::PlanCatalog;
+        use leasehold_proto::CreateLicense;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leasehold.db");
+        let t0 = Timestamp::from_millis(1_800_000_000_000);
+        let store = SqliteStore::open(&path, t0).unwrap();
+        store
+            .create_account(
+                Account {
+                    id: "acme".into(),
+                    name: "Acme".into(),
+                    created_at: t0,
+                },
+                Credential {
+                    hash: [7; 32],
+                    principal: Principal::AccountAdmin {
+                        account_id: "acme".into(),
+                    },
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        let req = CreateLicense {
+            account_id: "acme".into(),
+            product: "cad".into(),
+            seats: Some(2),
+            inactivity_timeout_secs: Some(60),
+            ..Default::default()
+        };
+        let terms = LicenseTerms::from_create(&req, &PlanCatalog::default()).unwrap();
+        store
+            .create_license(License {
+                id: "lic".into(),
+                account_id: "acme".into(),
+                model: terms.model,
+                terms,
+                created_at: t0,
+            })
+            .await
+            .unwrap();
+        let id = "0190f5a2-3b4c-7d8e-9f00-112233445566";
+        store
+            .open_session(
+                OpenRequest {
+                    new_id: id.into(),
+                    license_id: "lic".into(),
+                    username: "bob".into(),
+                    kind: UserKind::Interactive,
+                    device_id: "pc".into(),
+                    instance_id: "app".into(),
+                },
+                t0,
+            )
+            .await
+            .unwrap();
+        let on_disk = || -> i64 {
+            open_connection(&path)
+                .unwrap()
+                .query_row("SELECT expires_at FROM sessions WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(on_disk(), t0.millis() + 60_000, "the open is durable");
+
+        // Act: a burst of heartbeats, each sliding the expiry.
+        let mut last = t0;
+        for ms in 1..=50 {
+            last = Timestamp::from_millis(t0.millis() + ms * 10);
+            store.heartbeat(id, last).await.unwrap();
+        }
+
+        // Assert: the latest expiry is on disk within the delay (plus slack for a busy machine).
+        let started = std::time::Instant::now();
+        while on_disk() != last.millis() + 60_000 {
+            assert!(
+                started.elapsed() < TOUCH_DELAY * 5,
+                "the heartbeat's expiry did not reach the disk"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
