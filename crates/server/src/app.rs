@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::auth::{hash_token, new_token};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, Shared};
 use crate::lease::LeaseSigner;
 
 pub const DB_FILE: &str = "leasehold.db";
@@ -92,14 +92,16 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             store,
             clock,
-            signer: Arc::new(signer),
-            plans: Arc::new(plans),
+            signer,
+            plans,
             access_token_ttl_secs: config.access_token_ttl_secs,
-            openapi: Arc::new(String::new()),
-        };
+            openapi: crate::http::openapi_document()
+                .to_json()
+                .unwrap_or_else(|_| "{}".into()),
+        });
         Ok(Application {
             listener,
             state,

@@ -21,8 +21,17 @@ pub fn install() {
     });
 }
 
+/// A label-less counter, looked up in the recorder once (the lookup hashes the key on every
+/// call otherwise, and these run on every open and heartbeat). `install` runs first.
+macro_rules! cached_counter {
+    ($name:literal) => {{
+        static COUNTER: OnceLock<metrics::Counter> = OnceLock::new();
+        COUNTER.get_or_init(|| metrics::counter!($name))
+    }};
+}
+
 pub fn opened() {
-    metrics::counter!("leasehold_sessions_opened_total").increment(1);
+    cached_counter!("leasehold_sessions_opened_total").increment(1);
 }
 
 pub fn denied(license_id: &str) {
@@ -37,7 +46,7 @@ pub fn queue_wait(waited: std::time::Duration, granted: bool) {
 }
 
 pub fn heartbeat() {
-    metrics::counter!("leasehold_heartbeats_total").increment(1);
+    cached_counter!("leasehold_heartbeats_total").increment(1);
 }
 
 pub fn ended(reason: EndReason) {

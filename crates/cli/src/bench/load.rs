@@ -1,18 +1,22 @@
 //! The load itself: the admin calls that set a scenario up, and the workers that drive it.
 //!
 //! Every worker is a task with one keep-alive connection and its own histograms, so the hot
-//! loop shares nothing but two atomics. Closed loop (as fast as answers come back) by default;
-//! open loop at a fixed total rate with `rate` (each worker keeps its own schedule; latency is
-//! measured from the actual send, and sends that fell more than one interval behind their
-//! schedule are counted as `behind`, so a generator that cannot keep up is visible).
+//! loop shares nothing but a few atomics. Closed loop (as fast as answers come back) by default;
+//! open loop at a fixed total rate with `rate`: a pacer thread releases sends evenly (every
+//! `PACER_TICK`; tokio's timers fire per millisecond, which would send the load in bursts of
+//! rate/1000 requests and measure the generator's own queueing), an idle worker takes the next
+//! one. Latency is measured from the actual send, and sends that left more than one worker
+//! interval (workers / rate) after their scheduled time are counted as `behind`, so a
+//! generator that cannot keep up is visible.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use super::hist::Hist;
 use super::http::{json_str, Conn, Request};
@@ -117,6 +121,62 @@ pub async fn drive(addr: SocketAddr, shape: Shape, jobs: Vec<Job>) -> anyhow::Re
     drive_controlled(addr, shape, jobs, Control::default()).await
 }
 
+/// How often the open-loop pacer releases the sends that became due.
+const PACER_TICK: Duration = Duration::from_micros(100);
+
+/// The open loop's schedule: send `k` is due at `start + k / rate`.
+struct Pacer {
+    /// One permit per send that is due and not yet taken.
+    due: Semaphore,
+    /// Sends taken so far (the next one's index).
+    taken: AtomicU64,
+    start: Instant,
+    rate: f64,
+}
+
+impl Pacer {
+    /// Releases due sends every `PACER_TICK` until `until` (or `done`), on its own thread.
+    fn start(rate: f64, until: Instant, done: Arc<AtomicBool>) -> Arc<Pacer> {
+        let pacer = Arc::new(Pacer {
+            due: Semaphore::new(0),
+            taken: AtomicU64::new(0),
+            start: Instant::now(),
+            rate,
+        });
+        let p = pacer.clone();
+        std::thread::spawn(move || {
+            // Linux otherwise lets a 100 µs sleep overrun by its default 50 µs timer slack.
+            // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+            }
+            let mut released = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= until || done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let due = ((now - p.start).as_secs_f64() * p.rate) as u64;
+                if due > released {
+                    p.due.add_permits((due - released) as usize);
+                    released = due;
+                }
+                std::thread::sleep(PACER_TICK);
+            }
+            p.due.close();
+        });
+        pacer
+    }
+
+    /// Waits for the next due send; how late it is against its schedule. `None`: the run ended.
+    async fn next(&self) -> Option<Duration> {
+        self.due.acquire().await.ok()?.forget();
+        let k = self.taken.fetch_add(1, Ordering::Relaxed);
+        let scheduled = self.start + Duration::from_secs_f64(k as f64 / self.rate);
+        Some(Instant::now().saturating_duration_since(scheduled))
+    }
+}
+
 /// `drive` under outside control.
 pub async fn drive_controlled(
     addr: SocketAddr,
@@ -128,26 +188,33 @@ pub async fn drive_controlled(
     let start = Instant::now();
     let measure_from = start + shape.warmup;
     let until = measure_from + shape.duration;
-    let interval = shape
-        .rate
-        .map(|r| Duration::from_secs_f64(workers as f64 / r.max(1e-3)));
+    let done = Arc::new(AtomicBool::new(false));
+    let pacer = shape.rate.map(|r| {
+        let rate = r.max(1e-3);
+        let late = Duration::from_secs_f64(workers as f64 / rate);
+        (Pacer::start(rate, until, done.clone()), late)
+    });
     let mut handles = Vec::with_capacity(workers);
-    for (i, job) in jobs.into_iter().enumerate() {
-        // Stagger the open-loop schedules so the workers do not fire together.
-        let first =
-            start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / workers as f64));
+    for job in jobs {
         handles.push(tokio::spawn(worker(
             addr,
             job,
-            first,
-            interval,
+            pacer.clone(),
             (measure_from, until),
             control.clone(),
         )));
     }
     let mut total = Stats::default();
+    let mut failure = None;
     for h in handles {
-        total.merge(&h.await.context("bench worker panicked")?);
+        match h.await {
+            Ok(st) => total.merge(&st),
+            Err(e) => failure = Some(e),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(e) = failure {
+        return Err(e).context("bench worker panicked");
     }
     total.secs = shape.duration.as_secs_f64();
     Ok(total)
@@ -156,8 +223,7 @@ pub async fn drive_controlled(
 async fn worker(
     addr: SocketAddr,
     job: Job,
-    first: Instant,
-    interval: Option<Duration>,
+    pacer: Option<(Arc<Pacer>, Duration)>,
     (measure_from, until): (Instant, Instant),
     control: Control,
 ) -> Stats {
@@ -167,17 +233,17 @@ async fn worker(
     let mut conn = Conn::new(addr);
     let mut st = Stats::default();
     let mut raw = Vec::with_capacity(512);
-    let mut next = first;
     let mut turn = 0usize;
     loop {
-        if let Some(iv) = interval {
-            let now = Instant::now();
-            if next > now {
-                tokio::time::sleep_until(next.into()).await;
-            } else if now - next > iv {
-                st.behind += u64::from(now >= measure_from);
+        if let Some((pacer, late)) = &pacer {
+            match pacer.next().await {
+                Some(lateness) => {
+                    if lateness > *late {
+                        st.behind += u64::from(Instant::now() >= measure_from);
+                    }
+                }
+                None => break,
             }
-            next += iv;
         }
         let began = Instant::now();
         if began >= until || flag(&control.stop, false) {

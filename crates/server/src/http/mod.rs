@@ -21,15 +21,34 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::lease::LeaseSigner;
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs. One `Arc`: axum clones the state for every request that
+/// extracts it, so a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of `AppState`.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub signer: Arc<LeaseSigner>,
-    pub plans: Arc<PlanCatalog>,
+    pub signer: LeaseSigner,
+    pub plans: PlanCatalog,
     pub access_token_ttl_secs: u64,
-    pub openapi: Arc<String>,
+    /// The OpenAPI document served at `/openapi.json`.
+    pub openapi: String,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// `Json<T>` whose rejections are `ApiError`s: syntax errors are 400, well-formed JSON that does
@@ -174,9 +193,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
 }
 
-pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
-    let (router, api) = api_router().split_for_parts();
-    state.openapi = Arc::new(api.to_json().unwrap_or_else(|_| "{}".into()));
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, _) = api_router().split_for_parts();
     router
         .fallback(handlers::no_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
