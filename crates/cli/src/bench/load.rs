@@ -1,7 +1,8 @@
 //! The load itself: the admin calls that set a scenario up, and the workers that drive it.
 //!
 //! Every worker is a task with one keep-alive connection and its own histograms, so the hot
-//! loop shares nothing but two atomics. Closed loop (as fast as answers come back) by default;
+//! loop shares nothing but two atomics. Given several servers (the nodes of one cluster),
+//! worker `i` connects to server `i % n`: the connections are spread round-robin. Closed loop (as fast as answers come back) by default;
 //! open loop at a fixed total rate with `rate` (each worker keeps its own schedule; latency is
 //! measured from the actual send, and sends that fell more than one interval behind their
 //! schedule are counted as `behind`, so a generator that cannot keep up is visible).
@@ -112,18 +113,22 @@ pub struct Control {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// Runs `jobs[i]` on worker `i` for the shape's warmup + duration.
-pub async fn drive(addr: SocketAddr, shape: Shape, jobs: Vec<Job>) -> anyhow::Result<Stats> {
-    drive_controlled(addr, shape, jobs, Control::default()).await
+/// Runs `jobs[i]` on worker `i`, connected to `addrs[i % addrs.len()]`, for the shape's
+/// warmup + duration.
+pub async fn drive(addrs: &[SocketAddr], shape: Shape, jobs: Vec<Job>) -> anyhow::Result<Stats> {
+    drive_controlled(addrs, shape, jobs, Control::default()).await
 }
 
 /// `drive` under outside control.
 pub async fn drive_controlled(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     shape: Shape,
     jobs: Vec<Job>,
     control: Control,
 ) -> anyhow::Result<Stats> {
+    if addrs.is_empty() {
+        bail!("no server to drive");
+    }
     let workers = jobs.len();
     let start = Instant::now();
     let measure_from = start + shape.warmup;
@@ -137,7 +142,7 @@ pub async fn drive_controlled(
         let first =
             start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / workers as f64));
         handles.push(tokio::spawn(worker(
-            addr,
+            addrs[i % addrs.len()],
             job,
             first,
             interval,
@@ -499,9 +504,10 @@ pub fn open_body(license_id: &str, device: &str, instance: &str) -> Vec<u8> {
 }
 
 /// Opens `n` sessions on `license_id`, session `i` held by `tokens[i % tokens.len()]` on its
-/// own device and instance, `concurrency` opens in flight. Returns them and the open stats.
+/// own device and instance, `concurrency` opens in flight (opener `k` on `addrs[k % n]`).
+/// Returns them and the open stats.
 pub async fn open_many(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     license_id: &str,
     tokens: &[Arc<str>],
     n: usize,
@@ -512,9 +518,13 @@ pub async fn open_many(
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let tokens: Arc<Vec<Arc<str>>> = Arc::new(tokens.to_vec());
+    if addrs.is_empty() {
+        bail!("no server to open sessions on");
+    }
     let started = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..concurrency.clamp(1, n.max(1)) {
+    for k in 0..concurrency.clamp(1, n.max(1)) {
+        let addr = addrs[k % addrs.len()];
         let (next, failed, tokens) = (next.clone(), failed.clone(), tokens.clone());
         let (license, tag) = (license_id.to_owned(), tag.to_owned());
         handles.push(tokio::spawn(async move {
