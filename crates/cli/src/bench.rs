@@ -9,15 +9,21 @@
 //! - `hold`: a million live sessions opened, then held by heartbeats at their interval;
 //! - `expire`: a million sessions expiring at once while others heartbeat;
 //! - `sink`: the generator against a canned-answer HTTP responder: the generator's own ceiling;
-//! - `all`: all of them, with the half-load runs and, given `--redis-semaphore`, the peer
-//!   reference (Redis + redis-semaphore on Node) interleaved with the same concurrency.
+//! - `pg`: checkout cycles and heartbeats over several `leasehold serve` nodes sharing one
+//!   PostgreSQL (`--database-url`, a fresh database), against `pgbench` updating one hot row
+//!   of the same PostgreSQL server with as many clients (see `bench/pg.rs`);
+//! - `all`: all of them (`pg` only when `--database-url` is given), with the half-load runs
+//!   and, given `--redis-semaphore`, the peer reference (Redis + redis-semaphore on Node)
+//!   interleaved with the same concurrency.
 //!
 //! `--spawn-server` starts `leasehold serve` as a child with a fresh data folder (and a fresh one
-//! again for the million-session runs), so one command measures everything.
+//! again for the million-session runs), so one command measures everything. `pg` always starts
+//! its own nodes.
 
 mod hist;
 mod http;
 mod load;
+mod pg;
 mod proc;
 
 use std::net::SocketAddr;
@@ -43,6 +49,7 @@ pub enum Scenario {
     Hold,
     Expire,
     Sink,
+    Pg,
     All,
 }
 
@@ -122,6 +129,17 @@ pub struct BenchArgs {
     /// Node processes of the peer (its holders are split among them).
     #[arg(long, default_value_t = 1)]
     redis_procs: usize,
+    /// PostgreSQL for the `pg` scenario (a role that may create databases): the bench creates
+    /// two fresh databases there (`lh_bench_<random>` for the nodes, `..._hot` for pgbench) and
+    /// drops them afterwards. Given, `all` includes `pg`.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `leasehold serve` nodes of the `pg` scenario; the connections are spread over them.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// The pgbench executable of the `pg` scenario's reference.
+    #[arg(long, default_value = "pgbench")]
+    pgbench: PathBuf,
     /// Append every result as a JSON line to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -140,7 +158,9 @@ impl BenchArgs {
     }
 
     fn wants(&self, s: Scenario) -> bool {
-        self.scenarios.contains(&s) || self.scenarios.contains(&Scenario::All)
+        let all = self.scenarios.contains(&Scenario::All)
+            && (s != Scenario::Pg || self.database_url.is_some());
+        self.scenarios.contains(&s) || all
     }
 }
 
@@ -292,35 +312,18 @@ impl Bench {
         Ok(())
     }
 
-    /// Drives `jobs` and records the run.
+    /// Drives `jobs` (worker `i` on `addrs[i % n]`) and records the run.
     async fn run(
         &mut self,
         name: &str,
-        addr: SocketAddr,
-        pid: Option<u32>,
+        addrs: &[SocketAddr],
+        pids: &[u32],
         shape: Shape,
         jobs: Vec<Job>,
     ) -> anyhow::Result<Stats> {
-        let mark = CpuMark::now(pid);
-        let stats = drive(addr, shape, jobs).await?;
-        let (cpu_gen, cpu_server) = mark.since(pid);
-        let (rss_kb, hwm_kb) = match pid {
-            Some(pid) => (status_kb(pid, "VmRSS"), status_kb(pid, "VmHWM")),
-            None => (None, None),
-        };
-        let extra = match shape.rate {
-            Some(r) => json!({ "target_rate": r }),
-            None => Value::Null,
-        };
-        self.record(Row {
-            name: name.to_owned(),
-            stats: stats.clone(),
-            cpu_gen,
-            cpu_server,
-            rss_kb,
-            hwm_kb,
-            extra,
-        })?;
+        let row = measure(name, addrs, pids, shape, jobs, false).await?;
+        let stats = row.stats.clone();
+        self.record(row)?;
         Ok(stats)
     }
 
@@ -386,6 +389,66 @@ impl Bench {
     }
 }
 
+/// Drives `jobs` (worker `i` on `addrs[i % n]`) and measures the servers `pids` over the
+/// measured window, after the warmup (CPU summed over them, RSS summed over them). With
+/// `postgres`, the local PostgreSQL's CPU per operation goes into the row's `extra` too.
+async fn measure(
+    name: &str,
+    addrs: &[SocketAddr],
+    pids: &[u32],
+    shape: Shape,
+    jobs: Vec<Job>,
+    postgres: bool,
+) -> anyhow::Result<Row> {
+    let targets = addrs.to_vec();
+    let driving = tokio::spawn(async move { drive(&targets, shape, jobs).await });
+    // CPU is counted from the end of the warmup, as the operations are.
+    tokio::time::sleep(shape.warmup).await;
+    let mark = CpuMark::now(pids);
+    let (stats, pg_cpu) = if postgres {
+        proc::with_postgres_cpu(driving).await
+    } else {
+        (driving.await, None)
+    };
+    let stats = stats.context("the bench driver panicked")??;
+    let (cpu_gen, cpu_server) = mark.since(pids);
+    let (rss_kb, hwm_kb) = rss_sum(pids);
+    let mut extra = serde_json::Map::new();
+    if let Some(r) = shape.rate {
+        extra.insert("target_rate".into(), json!(r));
+    }
+    if postgres {
+        let per_op = pg_cpu.map(|c| c * 1e6 / stats.ops.max(1) as f64);
+        extra.insert("postgres_cpu_us_per_op".into(), json!(per_op));
+    }
+    Ok(Row {
+        name: name.to_owned(),
+        stats,
+        cpu_gen,
+        cpu_server,
+        rss_kb,
+        hwm_kb,
+        extra: if extra.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(extra)
+        },
+    })
+}
+
+/// Current and peak RSS (kB) of the processes `pids`, summed; `None` without pids.
+fn rss_sum(pids: &[u32]) -> (Option<u64>, Option<u64>) {
+    if pids.is_empty() {
+        return (None, None);
+    }
+    let sum = |field: &str| {
+        pids.iter()
+            .map(|&p| status_kb(p, field))
+            .sum::<Option<u64>>()
+    };
+    (sum("VmRSS"), sum("VmHWM"))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.sink_listen {
         proc::run_sink(addr, 3600).await?;
@@ -407,10 +470,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     ]
     .iter()
     .any(|s| args.wants(*s));
+    if args.wants(Scenario::Pg) && args.database_url.is_none() {
+        bail!("the pg scenario needs --database-url postgres://USER:PASSWORD@HOST:PORT/DB");
+    }
     let mut summary = Summary::default();
     if short {
         let target = Target::new(&args).await?;
         short_scenarios(&mut bench, &target, &mut summary).await?;
+    }
+    if args.wants(Scenario::Pg) {
+        pg::run(&mut bench, &mut summary).await?;
     }
     if args.wants(Scenario::Hold) || args.wants(Scenario::Expire) {
         // A fresh server, so its peak RSS is the million sessions' own.
@@ -432,6 +501,8 @@ struct Summary {
     million_rss_mb: Option<f64>,
     clear_secs: Option<f64>,
     expire_heartbeat_p99: Option<f64>,
+    /// Per `pg` round: (pgbench hot-row tps, checkout cycles/s, heartbeats/s) of the nodes.
+    pg_rounds: Vec<[Option<f64>; 3]>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -452,6 +523,16 @@ impl Summary {
             .rounds
             .iter()
             .filter_map(|r| Some(r[num]? / r[den]?))
+            .collect();
+        let m = median(each.clone());
+        (each, m)
+    }
+
+    fn pg_ratio(&self, num: usize) -> (Vec<f64>, Option<f64>) {
+        let each: Vec<f64> = self
+            .pg_rounds
+            .iter()
+            .filter_map(|r| Some(r[num]? / r[0]?))
             .collect();
         let m = median(each.clone());
         (each, m)
@@ -518,6 +599,17 @@ impl Summary {
                 bar(s <= 10.0 && p < 10.0)
             );
         }
+        for (i, what) in [(1, "checkout cycles/s"), (2, "heartbeats/s     ")] {
+            let (each, m) = self.pg_ratio(i);
+            if let Some(m) = m {
+                println!(
+                    "PostgreSQL {} nodes {what} / pgbench hot-row tps: {m:.2}x (rounds: {}) — bar >= 7x: {}",
+                    args.nodes,
+                    show(&each),
+                    bar(m >= 7.0)
+                );
+            }
+        }
     }
 }
 
@@ -548,8 +640,8 @@ async fn short_scenarios(
         let st = bench
             .run(
                 "sink (generator)",
-                sink.addr,
-                Some(sink.pid()),
+                &[sink.addr],
+                &[sink.pid()],
                 args.shape(None),
                 jobs,
             )
@@ -561,7 +653,7 @@ async fn short_scenarios(
     let mut hb_jobs = Vec::new();
     if args.wants(Scenario::Heartbeat) {
         let lic = admin.license(args.sessions as u64, 1200).await?;
-        let (held, _) = open_many(addr, &lic, &tokens, args.sessions, c, "hb", false).await?;
+        let (held, _) = open_many(&[addr], &lic, &tokens, args.sessions, c, "hb", false).await?;
         hb_jobs = split(held, c);
     }
     let free = admin.license((c as u64) * 4, 1200).await?;
@@ -596,8 +688,8 @@ async fn short_scenarios(
             let st = bench
                 .run(
                     "healthz",
-                    addr,
-                    pid,
+                    &[addr],
+                    pid.as_slice(),
                     args.shape(args.rate),
                     vec![Job::Healthz; c],
                 )
@@ -608,8 +700,8 @@ async fn short_scenarios(
             let st = bench
                 .run(
                     "heartbeat",
-                    addr,
-                    pid,
+                    &[addr],
+                    pid.as_slice(),
                     args.shape(args.rate),
                     hb_jobs.clone(),
                 )
@@ -620,8 +712,8 @@ async fn short_scenarios(
             let st = bench
                 .run(
                     "checkout",
-                    addr,
-                    pid,
+                    &[addr],
+                    pid.as_slice(),
                     args.shape(args.rate),
                     checkout_jobs.clone(),
                 )
@@ -636,8 +728,8 @@ async fn short_scenarios(
             bench
                 .run(
                     "contended",
-                    addr,
-                    pid,
+                    &[addr],
+                    pid.as_slice(),
                     args.shape(args.rate),
                     contended_jobs.clone(),
                 )
@@ -657,8 +749,8 @@ async fn short_scenarios(
             let st = bench
                 .run(
                     "heartbeat @50%",
-                    addr,
-                    pid,
+                    &[addr],
+                    pid.as_slice(),
                     args.shape(Some(peak / 2.0)),
                     hb_jobs.clone(),
                 )
@@ -669,8 +761,8 @@ async fn short_scenarios(
             let st = bench
                 .run(
                     "checkout @50%",
-                    addr,
-                    pid,
+                    &[addr],
+                    pid.as_slice(),
                     args.shape(Some(peak / 2.0)),
                     checkout_jobs.clone(),
                 )
@@ -723,9 +815,9 @@ async fn million(bench: &mut Bench, target: &Target, summary: &mut Summary) -> a
         tokens.len(),
         args.concurrency
     );
-    let mark = CpuMark::now(pid);
-    let (held, st) = open_many(addr, &lic, &tokens, n, args.concurrency, "m", true).await?;
-    let (cpu_gen, cpu_server) = mark.since(pid);
+    let mark = CpuMark::now(pid.as_slice());
+    let (held, st) = open_many(&[addr], &lic, &tokens, n, args.concurrency, "m", true).await?;
+    let (cpu_gen, cpu_server) = mark.since(pid.as_slice());
     let (rss_kb, hwm_kb) = target.rss();
     let per_session = match (rss_kb, rss0) {
         (Some(a), Some(b)) => {
@@ -756,7 +848,7 @@ async fn million(bench: &mut Bench, target: &Target, summary: &mut Summary) -> a
         };
         let jobs = split(held.clone(), args.concurrency);
         bench
-            .run(&format!("hold {n}"), addr, pid, shape, jobs)
+            .run(&format!("hold {n}"), &[addr], pid.as_slice(), shape, jobs)
             .await?;
     }
     let (_, hwm) = target.rss();
@@ -785,7 +877,7 @@ async fn expire(
         .license(args.expire_heartbeaters as u64 + 1, 1200)
         .await?;
     let (hb, _) = open_many(
-        addr,
+        &[addr],
         &other,
         tokens,
         args.expire_heartbeaters,
@@ -806,8 +898,9 @@ async fn expire(
         record: Some(record.clone()),
         stop: Some(stop.clone()),
     };
-    let mark = CpuMark::now(pid);
-    let background = tokio::spawn(load::drive_controlled(addr, shape, jobs, control));
+    let mark = CpuMark::now(pid.as_slice());
+    let background =
+        tokio::spawn(async move { load::drive_controlled(&[addr], shape, jobs, control).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     let patch_started = Instant::now();
     let end = rfc3339_in(args.expire_lead)?;
@@ -845,7 +938,7 @@ async fn expire(
     // Keep measuring a moment after the clearing (the writer may still be persisting it), and
     // time a durable open + close on the other license: how long the backlog holds up writes.
     let probe = Instant::now();
-    let durable = open_many(addr, &other, &tokens[..1], 1, 1, "probe", false)
+    let durable = open_many(&[addr], &other, &tokens[..1], 1, 1, "probe", false)
         .await
         .ok()
         .map(|_| probe.elapsed().as_secs_f64());
@@ -856,7 +949,7 @@ async fn expire(
     let mut stats = background.await??;
     let patch_secs = patch.await?.context("setting the license end")?;
     stats.secs = window.as_secs_f64();
-    let (cpu_gen, cpu_server) = mark.since(pid);
+    let (cpu_gen, cpu_server) = mark.since(pid.as_slice());
     let (rss_kb, hwm_kb) = target.rss();
     summary.clear_secs = cleared.map(|d| d.as_secs_f64());
     summary.expire_heartbeat_p99 = Some(stats.all.quantile_ms(0.99));

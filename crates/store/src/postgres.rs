@@ -150,14 +150,19 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 const MIGRATION_LOCK: i64 = 0x6c65_6173_6568_6f6c; // "leasehol"
 /// Open batchers per node; a license always goes to the same one.
 const OPEN_LANES: usize = 4;
-/// Heartbeat batchers per node; a session always goes to the same one.
-const HEARTBEAT_LANES: usize = 2;
+/// Heartbeat batchers per node; a session always goes to the same one. One lane (as for ends
+/// and point reads): a batch takes whatever arrived while the previous one ran, so one lane
+/// makes batches twice as large as two lanes under the same load, and the statement a batch
+/// costs (PostgreSQL's and the node's CPU per statement dominate) is paid half as often.
+/// `leasehold bench pg` (3 nodes, 64 connections): two lanes each → one, CPU per heartbeat
+/// (nodes + PostgreSQL) ~680 → ~390 µs, per checkout cycle ~1.8 → ~1.2 ms (BENCHMARKS.md).
+const HEARTBEAT_LANES: usize = 1;
 /// Most requests in one batch.
 const MAX_BATCH: usize = 512;
 /// Logout/revoke batchers per node; a session always goes to the same one.
-const END_LANES: usize = 2;
+const END_LANES: usize = 1;
 /// Batchers per node for each kind of point read (credential, user, license, session).
-const READ_LANES: usize = 2;
+const READ_LANES: usize = 1;
 /// Most expired sessions ended by one reaper transaction.
 const REAP_BATCH: i64 = 1000;
 /// Most reaper transactions per `reap_expired` call (then the next tick goes on).

@@ -1,7 +1,8 @@
 //! The load itself: the admin calls that set a scenario up, and the workers that drive it.
 //!
 //! Every worker is a task with one keep-alive connection and its own histograms, so the hot
-//! loop shares nothing but a few atomics. Closed loop (as fast as answers come back) by default;
+//! loop shares nothing but a few atomics. Given several servers (the nodes of one cluster),
+//! worker `i` connects to server `i % n`: the connections are spread round-robin. Closed loop (as fast as answers come back) by default;
 //! open loop at a fixed total rate with `rate`: a pacer thread releases sends evenly (every
 //! `PACER_TICK`; tokio's timers fire per millisecond, which would send the load in bursts of
 //! rate/1000 requests and measure the generator's own queueing), an idle worker takes the next
@@ -116,9 +117,10 @@ pub struct Control {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// Runs `jobs[i]` on worker `i` for the shape's warmup + duration.
-pub async fn drive(addr: SocketAddr, shape: Shape, jobs: Vec<Job>) -> anyhow::Result<Stats> {
-    drive_controlled(addr, shape, jobs, Control::default()).await
+/// Runs `jobs[i]` on worker `i`, connected to `addrs[i % addrs.len()]`, for the shape's
+/// warmup + duration.
+pub async fn drive(addrs: &[SocketAddr], shape: Shape, jobs: Vec<Job>) -> anyhow::Result<Stats> {
+    drive_controlled(addrs, shape, jobs, Control::default()).await
 }
 
 /// How often the open-loop pacer releases the sends that became due.
@@ -179,11 +181,14 @@ impl Pacer {
 
 /// `drive` under outside control.
 pub async fn drive_controlled(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     shape: Shape,
     jobs: Vec<Job>,
     control: Control,
 ) -> anyhow::Result<Stats> {
+    if addrs.is_empty() {
+        bail!("no server to drive");
+    }
     let workers = jobs.len();
     let start = Instant::now();
     let measure_from = start + shape.warmup;
@@ -195,9 +200,9 @@ pub async fn drive_controlled(
         (Pacer::start(rate, until, done.clone()), late)
     });
     let mut handles = Vec::with_capacity(workers);
-    for job in jobs {
+    for (i, job) in jobs.into_iter().enumerate() {
         handles.push(tokio::spawn(worker(
-            addr,
+            addrs[i % addrs.len()],
             job,
             pacer.clone(),
             (measure_from, until),
@@ -565,9 +570,10 @@ pub fn open_body(license_id: &str, device: &str, instance: &str) -> Vec<u8> {
 }
 
 /// Opens `n` sessions on `license_id`, session `i` held by `tokens[i % tokens.len()]` on its
-/// own device and instance, `concurrency` opens in flight. Returns them and the open stats.
+/// own device and instance, `concurrency` opens in flight (opener `k` on `addrs[k % n]`).
+/// Returns them and the open stats.
 pub async fn open_many(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     license_id: &str,
     tokens: &[Arc<str>],
     n: usize,
@@ -578,9 +584,13 @@ pub async fn open_many(
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let tokens: Arc<Vec<Arc<str>>> = Arc::new(tokens.to_vec());
+    if addrs.is_empty() {
+        bail!("no server to open sessions on");
+    }
     let started = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..concurrency.clamp(1, n.max(1)) {
+    for k in 0..concurrency.clamp(1, n.max(1)) {
+        let addr = addrs[k % addrs.len()];
         let (next, failed, tokens) = (next.clone(), failed.clone(), tokens.clone());
         let (license, tag) = (license_id.to_owned(), tag.to_owned());
         handles.push(tokio::spawn(async move {

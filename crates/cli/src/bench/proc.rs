@@ -1,7 +1,9 @@
 //! Processes around a bench run: the server started as a child (`--spawn-server`, fresh data
-//! folder), the minimal HTTP sink that shows the generator's own ceiling, and `/proc` readings
-//! (peak and current RSS, CPU time) of the server and of the generator itself.
+//! folder; or several PostgreSQL nodes for `pg`), the minimal HTTP sink that shows the
+//! generator's own ceiling, and `/proc` readings (peak and current RSS, CPU time) of the
+//! servers, of the generator itself and of the local PostgreSQL's processes.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,7 +26,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub fn random_hex(bytes: usize) -> String {
     // The bench is a tool; an unpredictable-enough token comes from the std hasher's keys.
     use std::hash::{BuildHasher, Hasher};
     let mut out = String::new();
@@ -40,6 +42,21 @@ fn random_hex(bytes: usize) -> String {
 impl SpawnedServer {
     /// Starts `leasehold serve` (this executable) on a free loopback port and waits for /healthz.
     pub async fn start(data_root: Option<PathBuf>, keep_data: bool) -> anyhow::Result<Self> {
+        let admin_token = format!("lh_root_bench_{}", random_hex(16));
+        let mut server = SpawnedServer::spawn(data_root, keep_data, None, &admin_token)?;
+        server.wait_healthy().await?;
+        Ok(server)
+    }
+
+    /// Starts `leasehold serve` on a free loopback port without waiting for it (several
+    /// PostgreSQL nodes start at once, as in a rollout): embedded SQLite in a fresh data folder,
+    /// or the PostgreSQL of `database_url`. `admin_token` is the root token it installs.
+    pub fn spawn(
+        data_root: Option<PathBuf>,
+        keep_data: bool,
+        database_url: Option<&str>,
+        admin_token: &str,
+    ) -> anyhow::Result<Self> {
         let addr = free_addr()?;
         let root = data_root.unwrap_or_else(std::env::temp_dir);
         let data_dir = root.join(format!(
@@ -49,32 +66,31 @@ impl SpawnedServer {
         ));
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let admin_token = format!("lh_root_bench_{}", random_hex(16));
         let exe = std::env::current_exe().context("locating the leasehold binary")?;
-        let child = Command::new(exe)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(&data_dir)
-            .env("LEASEHOLD_ADMIN_TOKEN", &admin_token)
+            .env("LEASEHOLD_ADMIN_TOKEN", admin_token)
             .env("LEASEHOLD_LOG", "warn")
             .env_remove("LEASEHOLD_DATABASE_URL")
             .env_remove("LEASEHOLD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting leasehold serve")?;
-        let mut server = SpawnedServer {
+            .stderr(Stdio::inherit());
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let child = cmd.spawn().context("starting leasehold serve")?;
+        Ok(SpawnedServer {
             child,
             addr,
-            admin_token,
+            admin_token: admin_token.to_owned(),
             data_dir,
             keep_data,
-        };
-        server.wait_healthy().await?;
-        Ok(server)
+        })
     }
 
-    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
+    pub async fn wait_healthy(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut conn = Conn::new(self.addr);
@@ -213,7 +229,8 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
-/// CPU seconds of two processes over a window: the generator (this process) and the server.
+/// CPU seconds over a window of the generator (this process) and of the server processes
+/// (summed: several nodes count as one server).
 #[derive(Clone, Copy)]
 pub struct CpuMark {
     pub own: f64,
@@ -221,19 +238,103 @@ pub struct CpuMark {
 }
 
 impl CpuMark {
-    pub fn now(server_pid: Option<u32>) -> CpuMark {
+    pub fn now(server_pids: &[u32]) -> CpuMark {
+        let server = if server_pids.is_empty() {
+            None
+        } else {
+            server_pids.iter().map(|&p| cpu_secs(p)).sum()
+        };
         CpuMark {
             own: cpu_secs(std::process::id()).unwrap_or(0.0),
-            server: server_pid.and_then(cpu_secs),
+            server,
         }
     }
 
     /// (generator, server) CPU seconds since `self`.
-    pub fn since(&self, server_pid: Option<u32>) -> (f64, Option<f64>) {
-        let now = CpuMark::now(server_pid);
+    pub fn since(&self, server_pids: &[u32]) -> (f64, Option<f64>) {
+        let now = CpuMark::now(server_pids);
         (
             now.own - self.own,
             now.server.zip(self.server).map(|(b, a)| b - a),
         )
+    }
+}
+
+/// CPU seconds of every `postgres` process on this machine (the local PostgreSQL server: the
+/// postmaster, its backends and its background workers), by pid.
+fn postgres_pids_cpu() -> HashMap<u32, f64> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end() == "postgres" {
+            if let Some(cpu) = cpu_secs(pid) {
+                out.insert(pid, cpu);
+            }
+        }
+    }
+    out
+}
+
+/// The local PostgreSQL's CPU over a window, sampled (`sample`) while it runs so that backends
+/// which exit before its end (pgbench's clients) are counted up to their last sample.
+/// Approximate: a backend's last ~200 ms before it exits may be missed, and other databases'
+/// work on the same server is counted too.
+pub struct PostgresCpu {
+    start: HashMap<u32, f64>,
+    last: HashMap<u32, f64>,
+}
+
+impl PostgresCpu {
+    pub fn now() -> PostgresCpu {
+        let start = postgres_pids_cpu();
+        PostgresCpu {
+            last: start.clone(),
+            start,
+        }
+    }
+
+    pub fn sample(&mut self) {
+        self.last.extend(postgres_pids_cpu());
+    }
+
+    /// CPU seconds since `now()`, or `None` when no `postgres` process is visible (a remote
+    /// server, or another PID namespace).
+    pub fn secs(&self) -> Option<f64> {
+        if self.last.is_empty() {
+            return None;
+        }
+        Some(
+            self.last
+                .iter()
+                .map(|(pid, cpu)| cpu - self.start.get(pid).copied().unwrap_or(0.0))
+                .sum(),
+        )
+    }
+}
+
+/// Awaits `f` while sampling the local PostgreSQL's CPU (every 200 ms): its output and the
+/// PostgreSQL CPU seconds it took.
+pub async fn with_postgres_cpu<F: std::future::Future>(f: F) -> (F::Output, Option<f64>) {
+    let mut cpu = PostgresCpu::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            out = &mut f => {
+                cpu.sample();
+                return (out, cpu.secs());
+            }
+            _ = tick.tick() => cpu.sample(),
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! A short run of `leasehold bench` (a few seconds, small numbers) so the command cannot rot:
-//! every scenario runs against a server it spawns itself, and none reports an error.
+//! every scenario runs against a server it spawns itself, and none reports an error. The `pg`
+//! scenario runs on `LEASEHOLD_TEST_DATABASE_URL` (skipped with a notice when it is unset,
+//! except under CI, as the other PostgreSQL tests).
 
 use std::process::Command;
 
@@ -86,4 +88,94 @@ fn bench_runs_every_scenario_briefly() {
         .filter(|e| e.path() != json)
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `bench pg`: three nodes on a fresh PostgreSQL database and the pgbench reference, briefly;
+/// no errors, the ratios printed, and the bench's databases dropped afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pg_runs_three_nodes_against_pgbench_briefly() {
+    let Some(url) = crate::pg::base_url("bench pg smoke") else {
+        return;
+    };
+    // The run starts three nodes and pgbench's clients: not next to another multi-node test.
+    let _slot = crate::pg::exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.jsonl");
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "pg",
+            "--database-url",
+            &url,
+            "--nodes",
+            "3",
+            "--concurrency",
+            "8",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--sessions",
+            "50",
+            "--data-root",
+        ])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .env_remove("LEASEHOLD_URL")
+        .env_remove("LEASEHOLD_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "pgbench hot row",
+        "pg checkout (3 nodes)",
+        "pg heartbeat (3 nodes)",
+        "PostgreSQL 3 nodes checkout cycles/s / pgbench hot-row tps",
+        "PostgreSQL 3 nodes heartbeats/s",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let checkout = rows
+        .iter()
+        .find(|r| r["scenario"] == "pg checkout (3 nodes)")
+        .unwrap();
+    assert_eq!(checkout["extra"]["nodes"], 3, "{checkout}");
+    assert!(checkout["server_cpu_us_per_op"].as_f64().unwrap() > 0.0);
+    // The databases the bench created are gone, and so are the nodes' data folders.
+    let name = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("lh_bench_"))
+        .unwrap()
+        .to_owned();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("{name}%"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "{name} was not dropped");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path() != json)
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
 }
