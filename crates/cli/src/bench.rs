@@ -554,6 +554,19 @@ impl Summary {
                 show(&each),
                 bar(m >= 1.0)
             );
+            // What no checkout can beat: a cycle is two requests, so half the healthz rate is
+            // the cycle rate of a server that did nothing at all per request.
+            let ceiling: Vec<f64> = self
+                .rounds
+                .iter()
+                .filter_map(|r| Some(r[0]? / 2.0 / r[3]?))
+                .collect();
+            if let Some(c) = median(ceiling.clone()) {
+                println!(
+                    "  ceiling: (healthz req/s / 2) / redis-semaphore cycles/s: {c:.2}x (rounds: {})",
+                    show(&ceiling)
+                );
+            }
         }
         let (each, m) = self.ratio(1, 0);
         if let Some(m) = m {
