@@ -10,11 +10,6 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
-// mimalloc: the request path allocates small, short-lived buffers on every thread; glibc's
-// allocator cost ~7 % of the server's CPU under checkout load (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "leasehold",
