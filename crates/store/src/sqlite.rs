@@ -1419,8 +1419,8 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
         let mut pending = None;
         if stopping || touch_deadline.is_some_and(|at| at <= Instant::now()) {
             spare.clear();
-            pending = Some(std::mem::replace(&mut *lock_touches(&touches), spare));
-            spare = TouchMap::new();
+            let empty = std::mem::take(&mut spare);
+            pending = Some(std::mem::replace(&mut *lock_touches(&touches), empty));
             touch_deadline = None;
         }
         while batch.len() < MAX_BATCH {

@@ -3,6 +3,7 @@
 //! scenario runs on `LEASEHOLD_TEST_DATABASE_URL` (skipped with a notice when it is unset,
 //! except under CI, as the other PostgreSQL tests).
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::support::BIN;
@@ -53,40 +54,29 @@ fn bench_runs_every_scenario_briefly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    for expected in [
-        "sink (generator)",
-        "healthz",
-        "heartbeat @50%",
-        "checkout @50%",
-        "contended",
-        "open 300",
-        "hold 300",
-        "expire 300",
-        "heartbeats/s / healthz req/s",
-        "simultaneous expiries cleared in",
-    ] {
-        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
-    }
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_printed(
+        &stdout,
+        &[
+            "sink (generator)",
+            "healthz",
+            "heartbeat @50%",
+            "checkout @50%",
+            "contended",
+            "open 300",
+            "hold 300",
+            "expire 300",
+            "heartbeats/s / healthz req/s",
+            "simultaneous expiries cleared in",
+        ],
+    );
+    let rows = error_free_rows(&json);
     assert!(rows.len() >= 9, "{rows:?}");
-    for row in &rows {
-        assert_eq!(row["errors"], 0, "{row}");
-        assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
-    }
     let contended = rows.iter().find(|r| r["scenario"] == "contended").unwrap();
     assert!(contended["denials"].as_u64().unwrap() > 0, "{contended}");
     let checkout = rows.iter().find(|r| r["scenario"] == "checkout").unwrap();
     assert!(checkout["server_peak_rss_mb"].as_f64().unwrap() > 0.0);
     // The spawned servers' data folders were removed.
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.path() != json)
-        .collect();
+    let left = files_besides(dir.path(), &json);
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -131,24 +121,19 @@ async fn bench_pg_runs_three_nodes_against_pgbench_briefly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    for expected in [
-        "pgbench hot row",
-        "pg checkout (3 nodes)",
-        "pg heartbeat (3 nodes)",
-        "PostgreSQL 3 nodes checkout cycles/s / pgbench hot-row tps",
-        "PostgreSQL 3 nodes heartbeats/s",
-    ] {
-        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
-    }
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_printed(
+        &stdout,
+        &[
+            "pgbench hot row",
+            "pg checkout (3 nodes)",
+            "pg heartbeat (3 nodes)",
+            "PostgreSQL 3 nodes checkout cycles/s / pgbench hot-row tps",
+            "PostgreSQL 3 nodes heartbeats/s",
+        ],
+    );
+    let rows = error_free_rows(&json);
     assert_eq!(rows.len(), 3, "{rows:?}");
     for row in &rows {
-        assert_eq!(row["errors"], 0, "{row}");
-        assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
         assert!(row["ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
     }
     let checkout = rows
@@ -172,10 +157,35 @@ async fn bench_pg_runs_three_nodes_against_pgbench_briefly() {
         .await
         .unwrap();
     assert_eq!(left, 0, "{name} was not dropped");
-    let files: Vec<_> = std::fs::read_dir(dir.path())
+    let files = files_besides(dir.path(), &json);
+    assert!(files.is_empty(), "{files:?}");
+}
+
+fn assert_printed(stdout: &str, expected: &[&str]) {
+    for e in expected {
+        assert!(stdout.contains(e), "no {e:?} in:\n{stdout}");
+    }
+}
+
+/// The bench's JSON lines, each asserted to have answered operations and no errors.
+fn error_free_rows(json: &Path) -> Vec<serde_json::Value> {
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for row in &rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
+    }
+    rows
+}
+
+/// What the bench left in `dir` besides its JSON file.
+fn files_besides(dir: &Path, json: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir)
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.path() != json)
-        .collect();
-    assert!(files.is_empty(), "{files:?}");
+        .collect()
 }
