@@ -23,7 +23,7 @@ pub struct CopyArgs {
 }
 
 pub async fn run(args: CopyArgs) -> anyhow::Result<ExitCode> {
-    let db_path = args.data_dir.join(leasehold_server::app::DB_FILE);
+    let db_path = args.data_dir.join(leasehold_server::DB_FILE);
     if !db_path.exists() {
         anyhow::bail!(
             "{} does not exist: no SQLite data folder to copy",

@@ -42,10 +42,17 @@ impl ServeArgs {
     }
 }
 
+/// Logs to stdout, filtered by `LEASEHOLD_LOG` (default `info`: one access-log line per
+/// request, target `leasehold::access`). Colours only on a terminal, and never with `NO_COLOR`.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .try_init();
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -74,7 +81,7 @@ pub async fn migrate(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let path = config.data_dir.join(leasehold_server::app::DB_FILE);
+    let path = config.data_dir.join(leasehold_server::DB_FILE);
     let mut conn = leasehold_store::sqlite::open_connection(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     let applied = leasehold_store::sqlite::migrate(&mut conn)?;

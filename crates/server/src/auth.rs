@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// A new random token: `prefix` + 256 random bits, base64url.
 pub fn new_token(prefix: &str) -> String {

@@ -1,5 +1,10 @@
-//! The Leasehold HTTP server: configuration, authentication, lease signing, the axum router of
-//! seat protocol v1, the reaper, metrics, and `Application`, which binds and runs it all.
+//! The Leasehold HTTP server: configuration, authentication, lease signing, the application
+//! layer (sessions, accounts, licenses, activations), the axum router of seat protocol v1,
+//! the reaper, metrics, and `Application`, which binds and runs it all.
+//!
+//! Layers, each calling only the ones below it: `http` (routes, extractors, views, tracing) →
+//! the application modules (`sessions`, `accounts`, `licenses`, `activations`, with `access`
+//! for tenant checks) → `leasehold_store` (where the licensing rules run atomically).
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,15 +12,23 @@
     clippy::await_holding_lock
 )]
 
-pub mod app;
+pub mod access;
+pub mod accounts;
+pub mod activations;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod lease;
+pub mod licenses;
 pub mod metrics;
+pub mod reaper;
+pub mod sessions;
+pub mod startup;
+pub mod state;
 
-pub use app::{Application, RunningServer};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
+pub use startup::{Application, RunningServer, DB_FILE};
+pub use state::AppState;

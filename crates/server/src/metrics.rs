@@ -8,7 +8,7 @@ use leasehold_proto::EndReason;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::AppState;
+use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

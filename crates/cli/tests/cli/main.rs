@@ -5,6 +5,7 @@ mod admin;
 mod bench_smoke;
 mod crash;
 mod kit;
+mod logs;
 mod multinode;
 mod pg;
 mod run_program;

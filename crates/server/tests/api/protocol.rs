@@ -483,3 +483,38 @@ async fn admins_can_read_and_list_users_and_licenses() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_echoes_a_plain_one() {
+    // Arrange
+    let app = spawn_app().await;
+    let get = |path: &'static str, id: Option<&'static str>| {
+        let mut req = app.http.get(format!("{}{path}", app.url));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req.send()
+    };
+
+    // Act
+    let ok = get("/healthz", None).await.unwrap();
+    let missing = get("/v1/nowhere", None).await.unwrap();
+    let given = get("/healthz", Some("trace-42")).await.unwrap();
+    let odd = get("/healthz", Some("not a plain id")).await.unwrap();
+
+    // Assert: made here when absent or unusable (24 hex digits), echoed when plain.
+    let id = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for made in [id(&ok), id(&missing), id(&odd)] {
+        assert_eq!(made.len(), 24, "{made:?}");
+        assert!(made.chars().all(|c| c.is_ascii_hexdigit()), "{made:?}");
+    }
+    assert_ne!(id(&ok), id(&missing));
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(id(&given), "trace-42");
+}

@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 use crate::auth::{hash_token, new_token};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{router, AppState, Shared};
+use crate::http::router;
 use crate::lease::LeaseSigner;
+use crate::state::{AppState, Shared};
 
 pub const DB_FILE: &str = "leasehold.db";
 const ROOT_HASH_SETTING: &str = "root_token_hash";
@@ -127,7 +128,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let reaper = tokio::spawn(reaper(
+        let reaper = tokio::spawn(crate::reaper::run(
             self.state.clone(),
             Duration::from_millis(self.config.reaper_interval_ms),
         ));
@@ -193,25 +194,4 @@ async fn install_root_token(store: &dyn Store, config: &Config) -> anyhow::Resul
         println!("Leasehold root admin token (shown once; only its hash is stored):\n  {token}");
     }
     Ok(generated.then_some(token))
-}
-
-/// Ends expired sessions every `interval`: a session is reclaimed within one interval of its
-/// `expires_at` (and at once by a full license that needs the seat).
-async fn reaper(state: AppState, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match state.store.reap_expired(state.clock.now()).await {
-            Ok(ended) => {
-                for s in &ended {
-                    crate::metrics::ended(s.clock.expiry_reason());
-                }
-                if !ended.is_empty() {
-                    tracing::debug!(count = ended.len(), "reclaimed expired sessions");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "reaper failed"),
-        }
-    }
 }

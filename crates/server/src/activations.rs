@@ -1,0 +1,108 @@
+//! The application layer of the licensing models' activations: users activated on a
+//! `registered_users` license, devices activated on a `node_locked` one. Deactivating either
+//! ends the sessions it held.
+
+use leasehold_core::{Username, ValidatedId};
+use leasehold_proto::EndReason;
+use leasehold_store::{DeviceActivation, License, LicenseUser, LicenseUserChange};
+
+use crate::access;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics as m;
+use crate::state::AppState;
+
+/// Activates or deactivates a user of the account on a `registered_users` license; answers the
+/// change and whether the registration was created.
+#[tracing::instrument(skip(state, auth))]
+pub async fn set_license_user(
+    state: &AppState,
+    auth: &Auth,
+    license_id: &str,
+    username: &str,
+    active: bool,
+) -> ApiResult<(LicenseUserChange, bool)> {
+    let license = access::admin_license(state, auth, license_id).await?;
+    let username = Username::parse(username)?;
+    state
+        .store
+        .get_user(&license.account_id, username.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let (change, created) = state
+        .store
+        .set_license_user(license_id, username.as_str(), active, state.clock.now())
+        .await?;
+    for _ in &change.ended {
+        m::ended(EndReason::UserDeactivated);
+    }
+    Ok((change, created))
+}
+
+/// The license's user registrations, with the license (its seats are the active-user limit).
+pub async fn license_users(
+    state: &AppState,
+    auth: &Auth,
+    license_id: &str,
+) -> ApiResult<(License, Vec<LicenseUser>)> {
+    let license = access::admin_license(state, auth, license_id).await?;
+    let users = state.store.list_license_users(license_id).await?;
+    Ok((license, users))
+}
+
+/// Activates a device on a `node_locked` license; answers it and whether it is new.
+#[tracing::instrument(skip(state, auth, name))]
+pub async fn activate_device(
+    state: &AppState,
+    auth: &Auth,
+    license_id: &str,
+    fingerprint: &str,
+    name: &str,
+) -> ApiResult<(DeviceActivation, bool)> {
+    access::admin_license(state, auth, license_id).await?;
+    let fingerprint = ValidatedId::parse("fingerprint", fingerprint)?;
+    if name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "name must be at most 200 printable characters".into(),
+        ));
+    }
+    Ok(state
+        .store
+        .activate_device(
+            license_id,
+            fingerprint.as_str(),
+            name.trim(),
+            state.clock.now(),
+        )
+        .await?)
+}
+
+/// The license's activated devices, with the license (its seats are the device limit).
+pub async fn devices(
+    state: &AppState,
+    auth: &Auth,
+    license_id: &str,
+) -> ApiResult<(License, Vec<DeviceActivation>)> {
+    let license = access::admin_license(state, auth, license_id).await?;
+    let devices = state.store.list_devices(license_id).await?;
+    Ok((license, devices))
+}
+
+/// Frees a device activation; the device's live sessions end (`device_deactivated`).
+#[tracing::instrument(skip(state, auth))]
+pub async fn deactivate_device(
+    state: &AppState,
+    auth: &Auth,
+    license_id: &str,
+    fingerprint: &str,
+) -> ApiResult<()> {
+    access::admin_license(state, auth, license_id).await?;
+    let ended = state
+        .store
+        .deactivate_device(license_id, fingerprint, state.clock.now())
+        .await?;
+    for _ in &ended {
+        m::ended(EndReason::DeviceDeactivated);
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The route handlers, one file per resource. Each handler is thin: extract, call the
+//! application layer, shape the answer.
+
+pub mod accounts;
+pub mod activations;
+pub mod licenses;
+pub mod oauth;
+pub mod sessions;
+pub mod system;

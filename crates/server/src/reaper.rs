@@ -1,0 +1,27 @@
+//! The reaper: ends expired sessions every tick, so a crashed client's seat comes back within
+//! one interval of its `expires_at`.
+
+use std::time::Duration;
+
+use crate::state::AppState;
+
+/// Ends expired sessions every `interval`: a session is reclaimed within one interval of its
+/// `expires_at` (and at once by a full license that needs the seat).
+pub async fn run(state: AppState, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.reap_expired(state.clock.now()).await {
+            Ok(ended) => {
+                for s in &ended {
+                    crate::metrics::ended(s.clock.expiry_reason());
+                }
+                if !ended.is_empty() {
+                    tracing::debug!(count = ended.len(), "reclaimed expired sessions");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaper failed"),
+        }
+    }
+}
