@@ -88,6 +88,24 @@ impl SessionClock {
         }
     }
 
+    /// The wall clock stepped by `delta_ms` (an NTP correction, a resumed VM) while the session
+    /// was live: it keeps its remaining life, so `expires_at` and `hard_end` move by the step.
+    /// The license end is a calendar date and stays where it is: an expiry it capped stays
+    /// capped, and a step past it ends the session there. `opened_at` stays as it was read.
+    pub fn shift_for_clock_step(&mut self, delta_ms: i64) {
+        let capped = self.license_end == Some(self.expires_at);
+        self.hard_end = self
+            .hard_end
+            .map(|end| Timestamp::from_millis(end.millis().saturating_add(delta_ms)));
+        self.expires_at = match self.license_end {
+            Some(end) if capped => end,
+            Some(end) => {
+                Timestamp::from_millis(self.expires_at.millis().saturating_add(delta_ms)).min(end)
+            }
+            None => Timestamp::from_millis(self.expires_at.millis().saturating_add(delta_ms)),
+        };
+    }
+
     /// Records activity at `now`: slides the inactivity window, never past `hard_end`.
     /// Fails with the end reason when the session has already expired.
     pub fn heartbeat(&mut self, terms: &LicenseTerms, now: Timestamp) -> RuleResult<Timestamp> {
@@ -213,5 +231,48 @@ mod tests {
         s.heartbeat(&t, T0.plus_secs(50)).unwrap();
         assert_eq!(s.expires_at, T0.plus_secs(100));
         assert_eq!(s.expiry_reason(), EndReason::Lifetime);
+    }
+
+    #[test]
+    fn a_clock_step_keeps_the_remaining_life_of_a_session() {
+        // Arrange: an idle session, 300 s into its 1200 s window; a service session's lifetime.
+        let t = terms(1200, 3600);
+        let mut idle = SessionClock::open(UserKind::Interactive, &t, T0);
+        let mut service = SessionClock::open(UserKind::Service, &t, T0);
+        let now = T0.plus_secs(300);
+
+        // Act: the wall clock jumps 2 h ahead.
+        idle.shift_for_clock_step(7_200_000);
+        service.shift_for_clock_step(7_200_000);
+        let stepped = now.plus_secs(7200);
+
+        // Assert: 900 s of life left, as before the step; the lifetime moved with it.
+        assert!(idle.is_live(stepped));
+        assert_eq!(idle.expires_at, stepped.plus_secs(900));
+        assert_eq!(service.hard_end, Some(T0.plus_secs(3600 + 7200)));
+
+        // Act: and 2 h back again.
+        idle.shift_for_clock_step(-7_200_000);
+        assert_eq!(idle.expires_at, now.plus_secs(900));
+        assert!(!idle.is_live(now.plus_secs(900)));
+    }
+
+    #[test]
+    fn a_clock_step_does_not_move_the_license_end() {
+        // Arrange: the license ends 600 s after the session opened.
+        let mut t = terms(1200, 3600);
+        t.expires_at = Some(T0.plus_secs(600));
+        let mut capped = SessionClock::open(UserKind::Interactive, &t, T0);
+        t.expires_at = Some(T0.plus_secs(1500));
+        let mut near = SessionClock::open(UserKind::Interactive, &t, T0);
+
+        // Act
+        capped.shift_for_clock_step(-7_200_000);
+        near.shift_for_clock_step(7_200_000);
+
+        // Assert: capped stays at the license end; a step past it ends the session there.
+        assert_eq!(capped.expires_at, T0.plus_secs(600));
+        assert_eq!(near.expires_at, T0.plus_secs(1500));
+        assert_eq!(near.expiry_reason(), EndReason::LicenseExpired);
     }
 }
