@@ -5,42 +5,24 @@
 //! Seat decisions are made *inside* the store, atomically, by calling the pure rules of
 //! `leasehold-core`: a backend is responsible for making "count live sessions, decide, insert"
 //! one indivisible step (a mutex over in-memory state for SQLite; row locks for PostgreSQL).
+//! What both do around the rules (the seat view, the verdict on an open, the audit events) is
+//! written once, in `admission`; how both write records into columns, in `codec`.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admission;
+mod codec;
 pub mod copy;
+mod error;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use leasehold_core::{RuleError, Timestamp};
+use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 
+pub use error::{StoreError, StoreResult};
 pub use records::*;
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No such record (404 `not_found`).
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// The record exists already (409 `conflict`).
-    #[error("{0}")]
-    Conflict(String),
-    /// A licensing rule refused the operation (mapped by the rule error's kind).
-    #[error(transparent)]
-    Rule(#[from] RuleError),
-    /// The backend cannot be reached or failed to persist (503 `store_unavailable`).
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
 
 /// Everything the server needs from storage.
 #[async_trait]

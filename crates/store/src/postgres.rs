@@ -4,7 +4,8 @@
 //!
 //! # Seat arbitration
 //!
-//! The seat rule is `leasehold_core::decide_open`; this module only computes its `SeatView` in
+//! The seat rule is `leasehold_core::decide_open`, applied as `crate::admission` says (seat view,
+//! verdict, audit events, the same for SQLite); this module only counts what the view needs in
 //! SQL and makes "count, decide, insert" one indivisible step across nodes:
 //!
 //! - An open locks its license row (`SELECT … FROM licenses … ORDER BY id FOR UPDATE`) and only
@@ -125,16 +126,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use leasehold_core::seats::{decide_device_activation, decide_user_activation, must_queue};
+use leasehold_core::seats::{decide_device_activation, decide_user_activation};
 use leasehold_core::session::SessionClock;
-use leasehold_core::{
-    decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, SessionState, Timestamp, Username,
-};
-use leasehold_proto::{EndReason, LicenseModel, OnFull, UserKind};
+use leasehold_core::{LicenseTerms, RuleError, SessionState, Timestamp, Username};
+use leasehold_proto::{EndReason, LicenseModel, OnFull};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::{self, OpenedVia, SeatCounts, Verdict};
+use crate::codec::{
+    hash_from, parse_end_reason, parse_kind, parse_model, parse_terms, principal_columns,
+    principal_from, refusal_from, refusal_json, session_clock, terms_json,
+};
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
@@ -316,28 +320,6 @@ pub async fn migrate_url(url: &str) -> StoreResult<usize> {
     applied
 }
 
-fn parse_kind(s: &str) -> UserKind {
-    if s == "service" {
-        UserKind::Service
-    } else {
-        UserKind::Interactive
-    }
-}
-
-fn parse_model(id: &str, model: &str) -> StoreResult<LicenseModel> {
-    serde_json::from_value(serde_json::Value::String(model.to_owned()))
-        .map_err(|e| StoreError::Unavailable(format!("license {id}: bad model: {e}")))
-}
-
-fn terms_json(terms: &LicenseTerms) -> StoreResult<String> {
-    serde_json::to_string(terms)
-        .map_err(|e| StoreError::Unavailable(format!("encoding terms: {e}")))
-}
-
-fn hash_from(v: Vec<u8>) -> Option<TokenHash> {
-    v.try_into().ok()
-}
-
 fn clone_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::NotFound(what) => StoreError::NotFound(what),
@@ -366,10 +348,7 @@ impl TermsCache {
                 return Ok(terms.clone());
             }
         }
-        let terms: LicenseTerms = serde_json::from_str(json).map_err(|e| {
-            StoreError::Unavailable(format!("license {license_id}: bad terms: {e}"))
-        })?;
-        let terms = Arc::new(terms);
+        let terms = Arc::new(parse_terms(license_id, json)?);
         map.insert(license_id.to_owned(), (json.to_owned(), terms.clone()));
         Ok(terms)
     }
@@ -398,8 +377,7 @@ impl SessionRow {
         let ended = ended_at.map(|_| {
             end_reason
                 .as_deref()
-                .and_then(EndReason::parse)
-                .unwrap_or(EndReason::Unknown)
+                .map_or(EndReason::Unknown, parse_end_reason)
         });
         let kind: String = row.try_get(4).map_err(get)?;
         let session = Session {
@@ -410,18 +388,12 @@ impl SessionRow {
             kind: parse_kind(&kind),
             device_id: row.try_get(5).map_err(get)?,
             instance_id: row.try_get(6).map_err(get)?,
-            clock: SessionClock {
-                opened_at: Timestamp::from_millis(row.try_get(7).map_err(get)?),
-                expires_at: Timestamp::from_millis(row.try_get(8).map_err(get)?),
-                hard_end: row
-                    .try_get::<Option<i64>, _>(9)
-                    .map_err(get)?
-                    .map(Timestamp::from_millis),
-                license_end: row
-                    .try_get::<Option<i64>, _>(14)
-                    .map_err(get)?
-                    .map(Timestamp::from_millis),
-            },
+            clock: session_clock(
+                row.try_get(7).map_err(get)?,
+                row.try_get(8).map_err(get)?,
+                row.try_get(9).map_err(get)?,
+                row.try_get(14).map_err(get)?,
+            ),
             heartbeat_interval_secs: terms.heartbeat_interval_secs(),
             overdraft: row.try_get(13).map_err(get)?,
         };
@@ -454,18 +426,6 @@ impl AuditRows {
         self.username.push(e.username);
         self.event.push(e.event);
         self.detail.push(e.detail);
-    }
-
-    fn session_event(&mut self, s: &Session, at: Timestamp, event: &str, detail: &str) {
-        self.push(AuditEvent {
-            at,
-            account_id: s.account_id.to_string(),
-            license_id: s.license_id.to_string(),
-            session_id: Some(s.id.clone()),
-            username: Some(s.username.clone()),
-            event: event.into(),
-            detail: Some(detail.into()),
-        });
     }
 
     fn is_empty(&self) -> bool {
@@ -521,7 +481,7 @@ async fn end_expired(
     .execute(&mut **tx)
     .await?;
     for s in sessions {
-        audit.session_event(s, now, "ended", s.clock.expiry_reason().as_str());
+        audit.push(admission::ended(s, now, s.clock.expiry_reason()));
     }
     Ok(())
 }
@@ -535,16 +495,12 @@ fn plain_session(row: &PgRow, license: &LicState) -> Result<Session, sqlx::Error
         kind: parse_kind(&row.try_get::<String, _>(3)?),
         device_id: row.try_get(4)?,
         instance_id: row.try_get(5)?,
-        clock: SessionClock {
-            opened_at: Timestamp::from_millis(row.try_get(6)?),
-            expires_at: Timestamp::from_millis(row.try_get(7)?),
-            hard_end: row
-                .try_get::<Option<i64>, _>(8)?
-                .map(Timestamp::from_millis),
-            license_end: row
-                .try_get::<Option<i64>, _>(10)?
-                .map(Timestamp::from_millis),
-        },
+        clock: session_clock(
+            row.try_get(6)?,
+            row.try_get(7)?,
+            row.try_get(8)?,
+            row.try_get(10)?,
+        ),
         heartbeat_interval_secs: license.license.terms.heartbeat_interval_secs(),
         overdraft: row.try_get(9)?,
     })
@@ -605,25 +561,35 @@ struct LicState {
     heads: Vec<QueueHead>,
 }
 
-impl LicState {
-    fn view(&self, username: &str, device_id: &str) -> SeatView {
-        let reserved_holders = self
-            .license
-            .terms
-            .reserved
-            .iter()
-            .filter(|u| self.per_user.get(u.as_str()).copied().unwrap_or(0) > 0)
-            .count() as u32;
-        SeatView {
-            live_sessions: self.live,
-            reserved_holders,
-            user_live_sessions: self.per_user.get(username).copied().unwrap_or(0),
-            user_active_on_license: self.active_asking.contains(username),
-            active_users: self.active_users,
-            device_activated: self.activated_asking.contains(device_id),
-        }
+/// The counts the batch read under the license's lock, updated as it grants. Registrations are
+/// known for the asking users and devices only (see `model_views`).
+impl SeatCounts for LicState {
+    fn terms(&self) -> &LicenseTerms {
+        &self.license.terms
     }
 
+    fn live_sessions(&self) -> u32 {
+        self.live
+    }
+
+    fn user_live_sessions(&self, username: &str) -> u32 {
+        self.per_user.get(username).copied().unwrap_or(0)
+    }
+
+    fn active_users(&self) -> u32 {
+        self.active_users
+    }
+
+    fn user_active(&self, username: &str) -> bool {
+        self.active_asking.contains(username)
+    }
+
+    fn device_activated(&self, device_id: &str) -> bool {
+        self.activated_asking.contains(device_id)
+    }
+}
+
+impl LicState {
     /// Takes a seat for `req` (granted by the caller): the new session, counted in the view,
     /// with its `opened` event.
     fn take_seat(
@@ -631,7 +597,7 @@ impl LicState {
         req: &OpenRequest,
         overdraft: bool,
         now: Timestamp,
-        note: &str,
+        via: OpenedVia,
         audit: &mut AuditRows,
     ) -> Session {
         let terms = &self.license.terms;
@@ -649,12 +615,7 @@ impl LicState {
         };
         self.live += 1;
         *self.per_user.entry(req.username.clone()).or_default() += 1;
-        let mut detail = session.kind.as_str().to_owned();
-        if overdraft {
-            detail.push_str(" overdraft");
-        }
-        detail.push_str(note);
-        audit.session_event(&session, now, "opened", &detail);
+        audit.push(admission::opened(&session, now, via));
         session
     }
 }
@@ -668,14 +629,6 @@ fn instance_key(req: &OpenRequest) -> InstanceKey {
         req.device_id.clone(),
         req.instance_id.clone(),
     )
-}
-
-/// A refusal names the device it refers to (the rule does not know it).
-fn with_device(refusal: RuleError, device_id: &str) -> RuleError {
-    match refusal {
-        RuleError::DeviceNotActivated(_) => RuleError::DeviceNotActivated(device_id.to_owned()),
-        other => other,
-    }
 }
 
 enum Outcome {
@@ -890,11 +843,8 @@ async fn open_batch(
         let id: String = row.try_get(0)?;
         let model: String = row.try_get(2)?;
         let terms: String = row.try_get(3)?;
-        let parsed = parse_model(&id, &model).and_then(|model| {
-            let terms: LicenseTerms = serde_json::from_str(&terms)
-                .map_err(|e| StoreError::Unavailable(format!("license {id}: bad terms: {e}")))?;
-            Ok((model, terms))
-        });
+        let parsed =
+            parse_model(&id, &model).and_then(|model| Ok((model, parse_terms(&id, &terms)?)));
         let (model, terms) = match parsed {
             Ok(v) => v,
             Err(e) => {
@@ -1107,23 +1057,17 @@ async fn open_batch(
                 match Username::parse(&head.req.username) {
                     Err(e) => Err(e),
                     Ok(username) => {
-                        let decision = decide_open(
-                            &lic.license.terms,
-                            &username,
-                            lic.view(&head.req.username, &head.req.device_id),
-                            now,
-                        );
-                        match decision {
-                            OpenDecision::Deny(RuleError::NoSeatAvailable { .. }) => break,
-                            OpenDecision::Deny(refusal) => {
-                                Err(with_device(refusal, &head.req.device_id))
-                            }
-                            decision => {
+                        let device_id = &head.req.device_id;
+                        let decision = admission::decide(&*lic, &username, device_id, now);
+                        match admission::queue_head_verdict(decision, device_id) {
+                            Verdict::Queue => break,
+                            Verdict::Refuse { refusal, .. } => Err(refusal),
+                            Verdict::Grant { overdraft } => {
                                 let session = lic.take_seat(
                                     &head.req,
-                                    decision.is_overdraft(),
+                                    overdraft,
                                     now,
-                                    " queued",
+                                    OpenedVia::Queue,
                                     &mut audit,
                                 );
                                 opened.push(session.clone());
@@ -1206,41 +1150,38 @@ async fn open_batch(
                 continue;
             }
         };
-        let mut decision = decide_open(
+        let decision = admission::decide(&*lic, &username, &req.device_id, now);
+        let waiting = lic.waiting as usize;
+        let verdict = admission::newcomer_verdict(
             &lic.license.terms,
-            &username,
-            lic.view(&req.username, &req.device_id),
-            now,
+            decision,
+            waiting,
+            job.wait,
+            &req.device_id,
         );
-        if must_queue(&lic.license.terms, &decision, lic.waiting as usize) {
-            if job.wait {
+        let overdraft = match verdict {
+            Verdict::Grant { overdraft } => overdraft,
+            Verdict::Queue => {
                 lic.waiting += 1;
                 to_queue.push((i, lic.waiting));
                 outcomes.push(Outcome::Queued(None));
                 continue;
             }
-            decision = OpenDecision::Deny(RuleError::NoSeatAvailable {
-                seats: lic.license.terms.seats,
-            });
-        }
-        if let OpenDecision::Deny(refusal) = decision {
-            let refusal = with_device(refusal, &req.device_id);
-            if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
-                lic.denials += 1;
+            Verdict::Refuse { refusal, denial } => {
+                if denial {
+                    lic.denials += 1;
+                }
+                audit.push(admission::denied(
+                    &lic.license,
+                    &req.username,
+                    &refusal,
+                    now,
+                ));
+                outcomes.push(Outcome::Done(Err(StoreError::Rule(refusal))));
+                continue;
             }
-            audit.push(AuditEvent {
-                at: now,
-                account_id: lic.license.account_id.clone(),
-                license_id: lic.license.id.clone(),
-                session_id: None,
-                username: Some(req.username.clone()),
-                event: "denied".into(),
-                detail: Some(refusal.code().as_str().into()),
-            });
-            outcomes.push(Outcome::Done(Err(StoreError::Rule(refusal))));
-            continue;
-        }
-        let session = lic.take_seat(req, decision.is_overdraft(), now, "", &mut audit);
+        };
+        let session = lic.take_seat(req, overdraft, now, OpenedVia::Request, &mut audit);
         opened.push(session.clone());
         outcomes.push(Outcome::Done(Ok(Opened {
             session,
@@ -1717,44 +1658,6 @@ impl QueueCtx {
                 let _ = rx.await;
             }
         });
-    }
-}
-
-/// A refusal as stored in `queue_entries.refusal`.
-fn refusal_json(refusal: &RuleError) -> String {
-    let v = match refusal {
-        RuleError::NoSeatAvailable { seats } => {
-            serde_json::json!({"code": "no_seat_available", "seats": seats})
-        }
-        RuleError::UserSessionLimit { user, max } => {
-            serde_json::json!({"code": "user_session_limit", "user": user, "max": max})
-        }
-        RuleError::LicenseNotActive(m) => {
-            serde_json::json!({"code": "license_not_active", "message": m})
-        }
-        RuleError::UserNotActive(m) => serde_json::json!({"code": "user_inactive", "message": m}),
-        RuleError::DeviceNotActivated(d) => {
-            serde_json::json!({"code": "device_not_activated", "device": d})
-        }
-        other => serde_json::json!({"code": "invalid_request", "message": other.to_string()}),
-    };
-    v.to_string()
-}
-
-fn refusal_from(text: &str) -> RuleError {
-    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-    let n = |k: &str| u32::try_from(v[k].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
-    match v["code"].as_str().unwrap_or_default() {
-        "no_seat_available" => RuleError::NoSeatAvailable { seats: n("seats") },
-        "user_session_limit" => RuleError::UserSessionLimit {
-            user: s("user"),
-            max: n("max"),
-        },
-        "license_not_active" => RuleError::LicenseNotActive(s("message")),
-        "user_inactive" => RuleError::UserNotActive(s("message")),
-        "device_not_activated" => RuleError::DeviceNotActivated(s("device")),
-        _ => RuleError::Invalid(s("message")),
     }
 }
 
@@ -2751,41 +2654,6 @@ async fn forget_node(pool: &PgPool, node_id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-fn principal_columns(p: &Principal) -> (Option<&str>, Option<&str>) {
-    match p {
-        Principal::Root => (None, None),
-        Principal::AccountAdmin { account_id } => (Some(account_id), None),
-        Principal::User {
-            account_id,
-            username,
-        }
-        | Principal::ServiceAccess {
-            account_id,
-            username,
-        } => (Some(account_id), Some(username)),
-    }
-}
-
-fn principal_from(
-    kind: &str,
-    account_id: Option<String>,
-    username: Option<String>,
-) -> Option<Principal> {
-    Some(match (kind, account_id, username) {
-        ("root", _, _) => Principal::Root,
-        ("account_admin", Some(account_id), _) => Principal::AccountAdmin { account_id },
-        ("user", Some(account_id), Some(username)) => Principal::User {
-            account_id,
-            username,
-        },
-        ("service_access", Some(account_id), Some(username)) => Principal::ServiceAccess {
-            account_id,
-            username,
-        },
-        _ => return None,
-    })
-}
-
 const INSERT_CREDENTIAL: &str =
     "INSERT INTO credentials (hash, kind, account_id, username, expires_at)
      VALUES ($1, $2, $3, $4, $5)
@@ -3033,11 +2901,7 @@ impl Store for PgStore {
             .await
             .map_err(db_error)?;
         let mut audit = AuditRows::default();
-        audit.push(license_event(
-            &license,
-            license.created_at,
-            "license_created",
-        ));
+        audit.push(admission::license_created(&license));
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)
     }
@@ -3077,7 +2941,7 @@ impl Store for PgStore {
         .await
         .map_err(db_error)?;
         let mut audit = AuditRows::default();
-        audit.push(license_event(&license, now, "license_updated"));
+        audit.push(admission::license_updated(&license, now));
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         // More seats (or a lifted suspension) may serve the queue.
@@ -3530,15 +3394,12 @@ impl Store for PgStore {
                 .await
                 .map_err(db_error)?;
         let mut audit = AuditRows::default();
-        audit.push(AuditEvent {
-            at: now,
-            account_id,
-            license_id: license_id.to_owned(),
-            session_id: None,
-            username: None,
-            event: "device_activated".into(),
-            detail: Some(fingerprint.to_owned()),
-        });
+        audit.push(admission::device_activated(
+            &account_id,
+            license_id,
+            fingerprint,
+            now,
+        ));
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok((
@@ -3583,15 +3444,12 @@ impl Store for PgStore {
         )
         .await?;
         let mut audit = AuditRows::default();
-        audit.push(AuditEvent {
-            at: now,
-            account_id,
-            license_id: license_id.to_owned(),
-            session_id: None,
-            username: None,
-            event: "device_deactivated".into(),
-            detail: Some(fingerprint.to_owned()),
-        });
+        audit.push(admission::device_deactivated(
+            &account_id,
+            license_id,
+            fingerprint,
+            now,
+        ));
         insert_audit(&mut tx, audit).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         if !ended.is_empty() {
@@ -3717,23 +3575,11 @@ async fn end_sessions(
     let mut ended = Vec::with_capacity(rows.len());
     for row in &rows {
         let session = SessionRow::read(row, cache)?.session;
-        audit.session_event(&session, now, "ended", reason.as_str());
+        audit.push(admission::ended(&session, now, reason));
         ended.push(session);
     }
     insert_audit(tx, audit).await.map_err(db_error)?;
     Ok(ended)
-}
-
-fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
-    AuditEvent {
-        at,
-        account_id: license.account_id.clone(),
-        license_id: license.id.clone(),
-        session_id: None,
-        username: None,
-        event: event.into(),
-        detail: None,
-    }
 }
 
 /// One reaper transaction: lock up to `REAP_BATCH` expired live sessions no other node holds,
@@ -3776,28 +3622,4 @@ async fn reap_batch(
     insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok((sessions, queueing))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_survive_the_queue_table() {
-        let refusals = [
-            RuleError::NoSeatAvailable { seats: 3 },
-            RuleError::UserSessionLimit {
-                user: "ann".into(),
-                max: 2,
-            },
-            RuleError::LicenseNotActive("the license is suspended".into()),
-            RuleError::UserNotActive("eve is not an active user of this license".into()),
-            RuleError::DeviceNotActivated("pc-7".into()),
-            RuleError::Invalid("bad username".into()),
-        ];
-        for refusal in refusals {
-            assert_eq!(refusal_from(&refusal_json(&refusal)), refusal);
-        }
-        assert_eq!(refusal_from("not json"), RuleError::Invalid(String::new()));
-    }
 }

@@ -170,7 +170,8 @@ pub struct AuditEvent {
     pub license_id: String,
     pub session_id: Option<String>,
     pub username: Option<String>,
-    /// `opened`, `ended`, `denied`, `license_created`, `license_updated`.
+    /// `opened`, `ended`, `denied`, `license_created`, `license_updated`, `device_activated`,
+    /// `device_deactivated` (built by `crate::admission`).
     pub event: String,
     /// For `ended`: the reason.
     pub detail: Option<String>,

@@ -49,15 +49,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use hashbrown::{DefaultHashBuilder, HashTable};
-use leasehold_core::seats::{decide_device_activation, decide_user_activation, must_queue};
+use leasehold_core::seats::{decide_device_activation, decide_user_activation};
 use leasehold_core::session::SessionClock;
-use leasehold_core::{
-    decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, SessionState, Timestamp, Username,
-};
+use leasehold_core::{LicenseTerms, OpenDecision, RuleError, SessionState, Timestamp, Username};
 use leasehold_proto::{EndReason, LicenseModel, UserKind};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use crate::admission::{self, OpenedVia, SeatCounts, Verdict};
+use crate::codec::{
+    hash_from, parse_end_reason, parse_kind, parse_model, parse_terms, principal_columns,
+    principal_from, session_clock, terms_json,
+};
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
@@ -411,30 +414,45 @@ impl LicenseState {
         }
     }
 
-    fn user_live(&self, names: &Names, username: &str) -> u32 {
-        names
+    /// The license's counts as the seat rule reads them (users are counted by interned name).
+    fn seats<'a>(&'a self, names: &'a Names) -> LicenseSeats<'a> {
+        LicenseSeats { lic: self, names }
+    }
+}
+
+/// A license in memory with the names its per-user counts are keyed by.
+struct LicenseSeats<'a> {
+    lic: &'a LicenseState,
+    names: &'a Names,
+}
+
+impl SeatCounts for LicenseSeats<'_> {
+    fn terms(&self) -> &LicenseTerms {
+        &self.lic.license.terms
+    }
+
+    fn live_sessions(&self) -> u32 {
+        self.lic.live
+    }
+
+    fn user_live_sessions(&self, username: &str) -> u32 {
+        self.names
             .get(username)
-            .and_then(|u| self.per_user.get(&u))
+            .and_then(|u| self.lic.per_user.get(&u))
             .copied()
             .unwrap_or(0)
     }
 
-    fn view(&self, names: &Names, username: &str, device_id: &str) -> SeatView {
-        let reserved_holders = self
-            .license
-            .terms
-            .reserved
-            .iter()
-            .filter(|u| self.user_live(names, u.as_str()) > 0)
-            .count() as u32;
-        SeatView {
-            live_sessions: self.live,
-            reserved_holders,
-            user_live_sessions: self.user_live(names, username),
-            user_active_on_license: self.users.get(username).is_some_and(|u| u.active),
-            active_users: self.active_users,
-            device_activated: self.devices.contains_key(device_id),
-        }
+    fn active_users(&self) -> u32 {
+        self.lic.active_users
+    }
+
+    fn user_active(&self, username: &str) -> bool {
+        self.lic.users.get(username).is_some_and(|u| u.active)
+    }
+
+    fn device_activated(&self, device_id: &str) -> bool {
+        self.lic.devices.contains_key(device_id)
     }
 }
 
@@ -792,13 +810,8 @@ impl Mem {
             }
         }
         let decide = |mem: &Mem| {
-            let lic = &mem.licenses[li];
-            decide_open(
-                &lic.license.terms,
-                &username,
-                lic.view(&mem.names, &req.username, &req.device_id),
-                now,
-            )
+            let seats = mem.licenses[li].seats(&mem.names);
+            admission::decide(&seats, &username, &req.device_id, now)
         };
         let mut decision = decide(self);
         if matches!(
@@ -812,8 +825,17 @@ impl Mem {
         }
         let lic = &mut self.licenses[li];
         lic.queue.retain(|w| !w.tx.is_closed());
-        if must_queue(&lic.license.terms, &decision, lic.queue.len()) {
-            if wait {
+        let waiting = lic.queue.len();
+        let verdict = admission::newcomer_verdict(
+            &lic.license.terms,
+            decision,
+            waiting,
+            wait,
+            &req.device_id,
+        );
+        let overdraft = match verdict {
+            Verdict::Grant { overdraft } => overdraft,
+            Verdict::Queue => {
                 self.next_ticket += 1;
                 let ticket = self.next_ticket;
                 let (tx, granted) = oneshot::channel();
@@ -832,33 +854,17 @@ impl Mem {
                     granted,
                 }));
             }
-            decision = OpenDecision::Deny(RuleError::NoSeatAvailable {
-                seats: lic.license.terms.seats,
-            });
-        }
-        if let OpenDecision::Deny(refusal) = decision {
-            let refusal = match refusal {
-                RuleError::DeviceNotActivated(_) => {
-                    RuleError::DeviceNotActivated(req.device_id.clone())
+            Verdict::Refuse { refusal, denial } => {
+                if denial {
+                    lic.denials += 1;
                 }
-                other => other,
-            };
-            if matches!(refusal, RuleError::NoSeatAvailable { .. }) {
-                lic.denials += 1;
+                let denied = admission::denied(&lic.license, &req.username, &refusal, now);
+                ops.push(WriteOp::Audit(Box::new(denied)));
+                self.send_unacked(ops);
+                return Err(StoreError::Rule(refusal));
             }
-            ops.push(WriteOp::Audit(Box::new(AuditEvent {
-                at: now,
-                account_id: lic.license.account_id.clone(),
-                license_id: lic.license.id.clone(),
-                session_id: None,
-                username: Some(req.username.clone()),
-                event: "denied".into(),
-                detail: Some(refusal.code().as_str().into()),
-            })));
-            self.send_unacked(ops);
-            return Err(StoreError::Rule(refusal));
-        }
-        let (_, session, mut o) = self.grant(req, decision.is_overdraft(), now, "")?;
+        };
+        let (_, session, mut o) = self.grant(req, overdraft, now, OpenedVia::Request)?;
         ops.append(&mut o);
         Ok(AdmitStep::Granted(session, self.send(ops)))
     }
@@ -870,7 +876,7 @@ impl Mem {
         req: &OpenRequest,
         overdraft: bool,
         now: Timestamp,
-        note: &str,
+        via: OpenedVia,
     ) -> StoreResult<(u32, Session, Vec<WriteOp>)> {
         let Some(id) = parse_sid(&req.new_id) else {
             return Err(bad_new_id(&req.new_id));
@@ -891,20 +897,7 @@ impl Mem {
             overdraft,
         ));
         let session = self.session(slot);
-        let mut detail = kind_str(session.kind).to_owned();
-        if overdraft {
-            detail.push_str(" overdraft");
-        }
-        detail.push_str(note);
-        let audit = WriteOp::Audit(Box::new(AuditEvent {
-            at: now,
-            account_id: session.account_id.to_string(),
-            license_id: session.license_id.to_string(),
-            session_id: Some(session.id.clone()),
-            username: Some(session.username.clone()),
-            event: "opened".into(),
-            detail: Some(detail),
-        }));
+        let audit = WriteOp::Audit(Box::new(admission::opened(&session, now, via)));
         let ops = vec![WriteOp::InsertSession(Box::new(session.clone())), audit];
         Ok((slot, session, ops))
     }
@@ -925,25 +918,27 @@ impl Mem {
                     lic.queue.pop_front();
                     continue;
                 };
-                let decision = decide_open(
-                    &lic.license.terms,
-                    &username,
-                    lic.view(&self.names, &head.req.username, &head.req.device_id),
-                    now,
-                );
-                let Some(head) = (match &decision {
-                    OpenDecision::Deny(RuleError::NoSeatAvailable { .. }) => None,
+                let device_id = &head.req.device_id;
+                let decision =
+                    admission::decide(&lic.seats(&self.names), &username, device_id, now);
+                let verdict = admission::queue_head_verdict(decision, device_id);
+                let Some(head) = (match &verdict {
+                    Verdict::Queue => None,
                     _ => lic.queue.pop_front(),
                 }) else {
                     break;
                 };
-                if let OpenDecision::Deny(refusal) = decision {
-                    // The license changed under the waiter (suspended, limit...): tell it.
-                    let _ = head.tx.send(Err(StoreError::Rule(refusal)));
-                    continue;
-                }
+                let overdraft = match verdict {
+                    Verdict::Grant { overdraft } => overdraft,
+                    Verdict::Refuse { refusal, .. } => {
+                        // The license changed under the waiter (suspended, limit...): tell it.
+                        let _ = head.tx.send(Err(StoreError::Rule(refusal)));
+                        continue;
+                    }
+                    Verdict::Queue => break,
+                };
                 let Ok((slot, session, ops)) =
-                    self.grant(&head.req, decision.is_overdraft(), now, " queued")
+                    self.grant(&head.req, overdraft, now, OpenedVia::Queue)
                 else {
                     break;
                 };
@@ -1123,22 +1118,6 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
     Ok(MIGRATIONS.len() - version)
 }
 
-fn kind_str(kind: UserKind) -> &'static str {
-    kind.as_str()
-}
-
-fn parse_kind(s: &str) -> UserKind {
-    if s == "service" {
-        UserKind::Service
-    } else {
-        UserKind::Interactive
-    }
-}
-
-fn hash_from(v: Vec<u8>) -> Option<TokenHash> {
-    v.try_into().ok()
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates it and loads the live state.
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
@@ -1215,18 +1194,8 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
         let Some(hash) = hash_from(hash) else {
             continue;
         };
-        let principal = match (kind.as_str(), account_id, username) {
-            ("root", _, _) => Principal::Root,
-            ("account_admin", Some(account_id), _) => Principal::AccountAdmin { account_id },
-            ("user", Some(account_id), Some(username)) => Principal::User {
-                account_id,
-                username,
-            },
-            ("service_access", Some(account_id), Some(username)) => Principal::ServiceAccess {
-                account_id,
-                username,
-            },
-            _ => continue,
+        let Some(principal) = principal_from(&kind, account_id, username) else {
+            continue;
         };
         let expires_at = expires_at.map(Timestamp::from_millis);
         if let Some(at) = expires_at {
@@ -1276,10 +1245,8 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
     })?;
     for row in rows {
         let (id, account_id, model, terms, created_at) = row?;
-        let terms: LicenseTerms = serde_json::from_str(&terms)
-            .map_err(|e| StoreError::Unavailable(format!("license {id}: bad terms: {e}")))?;
-        let model: LicenseModel = serde_json::from_value(serde_json::Value::String(model))
-            .map_err(|e| StoreError::Unavailable(format!("license {id}: bad model: {e}")))?;
+        let terms = parse_terms(&id, &terms)?;
+        let model = parse_model(&id, &model)?;
         mem.add_license(License {
             id,
             account_id,
@@ -1330,12 +1297,7 @@ fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<M
             tracing::warn!(session = %id, "live session with a malformed id left out");
             continue;
         };
-        let clock = SessionClock {
-            opened_at: Timestamp::from_millis(opened),
-            expires_at: Timestamp::from_millis(expires),
-            hard_end: hard_end.map(Timestamp::from_millis),
-            license_end: license_end.map(Timestamp::from_millis),
-        };
+        let clock = session_clock(opened, expires, hard_end, license_end);
         let user = mem.names.intern(&username);
         mem.insert_live(Live::new(
             sid,
@@ -1494,18 +1456,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
                 .execute(params![a.id, a.name, a.created_at.millis()])?;
         }
         WriteOp::Credential(c) => {
-            let (account_id, username) = match &c.principal {
-                Principal::Root => (None, None),
-                Principal::AccountAdmin { account_id } => (Some(account_id), None),
-                Principal::User {
-                    account_id,
-                    username,
-                }
-                | Principal::ServiceAccess {
-                    account_id,
-                    username,
-                } => (Some(account_id), Some(username)),
-            };
+            let (account_id, username) = principal_columns(&c.principal);
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO credentials (hash, kind, account_id, username, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1531,7 +1482,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             .execute(params![
                 u.account_id,
                 u.username,
-                kind_str(u.kind),
+                u.kind.as_str(),
                 u.active,
                 u.client_id,
                 u.client_secret_hash.map(|h| h.to_vec()),
@@ -1539,7 +1490,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             ])?;
         }
         WriteOp::License(l) => {
-            let terms = serde_json::to_string(&l.terms)
+            let terms = terms_json(&l.terms)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.prepare_cached(
                 "INSERT INTO licenses (id, account_id, model, terms, created_at)
@@ -1564,7 +1515,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
                 s.id,
                 &*s.license_id,
                 s.username,
-                kind_str(s.kind),
+                s.kind.as_str(),
                 s.device_id,
                 s.instance_id,
                 s.clock.opened_at.millis(),
@@ -1675,18 +1626,6 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
         }
     }
     Ok(())
-}
-
-fn license_event(license: &License, at: Timestamp, event: &str) -> WriteOp {
-    WriteOp::Audit(Box::new(AuditEvent {
-        at,
-        account_id: license.account_id.clone(),
-        license_id: license.id.clone(),
-        session_id: None,
-        username: None,
-        event: event.into(),
-        detail: None,
-    }))
 }
 
 #[async_trait]
@@ -1832,7 +1771,7 @@ impl Store for SqliteStore {
             }
             let ops = vec![
                 WriteOp::License(Box::new(license.clone())),
-                license_event(&license, license.created_at, "license_created"),
+                WriteOp::Audit(Box::new(admission::license_created(&license))),
             ];
             mem.add_license(license);
             mem.send(ops)
@@ -1854,7 +1793,7 @@ impl Store for SqliteStore {
             let end_changed = state.license.terms.expires_at != license.terms.expires_at;
             state.license = license.clone();
             let mut ops = vec![
-                license_event(&license, now, "license_updated"),
+                WriteOp::Audit(Box::new(admission::license_updated(&license, now))),
                 WriteOp::License(Box::new(license.clone())),
             ];
             if end_changed {
@@ -2130,9 +2069,7 @@ impl Store for SqliteStore {
         };
         let state = match (reason, ended) {
             (_, Some((known, ..))) => SessionState::Ended(known),
-            (Some(r), None) => {
-                SessionState::Ended(EndReason::parse(&r).unwrap_or(EndReason::Unknown))
-            }
+            (Some(r), None) => SessionState::Ended(parse_end_reason(&r)),
             // Committed as live but no longer in memory: it ended and the end is in flight.
             (None, None) => SessionState::Ended(EndReason::Unknown),
         };
@@ -2145,12 +2082,7 @@ impl Store for SqliteStore {
                 kind: parse_kind(&kind),
                 device_id,
                 instance_id,
-                clock: SessionClock {
-                    opened_at: Timestamp::from_millis(opened),
-                    expires_at: Timestamp::from_millis(expires),
-                    hard_end: hard_end.map(Timestamp::from_millis),
-                    license_end: None,
-                },
+                clock: session_clock(opened, expires, hard_end, None),
                 heartbeat_interval_secs: 0,
                 overdraft: false,
             },
@@ -2367,15 +2299,12 @@ impl Store for SqliteStore {
                 activated_at: now,
             };
             lic.devices.insert(fingerprint.to_owned(), device.clone());
-            let audit = WriteOp::Audit(Box::new(AuditEvent {
-                at: now,
-                account_id: lic.license.account_id.clone(),
-                license_id: license_id.to_owned(),
-                session_id: None,
-                username: None,
-                event: "device_activated".into(),
-                detail: Some(fingerprint.to_owned()),
-            }));
+            let audit = WriteOp::Audit(Box::new(admission::device_activated(
+                &lic.license.account_id,
+                license_id,
+                fingerprint,
+                now,
+            )));
             (
                 mem.send(vec![WriteOp::Device(device.clone()), audit]),
                 device,
@@ -2405,15 +2334,12 @@ impl Store for SqliteStore {
                     license_id: license_id.to_owned(),
                     fingerprint: fingerprint.to_owned(),
                 },
-                WriteOp::Audit(Box::new(AuditEvent {
-                    at: now,
-                    account_id: lic.license.account_id.clone(),
-                    license_id: license_id.to_owned(),
-                    session_id: None,
-                    username: None,
-                    event: "device_deactivated".into(),
-                    detail: Some(fingerprint.to_owned()),
-                })),
+                WriteOp::Audit(Box::new(admission::device_deactivated(
+                    &lic.license.account_id,
+                    license_id,
+                    fingerprint,
+                    now,
+                ))),
             ];
             let mut ended = Vec::new();
             for slot in mem.license_slots(li, |r| r.device() == fingerprint) {
