@@ -126,13 +126,14 @@ pub async fn put_user(
     if !user.active {
         // An inactive user holds no seat anywhere.
         let ended = state
-            .store
-            .end_user_sessions(
-                account_id,
-                &user.username,
-                EndReason::UserDeactivated,
-                state.clock.now(),
-            )
+            .with_now(|now| {
+                state.store.end_user_sessions(
+                    account_id,
+                    &user.username,
+                    EndReason::UserDeactivated,
+                    now,
+                )
+            })
             .await?;
         for _ in &ended {
             m::ended(EndReason::UserDeactivated);

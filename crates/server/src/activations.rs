@@ -30,8 +30,11 @@ pub async fn set_license_user(
         .await?
         .ok_or_else(|| ApiError::NotFound("user".into()))?;
     let (change, created) = state
-        .store
-        .set_license_user(license_id, username.as_str(), active, state.clock.now())
+        .with_now(|now| {
+            state
+                .store
+                .set_license_user(license_id, username.as_str(), active, now)
+        })
         .await?;
     for _ in &change.ended {
         m::ended(EndReason::UserDeactivated);
@@ -67,13 +70,11 @@ pub async fn activate_device(
         ));
     }
     Ok(state
-        .store
-        .activate_device(
-            license_id,
-            fingerprint.as_str(),
-            name.trim(),
-            state.clock.now(),
-        )
+        .with_now(|now| {
+            state
+                .store
+                .activate_device(license_id, fingerprint.as_str(), name.trim(), now)
+        })
         .await?)
 }
 
@@ -98,8 +99,7 @@ pub async fn deactivate_device(
 ) -> ApiResult<()> {
     access::admin_license(state, auth, license_id).await?;
     let ended = state
-        .store
-        .deactivate_device(license_id, fingerprint, state.clock.now())
+        .with_now(|now| state.store.deactivate_device(license_id, fingerprint, now))
         .await?;
     for _ in &ended {
         m::ended(EndReason::DeviceDeactivated);

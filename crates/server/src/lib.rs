@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod activations;
 pub mod auth;
 pub mod clock;
+pub mod clock_steps;
 pub mod config;
 pub mod error;
 pub mod http;

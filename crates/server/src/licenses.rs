@@ -70,8 +70,7 @@ pub async fn patch(
     let mut license = access::admin_license(state, auth, license_id).await?;
     license.terms = license.terms.apply_patch(&patch, &state.plans)?;
     state
-        .store
-        .update_license(license.clone(), state.clock.now())
+        .with_now(|now| state.store.update_license(license.clone(), now))
         .await?;
     Ok(license)
 }

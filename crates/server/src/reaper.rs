@@ -12,7 +12,8 @@ pub async fn run(state: AppState, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match state.store.reap_expired(state.clock.now()).await {
+        crate::clock_steps::apply(&state).await;
+        match state.with_now(|now| state.store.reap_expired(now)).await {
             Ok(ended) => {
                 for s in &ended {
                     crate::metrics::ended(s.clock.expiry_reason());

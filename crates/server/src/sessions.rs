@@ -2,7 +2,6 @@
 //! listings of live sessions and waiters, with lease signing. HTTP handlers call these and only
 //! shape the answer; the seat decision itself is made atomically inside the store.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leasehold_core::{Timestamp, ValidatedId};
@@ -10,13 +9,12 @@ use leasehold_proto as proto;
 use leasehold_proto::EndReason;
 use leasehold_store::{
     Admission, Grant, OpenRequest, Opened, OwnedHeartbeat, Principal, QueueTicket, QueuedRequest,
-    Session, Store, StoreError,
+    Session, StoreError,
 };
 use tokio::sync::oneshot;
 
 use crate::access::{self, Holder};
 use crate::auth::Auth;
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::lease::ISSUER;
 use crate::metrics as m;
@@ -101,8 +99,7 @@ pub async fn open(
     };
     let wait = license.terms.queue_wait_secs(req.wait_secs);
     let admitted = match state
-        .store
-        .admit(request, wait > 0, state.clock.now())
+        .with_now(|now| state.store.admit(request, wait > 0, now))
         .await
     {
         Ok(Admission::Opened(opened)) => Ok(opened),
@@ -130,8 +127,7 @@ pub async fn open(
 /// client disconnected), the place is given up, and a seat granted at that very moment is
 /// handed back: no seat is ever held by nobody.
 struct QueuePlace {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    state: AppState,
     license_id: String,
     ticket: u64,
     granted: Option<oneshot::Receiver<Result<Grant, StoreError>>>,
@@ -145,14 +141,16 @@ impl Drop for QueuePlace {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let state = self.state.clone();
         let (license_id, ticket) = (self.license_id.clone(), self.ticket);
         runtime.spawn(async move {
-            let _ = store.leave_queue(&license_id, ticket).await;
+            let _ = state.store.leave_queue(&license_id, ticket).await;
             if let Ok(Ok(grant)) = granted.try_recv() {
                 let id = grant.opened.session.id.clone();
                 if grant.wait_durable().await.is_ok() {
-                    let _ = store.end_session(&id, EndReason::Logout, clock.now()).await;
+                    let _ = state
+                        .with_now(|now| state.store.end_session(&id, EndReason::Logout, now))
+                        .await;
                 }
             }
         });
@@ -170,8 +168,7 @@ async fn wait_for_seat(
 ) -> ApiResult<Opened> {
     let started = Instant::now();
     let mut place = QueuePlace {
-        store: state.store.clone(),
-        clock: state.clock.clone(),
+        state: state.clone(),
         license_id: license_id.to_owned(),
         ticket: ticket.ticket,
         granted: Some(ticket.granted),
@@ -221,7 +218,9 @@ pub async fn heartbeat(
     if with_lease {
         // A re-signed lease needs the whole session record.
         access::owned_session(state, auth, session_id).await?;
-        let session = state.store.heartbeat(session_id, state.clock.now()).await?;
+        let session = state
+            .with_now(|now| state.store.heartbeat(session_id, now))
+            .await?;
         m::heartbeat();
         return Ok(Beat {
             expires_at: session.clock.expires_at,
@@ -235,8 +234,11 @@ pub async fn heartbeat(
         ..
     } = access::session_holder(auth)?;
     let expires_at = match state
-        .store
-        .heartbeat_owned(session_id, account_id, username, state.clock.now())
+        .with_now(|now| {
+            state
+                .store
+                .heartbeat_owned(session_id, account_id, username, now)
+        })
         .await?
     {
         OwnedHeartbeat::Beat(at) => at,
@@ -270,8 +272,7 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
         }
     };
     state
-        .store
-        .end_session(session_id, reason, state.clock.now())
+        .with_now(|now| state.store.end_session(session_id, reason, now))
         .await?;
     m::ended(reason);
     Ok(reason)

@@ -102,6 +102,7 @@ impl Application {
             openapi: crate::http::openapi_document()
                 .to_json()
                 .unwrap_or_else(|_| "{}".into()),
+            time_gate: Default::default(),
         });
         Ok(Application {
             listener,

@@ -2,9 +2,10 @@
 //! behind one `Arc`. The HTTP layer and the application layer both read it; neither imports
 //! the router for it.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use leasehold_core::PlanCatalog;
+use leasehold_core::{PlanCatalog, Timestamp};
 use leasehold_store::Store;
 
 use crate::clock::Clock;
@@ -24,6 +25,22 @@ pub struct Shared {
     pub access_token_ttl_secs: u64,
     /// The OpenAPI document served at `/openapi.json`.
     pub openapi: String,
+    /// Held (shared) by every call from its reading of the time to the end of its store call;
+    /// taken alone to apply a wall-clock step (see `crate::clock`).
+    pub time_gate: tokio::sync::RwLock<()>,
+}
+
+impl Shared {
+    /// Runs a store call with the server's time, so that a clock step is never applied between
+    /// the reading of the time and the call: the call sees the sessions and the time on the
+    /// same side of the step. Hold it only for the store call (never across a queue wait).
+    pub async fn with_now<T, F>(&self, call: impl FnOnce(Timestamp) -> F) -> T
+    where
+        F: Future<Output = T>,
+    {
+        let _held = self.time_gate.read().await;
+        call(self.clock.now()).await
+    }
 }
 
 impl AppState {

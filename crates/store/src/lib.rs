@@ -171,4 +171,10 @@ pub trait Store: Send + Sync + 'static {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>>;
+
+    // ---- time ----
+    /// The server's wall clock stepped by `delta_ms` (the server's time is about to follow it):
+    /// every live session keeps its remaining life. Called with no other call in flight.
+    /// Answers how many sessions moved.
+    async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize>;
 }

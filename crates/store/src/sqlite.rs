@@ -321,6 +321,7 @@ enum WriteOp {
     Touch {
         id: Sid,
         expires_at: Timestamp,
+        hard_end: Option<Timestamp>,
         license_end: Option<Timestamp>,
     },
     /// The license end changed: every live session of the license gets it as `license_end`
@@ -352,9 +353,18 @@ struct Job {
     ack: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Heartbeat expiries not yet persisted: session id -> (expires_at, license_end), the latest
-/// per session. Shared by the store (which fills it) and the writer (which empties it).
-type TouchMap = HashMap<Sid, (Timestamp, Option<Timestamp>)>;
+/// Heartbeat expiries not yet persisted: session id -> its timing (`expires_at`, `hard_end`,
+/// `license_end`, packed as in `Live`), the latest per session. Shared by the store (which fills
+/// it) and the writer (which empties it).
+type TouchMap = HashMap<Sid, [i64; 3]>;
+
+fn packed_clock(clock: &SessionClock) -> [i64; 3] {
+    [
+        clock.expires_at.millis(),
+        pack_time(clock.hard_end),
+        pack_time(clock.license_end),
+    ]
+}
 type Touches = Arc<Mutex<TouchMap>>;
 
 fn lock_touches(touches: &Touches) -> MutexGuard<'_, TouchMap> {
@@ -725,7 +735,7 @@ impl Mem {
             Ok(_) => {
                 let id = r.sid();
                 self.set_clock(slot, &clock);
-                self.touch(id, clock.expires_at, clock.license_end);
+                self.touch(id, &clock);
                 Ok(clock)
             }
             Err(err) => {
@@ -751,11 +761,11 @@ impl Mem {
     }
 
     /// Records a heartbeat's new expiry for the writer (coalesced, see `Touches`).
-    fn touch(&mut self, id: Sid, expires_at: Timestamp, license_end: Option<Timestamp>) {
+    fn touch(&mut self, id: Sid, clock: &SessionClock) {
         let first = {
             let mut touches = lock_touches(&self.touches);
             let first = touches.is_empty();
-            touches.insert(id, (expires_at, license_end));
+            touches.insert(id, packed_clock(clock));
             first
         };
         if first {
@@ -798,6 +808,7 @@ impl Mem {
                 self.send_unacked(vec![WriteOp::Touch {
                     id,
                     expires_at: clock.expires_at,
+                    hard_end: clock.hard_end,
                     license_end: clock.license_end,
                 }]);
                 return Ok(AdmitStep::Reopened(Opened {
@@ -1034,6 +1045,25 @@ impl Mem {
             }
         }
         (ended, ops)
+    }
+
+    /// The wall clock stepped by `delta_ms`: every live session keeps its remaining life
+    /// (`SessionClock::shift_for_clock_step`); the new timings reach the disk as touches.
+    /// Answers how many sessions moved.
+    fn shift_live(&mut self, delta_ms: i64) -> usize {
+        let mut moved = 0;
+        for li in 0..self.licenses.len() {
+            let slots: Vec<u32> = self.licenses[li].expiry.iter().map(|&(_, s)| s).collect();
+            for slot in slots {
+                let mut clock = self.slots[slot as usize].clock();
+                clock.shift_for_clock_step(delta_ms);
+                self.set_clock(slot, &clock);
+                let id = self.slots[slot as usize].sid();
+                self.touch(id, &clock);
+                moved += 1;
+            }
+        }
+        moved
     }
 
     fn forget_old_ends(&mut self, now: Timestamp) {
@@ -1407,10 +1437,11 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
                 batch.push(Job {
                     ops: touched
                         .into_iter()
-                        .map(|(id, (expires_at, license_end))| WriteOp::Touch {
+                        .map(|(id, [expires_at, hard_end, license_end])| WriteOp::Touch {
                             id,
-                            expires_at,
-                            license_end,
+                            expires_at: Timestamp::from_millis(expires_at),
+                            hard_end: unpack_time(hard_end),
+                            license_end: unpack_time(license_end),
                         })
                         .collect(),
                     ack: None,
@@ -1528,18 +1559,21 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
         WriteOp::Touch {
             id,
             expires_at,
+            hard_end,
             license_end,
         } => {
             // A touch made before a license end changed (still pending when the change was
             // written) is stale: skipped, so the disk never holds a later expiry than memory.
+            // `hard_end` moves only with a wall-clock step (`shift_live`).
             tx.prepare_cached(
-                "UPDATE sessions SET expires_at = ?2, license_end = ?3
+                "UPDATE sessions SET expires_at = ?2, license_end = ?3, hard_end = ?4
                  WHERE id = ?1 AND ended_at IS NULL AND license_end IS ?3",
             )?
             .execute(params![
                 SidText::new(*id).as_str(),
                 expires_at.millis(),
-                license_end.map(Timestamp::millis)
+                license_end.map(Timestamp::millis),
+                hard_end.map(Timestamp::millis)
             ])?;
         }
         WriteOp::CapLicenseEnd { license_id, end } => {
@@ -2404,6 +2438,10 @@ impl Store for SqliteStore {
         };
         acked(rx).await?;
         Ok(ended)
+    }
+
+    async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
+        Ok(self.mem().shift_live(delta_ms))
     }
 }
 

@@ -10,3 +10,4 @@ mod pg;
 mod protocol;
 mod queue;
 mod race;
+mod time;
