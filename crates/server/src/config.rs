@@ -36,6 +36,9 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     /// Print the generated root token to stdout at first start.
     pub print_root_token: bool,
+    /// PostgreSQL: judge session times by the database's clock (the default; nodes' clocks may
+    /// then disagree). Off only in tests that move a manual clock by hand.
+    pub database_clock: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             access_token_ttl_secs: 3600,
             print_root_token: true,
+            database_clock: true,
         }
     }
 }
@@ -172,6 +176,8 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             reaper_interval_ms: 50,
             print_root_token: false,
+            // Tests move a manual clock; the database's clock would not follow it.
+            database_clock: false,
             ..Config::default()
         }
     }

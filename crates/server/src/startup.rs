@@ -63,8 +63,14 @@ impl Application {
         let (store, signer): (Arc<dyn Store>, LeaseSigner) = match &config.database_url {
             // Several nodes share one PostgreSQL: the database holds everything, the key too.
             Some(url) => {
+                let node_clock = clock.clone();
                 let options = PgOptions {
                     max_connections: config.database_pool_size,
+                    node_clock: config.database_clock.then(|| {
+                        let read: leasehold_store::postgres::NodeClock =
+                            Arc::new(move || node_clock.now());
+                        read
+                    }),
                     ..PgOptions::default()
                 };
                 let store = PgStore::connect(url, options)

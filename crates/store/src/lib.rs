@@ -13,6 +13,7 @@ mod admission;
 mod codec;
 pub mod copy;
 mod error;
+mod pg_clock;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;

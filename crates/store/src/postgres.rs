@@ -139,6 +139,8 @@ use crate::codec::{
     hash_from, parse_end_reason, parse_kind, parse_model, parse_terms, principal_columns,
     principal_from, refusal_from, refusal_json, session_clock, terms_json,
 };
+use crate::pg_clock::DbClock;
+pub use crate::pg_clock::NodeClock;
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
@@ -197,12 +199,25 @@ const CLEANUP_EVERY: u32 = 60;
 const LISTEN_RETRY: Duration = Duration::from_millis(500);
 
 /// Connection settings of a `PgStore`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// Largest number of connections this node holds.
     pub max_connections: u32,
     /// How long a request waits for a connection before it fails as unavailable.
     pub acquire_timeout: Duration,
+    /// This node's clock: set, session times are judged by the database's clock (see
+    /// `pg_clock`); unset, the times callers pass are used as they are.
+    pub node_clock: Option<NodeClock>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("database_clock", &self.node_clock.is_some())
+            .finish()
+    }
 }
 
 impl Default for PgOptions {
@@ -210,6 +225,7 @@ impl Default for PgOptions {
         PgOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
+            node_clock: None,
         }
     }
 }
@@ -1808,7 +1824,7 @@ async fn listening(listener: &mut PgListener, queue: &QueueCtx) -> Result<(), sq
 /// (receiver dropped without leaving) leave the queue. Every `RESERVE_EVERY` sweeps the
 /// licenses this node has waiters on are served again (a safety net for a lost trigger), and
 /// every `CLEANUP_EVERY` sweeps nodes gone for long are forgotten with their entries.
-async fn sweeper(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
+async fn sweeper(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>, clock: Arc<DbClock>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u32 = 0;
@@ -1818,6 +1834,9 @@ async fn sweeper(pool: PgPool, queue: Arc<QueueCtx>, cache: Arc<TermsCache>) {
             _ = queue.sweep_now.notified() => {}
         }
         round = round.wrapping_add(1);
+        if let Err(e) = clock.follow(&pool).await {
+            tracing::debug!(error = %e, "reading the database clock failed");
+        }
         if let Err(e) = sweep(&pool, &queue, &cache).await {
             if pool.is_closed() {
                 return;
@@ -2513,6 +2532,8 @@ pub struct PgStore {
     sessions: Reader<SessionLoader>,
     /// The queue listener and sweeper, stopped with the store.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The database's clock as this node reads it: every `now` passed in goes through it.
+    clock: Arc<DbClock>,
 }
 
 impl PgStore {
@@ -2521,7 +2542,15 @@ impl PgStore {
     pub async fn connect(url: &str, options: PgOptions) -> StoreResult<Self> {
         let pool = pool(url, &options)?;
         migrate(&pool).await?;
-        let store = Self::with_pool(pool);
+        let clock = Arc::new(DbClock::new(options.node_clock.clone()));
+        clock.set(&pool).await.map_err(db_error)?;
+        if clock.offset_millis().abs() > 1_000 {
+            tracing::warn!(
+                offset_ms = clock.offset_millis(),
+                "this node's clock is off the database's: session times follow the database"
+            );
+        }
+        let store = Self::with_clock(pool, clock);
         // Seen before it queues anyone: its waiters count from the start.
         beat(&store.pool, &store.queue.node_id)
             .await
@@ -2529,8 +2558,12 @@ impl PgStore {
         Ok(store)
     }
 
-    /// A store over an existing, migrated pool.
+    /// A store over an existing, migrated pool, taking the times callers pass as they are.
     pub fn with_pool(pool: PgPool) -> Self {
+        Self::with_clock(pool, Arc::new(DbClock::new(None)))
+    }
+
+    fn with_clock(pool: PgPool, clock: Arc<DbClock>) -> Self {
         let cache = Arc::new(TermsCache::default());
         let (open_tx, open_rx): (Vec<_>, Vec<_>) = (0..OPEN_LANES)
             .map(|_| mpsc::channel(4 * MAX_BATCH))
@@ -2566,7 +2599,12 @@ impl PgStore {
             .collect();
         let background = vec![
             tokio::spawn(listener(pool.clone(), queue.clone(), cache.clone())),
-            tokio::spawn(sweeper(pool.clone(), queue.clone(), cache.clone())),
+            tokio::spawn(sweeper(
+                pool.clone(),
+                queue.clone(),
+                cache.clone(),
+                clock.clone(),
+            )),
         ];
         PgStore {
             ends: end_tx,
@@ -2580,6 +2618,7 @@ impl PgStore {
             opens: open_tx,
             heartbeats,
             background,
+            clock,
         }
     }
 
@@ -2732,6 +2771,7 @@ impl Store for PgStore {
         hash: &TokenHash,
         now: Timestamp,
     ) -> StoreResult<Option<Credential>> {
+        let now = self.clock.db(now);
         Ok(self
             .credentials
             .get(*hash)
@@ -2915,6 +2955,7 @@ impl Store for PgStore {
     }
 
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
+        let now = self.clock.db(now);
         let terms = terms_json(&license.terms)?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // Takes the license row's lock: serialized with the opens deciding on the old terms.
@@ -2950,6 +2991,7 @@ impl Store for PgStore {
     }
 
     async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {
+        let now = self.clock.db(now);
         self.send_open(req, wait, now).await
     }
 
@@ -2990,6 +3032,7 @@ impl Store for PgStore {
         license_id: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<QueuedRequest>> {
+        let now = self.clock.db(now);
         let rows = sqlx::query(&format!(
             "SELECT q.ticket, q.username, q.device_id, q.instance_id, q.enqueued_at
              FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
@@ -3021,6 +3064,7 @@ impl Store for PgStore {
     }
 
     async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
+        let now = self.clock.db(now);
         match self.send_open(req, false, now).await? {
             Admission::Opened(opened) => Ok(opened),
             // Not asked to wait: admission answers at once.
@@ -3029,6 +3073,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
+        let now = self.clock.db(now);
         let lane = lane_of(session_id, self.heartbeats.len());
         let (reply, rx) = oneshot::channel();
         let sender = self
@@ -3053,6 +3098,7 @@ impl Store for PgStore {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Session> {
+        let now = self.clock.db(now);
         self.queue.saw(now);
         let lane = lane_of(session_id, self.ends.len());
         let stopped = || StoreError::Unavailable("the logout batcher has stopped".into());
@@ -3090,6 +3136,7 @@ impl Store for PgStore {
         license_id: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
         let rows = sqlx::query(&format!(
             "SELECT {SESSION_COLS} FROM licenses l
              JOIN sessions s ON s.license_id = l.id AND s.ended_at IS NULL AND s.expires_at > $2
@@ -3160,6 +3207,7 @@ impl Store for PgStore {
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
         self.queue.saw(now);
         let mut ended = Vec::new();
         for _ in 0..REAP_ROUNDS {
@@ -3247,6 +3295,7 @@ impl Store for PgStore {
         active: bool,
         now: Timestamp,
     ) -> StoreResult<(LicenseUserChange, bool)> {
+        let now = self.clock.db(now);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let terms = lock_license(&mut tx, &self.cache, license_id).await?;
         let previous: Option<bool> = sqlx::query_scalar(
@@ -3345,6 +3394,7 @@ impl Store for PgStore {
         name: &str,
         now: Timestamp,
     ) -> StoreResult<(DeviceActivation, bool)> {
+        let now = self.clock.db(now);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let terms = lock_license(&mut tx, &self.cache, license_id).await?;
         let existing = sqlx::query(
@@ -3419,6 +3469,7 @@ impl Store for PgStore {
         fingerprint: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         lock_license(&mut tx, &self.cache, license_id).await?;
         let account_id: Option<String> = sqlx::query_scalar(
@@ -3489,6 +3540,7 @@ impl Store for PgStore {
         username: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
         let rows = sqlx::query(&format!(
             "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
              WHERE s.username = $2 AND l.account_id = $1 AND s.ended_at IS NULL
@@ -3513,6 +3565,7 @@ impl Store for PgStore {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let ended = end_sessions(
             &mut tx,
@@ -3532,8 +3585,10 @@ impl Store for PgStore {
     }
 
     /// Nothing to move: on PostgreSQL a session's expiry is judged by the database's clock,
-    /// which a step of this node's clock does not change.
-    async fn shift_live_sessions(&self, _delta_ms: i64) -> StoreResult<usize> {
+    /// which a step of this node's clock does not change; the node's offset to it moves
+    /// instead (see `pg_clock`).
+    async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
+        self.clock.node_stepped(delta_ms);
         Ok(0)
     }
 }

@@ -9,4 +9,5 @@ mod logs;
 mod multinode;
 mod pg;
 mod run_program;
+mod skew;
 mod support;

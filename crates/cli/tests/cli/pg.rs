@@ -138,6 +138,16 @@ impl Node {
     /// Starts a node (PostgreSQL when `database_url` is given, else SQLite in `data_dir`)
     /// without waiting for it: several nodes start at once, as in a real rollout.
     pub fn spawn(database_url: Option<&str>, data_dir: &Path, root: Option<&str>) -> Node {
+        Node::spawn_with_env(database_url, data_dir, root, &[])
+    }
+
+    /// `spawn`, with extra environment variables (e.g. a faked clock).
+    pub fn spawn_with_env(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        root: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Node {
         std::fs::create_dir_all(data_dir).unwrap();
         let port = free_port();
         let log = data_dir.join(format!("node-{port}.log"));
@@ -160,6 +170,7 @@ impl Node {
         if let Some(root) = root {
             cmd.env("LEASEHOLD_ADMIN_TOKEN", root);
         }
+        cmd.envs(env.iter().copied());
         Node {
             child: cmd.spawn().unwrap(),
             url: format!("http://127.0.0.1:{port}"),
