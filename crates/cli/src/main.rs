@@ -2,7 +2,6 @@
 //! server, run a program with a seat, and benchmark.
 
 mod admin;
-mod bench;
 mod connect;
 mod copy_to_postgres;
 mod run;
@@ -30,7 +29,7 @@ enum Command {
     /// Copy a SQLite data folder into PostgreSQL (stop the SQLite server first).
     CopyToPostgres(copy_to_postgres::CopyArgs),
     /// Benchmark a server over HTTP (see BENCHMARKS.md).
-    Bench(Box<bench::BenchArgs>),
+    Bench(Box<leasehold_bench::BenchArgs>),
     /// Run a program while holding a license seat (returned when it exits).
     Run(run::RunArgs),
     #[command(flatten)]
@@ -59,7 +58,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::serve(args).await,
             Command::Migrate(args) => serve::migrate(args).await,
             Command::CopyToPostgres(args) => copy_to_postgres::run(args).await,
-            Command::Bench(args) => bench::run(*args).await,
+            Command::Bench(args) => leasehold_bench::run(*args).await,
             Command::Run(args) => run::run(args).await,
             Command::Admin(command) => admin::run(command).await,
             Command::Healthcheck { url } => serve::healthcheck(&url).await,

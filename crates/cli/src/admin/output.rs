@@ -143,6 +143,29 @@ pub fn print_failure(format: OutputFormat, message: &str) {
     }
 }
 
+/// `yes` or `no`.
+pub fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+/// The text, or `-` when it is empty.
+pub fn dash_if_empty(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The items joined with `, `, or `-` when there are none.
+pub fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! The load itself: the admin calls that set a scenario up, and the workers that drive it.
+//! The load itself: the workers that drive a run, and the opening of many sessions (the
+//! admin calls that set a scenario up are in `setup.rs`).
 //!
 //! Every worker is a task with one keep-alive connection and its own histograms, so the hot
 //! loop shares nothing but a few atomics. Given several servers (the nodes of one cluster),
@@ -15,12 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use serde_json::{json, Value};
+use anyhow::{bail, Context};
+use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::hist::Hist;
-use super::http::{json_str, Conn, Request};
+use crate::hist::Hist;
+use crate::http::{json_str, Conn, Request};
 
 /// How long and how hard to drive.
 #[derive(Clone, Copy, Debug)]
@@ -287,7 +288,7 @@ async fn timed(
     Ok((status, took))
 }
 
-fn unexpected(what: &str, status: u16, body: &[u8]) -> String {
+pub(crate) fn unexpected(what: &str, status: u16, body: &[u8]) -> String {
     format!(
         "{what}: HTTP {status}: {}",
         String::from_utf8_lossy(&body[..body.len().min(200)])
@@ -391,178 +392,7 @@ async fn one_op(
     Ok(())
 }
 
-/// The admin side of the protocol, for setting scenarios up (not measured).
-pub struct Admin {
-    pub addr: SocketAddr,
-    pub account_id: String,
-    pub admin_token: String,
-}
-
-/// A JSON call that must answer `expect`.
-pub async fn call_json(
-    conn: &mut Conn,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-    expect: &[u16],
-) -> anyhow::Result<Value> {
-    let bytes = body.map(|b| b.to_string().into_bytes());
-    let (status, answer) = conn
-        .call(Request {
-            method,
-            path,
-            token: Some(token),
-            body: bytes.as_deref(),
-        })
-        .await
-        .with_context(|| format!("{method} {path}"))?;
-    if !expect.contains(&status) {
-        bail!(
-            "{}",
-            unexpected(&format!("{method} {path}"), status, &answer)
-        );
-    }
-    if answer.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&answer).with_context(|| format!("{method} {path}: not JSON"))
-}
-
-fn str_field(v: &Value, key: &str) -> anyhow::Result<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no {key} in {v}"))
-}
-
-impl Admin {
-    /// Creates a fresh account for this run.
-    pub async fn new(addr: SocketAddr, root: &str, name: &str) -> anyhow::Result<Admin> {
-        let mut conn = Conn::new(addr);
-        let account = call_json(
-            &mut conn,
-            "POST",
-            "/v1/accounts",
-            root,
-            Some(&json!({ "name": name })),
-            &[201],
-        )
-        .await
-        .context("creating the bench account (is the admin token right?)")?;
-        Ok(Admin {
-            addr,
-            account_id: str_field(&account, "id")?,
-            admin_token: str_field(&account, "admin_token")?,
-        })
-    }
-
-    pub async fn license(&self, seats: u64, inactivity_secs: u64) -> anyhow::Result<String> {
-        let mut conn = Conn::new(self.addr);
-        let lic = call_json(
-            &mut conn,
-            "POST",
-            "/v1/licenses",
-            &self.admin_token,
-            Some(&json!({
-                "account_id": self.account_id,
-                "product": "bench",
-                "model": "concurrent_sessions",
-                "seats": seats,
-                "inactivity_timeout_secs": inactivity_secs,
-            })),
-            &[201],
-        )
-        .await?;
-        str_field(&lic, "id")
-    }
-
-    /// Creates `n` interactive users (`{prefix}{i}`) and one token each, `parallel` at a time.
-    pub async fn user_tokens(
-        &self,
-        prefix: &str,
-        n: usize,
-        parallel: usize,
-    ) -> anyhow::Result<Vec<Arc<str>>> {
-        let next = Arc::new(AtomicUsize::new(0));
-        let mut handles = Vec::new();
-        for _ in 0..parallel.clamp(1, n.max(1)) {
-            let (next, addr) = (next.clone(), self.addr);
-            let (account, admin, prefix) = (
-                self.account_id.clone(),
-                self.admin_token.clone(),
-                prefix.to_owned(),
-            );
-            handles.push(tokio::spawn(async move {
-                let mut conn = Conn::new(addr);
-                let mut out = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        return anyhow::Ok(out);
-                    }
-                    let user = format!("{prefix}{i}");
-                    call_json(
-                        &mut conn,
-                        "PUT",
-                        &format!("/v1/accounts/{account}/users/{user}"),
-                        &admin,
-                        Some(&json!({"kind": "interactive", "active": true})),
-                        &[200, 201],
-                    )
-                    .await?;
-                    let tok = call_json(
-                        &mut conn,
-                        "POST",
-                        &format!("/v1/accounts/{account}/users/{user}/tokens"),
-                        &admin,
-                        None,
-                        &[201],
-                    )
-                    .await?;
-                    out.push((i, Arc::<str>::from(str_field(&tok, "token")?)));
-                }
-            }));
-        }
-        let mut all = Vec::with_capacity(n);
-        for h in handles {
-            all.extend(h.await??);
-        }
-        all.sort_by_key(|(i, _)| *i);
-        Ok(all.into_iter().map(|(_, t)| t).collect())
-    }
-
-    pub async fn in_use(&self, license_id: &str) -> anyhow::Result<u64> {
-        let mut conn = Conn::new(self.addr);
-        let lic = call_json(
-            &mut conn,
-            "GET",
-            &format!("/v1/licenses/{license_id}"),
-            &self.admin_token,
-            None,
-            &[200],
-        )
-        .await?;
-        lic.pointer("/usage/in_use")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| anyhow!("no usage.in_use in {lic}"))
-    }
-
-    pub async fn patch_license(&self, license_id: &str, patch: Value) -> anyhow::Result<()> {
-        let mut conn = Conn::new(self.addr);
-        call_json(
-            &mut conn,
-            "PATCH",
-            &format!("/v1/licenses/{license_id}"),
-            &self.admin_token,
-            Some(&patch),
-            &[200],
-        )
-        .await?;
-        Ok(())
-    }
-}
-
+/// The body of `POST /v1/sessions` on `license_id` from `device`, `instance`.
 pub fn open_body(license_id: &str, device: &str, instance: &str) -> Vec<u8> {
     json!({"license_id": license_id, "device_id": device, "instance_id": instance})
         .to_string()

@@ -29,14 +29,19 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use super::load::{open_body, open_many, Admin, Job};
-use super::proc::{random_hex, with_postgres_cpu, SpawnedServer};
-use super::{measure, split, Bench, BenchArgs, Summary};
+use super::split;
+use crate::args::BenchArgs;
+use crate::load::{open_body, open_many, Job};
+use crate::measure::{measure, Bench};
+use crate::proc::with_postgres_cpu;
+use crate::setup::Admin;
+use crate::spawn::{random_hex, SpawnedServer};
+use crate::summary::Summary;
 
 /// The UPDATE pgbench runs: one hot row.
 const HOT_SCRIPT: &str = "UPDATE hot SET v = v + 1 WHERE id = 1;\n";
 
-pub(super) async fn run(bench: &mut Bench, summary: &mut Summary) -> anyhow::Result<()> {
+pub(crate) async fn run(bench: &mut Bench, summary: &mut Summary) -> anyhow::Result<()> {
     let args = bench.args.clone();
     let url = args
         .database_url

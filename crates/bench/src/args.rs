@@ -1,0 +1,138 @@
+//! The command line of `leasehold bench`: the scenarios to run and how hard, where the server
+//! is (or whether to spawn one), the peers to compare with, and where results go.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::load::Shape;
+
+/// A scenario of the performance bar (see the crate docs).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Healthz,
+    Heartbeat,
+    Checkout,
+    Contended,
+    Hold,
+    Expire,
+    Sink,
+    Pg,
+    All,
+}
+
+// The flags of `leasehold bench` (no doc comment: clap would show it as the about text).
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Scenarios to run, comma-separated.
+    #[arg(value_enum, value_delimiter = ',', default_value = "all")]
+    pub(crate) scenarios: Vec<Scenario>,
+    /// Server to drive (ignored with --spawn-server).
+    #[arg(long, env = "LEASEHOLD_URL", default_value = "http://127.0.0.1:8470")]
+    pub(crate) url: String,
+    /// Root admin token of that server (the bench creates its own account).
+    #[arg(long, env = "LEASEHOLD_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+    /// Start `leasehold serve` as a child process with a fresh data folder.
+    #[arg(long)]
+    pub(crate) spawn_server: bool,
+    /// Pid of the server, for its RSS and CPU time (known with --spawn-server).
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Where spawned servers put their data folders [default: the temp folder].
+    #[arg(long)]
+    pub(crate) data_root: Option<PathBuf>,
+    /// Keep the spawned servers' data folders.
+    #[arg(long)]
+    pub(crate) keep_data: bool,
+    /// Concurrent connections (workers); the peer gets the same number of holders.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// Unmeasured seconds before each run.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) warmup: f64,
+    /// Open loop at this many operations per second (default: closed loop, as fast as possible).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// After the peak runs of heartbeat and checkout, run them again at 50% of the peak rate.
+    #[arg(long)]
+    pub(crate) half_load: bool,
+    /// Rounds of the short scenarios (ratios are taken within a round).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) repeat: usize,
+    /// Live sessions of the heartbeat scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) sessions: usize,
+    /// Seats of the contended license.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) seats: u64,
+    /// Sessions of the hold and expire scenarios.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) million: usize,
+    /// Users holding those sessions.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) million_users: usize,
+    /// How long `hold` heartbeats the sessions.
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) hold_secs: f64,
+    /// Each held session heartbeats once per this many seconds (1M / 60 s = 16.7k/s).
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) hold_interval: f64,
+    /// Sessions heartbeating (on another license) while the million expire.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) expire_heartbeaters: usize,
+    /// Their total heartbeat rate, per second.
+    #[arg(long, default_value_t = 5000.0)]
+    pub(crate) expire_heartbeat_rate: f64,
+    /// The million expire this many seconds after the license end is set.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) expire_lead: f64,
+    /// The peer reference's script (bench/redis-semaphore/bench.js); needs Redis running.
+    #[arg(long)]
+    pub(crate) redis_semaphore: Option<PathBuf>,
+    #[arg(long, default_value = "redis://127.0.0.1:6390")]
+    pub(crate) redis_url: String,
+    /// Node processes of the peer (its holders are split among them).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) redis_procs: usize,
+    /// PostgreSQL for the `pg` scenario (a role that may create databases): the bench creates
+    /// two fresh databases there (`lh_bench_<random>` for the nodes, `..._hot` for pgbench) and
+    /// drops them afterwards. Given, `all` includes `pg`.
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// `leasehold serve` nodes of the `pg` scenario; the connections are spread over them.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) nodes: usize,
+    /// The pgbench executable of the `pg` scenario's reference.
+    #[arg(long, default_value = "pgbench")]
+    pub(crate) pgbench: PathBuf,
+    /// Append every result as a JSON line to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Internal: run the canned-answer HTTP sink on this address (the `sink` scenario).
+    #[arg(long, hide = true)]
+    pub(crate) sink_listen: Option<SocketAddr>,
+}
+
+impl BenchArgs {
+    /// The shape of a run at `rate` (`None`: closed loop).
+    pub(crate) fn shape(&self, rate: Option<f64>) -> Shape {
+        Shape {
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+            rate,
+        }
+    }
+
+    /// Whether scenario `s` runs (`all` includes `pg` only with `--database-url`).
+    pub(crate) fn wants(&self, s: Scenario) -> bool {
+        let all = self.scenarios.contains(&Scenario::All)
+            && (s != Scenario::Pg || self.database_url.is_some());
+        self.scenarios.contains(&s) || all
+    }
+}

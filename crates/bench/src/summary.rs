@@ -1,0 +1,147 @@
+//! The summary printed at the end of a run: the figures the bars are judged on (ratios taken
+//! within a round, medians over rounds), each with HOLDS or FAILS.
+
+use crate::args::BenchArgs;
+
+/// Figures the bars are judged on.
+#[derive(Default)]
+pub(crate) struct Summary {
+    /// Per round: (healthz req/s, heartbeat req/s, checkout cycles/s, peer cycles/s).
+    pub(crate) rounds: Vec<[Option<f64>; 4]>,
+    pub(crate) sink: Option<f64>,
+    pub(crate) half_heartbeat_p99: Option<f64>,
+    pub(crate) half_checkout_p99: Option<f64>,
+    pub(crate) million_rss_mb: Option<f64>,
+    pub(crate) clear_secs: Option<f64>,
+    pub(crate) expire_heartbeat_p99: Option<f64>,
+    /// Per `pg` round: (pgbench hot-row tps, checkout cycles/s, heartbeats/s) of the nodes.
+    pub(crate) pg_rounds: Vec<[Option<f64>; 3]>,
+}
+
+/// The median of `v` (`None` when empty).
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    })
+}
+
+impl Summary {
+    fn ratio(&self, num: usize, den: usize) -> (Vec<f64>, Option<f64>) {
+        let each: Vec<f64> = self
+            .rounds
+            .iter()
+            .filter_map(|r| Some(r[num]? / r[den]?))
+            .collect();
+        let m = median(each.clone());
+        (each, m)
+    }
+
+    fn pg_ratio(&self, num: usize) -> (Vec<f64>, Option<f64>) {
+        let each: Vec<f64> = self
+            .pg_rounds
+            .iter()
+            .filter_map(|r| Some(r[num]? / r[0]?))
+            .collect();
+        let m = median(each.clone());
+        (each, m)
+    }
+
+    /// Prints the summary of the whole run.
+    pub(crate) fn print(&self, args: &BenchArgs) {
+        println!("\n== summary (machine: {} cores) ==", cores());
+        let bar = |ok: bool| if ok { "HOLDS" } else { "FAILS" };
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (each, m) = self.ratio(2, 3);
+        if let Some(m) = m {
+            println!(
+                "checkout cycles/s / redis-semaphore cycles/s: {m:.2}x (rounds: {}) — bar >= 1.0x: {}",
+                show(&each),
+                bar(m >= 1.0)
+            );
+            // What no checkout can beat: a cycle is two requests, so half the healthz rate is
+            // the cycle rate of a server that did nothing at all per request.
+            let ceiling: Vec<f64> = self
+                .rounds
+                .iter()
+                .filter_map(|r| Some(r[0]? / 2.0 / r[3]?))
+                .collect();
+            if let Some(c) = median(ceiling.clone()) {
+                println!(
+                    "  ceiling: (healthz req/s / 2) / redis-semaphore cycles/s: {c:.2}x (rounds: {})",
+                    show(&ceiling)
+                );
+            }
+        }
+        let (each, m) = self.ratio(1, 0);
+        if let Some(m) = m {
+            println!(
+                "heartbeats/s / healthz req/s:                 {m:.2}x (rounds: {}) — bar >= 0.85x: {}",
+                show(&each),
+                bar(m >= 0.85)
+            );
+        }
+        if let (Some(sink), Some(h)) = (
+            self.sink,
+            median(self.rounds.iter().filter_map(|r| r[0]).collect()),
+        ) {
+            println!(
+                "generator headroom: sink {sink:.0} req/s = {:.2}x the server's healthz rate",
+                sink / h
+            );
+        }
+        if let Some(p) = self.half_checkout_p99 {
+            println!(
+                "checkout p99 at half load: {p:.3} ms — bar < 3 ms: {}",
+                bar(p < 3.0)
+            );
+        }
+        if let Some(p) = self.half_heartbeat_p99 {
+            println!(
+                "heartbeat p99 at half load: {p:.3} ms — bar < 1 ms: {}",
+                bar(p < 1.0)
+            );
+        }
+        if let Some(mb) = self.million_rss_mb {
+            println!(
+                "{} live sessions: server peak RSS {mb:.0} MB — bar <= 300 MB: {}",
+                args.million,
+                bar(mb <= 300.0)
+            );
+        }
+        if let Some(s) = self.clear_secs {
+            let p = self.expire_heartbeat_p99.unwrap_or(f64::INFINITY);
+            println!(
+                "{} simultaneous expiries cleared in {s:.2} s, heartbeat p99 meanwhile {p:.3} ms — bar <= 10 s and < 10 ms: {}",
+                args.million,
+                bar(s <= 10.0 && p < 10.0)
+            );
+        }
+        for (i, what) in [(1, "checkout cycles/s"), (2, "heartbeats/s     ")] {
+            let (each, m) = self.pg_ratio(i);
+            if let Some(m) = m {
+                println!(
+                    "PostgreSQL {} nodes {what} / pgbench hot-row tps: {m:.2}x (rounds: {}) — bar >= 7x: {}",
+                    args.nodes,
+                    show(&each),
+                    bar(m >= 7.0)
+                );
+            }
+        }
+    }
+}
+
+/// Cores of this machine (the generator's threads).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,122 @@
+//! `leasehold session`: list the live sessions of a license or a user, and revoke sessions.
+//! Also the session table that `license sessions` and `user sessions` print.
+
+use clap::{Args, Subcommand};
+use leasehold_client::proto::Session;
+
+use super::output::{print_json, time, Table};
+use super::{AccountOpt, Admin, CmdResult, Common, EXIT_USAGE};
+use crate::connect::Failure;
+
+#[derive(Args, Debug)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub(super) common: Common,
+    #[command(subcommand)]
+    command: SessionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionCommand {
+    /// List live sessions of a license (--license) or of a user (--user).
+    List {
+        /// License id.
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        license: Option<String>,
+        /// Username (with --account or the config's account).
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        account: AccountOpt,
+    },
+    /// Revoke sessions (their seats are freed at once; their holders learn it on the next
+    /// heartbeat).
+    Revoke {
+        /// Session ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+impl Admin {
+    pub(super) async fn session_command(&self, args: SessionArgs) -> CmdResult {
+        let client = self.client()?;
+        match args.command {
+            SessionCommand::List {
+                license,
+                user,
+                account,
+            } => {
+                let list = match (license, user) {
+                    (Some(license), _) => client.list_sessions(&license).await?,
+                    (None, Some(user)) => {
+                        let account = self.account(&account)?;
+                        client.list_user_sessions(&account, &user).await?
+                    }
+                    (None, None) => {
+                        return Err(Failure {
+                            message: "pass --license ID or --user NAME".into(),
+                            code: EXIT_USAGE,
+                        }
+                        .into())
+                    }
+                };
+                self.print_sessions(&list.sessions, &list);
+            }
+            SessionCommand::Revoke { ids } => {
+                let mut revoked = Vec::new();
+                for id in ids {
+                    if let Err(err) = client.close_session(&id).await {
+                        if !self.json() {
+                            for done in &revoked {
+                                println!("revoked {done}");
+                            }
+                        }
+                        return Err(err.into());
+                    }
+                    revoked.push(id);
+                }
+                if self.json() {
+                    print_json(&serde_json::json!({ "revoked": revoked }));
+                } else {
+                    for id in &revoked {
+                        println!("revoked {id}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints sessions as a table, or `whole` (the answer they came in) as JSON.
+    pub(super) fn print_sessions<T: serde::Serialize>(&self, sessions: &[Session], whole: &T) {
+        if self.json() {
+            print_json(whole);
+            return;
+        }
+        if sessions.is_empty() {
+            println!("no live sessions");
+            return;
+        }
+        let mut table = Table::new(&[
+            "ID", "LICENSE", "USER", "KIND", "DEVICE", "INSTANCE", "OPENED", "EXPIRES",
+        ]);
+        for s in sessions {
+            let mut user = s.username.clone();
+            if s.overdraft {
+                user.push_str(" (overdraft)");
+            }
+            table.row(vec![
+                s.id.clone(),
+                s.license_id.clone(),
+                user,
+                s.kind.as_str().to_owned(),
+                s.device_id.clone(),
+                s.instance_id.clone(),
+                time(s.opened_at),
+                time(s.expires_at),
+            ]);
+        }
+        print!("{}", table.render());
+    }
+}
