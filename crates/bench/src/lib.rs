@@ -31,8 +31,6 @@
 //! its row; `summary` the figures the bars are judged on; `peer` the redis-semaphore reference;
 //! `target`, `spawn`, `sink` and `proc` the processes around a run.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![deny(clippy::await_holding_lock)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod args;

@@ -112,8 +112,6 @@
 //! The wall clock is read in one place, [`SystemClock`]; pass another [`Clock`] through
 //! [`CheckoutOptions::clock`] in tests. [`LeaseVerifier::verify`] takes the current time as an
 //! argument.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![deny(clippy::await_holding_lock)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

@@ -1,5 +1,8 @@
 //! The one integration-test binary of the cli crate: tests that run the real `leasehold`
 //! binary as a child process. Add modules here, not new test binaries.
+// Tests unwrap, expect and panic: a failure is the test failing (the lint wall is for the
+// product code).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
 mod bench_smoke;
