@@ -82,6 +82,10 @@ fn bench_runs_every_scenario_briefly() {
 
 /// `bench pg`: three nodes on a fresh PostgreSQL database and the pgbench reference, briefly;
 /// no errors, the ratios printed, and the bench's databases dropped afterwards.
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_pg_runs_three_nodes_against_pgbench_briefly() {
     let Some(url) = crate::pg::base_url("bench pg smoke") else {

@@ -25,6 +25,10 @@ fn millis(rfc3339: &str) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn six_hundred_opens_over_three_nodes_never_exceed_ten_seats() {
     let Some(db) = TestDb::create("multinode race").await else {
@@ -168,6 +172,10 @@ async fn six_hundred_opens_over_three_nodes_never_exceed_ten_seats() {
     db.drop_db().await;
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_one_of_three_nodes_under_load_loses_no_session() {
     let Some(db) = TestDb::create("node kill").await else {
@@ -295,6 +303,10 @@ async fn killing_one_of_three_nodes_under_load_loses_no_session() {
     db.drop_db().await;
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     let Some(db) = TestDb::create("database restart").await else {
@@ -419,6 +431,10 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     db.drop_db().await;
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() {
     let Some(db) = TestDb::create("expiry across nodes").await else {
@@ -519,6 +535,10 @@ async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() 
     db.drop_db().await;
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases() {
     let Some(db) = TestDb::create("copy-to-postgres").await else {
@@ -790,6 +810,10 @@ async fn logout(http: &reqwest::Client, node: &str, token: &str, id: &str) {
     assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_queue_across_three_nodes_grants_freed_seats_in_arrival_order() {
     let Some(db) = TestDb::create("cross-node queue").await else {
@@ -918,6 +942,10 @@ async fn one_queue_across_three_nodes_grants_freed_seats_in_arrival_order() {
     db.drop_db().await;
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_waiters_of_a_killed_node_are_skipped_and_get_no_seat() {
     let Some(db) = TestDb::create("queue node kill").await else {
@@ -987,6 +1015,10 @@ async fn the_waiters_of_a_killed_node_are_skipped_and_get_no_seat() {
     db.drop_db().await;
 }
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiters_racing_newcomers_over_three_nodes_never_over_allocate() {
     let Some(db) = TestDb::create("queue race").await else {
@@ -1191,6 +1223,10 @@ fn latency_rounds() -> usize {
 /// The figures of BENCHMARKS.md ("Queue grant latency"): the time from a seat freed (logout
 /// answered) to the next waiter granted, on one PostgreSQL node and across two. Run with
 /// `-- --nocapture` to see them.
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_grant_latency_on_one_node_and_across_nodes() {
     let Some(db) = TestDb::create("queue grant latency").await else {

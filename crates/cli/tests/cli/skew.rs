@@ -11,6 +11,10 @@ use crate::pg::*;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
 #[tokio::test]
 async fn a_node_two_hours_ahead_neither_ends_nor_extends_sessions() {
     let _one = exclusive().await;
