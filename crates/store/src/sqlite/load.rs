@@ -15,7 +15,8 @@ use crate::codec::{
 use crate::records::*;
 use crate::StoreResult;
 
-pub(crate) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<Mem> {
+/// Memory as the database holds it: the state to start from.
+pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> StoreResult<Mem> {
     let mut mem = Mem::new(writer, now);
     let mut stmt = conn.prepare("SELECT key, value FROM settings")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {

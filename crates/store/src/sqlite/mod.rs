@@ -42,6 +42,7 @@
 mod load;
 mod mem;
 mod ops;
+mod read;
 mod schema;
 mod slab;
 mod store;

@@ -12,7 +12,7 @@ use crate::records::*;
 
 /// One change to persist. Large records are boxed: a mass expiry queues a million ops.
 #[derive(Debug)]
-pub(crate) enum WriteOp {
+pub(super) enum WriteOp {
     Setting(String, String),
     Account(Account),
     Credential(Box<Credential>),
@@ -50,7 +50,7 @@ pub(crate) enum WriteOp {
     Audit(Box<AuditEvent>),
 }
 
-pub(crate) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
         WriteOp::Setting(k, v) => {
             tx.prepare_cached("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)")?

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use crate::{StoreError, StoreResult};
 
-pub(crate) const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_models.sql"),
     // Creates the PostgreSQL queue's tables, unused here (the queue is in memory, see `Mem`).
@@ -23,13 +23,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// nothing queries by expiry on disk (the reaper works from memory): it went. Live sessions are
 /// found by license instead: the load at start, and a license end change (`CapLicenseEnd`),
 /// which this index turns from a table scan into a search. Heartbeats never change it.
-pub(crate) const SESSION_INDEXES: &str = "
+const SESSION_INDEXES: &str = "
     DROP INDEX IF EXISTS sessions_live_expiry;
     CREATE INDEX IF NOT EXISTS sessions_live_by_license ON sessions (license_id)
         WHERE ended_at IS NULL;
 ";
 
-pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: every commit is fsync'd, so an acknowledged open survives power loss too.
     conn.pragma_update(None, "synchronous", "FULL")?;

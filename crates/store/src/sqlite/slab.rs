@@ -1,20 +1,22 @@
-//! The compact record of a live session: its id as the 128 bits of its UUID (`Sid`, parsed and
-//! written by `parse_sid` and `SidText`), its times packed as milliseconds, its username interned
-//! (`Names`), its device and instance ids in one allocation (`Live`). See `mem` for why.
+//! The slab of live sessions and their compact records: a session's id as the 128 bits of its
+//! UUID (`Sid`, read by `parse_sid`, written by `SidText`), its times packed as milliseconds,
+//! its username interned (`Names`), its device and instance ids in one allocation (`Live`);
+//! the slots reused through a free list and found by id (`Slab`). See `mem` for why.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use leasehold_core::session::SessionClock;
 use leasehold_core::Timestamp;
 use leasehold_proto::UserKind;
 
 /// A session id in memory: the 128 bits of its UUID.
-pub(crate) type Sid = u128;
+pub(super) type Sid = u128;
 
 /// The id of a session of this store: a UUID written as the server writes it (36 characters,
 /// lowercase hexadecimal, hyphenated). Any other spelling is no id of a session in memory.
-pub(crate) fn parse_sid(s: &str) -> Option<Sid> {
+pub(super) fn parse_sid(s: &str) -> Option<Sid> {
     let bytes = s.as_bytes();
     if bytes.len() != 36 {
         return None;
@@ -38,15 +40,15 @@ pub(crate) fn parse_sid(s: &str) -> Option<Sid> {
 }
 
 /// The text of a session id (the inverse of `parse_sid`).
-pub(crate) fn format_sid(id: Sid) -> String {
+pub(super) fn format_sid(id: Sid) -> String {
     SidText::new(id).as_str().to_owned()
 }
 
 /// The text of a session id without an allocation (for the writer's statements).
-pub(crate) struct SidText([u8; 36]);
+pub(super) struct SidText([u8; 36]);
 
 impl SidText {
-    pub(crate) fn new(id: Sid) -> Self {
+    pub(super) fn new(id: Sid) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [b'-'; 36];
         let mut at = 0;
@@ -60,7 +62,7 @@ impl SidText {
         SidText(out)
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         // Hexadecimal digits and hyphens: always ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
@@ -68,47 +70,47 @@ impl SidText {
 
 /// Hash of a session id for `Mem::by_id`. The server draws the ids (74 random bits), clients do
 /// not choose them, so a multiplicative mix is enough.
-pub(crate) fn sid_hash(id: Sid) -> u64 {
+pub(super) fn sid_hash(id: Sid) -> u64 {
     ((id as u64) ^ ((id >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// `Option<Timestamp>` in a record: `NO_TIME` is `None`.
-pub(crate) const NO_TIME: i64 = i64::MIN;
+pub(super) const NO_TIME: i64 = i64::MIN;
 
-pub(crate) fn pack_time(t: Option<Timestamp>) -> i64 {
+pub(super) fn pack_time(t: Option<Timestamp>) -> i64 {
     t.map_or(NO_TIME, Timestamp::millis)
 }
 
-pub(crate) fn unpack_time(ms: i64) -> Option<Timestamp> {
+pub(super) fn unpack_time(ms: i64) -> Option<Timestamp> {
     (ms != NO_TIME).then(|| Timestamp::from_millis(ms))
 }
 
-/// A live session in memory (80 bytes; see the module doc).
-pub(crate) struct Live {
+/// A live session in memory (80 bytes; see `mem`).
+pub(super) struct Live {
     /// The session id, high and low 64 bits.
-    pub(crate) id: [u64; 2],
+    id: [u64; 2],
     /// `device_id` followed by `instance_id` (one allocation).
-    pub(crate) ids: Box<str>,
+    ids: Box<str>,
     /// Length of `device_id` in `ids`.
-    pub(crate) device_len: u32,
+    device_len: u32,
     /// Index in `Mem::licenses`; `VACANT` for a free slot.
-    pub(crate) license: u32,
+    pub(super) license: u32,
     /// Index in `Mem::names`.
-    pub(crate) user: u32,
-    pub(crate) kind: UserKind,
-    pub(crate) overdraft: bool,
-    pub(crate) opened_at: i64,
-    pub(crate) expires_at: i64,
-    pub(crate) hard_end: i64,
-    pub(crate) license_end: i64,
+    pub(super) user: u32,
+    pub(super) kind: UserKind,
+    pub(super) overdraft: bool,
+    opened_at: i64,
+    pub(super) expires_at: i64,
+    hard_end: i64,
+    license_end: i64,
 }
 
 /// `Live::license` of a free slot.
-pub(crate) const VACANT: u32 = u32::MAX;
+pub(super) const VACANT: u32 = u32::MAX;
 
 impl Live {
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    pub(super) fn new(
         id: Sid,
         license: u32,
         user: u32,
@@ -136,7 +138,7 @@ impl Live {
         }
     }
 
-    pub(crate) fn vacant() -> Self {
+    fn vacant() -> Self {
         Live {
             id: [0, 0],
             ids: Box::default(),
@@ -152,23 +154,29 @@ impl Live {
         }
     }
 
-    pub(crate) fn is_vacant(&self) -> bool {
+    pub(super) fn is_vacant(&self) -> bool {
         self.license == VACANT
     }
 
-    pub(crate) fn sid(&self) -> Sid {
+    pub(super) fn sid(&self) -> Sid {
         (Sid::from(self.id[0]) << 64) | Sid::from(self.id[1])
     }
 
-    pub(crate) fn device(&self) -> &str {
+    pub(super) fn device(&self) -> &str {
         self.ids.get(..self.device_len as usize).unwrap_or("")
     }
 
-    pub(crate) fn instance(&self) -> &str {
+    pub(super) fn instance(&self) -> &str {
         self.ids.get(self.device_len as usize..).unwrap_or("")
     }
 
-    pub(crate) fn clock(&self) -> SessionClock {
+    /// What identifies the session's client instance: user, device, instance (the key of a
+    /// license's `by_instance`).
+    pub(super) fn instance_key(&self) -> (u32, &str, &str) {
+        (self.user, self.device(), self.instance())
+    }
+
+    pub(super) fn clock(&self) -> SessionClock {
         SessionClock {
             opened_at: Timestamp::from_millis(self.opened_at),
             expires_at: Timestamp::from_millis(self.expires_at),
@@ -176,21 +184,120 @@ impl Live {
             license_end: unpack_time(self.license_end),
         }
     }
+
+    /// Stores a new timing; answers the previous `expires_at` (for the expiry index).
+    pub(super) fn set_clock(&mut self, clock: &SessionClock) -> i64 {
+        let before = self.expires_at;
+        self.opened_at = clock.opened_at.millis();
+        self.expires_at = clock.expires_at.millis();
+        self.hard_end = pack_time(clock.hard_end);
+        self.license_end = pack_time(clock.license_end);
+        before
+    }
+}
+
+/// The slab of live sessions: their records by slot, the vacant slots to reuse, and the slots
+/// found by session id. The other indexes (per license, in `Mem`) hold slot numbers too.
+///
+/// Access is checked: a slot number from an index is always in the slab (slots are never
+/// removed, only vacated), yet a wrong one answers `None` rather than taking the server down.
+pub(super) struct Slab {
+    slots: Vec<Live>,
+    /// Vacant slots, reused before the slab grows.
+    free: Vec<u32>,
+    /// Slots of live sessions, found by id (4 bytes a bucket, hashed by `sid_hash`).
+    by_id: HashTable<u32>,
+}
+
+impl Slab {
+    pub(super) fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashTable::new(),
+        }
+    }
+
+    /// The record in a slot (`Live::is_vacant` once its session ended).
+    pub(super) fn get(&self, slot: u32) -> Option<&Live> {
+        self.slots.get(slot as usize)
+    }
+
+    pub(super) fn get_mut(&mut self, slot: u32) -> Option<&mut Live> {
+        self.slots.get_mut(slot as usize)
+    }
+
+    /// The timing of the session in a slot.
+    pub(super) fn clock(&self, slot: u32) -> Option<SessionClock> {
+        self.get(slot).map(Live::clock)
+    }
+
+    /// The slot of a live session.
+    pub(super) fn find(&self, id: Sid) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_id
+            .find(sid_hash(id), |&s| {
+                slots.get(s as usize).is_some_and(|r| r.sid() == id)
+            })
+            .copied()
+    }
+
+    /// Puts a live session in a vacant slot (or a new one) and indexes it by id; answers its
+    /// slot.
+    pub(super) fn insert(&mut self, live: Live) -> u32 {
+        let id = live.sid();
+        let slot = self.place(live);
+        let slots = &self.slots;
+        // Rehashing reads the slots already indexed, all of them in the slab.
+        self.by_id.insert_unique(sid_hash(id), slot, |&s| {
+            slots.get(s as usize).map_or(0, |r| sid_hash(r.sid()))
+        });
+        slot
+    }
+
+    fn place(&mut self, live: Live) -> u32 {
+        if let Some(s) = self.free.pop() {
+            // `free` lists only slots `take` vacated, so this finds one.
+            if let Some(vacant) = self.slots.get_mut(s as usize) {
+                *vacant = live;
+                return s;
+            }
+        }
+        self.slots.push(live);
+        (self.slots.len() - 1) as u32
+    }
+
+    /// Takes a live session out of its slot and the id index; the slot becomes free.
+    pub(super) fn take(&mut self, slot: u32) -> Option<Live> {
+        let record = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|r| !r.is_vacant())?;
+        if let Ok(entry) = self
+            .by_id
+            .find_entry(sid_hash(record.sid()), |&s| s == slot)
+        {
+            entry.remove();
+        }
+        let live = std::mem::replace(record, Live::vacant());
+        self.free.push(slot);
+        Some(live)
+    }
 }
 
 /// Usernames of live (and recently ended) sessions, one copy each, by index.
 #[derive(Default)]
-pub(crate) struct Names {
-    pub(crate) index: HashMap<Arc<str>, u32>,
-    pub(crate) list: Vec<Arc<str>>,
+pub(super) struct Names {
+    index: HashMap<Arc<str>, u32>,
+    list: Vec<Arc<str>>,
 }
 
 impl Names {
-    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+    pub(super) fn get(&self, name: &str) -> Option<u32> {
         self.index.get(name).copied()
     }
 
-    pub(crate) fn intern(&mut self, name: &str) -> u32 {
+    pub(super) fn intern(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
@@ -201,11 +308,11 @@ impl Names {
         i
     }
 
-    pub(crate) fn name(&self, i: u32) -> &str {
+    pub(super) fn name(&self, i: u32) -> &str {
         self.list.get(i as usize).map_or("", |n| n)
     }
 
-    pub(crate) fn shared(&self, i: u32) -> Arc<str> {
+    pub(super) fn shared(&self, i: u32) -> Arc<str> {
         self.list
             .get(i as usize)
             .cloned()

@@ -1,6 +1,8 @@
-//! The writer thread: it drains the queued jobs, applies them in one transaction, commits, then
-//! acknowledges every job of the batch (group commit); heartbeats' new expiries wait in a map of
-//! pending touches and are written `TOUCH_DELAY` after the first (see the backend's doc).
+//! The writer thread: it drains the queued jobs (up to `MAX_BATCH`), applies them in one
+//! transaction, commits, then acknowledges every job of the batch (group commit). Heartbeats'
+//! new expiries wait in a map of pending touches, the latest per session, written with the
+//! batch due `TOUCH_DELAY` after the first of them (see the backend's doc for the bound this
+//! puts on the expiry on disk).
 
 use std::collections::HashMap;
 use std::sync::mpsc::Receiver;
@@ -16,22 +18,27 @@ use super::slab::{pack_time, unpack_time, Sid};
 use crate::{StoreError, StoreResult};
 
 /// Most jobs applied in one transaction.
-pub(crate) const MAX_BATCH: usize = 8192;
+const MAX_BATCH: usize = 8192;
 
 /// Longest a heartbeat's new expiry waits before the writer persists it (see the module doc).
-pub(crate) const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub(crate) struct Job {
-    pub(crate) ops: Vec<WriteOp>,
-    pub(crate) ack: Option<oneshot::Sender<Result<(), String>>>,
+/// Writes queued by memory, and who awaits their commit. A job with no ops and no ack is a
+/// heartbeat's wake-up: it starts the touch clock.
+pub(super) struct Job {
+    pub(super) ops: Vec<WriteOp>,
+    pub(super) ack: Option<oneshot::Sender<Result<(), String>>>,
 }
+
+/// The commit of a job, awaited with `acked`.
+pub(super) type Ack = oneshot::Receiver<Result<(), String>>;
 
 /// Heartbeat expiries not yet persisted: session id -> its timing (`expires_at`, `hard_end`,
 /// `license_end`, packed as in `Live`), the latest per session. Shared by the store (which fills
 /// it) and the writer (which empties it).
-pub(crate) type TouchMap = HashMap<Sid, [i64; 3]>;
+type TouchMap = HashMap<Sid, [i64; 3]>;
 
-pub(crate) fn packed_clock(clock: &SessionClock) -> [i64; 3] {
+pub(super) fn packed_clock(clock: &SessionClock) -> [i64; 3] {
     [
         clock.expires_at.millis(),
         pack_time(clock.hard_end),
@@ -39,13 +46,14 @@ pub(crate) fn packed_clock(clock: &SessionClock) -> [i64; 3] {
     ]
 }
 
-pub(crate) type Touches = Arc<Mutex<TouchMap>>;
+pub(super) type Touches = Arc<Mutex<TouchMap>>;
 
-pub(crate) fn lock_touches(touches: &Touches) -> MutexGuard<'_, TouchMap> {
+pub(super) fn lock_touches(touches: &Touches) -> MutexGuard<'_, TouchMap> {
     touches.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) async fn acked(rx: oneshot::Receiver<Result<(), String>>) -> StoreResult<()> {
+/// Waits for a job's commit: a failed write, or a writer that has stopped, is `Unavailable`.
+pub(super) async fn acked(rx: Ack) -> StoreResult<()> {
     match rx.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(StoreError::Unavailable(e)),
@@ -55,7 +63,17 @@ pub(crate) async fn acked(rx: oneshot::Receiver<Result<(), String>>) -> StoreRes
     }
 }
 
-pub(crate) fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
+/// Starts the writer thread on `conn`; it stops once every sender of `rx` is gone, after
+/// writing the pending touches.
+pub(super) fn spawn(conn: Connection, rx: Receiver<Job>, touches: Touches) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name("leasehold-sqlite-writer".into())
+        .spawn(move || writer_loop(conn, rx, touches))
+        .map(drop)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
     use std::sync::mpsc::RecvTimeoutError;
     use std::time::Instant;
     let mut spare = TouchMap::new();
@@ -141,7 +159,7 @@ pub(crate) fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touc
     }
 }
 
-pub(crate) fn apply_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+fn apply_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for job in batch {
         for op in &job.ops {

@@ -1,5 +1,6 @@
-//! Admission under the lock: the idempotent re-open, the seat decision (`admission`), the grant
-//! that creates a session, and the queue of a full license served first come, first served.
+//! Admission under the lock: the idempotent re-open, the seat decision (`crate::admission`), the
+//! grant that creates a session, and the queue of a full license, served first come, first
+//! served as seats free up (`serve_queues`, run after every queued write).
 
 use leasehold_core::session::SessionClock;
 use leasehold_core::{OpenDecision, RuleError, Timestamp, Username};
@@ -8,31 +9,31 @@ use tokio::sync::oneshot;
 
 use super::super::ops::WriteOp;
 use super::super::slab::{parse_sid, Live};
-use super::super::writer::Job;
+use super::super::writer::{Ack, Job};
 use super::Mem;
 use crate::admission::{self, OpenedVia, Verdict};
 use crate::records::*;
 use crate::{StoreError, StoreResult};
 
 /// One client waiting for a seat.
-pub(crate) struct Waiting {
-    pub(crate) ticket: u64,
-    pub(crate) req: OpenRequest,
-    pub(crate) since: Timestamp,
-    pub(crate) tx: oneshot::Sender<StoreResult<Grant>>,
+pub(super) struct Waiting {
+    ticket: u64,
+    req: OpenRequest,
+    since: Timestamp,
+    tx: oneshot::Sender<StoreResult<Grant>>,
 }
 
 /// What admission decided, before waiting for the disk.
-pub(crate) enum AdmitStep {
+pub(in crate::sqlite) enum AdmitStep {
     Reopened(Opened),
-    Granted(Session, oneshot::Receiver<Result<(), String>>),
+    Granted(Session, Ack),
     Queued(QueueTicket),
 }
 
 impl Mem {
     /// Admits an open: the client instance's live session, a new session, a place in the
     /// queue (when `wait` and the license queues), or a refusal.
-    pub(crate) fn admit(
+    pub(in crate::sqlite) fn admit(
         &mut self,
         req: &OpenRequest,
         wait: bool,
@@ -50,11 +51,13 @@ impl Mem {
         // Idempotent re-open: the client instance's live session is returned, refreshed.
         if let Some(slot) = self.instance_slot(li, &req.username, &req.device_id, &req.instance_id)
         {
-            let mut clock = self.slots[slot as usize].clock();
+            let Some(r) = self.slab.get(slot) else {
+                return Err(StoreError::NotFound("session"));
+            };
+            let (id, mut clock) = (r.sid(), r.clock());
             if clock.is_live(now) {
-                clock.heartbeat(&self.licenses[li].license.terms, now)?;
+                clock.heartbeat(&self.lic_at(li)?.license.terms, now)?;
                 self.set_clock(slot, &clock);
-                let id = self.slots[slot as usize].sid();
                 self.send_unacked(vec![WriteOp::Touch {
                     id,
                     expires_at: clock.expires_at,
@@ -62,7 +65,7 @@ impl Mem {
                     license_end: clock.license_end,
                 }]);
                 return Ok(AdmitStep::Reopened(Opened {
-                    session: self.session(slot),
+                    session: self.indexed_session(slot)?,
                     created: false,
                 }));
             }
@@ -70,11 +73,11 @@ impl Mem {
                 ops.append(&mut o);
             }
         }
-        let decide = |mem: &Mem| {
-            let seats = mem.licenses[li].seats(&mem.names);
-            admission::decide(&seats, &username, &req.device_id, now)
+        let decide = |mem: &Mem| -> StoreResult<OpenDecision> {
+            let seats = mem.lic_at(li)?.seats(&mem.names);
+            Ok(admission::decide(&seats, &username, &req.device_id, now))
         };
-        let mut decision = decide(self);
+        let mut decision = decide(self)?;
         if matches!(
             decision,
             OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
@@ -82,9 +85,9 @@ impl Mem {
             // A full license reclaims its own expired sessions before refusing anyone.
             let (_, mut o) = self.reap_license_upto(li, now, usize::MAX);
             ops.append(&mut o);
-            decision = decide(self);
+            decision = decide(self)?;
         }
-        let lic = &mut self.licenses[li];
+        let lic = self.lic_at_mut(li)?;
         lic.queue.retain(|w| !w.tx.is_closed());
         let waiting = lic.queue.len();
         let verdict = admission::newcomer_verdict(
@@ -100,7 +103,7 @@ impl Mem {
                 self.next_ticket += 1;
                 let ticket = self.next_ticket;
                 let (tx, granted) = oneshot::channel();
-                let lic = &mut self.licenses[li];
+                let lic = self.lic_at_mut(li)?;
                 lic.queue.push_back(Waiting {
                     ticket,
                     req: req.clone(),
@@ -132,7 +135,7 @@ impl Mem {
 
     /// Creates the session of a granted open; answers its slot, the session and the ops that
     /// persist it.
-    pub(crate) fn grant(
+    fn grant(
         &mut self,
         req: &OpenRequest,
         overdraft: bool,
@@ -145,9 +148,9 @@ impl Mem {
         let Some(li) = self.license_at(&req.license_id) else {
             return Err(StoreError::NotFound("license"));
         };
-        let clock = SessionClock::open(req.kind, &self.licenses[li].license.terms, now);
+        let clock = SessionClock::open(req.kind, &self.lic_at(li)?.license.terms, now);
         let user = self.names.intern(&req.username);
-        let slot = self.insert_live(Live::new(
+        let live = Live::new(
             id,
             li as u32,
             user,
@@ -156,8 +159,11 @@ impl Mem {
             &req.instance_id,
             &clock,
             overdraft,
-        ));
-        let session = self.session(slot);
+        );
+        let slot = self
+            .insert_live(live)
+            .ok_or(StoreError::NotFound("license"))?;
+        let session = self.indexed_session(slot)?;
         let audit = WriteOp::Audit(Box::new(admission::opened(&session, now, via)));
         let ops = vec![WriteOp::InsertSession(Box::new(session.clone())), audit];
         Ok((slot, session, ops))
@@ -166,7 +172,7 @@ impl Mem {
     /// Grants free seats of queueing licenses to their longest waiters, in order. A waiter
     /// that has gone away is skipped; a grant its waiter can no longer receive is ended at
     /// once, so no seat is ever held by nobody.
-    pub(crate) fn serve_queues(&mut self) {
+    pub(super) fn serve_queues(&mut self) {
         while let Some(li) = self.to_serve.pop() {
             let li = li as usize;
             let now = self.last_now;
@@ -224,9 +230,52 @@ impl Mem {
             }
         }
     }
+
+    /// Leaves the queue; false when the ticket is no longer queued (granted meanwhile).
+    pub(in crate::sqlite) fn leave_queue(&mut self, license_id: &str, ticket: u64) -> bool {
+        let Some(li) = self.license_at(license_id) else {
+            return false;
+        };
+        let Ok(lic) = self.lic_at_mut(li) else {
+            return false;
+        };
+        let before = lic.queue.len();
+        lic.queue.retain(|w| w.ticket != ticket);
+        let left = lic.queue.len() < before;
+        if left {
+            // The head may have changed: a grant blocked behind it may now go through.
+            self.to_serve.push(li as u32);
+            self.serve_queues();
+        }
+        left
+    }
+
+    /// The license's waiters, in order.
+    pub(in crate::sqlite) fn list_queue(
+        &self,
+        license_id: &str,
+    ) -> StoreResult<Vec<QueuedRequest>> {
+        let Some(lic) = self.lic(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        Ok(lic
+            .queue
+            .iter()
+            .filter(|w| !w.tx.is_closed())
+            .enumerate()
+            .map(|(i, w)| QueuedRequest {
+                ticket: w.ticket,
+                position: i as u32 + 1,
+                username: w.req.username.clone(),
+                device_id: w.req.device_id.clone(),
+                instance_id: w.req.instance_id.clone(),
+                since: w.since,
+            })
+            .collect())
+    }
 }
 
-pub(crate) fn bad_new_id(id: &str) -> StoreError {
+fn bad_new_id(id: &str) -> StoreError {
     StoreError::Unavailable(format!(
         "session id {id:?} is not a lowercase hyphenated UUID"
     ))

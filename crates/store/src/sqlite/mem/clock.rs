@@ -1,34 +1,26 @@
-//! A live session's timing: a heartbeat slides its expiry (persisted as a touch), a wall-clock
-//! step shifts it; the license's expiry index follows every change.
+//! A live session's timing over time: a heartbeat slides its expiry (persisted as a touch, see
+//! `writer`), a heartbeat after expiry ends it, and a wall-clock step shifts every live session
+//! so that each keeps its remaining life.
 
 use leasehold_core::session::SessionClock;
-use leasehold_core::Timestamp;
+use leasehold_core::{RuleError, Timestamp};
 
-use super::super::slab::pack_time;
+use super::super::slab::{parse_sid, VACANT};
 use super::Mem;
+use crate::records::OwnedHeartbeat;
 use crate::{StoreError, StoreResult};
 
 impl Mem {
-    /// Stores a live session's new timing, keeping the expiry index in step.
-    pub(crate) fn set_clock(&mut self, slot: u32, clock: &SessionClock) {
-        let r = &mut self.slots[slot as usize];
-        let new = clock.expires_at.millis();
-        if r.expires_at != new {
-            if let Some(lic) = self.licenses.get_mut(r.license as usize) {
-                lic.expiry.remove(&(r.expires_at, slot));
-                lic.expiry.insert((new, slot));
-            }
-            r.expires_at = new;
-        }
-        r.opened_at = clock.opened_at.millis();
-        r.hard_end = pack_time(clock.hard_end);
-        r.license_end = pack_time(clock.license_end);
-    }
-
     /// A heartbeat of a live session: slides its expiry (persisted with the next batch), or
     /// ends it if it has expired meanwhile.
-    pub(crate) fn beat(&mut self, slot: u32, now: Timestamp) -> StoreResult<SessionClock> {
-        let r = &self.slots[slot as usize];
+    pub(in crate::sqlite) fn beat(
+        &mut self,
+        slot: u32,
+        now: Timestamp,
+    ) -> StoreResult<SessionClock> {
+        let Some(r) = self.slab.get(slot) else {
+            return Err(StoreError::NotFound("session"));
+        };
         let mut clock = r.clock();
         let Some(lic) = self.licenses.get(r.license as usize) else {
             return Err(StoreError::NotFound("license"));
@@ -51,18 +43,66 @@ impl Mem {
         }
     }
 
+    /// The heartbeat of a session holder in one lock hold: ownership, then the heartbeat in
+    /// place (see `Store::heartbeat_owned`). `None` when memory does not know the session: the
+    /// database is asked then.
+    pub(in crate::sqlite) fn beat_owned(
+        &mut self,
+        session_id: &str,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> Option<StoreResult<OwnedHeartbeat>> {
+        let id = parse_sid(session_id)?;
+        let (license, user, live) = match self.slab.find(id) {
+            Some(slot) => {
+                let r = self.slab.get(slot)?;
+                (r.license, r.user, Some(slot))
+            }
+            None => {
+                let e = self.ended.get(&id)?;
+                (e.license, e.user, None)
+            }
+        };
+        if license == VACANT {
+            return None;
+        }
+        let owner = self.licenses.get(license as usize);
+        if owner.is_none_or(|l| &*l.account_id != account_id) {
+            return Some(Err(StoreError::NotFound("session")));
+        }
+        if self.names.name(user) != username {
+            return Some(Ok(OwnedHeartbeat::NotOwner));
+        }
+        Some(match live {
+            Some(slot) => self
+                .beat(slot, now)
+                .map(|clock| OwnedHeartbeat::Beat(clock.expires_at)),
+            None => match self.ended.get(&id) {
+                Some(e) => Err(RuleError::SessionEnded(e.reason).into()),
+                None => Err(StoreError::NotFound("session")),
+            },
+        })
+    }
+
     /// The wall clock stepped by `delta_ms`: every live session keeps its remaining life
     /// (`SessionClock::shift_for_clock_step`); the new timings reach the disk as touches.
     /// Answers how many sessions moved.
-    pub(crate) fn shift_live(&mut self, delta_ms: i64) -> usize {
+    pub(in crate::sqlite) fn shift_live(&mut self, delta_ms: i64) -> usize {
         let mut moved = 0;
         for li in 0..self.licenses.len() {
-            let slots: Vec<u32> = self.licenses[li].expiry.iter().map(|&(_, s)| s).collect();
+            let slots: Vec<u32> = self
+                .licenses
+                .get(li)
+                .map(|l| l.expiry.iter().map(|&(_, s)| s).collect())
+                .unwrap_or_default();
             for slot in slots {
-                let mut clock = self.slots[slot as usize].clock();
+                let Some(r) = self.slab.get(slot) else {
+                    continue;
+                };
+                let (id, mut clock) = (r.sid(), r.clock());
                 clock.shift_for_clock_step(delta_ms);
                 self.set_clock(slot, &clock);
-                let id = self.slots[slot as usize].sid();
                 self.touch(id, &clock);
                 moved += 1;
             }

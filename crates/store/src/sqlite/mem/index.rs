@@ -1,26 +1,21 @@
-//! The slab's indexes: live sessions by id, by client instance and by license, kept in step as
-//! sessions are inserted and removed.
+//! The live sessions' indexes beyond the slab's own id index: each license's `by_instance`
+//! (the latest session of a client instance), `expiry` (`(expires_at, slot)`) and counts, kept
+//! in step as sessions are inserted, removed and re-timed.
 
 use std::hash::BuildHasher;
 
-use super::super::slab::{sid_hash, Live, Sid};
+use leasehold_core::session::SessionClock;
+
+use super::super::slab::Live;
 use super::Mem;
 
 impl Mem {
-    /// The slot of a live session.
-    pub(crate) fn find(&self, id: Sid) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_id
-            .find(sid_hash(id), |&s| slots[s as usize].sid() == id)
-            .copied()
-    }
-
-    pub(crate) fn instance_hash(&self, user: u32, device_id: &str, instance_id: &str) -> u64 {
+    fn instance_hash(&self, user: u32, device_id: &str, instance_id: &str) -> u64 {
         self.keys.hash_one((user, device_id, instance_id))
     }
 
     /// The latest live session of a client instance.
-    pub(crate) fn instance_slot(
+    pub(super) fn instance_slot(
         &self,
         li: usize,
         username: &str,
@@ -29,96 +24,96 @@ impl Mem {
     ) -> Option<u32> {
         let user = self.names.get(username)?;
         let hash = self.instance_hash(user, device_id, instance_id);
-        let slots = &self.slots;
+        let slab = &self.slab;
         self.licenses
             .get(li)?
             .by_instance
             .find(hash, |&s| {
-                let r = &slots[s as usize];
-                r.user == user && r.device() == device_id && r.instance() == instance_id
+                slab.get(s)
+                    .is_some_and(|r| r.instance_key() == (user, device_id, instance_id))
             })
             .copied()
     }
 
     /// Slots of the license's live sessions (one per client instance) matching `pred`.
-    pub(crate) fn license_slots(&self, li: usize, pred: impl Fn(&Live) -> bool) -> Vec<u32> {
+    pub(in crate::sqlite) fn license_slots(
+        &self,
+        li: usize,
+        pred: impl Fn(&Live) -> bool,
+    ) -> Vec<u32> {
         let Some(lic) = self.licenses.get(li) else {
             return Vec::new();
         };
         lic.by_instance
             .iter()
             .copied()
-            .filter(|&s| pred(&self.slots[s as usize]))
+            .filter(|&s| self.slab.get(s).is_some_and(&pred))
             .collect()
     }
 
     /// Live sessions of a user on the account's licenses, as slots.
-    pub(crate) fn user_slots(&self, account_id: &str, username: &str) -> Vec<u32> {
+    pub(in crate::sqlite) fn user_slots(&self, account_id: &str, username: &str) -> Vec<u32> {
         let Some(user) = self.names.get(username) else {
             return Vec::new();
         };
-        (0..self.licenses.len())
-            .filter(|&li| {
-                let l = &self.licenses[li];
-                &*l.account_id == account_id && l.per_user.contains_key(&user)
-            })
-            .flat_map(|li| self.license_slots(li, |r| r.user == user))
+        self.licenses
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| &*l.account_id == account_id && l.per_user.contains_key(&user))
+            .flat_map(|(li, _)| self.license_slots(li, |r| r.user == user))
             .collect()
     }
 
-    /// Adds a live session to the slab and the indexes; answers its slot.
-    pub(crate) fn insert_live(&mut self, live: Live) -> u32 {
-        let li = live.license as usize;
-        let (id, user, expires_at, overdraft) =
-            (live.sid(), live.user, live.expires_at, live.overdraft);
-        let hash = self.instance_hash(user, live.device(), live.instance());
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = live;
-                s
-            }
-            None => {
-                self.slots.push(live);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slots = &self.slots;
-        self.by_id
-            .insert_unique(sid_hash(id), slot, |&s| sid_hash(slots[s as usize].sid()));
-        let keys = &self.keys;
-        let lic = &mut self.licenses[li];
+    /// Adds a live session to the slab and the indexes; answers its slot (`None` when its
+    /// license is not in memory: nothing is added then).
+    pub(in crate::sqlite) fn insert_live(&mut self, live: Live) -> Option<u32> {
+        let Mem {
+            slab,
+            licenses,
+            keys,
+            ..
+        } = self;
+        let lic = licenses.get_mut(live.license as usize)?;
+        let hash = keys.hash_one(live.instance_key());
+        let (user, expires_at, overdraft) = (live.user, live.expires_at, live.overdraft);
+        let slot = slab.insert(live);
+        let slab = &*slab;
         lic.live += 1;
         lic.overdraft_live += u32::from(overdraft);
         *lic.per_user.entry(user).or_default() += 1;
-        let new = &slots[slot as usize];
-        let same = |s: &u32| {
-            let r = &slots[*s as usize];
-            r.user == new.user && r.device() == new.device() && r.instance() == new.instance()
+        let new = slab.get(slot);
+        let same = |s: &u32| match (slab.get(*s), new) {
+            (Some(r), Some(new)) => r.instance_key() == new.instance_key(),
+            _ => false,
         };
         // A client instance's key finds its latest session (an older one left live by a queue
         // grant stays counted, as before).
         match lic.by_instance.find_mut(hash, same) {
             Some(existing) => *existing = slot,
             None => {
+                // Rehashing reads the slots already indexed, all of them in the slab.
                 lic.by_instance.insert_unique(hash, slot, |&s| {
-                    let r = &slots[s as usize];
-                    keys.hash_one((r.user, r.device(), r.instance()))
+                    slab.get(s).map_or(0, |r| keys.hash_one(r.instance_key()))
                 });
             }
         }
         lic.expiry.insert((expires_at, slot));
         lic.high_water = lic.high_water.max(lic.live);
-        slot
+        Some(slot)
     }
 
     /// Takes a live session out of the slab and the indexes.
-    pub(crate) fn remove_live(&mut self, slot: u32) -> Option<Live> {
-        let r = self.slots.get(slot as usize).filter(|r| !r.is_vacant())?;
-        let hash = self.instance_hash(r.user, r.device(), r.instance());
-        if let Ok(entry) = self.by_id.find_entry(sid_hash(r.sid()), |&s| s == slot) {
-            entry.remove();
-        }
-        let lic = self.licenses.get_mut(r.license as usize)?;
+    pub(super) fn remove_live(&mut self, slot: u32) -> Option<Live> {
+        let Mem {
+            slab,
+            licenses,
+            keys,
+            ..
+        } = self;
+        let license = slab.get(slot).filter(|r| !r.is_vacant())?.license;
+        let lic = licenses.get_mut(license as usize)?;
+        let r = slab.take(slot)?;
+        let hash = keys.hash_one(r.instance_key());
         lic.live = lic.live.saturating_sub(1);
         lic.overdraft_live = lic.overdraft_live.saturating_sub(u32::from(r.overdraft));
         if let Some(n) = lic.per_user.get_mut(&r.user) {
@@ -132,8 +127,20 @@ impl Mem {
         }
         lic.expiry.remove(&(r.expires_at, slot));
         lic.low_water = lic.low_water.min(lic.live);
-        let live = std::mem::replace(&mut self.slots[slot as usize], Live::vacant());
-        self.free.push(slot);
-        Some(live)
+        Some(r)
+    }
+
+    /// Stores a live session's new timing, keeping the expiry index in step.
+    pub(super) fn set_clock(&mut self, slot: u32, clock: &SessionClock) {
+        let Some(r) = self.slab.get_mut(slot) else {
+            return;
+        };
+        let (before, after) = (r.set_clock(clock), r.expires_at);
+        if before != after {
+            if let Some(lic) = self.licenses.get_mut(r.license as usize) {
+                lic.expiry.remove(&(before, slot));
+                lic.expiry.insert((after, slot));
+            }
+        }
     }
 }

@@ -1,44 +1,50 @@
 //! A license in memory (`LicenseState`): its terms, its live-session counts and indexes, its
-//! registrations and its queue; and the counts the seat rule reads from it (`SeatCounts`).
+//! registrations and its queue; the counts the seat rule reads from it (`SeatCounts`), its
+//! usage, and a change of its terms.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use leasehold_core::LicenseTerms;
+use leasehold_core::{LicenseTerms, Timestamp};
 use leasehold_proto::LicenseModel;
 
+use super::super::ops::WriteOp;
 use super::super::slab::Names;
+use super::super::writer::Ack;
 use super::admit::Waiting;
-use crate::admission::SeatCounts;
+use super::Mem;
+use crate::admission::{self, SeatCounts};
 use crate::records::*;
+use crate::{StoreError, StoreResult};
 
-pub(crate) struct LicenseState {
-    pub(crate) license: License,
-    pub(crate) id: Arc<str>,
-    pub(crate) account_id: Arc<str>,
-    pub(crate) live: u32,
+/// A license in memory.
+pub(in crate::sqlite) struct LicenseState {
+    pub(in crate::sqlite) license: License,
+    pub(super) id: Arc<str>,
+    pub(super) account_id: Arc<str>,
+    pub(in crate::sqlite) live: u32,
     /// Live sessions per user (`Names` index).
-    pub(crate) per_user: HashMap<u32, u32>,
+    pub(super) per_user: HashMap<u32, u32>,
     /// The latest live session of each client instance (user, device, instance), as slots.
-    pub(crate) by_instance: HashTable<u32>,
+    pub(super) by_instance: HashTable<u32>,
     /// Live sessions by expiry: `(expires_at, slot)`.
-    pub(crate) expiry: BTreeSet<(i64, u32)>,
-    pub(crate) high_water: u32,
-    pub(crate) low_water: u32,
-    pub(crate) denials: u64,
-    pub(crate) overdraft_live: u32,
+    pub(super) expiry: BTreeSet<(i64, u32)>,
+    pub(in crate::sqlite) high_water: u32,
+    pub(in crate::sqlite) low_water: u32,
+    pub(super) denials: u64,
+    pub(super) overdraft_live: u32,
     /// `registered_users`: registrations, and how many are active.
-    pub(crate) users: HashMap<String, LicenseUser>,
-    pub(crate) active_users: u32,
+    pub(in crate::sqlite) users: HashMap<String, LicenseUser>,
+    pub(in crate::sqlite) active_users: u32,
     /// `node_locked`: activated devices by fingerprint.
-    pub(crate) devices: HashMap<String, DeviceActivation>,
+    pub(in crate::sqlite) devices: HashMap<String, DeviceActivation>,
     /// Clients waiting for a seat, first come first served (`on_full: "queue"`).
-    pub(crate) queue: VecDeque<Waiting>,
+    pub(super) queue: VecDeque<Waiting>,
 }
 
 impl LicenseState {
-    pub(crate) fn new(license: License) -> Self {
+    pub(super) fn new(license: License) -> Self {
         LicenseState {
             id: Arc::from(license.id.as_str()),
             account_id: Arc::from(license.account_id.as_str()),
@@ -58,7 +64,7 @@ impl LicenseState {
         }
     }
 
-    pub(crate) fn activations(&self) -> Option<u32> {
+    fn activations(&self) -> Option<u32> {
         match self.license.terms.model {
             LicenseModel::ConcurrentSessions => None,
             LicenseModel::RegisteredUsers => Some(self.active_users),
@@ -67,15 +73,67 @@ impl LicenseState {
     }
 
     /// The license's counts as the seat rule reads them (users are counted by interned name).
-    pub(crate) fn seats<'a>(&'a self, names: &'a Names) -> LicenseSeats<'a> {
+    pub(super) fn seats<'a>(&'a self, names: &'a Names) -> LicenseSeats<'a> {
         LicenseSeats { lic: self, names }
+    }
+
+    /// The license's usage since `since` (when memory was loaded).
+    pub(in crate::sqlite) fn usage(&self, since: Timestamp) -> UsageStats {
+        UsageStats {
+            seats: self.license.terms.seats,
+            in_use: self.live,
+            high_water: self.high_water,
+            low_water: self.low_water,
+            denials: self.denials,
+            since,
+            overdraft_in_use: self.overdraft_live,
+            activations: self.activations(),
+        }
+    }
+}
+
+impl Mem {
+    /// New terms for a license. When its end changed, its live sessions end with it: their
+    /// expiry is brought forward if needed (on disk one statement does the same for all of
+    /// them, `CapLicenseEnd`). More seats (or a lifted suspension) may serve the queue.
+    pub(in crate::sqlite) fn update_license(
+        &mut self,
+        license: License,
+        now: Timestamp,
+    ) -> StoreResult<Ack> {
+        let Some(li) = self.license_at(&license.id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let state = self.lic_at_mut(li)?;
+        let end_changed = state.license.terms.expires_at != license.terms.expires_at;
+        state.license = license.clone();
+        let mut ops = vec![
+            WriteOp::Audit(Box::new(admission::license_updated(&license, now))),
+            WriteOp::License(Box::new(license.clone())),
+        ];
+        if end_changed {
+            for slot in self.license_slots(li, |_| true) {
+                let Some(mut clock) = self.slab.clock(slot) else {
+                    continue;
+                };
+                clock.cap_at_license_end(license.terms.expires_at);
+                self.set_clock(slot, &clock);
+            }
+            ops.push(WriteOp::CapLicenseEnd {
+                license_id: license.id.clone(),
+                end: license.terms.expires_at,
+            });
+        }
+        self.to_serve.push(li as u32);
+        self.last_now = self.last_now.max(now);
+        Ok(self.send(ops))
     }
 }
 
 /// A license in memory with the names its per-user counts are keyed by.
-pub(crate) struct LicenseSeats<'a> {
-    pub(crate) lic: &'a LicenseState,
-    pub(crate) names: &'a Names,
+pub(super) struct LicenseSeats<'a> {
+    lic: &'a LicenseState,
+    names: &'a Names,
 }
 
 impl SeatCounts for LicenseSeats<'_> {

@@ -7,7 +7,7 @@
 //!
 //! A million live sessions must fit in a few hundred megabytes, so a live session is not kept
 //! as a `Session` (five strings, ~220 bytes inline) but as an 80-byte `Live` record in a slab
-//! (`Mem::slots`, reused through a free list): its id as the 128 bits of its UUID, its license
+//! (`Slab`, reused through a free list): its id as the 128 bits of its UUID, its license
 //! as an index, its username interned (`Names`, one copy per distinct name), its device and
 //! instance ids in one allocation, and its times as milliseconds. The indexes hold slot numbers
 //! only: `by_id` (4 bytes a bucket, hashed from the id), each license's `by_instance` (hashed
@@ -24,64 +24,66 @@ mod clock;
 mod end;
 mod index;
 mod license;
+mod models;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc::Sender;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 use leasehold_core::session::SessionClock;
 use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 use tokio::sync::oneshot;
 
 use super::ops::WriteOp;
-use super::slab::{format_sid, parse_sid, Live, Names, Sid};
-use super::writer::{lock_touches, packed_clock, Job, Touches};
+use super::slab::{format_sid, parse_sid, Names, Sid, Slab};
+use super::writer::{lock_touches, packed_clock, Ack, Job, Touches};
 use crate::records::*;
+use crate::{StoreError, StoreResult};
 
-pub(crate) use admit::AdmitStep;
-pub(crate) use end::{Ended, REAP_CHUNK};
-pub(crate) use license::LicenseState;
+pub(super) use admit::AdmitStep;
+use end::Ended;
+pub(super) use end::EndedSession;
+use license::LicenseState;
 
-pub(crate) struct Mem {
-    pub(crate) writer: Sender<Job>,
-    pub(crate) touches: Touches,
-    pub(crate) settings: HashMap<String, String>,
-    pub(crate) accounts: HashMap<String, Account>,
-    pub(crate) credentials: HashMap<TokenHash, Credential>,
-    pub(crate) credential_expiry: BTreeSet<(Timestamp, TokenHash)>,
-    pub(crate) users: HashMap<(String, String), User>,
-    pub(crate) client_ids: HashMap<String, (String, String)>,
+/// Everything the SQLite backend knows, behind the store's lock.
+pub(super) struct Mem {
+    writer: Sender<Job>,
+    /// Heartbeat expiries not yet persisted, shared with the writer.
+    pub(super) touches: Touches,
+    pub(super) settings: HashMap<String, String>,
+    pub(super) accounts: HashMap<String, Account>,
+    pub(super) credentials: HashMap<TokenHash, Credential>,
+    pub(super) credential_expiry: BTreeSet<(Timestamp, TokenHash)>,
+    pub(super) users: HashMap<(String, String), User>,
+    pub(super) client_ids: HashMap<String, (String, String)>,
     /// Licenses by index (never removed), and their indexes by id.
-    pub(crate) licenses: Vec<LicenseState>,
-    pub(crate) license_index: HashMap<String, u32>,
-    /// Live sessions (see the module doc); free slots are listed in `free`.
-    pub(crate) slots: Vec<Live>,
-    pub(crate) free: Vec<u32>,
-    /// Slots of live sessions, found by id.
-    pub(crate) by_id: HashTable<u32>,
-    pub(crate) names: Names,
+    pub(super) licenses: Vec<LicenseState>,
+    license_index: HashMap<String, u32>,
+    /// Live sessions (see the module doc).
+    pub(super) slab: Slab,
+    pub(super) names: Names,
     /// Keyed hasher of `by_instance` (its keys come from clients).
-    pub(crate) keys: DefaultHashBuilder,
-    pub(crate) ended: HashMap<Sid, Ended>,
-    pub(crate) ended_order: VecDeque<(i64, Sid)>,
-    pub(crate) started: Timestamp,
+    keys: DefaultHashBuilder,
+    ended: HashMap<Sid, Ended>,
+    ended_order: VecDeque<(i64, Sid)>,
+    pub(super) started: Timestamp,
     /// Queueing licenses that may have a free seat for their waiters, served after the
     /// change that freed it is queued for writing (so a grant never reaches disk before it).
-    pub(crate) to_serve: Vec<u32>,
+    to_serve: Vec<u32>,
     /// The latest `now` seen, for grants made on behalf of waiters.
-    pub(crate) last_now: Timestamp,
-    pub(crate) next_ticket: u64,
+    last_now: Timestamp,
+    next_ticket: u64,
 }
 
 /// A session found by id in memory.
-pub(crate) enum Found {
+pub(super) enum Found {
     Live(u32),
     Ended(EndReason),
 }
 
 impl Mem {
-    pub(crate) fn new(writer: Sender<Job>, now: Timestamp) -> Self {
+    pub(super) fn new(writer: Sender<Job>, now: Timestamp) -> Self {
         Mem {
             writer,
             touches: Touches::default(),
@@ -93,9 +95,7 @@ impl Mem {
             client_ids: HashMap::new(),
             licenses: Vec::new(),
             license_index: HashMap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_id: HashTable::new(),
+            slab: Slab::new(),
             names: Names::default(),
             keys: DefaultHashBuilder::default(),
             ended: HashMap::new(),
@@ -107,39 +107,51 @@ impl Mem {
         }
     }
 
-    pub(crate) fn add_license(&mut self, license: License) {
+    pub(super) fn add_license(&mut self, license: License) {
         let i = self.licenses.len() as u32;
         self.license_index.insert(license.id.clone(), i);
         self.licenses.push(LicenseState::new(license));
     }
 
-    pub(crate) fn license_at(&self, id: &str) -> Option<usize> {
+    /// The index of a license in `licenses`.
+    pub(super) fn license_at(&self, id: &str) -> Option<usize> {
         self.license_index.get(id).map(|&i| i as usize)
     }
 
-    pub(crate) fn lic(&self, id: &str) -> Option<&LicenseState> {
+    pub(super) fn lic(&self, id: &str) -> Option<&LicenseState> {
         self.licenses.get(self.license_at(id)?)
     }
 
-    pub(crate) fn lic_mut(&mut self, id: &str) -> Option<&mut LicenseState> {
+    pub(super) fn lic_mut(&mut self, id: &str) -> Option<&mut LicenseState> {
         let i = self.license_at(id)?;
         self.licenses.get_mut(i)
     }
 
+    /// The license at an index (from `license_at`, or a record's `license`).
+    fn lic_at(&self, li: usize) -> StoreResult<&LicenseState> {
+        self.licenses.get(li).ok_or(StoreError::NotFound("license"))
+    }
+
+    fn lic_at_mut(&mut self, li: usize) -> StoreResult<&mut LicenseState> {
+        self.licenses
+            .get_mut(li)
+            .ok_or(StoreError::NotFound("license"))
+    }
+
     /// A session in memory: live (its slot) or recently ended.
-    pub(crate) fn lookup(&self, session_id: &str) -> Option<Found> {
+    pub(super) fn lookup(&self, session_id: &str) -> Option<Found> {
         let id = parse_sid(session_id)?;
-        if let Some(slot) = self.find(id) {
+        if let Some(slot) = self.slab.find(id) {
             return Some(Found::Live(slot));
         }
         self.ended.get(&id).map(|e| Found::Ended(e.reason))
     }
 
     /// The `Session` record of a live slot.
-    pub(crate) fn session(&self, slot: u32) -> Session {
-        let r = &self.slots[slot as usize];
-        let lic = &self.licenses[r.license as usize];
-        Session {
+    pub(super) fn session(&self, slot: u32) -> Option<Session> {
+        let r = self.slab.get(slot)?;
+        let lic = self.licenses.get(r.license as usize)?;
+        Some(Session {
             id: format_sid(r.sid()),
             license_id: lic.id.clone(),
             account_id: lic.account_id.clone(),
@@ -150,10 +162,16 @@ impl Mem {
             clock: r.clock(),
             heartbeat_interval_secs: lic.license.terms.heartbeat_interval_secs(),
             overdraft: r.overdraft,
-        }
+        })
     }
 
-    pub(crate) fn send(&mut self, ops: Vec<WriteOp>) -> oneshot::Receiver<Result<(), String>> {
+    /// The `Session` record of a slot an index just gave (so it is live).
+    fn indexed_session(&self, slot: u32) -> StoreResult<Session> {
+        self.session(slot).ok_or(StoreError::NotFound("session"))
+    }
+
+    /// Queues writes whose durability the caller awaits (the returned `Ack`).
+    pub(super) fn send(&mut self, ops: Vec<WriteOp>) -> Ack {
         let (ack, rx) = oneshot::channel();
         // A send error means the writer thread died; the dropped ack reports it.
         let _ = self.writer.send(Job {
@@ -165,7 +183,7 @@ impl Mem {
     }
 
     /// Records a heartbeat's new expiry for the writer (coalesced, see `Touches`).
-    pub(crate) fn touch(&mut self, id: Sid, clock: &SessionClock) {
+    fn touch(&mut self, id: Sid, clock: &SessionClock) {
         let first = {
             let mut touches = lock_touches(&self.touches);
             let first = touches.is_empty();
@@ -182,7 +200,8 @@ impl Mem {
         self.serve_queues();
     }
 
-    pub(crate) fn send_unacked(&mut self, ops: Vec<WriteOp>) {
+    /// Queues writes nobody waits for.
+    pub(super) fn send_unacked(&mut self, ops: Vec<WriteOp>) {
         if !ops.is_empty() {
             let _ = self.writer.send(Job { ops, ack: None });
         }
