@@ -7,12 +7,12 @@ use leasehold_core::{OpenDecision, RuleError, Timestamp, Username};
 use leasehold_proto::EndReason;
 use tokio::sync::oneshot;
 
-use super::super::ops::WriteOp;
-use super::super::slab::{parse_sid, Live};
-use super::super::writer::{Ack, Job};
 use super::Mem;
 use crate::admission::{self, OpenedVia, Verdict};
 use crate::records::*;
+use crate::sqlite::ops::WriteOp;
+use crate::sqlite::slab::{parse_sid, Live};
+use crate::sqlite::writer::{Ack, Job};
 use crate::{StoreError, StoreResult};
 
 /// One client waiting for a seat.

@@ -5,9 +5,9 @@
 use leasehold_core::session::SessionClock;
 use leasehold_core::{RuleError, Timestamp};
 
-use super::super::slab::{parse_sid, VACANT};
 use super::Mem;
 use crate::records::OwnedHeartbeat;
+use crate::sqlite::slab::{parse_sid, VACANT};
 use crate::{StoreError, StoreResult};
 
 impl Mem {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use leasehold_core::{RuleError, Timestamp};
 use leasehold_proto::EndReason;
 
-use super::super::ops::WriteOp;
-use super::super::slab::parse_sid;
-use super::super::writer::Ack;
 use super::{Found, Mem};
 use crate::records::*;
+use crate::sqlite::ops::WriteOp;
+use crate::sqlite::slab::parse_sid;
+use crate::sqlite::writer::Ack;
 use crate::StoreResult;
 
 /// Most sessions one reaper pass ends while holding the lock (see `reap_chunk`).

@@ -6,8 +6,8 @@ use std::hash::BuildHasher;
 
 use leasehold_core::session::SessionClock;
 
-use super::super::slab::Live;
 use super::Mem;
+use crate::sqlite::slab::Live;
 
 impl Mem {
     fn instance_hash(&self, user: u32, device_id: &str, instance_id: &str) -> u64 {

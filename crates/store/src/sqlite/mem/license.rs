@@ -9,13 +9,13 @@ use hashbrown::HashTable;
 use leasehold_core::{LicenseTerms, Timestamp};
 use leasehold_proto::LicenseModel;
 
-use super::super::ops::WriteOp;
-use super::super::slab::Names;
-use super::super::writer::Ack;
 use super::admit::Waiting;
 use super::Mem;
 use crate::admission::{self, SeatCounts};
 use crate::records::*;
+use crate::sqlite::ops::WriteOp;
+use crate::sqlite::slab::Names;
+use crate::sqlite::writer::Ack;
 use crate::{StoreError, StoreResult};
 
 /// A license in memory.

@@ -6,11 +6,11 @@ use leasehold_core::seats::{decide_device_activation, decide_user_activation};
 use leasehold_core::Timestamp;
 use leasehold_proto::{EndReason, LicenseModel};
 
-use super::super::ops::WriteOp;
-use super::super::writer::Ack;
 use super::Mem;
 use crate::admission;
 use crate::records::*;
+use crate::sqlite::ops::WriteOp;
+use crate::sqlite::writer::Ack;
 use crate::{StoreError, StoreResult};
 
 impl Mem {
