@@ -155,7 +155,8 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
         };
         let clock = session_clock(opened, expires, hard_end, license_end);
         let user = mem.names.intern(&username);
-        mem.insert_live(Live::new(
+        // Its license is in memory (found above), so it is inserted.
+        let _slot = mem.insert_live(Live::new(
             sid,
             li as u32,
             user,

@@ -7,12 +7,12 @@
 //!
 //! A million live sessions must fit in a few hundred megabytes, so a live session is not kept
 //! as a `Session` (five strings, ~220 bytes inline) but as an 80-byte `Live` record in a slab
-//! (`Slab`, reused through a free list): its id as the 128 bits of its UUID, its license
-//! as an index, its username interned (`Names`, one copy per distinct name), its device and
-//! instance ids in one allocation, and its times as milliseconds. The indexes hold slot numbers
-//! only: `by_id` (4 bytes a bucket, hashed from the id), each license's `by_instance` (hashed
-//! from user, device and instance, compared against the slot) and `expiry` (`(expires_at,
-//! slot)`). A `Session` is built when one is answered. Session ids are the UUIDs the server
+//! (`Slab`, its slots reused through a free list): its id as the 128 bits of its UUID, its
+//! license as an index, its username interned (`Names`, one copy per distinct name), its device
+//! and instance ids in one allocation, and its times as milliseconds. The indexes hold slot
+//! numbers only: the slab's `by_id` (4 bytes a bucket, hashed from the id), each license's
+//! `by_instance` (hashed from user, device and instance, compared against the slot) and
+//! `expiry` (`(expires_at, slot)`, see `index`). A `Session` is built when one is answered. Session ids are the UUIDs the server
 //! writes (lowercase, hyphenated, see `parse_sid`); the store refuses to open others.
 //!
 //! Ended sessions keep only their account, user and reason in memory (`Ended`), for the
