@@ -1,0 +1,112 @@
+//! A live session's timing over time: a heartbeat slides its expiry (persisted as a touch, see
+//! `writer`), a heartbeat after expiry ends it, and a wall-clock step shifts every live session
+//! so that each keeps its remaining life.
+
+use leasehold_core::session::SessionClock;
+use leasehold_core::{RuleError, Timestamp};
+
+use super::Mem;
+use crate::records::OwnedHeartbeat;
+use crate::sqlite::slab::{parse_sid, VACANT};
+use crate::{StoreError, StoreResult};
+
+impl Mem {
+    /// A heartbeat of a live session: slides its expiry (persisted with the next batch), or
+    /// ends it if it has expired meanwhile.
+    pub(in crate::sqlite) fn beat(
+        &mut self,
+        slot: u32,
+        now: Timestamp,
+    ) -> StoreResult<SessionClock> {
+        let Some(r) = self.slab.get(slot) else {
+            return Err(StoreError::NotFound("session"));
+        };
+        let mut clock = r.clock();
+        let Some(lic) = self.licenses.get(r.license as usize) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        match clock.heartbeat(&lic.license.terms, now) {
+            Ok(_) => {
+                let id = r.sid();
+                self.set_clock(slot, &clock);
+                self.touch(id, &clock);
+                Ok(clock)
+            }
+            Err(err) => {
+                // Expired but not yet reaped: end it now, it never comes back.
+                let reason = clock.expiry_reason();
+                if let Some((_, ops)) = self.end_live(slot, reason, now) {
+                    self.send_unacked(ops);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// The heartbeat of a session holder in one lock hold: ownership, then the heartbeat in
+    /// place (see `Store::heartbeat_owned`). `None` when memory does not know the session: the
+    /// database is asked then.
+    pub(in crate::sqlite) fn beat_owned(
+        &mut self,
+        session_id: &str,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> Option<StoreResult<OwnedHeartbeat>> {
+        let id = parse_sid(session_id)?;
+        let (license, user, live) = match self.slab.find(id) {
+            Some(slot) => {
+                let r = self.slab.get(slot)?;
+                (r.license, r.user, Some(slot))
+            }
+            None => {
+                let e = self.ended.get(&id)?;
+                (e.license, e.user, None)
+            }
+        };
+        if license == VACANT {
+            return None;
+        }
+        let owner = self.licenses.get(license as usize);
+        if owner.is_none_or(|l| &*l.account_id != account_id) {
+            return Some(Err(StoreError::NotFound("session")));
+        }
+        if self.names.name(user) != username {
+            return Some(Ok(OwnedHeartbeat::NotOwner));
+        }
+        Some(match live {
+            Some(slot) => self
+                .beat(slot, now)
+                .map(|clock| OwnedHeartbeat::Beat(clock.expires_at)),
+            None => match self.ended.get(&id) {
+                Some(e) => Err(RuleError::SessionEnded(e.reason).into()),
+                None => Err(StoreError::NotFound("session")),
+            },
+        })
+    }
+
+    /// The wall clock stepped by `delta_ms`: every live session keeps its remaining life
+    /// (`SessionClock::shift_for_clock_step`); the new timings reach the disk as touches.
+    /// Answers how many sessions moved.
+    pub(in crate::sqlite) fn shift_live(&mut self, delta_ms: i64) -> usize {
+        let mut moved = 0;
+        for li in 0..self.licenses.len() {
+            let slots: Vec<u32> = self
+                .licenses
+                .get(li)
+                .map(|l| l.expiry.iter().map(|&(_, s)| s).collect())
+                .unwrap_or_default();
+            for slot in slots {
+                let Some(r) = self.slab.get(slot) else {
+                    continue;
+                };
+                let (id, mut clock) = (r.sid(), r.clock());
+                clock.shift_for_clock_step(delta_ms);
+                self.set_clock(slot, &clock);
+                self.touch(id, &clock);
+                moved += 1;
+            }
+        }
+        moved
+    }
+}

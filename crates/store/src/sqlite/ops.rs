@@ -1,0 +1,237 @@
+//! The write operations memory queues for the writer, and the SQL each one runs.
+
+use std::sync::Arc;
+
+use leasehold_core::Timestamp;
+use leasehold_proto::EndReason;
+use rusqlite::params;
+
+use super::slab::{Sid, SidText};
+use crate::codec::{principal_columns, terms_json};
+use crate::records::*;
+
+/// One change to persist. Large records are boxed: a mass expiry queues a million ops.
+#[derive(Debug)]
+pub(super) enum WriteOp {
+    Setting(String, String),
+    Account(Account),
+    Credential(Box<Credential>),
+    DeleteCredential(TokenHash),
+    User(Box<User>),
+    License(Box<License>),
+    InsertSession(Box<Session>),
+    Touch {
+        id: Sid,
+        expires_at: Timestamp,
+        hard_end: Option<Timestamp>,
+        license_end: Option<Timestamp>,
+    },
+    /// The license end changed: every live session of the license gets it as `license_end`
+    /// and ends no later than it.
+    CapLicenseEnd {
+        license_id: String,
+        end: Option<Timestamp>,
+    },
+    LicenseUser(LicenseUser),
+    Device(DeviceActivation),
+    DeleteDevice {
+        license_id: String,
+        fingerprint: String,
+    },
+    /// A session ended, and its `ended` audit event (no string is copied for it).
+    EndSession {
+        id: Sid,
+        at: Timestamp,
+        reason: EndReason,
+        account_id: Arc<str>,
+        license_id: Arc<str>,
+        username: Arc<str>,
+    },
+    Audit(Box<AuditEvent>),
+}
+
+pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Setting(k, v) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)")?
+                .execute(params![k, v])?;
+        }
+        WriteOp::Account(a) => {
+            tx.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![a.id, a.name, a.created_at.millis()])?;
+        }
+        WriteOp::Credential(c) => {
+            let (account_id, username) = principal_columns(&c.principal);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO credentials (hash, kind, account_id, username, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                &c.hash[..],
+                c.principal.kind_str(),
+                account_id,
+                username,
+                c.expires_at.map(Timestamp::millis)
+            ])?;
+        }
+        WriteOp::DeleteCredential(hash) => {
+            tx.prepare_cached("DELETE FROM credentials WHERE hash = ?1")?
+                .execute(params![&hash[..]])?;
+        }
+        WriteOp::User(u) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO users
+                 (account_id, username, kind, active, client_id, client_secret_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                u.account_id,
+                u.username,
+                u.kind.as_str(),
+                u.active,
+                u.client_id,
+                u.client_secret_hash.map(|h| h.to_vec()),
+                u.created_at.millis()
+            ])?;
+        }
+        WriteOp::License(l) => {
+            let terms = terms_json(&l.terms)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(
+                "INSERT INTO licenses (id, account_id, model, terms, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET terms = excluded.terms, model = excluded.model",
+            )?
+            .execute(params![
+                l.id,
+                l.account_id,
+                l.model.as_str(),
+                terms,
+                l.created_at.millis()
+            ])?;
+        }
+        WriteOp::InsertSession(s) => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
+                                       opened_at, expires_at, hard_end, overdraft, license_end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                s.id,
+                &*s.license_id,
+                s.username,
+                s.kind.as_str(),
+                s.device_id,
+                s.instance_id,
+                s.clock.opened_at.millis(),
+                s.clock.expires_at.millis(),
+                s.clock.hard_end.map(Timestamp::millis),
+                s.overdraft,
+                s.clock.license_end.map(Timestamp::millis)
+            ])?;
+        }
+        WriteOp::Touch {
+            id,
+            expires_at,
+            hard_end,
+            license_end,
+        } => {
+            // A touch made before a license end changed (still pending when the change was
+            // written) is stale: skipped, so the disk never holds a later expiry than memory.
+            // `hard_end` moves only with a wall-clock step (`shift_live`).
+            tx.prepare_cached(
+                "UPDATE sessions SET expires_at = ?2, license_end = ?3, hard_end = ?4
+                 WHERE id = ?1 AND ended_at IS NULL AND license_end IS ?3",
+            )?
+            .execute(params![
+                SidText::new(*id).as_str(),
+                expires_at.millis(),
+                license_end.map(Timestamp::millis),
+                hard_end.map(Timestamp::millis)
+            ])?;
+        }
+        WriteOp::CapLicenseEnd { license_id, end } => {
+            let end = end.map(Timestamp::millis);
+            tx.prepare_cached(
+                "UPDATE sessions SET license_end = ?2, expires_at = MIN(expires_at, COALESCE(?2, expires_at))
+                 WHERE license_id = ?1 AND ended_at IS NULL",
+            )?
+            .execute(params![license_id, end])?;
+        }
+        WriteOp::LicenseUser(u) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO license_users (license_id, username, active, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                u.license_id,
+                u.username,
+                u.active,
+                u.updated_at.millis()
+            ])?;
+        }
+        WriteOp::Device(d) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO license_devices (license_id, fingerprint, name, activated_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                d.license_id,
+                d.fingerprint,
+                d.name,
+                d.activated_at.millis()
+            ])?;
+        }
+        WriteOp::DeleteDevice {
+            license_id,
+            fingerprint,
+        } => {
+            tx.prepare_cached(
+                "DELETE FROM license_devices WHERE license_id = ?1 AND fingerprint = ?2",
+            )?
+            .execute(params![license_id, fingerprint])?;
+        }
+        WriteOp::EndSession {
+            id,
+            at,
+            reason,
+            account_id,
+            license_id,
+            username,
+        } => {
+            let id = SidText::new(*id);
+            tx.prepare_cached(
+                "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+            )?
+            .execute(params![id.as_str(), at.millis(), reason.as_str()])?;
+            tx.prepare_cached(
+                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'ended', ?6)",
+            )?
+            .execute(params![
+                at.millis(),
+                &**account_id,
+                &**license_id,
+                id.as_str(),
+                &**username,
+                reason.as_str()
+            ])?;
+        }
+        WriteOp::Audit(e) => {
+            tx.prepare_cached(
+                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                e.at.millis(),
+                e.account_id,
+                e.license_id,
+                e.session_id,
+                e.username,
+                e.event,
+                e.detail
+            ])?;
+        }
+    }
+    Ok(())
+}

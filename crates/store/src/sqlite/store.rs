@@ -1,0 +1,489 @@
+//! `SqliteStore`, the `Store` implementation over memory: take the lock, ask `Mem`, queue the
+//! writes, let go of the lock, then await the writer's acknowledgement.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use leasehold_core::{RuleError, SessionState, Timestamp};
+use leasehold_proto::EndReason;
+
+use super::load::load;
+use super::mem::{AdmitStep, Found, Mem};
+use super::ops::WriteOp;
+use super::read::Reader;
+use super::schema::{migrate, open_connection};
+use super::writer::{self, acked};
+use crate::admission;
+use crate::records::*;
+use crate::{Store, StoreError, StoreResult};
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    mem: Mutex<Mem>,
+    reader: Reader,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates it and loads the live state.
+    pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        let mem = load(&conn, tx, now)?;
+        let touches = mem.touches.clone();
+        let reader = Reader::open(path)?;
+        writer::spawn(conn, rx, touches)?;
+        Ok(SqliteStore {
+            mem: Mutex::new(mem),
+            reader,
+        })
+    }
+
+    fn mem(&self) -> MutexGuard<'_, Mem> {
+        // A panic while holding the lock must not take the whole server down with it.
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The answer about a session that is not live in memory: `SessionEnded` with the reason
+    /// on disk, or not found.
+    async fn ended_on_disk<T>(&self, session_id: &str) -> StoreResult<T> {
+        match self.get_session(session_id).await? {
+            Some(SessionLookup {
+                state: SessionState::Ended(reason),
+                ..
+            }) => Err(RuleError::SessionEnded(reason).into()),
+            _ => Err(StoreError::NotFound("session")),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self.mem().settings.get(key).cloned())
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            mem.settings.insert(key.into(), value.into());
+            mem.send(vec![WriteOp::Setting(key.into(), value.into())])
+        };
+        acked(rx).await
+    }
+
+    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            if let Some(at) = credential.expires_at {
+                mem.credential_expiry.insert((at, credential.hash));
+            }
+            mem.credentials.insert(credential.hash, credential.clone());
+            mem.send(vec![WriteOp::Credential(Box::new(credential))])
+        };
+        acked(rx).await
+    }
+
+    async fn find_credential(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Credential>> {
+        let mem = self.mem();
+        Ok(mem
+            .credentials
+            .get(hash)
+            .filter(|c| c.expires_at.is_none_or(|at| now < at))
+            .cloned())
+    }
+
+    async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            if mem.accounts.contains_key(&account.id) {
+                return Err(StoreError::Conflict(format!(
+                    "account {} exists",
+                    account.id
+                )));
+            }
+            mem.accounts.insert(account.id.clone(), account.clone());
+            mem.credentials.insert(admin.hash, admin.clone());
+            mem.send(vec![
+                WriteOp::Account(account),
+                WriteOp::Credential(Box::new(admin)),
+            ])
+        };
+        acked(rx).await
+    }
+
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        Ok(self.mem().accounts.get(id).cloned())
+    }
+
+    async fn get_user(&self, account_id: &str, username: &str) -> StoreResult<Option<User>> {
+        Ok(self
+            .mem()
+            .users
+            .get(&(account_id.to_owned(), username.to_owned()))
+            .cloned())
+    }
+
+    async fn put_user(&self, user: User) -> StoreResult<bool> {
+        let (rx, created) = {
+            let mut mem = self.mem();
+            if !mem.accounts.contains_key(&user.account_id) {
+                return Err(StoreError::NotFound("account"));
+            }
+            if let Some(cid) = &user.client_id {
+                mem.client_ids.insert(
+                    cid.clone(),
+                    (user.account_id.clone(), user.username.clone()),
+                );
+            }
+            let created = mem
+                .users
+                .insert(
+                    (user.account_id.clone(), user.username.clone()),
+                    user.clone(),
+                )
+                .is_none();
+            (mem.send(vec![WriteOp::User(Box::new(user))]), created)
+        };
+        acked(rx).await?;
+        Ok(created)
+    }
+
+    async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>> {
+        let mem = self.mem();
+        Ok(mem
+            .client_ids
+            .get(client_id)
+            .and_then(|key| mem.users.get(key))
+            .cloned())
+    }
+
+    async fn list_users(&self, account_id: &str) -> StoreResult<Vec<User>> {
+        let mem = self.mem();
+        let mut users: Vec<User> = mem
+            .users
+            .values()
+            .filter(|u| u.account_id == account_id)
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    async fn list_licenses(&self, account_id: &str) -> StoreResult<Vec<License>> {
+        let mem = self.mem();
+        let mut licenses: Vec<License> = mem
+            .licenses
+            .iter()
+            .filter(|l| l.license.account_id == account_id)
+            .map(|l| l.license.clone())
+            .collect();
+        licenses.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(licenses)
+    }
+
+    async fn create_license(&self, license: License) -> StoreResult<()> {
+        let rx = {
+            let mut mem = self.mem();
+            if !mem.accounts.contains_key(&license.account_id) {
+                return Err(StoreError::NotFound("account"));
+            }
+            if mem.license_at(&license.id).is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "license {} exists",
+                    license.id
+                )));
+            }
+            let ops = vec![
+                WriteOp::License(Box::new(license.clone())),
+                WriteOp::Audit(Box::new(admission::license_created(&license))),
+            ];
+            mem.add_license(license);
+            mem.send(ops)
+        };
+        acked(rx).await
+    }
+
+    async fn get_license(&self, id: &str) -> StoreResult<Option<License>> {
+        Ok(self.mem().lic(id).map(|l| l.license.clone()))
+    }
+
+    async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
+        let rx = self.mem().update_license(license, now)?;
+        acked(rx).await
+    }
+
+    async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
+        match self.admit(req, false, now).await? {
+            Admission::Opened(opened) => Ok(opened),
+            // Not asked to wait: admission answers at once.
+            Admission::Queued(_) => Err(StoreError::Unavailable("unexpected queue entry".into())),
+        }
+    }
+
+    async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {
+        let step = self.mem().admit(&req, wait, now)?;
+        match step {
+            AdmitStep::Reopened(opened) => Ok(Admission::Opened(opened)),
+            AdmitStep::Granted(session, rx) => {
+                acked(rx).await?;
+                Ok(Admission::Opened(Opened {
+                    session,
+                    created: true,
+                }))
+            }
+            AdmitStep::Queued(ticket) => Ok(Admission::Queued(ticket)),
+        }
+    }
+
+    async fn leave_queue(&self, license_id: &str, ticket: u64) -> StoreResult<bool> {
+        Ok(self.mem().leave_queue(license_id, ticket))
+    }
+
+    async fn list_queue(
+        &self,
+        license_id: &str,
+        _now: Timestamp,
+    ) -> StoreResult<Vec<QueuedRequest>> {
+        self.mem().list_queue(license_id)
+    }
+
+    async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
+        {
+            let mut mem = self.mem();
+            match mem.lookup(session_id) {
+                Some(Found::Live(slot)) => {
+                    mem.beat(slot, now)?;
+                    return mem.session(slot).ok_or(StoreError::NotFound("session"));
+                }
+                Some(Found::Ended(reason)) => return Err(RuleError::SessionEnded(reason).into()),
+                None => {}
+            }
+        }
+        self.ended_on_disk(session_id).await
+    }
+
+    async fn heartbeat_owned(
+        &self,
+        session_id: &str,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<OwnedHeartbeat> {
+        let in_memory = self.mem().beat_owned(session_id, account_id, username, now);
+        if let Some(answer) = in_memory {
+            return answer;
+        }
+        // Not in memory: ended long ago (or unknown); the database knows whose it was.
+        let found = self
+            .get_session(session_id)
+            .await?
+            .filter(|s| &*s.session.account_id == account_id)
+            .ok_or(StoreError::NotFound("session"))?;
+        if found.session.username != username {
+            return Ok(OwnedHeartbeat::NotOwner);
+        }
+        match found.state {
+            SessionState::Ended(reason) => Err(RuleError::SessionEnded(reason).into()),
+            SessionState::Live => Err(StoreError::NotFound("session")),
+        }
+    }
+
+    async fn end_session(
+        &self,
+        session_id: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Session> {
+        let ended = self.mem().end_session(session_id, reason, now)?;
+        match ended {
+            Some((session, rx)) => {
+                acked(rx).await?;
+                Ok(session)
+            }
+            None => self.ended_on_disk(session_id).await,
+        }
+    }
+
+    async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
+        // An ended session in memory: its reason is known even while its end is in flight.
+        let ended = {
+            let mem = self.mem();
+            match mem.lookup(session_id) {
+                Some(Found::Live(slot)) => {
+                    return Ok(mem.session(slot).map(|session| SessionLookup {
+                        session,
+                        state: SessionState::Live,
+                    }));
+                }
+                Some(Found::Ended(_)) => mem.ended_session(session_id),
+                None => None,
+            }
+        };
+        self.reader.session(session_id, ended)
+    }
+
+    async fn list_live_sessions(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let mem = self.mem();
+        let Some(li) = mem.license_at(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut out: Vec<Session> = mem
+            .license_slots(li, |r| now.millis() < r.expires_at)
+            .into_iter()
+            .filter_map(|slot| mem.session(slot))
+            .collect();
+        out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn usage(&self, license_id: &str, _now: Timestamp) -> StoreResult<UsageStats> {
+        let mem = self.mem();
+        let Some(lic) = mem.lic(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        Ok(lic.usage(mem.started))
+    }
+
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        // Mass expiries (a license ending under a million sessions) are reaped in chunks,
+        // letting go of the lock between them so heartbeats and opens are not held up.
+        let mut ended = Vec::new();
+        loop {
+            let (mut chunk, more) = self.mem().reap_chunk(now);
+            ended.append(&mut chunk);
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.mem().sweep(now);
+        Ok(ended)
+    }
+
+    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>> {
+        let mem = self.mem();
+        Ok(mem
+            .licenses
+            .iter()
+            .map(|l| (l.license.id.clone(), l.live))
+            .collect())
+    }
+
+    async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        self.reader.audit_log(license_id, limit)
+    }
+
+    async fn set_license_user(
+        &self,
+        license_id: &str,
+        username: &str,
+        active: bool,
+        now: Timestamp,
+    ) -> StoreResult<(LicenseUserChange, bool)> {
+        let (rx, change, created) = self
+            .mem()
+            .set_license_user(license_id, username, active, now)?;
+        acked(rx).await?;
+        Ok((change, created))
+    }
+
+    async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>> {
+        let mem = self.mem();
+        let Some(lic) = mem.lic(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut users: Vec<LicenseUser> = lic.users.values().cloned().collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    async fn activate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<(DeviceActivation, bool)> {
+        let (device, rx) = self
+            .mem()
+            .activate_device(license_id, fingerprint, name, now)?;
+        let Some(rx) = rx else {
+            return Ok((device, false));
+        };
+        acked(rx).await?;
+        Ok((device, true))
+    }
+
+    async fn deactivate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let (rx, ended) = self.mem().deactivate_device(license_id, fingerprint, now)?;
+        acked(rx).await?;
+        Ok(ended)
+    }
+
+    async fn list_devices(&self, license_id: &str) -> StoreResult<Vec<DeviceActivation>> {
+        let mem = self.mem();
+        let Some(lic) = mem.lic(license_id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut devices: Vec<DeviceActivation> = lic.devices.values().cloned().collect();
+        devices.sort_by(|a, b| {
+            (a.activated_at, &a.fingerprint).cmp(&(b.activated_at, &b.fingerprint))
+        });
+        Ok(devices)
+    }
+
+    async fn list_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let mem = self.mem();
+        let mut out: Vec<Session> = mem
+            .user_slots(account_id, username)
+            .into_iter()
+            .filter(|&slot| {
+                mem.slab
+                    .get(slot)
+                    .is_some_and(|r| now.millis() < r.expires_at)
+            })
+            .filter_map(|slot| mem.session(slot))
+            .collect();
+        out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let (rx, ended) = self
+            .mem()
+            .end_user_sessions(account_id, username, reason, now);
+        acked(rx).await?;
+        Ok(ended)
+    }
+
+    async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
+        Ok(self.mem().shift_live(delta_ms))
+    }
+}
