@@ -34,10 +34,13 @@ enum Command {
     Run(run::RunArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
-    /// Exit 0 when the server at URL answers /healthz, 1 otherwise.
+    /// Exit 0 when the server at URL is ready (/healthz: it can write), 1 otherwise.
     Healthcheck {
         #[arg(long, env = "LEASEHOLD_URL", default_value = "http://127.0.0.1:8470")]
         url: String,
+        /// Only check that the process is up (/livez), whatever its store does.
+        #[arg(long)]
+        live: bool,
     },
 }
 
@@ -61,7 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => leasehold_bench::run(*args).await,
             Command::Run(args) => run::run(args).await,
             Command::Admin(command) => admin::run(command).await,
-            Command::Healthcheck { url } => serve::healthcheck(&url).await,
+            Command::Healthcheck { url, live } => serve::healthcheck(&url, live).await,
         }
     });
     match result {

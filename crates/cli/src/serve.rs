@@ -89,12 +89,15 @@ pub async fn migrate(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/healthz", url.trim_end_matches('/'));
-    match reqwest::get(&url).await.map(|r| r.status()) {
-        Ok(status) if status.is_success() => Ok(ExitCode::SUCCESS),
-        Ok(status) => {
-            eprintln!("unhealthy: {url} answered {status}");
+pub async fn healthcheck(url: &str, live: bool) -> anyhow::Result<ExitCode> {
+    let path = if live { "livez" } else { "healthz" };
+    let url = format!("{}/{path}", url.trim_end_matches('/'));
+    match reqwest::get(&url).await {
+        Ok(answer) if answer.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(answer) => {
+            let status = answer.status();
+            let body = answer.text().await.unwrap_or_default();
+            eprintln!("unhealthy: {url} answered {status} {body}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {

@@ -659,6 +659,15 @@ pub struct Jwk {
     pub use_: String,
 }
 
+/// `/healthz` and `/livez`: `ok`, or `unavailable` with the reason (`/healthz` only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Jwks {

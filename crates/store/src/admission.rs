@@ -47,6 +47,18 @@ pub trait SeatCounts {
     fn device_activated(&self, device_id: &str) -> bool;
 }
 
+/// The account-level active flag of the user asking (`None`: no such user), checked in the
+/// same atomic step as the seat decision, so that an open can never overtake a deactivation
+/// that was acknowledged before it.
+pub fn user_may_open(active: Option<bool>, username: &str) -> Result<(), RuleError> {
+    match active {
+        Some(true) => Ok(()),
+        _ => Err(RuleError::UserNotActive(format!(
+            "user {username} is inactive"
+        ))),
+    }
+}
+
 /// The seat rule's view of a license for one asking client (user and device).
 pub fn seat_view(counts: &impl SeatCounts, username: &str, device_id: &str) -> SeatView {
     // A reserved user's first session sits in their reserved slot: the rule needs how many

@@ -17,6 +17,8 @@ mod pg_clock;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
+#[cfg(test)]
+mod testkit;
 
 use async_trait::async_trait;
 use leasehold_core::Timestamp;
@@ -178,4 +180,9 @@ pub trait Store: Send + Sync + 'static {
     /// every live session keeps its remaining life. Called with no other call in flight.
     /// Answers how many sessions moved.
     async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize>;
+
+    // ---- health ----
+    /// Whether the store can take writes now: `Unavailable` with the reason when it cannot
+    /// (the embedded database refuses writes, PostgreSQL cannot be reached).
+    async fn health(&self) -> StoreResult<()>;
 }

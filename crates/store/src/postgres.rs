@@ -3591,6 +3591,15 @@ impl Store for PgStore {
         self.clock.node_stepped(delta_ms);
         Ok(0)
     }
+
+    /// One round trip on a pooled connection (bounded by the pool's acquire timeout).
+    async fn health(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
 }
 
 /// Locks a license row (serializing with the opens of every node) and answers its terms.

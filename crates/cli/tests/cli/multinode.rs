@@ -367,10 +367,15 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
         assert_eq!(b["error"]["code"], "store_unavailable", "{b}");
     }
-    // The servers stay up meanwhile.
+    // The servers stay up meanwhile (liveness) and say they cannot serve (readiness).
     for u in &urls {
-        let r = http.get(format!("{u}/healthz")).send().await.unwrap();
+        let r = http.get(format!("{u}/livez")).send().await.unwrap();
         assert!(r.status().is_success());
+        let r = http.get(format!("{u}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let health: Value = r.json().await.unwrap();
+        assert_eq!(health["status"], "unavailable", "{health}");
+        assert!(health["reason"].as_str().is_some_and(|r| !r.is_empty()));
     }
 
     // Act: the database comes back. Assert: service resumes without any restart, and the
@@ -395,6 +400,10 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
             assert!(Instant::now() < deadline, "service did not resume on {u}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+    for u in &urls {
+        let r = http.get(format!("{u}/healthz")).send().await.unwrap();
+        assert!(r.status().is_success(), "ready again once the database is back");
     }
     // PostgreSQL restarting kills its backends: the pool replaces them on its own.
     db.admin_sql(&format!(

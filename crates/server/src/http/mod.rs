@@ -73,6 +73,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::list_user_sessions))
         .routes(routes!(system::jwks))
         .routes(routes!(system::healthz))
+        .routes(routes!(system::livez))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
 }

@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{id}/users/{username}/sessions"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/healthz"),
+    ("get", "/livez"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
 ];
@@ -170,6 +171,9 @@ async fn health_and_metrics_are_public() {
     app.open(&bob, &f.license_id, "pc", "2").await; // denied
     let h = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.body, json!({"status": "ok"}));
+    let live = app.call(Method::GET, "/livez", None, None).await;
+    assert_eq!(live.status, StatusCode::OK);
     let text = app
         .http
         .get(format!("{}/metrics", app.url))

@@ -35,6 +35,8 @@
 //! - `slab`: the compact record of a live session and the slab that holds them.
 //! - `ops`: the write operations memory queues, and the SQL each one runs.
 //! - `writer`: the writer thread: batches, group commit, coalesced heartbeat touches.
+//! - `recovery`: what the writer does when the disk refuses a write (memory rebuilt from the
+//!   disk, writes refused until a test write commits).
 //! - `schema`: the connection settings, migrations and this store's own indexes.
 //! - `load`: the live state read back from the database at start.
 //! - `read`: what is answered from the database rather than memory.
@@ -43,6 +45,7 @@ mod load;
 mod mem;
 mod ops;
 mod read;
+mod recovery;
 mod schema;
 mod slab;
 mod store;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use leasehold_core::{RuleError, SessionState, Timestamp};
@@ -14,15 +14,17 @@ use super::mem::{AdmitStep, Found, Mem};
 use super::ops::WriteOp;
 use super::read::Reader;
 use super::schema::{migrate, open_connection};
-use super::writer::{self, acked};
+use super::writer::{self, acked, Faults};
 use crate::admission;
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
-    mem: Mutex<Mem>,
+    /// Shared with the writer, which rebuilds it from the disk after a failed write.
+    mem: Arc<Mutex<Mem>>,
     reader: Reader,
+    faults: Faults,
 }
 
 impl SqliteStore {
@@ -34,16 +36,34 @@ impl SqliteStore {
         let mem = load(&conn, tx, now)?;
         let touches = mem.touches.clone();
         let reader = Reader::open(path)?;
-        writer::spawn(conn, rx, touches)?;
+        let mem = Arc::new(Mutex::new(mem));
+        let faults = Faults::default();
+        writer::spawn(conn, rx, touches, Arc::downgrade(&mem), faults.clone())?;
         Ok(SqliteStore {
-            mem: Mutex::new(mem),
+            mem,
             reader,
+            faults,
         })
+    }
+
+    /// Fault injection for tests of the failure path: while set, the disk refuses every write
+    /// with the error of a full disk (`SQLITE_FULL`), so the store goes through what it does on
+    /// a real one (see `recovery`).
+    pub fn inject_write_failures(&self, fail: bool) {
+        self.faults
+            .store(fail, std::sync::atomic::Ordering::Release);
     }
 
     fn mem(&self) -> MutexGuard<'_, Mem> {
         // A panic while holding the lock must not take the whole server down with it.
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Memory, for a change: refused (503, nothing changed) while the disk refuses writes.
+    fn write(&self) -> StoreResult<MutexGuard<'_, Mem>> {
+        let mem = self.mem();
+        mem.writable()?;
+        Ok(mem)
     }
 
     /// The answer about a session that is not live in memory: `SessionEnded` with the reason
@@ -67,7 +87,7 @@ impl Store for SqliteStore {
 
     async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         let rx = {
-            let mut mem = self.mem();
+            let mut mem = self.write()?;
             mem.settings.insert(key.into(), value.into());
             mem.send(vec![WriteOp::Setting(key.into(), value.into())])
         };
@@ -76,7 +96,7 @@ impl Store for SqliteStore {
 
     async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
         let rx = {
-            let mut mem = self.mem();
+            let mut mem = self.write()?;
             if let Some(at) = credential.expires_at {
                 mem.credential_expiry.insert((at, credential.hash));
             }
@@ -101,7 +121,7 @@ impl Store for SqliteStore {
 
     async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()> {
         let rx = {
-            let mut mem = self.mem();
+            let mut mem = self.write()?;
             if mem.accounts.contains_key(&account.id) {
                 return Err(StoreError::Conflict(format!(
                     "account {} exists",
@@ -132,7 +152,7 @@ impl Store for SqliteStore {
 
     async fn put_user(&self, user: User) -> StoreResult<bool> {
         let (rx, created) = {
-            let mut mem = self.mem();
+            let mut mem = self.write()?;
             if !mem.accounts.contains_key(&user.account_id) {
                 return Err(StoreError::NotFound("account"));
             }
@@ -190,7 +210,7 @@ impl Store for SqliteStore {
 
     async fn create_license(&self, license: License) -> StoreResult<()> {
         let rx = {
-            let mut mem = self.mem();
+            let mut mem = self.write()?;
             if !mem.accounts.contains_key(&license.account_id) {
                 return Err(StoreError::NotFound("account"));
             }
@@ -215,7 +235,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
-        let rx = self.mem().update_license(license, now)?;
+        let rx = self.write()?.update_license(license, now)?;
         acked(rx).await
     }
 
@@ -228,7 +248,7 @@ impl Store for SqliteStore {
     }
 
     async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {
-        let step = self.mem().admit(&req, wait, now)?;
+        let step = self.write()?.admit(&req, wait, now)?;
         match step {
             AdmitStep::Reopened(opened) => Ok(Admission::Opened(opened)),
             AdmitStep::Granted(session, rx) => {
@@ -256,7 +276,7 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
         {
-            let mut mem = self.mem();
+            let mut mem = self.write()?;
             match mem.lookup(session_id) {
                 Some(Found::Live(slot)) => {
                     mem.beat(slot, now)?;
@@ -276,7 +296,9 @@ impl Store for SqliteStore {
         username: &str,
         now: Timestamp,
     ) -> StoreResult<OwnedHeartbeat> {
-        let in_memory = self.mem().beat_owned(session_id, account_id, username, now);
+        let in_memory = self
+            .write()?
+            .beat_owned(session_id, account_id, username, now);
         if let Some(answer) = in_memory {
             return answer;
         }
@@ -301,7 +323,7 @@ impl Store for SqliteStore {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Session> {
-        let ended = self.mem().end_session(session_id, reason, now)?;
+        let ended = self.write()?.end_session(session_id, reason, now)?;
         match ended {
             Some((session, rx)) => {
                 acked(rx).await?;
@@ -356,6 +378,10 @@ impl Store for SqliteStore {
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        // Ending a session is a write: while the disk refuses them, expired sessions wait.
+        if self.mem().broken().is_some() {
+            return Ok(Vec::new());
+        }
         // Mass expiries (a license ending under a million sessions) are reaped in chunks,
         // letting go of the lock between them so heartbeats and opens are not held up.
         let mut ended = Vec::new();
@@ -392,7 +418,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<(LicenseUserChange, bool)> {
         let (rx, change, created) = self
-            .mem()
+            .write()?
             .set_license_user(license_id, username, active, now)?;
         acked(rx).await?;
         Ok((change, created))
@@ -416,7 +442,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<(DeviceActivation, bool)> {
         let (device, rx) = self
-            .mem()
+            .write()?
             .activate_device(license_id, fingerprint, name, now)?;
         let Some(rx) = rx else {
             return Ok((device, false));
@@ -431,7 +457,9 @@ impl Store for SqliteStore {
         fingerprint: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        let (rx, ended) = self.mem().deactivate_device(license_id, fingerprint, now)?;
+        let (rx, ended) = self
+            .write()?
+            .deactivate_device(license_id, fingerprint, now)?;
         acked(rx).await?;
         Ok(ended)
     }
@@ -477,7 +505,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
         let (rx, ended) = self
-            .mem()
+            .write()?
             .end_user_sessions(account_id, username, reason, now);
         acked(rx).await?;
         Ok(ended)
@@ -485,5 +513,9 @@ impl Store for SqliteStore {
 
     async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
         Ok(self.mem().shift_live(delta_ms))
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        self.mem().writable()
     }
 }

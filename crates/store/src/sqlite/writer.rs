@@ -5,15 +5,18 @@
 //! puts on the expiry on disk).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use leasehold_core::session::SessionClock;
 use leasehold_core::Timestamp;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::mem::Mem;
 use super::ops::{apply_op, WriteOp};
+use super::recovery::{self, Broken};
 use super::slab::{pack_time, unpack_time, Sid};
 use crate::{StoreError, StoreResult};
 
@@ -64,21 +67,49 @@ pub(super) async fn acked(rx: Ack) -> StoreResult<()> {
 }
 
 /// Starts the writer thread on `conn`; it stops once every sender of `rx` is gone, after
-/// writing the pending touches.
-pub(super) fn spawn(conn: Connection, rx: Receiver<Job>, touches: Touches) -> StoreResult<()> {
+/// writing the pending touches. `mem` is memory, rebuilt from the disk after a failed write
+/// (see `recovery`).
+pub(super) fn spawn(
+    conn: Connection,
+    rx: Receiver<Job>,
+    touches: Touches,
+    mem: Weak<Mutex<Mem>>,
+    faults: Faults,
+) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("leasehold-sqlite-writer".into())
-        .spawn(move || writer_loop(conn, rx, touches))
+        .spawn(move || writer_loop(conn, rx, touches, mem, faults))
         .map(drop)
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
-fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
+/// Set, the disk refuses every write, as a full one would (`SqliteStore::inject_write_failures`).
+pub(super) type Faults = Arc<AtomicBool>;
+
+/// The error an injected fault answers: the one SQLite gives on a full disk.
+pub(super) fn injected_full() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("database or disk is full (injected)".into()),
+    )
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: Receiver<Job>,
+    touches: Touches,
+    mem: Weak<Mutex<Mem>>,
+    faults: Faults,
+) {
     use std::sync::mpsc::RecvTimeoutError;
     use std::time::Instant;
     let mut spare = TouchMap::new();
     // When the pending touches must be written: `TOUCH_DELAY` after the wake-up of the first.
     let mut touch_deadline: Option<Instant> = None;
+    // Writes refused since a batch failed, until a probe succeeds (see `recovery`).
+    let mut broken: Option<Broken> = None;
+    // Failed batches in a row: how long the next probe waits.
+    let mut failures = 0;
     // A heartbeat's wake-up (no ops, no ack) only starts the touch clock.
     let keep = |job: Job, batch: &mut Vec<Job>, deadline: &mut Option<Instant>| {
         if job.ops.is_empty() && job.ack.is_none() {
@@ -88,7 +119,12 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
         }
     };
     loop {
-        let first = match touch_deadline {
+        // While broken, touches wait for the disk; the probe has its own deadline.
+        let wake = match (&broken, touch_deadline) {
+            (Some(b), _) => Some(b.next_probe),
+            (None, deadline) => deadline,
+        };
+        let first = match wake {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
@@ -97,6 +133,40 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
         let stopping = matches!(first, Err(RecvTimeoutError::Disconnected));
         if let Ok(job) = first {
             keep(job, &mut batch, &mut touch_deadline);
+        }
+        if let Some(b) = broken.take() {
+            if stopping {
+                return;
+            }
+            if !batch.is_empty() {
+                // Queued by a path that does not ask memory first: it ran on memory the disk
+                // has not got, so memory is rebuilt again.
+                let reason = "writes are refused until the disk takes them again";
+                broken = Some(recovery::fail(
+                    &conn,
+                    &mem,
+                    &rx,
+                    &touches,
+                    Vec::new(),
+                    reason,
+                    b.failures,
+                ));
+                for job in batch.drain(..) {
+                    if let Some(ack) = job.ack {
+                        let _ = ack.send(Err(reason.to_owned()));
+                    }
+                }
+                continue;
+            }
+            broken = if b.next_probe <= Instant::now() {
+                recovery::probe(&mut conn, &mem, b, &faults)
+            } else {
+                Some(b)
+            };
+            if broken.is_none() {
+                failures = 0;
+            }
+            continue;
         }
         // Taken before the queue is drained: a touched session's insert was queued before its
         // touch, so it is in this batch (or an earlier one) and the update finds its row. The
@@ -143,13 +213,41 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, touches: Touches) {
             spare = pending;
         }
         if !batch.is_empty() {
-            let result = apply_batch(&mut conn, &batch).map_err(|e| {
-                tracing::error!(error = %e, jobs = batch.len(), "database write failed");
-                e.to_string()
-            });
-            for job in batch {
-                if let Some(ack) = job.ack {
-                    let _ = ack.send(result.clone());
+            let applied = if faults.load(Ordering::Acquire) {
+                Err(injected_full())
+            } else {
+                apply_batch(&mut conn, &batch)
+            };
+            match applied {
+                Ok(()) => {
+                    failures = 0;
+                    for job in batch {
+                        if let Some(ack) = job.ack {
+                            let _ = ack.send(Ok(()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    let touched = recovery::touches_of(&batch);
+                    // Memory is put right before anyone hears of the failure: a client told
+                    // 503 never finds the refused change in memory afterwards.
+                    if !stopping {
+                        broken = Some(recovery::fail(
+                            &conn, &mem, &rx, &touches, touched, &reason, failures,
+                        ));
+                        failures += 1;
+                    }
+                    for job in batch {
+                        if let Some(ack) = job.ack {
+                            let _ = ack.send(Err(reason.clone()));
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                    // The touch clock restarts once writes are taken again.
+                    touch_deadline = Some(Instant::now() + TOUCH_DELAY);
                 }
             }
         }
@@ -172,72 +270,22 @@ fn apply_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::*;
     use crate::sqlite::{open_connection, SqliteStore};
     use crate::Store;
-    use leasehold_core::LicenseTerms;
-    use leasehold_proto::UserKind;
 
     /// The expiry on disk after heartbeats: behind memory for at most about `TOUCH_DELAY`, and
     /// many heartbeats of one session in that window are one write.
     #[tokio::test]
     async fn heartbeats_reach_the_disk_within_the_touch_delay() {
-        use leasehold_core::PlanCatalog;
-        use leasehold_proto::CreateLicense;
+        use crate::testkit::{open, session_id, tenant, T0};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("leasehold.db");
-        let t0 = Timestamp::from_millis(1_800_000_000_000);
+        let t0 = T0;
         let store = SqliteStore::open(&path, t0).unwrap();
-        store
-            .create_account(
-                Account {
-                    id: "acme".into(),
-                    name: "Acme".into(),
-                    created_at: t0,
-                },
-                Credential {
-                    hash: [7; 32],
-                    principal: Principal::AccountAdmin {
-                        account_id: "acme".into(),
-                    },
-                    expires_at: None,
-                },
-            )
-            .await
-            .unwrap();
-        let req = CreateLicense {
-            account_id: "acme".into(),
-            product: "cad".into(),
-            seats: Some(2),
-            inactivity_timeout_secs: Some(60),
-            ..Default::default()
-        };
-        let terms = LicenseTerms::from_create(&req, &PlanCatalog::default()).unwrap();
-        store
-            .create_license(License {
-                id: "lic".into(),
-                account_id: "acme".into(),
-                model: terms.model,
-                terms,
-                created_at: t0,
-            })
-            .await
-            .unwrap();
-        let id = "0190f5a2-3b4c-7d8e-9f00-112233445566";
-        store
-            .open_session(
-                OpenRequest {
-                    new_id: id.into(),
-                    license_id: "lic".into(),
-                    username: "bob".into(),
-                    kind: UserKind::Interactive,
-                    device_id: "pc".into(),
-                    instance_id: "app".into(),
-                },
-                t0,
-            )
-            .await
-            .unwrap();
+        tenant(&store, 2, &["bob"]).await;
+        let id = session_id(1);
+        let id = id.as_str();
+        store.open_session(open(1, "bob", "app"), t0).await.unwrap();
         let on_disk = || -> i64 {
             open_connection(&path)
                 .unwrap()

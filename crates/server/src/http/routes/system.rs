@@ -2,7 +2,7 @@
 //! document, and the fallbacks for unknown routes and methods.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use leasehold_proto as proto;
@@ -19,9 +19,36 @@ pub async fn jwks(State(state): State<AppState>) -> Json<proto::Jwks> {
     Json(state.signer.jwks())
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The server is up")))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Readiness: whether this server can serve seats now, its store included.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "Ready: the store takes writes", body = proto::Health),
+    (status = 503, description = "Not ready: the store cannot write (disk full, database unreachable); `reason` says why", body = proto::Health)))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<proto::Health>) {
+    match state.store.health().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(proto::Health {
+                status: "ok".into(),
+                reason: None,
+            }),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(proto::Health {
+                status: "unavailable".into(),
+                reason: Some(e.to_string()),
+            }),
+        ),
+    }
+}
+
+/// Liveness: the process is up and answers, whatever its store does.
+#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "The process is up", body = proto::Health)))]
+pub async fn livez() -> Json<proto::Health> {
+    Json(proto::Health {
+        status: "ok".into(),
+        reason: None,
+    })
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]

@@ -39,7 +39,7 @@ impl Mem {
         wait: bool,
         now: Timestamp,
     ) -> StoreResult<AdmitStep> {
-        self.last_now = self.last_now.max(now);
+        self.last_now = now;
         let username = Username::parse(&req.username)?;
         let Some(li) = self.license_at(&req.license_id) else {
             return Err(StoreError::NotFound("license"));
@@ -47,6 +47,12 @@ impl Mem {
         if parse_sid(&req.new_id).is_none() {
             return Err(bad_new_id(&req.new_id));
         }
+        let account_id = self.lic_at(li)?.license.account_id.clone();
+        let active = self
+            .users
+            .get(&(account_id, req.username.clone()))
+            .map(|u| u.active);
+        admission::user_may_open(active, &req.username)?;
         let mut ops = Vec::new();
         // Idempotent re-open: the client instance's live session is returned, refreshed.
         if let Some(slot) = self.instance_slot(li, &req.username, &req.device_id, &req.instance_id)
@@ -185,6 +191,17 @@ impl Mem {
                     lic.queue.pop_front();
                     continue;
                 };
+                // Deactivated while waiting: refused, as a newcomer would be.
+                let active = self
+                    .users
+                    .get(&(lic.license.account_id.clone(), head.req.username.clone()))
+                    .map(|u| u.active);
+                if let Err(refusal) = admission::user_may_open(active, &head.req.username) {
+                    if let Some(head) = lic.queue.pop_front() {
+                        let _ = head.tx.send(Err(StoreError::Rule(refusal)));
+                    }
+                    continue;
+                }
                 let device_id = &head.req.device_id;
                 let decision =
                     admission::decide(&lic.seats(&self.names), &username, device_id, now);

@@ -89,6 +89,7 @@ impl Mem {
     /// (`SessionClock::shift_for_clock_step`); the new timings reach the disk as touches.
     /// Answers how many sessions moved.
     pub(in crate::sqlite) fn shift_live(&mut self, delta_ms: i64) -> usize {
+        self.last_now = Timestamp::from_millis(self.last_now.millis().saturating_add(delta_ms));
         let mut moved = 0;
         for li in 0..self.licenses.len() {
             let slots: Vec<u32> = self

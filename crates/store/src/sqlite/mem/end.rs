@@ -55,7 +55,7 @@ impl Mem {
         if self.licenses.get(li).is_some_and(|l| !l.queue.is_empty()) {
             self.to_serve.push(live.license);
         }
-        self.last_now = self.last_now.max(now);
+        self.last_now = now;
         let id = live.sid();
         self.ended.insert(
             id,

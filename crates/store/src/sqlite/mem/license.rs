@@ -125,7 +125,7 @@ impl Mem {
             });
         }
         self.to_serve.push(li as u32);
-        self.last_now = self.last_now.max(now);
+        self.last_now = now;
         Ok(self.send(ops))
     }
 }

@@ -25,6 +25,7 @@ mod end;
 mod index;
 mod license;
 mod models;
+mod recover;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc::Sender;
@@ -71,9 +72,12 @@ pub(super) struct Mem {
     /// Queueing licenses that may have a free seat for their waiters, served after the
     /// change that freed it is queued for writing (so a grant never reaches disk before it).
     to_serve: Vec<u32>,
-    /// The latest `now` seen, for grants made on behalf of waiters.
+    /// The `now` of the latest change, for the grants it lets the queue make.
     last_now: Timestamp,
     next_ticket: u64,
+    /// Why writes are refused: the disk refused one, and memory is being (or was) rebuilt from
+    /// it (see `recover`).
+    broken: Option<String>,
 }
 
 /// A session found by id in memory.
@@ -104,6 +108,7 @@ impl Mem {
             to_serve: Vec::new(),
             last_now: now,
             next_ticket: 0,
+            broken: None,
         }
     }
 
@@ -168,6 +173,11 @@ impl Mem {
     /// The `Session` record of a slot an index just gave (so it is live).
     fn indexed_session(&self, slot: u32) -> StoreResult<Session> {
         self.session(slot).ok_or(StoreError::NotFound("session"))
+    }
+
+    /// A sender to the writer (for the memory rebuilt after a failed write).
+    pub(in crate::sqlite) fn writer(&self) -> Sender<Job> {
+        self.writer.clone()
     }
 
     /// Queues writes whose durability the caller awaits (the returned `Ack`).
