@@ -282,3 +282,49 @@ async fn waiters_racing_new_arrivals_never_over_allocate() {
     assert!(total >= 32, "every waiter eventually got a seat: {total}");
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_deactivated_while_waiting_is_refused_not_granted() {
+    // Arrange: alice holds the only seat; bob waits in the queue.
+    let app = Arc::new(spawn_app().await);
+    let f = app.fixture(1, &[], queueing(json!({}))).await;
+    let alice = app.user_token(&f.account_id, &f.admin, "alice").await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let held = app.open(&alice, &f.license_id, "pc", "app").await.id();
+    let waiting = {
+        let (app, bob, license) = (app.clone(), bob.clone(), f.license_id.clone());
+        tokio::spawn(async move { wait_open(&app, &bob, &license, "app", 60).await })
+    };
+    until_queue_length(&app, &f.admin, &f.license_id, 1).await;
+
+    // Act: bob is deactivated (acknowledged), then the seat frees.
+    let deactivated = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/bob", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "interactive", "active": false})),
+        )
+        .await;
+    assert_eq!(deactivated.status, StatusCode::OK);
+    let freed = app
+        .call(Method::DELETE, &format!("/v1/sessions/{held}"), Some(&alice), None)
+        .await;
+    assert_eq!(freed.status, StatusCode::NO_CONTENT);
+
+    // Assert: the wait ends refused, and bob holds nothing.
+    let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{:?}", answer.body);
+    assert_eq!(answer.code(), "user_inactive");
+    let sessions = app
+        .get(
+            &format!("/v1/accounts/{}/users/bob/sessions", f.account_id),
+            &f.admin,
+        )
+        .await;
+    assert_eq!(sessions.body["sessions"], json!([]));
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
+}

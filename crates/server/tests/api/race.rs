@@ -126,3 +126,55 @@ async fn racing_reopens_of_one_instance_take_one_seat() {
     assert_eq!(ids.len(), 1);
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_session_of_a_deactivated_user_outlives_the_acknowledged_deactivation() {
+    // Arrange: plenty of seats; bob opens from 200 client instances at once...
+    let app = Arc::new(spawn_app().await);
+    let f = app.fixture(1000, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let mut opens = JoinSet::new();
+    for i in 0..200 {
+        let (app, bob, license) = (app.clone(), bob.clone(), f.license_id.clone());
+        opens.spawn(async move { app.open(&bob, &license, "pc", &format!("i{i}")).await });
+    }
+
+    // Act: ...while his admin deactivates him.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let deactivated = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/accounts/{}/users/bob", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "interactive", "active": false})),
+        )
+        .await;
+    let held_at_ack = app
+        .get(
+            &format!("/v1/accounts/{}/users/bob/sessions", f.account_id),
+            &f.admin,
+        )
+        .await;
+    let mut granted = 0;
+    while let Some(open) = opens.join_next().await {
+        let open = open.unwrap();
+        match open.status {
+            StatusCode::CREATED => granted += 1,
+            StatusCode::FORBIDDEN => assert_eq!(open.code(), "user_inactive", "{:?}", open.body),
+            other => panic!("unexpected {other}: {:?}", open.body),
+        }
+    }
+
+    // Assert: from the acknowledgement on, bob holds no session, whatever the opens answered.
+    assert_eq!(deactivated.status, StatusCode::OK, "{:?}", deactivated.body);
+    assert_eq!(held_at_ack.body["sessions"], json!([]), "at the acknowledgement");
+    let held = app
+        .get(
+            &format!("/v1/accounts/{}/users/bob/sessions", f.account_id),
+            &f.admin,
+        )
+        .await;
+    assert_eq!(held.body["sessions"], json!([]), "after every open answered");
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
+    eprintln!("{granted} opens were granted before the deactivation, and ended by it");
+}
