@@ -106,6 +106,26 @@ impl SessionClock {
         };
     }
 
+    /// A live session read back at start, when the wall clock may have gone back while the
+    /// server was down: its expiry and lifetime end are brought back to at most what a session
+    /// opened at `now` would get, so no session holds its seat past its timeout by more than
+    /// the step. Answers whether anything changed.
+    pub fn clamp_at_start(&mut self, kind: UserKind, terms: &LicenseTerms, now: Timestamp) -> bool {
+        let fresh = SessionClock::open(kind, terms, now);
+        let mut changed = false;
+        if let (Some(end), Some(longest)) = (self.hard_end, fresh.hard_end) {
+            if end > longest {
+                self.hard_end = Some(longest);
+                changed = true;
+            }
+        }
+        if self.expires_at > fresh.expires_at {
+            self.expires_at = fresh.expires_at;
+            changed = true;
+        }
+        changed
+    }
+
     /// Records activity at `now`: slides the inactivity window, never past `hard_end`.
     /// Fails with the end reason when the session has already expired.
     pub fn heartbeat(&mut self, terms: &LicenseTerms, now: Timestamp) -> RuleResult<Timestamp> {
@@ -274,5 +294,25 @@ mod tests {
         assert_eq!(capped.expires_at, T0.plus_secs(600));
         assert_eq!(near.expires_at, T0.plus_secs(1500));
         assert_eq!(near.expiry_reason(), EndReason::LicenseExpired);
+    }
+
+    #[test]
+    fn a_session_read_back_after_the_clock_went_back_is_clamped() {
+        // Arrange: sessions that got their timing before the wall clock went back 2 h.
+        let t = terms(1200, 3600);
+        let mut idle = SessionClock::open(UserKind::Interactive, &t, T0);
+        let mut service = SessionClock::open(UserKind::Service, &t, T0);
+        let back = Timestamp::from_millis(T0.millis() - 7_200_000);
+
+        // Act
+        assert!(idle.clamp_at_start(UserKind::Interactive, &t, back));
+        assert!(service.clamp_at_start(UserKind::Service, &t, back));
+
+        // Assert: no more than a session opened now would get.
+        assert_eq!(idle.expires_at, back.plus_secs(1200));
+        assert_eq!(service.hard_end, Some(back.plus_secs(3600)));
+        // A clock that went forward (or did not move) changes nothing.
+        let mut fine = SessionClock::open(UserKind::Interactive, &t, T0);
+        assert!(!fine.clamp_at_start(UserKind::Interactive, &t, T0.plus_secs(60)));
     }
 }

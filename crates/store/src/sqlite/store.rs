@@ -33,7 +33,14 @@ impl SqliteStore {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
-        let mem = load(&conn, tx, now)?;
+        let mut mem = load(&conn, tx, now)?;
+        let clamped = mem.clamp_after_restart(now);
+        if clamped > 0 {
+            tracing::warn!(
+                sessions = clamped,
+                "live sessions expired further ahead than the clock allows (it went back while the server was down): clamped to their timeout"
+            );
+        }
         let touches = mem.touches.clone();
         let reader = Reader::open(path)?;
         let mem = Arc::new(Mutex::new(mem));

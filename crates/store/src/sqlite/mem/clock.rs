@@ -110,4 +110,60 @@ impl Mem {
         }
         moved
     }
+
+    /// At start: no live session keeps an expiry further ahead than a session opened now would
+    /// get (the wall clock may have gone back while the server was down; see
+    /// `SessionClock::clamp_at_start`). The clamped timings reach the disk as touches. Answers
+    /// how many sessions were clamped.
+    pub(in crate::sqlite) fn clamp_after_restart(&mut self, now: Timestamp) -> usize {
+        let mut clamped = 0;
+        for li in 0..self.licenses.len() {
+            let Some(lic) = self.licenses.get(li) else {
+                continue;
+            };
+            let terms = lic.license.terms.clone();
+            let slots: Vec<u32> = lic.expiry.iter().map(|&(_, s)| s).collect();
+            for slot in slots {
+                let Some(r) = self.slab.get(slot) else {
+                    continue;
+                };
+                let (id, kind, mut clock) = (r.sid(), r.kind, r.clock());
+                if clock.clamp_at_start(kind, &terms, now) {
+                    self.set_clock(slot, &clock);
+                    self.touch(id, &clock);
+                    clamped += 1;
+                }
+            }
+        }
+        clamped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leasehold_core::Timestamp;
+
+    use crate::sqlite::SqliteStore;
+    use crate::testkit::{open, session_id, tenant, T0};
+    use crate::Store;
+
+    #[tokio::test]
+    async fn a_restart_after_the_clock_went_back_clamps_expiries_to_the_timeout() {
+        // Arrange: a session with 60 s to live; the server stops.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leasehold.db");
+        let store = SqliteStore::open(&path, T0).unwrap();
+        tenant(&store, 2, &["bob"]).await;
+        store.open_session(open(1, "bob", "a"), T0).await.unwrap();
+        drop(store);
+
+        // Act: it starts again with the wall clock 2 h back.
+        let back = Timestamp::from_millis(T0.millis() - 7_200_000);
+        let store = SqliteStore::open(&path, back).unwrap();
+
+        // Assert: 60 s from the new clock, not 2 h and 60 s.
+        let found = store.get_session(&session_id(1)).await.unwrap().unwrap();
+        assert_eq!(found.session.clock.expires_at, back.plus_secs(60));
+        assert_eq!(store.reap_expired(back.plus_secs(61)).await.unwrap().len(), 1);
+    }
 }
