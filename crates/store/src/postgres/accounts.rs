@@ -62,7 +62,7 @@ async fn insert_credential<'c>(
 ) -> StoreResult<()> {
     let (account_id, username) = principal_columns(&credential.principal);
     sqlx::query(INSERT_CREDENTIAL)
-        .bind(&credential.hash[..])
+        .bind(credential.hash.as_slice())
         .bind(credential.principal.kind_str())
         .bind(account_id)
         .bind(username)

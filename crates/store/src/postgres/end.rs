@@ -12,7 +12,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::errors::{clone_error, db_error};
-use super::lanes::{Job, SessionBatch, SessionLane};
+use super::lanes::{Job, SessionBatch};
 use super::read::fetch_session;
 use super::rows::{insert_audit, AuditRows, SessionRow, TermsCache, SESSION_COLS};
 use crate::admission;
@@ -32,112 +32,96 @@ pub(super) struct EndAsk {
 /// A request of a logout lane.
 pub(super) type EndJob = Job<EndAsk, Session>;
 
-/// The logout lanes' kind of batch.
-pub(super) struct Ends;
-
-/// A logout lane.
-pub(super) type EndLane = SessionLane<Ends>;
-
-impl SessionBatch for Ends {
-    type Ask = EndAsk;
+impl SessionBatch for EndAsk {
     const KIND: &'static str = "logout";
 
+    /// One logout batch: a single statement ends every still-live session and writes its
+    /// event. The queueing licenses of the sessions it ended go to `serve`.
     async fn run(
         pool: &PgPool,
         cache: &TermsCache,
         jobs: &[EndJob],
         serve: &mut HashMap<String, Timestamp>,
     ) -> Result<Vec<StoreResult<Session>>, sqlx::Error> {
-        end_batch(pool, cache, jobs, serve).await
-    }
-}
-
-/// One logout batch: a single statement ends every still-live session and writes its event.
-/// The queueing licenses of the sessions it ended go to `serve`.
-async fn end_batch(
-    pool: &PgPool,
-    cache: &TermsCache,
-    jobs: &[EndJob],
-    serve: &mut HashMap<String, Timestamp>,
-) -> Result<Vec<StoreResult<Session>>, sqlx::Error> {
-    // The first request for a session ends it; a repeat in the same batch finds it ended.
-    let mut first: HashMap<&str, usize> = HashMap::new();
-    let (mut ids, mut reasons, mut nows) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, job) in jobs.iter().enumerate() {
-        let end = &job.ask;
-        if first.insert(end.session_id.as_str(), i).is_none() {
-            ids.push(end.session_id.clone());
-            reasons.push(end.reason.as_str());
-            nows.push(end.now.millis());
-        }
-    }
-    let rows = sqlx::query(&format!(
-        "WITH e AS (
-             UPDATE sessions s SET ended_at = v.now, end_reason = v.reason
-             FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(id, reason, now)
-             WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now
-             RETURNING s.*
-         ), a AS (
-             INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
-             SELECT e.ended_at, l.account_id, e.license_id, e.id, e.username, 'ended', e.end_reason
-             FROM e JOIN licenses l ON l.id = e.license_id
-         )
-         SELECT {SESSION_COLS} FROM e AS s JOIN licenses l ON l.id = s.license_id"
-    ))
-    .bind(ids)
-    .bind(reasons)
-    .bind(nows)
-    .fetch_all(pool)
-    .await?;
-    let mut ended: HashMap<String, StoreResult<Session>> = HashMap::new();
-    for row in &rows {
-        let id: String = row.try_get(0)?;
-        let read = SessionRow::read(row, cache);
-        if let Ok(r) = &read {
-            if r.terms.on_full == OnFull::Queue {
-                let now = first
-                    .get(id.as_str())
-                    .and_then(|&i| jobs.get(i))
-                    .map_or(r.session.clock.opened_at, |j| j.ask.now);
-                serve.insert(r.session.license_id.to_string(), now);
+        // The first request for a session ends it; a repeat in the same batch finds it ended.
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let (mut ids, mut reasons, mut nows) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, job) in jobs.iter().enumerate() {
+            let end = &job.ask;
+            if first.insert(end.session_id.as_str(), i).is_none() {
+                ids.push(end.session_id.clone());
+                reasons.push(end.reason.as_str());
+                nows.push(end.now.millis());
             }
         }
-        ended.insert(id, read.map(|r| r.session));
-    }
-    let mut results = Vec::with_capacity(jobs.len());
-    for (i, job) in jobs.iter().enumerate() {
-        let end = &job.ask;
-        let first_job = first.get(end.session_id.as_str()).copied().unwrap_or(i);
-        let result = match ended.get(&end.session_id) {
-            Some(Ok(session)) if first_job == i => Ok(session.clone()),
-            Some(Ok(_)) => {
-                let reason = jobs.get(first_job).map_or(end.reason, |j| j.ask.reason);
-                Err(StoreError::Rule(RuleError::SessionEnded(reason)))
-            }
-            Some(Err(e)) => Err(clone_error(e)),
-            // Not live: tell why; an expired session not reaped yet ends now, with its reason.
-            None => match fetch_session(pool, cache, &end.session_id).await {
-                Ok(Some(row)) => {
-                    if row.ended.is_none() {
-                        let reason = row.session.clock.expiry_reason().as_str();
-                        end_now(
-                            pool,
-                            vec![(row.session.id.clone(), end.now.millis(), reason)],
-                        )
-                        .await?;
-                        if row.terms.on_full == OnFull::Queue {
-                            serve.insert(row.session.license_id.to_string(), end.now);
-                        }
-                    }
-                    Err(row.ended_error())
+        let rows = sqlx::query(&format!(
+            "WITH e AS (
+                 UPDATE sessions s SET ended_at = v.now, end_reason = v.reason
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(id, reason, now)
+                 WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now
+                 RETURNING s.*
+             ), a AS (
+                 INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+                 SELECT e.ended_at, l.account_id, e.license_id, e.id, e.username, 'ended', e.end_reason
+                 FROM e JOIN licenses l ON l.id = e.license_id
+             )
+             SELECT {SESSION_COLS} FROM e AS s JOIN licenses l ON l.id = s.license_id"
+        ))
+        .bind(ids)
+        .bind(reasons)
+        .bind(nows)
+        .fetch_all(pool)
+        .await?;
+        let mut ended: HashMap<String, StoreResult<Session>> = HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            let read = SessionRow::read(row, cache);
+            if let Ok(r) = &read {
+                if r.terms.on_full == OnFull::Queue {
+                    let now = first
+                        .get(id.as_str())
+                        .and_then(|&i| jobs.get(i))
+                        .map_or(r.session.clock.opened_at, |j| j.ask.now);
+                    serve.insert(r.session.license_id.to_string(), now);
                 }
-                Ok(None) => Err(StoreError::NotFound("session")),
-                Err(e) => Err(e),
-            },
-        };
-        results.push(result);
+            }
+            ended.insert(id, read.map(|r| r.session));
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            let end = &job.ask;
+            let first_job = first.get(end.session_id.as_str()).copied().unwrap_or(i);
+            let result = match ended.get(&end.session_id) {
+                Some(Ok(session)) if first_job == i => Ok(session.clone()),
+                Some(Ok(_)) => {
+                    let reason = jobs.get(first_job).map_or(end.reason, |j| j.ask.reason);
+                    Err(StoreError::Rule(RuleError::SessionEnded(reason)))
+                }
+                Some(Err(e)) => Err(clone_error(e)),
+                // Not live: tell why; an expired session not reaped yet ends now, with its reason.
+                None => match fetch_session(pool, cache, &end.session_id).await {
+                    Ok(Some(row)) => {
+                        if row.ended.is_none() {
+                            let reason = row.session.clock.expiry_reason().as_str();
+                            end_now(
+                                pool,
+                                vec![(row.session.id.clone(), end.now.millis(), reason)],
+                            )
+                            .await?;
+                            if row.terms.on_full == OnFull::Queue {
+                                serve.insert(row.session.license_id.to_string(), end.now);
+                            }
+                        }
+                        Err(row.ended_error())
+                    }
+                    Ok(None) => Err(StoreError::NotFound("session")),
+                    Err(e) => Err(e),
+                },
+            };
+            results.push(result);
+        }
+        Ok(results)
     }
-    Ok(results)
 }
 
 /// Ends sessions found expired (`(id, now, reason)`) at once, with their `ended` events. The

@@ -171,25 +171,24 @@ where
 
 // ---- session lanes: heartbeats and logouts ----
 
-/// A batch of requests on sessions, each answered with its session: heartbeats
-/// (`heartbeat::Heartbeats`), logouts and revokes (`end::Ends`).
-pub(super) trait SessionBatch: Send + 'static {
-    /// A request, without its reply channel.
-    type Ask: Send + Sync + 'static;
+/// A request on a session, answered with the session: a heartbeat (`heartbeat::Beat`), a
+/// logout or revoke (`end::EndAsk`). Its batch is what the request type implements.
+pub(super) trait SessionBatch: Sized + Send + Sync + 'static {
     /// The kind's name in logs.
     const KIND: &'static str;
 
-    /// One attempt at the batch. The queueing licenses of sessions it finds ended go to
-    /// `serve` (kept over attempts: an end an attempt committed is served all the same).
+    /// One attempt at a batch of these requests. The queueing licenses of sessions it finds
+    /// ended go to `serve` (kept over attempts: an end an attempt committed is served all the
+    /// same).
     fn run(
         pool: &PgPool,
         cache: &TermsCache,
-        jobs: &[Job<Self::Ask, Session>],
+        jobs: &[Job<Self, Session>],
         serve: &mut HashMap<String, Timestamp>,
     ) -> impl Future<Output = Result<Vec<StoreResult<Session>>, sqlx::Error>> + Send;
 }
 
-/// A lane of session requests: after each batch, the queues of the licenses whose seats it
+/// A lane of session requests `B`: after each batch, the queues of the licenses whose seats it
 /// freed are served (by their open lanes), then every request is answered.
 pub(super) struct SessionLane<B> {
     pool: PgPool,
@@ -212,7 +211,7 @@ impl<B> SessionLane<B> {
 }
 
 impl<B: SessionBatch> Lane for SessionLane<B> {
-    type Job = Job<B::Ask, Session>;
+    type Job = Job<B, Session>;
     type Batch = Vec<Self::Job>;
     type Done = Vec<StoreResult<Session>>;
     const KIND: &'static str = B::KIND;

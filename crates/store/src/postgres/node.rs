@@ -9,15 +9,16 @@ use sqlx::postgres::PgPool;
 use tokio::sync::mpsc;
 
 use super::clock::{DbClock, NodeClock};
-use super::end::{EndJob, EndLane, END_LANES};
+use super::end::{EndAsk, EndJob, END_LANES};
 use super::errors::db_error;
-use super::heartbeat::{HeartbeatJob, HeartbeatLane, HEARTBEAT_LANES};
-use super::lanes;
+use super::heartbeat::{Beat, HeartbeatJob, HEARTBEAT_LANES};
+use super::lanes::{self, SessionLane};
 use super::open::{LaneJob, OpenLane, OPEN_LANES};
 use super::queue::{self, QueueCtx};
-use super::read::{CredentialLoader, LicenseLoader, Reader, SessionLoader, UserLoader};
-use super::rows::TermsCache;
+use super::read::{ById, CredentialLoader, Reader, UserLoader};
+use super::rows::{SessionRow, TermsCache};
 use super::schema::{migrate, pool};
+use crate::records::License;
 use crate::StoreResult;
 
 /// Connection settings of a `PgStore`.
@@ -63,8 +64,8 @@ pub struct PgStore {
     pub(super) ends: Vec<mpsc::Sender<EndJob>>,
     pub(super) credentials: Reader<CredentialLoader>,
     pub(super) users: Reader<UserLoader>,
-    pub(super) licenses: Reader<LicenseLoader>,
-    pub(super) sessions: Reader<SessionLoader>,
+    pub(super) licenses: Reader<ById<License>>,
+    pub(super) sessions: Reader<ById<SessionRow>>,
     /// The queue listener and sweeper, stopped with the store.
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The database's clock as this node reads it: every `now` passed in goes through it.
@@ -108,12 +109,12 @@ impl PgStore {
             lanes::spawn(OpenLane::new(pool.clone(), queue.clone()), rx);
         }
         for rx in end_rx {
-            let lane = EndLane::new(pool.clone(), cache.clone(), queue.clone());
+            let lane = SessionLane::<EndAsk>::new(pool.clone(), cache.clone(), queue.clone());
             lanes::spawn(lane, rx);
         }
         let (heartbeats, heartbeat_rx) = lanes::channels(HEARTBEAT_LANES);
         for rx in heartbeat_rx {
-            let lane = HeartbeatLane::new(pool.clone(), cache.clone(), queue.clone());
+            let lane = SessionLane::<Beat>::new(pool.clone(), cache.clone(), queue.clone());
             lanes::spawn(lane, rx);
         }
         let background = vec![
@@ -128,8 +129,8 @@ impl PgStore {
         PgStore {
             credentials: Reader::spawn(&pool, CredentialLoader),
             users: Reader::spawn(&pool, UserLoader),
-            licenses: Reader::spawn(&pool, LicenseLoader(cache.clone())),
-            sessions: Reader::spawn(&pool, SessionLoader(cache.clone())),
+            licenses: Reader::spawn(&pool, ById::licenses(cache.clone())),
+            sessions: Reader::spawn(&pool, ById::sessions(cache.clone())),
             pool,
             cache,
             queue,

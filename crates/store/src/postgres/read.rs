@@ -176,70 +176,64 @@ impl Loader for UserLoader {
     }
 }
 
-/// Licenses by id.
-pub(super) struct LicenseLoader(pub(super) Arc<TermsCache>);
+/// Reads a row into its id and its record (or why the record cannot be read).
+type ReadById<T> = fn(&PgRow, &TermsCache) -> Result<(String, StoreResult<T>), sqlx::Error>;
+
+/// Records by id, read by one `SELECT … WHERE id = ANY($1)` each batch: licenses, sessions.
+/// A record that cannot be read is its cause, reported to that id's callers only.
+pub(super) struct ById<T> {
+    sql: String,
+    read: ReadById<T>,
+    cache: Arc<TermsCache>,
+}
+
+impl ById<License> {
+    /// Licenses by id.
+    pub(super) fn licenses(cache: Arc<TermsCache>) -> Self {
+        ById {
+            sql: format!("SELECT {LICENSE_COLS} FROM licenses WHERE id = ANY($1)"),
+            read: |row, cache| {
+                let license = LicenseRow::read(row)?;
+                let id = license.id.clone();
+                Ok((id, license.parse(|id, terms| cache.owned(id, terms))))
+            },
+            cache,
+        }
+    }
+}
+
+impl ById<SessionRow> {
+    /// Sessions (live or ended, with their terms) by id.
+    pub(super) fn sessions(cache: Arc<TermsCache>) -> Self {
+        ById {
+            sql: format!(
+                "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
+                 WHERE s.id = ANY($1)"
+            ),
+            read: |row, cache| Ok((row.try_get(0)?, SessionRow::read(row, cache))),
+            cache,
+        }
+    }
+}
 
 #[async_trait]
-impl Loader for LicenseLoader {
+impl<T: Clone + Send + Sync + 'static> Loader for ById<T> {
     type Key = String;
-    type Value = Result<License, String>;
+    type Value = Result<T, String>;
 
     async fn load(
         &self,
         pool: &PgPool,
         keys: &[String],
     ) -> Result<HashMap<String, Self::Value>, sqlx::Error> {
-        let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE id = ANY($1)");
-        by_id(pool, &sql, keys, |row| {
-            let license = LicenseRow::read(row)?;
-            Ok((
-                license.id.clone(),
-                license.parse(|id, terms| self.0.owned(id, terms)),
-            ))
-        })
-        .await
+        let rows = sqlx::query(&self.sql).bind(keys).fetch_all(pool).await?;
+        let mut found = HashMap::new();
+        for row in &rows {
+            let (id, record) = (self.read)(row, &self.cache)?;
+            found.insert(id, record.map_err(|e| e.to_string()));
+        }
+        Ok(found)
     }
-}
-
-/// Sessions (live or ended, with their terms) by id.
-pub(super) struct SessionLoader(pub(super) Arc<TermsCache>);
-
-#[async_trait]
-impl Loader for SessionLoader {
-    type Key = String;
-    type Value = Result<SessionRow, String>;
-
-    async fn load(
-        &self,
-        pool: &PgPool,
-        keys: &[String],
-    ) -> Result<HashMap<String, Self::Value>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
-             WHERE s.id = ANY($1)"
-        );
-        by_id(pool, &sql, keys, |row| {
-            Ok((row.try_get(0)?, SessionRow::read(row, &self.0)))
-        })
-        .await
-    }
-}
-
-/// Runs `sql` (a query of records by `= ANY($1)` ids) and reads each row with `read` into its
-/// id and its record; a record that cannot be read is its cause, for that id's callers only.
-async fn by_id<T>(
-    pool: &PgPool,
-    sql: &str,
-    ids: &[String],
-    read: impl Fn(&PgRow) -> Result<(String, StoreResult<T>), sqlx::Error>,
-) -> Result<HashMap<String, Result<T, String>>, sqlx::Error> {
-    let rows = sqlx::query(sql).bind(ids).fetch_all(pool).await?;
-    let mut found = HashMap::new();
-    for row in &rows {
-        let (id, record) = read(row)?;
-        found.insert(id, record.map_err(|e| e.to_string()));
-    }
-    Ok(found)
 }
 
 /// A session (live or ended) read at once, not batched: the rare second look of a heartbeat or

@@ -19,17 +19,29 @@ use crate::codec::{
 use crate::records::*;
 use crate::{StoreError, StoreResult};
 
-/// Runs `query` and reads every row it answers with `read`.
+/// Runs `query` and reads every row it answers with `read`, in order.
 pub(super) async fn fetch_rows<T>(
     query: Query<'_, Postgres, PgArguments>,
     pool: &PgPool,
-    read: impl Fn(&PgRow) -> Result<T, sqlx::Error>,
+    read: impl FnMut(&PgRow) -> Result<T, sqlx::Error>,
 ) -> StoreResult<Vec<T>> {
     let rows = query.fetch_all(pool).await.map_err(db_error)?;
     rows.iter()
         .map(read)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(db_error)
+}
+
+/// Runs `query` (of `SESSION_COLS`) and reads the sessions it answers, in order.
+pub(super) async fn fetch_sessions(
+    query: Query<'_, Postgres, PgArguments>,
+    pool: &PgPool,
+    cache: &TermsCache,
+) -> StoreResult<Vec<Session>> {
+    let rows = query.fetch_all(pool).await.map_err(db_error)?;
+    rows.iter()
+        .map(|r| SessionRow::read(r, cache).map(|row| row.session))
+        .collect()
 }
 
 /// Parsed license terms, cached per node by the exact JSON text stored: a PATCH from any node

@@ -5,8 +5,7 @@
 use leasehold_core::Timestamp;
 use sqlx::postgres::PgPool;
 
-use super::errors::db_error;
-use super::rows::{SessionRow, TermsCache, SESSION_COLS};
+use super::rows::{fetch_sessions, TermsCache, SESSION_COLS};
 use crate::records::Session;
 use crate::StoreResult;
 
@@ -17,20 +16,14 @@ pub(super) async fn list_live_sessions(
     license_id: &str,
     now: Timestamp,
 ) -> StoreResult<Vec<Session>> {
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT {SESSION_COLS} FROM licenses l
          JOIN sessions s ON s.license_id = l.id AND s.ended_at IS NULL AND s.expires_at > $2
          WHERE l.id = $1
          ORDER BY s.opened_at, s.id"
-    ))
-    .bind(license_id)
-    .bind(now.millis())
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
-    rows.iter()
-        .map(|r| SessionRow::read(r, cache).map(|row| row.session))
-        .collect()
+    );
+    let query = sqlx::query(&sql).bind(license_id).bind(now.millis());
+    fetch_sessions(query, pool, cache).await
 }
 
 /// The user's live sessions across the account's licenses, oldest first.
@@ -41,19 +34,15 @@ pub(super) async fn list_user_sessions(
     username: &str,
     now: Timestamp,
 ) -> StoreResult<Vec<Session>> {
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
          WHERE s.username = $2 AND l.account_id = $1 AND s.ended_at IS NULL
            AND s.expires_at > $3
          ORDER BY s.opened_at, s.id"
-    ))
-    .bind(account_id)
-    .bind(username)
-    .bind(now.millis())
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
-    rows.iter()
-        .map(|r| SessionRow::read(r, cache).map(|row| row.session))
-        .collect()
+    );
+    let query = sqlx::query(&sql)
+        .bind(account_id)
+        .bind(username)
+        .bind(now.millis());
+    fetch_sessions(query, pool, cache).await
 }

@@ -148,6 +148,22 @@ impl LicState {
 const PLAIN_SESSION_COLS: &str = "s.id, s.license_id, s.username, s.kind, s.device_id, \
      s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.overdraft, s.license_end";
 
+/// The sessions of locked licenses in `rows` (of `PLAIN_SESSION_COLS`); rows of other
+/// licenses are skipped.
+fn sessions_of(
+    lics: &HashMap<String, LicState>,
+    rows: &[PgRow],
+) -> Result<Vec<Session>, sqlx::Error> {
+    let mut sessions = Vec::with_capacity(rows.len());
+    for row in rows {
+        let license_id: String = row.try_get(1)?;
+        if let Some(lic) = lics.get(&license_id) {
+            sessions.push(lic.session(row)?);
+        }
+    }
+    Ok(sessions)
+}
+
 /// A waiting queue entry at the head of its license's queue, locked by the batch.
 pub(super) struct QueueHead {
     pub(super) ticket: i64,
@@ -341,15 +357,10 @@ async fn live_instances(
     .bind(asking.iter().map(|k| k.3.clone()).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
-    for row in &rows {
-        let license_id: String = row.try_get(1)?;
-        let Some(lic) = lics.get(&license_id) else {
-            continue;
-        };
-        let s = lic.session(row)?;
+    for s in sessions_of(lics, &rows)? {
         existing.insert(
             (
-                license_id,
+                s.license_id.to_string(),
                 s.username.clone(),
                 s.device_id.clone(),
                 s.instance_id.clone(),
@@ -387,15 +398,8 @@ async fn reclaim_expired(
         .bind(REAP_BATCH)
         .fetch_all(&mut **tx)
         .await?;
-        for row in &rows {
-            let license_id: String = row.try_get(1)?;
-            let Some(lic) = lics.get(&license_id) else {
-                continue;
-            };
-            let s = lic.session(row)?;
-            expired_ids.insert(s.id.clone());
-            expired.push(s);
-        }
+        expired = sessions_of(lics, &rows)?;
+        expired_ids = expired.iter().map(|s| s.id.clone()).collect();
     }
     existing.retain(|_, s| {
         if s.clock.is_live(now) {

@@ -22,7 +22,7 @@ use super::end::{EndAsk, EndJob};
 use super::errors::db_error;
 use super::lanes::{lane_of, Job};
 use super::open::LaneJob;
-use super::rows::{SessionRow, TermsCache, SESSION_COLS};
+use super::rows::{fetch_rows, SessionRow, TermsCache, SESSION_COLS};
 use super::LIVE_NODE;
 use crate::codec::refusal_from;
 use crate::records::*;
@@ -334,29 +334,24 @@ pub(super) async fn list(
     license_id: &str,
     now: Timestamp,
 ) -> StoreResult<Vec<QueuedRequest>> {
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT q.ticket, q.username, q.device_id, q.instance_id, q.enqueued_at
          FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
          WHERE q.license_id = $1 AND q.state = 'waiting' AND q.deadline > $2 AND {LIVE_NODE}
          ORDER BY q.ticket"
-    ))
-    .bind(license_id)
-    .bind(now.millis())
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
-    rows.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            Ok(QueuedRequest {
-                ticket: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-                position: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                username: r.try_get(1)?,
-                device_id: r.try_get(2)?,
-                instance_id: r.try_get(3)?,
-                since: Timestamp::from_millis(r.try_get(4)?),
-            })
+    );
+    let query = sqlx::query(&sql).bind(license_id).bind(now.millis());
+    let mut position: u32 = 0;
+    fetch_rows(query, pool, |r| {
+        position = position.saturating_add(1);
+        Ok(QueuedRequest {
+            ticket: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+            position,
+            username: r.try_get(1)?,
+            device_id: r.try_get(2)?,
+            instance_id: r.try_get(3)?,
+            since: Timestamp::from_millis(r.try_get(4)?),
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(db_error)
+    })
+    .await
 }
