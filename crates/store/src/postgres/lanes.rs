@@ -25,7 +25,7 @@ use crate::records::Session;
 use crate::{StoreError, StoreResult};
 
 /// Most requests in one batch.
-pub(super) const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 512;
 
 /// A request of a lane, and the channel its answer goes back on.
 pub(super) struct Job<Q, A> {
@@ -81,8 +81,9 @@ pub(super) trait Lane: Send + 'static {
         false
     }
 
-    /// One batch of the requests received (and of what the previous batch left over).
-    fn gather(&mut self, received: Vec<Self::Job>) -> Self::Batch;
+    /// One batch of the requests received, taken out of `received` (and of what the previous
+    /// batch left over).
+    fn gather(&mut self, received: &mut Vec<Self::Job>) -> Self::Batch;
 
     /// One attempt at the batch: one transaction (or one statement).
     fn run(
@@ -121,7 +122,7 @@ async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
         } else if rx.recv_many(&mut received, MAX_BATCH).await == 0 {
             break;
         }
-        let batch = lane.gather(std::mem::take(&mut received));
+        let batch = lane.gather(&mut received);
         let mut attempt = 1;
         let done = loop {
             match lane.run(&batch).await {
@@ -216,8 +217,8 @@ impl<B: SessionBatch> Lane for SessionLane<B> {
     type Done = Vec<StoreResult<Session>>;
     const KIND: &'static str = B::KIND;
 
-    fn gather(&mut self, received: Vec<Self::Job>) -> Self::Batch {
-        received
+    fn gather(&mut self, received: &mut Vec<Self::Job>) -> Self::Batch {
+        std::mem::take(received)
     }
 
     async fn run(&mut self, jobs: &Self::Batch) -> Result<Self::Done, sqlx::Error> {

@@ -86,7 +86,8 @@ impl<L: Loader> Lane for ReadLane<L> {
     const KIND: &'static str = "read";
     const ATTEMPTS: usize = 1;
 
-    fn gather(&mut self, jobs: Vec<ReadJob<L>>) -> ReadBatch<L> {
+    fn gather(&mut self, received: &mut Vec<ReadJob<L>>) -> ReadBatch<L> {
+        let jobs = std::mem::take(received);
         let mut seen = HashSet::new();
         let keys = jobs
             .iter()

@@ -15,10 +15,10 @@ use crate::records::*;
 use crate::StoreError;
 
 /// What a batch decided for a queue head: a session (granted) or a refusal.
-pub(in crate::postgres) struct Served {
-    pub(in crate::postgres) ticket: i64,
-    pub(in crate::postgres) node_id: String,
-    pub(in crate::postgres) outcome: Result<Opened, RuleError>,
+pub(super) struct Served {
+    pub(super) ticket: i64,
+    pub(super) node_id: String,
+    pub(super) outcome: Result<Opened, RuleError>,
 }
 
 /// Re-opened live sessions, slid: their ids and new expiries.

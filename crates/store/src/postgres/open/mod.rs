@@ -94,10 +94,10 @@ impl Lane for OpenLane {
         !self.pending.is_empty()
     }
 
-    fn gather(&mut self, received: Vec<LaneJob>) -> OpenBatch {
+    fn gather(&mut self, received: &mut Vec<LaneJob>) -> OpenBatch {
         let mut serve = std::mem::take(&mut self.pending);
         let mut jobs = Vec::with_capacity(received.len());
-        for job in received {
+        for job in received.drain(..) {
             match job {
                 LaneJob::Open(job) => jobs.push(job),
                 LaneJob::Serve { license_id, now } => {
@@ -203,9 +203,12 @@ async fn open_batch(
         .unwrap_or(Timestamp::from_millis(0));
     let mut tx = pool.begin().await?;
     let mut decided = Decided::default();
+    // 1–5: read under the license locks.
     let mut view = view::read(&mut tx, jobs, serve, now, &mut decided.audit).await?;
+    // 6–7: decide, queue heads first.
     let granted_here = decide::serve_heads(&mut view, now, &mut decided);
     decide::newcomers(jobs, &mut view, &granted_here, now, &mut decided);
+    // 8–10: write, notify, commit.
     let Decided {
         mut outcomes,
         opened,
@@ -225,7 +228,7 @@ async fn open_batch(
         now,
     )
     .await?;
-    write::write(&mut tx, &view.lics, slides, &opened, audit, &served).await?;
+    write::changes(&mut tx, &view.lics, slides, &opened, audit, &served).await?;
     write::notify(&mut tx, queue, &served).await?;
     tx.commit().await?;
     registration.keep();

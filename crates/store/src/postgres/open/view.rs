@@ -24,7 +24,7 @@ use crate::StoreError;
 const QUEUE_HEADS: i64 = 64;
 
 /// One license of an open batch: its (locked) record and the seat view being updated.
-pub(in crate::postgres) struct LicState {
+pub(super) struct LicState {
     pub(super) license: License,
     id: Arc<str>,
     account_id: Arc<str>,

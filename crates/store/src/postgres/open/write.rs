@@ -205,8 +205,9 @@ impl ServedColumns {
     }
 }
 
-/// 9. Every other write of the batch, in one statement.
-pub(super) async fn write(
+/// 9. Every other change of the batch (slid re-opens, new sessions, usage statistics, served
+///    queue heads, audit events), in one statement.
+pub(super) async fn changes(
     tx: &mut Transaction<'_, Postgres>,
     lics: &HashMap<String, LicState>,
     slides: Slides,
