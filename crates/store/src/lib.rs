@@ -13,7 +13,6 @@ mod admission;
 mod codec;
 pub mod copy;
 mod error;
-mod pg_clock;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;

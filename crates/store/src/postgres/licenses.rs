@@ -1,0 +1,201 @@
+//! Licenses: creating, listing and updating them, and what is read about their use (usage
+//! statistics, live sessions per license, the audit log).
+
+use leasehold_core::Timestamp;
+use leasehold_proto::LicenseModel;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::Row;
+
+use super::errors::{db_error, is_foreign_key_violation};
+use super::rows::{
+    audit_event_from, fetch_rows, insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS,
+};
+use crate::admission;
+use crate::codec::terms_json;
+use crate::records::*;
+use crate::{StoreError, StoreResult};
+
+/// Creates a license, with its usage row and its `created` event.
+pub(super) async fn create_license(pool: &PgPool, license: License) -> StoreResult<()> {
+    let terms = terms_json(&license.terms)?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    let inserted = sqlx::query(
+        "INSERT INTO licenses (id, account_id, model, terms, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&license.id)
+    .bind(&license.account_id)
+    .bind(license.model.as_str())
+    .bind(&terms)
+    .bind(license.created_at.millis())
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(r) if r.rows_affected() == 0 => {
+            return Err(StoreError::Conflict(format!(
+                "license {} exists",
+                license.id
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
+        Err(e) => return Err(db_error(e)),
+    }
+    sqlx::query("INSERT INTO license_usage (license_id, since) VALUES ($1, $2)")
+        .bind(&license.id)
+        .bind(license.created_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    insert_audit(&mut tx, AuditRows::of(admission::license_created(&license)))
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// The account's licenses, oldest first.
+pub(super) async fn list_licenses(
+    pool: &PgPool,
+    cache: &TermsCache,
+    account_id: &str,
+) -> StoreResult<Vec<License>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LICENSE_COLS} FROM licenses WHERE account_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(account_id)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let license = LicenseRow::read(row).map_err(db_error)?;
+        out.push(license.parse(|id, terms| cache.owned(id, terms))?);
+    }
+    Ok(out)
+}
+
+/// Replaces a license's terms and model, with its `updated` event. Takes the license row's
+/// lock: serialized with the opens deciding on the old terms. Live sessions end with the
+/// license: their expiry never passes its end.
+pub(super) async fn update_license(
+    pool: &PgPool,
+    license: &License,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let terms = terms_json(&license.terms)?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    let updated = sqlx::query("UPDATE licenses SET terms = $2, model = $3 WHERE id = $1")
+        .bind(&license.id)
+        .bind(&terms)
+        .bind(license.model.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound("license"));
+    }
+    sqlx::query(
+        "UPDATE sessions SET license_end = $2,
+                expires_at = LEAST(expires_at, COALESCE($2, expires_at))
+         WHERE license_id = $1 AND ended_at IS NULL
+           AND license_end IS DISTINCT FROM $2",
+    )
+    .bind(&license.id)
+    .bind(license.terms.expires_at.map(Timestamp::millis))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    insert_audit(
+        &mut tx,
+        AuditRows::of(admission::license_updated(license, now)),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// The license's usage statistics: seats in use now, high and low water marks, denials.
+pub(super) async fn usage(
+    pool: &PgPool,
+    cache: &TermsCache,
+    license_id: &str,
+) -> StoreResult<UsageStats> {
+    let row = sqlx::query(
+        "SELECT l.terms, u.since, u.high_water, u.low_water, u.denials,
+                (SELECT count(*) FROM sessions s WHERE s.license_id = l.id AND s.ended_at IS NULL)
+         FROM licenses l LEFT JOIN license_usage u ON u.license_id = l.id
+         WHERE l.id = $1",
+    )
+    .bind(license_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    let Some(row) = row else {
+        return Err(StoreError::NotFound("license"));
+    };
+    let (overdraft_in_use, activations): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM sessions
+                 WHERE license_id = $1 AND ended_at IS NULL AND overdraft),
+                (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
+              + (SELECT count(*) FROM license_devices WHERE license_id = $1)",
+    )
+    .bind(license_id)
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)?;
+    let read = |row: &PgRow| -> Result<_, sqlx::Error> {
+        Ok((
+            row.try_get::<String, _>(0)?,
+            row.try_get::<Option<i64>, _>(1)?,
+            row.try_get::<Option<i32>, _>(2)?,
+            row.try_get::<Option<i32>, _>(3)?,
+            row.try_get::<Option<i64>, _>(4)?,
+            row.try_get::<i64, _>(5)?,
+        ))
+    };
+    let (terms, since, high, low, denials, in_use) = read(&row).map_err(db_error)?;
+    let terms = cache.get(license_id, &terms)?;
+    let in_use = u32::try_from(in_use).unwrap_or(u32::MAX);
+    Ok(UsageStats {
+        seats: terms.seats,
+        in_use,
+        high_water: (high.unwrap_or(0).max(0) as u32).max(in_use),
+        low_water: (low.unwrap_or(0).max(0) as u32).min(in_use),
+        denials: denials.unwrap_or(0).max(0) as u64,
+        since: Timestamp::from_millis(since.unwrap_or(0)),
+        overdraft_in_use: u32::try_from(overdraft_in_use).unwrap_or(u32::MAX),
+        activations: (terms.model != LicenseModel::ConcurrentSessions)
+            .then(|| u32::try_from(activations).unwrap_or(u32::MAX)),
+    })
+}
+
+/// Live sessions per license, for metrics.
+pub(super) async fn in_use_by_license(pool: &PgPool) -> StoreResult<Vec<(String, u32)>> {
+    let query = sqlx::query(
+        "SELECT l.id, count(s.id) FROM licenses l
+         LEFT JOIN sessions s ON s.license_id = l.id AND s.ended_at IS NULL
+         GROUP BY l.id",
+    );
+    fetch_rows(query, pool, |r| {
+        Ok((
+            r.try_get::<String, _>(0)?,
+            u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
+        ))
+    })
+    .await
+}
+
+/// The license's audit log, oldest first, at most `limit` events.
+pub(super) async fn audit_log(
+    pool: &PgPool,
+    license_id: &str,
+    limit: usize,
+) -> StoreResult<Vec<AuditEvent>> {
+    let query = sqlx::query(
+        "SELECT at, account_id, license_id, session_id, username, event, detail
+         FROM audit_events WHERE license_id = $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(license_id)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    fetch_rows(query, pool, audit_event_from).await
+}

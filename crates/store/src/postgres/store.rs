@@ -1,0 +1,330 @@
+//! `impl Store for PgStore`: each call moves the caller's `now` onto the database's clock
+//! (`clock`), hands the work to the module of its concern (or to a lane of this node), and
+//! serves the queues of licenses where a seat may have freed once the change is committed.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use leasehold_core::{SessionState, Timestamp};
+use leasehold_proto::EndReason;
+
+use super::end::EndAsk;
+use super::heartbeat::Beat;
+use super::lanes::{ask, lane_of};
+use super::node::PgStore;
+use super::open::OpenAsk;
+use super::{accounts, end, licenses, models, queue, reaper, sessions};
+use crate::records::*;
+use crate::{Store, StoreError, StoreResult};
+
+impl PgStore {
+    /// Opens (or queues) through the license's open lane.
+    async fn send_open(
+        &self,
+        req: OpenRequest,
+        wait: bool,
+        now: Timestamp,
+    ) -> StoreResult<Admission> {
+        self.queue.saw(now);
+        let lane = lane_of(req.license_id.as_str(), self.opens.len());
+        let open = OpenAsk { req, wait, now };
+        ask(&self.opens, lane, open, "the open batcher has stopped").await
+    }
+
+    /// `NotFound("license")` unless the license exists.
+    async fn require_license(&self, license_id: &str) -> StoreResult<()> {
+        match self.get_license(license_id).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound("license")),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        accounts::get_setting(&self.pool, key).await
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        accounts::put_setting(&self.pool, key, value).await
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> StoreResult<String> {
+        accounts::put_setting_if_absent(&self.pool, key, value).await
+    }
+
+    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
+        accounts::put_credential(&self.pool, credential).await
+    }
+
+    async fn find_credential(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Credential>> {
+        let now = self.clock.db(now);
+        Ok(self
+            .credentials
+            .get(*hash)
+            .await?
+            .filter(|c| c.expires_at.is_none_or(|at| now < at)))
+    }
+
+    async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()> {
+        accounts::create_account(&self.pool, account, admin).await
+    }
+
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        accounts::get_account(&self.pool, id).await
+    }
+
+    async fn get_user(&self, account_id: &str, username: &str) -> StoreResult<Option<User>> {
+        self.users
+            .get((account_id.to_owned(), username.to_owned()))
+            .await
+    }
+
+    async fn put_user(&self, user: User) -> StoreResult<bool> {
+        accounts::put_user(&self.pool, user).await
+    }
+
+    async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>> {
+        accounts::find_user_by_client_id(&self.pool, client_id).await
+    }
+
+    async fn list_users(&self, account_id: &str) -> StoreResult<Vec<User>> {
+        accounts::list_users(&self.pool, account_id).await
+    }
+
+    async fn list_licenses(&self, account_id: &str) -> StoreResult<Vec<License>> {
+        licenses::list_licenses(&self.pool, &self.cache, account_id).await
+    }
+
+    async fn create_license(&self, license: License) -> StoreResult<()> {
+        licenses::create_license(&self.pool, license).await
+    }
+
+    async fn get_license(&self, id: &str) -> StoreResult<Option<License>> {
+        self.licenses
+            .get(id.to_owned())
+            .await?
+            .map(|found| found.map_err(StoreError::Unavailable))
+            .transpose()
+    }
+
+    async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
+        let now = self.clock.db(now);
+        licenses::update_license(&self.pool, &license, now).await?;
+        // More seats (or a lifted suspension) may serve the queue.
+        self.queue.serve(&license.id, now);
+        Ok(())
+    }
+
+    async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {
+        let now = self.clock.db(now);
+        self.send_open(req, wait, now).await
+    }
+
+    async fn leave_queue(&self, license_id: &str, ticket: u64) -> StoreResult<bool> {
+        queue::leave(&self.pool, &self.queue, &self.cache, license_id, ticket).await
+    }
+
+    async fn list_queue(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<QueuedRequest>> {
+        let now = self.clock.db(now);
+        let queued = queue::list(&self.pool, license_id, now).await?;
+        if queued.is_empty() {
+            self.require_license(license_id).await?;
+        }
+        Ok(queued)
+    }
+
+    async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
+        let now = self.clock.db(now);
+        match self.send_open(req, false, now).await? {
+            Admission::Opened(opened) => Ok(opened),
+            // Not asked to wait: admission answers at once.
+            Admission::Queued(_) => Err(StoreError::Unavailable("unexpected queue entry".into())),
+        }
+    }
+
+    async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
+        let now = self.clock.db(now);
+        let lane = lane_of(session_id, self.heartbeats.len());
+        let beat = Beat {
+            session_id: session_id.to_owned(),
+            now,
+        };
+        ask(
+            &self.heartbeats,
+            lane,
+            beat,
+            "the heartbeat batcher has stopped",
+        )
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        session_id: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Session> {
+        let now = self.clock.db(now);
+        self.queue.saw(now);
+        let lane = lane_of(session_id, self.ends.len());
+        let end = EndAsk {
+            session_id: session_id.to_owned(),
+            reason,
+            now,
+        };
+        ask(&self.ends, lane, end, "the logout batcher has stopped").await
+    }
+
+    async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
+        let Some(found) = self.sessions.get(session_id.to_owned()).await? else {
+            return Ok(None);
+        };
+        let row = found.map_err(StoreError::Unavailable)?;
+        Ok(Some(SessionLookup {
+            state: match row.ended {
+                Some(reason) => SessionState::Ended(reason),
+                None => SessionState::Live,
+            },
+            session: row.session,
+        }))
+    }
+
+    async fn list_live_sessions(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
+        let live = sessions::list_live_sessions(&self.pool, &self.cache, license_id, now).await?;
+        if live.is_empty() {
+            self.require_license(license_id).await?;
+        }
+        Ok(live)
+    }
+
+    async fn usage(&self, license_id: &str, _now: Timestamp) -> StoreResult<UsageStats> {
+        licenses::usage(&self.pool, &self.cache, license_id).await
+    }
+
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
+        self.queue.saw(now);
+        reaper::reap_expired(&self.pool, &self.cache, &self.queue, now).await
+    }
+
+    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>> {
+        licenses::in_use_by_license(&self.pool).await
+    }
+
+    async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        licenses::audit_log(&self.pool, license_id, limit).await
+    }
+
+    async fn set_license_user(
+        &self,
+        license_id: &str,
+        username: &str,
+        active: bool,
+        now: Timestamp,
+    ) -> StoreResult<(LicenseUserChange, bool)> {
+        let now = self.clock.db(now);
+        let change =
+            models::set_license_user(&self.pool, &self.cache, license_id, username, active, now)
+                .await?;
+        // Deactivating frees the user's seats; activating raises the active-user count.
+        self.queue.serve(license_id, now);
+        Ok(change)
+    }
+
+    async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>> {
+        self.require_license(license_id).await?;
+        models::list_license_users(&self.pool, license_id).await
+    }
+
+    async fn activate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<(DeviceActivation, bool)> {
+        let now = self.clock.db(now);
+        models::activate_device(&self.pool, &self.cache, license_id, fingerprint, name, now).await
+    }
+
+    async fn deactivate_device(
+        &self,
+        license_id: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
+        let ended =
+            models::deactivate_device(&self.pool, &self.cache, license_id, fingerprint, now)
+                .await?;
+        if !ended.is_empty() {
+            self.queue.serve(license_id, now);
+        }
+        Ok(ended)
+    }
+
+    async fn list_devices(&self, license_id: &str) -> StoreResult<Vec<DeviceActivation>> {
+        self.require_license(license_id).await?;
+        models::list_devices(&self.pool, license_id).await
+    }
+
+    async fn list_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
+        sessions::list_user_sessions(&self.pool, &self.cache, account_id, username, now).await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        account_id: &str,
+        username: &str,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let now = self.clock.db(now);
+        let ended =
+            end::end_user_sessions(&self.pool, &self.cache, account_id, username, reason, now)
+                .await?;
+        let licenses: HashSet<&str> = ended.iter().map(|s| &*s.license_id).collect();
+        for license_id in licenses {
+            self.queue.serve(license_id, now);
+        }
+        Ok(ended)
+    }
+
+    /// Nothing to move: on PostgreSQL a session's expiry is judged by the database's clock,
+    /// which a step of this node's clock does not change; the node's offset to it moves
+    /// instead (see `clock`).
+    async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
+        self.clock.node_stepped(delta_ms);
+        Ok(0)
+    }
+
+    /// One round trip on a pooled connection (bounded by the pool's acquire timeout).
+    async fn health(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(super::errors::db_error)
+    }
+}
