@@ -122,23 +122,14 @@ pub async fn put_user(
             }
         }
     };
-    let created = state.store.put_user(user.clone()).await?;
-    if !user.active {
-        // An inactive user holds no seat anywhere.
-        let ended = state
-            .with_now(|now| {
-                state.store.end_user_sessions(
-                    account_id,
-                    &user.username,
-                    EndReason::UserDeactivated,
-                    now,
-                )
-            })
-            .await?;
-        for _ in &ended {
-            m::ended(EndReason::UserDeactivated);
-        }
+    // One store step: a deactivation ends the user's sessions atomically with it.
+    let put = state
+        .with_now(|now| state.store.put_user(user.clone(), now))
+        .await?;
+    for _ in &put.ended {
+        m::ended(EndReason::UserDeactivated);
     }
+    let created = put.created;
     Ok(PutUser {
         user,
         created,

@@ -53,8 +53,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()>;
     async fn get_account(&self, id: &str) -> StoreResult<Option<Account>>;
     async fn get_user(&self, account_id: &str, username: &str) -> StoreResult<Option<User>>;
-    /// Creates or replaces a user; answers whether it was created.
-    async fn put_user(&self, user: User) -> StoreResult<bool>;
+    /// Creates or replaces a user. An inactive user holds no seat: its live sessions end
+    /// (`user_deactivated`) in the same atomic step, so no open can be committed for it once
+    /// this is acknowledged (opens check the flag in their own atomic step).
+    async fn put_user(&self, user: User, now: Timestamp) -> StoreResult<UserPut>;
     async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>>;
     /// The account's users, by username.
     async fn list_users(&self, account_id: &str) -> StoreResult<Vec<User>>;
@@ -163,14 +165,6 @@ pub trait Store: Send + Sync + 'static {
         &self,
         account_id: &str,
         username: &str,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Session>>;
-    /// Ends every live session of a user (account-level deactivation).
-    async fn end_user_sessions(
-        &self,
-        account_id: &str,
-        username: &str,
-        reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>>;
 

@@ -106,6 +106,15 @@ pub struct DeviceActivation {
     pub activated_at: Timestamp,
 }
 
+/// Outcome of creating or changing an account's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPut {
+    /// The user did not exist before.
+    pub created: bool,
+    /// Sessions ended because the user is inactive now (`user_deactivated`).
+    pub ended: Vec<Session>,
+}
+
 /// Outcome of changing a user's registration on a license.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LicenseUserChange {

@@ -49,7 +49,7 @@ pub async fn tenant(store: &dyn Store, seats: i64, users: &[&str]) {
         .await
         .unwrap();
     for name in users {
-        store.put_user(user(name, true)).await.unwrap();
+        store.put_user(user(name, true), T0).await.unwrap();
     }
 }
 

@@ -403,7 +403,10 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     }
     for u in &urls {
         let r = http.get(format!("{u}/healthz")).send().await.unwrap();
-        assert!(r.status().is_success(), "ready again once the database is back");
+        assert!(
+            r.status().is_success(),
+            "ready again once the database is back"
+        );
     }
     // PostgreSQL restarting kills its backends: the pool replaces them on its own.
     db.admin_sql(&format!(

@@ -308,7 +308,12 @@ async fn a_waiter_deactivated_while_waiting_is_refused_not_granted() {
         .await;
     assert_eq!(deactivated.status, StatusCode::OK);
     let freed = app
-        .call(Method::DELETE, &format!("/v1/sessions/{held}"), Some(&alice), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{held}"),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(freed.status, StatusCode::NO_CONTENT);
 

@@ -167,14 +167,22 @@ async fn no_session_of_a_deactivated_user_outlives_the_acknowledged_deactivation
 
     // Assert: from the acknowledgement on, bob holds no session, whatever the opens answered.
     assert_eq!(deactivated.status, StatusCode::OK, "{:?}", deactivated.body);
-    assert_eq!(held_at_ack.body["sessions"], json!([]), "at the acknowledgement");
+    assert_eq!(
+        held_at_ack.body["sessions"],
+        json!([]),
+        "at the acknowledgement"
+    );
     let held = app
         .get(
             &format!("/v1/accounts/{}/users/bob/sessions", f.account_id),
             &f.admin,
         )
         .await;
-    assert_eq!(held.body["sessions"], json!([]), "after every open answered");
+    assert_eq!(
+        held.body["sessions"],
+        json!([]),
+        "after every open answered"
+    );
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
     eprintln!("{granted} opens were granted before the deactivation, and ended by it");
 }

@@ -6,8 +6,11 @@ use leasehold_core::Timestamp;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
+use leasehold_proto::EndReason;
+
+use super::end::end_sessions;
 use super::errors::{db_error, is_foreign_key_violation};
-use super::rows::{fetch_rows, user_from, INSERT_CREDENTIAL, USER_COLS};
+use super::rows::{fetch_rows, user_from, TermsCache, INSERT_CREDENTIAL, USER_COLS};
 use crate::codec::principal_columns;
 use crate::records::*;
 use crate::{StoreError, StoreResult};
@@ -126,7 +129,15 @@ pub(super) async fn get_account(pool: &PgPool, id: &str) -> StoreResult<Option<A
 // ---- users ----
 
 /// Creates or replaces a user; answers whether it was created.
-pub(super) async fn put_user(pool: &PgPool, user: User) -> StoreResult<bool> {
+/// Creates or replaces a user; an inactive one's live sessions end in the same transaction.
+/// Open batches read the user's flag `FOR SHARE`, so they serialize with this update.
+pub(super) async fn put_user(
+    pool: &PgPool,
+    cache: &TermsCache,
+    user: User,
+    now: Timestamp,
+) -> StoreResult<UserPut> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
     let result = sqlx::query_scalar::<_, bool>(
         "INSERT INTO users
              (account_id, username, kind, active, client_id, client_secret_hash, created_at)
@@ -143,13 +154,28 @@ pub(super) async fn put_user(pool: &PgPool, user: User) -> StoreResult<bool> {
     .bind(&user.client_id)
     .bind(user.client_secret_hash.map(|h| h.to_vec()))
     .bind(user.created_at.millis())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await;
-    match result {
-        Ok(created) => Ok(created),
-        Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound("account")),
-        Err(e) => Err(db_error(e)),
-    }
+    let created = match result {
+        Ok(created) => created,
+        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
+        Err(e) => return Err(db_error(e)),
+    };
+    let ended = if user.active {
+        Vec::new()
+    } else {
+        end_sessions(
+            &mut tx,
+            cache,
+            "l.account_id = $3 AND s.username = $4",
+            &[&user.account_id, &user.username],
+            EndReason::UserDeactivated,
+            now,
+        )
+        .await?
+    };
+    tx.commit().await.map_err(db_error)?;
+    Ok(UserPut { created, ended })
 }
 
 pub(super) async fn find_user_by_client_id(

@@ -222,27 +222,3 @@ pub(super) async fn end_sessions(
     insert_audit(tx, audit).await.map_err(db_error)?;
     Ok(ended)
 }
-
-/// Ends every live session of a user across the account's licenses (account-level
-/// deactivation), in one transaction.
-pub(super) async fn end_user_sessions(
-    pool: &PgPool,
-    cache: &TermsCache,
-    account_id: &str,
-    username: &str,
-    reason: EndReason,
-    now: Timestamp,
-) -> StoreResult<Vec<Session>> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let ended = end_sessions(
-        &mut tx,
-        cache,
-        "l.account_id = $3 AND s.username = $4",
-        &[account_id, username],
-        reason,
-        now,
-    )
-    .await?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(ended)
-}

@@ -46,7 +46,7 @@
 //!   before its waiter is known.
 //! - **Grants.** Whatever may free a seat of a queueing license (logout or revoke, the reaper,
 //!   a heartbeat or logout that finds its session expired, deactivating a user or device,
-//!   `end_user_sessions`, `update_license`, a waiter leaving) pushes a *serve* job into the
+//!   `put_user` deactivating, `update_license`, a waiter leaving) pushes a *serve* job into the
 //!   license's open lane, after its own commit. The next batch of that lane (the same code: the
 //!   license lock, the views, `decide_open`) serves the heads in ticket order *before* any
 //!   newcomer of the batch: a granted head gets its session inserted on its behalf (with the

@@ -13,7 +13,7 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{accounts, end, licenses, models, queue, reaper, sessions};
+use super::{accounts, licenses, models, queue, reaper, sessions};
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
@@ -36,6 +36,16 @@ impl PgStore {
         match self.get_license(license_id).await? {
             Some(_) => Ok(()),
             None => Err(StoreError::NotFound("license")),
+        }
+    }
+}
+
+impl PgStore {
+    /// The queues of the licenses where `ended` freed seats are served.
+    fn serve_freed(&self, ended: &[Session], now: Timestamp) {
+        let licenses: HashSet<&str> = ended.iter().map(|s| &*s.license_id).collect();
+        for license_id in licenses {
+            self.queue.serve(license_id, now);
         }
     }
 }
@@ -85,8 +95,11 @@ impl Store for PgStore {
             .await
     }
 
-    async fn put_user(&self, user: User) -> StoreResult<bool> {
-        accounts::put_user(&self.pool, user).await
+    async fn put_user(&self, user: User, now: Timestamp) -> StoreResult<UserPut> {
+        let now = self.clock.db(now);
+        let put = accounts::put_user(&self.pool, &self.cache, user, now).await?;
+        self.serve_freed(&put.ended, now);
+        Ok(put)
     }
 
     async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>> {
@@ -291,24 +304,6 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<Session>> {
         let now = self.clock.db(now);
         sessions::list_user_sessions(&self.pool, &self.cache, account_id, username, now).await
-    }
-
-    async fn end_user_sessions(
-        &self,
-        account_id: &str,
-        username: &str,
-        reason: EndReason,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Session>> {
-        let now = self.clock.db(now);
-        let ended =
-            end::end_user_sessions(&self.pool, &self.cache, account_id, username, reason, now)
-                .await?;
-        let licenses: HashSet<&str> = ended.iter().map(|s| &*s.license_id).collect();
-        for license_id in licenses {
-            self.queue.serve(license_id, now);
-        }
-        Ok(ended)
     }
 
     /// Nothing to move: on PostgreSQL a session's expiry is judged by the database's clock,

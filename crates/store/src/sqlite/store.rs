@@ -157,8 +157,8 @@ impl Store for SqliteStore {
             .cloned())
     }
 
-    async fn put_user(&self, user: User) -> StoreResult<bool> {
-        let (rx, created) = {
+    async fn put_user(&self, user: User, now: Timestamp) -> StoreResult<UserPut> {
+        let (rx, created, ended) = {
             let mut mem = self.write()?;
             if !mem.accounts.contains_key(&user.account_id) {
                 return Err(StoreError::NotFound("account"));
@@ -176,10 +176,16 @@ impl Store for SqliteStore {
                     user.clone(),
                 )
                 .is_none();
-            (mem.send(vec![WriteOp::User(Box::new(user))]), created)
+            let mut ops = vec![WriteOp::User(Box::new(user.clone()))];
+            let ended = if user.active {
+                Vec::new()
+            } else {
+                mem.end_user_slots(&user.account_id, &user.username, now, &mut ops)
+            };
+            (mem.send(ops), created, ended)
         };
         acked(rx).await?;
-        Ok(created)
+        Ok(UserPut { created, ended })
     }
 
     async fn find_user_by_client_id(&self, client_id: &str) -> StoreResult<Option<User>> {
@@ -502,20 +508,6 @@ impl Store for SqliteStore {
             .collect();
         out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
         Ok(out)
-    }
-
-    async fn end_user_sessions(
-        &self,
-        account_id: &str,
-        username: &str,
-        reason: EndReason,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Session>> {
-        let (rx, ended) = self
-            .write()?
-            .end_user_sessions(account_id, username, reason, now);
-        acked(rx).await?;
-        Ok(ended)
     }
 
     async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use leasehold_core::{RuleError, Timestamp, Username};
 
-use super::view::{instance_key, InstanceKey, View};
+use super::view::{instance_key, user_active, InstanceKey, View};
 use super::{OpenJob, Outcome};
 use crate::admission::{self, OpenedVia, Verdict};
 use crate::postgres::errors::clone_error;
@@ -80,6 +80,12 @@ pub(super) fn serve_heads(
                         session: s.clone(),
                         created: false,
                     })
+                } else if let Err(refusal) = admission::user_may_open(
+                    user_active(&view.users, &lic.license.account_id, &head.req.username),
+                    &head.req.username,
+                ) {
+                    // Deactivated while waiting: refused, as a newcomer would be.
+                    Err(refusal)
                 } else {
                     match Username::parse(&head.req.username) {
                         Err(e) => Err(e),
@@ -146,6 +152,13 @@ pub(super) fn newcomers(
             outcomes.push(Outcome::Done(Err(err)));
             continue;
         };
+        if let Err(refusal) = admission::user_may_open(
+            user_active(&view.users, &lic.license.account_id, &req.username),
+            &req.username,
+        ) {
+            outcomes.push(Outcome::Done(Err(refusal.into())));
+            continue;
+        }
         let key = instance_key(req);
         if let Some(&first) = seen.get(&key) {
             if !matches!(outcomes.get(first), Some(Outcome::Queued(_))) {

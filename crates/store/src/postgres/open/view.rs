@@ -191,6 +191,20 @@ pub(super) struct View {
     pub(super) broken: HashMap<String, StoreError>,
     /// The live sessions of the asking client instances (locked).
     pub(super) existing: HashMap<InstanceKey, Session>,
+    /// The account-level active flag of the asking users, by (account, username), read
+    /// `FOR SHARE`: a deactivation waits for this batch, or this batch for it.
+    pub(super) users: HashMap<(String, String), bool>,
+}
+
+/// Whether `username` of `account_id` is active, from `View::users` (`None`: no such user).
+pub(super) fn user_active(
+    users: &HashMap<(String, String), bool>,
+    account_id: &str,
+    username: &str,
+) -> Option<bool> {
+    users
+        .get(&(account_id.to_owned(), username.to_owned()))
+        .copied()
 }
 
 /// Steps 1–5: locks the batch's licenses and reads everything their decisions need. Expired
@@ -206,6 +220,7 @@ pub(super) async fn read(
     let locked: Vec<String> = lics.keys().cloned().collect();
     queue_heads(tx, &mut lics, now).await?;
     let asking = asking_instances(jobs, &lics);
+    let users = user_flags(tx, &lics, &asking).await?;
     let mut existing = live_instances(tx, &lics, &asking).await?;
     reclaim_expired(tx, &lics, &locked, &mut existing, now, audit).await?;
     if !locked.is_empty() {
@@ -216,6 +231,7 @@ pub(super) async fn read(
         lics,
         broken,
         existing,
+        users,
     })
 }
 
@@ -330,6 +346,42 @@ fn asking_instances(jobs: &[OpenJob], lics: &HashMap<String, LicState>) -> Vec<I
         asking.extend(lic.heads.iter().map(|h| instance_key(&h.req)));
     }
     asking
+}
+
+/// Step 2, continued: the active flags of the asking users (newcomers and queue heads), locked
+/// `FOR SHARE` before any session row. A user's deactivation (`put_user`) updates the flag and
+/// ends the user's sessions in one transaction, so it either commits before this read (which
+/// then sees the user inactive) or waits for this batch (and then ends what it opened).
+async fn user_flags(
+    tx: &mut Transaction<'_, Postgres>,
+    lics: &HashMap<String, LicState>,
+    asking: &[InstanceKey],
+) -> Result<HashMap<(String, String), bool>, sqlx::Error> {
+    let mut keys: Vec<(String, String)> = asking
+        .iter()
+        .filter_map(|k| Some((lics.get(&k.0)?.license.account_id.clone(), k.1.clone())))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut flags = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(flags);
+    }
+    let rows = sqlx::query(
+        "SELECT u.account_id, u.username, u.active FROM users u
+         JOIN unnest($1::text[], $2::text[]) AS k(a, n)
+           ON u.account_id = k.a AND u.username = k.n
+         ORDER BY u.account_id, u.username
+         FOR SHARE OF u",
+    )
+    .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        flags.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+    }
+    Ok(flags)
 }
 
 /// 3. The live sessions of the asking client instances (idempotent re-open), locked.

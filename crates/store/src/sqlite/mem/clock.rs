@@ -164,6 +164,9 @@ mod tests {
         // Assert: 60 s from the new clock, not 2 h and 60 s.
         let found = store.get_session(&session_id(1)).await.unwrap().unwrap();
         assert_eq!(found.session.clock.expires_at, back.plus_secs(60));
-        assert_eq!(store.reap_expired(back.plus_secs(61)).await.unwrap().len(), 1);
+        assert_eq!(
+            store.reap_expired(back.plus_secs(61)).await.unwrap().len(),
+            1
+        );
     }
 }

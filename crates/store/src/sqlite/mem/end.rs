@@ -131,17 +131,17 @@ impl Mem {
     }
 
     /// Ends every live session of a user on the account's licenses.
-    pub(in crate::sqlite) fn end_user_sessions(
+    /// Ends the live sessions of a user who is being deactivated, adding their writes to `ops`
+    /// (written in the same job as the user record).
+    pub(in crate::sqlite) fn end_user_slots(
         &mut self,
         account_id: &str,
         username: &str,
-        reason: EndReason,
         now: Timestamp,
-    ) -> (Ack, Vec<Session>) {
-        let mut ops = Vec::new();
+        ops: &mut Vec<WriteOp>,
+    ) -> Vec<Session> {
         let slots = self.user_slots(account_id, username);
-        let ended = self.end_slots(slots, reason, now, &mut ops);
-        (self.send(ops), ended)
+        self.end_slots(slots, EndReason::UserDeactivated, now, ops)
     }
 
     /// An ended session that memory still remembers.
