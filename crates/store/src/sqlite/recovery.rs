@@ -7,7 +7,8 @@
 //!      │                     meanwhile answered 503, memory rebuilt from the disk
 //!      │                     (`Mem::take_over`)
 //!      │                        │
-//!      └──a test write commits──┘  (probed after 250 ms, then backing off to 10 s)
+//!      └──a test write commits──┘  (probed after 250 ms, then backing off to 10 s, once the
+//!                                    file system has 1 MiB free again)
 //! ```
 //!
 //! While broken, reads are answered from memory (which is what the disk holds), and every
@@ -16,6 +17,7 @@
 //! (ending a session is a write); sessions whose expiry passed meanwhile end at the first tick
 //! after. Rebuilding memory reads every live session back: O(live sessions), once per failure.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard, Weak};
@@ -28,6 +30,21 @@ use super::mem::Mem;
 use super::ops::WriteOp;
 use super::slab::{pack_time, Sid};
 use super::writer::{lock_touches, Faults, Job, Touches};
+
+/// Free space the file system of the database must have again before writes resume: a test
+/// write can fit in space the write-ahead log already holds while a real batch does not.
+pub(super) const RESUME_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes free for this process on the file system of `path` (`None` when it cannot be told).
+pub(super) fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a NUL-terminated path and `stat` a writable struct of the right
+    // type; statvfs only writes into it.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
 
 /// First wait before the disk is tried again; doubled after each failure, up to `PROBE_MAX`.
 const PROBE_FIRST: Duration = Duration::from_millis(250);
@@ -132,15 +149,21 @@ pub(super) fn touches_of(batch: &[Job]) -> Vec<(Sid, [i64; 3])> {
         .collect()
 }
 
-/// Tries a small durable write (the schema version rewritten, fsync'd); on success, writes
-/// are taken again. Answers the state to go on with.
+/// Tries a small durable write (the schema version rewritten, fsync'd), once the file system
+/// has `RESUME_FREE_BYTES` free again; on success, writes are taken again. Answers the state to
+/// go on with.
 pub(super) fn probe(
     conn: &mut Connection,
+    dir: &Path,
     mem: &Weak<Mutex<Mem>>,
     broken: Broken,
     faults: &Faults,
 ) -> Option<Broken> {
     if faults.load(Ordering::Acquire) {
+        return Some(Broken::after(broken.failures + 1));
+    }
+    if free_bytes(dir).is_some_and(|free| free < RESUME_FREE_BYTES) {
+        tracing::debug!("the disk is still (nearly) full");
         return Some(Broken::after(broken.failures + 1));
     }
     let test = conn.transaction().and_then(|tx| {

@@ -1,7 +1,7 @@
 //! `SqliteStore`, the `Store` implementation over memory: take the lock, ask `Mem`, queue the
 //! writes, let go of the lock, then await the writer's acknowledgement.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,6 +13,7 @@ use super::load::load;
 use super::mem::{AdmitStep, Found, Mem};
 use super::ops::WriteOp;
 use super::read::Reader;
+use super::recovery;
 use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
 use crate::admission;
@@ -25,6 +26,8 @@ pub struct SqliteStore {
     mem: Arc<Mutex<Mem>>,
     reader: Reader,
     faults: Faults,
+    /// The folder of the database: its free space is part of the store's health.
+    dir: PathBuf,
 }
 
 impl SqliteStore {
@@ -45,11 +48,23 @@ impl SqliteStore {
         let reader = Reader::open(path)?;
         let mem = Arc::new(Mutex::new(mem));
         let faults = Faults::default();
-        writer::spawn(conn, rx, touches, Arc::downgrade(&mem), faults.clone())?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => Path::new(".").to_path_buf(),
+        };
+        writer::spawn(
+            conn,
+            dir.clone(),
+            rx,
+            touches,
+            Arc::downgrade(&mem),
+            faults.clone(),
+        )?;
         Ok(SqliteStore {
             mem,
             reader,
             faults,
+            dir,
         })
     }
 
@@ -514,7 +529,14 @@ impl Store for SqliteStore {
         Ok(self.mem().shift_live(delta_ms))
     }
 
+    /// Refused writes, or a file system with less free space than writes need to resume.
     async fn health(&self) -> StoreResult<()> {
-        self.mem().writable()
+        self.mem().writable()?;
+        match recovery::free_bytes(&self.dir) {
+            Some(free) if free < recovery::RESUME_FREE_BYTES => Err(StoreError::Unavailable(
+                format!("the disk of the database is (nearly) full: {free} bytes free"),
+            )),
+            _ => Ok(()),
+        }
     }
 }

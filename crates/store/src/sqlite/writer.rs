@@ -5,6 +5,7 @@
 //! puts on the expiry on disk).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -71,6 +72,7 @@ pub(super) async fn acked(rx: Ack) -> StoreResult<()> {
 /// (see `recovery`).
 pub(super) fn spawn(
     conn: Connection,
+    dir: PathBuf,
     rx: Receiver<Job>,
     touches: Touches,
     mem: Weak<Mutex<Mem>>,
@@ -78,7 +80,7 @@ pub(super) fn spawn(
 ) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("leasehold-sqlite-writer".into())
-        .spawn(move || writer_loop(conn, rx, touches, mem, faults))
+        .spawn(move || writer_loop(conn, &dir, rx, touches, mem, faults))
         .map(drop)
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
@@ -96,6 +98,7 @@ pub(super) fn injected_full() -> rusqlite::Error {
 
 fn writer_loop(
     mut conn: Connection,
+    dir: &Path,
     rx: Receiver<Job>,
     touches: Touches,
     mem: Weak<Mutex<Mem>>,
@@ -159,7 +162,7 @@ fn writer_loop(
                 continue;
             }
             broken = if b.next_probe <= Instant::now() {
-                recovery::probe(&mut conn, &mem, b, &faults)
+                recovery::probe(&mut conn, dir, &mem, b, &faults)
             } else {
                 Some(b)
             };
