@@ -43,7 +43,9 @@ pub(super) fn free_bytes(path: &Path) -> Option<u64> {
     // type; statvfs only writes into it.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
-    (rc == 0).then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let free = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+    (rc == 0).then_some(free)
 }
 
 /// First wait before the disk is tried again; doubled after each failure, up to `PROBE_MAX`.
