@@ -127,9 +127,10 @@ pub fn refusal_json(refusal: &RuleError) -> String {
 /// The refusal `refusal_json` wrote; unreadable text is an `Invalid` refusal.
 pub fn refusal_from(text: &str) -> RuleError {
     let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-    let n = |k: &str| u32::try_from(v[k].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
-    match v["code"].as_str().unwrap_or_default() {
+    let field = |k: &str| v.get(k).cloned().unwrap_or_default();
+    let s = |k: &str| field(k).as_str().unwrap_or_default().to_owned();
+    let n = |k: &str| u32::try_from(field(k).as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+    match field("code").as_str().unwrap_or_default() {
         "no_seat_available" => RuleError::NoSeatAvailable { seats: n("seats") },
         "user_session_limit" => RuleError::UserSessionLimit {
             user: s("user"),

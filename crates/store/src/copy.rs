@@ -379,17 +379,17 @@ pub async fn copy_sqlite_to_postgres(
                                   $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[],
                                   $11::int8[])",
         )
-        .bind(&s.id[start..end])
-        .bind(&s.license_id[start..end])
-        .bind(&s.username[start..end])
-        .bind(&s.kind[start..end])
-        .bind(&s.device_id[start..end])
-        .bind(&s.instance_id[start..end])
-        .bind(&s.opened_at[start..end])
-        .bind(&s.expires_at[start..end])
-        .bind(&s.hard_end[start..end])
-        .bind(&s.overdraft[start..end])
-        .bind(&s.license_end[start..end])
+        .bind(chunk(&s.id, start, end))
+        .bind(chunk(&s.license_id, start, end))
+        .bind(chunk(&s.username, start, end))
+        .bind(chunk(&s.kind, start, end))
+        .bind(chunk(&s.device_id, start, end))
+        .bind(chunk(&s.instance_id, start, end))
+        .bind(chunk(&s.opened_at, start, end))
+        .bind(chunk(&s.expires_at, start, end))
+        .bind(chunk(&s.hard_end, start, end))
+        .bind(chunk(&s.overdraft, start, end))
+        .bind(chunk(&s.license_end, start, end))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -405,13 +405,13 @@ pub async fn copy_sqlite_to_postgres(
                          $6::text[], $7::text[]) WITH ORDINALITY AS t(a, b, c, d, e, f, g, n)
              ORDER BY n",
         )
-        .bind(&a.at[start..end])
-        .bind(&a.account_id[start..end])
-        .bind(&a.license_id[start..end])
-        .bind(&a.session_id[start..end])
-        .bind(&a.username[start..end])
-        .bind(&a.event[start..end])
-        .bind(&a.detail[start..end])
+        .bind(chunk(&a.at, start, end))
+        .bind(chunk(&a.account_id, start, end))
+        .bind(chunk(&a.license_id, start, end))
+        .bind(chunk(&a.session_id, start, end))
+        .bind(chunk(&a.username, start, end))
+        .bind(chunk(&a.event, start, end))
+        .bind(chunk(&a.detail, start, end))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -419,4 +419,9 @@ pub async fn copy_sqlite_to_postgres(
     report.audit_events = a.at.len();
     tx.commit().await.map_err(db)?;
     Ok(report)
+}
+
+/// Rows `start..end` of a column (empty if out of range, which the chunking never asks).
+fn chunk<T>(column: &[T], start: usize, end: usize) -> &[T] {
+    column.get(start..end).unwrap_or_default()
 }

@@ -7,7 +7,8 @@
 //! one indivisible step (a mutex over in-memory state for SQLite; row locks for PostgreSQL).
 //! What both do around the rules (the seat view, the verdict on an open, the audit events) is
 //! written once, in `admission`; how both write records into columns, in `codec`.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Checked access in the store: a bad index is an error to answer, not a panic under the lock.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod admission;
 mod codec;

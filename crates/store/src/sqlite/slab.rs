@@ -51,13 +51,13 @@ impl SidText {
     pub(super) fn new(id: Sid) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [b'-'; 36];
-        let mut at = 0;
-        for i in 0..32 {
-            if matches!(i, 8 | 12 | 16 | 20) {
-                at += 1;
+        // The 32 digits, most significant first, skipping the four hyphens.
+        let digits = (0..36).filter(|at| !matches!(at, 8 | 13 | 18 | 23));
+        for (i, at) in digits.enumerate() {
+            let nibble = ((id >> (124 - 4 * i)) & 0xf) as usize;
+            if let (Some(slot), Some(&digit)) = (out.get_mut(at), HEX.get(nibble)) {
+                *slot = digit;
             }
-            out[at] = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
-            at += 1;
         }
         SidText(out)
     }

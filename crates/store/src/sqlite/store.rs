@@ -2,8 +2,10 @@
 //! writes, let go of the lock, then await the writer's acknowledgement.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use leasehold_core::{RuleError, SessionState, Timestamp};
@@ -28,6 +30,11 @@ pub struct SqliteStore {
     faults: Faults,
     /// The folder of the database: its free space is part of the store's health.
     dir: PathBuf,
+    /// Its free space as last read (`u64::MAX`: unknown), and when (ms since `opened`): read at
+    /// most once a second, so a busy health endpoint costs no system call per request.
+    free: AtomicU64,
+    free_read_at: AtomicU64,
+    opened: Instant,
 }
 
 impl SqliteStore {
@@ -65,15 +72,29 @@ impl SqliteStore {
             reader,
             faults,
             dir,
+            free: AtomicU64::new(u64::MAX),
+            free_read_at: AtomicU64::new(0),
+            opened: Instant::now(),
         })
+    }
+
+    /// The free space of the database's file system, read at most once a second.
+    fn free_bytes(&self) -> u64 {
+        let now = self.opened.elapsed().as_millis() as u64;
+        let read_at = self.free_read_at.load(Ordering::Relaxed);
+        if read_at == 0 || now.saturating_sub(read_at) >= 1_000 {
+            let free = recovery::free_bytes(&self.dir).unwrap_or(u64::MAX);
+            self.free.store(free, Ordering::Relaxed);
+            self.free_read_at.store(now.max(1), Ordering::Relaxed);
+        }
+        self.free.load(Ordering::Relaxed)
     }
 
     /// Fault injection for tests of the failure path: while set, the disk refuses every write
     /// with the error of a full disk (`SQLITE_FULL`), so the store goes through what it does on
     /// a real one (see `recovery`).
     pub fn inject_write_failures(&self, fail: bool) {
-        self.faults
-            .store(fail, std::sync::atomic::Ordering::Release);
+        self.faults.store(fail, Ordering::Release);
     }
 
     fn mem(&self) -> MutexGuard<'_, Mem> {
@@ -532,11 +553,12 @@ impl Store for SqliteStore {
     /// Refused writes, or a file system with less free space than writes need to resume.
     async fn health(&self) -> StoreResult<()> {
         self.mem().writable()?;
-        match recovery::free_bytes(&self.dir) {
-            Some(free) if free < recovery::RESUME_FREE_BYTES => Err(StoreError::Unavailable(
-                format!("the disk of the database is (nearly) full: {free} bytes free"),
-            )),
-            _ => Ok(()),
+        let free = self.free_bytes();
+        if free < recovery::RESUME_FREE_BYTES {
+            return Err(StoreError::Unavailable(format!(
+                "the disk of the database is (nearly) full: {free} bytes free"
+            )));
         }
+        Ok(())
     }
 }
