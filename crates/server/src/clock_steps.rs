@@ -9,21 +9,25 @@ pub async fn apply(state: &AppState) {
     if state.clock.wall_step().is_none() {
         return;
     }
-    let _alone = state.time_gate.write().await;
-    let Some(delta) = state.clock.wall_step() else {
-        return;
-    };
-    match state.store.shift_live_sessions(delta).await {
-        Ok(moved) => {
-            state.clock.reanchor();
-            tracing::warn!(
-                step_ms = delta,
-                live_sessions = moved,
-                "the wall clock stepped: live sessions keep their remaining life"
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, step_ms = delta, "cannot apply a wall-clock step yet");
-        }
-    }
+    state
+        .time_gate
+        .alone(|| async {
+            let Some(delta) = state.clock.wall_step() else {
+                return;
+            };
+            match state.store.shift_live_sessions(delta).await {
+                Ok(moved) => {
+                    state.clock.reanchor();
+                    tracing::warn!(
+                        step_ms = delta,
+                        live_sessions = moved,
+                        "the wall clock stepped: live sessions keep their remaining life"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, step_ms = delta, "cannot apply a wall-clock step yet");
+                }
+            }
+        })
+        .await;
 }

@@ -22,6 +22,7 @@ pub mod reaper;
 pub mod sessions;
 pub mod startup;
 pub mod state;
+pub mod time_gate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;

@@ -10,6 +10,7 @@ use leasehold_store::Store;
 
 use crate::clock::Clock;
 use crate::lease::LeaseSigner;
+use crate::time_gate::TimeGate;
 
 /// Everything a request needs. One `Arc`: axum clones the state for every request that
 /// extracts it, so a clone is one reference count, not one per field.
@@ -25,9 +26,9 @@ pub struct Shared {
     pub access_token_ttl_secs: u64,
     /// The OpenAPI document served at `/openapi.json`.
     pub openapi: String,
-    /// Held (shared) by every call from its reading of the time to the end of its store call;
-    /// taken alone to apply a wall-clock step (see `crate::clock`).
-    pub time_gate: tokio::sync::RwLock<()>,
+    /// Passed by every call from its reading of the time to the end of its store call; a
+    /// wall-clock step is applied alone (see `crate::clock`).
+    pub time_gate: TimeGate,
 }
 
 impl Shared {
@@ -38,7 +39,7 @@ impl Shared {
     where
         F: Future<Output = T>,
     {
-        let _held = self.time_gate.read().await;
+        let _inside = self.time_gate.enter().await;
         call(self.clock.now()).await
     }
 }
