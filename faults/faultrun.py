@@ -272,10 +272,11 @@ class Load:
 class Monitor:
     """Polls the license's usage and the health endpoint while the run goes on."""
 
-    def __init__(self, server, tenant, store_broken=None):
+    def __init__(self, server, tenant, store_broken=None, history=None):
         self.server = server
         self.tenant = tenant
         self.store_broken = store_broken or (lambda: False)
+        self.history = history
         self.stop_flag = threading.Event()
         self.max_in_use = 0
         self.over = 0
@@ -290,6 +291,15 @@ class Monitor:
         self.stop_flag.set()
         self.thread.join(timeout=30)
 
+    def writes_all_failed(self, window=0.3):
+        if self.history is None:
+            return True
+        since = time.monotonic() - window
+        with self.history.lock:
+            recent = [e["status"] for e in reversed(self.history.events[-500:]) if e["at"] >= since]
+        answered = [st for st in recent if st is not None]
+        return bool(answered) and all(st == 503 for st in answered)
+
     def run(self):
         path = f"/v1/licenses/{self.tenant['license']}"
         while not self.stop_flag.is_set():
@@ -303,8 +313,10 @@ class Monitor:
             st, _ = request(self.server.host, "GET", "/healthz", None, None)
             if st is not None:
                 self.health_checks += 1
-                # Healthy while every write fails, or unhealthy while writes work, is a lie.
-                if broken and st == 200:
+                # A lie: "ready" while the disk is full and every write of the last moments
+                # failed. (A full disk may still take writes into space the database holds:
+                # then "ready" is true.)
+                if broken and st == 200 and self.writes_all_failed():
                     self.health_lies += 1
             time.sleep(0.1)
 
@@ -421,7 +433,7 @@ def scenario_diskfull(args):
         tenant = setup(server, seats=args.seats, users=8)
         history = History()
         load = Load(server, tenant, history, clients=args.clients)
-        monitor = Monitor(server, tenant, store_broken=full.is_set)
+        monitor = Monitor(server, tenant, store_broken=full.is_set, history=history)
         load.start()
         monitor.start()
         failed_restarts = 0
