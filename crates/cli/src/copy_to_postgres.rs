@@ -46,7 +46,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<ExitCode> {
     let store = PgStore::connect(&args.database_url, PgOptions::default())
         .await
         .context("connecting to PostgreSQL")?;
-    let report = copy_sqlite_to_postgres(&db_path, &store, &extra, SystemClock.now())
+    let report = copy_sqlite_to_postgres(&db_path, &store, &extra, SystemClock::new().now())
         .await
         .with_context(|| format!("copying {} into PostgreSQL", db_path.display()))?;
     store.close().await;

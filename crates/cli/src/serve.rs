@@ -59,7 +59,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     let config = args.config()?;
     let data_dir = config.data_dir.clone();
-    let app = Application::build(config, Arc::new(SystemClock)).await?;
+    let app = Application::build(config, Arc::new(SystemClock::new())).await?;
     tracing::info!(
         addr = %app.local_addr(),
         data_dir = %data_dir.display(),

@@ -20,7 +20,6 @@
 //! the store's load rule).
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use leasehold_core::Timestamp;
@@ -48,17 +47,32 @@ fn step(wall_millis: i64, now: Timestamp) -> Option<i64> {
     (delta.abs() > STEP_THRESHOLD_MILLIS).then_some(delta)
 }
 
-/// The real clocks: the system's wall clock and its monotonic clock. One anchor per process
-/// (there is one wall clock per machine).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+/// The real clocks: the system's wall clock and its monotonic clock, with the anchor of one
+/// server (each `Application` has its own, so one server's re-anchoring never skips another's
+/// step).
+#[derive(Debug)]
+pub struct SystemClock {
+    /// The monotonic origin of this clock.
+    start: Instant,
+    /// Wall-clock milliseconds minus monotonic milliseconds since `start`, fixed at creation
+    /// and at every re-anchoring.
+    offset: AtomicI64,
+}
 
-/// Offset from the monotonic milliseconds (since `START`) to the wall clock, set at the first
-/// reading and at every re-anchoring.
-static OFFSET: AtomicI64 = AtomicI64::new(0);
-static START: OnceLock<Instant> = OnceLock::new();
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
 
 impl SystemClock {
+    pub fn new() -> Self {
+        SystemClock {
+            start: Instant::now(),
+            offset: AtomicI64::new(Self::wall_millis()),
+        }
+    }
+
     #[allow(clippy::disallowed_methods)] // the one place that reads the wall clock
     fn wall_millis() -> i64 {
         let since_epoch = std::time::SystemTime::now()
@@ -67,19 +81,14 @@ impl SystemClock {
         since_epoch.as_millis() as i64
     }
 
-    fn steady_millis() -> i64 {
-        let start = START.get_or_init(|| {
-            let start = Instant::now();
-            OFFSET.store(Self::wall_millis(), Ordering::Release);
-            start
-        });
-        start.elapsed().as_millis() as i64
+    fn steady_millis(&self) -> i64 {
+        self.start.elapsed().as_millis() as i64
     }
 }
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        anchored(Self::steady_millis(), &OFFSET)
+        anchored(self.steady_millis(), &self.offset)
     }
 
     fn wall_step(&self) -> Option<i64> {
@@ -87,8 +96,8 @@ impl Clock for SystemClock {
     }
 
     fn reanchor(&self) {
-        OFFSET.store(
-            Self::wall_millis() - Self::steady_millis(),
+        self.offset.store(
+            Self::wall_millis() - self.steady_millis(),
             Ordering::Release,
         );
     }
@@ -195,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_system_clock_reads_the_wall_clock() {
-        let clock = SystemClock;
+        let clock = SystemClock::new();
         let wall = SystemClock::wall_millis();
         assert!((clock.now().millis() - wall).abs() < STEP_THRESHOLD_MILLIS);
         assert_eq!(clock.wall_step(), None);

@@ -97,7 +97,12 @@ async fn launch(dir: &Path, listen: SocketAddr) -> RunningServer {
     // The old listener of a restarted server may take a moment to let go of the port.
     let mut tries = 0;
     loop {
-        match Application::build(config.clone(), Arc::new(leasehold_server::SystemClock)).await {
+        match Application::build(
+            config.clone(),
+            Arc::new(leasehold_server::SystemClock::new()),
+        )
+        .await
+        {
             Ok(app) => return app.spawn(),
             Err(e) if tries < 50 => {
                 tries += 1;
