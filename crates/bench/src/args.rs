@@ -128,6 +128,12 @@ pub struct BenchArgs {
     /// `mass-end` (its heartbeats: `--expire-heartbeaters` at `--expire-heartbeat-rate`).
     #[arg(long, default_value_t = 500.0)]
     pub(crate) mass_end_checkout_rate: f64,
+    /// `mass-end` heartbeats sessions of a third license instead of the one it opens on.
+    #[arg(long)]
+    pub(crate) mass_end_heartbeats_elsewhere: bool,
+    /// Seconds `mass-end` measures the other license's load alone, before the event.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) mass_end_before: f64,
     /// Seconds `mass-end` keeps measuring after the license's sessions are all ended on disk.
     #[arg(long, default_value_t = 3.0)]
     pub(crate) mass_end_settle: f64,

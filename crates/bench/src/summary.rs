@@ -40,6 +40,8 @@ pub(crate) struct MassFigures {
     pub(crate) close_max_ms: f64,
     pub(crate) hb_p99_ms: f64,
     pub(crate) hb_max_ms: f64,
+    /// The same load alone, before the event: open, logout and heartbeat p99 (ms).
+    pub(crate) before: [f64; 3],
     pub(crate) errors: u64,
     pub(crate) peak_rss_mb: Option<f64>,
 }
@@ -63,6 +65,9 @@ impl MassFigures {
             "close_max_ms": self.close_max_ms,
             "heartbeat_p99_ms": self.hb_p99_ms,
             "heartbeat_max_ms": self.hb_max_ms,
+            "before_open_p99_ms": self.before[0],
+            "before_close_p99_ms": self.before[1],
+            "before_heartbeat_p99_ms": self.before[2],
             "peak_rss_mb": self.peak_rss_mb,
         })
     }
@@ -91,6 +96,10 @@ impl MassFigures {
         );
         let worst_p99 = self.open_p99_ms.max(self.close_p99_ms);
         let worst_max = self.open_max_ms.max(self.close_max_ms);
+        println!(
+            "  other license alone before: open p99 {:.1} ms, logout p99 {:.1} ms, heartbeat p99 {:.2} ms",
+            self.before[0], self.before[1], self.before[2]
+        );
         println!(
             "  other license: open p99 {:.1} max {:.1} ms, logout p99 {:.1} max {:.1} ms — bar p99 < {open_bar} ms{}: {}",
             self.open_p99_ms,

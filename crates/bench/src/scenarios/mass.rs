@@ -4,10 +4,14 @@
 //! server (a fresh database and nodes with `--database-url`):
 //!
 //! 1. license A gets `--million` sessions (held by `--million-users` users);
-//! 2. license B, of other users, gets `--expire-heartbeaters` sessions heartbeating at
-//!    `--expire-heartbeat-rate` per second, and checkout cycles (a durable open and a durable
-//!    logout) at `--mass-end-checkout-rate` per second, measured from one second before the
-//!    event until `--mass-end-settle` seconds after A is fully ended;
+//! 2. license B, of other users, gets checkout cycles (a durable open and a durable logout) at
+//!    `--mass-end-checkout-rate` per second, and `--expire-heartbeaters` sessions heartbeating
+//!    at `--expire-heartbeat-rate` per second (on B, or with `--mass-end-heartbeats-elsewhere`
+//!    on a third license: on PostgreSQL a license's heartbeats bloat its live-session index
+//!    between vacuums, which slows its own open batches whatever else happens, see
+//!    BENCHMARKS.md); the load is measured alone for
+//!    `--mass-end-before` seconds (the reference), then from one second before the event
+//!    until `--mass-end-settle` seconds after A is fully ended;
 //! 3. the admin call(s) that end every session of A are timed; right after the call answers,
 //!    a sample of A's sessions heartbeats (every answer must be 410: none is live after its
 //!    end was decided);
@@ -132,6 +136,12 @@ async fn event(
     let b = admin
         .license((hb_n + CHECKOUT_WORKERS + 1) as u64, 1200)
         .await?;
+    // Heartbeats on B, or on a license C of their own (`--mass-end-heartbeats-elsewhere`).
+    let c = if args.mass_end_heartbeats_elsewhere {
+        admin.license(hb_n as u64, 1200).await?
+    } else {
+        b.clone()
+    };
     println!(
         "opening {n} sessions on A ({a_users} users, {} connections)...",
         args.concurrency
@@ -147,10 +157,28 @@ async fn event(
         hwm_kb,
         extra: Value::Null,
     })?;
-    let (b_held, _) = open_many(&addrs, &b, &b_tokens, hb_n, 16, "mb", false).await?;
+    let (b_held, _) = open_many(&addrs, &c, &b_tokens, hb_n, 16, "mb", false).await?;
 
-    // B's load, recorded from a second before the event until it has settled.
-    let record = Arc::new(AtomicBool::new(false));
+    // B's load: first alone (the reference), then through the event until it has settled.
+    let hb_jobs = split(b_held, HB_WORKERS);
+    let checkout_jobs: Vec<Job> = (0..CHECKOUT_WORKERS)
+        .map(|w| Job::Checkout {
+            token: b_tokens[w % b_tokens.len()].clone(),
+            body: Arc::new(open_body(&b, &format!("mbc-d{w}"), &format!("mbc-i{w}"))),
+        })
+        .collect();
+    let (hb_rate, co_rate) = (args.expire_heartbeat_rate, args.mass_end_checkout_rate);
+    let before = |rate: f64| Shape {
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(args.mass_end_before),
+        rate: Some(rate),
+    };
+    let (hb_before, co_before) = tokio::join!(
+        load::drive(&addrs, before(hb_rate), hb_jobs.clone()),
+        load::drive(&addrs, before(co_rate), checkout_jobs.clone()),
+    );
+    let (hb_before, co_before) = (hb_before?, co_before?);
+    let record = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     let control = load::Control {
         record: Some(record.clone()),
@@ -161,16 +189,7 @@ async fn event(
         duration: Duration::from_secs(3600),
         rate: Some(rate),
     };
-    let hb_jobs = split(b_held, HB_WORKERS);
-    let checkout_jobs: Vec<Job> = (0..CHECKOUT_WORKERS)
-        .map(|w| Job::Checkout {
-            token: b_tokens[w % b_tokens.len()].clone(),
-            body: Arc::new(open_body(&b, &format!("mbc-d{w}"), &format!("mbc-i{w}"))),
-        })
-        .collect();
     let mark = CpuMark::now(&servers.pids);
-    let hb_rate = args.expire_heartbeat_rate;
-    let co_rate = args.mass_end_checkout_rate;
     let (hb_addrs, co_addrs) = (addrs.clone(), addrs.clone());
     let (hb_control, co_control) = (control.clone(), control);
     let heartbeats = tokio::spawn(async move {
@@ -179,17 +198,18 @@ async fn event(
     let checkouts = tokio::spawn(async move {
         load::drive_controlled(&co_addrs, shape(co_rate), checkout_jobs, co_control).await
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    record.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The event.
     let started = Instant::now();
     let calls = trigger(&admin, &a, &a_tokens, kind).await?;
     let answered = started.elapsed();
-    let live_after = still_live(addrs[0], &held).await;
+    let step = (held.len() / SAMPLE).max(1);
+    let sample: Vec<Held> = held.iter().step_by(step).take(SAMPLE).cloned().collect();
     drop(held);
+    let sampling = tokio::spawn(still_live(addrs[0], sample));
     let (in_use_zero, ending_zero) = watch(&admin, &a, started).await;
+    let live_after = sampling.await?;
     tokio::time::sleep(Duration::from_secs_f64(args.mass_end_settle)).await;
     record.store(false, Ordering::Relaxed);
     let window = started.elapsed().as_secs_f64() + 1.0;
@@ -215,6 +235,11 @@ async fn event(
         close_max_ms: co.close.max_ms(),
         hb_p99_ms: hb.all.quantile_ms(0.99),
         hb_max_ms: hb.all.max_ms(),
+        before: [
+            co_before.open.quantile_ms(0.99),
+            co_before.close.quantile_ms(0.99),
+            hb_before.all.quantile_ms(0.99),
+        ],
         errors: hb.errors + co.errors,
         peak_rss_mb: servers.peak_rss_mb(),
     };
@@ -314,11 +339,10 @@ async fn trigger(
 }
 
 /// Heartbeats a sample of A's sessions: how many answer 200 (live) after their end was decided.
-async fn still_live(addr: SocketAddr, held: &[Held]) -> usize {
+async fn still_live(addr: SocketAddr, sample: Vec<Held>) -> usize {
     let mut conn = Conn::new(addr);
-    let step = (held.len() / SAMPLE).max(1);
     let mut live = 0;
-    for h in held.iter().step_by(step).take(SAMPLE) {
+    for h in &sample {
         let path = format!("/v1/sessions/{}/heartbeat", h.id);
         let answer = conn
             .call(Request {
@@ -335,18 +359,20 @@ async fn still_live(addr: SocketAddr, held: &[Held]) -> usize {
     live
 }
 
-/// Polls A's usage: seconds from `started` until `in_use` is 0, and until `ending` is 0 too.
+/// Polls A's usage: seconds from `started` until `in_use` is 0, and until `ending` is 0 too
+/// (each as of the request that first saw it: its answer is at least that fresh).
 async fn watch(admin: &Admin, a: &str, started: Instant) -> (Option<f64>, Option<f64>) {
     let deadline = started + Duration::from_secs(600);
     let mut in_use_zero = None;
     while Instant::now() < deadline {
+        let asked = started.elapsed().as_secs_f64();
         match admin.usage(a).await {
             Ok((in_use, ending)) => {
                 if in_use == 0 && in_use_zero.is_none() {
-                    in_use_zero = Some(started.elapsed().as_secs_f64());
+                    in_use_zero = Some(asked);
                 }
                 if in_use == 0 && ending == 0 {
-                    return (in_use_zero, Some(started.elapsed().as_secs_f64()));
+                    return (in_use_zero, Some(asked));
                 }
             }
             Err(e) => eprintln!("usage poll failed: {e:#}"),

@@ -1,9 +1,10 @@
 //! Mass ends on PostgreSQL: a revoke of every session of a license, and a license's end. The
 //! decision is one small write under the license's row lock (its *floor*, `licenses.end_below`
 //! with its reason and time), durable before the caller hears of it; the sessions' own ends are
-//! written afterwards by every node's reaper, in bounded batches (`DRAIN_BATCH` rows a
-//! transaction, `FOR UPDATE SKIP LOCKED`: nodes share the work, and no batch holds a lock that
-//! another license's opens need, nor more than `DRAIN_BATCH` rows).
+//! written afterwards by the nodes' reapers, in bounded batches (`DRAIN_BATCH` rows a
+//! transaction, one node at a time per license: no batch holds a lock that another license's
+//! opens need, nor more than `DRAIN_BATCH` rows, and a mass end keeps one connection of the
+//! database busy, whatever the number of nodes).
 //!
 //! A floor covers every live session of its license whose `seq` (drawn from `session_seq` by
 //! the insert, under the same row lock) is below it: exactly the sessions committed before the
@@ -155,9 +156,13 @@ pub(super) async fn reap(
             .is_ok_and(|t| t.on_full == OnFull::Queue);
         while rounds < DRAIN_ROUNDS {
             rounds += 1;
-            let n = drain_batch(pool, &license_id, below, reason, at)
+            let drained = drain_batch(pool, &license_id, below, reason, at)
                 .await
                 .map_err(db_error)?;
+            let Some(n) = drained else {
+                // Another node is draining it.
+                break;
+            };
             ended.add(reason, n);
             if n > 0 && queues {
                 queue.serve(&license_id, now);
@@ -203,14 +208,27 @@ async fn floor_passed_ends(pool: &PgPool, now: Timestamp) -> Result<(), sqlx::Er
 }
 
 /// One drain transaction: ends at most `DRAIN_BATCH` live sessions of the license under its
-/// floor, with their `ended` events, in one statement. Answers how many.
+/// floor, with their `ended` events, in one statement. One node at a time drains a license
+/// (a transaction-scoped advisory lock; the others skip it this round), so a mass end takes
+/// one connection's worth of the database, not one per node. Answers how many it ended, or
+/// `None` when another node holds the license's drain.
 async fn drain_batch(
     pool: &PgPool,
     license_id: &str,
     below: i64,
     reason: EndReason,
     at: Timestamp,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ours: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('leasehold-drain:' || $1))")
+            .bind(license_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !ours {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     let done = sqlx::query(
         "WITH c AS (
              SELECT s.id FROM sessions s
@@ -230,9 +248,10 @@ async fn drain_batch(
     .bind(DRAIN_BATCH)
     .bind(at.millis())
     .bind(reason.as_str())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    tx.commit().await?;
+    Ok(Some(done.rows_affected()))
 }
 
 /// The license's floor is written through when no live session is under it any more (rows
