@@ -8,6 +8,7 @@ mod bad_input;
 mod docs;
 mod helpers;
 mod isolation;
+mod mass_end;
 mod models;
 mod pg;
 mod protocol;
