@@ -103,7 +103,13 @@ impl Writer {
             apply(&mut self.conn, ops.iter())
         };
         match applied {
-            Ok(()) => self.drain.adapt(ops.len(), started.elapsed()),
+            Ok(()) => {
+                self.drain.adapt(ops.len(), started.elapsed());
+                if let Some(mem) = self.mem.upgrade() {
+                    lock(&mem).drain_written(&ops);
+                }
+            }
+            // Memory is rebuilt from the disk: the chunk's sessions are ending there again.
             Err(e) => self.failed(Vec::new(), &e.to_string()),
         }
     }
@@ -111,7 +117,14 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use leasehold_proto::EndReason;
+
     use super::*;
+    use crate::sqlite::{open_connection, SqliteStore};
+    use crate::testkit::{open, session_id, tenant, user, T0};
+    use crate::Store;
 
     #[test]
     fn chunks_grow_when_quick_and_shrink_when_slow() {
@@ -126,5 +139,178 @@ mod tests {
             d.adapt(d.size, Duration::from_secs(1));
         }
         assert_eq!(d.size, MIN_CHUNK);
+    }
+
+    /// Opens sessions `first..first + n` of license `lic`, round-robin over `users`, all at
+    /// once (they share commits).
+    async fn open_many(store: &Arc<SqliteStore>, first: u32, n: u32, users: &[&'static str]) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in first..first + n {
+            let (store, who) = (store.clone(), users[i as usize % users.len()]);
+            set.spawn(async move { store.open_session(open(i, who, &format!("i{i}")), T0).await });
+        }
+        while let Some(opened) = set.join_next().await {
+            opened.unwrap().unwrap();
+        }
+    }
+
+    /// Every session row of license `lic` on disk: its end reason (`None`: live) and how many
+    /// `ended` events it has.
+    fn on_disk(path: &std::path::Path) -> Vec<(String, Option<String>, i64)> {
+        let conn = open_connection(path).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT s.id, s.end_reason,
+                        (SELECT count(*) FROM audit_events a
+                         WHERE a.session_id = s.id AND a.event = 'ended')
+                 FROM sessions s WHERE s.license_id = 'lic' ORDER BY s.id",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    /// Waits until the store has written every end it decided.
+    async fn drained(store: &SqliteStore) {
+        for _ in 0..1000 {
+            if store.usage("lic", T0).await.unwrap().ending == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the decided ends were not all written");
+    }
+
+    /// The crash: the disk refuses every write from now on (the drain's next chunk is cut off,
+    /// memory is rebuilt from the disk), then the process is gone. Answers how many sessions of
+    /// `lic` the disk still holds live.
+    async fn crash(store: Arc<SqliteStore>, path: &std::path::Path) -> usize {
+        store.inject_write_failures(true);
+        // The drain's chunk in flight (if any) ends, the next one is refused.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(store);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        on_disk(path).iter().filter(|(_, r, _)| r.is_none()).count()
+    }
+
+    #[tokio::test]
+    async fn ends_decided_before_a_crash_are_written_after_the_restart_once_each() {
+        // Arrange: 3,000 sessions of license `lic`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leasehold.db");
+        let store = Arc::new(SqliteStore::open(&path, T0).unwrap());
+        tenant(&*store, 10_000, &["bob", "carol"]).await;
+        open_many(&store, 1, 3000, &["bob", "carol"]).await;
+
+        // Act: every session is revoked, one is opened after that, and the server dies while
+        // the revoked sessions' ends are being written.
+        assert_eq!(
+            store.revoke_license_sessions("lic", T0).await.unwrap(),
+            3000
+        );
+        store
+            .open_session(open(7000, "carol", "after"), T0)
+            .await
+            .unwrap();
+        let live_at_crash = crash(store, &path).await;
+        let store = SqliteStore::open(&path, T0).unwrap();
+
+        // Assert: the crash came before every end was written (what this test is about)...
+        assert!(live_at_crash > 1, "the drain had finished before the crash");
+        // ...yet none of them is live after the restart, the later one is...
+        assert_eq!(store.usage("lic", T0).await.unwrap().in_use, 1);
+        let found = store.get_session(&session_id(1)).await.unwrap().unwrap();
+        assert_eq!(
+            found.state,
+            leasehold_core::SessionState::Ended(EndReason::Revoked)
+        );
+        drained(&store).await;
+        // ...and each ended exactly once, as revoked.
+        let rows = on_disk(&path);
+        assert_eq!(rows.len(), 3001);
+        for (id, reason, ends) in rows {
+            if id == session_id(7000) {
+                assert_eq!((reason, ends), (None, 0));
+            } else {
+                assert_eq!((reason.as_deref(), ends), (Some("revoked"), 1), "{id}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deactivation_survives_a_crash_and_a_reactivation_before_it() {
+        // Arrange: bob holds 2,000 sessions, carol one.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leasehold.db");
+        let store = Arc::new(SqliteStore::open(&path, T0).unwrap());
+        tenant(&*store, 10_000, &["bob", "carol"]).await;
+        open_many(&store, 1, 2000, &["bob"]).await;
+        store
+            .open_session(open(5000, "carol", "c"), T0)
+            .await
+            .unwrap();
+
+        // Act: bob is deactivated and at once active again; he opens anew; crash.
+        let put = store.put_user(user("bob", false), T0).await.unwrap();
+        store.put_user(user("bob", true), T0).await.unwrap();
+        store
+            .open_session(open(6000, "bob", "again"), T0)
+            .await
+            .unwrap();
+        let live_at_crash = crash(store, &path).await;
+        let store = SqliteStore::open(&path, T0).unwrap();
+        drained(&store).await;
+
+        // Assert
+        assert_eq!(put.ended, 2000);
+        assert!(live_at_crash > 2, "the drain had finished before the crash");
+        for (id, reason, ends) in on_disk(&path) {
+            if id == session_id(5000) || id == session_id(6000) {
+                assert_eq!((reason, ends), (None, 0), "{id}");
+            } else {
+                assert_eq!(
+                    (reason.as_deref(), ends),
+                    (Some("user_deactivated"), 1),
+                    "{id}"
+                );
+            }
+        }
+        assert_eq!(store.usage("lic", T0).await.unwrap().in_use, 2);
+    }
+
+    #[tokio::test]
+    async fn a_license_end_that_passed_is_not_undone_by_a_later_end_nor_a_crash() {
+        // Arrange: 2,000 sessions; the license ends at T0 + 10 s.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leasehold.db");
+        let store = Arc::new(SqliteStore::open(&path, T0).unwrap());
+        tenant(&*store, 10_000, &["bob"]).await;
+        open_many(&store, 1, 2000, &["bob"]).await;
+        let mut license = store.get_license("lic").await.unwrap().unwrap();
+        license.terms.expires_at = Some(T0.plus_secs(10));
+        store.update_license(license.clone(), T0).await.unwrap();
+
+        // Act: the end passes (the reaper notices), then the end is moved a year ahead; crash.
+        let after = T0.plus_secs(11);
+        let reaped = store.reap_expired(after).await.unwrap();
+        license.terms.expires_at = Some(T0.plus_secs(365 * 86_400));
+        store.update_license(license, after).await.unwrap();
+        let live_at_crash = crash(store, &path).await;
+        let store = SqliteStore::open(&path, after).unwrap();
+
+        // Assert: they ended with the license, once each, and stay ended.
+        assert_eq!(reaped.total(), 2000);
+        assert!(live_at_crash > 0, "the drain had finished before the crash");
+        assert_eq!(store.usage("lic", after).await.unwrap().in_use, 0);
+        drained(&store).await;
+        for (id, reason, ends) in on_disk(&path) {
+            assert_eq!(
+                (reason.as_deref(), ends),
+                (Some("license_expired"), 1),
+                "{id}"
+            );
+        }
     }
 }

@@ -287,7 +287,8 @@ impl Mem {
     /// from where the last chunk stopped, at most `DRAIN_SCAN` slots), keeps their ends in the
     /// memory of ended sessions and answers the writes of those ends, and whether more are
     /// waiting. The writer commits them (after any write queued before them) in one
-    /// transaction of their own.
+    /// transaction of their own, then tells `drain_written`; until then they are still
+    /// counted as `ending` in their licenses' usage.
     pub(in crate::sqlite) fn drain_chunk(&mut self, max: usize) -> (Vec<WriteOp>, bool) {
         let mut ops = Vec::new();
         let len = self.slab.len();
@@ -312,6 +313,9 @@ impl Mem {
             let Some(gone) = self.remove_live(slot) else {
                 continue;
             };
+            if let Some(lic) = self.licenses.get_mut(gone.license as usize) {
+                lic.writing += 1;
+            }
             self.remember_end(gone.sid(), gone.license, gone.user, reason);
             ops.push(WriteOp::EndSession {
                 id: gone.sid(),
@@ -322,7 +326,8 @@ impl Mem {
                 username: self.names.shared(gone.user),
             });
         }
-        // A license with nothing ending has no use for its floors any more.
+        // A license with nothing ending has no use for its floors any more (an end being
+        // written is out of the slab: no floor needs to find it).
         for lic in &mut self.licenses {
             if lic.ending == 0 && !(lic.floors.is_empty() && lic.user_floors.is_empty()) {
                 lic.floors.clear();
@@ -334,6 +339,32 @@ impl Mem {
             self.drain_woken = false;
         }
         (ops, more)
+    }
+}
+
+impl Mem {
+    /// The writer committed chunks of drained ends: they are on disk, no longer `ending`.
+    pub(in crate::sqlite) fn drain_written(&mut self, ops: &[WriteOp]) {
+        let mut last: Option<(&str, usize)> = None;
+        for op in ops {
+            let WriteOp::EndSession { license_id, .. } = op else {
+                continue;
+            };
+            // Ends come in runs of one license: one lookup per run.
+            let li = match last {
+                Some((id, li)) if id == &**license_id => li,
+                _ => match self.license_at(license_id) {
+                    Some(li) => {
+                        last = Some((license_id, li));
+                        li
+                    }
+                    None => continue,
+                },
+            };
+            if let Some(lic) = self.licenses.get_mut(li) {
+                lic.writing = lic.writing.saturating_sub(1);
+            }
+        }
     }
 }
 
@@ -406,5 +437,46 @@ mod tests {
             .map(|s| s.id)
             .collect();
         assert_eq!(listed, vec![session_id(5)]);
+    }
+
+    /// The seats a mass end frees go to the license's waiters at once.
+    #[tokio::test]
+    async fn a_mass_end_serves_the_queue() {
+        use leasehold_core::{LicenseTerms, PlanCatalog};
+        use leasehold_proto::{CreateLicense, OnFull};
+
+        use crate::records::Admission;
+
+        // Arrange: a one-seat queueing license; bob holds the seat, carol waits.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("leasehold.db"), T0).unwrap();
+        tenant(&store, 1, &["bob", "carol"]).await;
+        let req = CreateLicense {
+            account_id: "acme".into(),
+            product: "cad".into(),
+            seats: Some(1),
+            on_full: Some(OnFull::Queue),
+            ..Default::default()
+        };
+        let terms = LicenseTerms::from_create(&req, &PlanCatalog::default()).unwrap();
+        let mut license = store.get_license("lic").await.unwrap().unwrap();
+        license.terms = terms;
+        store.update_license(license, T0).await.unwrap();
+        store.open_session(open(1, "bob", "a"), T0).await.unwrap();
+        let Admission::Queued(ticket) = store.admit(open(2, "carol", "b"), true, T0).await.unwrap()
+        else {
+            panic!("carol should wait");
+        };
+
+        // Act
+        let revoked = store.revoke_license_sessions("lic", T0).await.unwrap();
+
+        // Assert: carol got the seat bob's revoked session held.
+        assert_eq!(revoked, 1);
+        let grant = ticket.granted.await.unwrap().unwrap();
+        let opened = grant.wait_durable().await.unwrap();
+        assert_eq!(opened.session.id, session_id(2));
+        let usage = store.usage("lic", T0).await.unwrap();
+        assert_eq!(usage.in_use, 1);
     }
 }

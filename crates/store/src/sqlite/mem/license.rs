@@ -32,6 +32,8 @@ pub(in crate::sqlite) struct LicenseState {
     pub(super) per_user_overdraft: HashMap<u32, u32>,
     /// Sessions still in the slab whose end is decided, not yet on disk (see `ending`).
     pub(in crate::sqlite) ending: u32,
+    /// Ends the drain has taken out of the slab and the writer has not committed yet.
+    pub(in crate::sqlite) writing: u32,
     /// Mass ends of every session of the license opened before a point, by `below`.
     pub(in crate::sqlite) floors: Vec<Floor>,
     /// Mass ends of every session of one user (deactivated) opened before a point, by `below`.
@@ -63,6 +65,7 @@ impl LicenseState {
             per_user: HashMap::new(),
             per_user_overdraft: HashMap::new(),
             ending: 0,
+            writing: 0,
             floors: Vec::new(),
             user_floors: HashMap::new(),
             by_instance: HashTable::new(),
@@ -97,7 +100,7 @@ impl LicenseState {
         UsageStats {
             seats: self.license.terms.seats,
             in_use: self.live,
-            ending: self.ending,
+            ending: self.ending + self.writing,
             high_water: self.high_water,
             low_water: self.low_water,
             denials: self.denials,
