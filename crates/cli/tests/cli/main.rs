@@ -9,6 +9,7 @@ mod bench_smoke;
 mod crash;
 mod kit;
 mod logs;
+mod mass_end;
 mod multinode;
 mod pg;
 mod run_program;
