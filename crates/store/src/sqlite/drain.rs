@@ -104,7 +104,15 @@ impl Writer {
         };
         match applied {
             Ok(()) => {
-                self.drain.adapt(ops.len(), started.elapsed());
+                let took = started.elapsed();
+                if took > TARGET * 8 {
+                    tracing::warn!(
+                        ends = ops.len(),
+                        took_ms = took.as_millis() as u64,
+                        "a chunk of decided ends was slow to write"
+                    );
+                }
+                self.drain.adapt(ops.len(), took);
                 if let Some(mem) = self.mem.upgrade() {
                     lock(&mem).drain_written(&ops);
                 }

@@ -293,7 +293,8 @@ impl Mem {
         let mut ops = Vec::new();
         let len = self.slab.len();
         let mut scanned = 0;
-        while ops.len() < max && scanned < len.min(DRAIN_SCAN) && self.ending_total() > 0 {
+        let mut left = self.ending_total();
+        while ops.len() < max && scanned < len.min(DRAIN_SCAN) && left > 0 {
             let slot = self.drain_cursor % len;
             self.drain_cursor = (slot + 1) % len;
             scanned += 1;
@@ -316,6 +317,7 @@ impl Mem {
             if let Some(lic) = self.licenses.get_mut(gone.license as usize) {
                 lic.writing += 1;
             }
+            left -= 1;
             self.remember_end(gone.sid(), gone.license, gone.user, reason);
             ops.push(WriteOp::EndSession {
                 id: gone.sid(),
@@ -334,7 +336,24 @@ impl Mem {
                 lic.user_floors.clear();
             }
         }
-        let more = self.ending_total() > 0;
+        // A whole turn of the slab found nothing while the counts say otherwise: they are
+        // wrong (a bug), and would keep the drain spinning; they are put right.
+        self.drain_idle = if ops.is_empty() {
+            self.drain_idle.saturating_add(scanned)
+        } else {
+            0
+        };
+        if left > 0 && self.drain_idle > len {
+            tracing::error!(
+                ending = left,
+                "no ending session found in a whole turn of the slab: counts reset"
+            );
+            for lic in &mut self.licenses {
+                lic.ending = 0;
+            }
+            left = 0;
+        }
+        let more = left > 0;
         if !more {
             self.drain_woken = false;
         }

@@ -86,8 +86,10 @@ pub(super) struct Mem {
     pub(super) next_seq: u64,
     /// Mass ends decided so far (orders `Floor`s).
     decided: u64,
-    /// Where the drain's walk over the slab goes on.
+    /// Where the drain's walk over the slab goes on, and how many slots it has looked at since
+    /// it last found an ending session.
     drain_cursor: u32,
+    drain_idle: u32,
     /// The writer was told that decided ends wait, and has not found them all written yet.
     drain_woken: bool,
 }
@@ -124,6 +126,7 @@ impl Mem {
             next_seq: 1,
             decided: 0,
             drain_cursor: 0,
+            drain_idle: 0,
             drain_woken: false,
         }
     }
