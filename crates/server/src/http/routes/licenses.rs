@@ -99,6 +99,7 @@ pub async fn list_sessions(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// Start of the period (RFC 3339); this version reports since server start.
