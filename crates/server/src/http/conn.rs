@@ -116,12 +116,17 @@ impl ConnWatch {
         }
     }
 
-    /// When to look again, or why the connection must close now.
+    /// When to look again, or why the connection must close now. Between two looks the state
+    /// may change (a request ends, a head starts) and bring a deadline closer, so the watchdog
+    /// looks at least every `min(header_read_timeout, idle_timeout)`: no deadline is ever
+    /// enforced late.
     fn check(&self, limits: &Limits) -> Result<Instant, Expiry> {
         let header = limits.header_read_timeout.as_millis() as u64;
+        let period = header.min(limits.idle_timeout.as_millis() as u64);
+        let now = self.ms();
         let (deadline, expiry) = if self.busy.load(Ordering::Relaxed) > 0 {
-            // A handler runs (it may wait for a seat for minutes): nothing to enforce here.
-            return Ok(Instant::now() + limits.header_read_timeout);
+            // A handler runs (it may wait for a seat for minutes): nothing to enforce now.
+            (u64::MAX, Expiry::IdleTimeout)
         } else if self.fresh.load(Ordering::Relaxed) {
             (header, Expiry::HeaderTimeout)
         } else {
@@ -134,10 +139,11 @@ impl ConnWatch {
                 started => (started + header, Expiry::HeaderTimeout),
             }
         };
-        if self.ms() >= deadline {
+        if now >= deadline {
             Err(expiry)
         } else {
-            Ok(self.accepted + Duration::from_millis(deadline))
+            let next = deadline.min(now + period);
+            Ok(self.accepted + Duration::from_millis(next))
         }
     }
 }
@@ -289,8 +295,8 @@ pub async fn serve<I>(
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let first_deadline = watch.accepted() + limits.header_read_timeout;
-    let timer = tokio::time::sleep_until(first_deadline);
+    let first_look = watch.check(&limits).unwrap_or_else(|_| Instant::now());
+    let timer = tokio::time::sleep_until(first_look);
     tokio::pin!(timer);
     let mut draining = *shutdown.borrow();
     if draining {

@@ -6,6 +6,8 @@
 
 mod bad_input;
 mod docs;
+mod edge_limits;
+mod edge_tls;
 mod helpers;
 mod isolation;
 mod models;
