@@ -13,7 +13,7 @@
 //! Statuses a route documents itself (with its own description) are kept. The token endpoint
 //! documents all of its statuses itself: its errors have the RFC 6749 shape.
 
-use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
@@ -93,12 +93,20 @@ fn complete_operation(op: &mut Operation) {
     }
     for (status, description) in add {
         let key = status.to_string();
-        if op.responses.responses.contains_key(&key) {
-            continue;
+        match op.responses.responses.get_mut(&key) {
+            // Documented by the route: keep its description, add the header it must name.
+            Some(RefOr::T(response)) => {
+                if let Some((name, header)) = required_header(status) {
+                    response.headers.entry(name.to_owned()).or_insert(header);
+                }
+            }
+            Some(RefOr::Ref(_)) => {}
+            None => {
+                op.responses
+                    .responses
+                    .insert(key, RefOr::T(error_response(status, description)));
+            }
         }
-        op.responses
-            .responses
-            .insert(key, RefOr::T(error_response(status, description)));
     }
 }
 
@@ -120,29 +128,31 @@ fn error_response(status: u16, description: &str) -> utoipa::openapi::Response {
         "application/json",
         Content::new(Some(Ref::from_schema_name("ErrorBody"))),
     );
-    let string = || ObjectBuilder::new().schema_type(Type::String).build();
-    match status {
-        401 => {
-            response = response.header(
-                "WWW-Authenticate",
-                HeaderBuilder::new()
-                    .schema(string())
-                    .description(Some(
-                        "Bearer realm=\"leasehold\", with error=\"invalid_token\" when a token was presented",
-                    ))
-                    .build(),
-            );
-        }
-        429 => {
-            response = response.header(
-                "Retry-After",
-                HeaderBuilder::new()
-                    .schema(ObjectBuilder::new().schema_type(Type::Integer).build())
-                    .description(Some("Seconds to wait before authenticating again"))
-                    .build(),
-            );
-        }
-        _ => {}
+    if let Some((name, header)) = required_header(status) {
+        response = response.header(name, header);
     }
     response.build()
+}
+
+/// The header an answer with this status always carries.
+fn required_header(status: u16) -> Option<(&'static str, Header)> {
+    match status {
+        401 => Some((
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String).build())
+                .description(Some(
+                    "Bearer realm=\"leasehold\", with error=\"invalid_token\" when a token was presented",
+                ))
+                .build(),
+        )),
+        429 => Some((
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer).build())
+                .description(Some("Seconds to wait before authenticating again"))
+                .build(),
+        )),
+        _ => None,
+    }
 }

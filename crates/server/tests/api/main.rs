@@ -6,11 +6,14 @@
 
 mod bad_input;
 mod docs;
+mod edge_auth;
+mod edge_headers;
 mod edge_limits;
 mod edge_tls;
 mod helpers;
 mod isolation;
 mod models;
+mod oauth_rfc;
 mod pg;
 mod protocol;
 mod queue;
