@@ -14,3 +14,4 @@ mod pg;
 mod run_program;
 mod skew;
 mod support;
+mod tls;
