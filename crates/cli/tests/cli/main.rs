@@ -11,6 +11,7 @@ mod kit;
 mod logs;
 mod multinode;
 mod pg;
+mod pg_tls;
 mod run_program;
 mod skew;
 mod support;
