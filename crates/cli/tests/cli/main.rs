@@ -12,6 +12,7 @@ mod logs;
 mod multinode;
 mod pg;
 mod pg_tls;
+mod pg_usernames;
 mod run_program;
 mod skew;
 mod support;

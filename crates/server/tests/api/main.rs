@@ -19,3 +19,4 @@ mod protocol;
 mod queue;
 mod race;
 mod time;
+mod usernames;
