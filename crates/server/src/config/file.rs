@@ -162,8 +162,10 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_refused() {
-        let mut config = Config::default();
-        config.tls_cert = Some("cert.pem".into());
+        let config = Config {
+            tls_cert: Some("cert.pem".into()),
+            ..Config::default()
+        };
         assert!(config.check().unwrap_err().to_string().contains("tls_key"));
         let mut config = Config::default();
         config.limits.idle_timeout = Duration::ZERO;
@@ -172,8 +174,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("idle_timeout"));
-        let mut config = Config::default();
-        config.cors_allowed_origins = vec!["https://a.example/path".into()];
+        let config = Config {
+            cors_allowed_origins: vec!["https://a.example/path".into()],
+            ..Config::default()
+        };
         assert!(config.check().is_err());
     }
 }

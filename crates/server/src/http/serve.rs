@@ -172,6 +172,7 @@ fn raise_fd_limit() -> Option<u64> {
     if limit.rlim_cur == libc::RLIM_INFINITY {
         return None;
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 here, not on every unix
     Some(limit.rlim_cur as u64)
 }
 
