@@ -24,9 +24,14 @@ use crate::http::trace::REQUEST_ID;
 pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// Adds the headers of every answer, and CORS when `origins` are configured.
+/// Adds the headers of every answer, and CORS when `origins` are configured (inside them, so
+/// that preflight answers, which the CORS layer makes itself, carry them too).
 pub fn apply(router: Router, origins: &[String]) -> Router {
-    let router = router
+    let router = match cors(origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -38,11 +43,7 @@ pub fn apply(router: Router, origins: &[String]) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ));
-    match cors(origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+        ))
 }
 
 /// The CORS layer for the configured origins; none when the list is empty.

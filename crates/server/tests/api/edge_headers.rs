@@ -171,6 +171,7 @@ async fn configured_origins_and_only_those_may_call_from_a_browser() {
         .to_ascii_lowercase();
     assert!(allowed.contains("authorization") && allowed.contains("content-type"));
     assert!(h.get("access-control-allow-credentials").is_none());
+    assert_edge_headers(&preflight, "preflight");
 
     // The call itself, and what the page may read of the answer.
     let resp = app
