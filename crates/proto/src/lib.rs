@@ -221,6 +221,7 @@ impl UserKind {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
 }
 
@@ -239,6 +240,8 @@ pub struct AccountCreated {
 #[serde(deny_unknown_fields)]
 pub struct CreateLicense {
     pub account_id: String,
+    /// 1 to 200 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub product: String,
     pub model: LicenseModel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -536,8 +539,13 @@ pub struct OAuthToken {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpenSession {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub license_id: String,
+    /// 1 to 200 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub device_id: String,
+    /// 1 to 200 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub instance_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_secs: Option<u64>,
@@ -662,8 +670,10 @@ pub struct LicenseUserList {
 #[serde(deny_unknown_fields)]
 pub struct ActivateDevice {
     /// The device's fingerprint; sessions name it as `device_id`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub fingerprint: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub name: String,
 }
 
