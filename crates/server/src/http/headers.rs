@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, Method};
-use axum::Router;
+use tower::layer::util::Stack;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -24,30 +24,32 @@ use crate::http::trace::REQUEST_ID;
 pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// Adds the headers of every answer, and CORS when `origins` are configured (inside them, so
-/// that preflight answers, which the CORS layer makes itself, carry them too).
-pub fn apply(router: Router, origins: &[String]) -> Router {
-    let router = match cors(origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    router
-        .layer(SetResponseHeaderLayer::if_not_present(
+/// The headers of every answer, as one layer (the router puts CORS inside it, so that preflight
+/// answers, which the CORS layer makes itself, carry them too).
+pub fn layers() -> Stack<
+    SetResponseHeaderLayer<HeaderValue>,
+    Stack<SetResponseHeaderLayer<HeaderValue>, SetResponseHeaderLayer<HeaderValue>>,
+> {
+    Stack::new(
+        SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
+        ),
+        Stack::new(
+            SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            SetResponseHeaderLayer::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ),
+        ),
+    )
 }
 
 /// The CORS layer for the configured origins; none when the list is empty.
-fn cors(origins: &[String]) -> Option<CorsLayer> {
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }

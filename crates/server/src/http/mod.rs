@@ -26,6 +26,7 @@ pub mod views;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use tower::ServiceBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -102,16 +103,19 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The router with every layer: limits, headers and CORS, panics caught, tracing outermost.
+/// The router with every layer: tracing outermost, then the response headers (and CORS), panics
+/// caught, the request-target and body limits.
+///
+/// All layers are one stack applied once: axum boxes every route again for each `layer` call
+/// (a clone and a boxed future per request and call), which the heartbeat path would pay.
 pub fn router(state: AppState, limits: &Limits, cors_allowed_origins: &[String]) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     let (router, _) = api_router().split_for_parts();
     let router = router
         .fallback(routes::system::no_route)
         .method_not_allowed_fallback(routes::system::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(limits::UriLimitLayer {
-            max_bytes: limits.max_uri_bytes,
-        })
+        .with_state(state);
+    let inner = ServiceBuilder::new()
         // A bug must still answer with the documented error shape (and not kill the server).
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -120,7 +124,24 @@ pub fn router(state: AppState, limits: &Limits, cors_allowed_origins: &[String])
                 ))
             },
         ))
-        .with_state(state);
-    headers::apply(router, cors_allowed_origins)
-        .layer(axum::middleware::from_fn(trace::trace_request))
+        .layer(limits::UriLimitLayer {
+            max_bytes: limits.max_uri_bytes,
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    let trace = axum::middleware::from_fn(trace::trace_request);
+    match headers::cors(cors_allowed_origins) {
+        Some(cors) => router.layer(
+            ServiceBuilder::new()
+                .layer(trace)
+                .layer(headers::layers())
+                .layer(cors)
+                .layer(inner),
+        ),
+        None => router.layer(
+            ServiceBuilder::new()
+                .layer(trace)
+                .layer(headers::layers())
+                .layer(inner),
+        ),
+    }
 }
