@@ -2,8 +2,8 @@
 //!
 //! Each setting is taken from the first place that has it:
 //!
-//! 1. the command-line flag (`--server`, `--token`, ...);
-//! 2. the environment: `LEASEHOLD_URL`, `LEASEHOLD_TOKEN`;
+//! 1. the command-line flag (`--server`, `--token`, `--ca-file`, ...);
+//! 2. the environment: `LEASEHOLD_URL`, `LEASEHOLD_TOKEN`, `LEASEHOLD_CA_FILE`;
 //! 3. the CLI config file: `--cli-config PATH`, else `$XDG_CONFIG_HOME/leasehold/cli.toml`, else
 //!    `~/.config/leasehold/cli.toml` (a missing default file is fine, a missing named one is
 //!    an error);
@@ -18,7 +18,11 @@
 //! output = "json"               # default --output
 //! client_id = "lh_cid_..."      # a service user for `run`, instead of a token
 //! client_secret = "lh_sec_..."
+//! ca_file = "/etc/leasehold/ca.pem"  # HTTPS: trust this CA instead of the system's roots
 //! ```
+//!
+//! `https://` URLs are verified against the system's trust store, or only against the CA
+//! bundle of `ca_file` when one is given (as `curl --cacert` does).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +53,10 @@ pub struct ConnectArgs {
     /// CLI config file [default: ~/.config/leasehold/cli.toml].
     #[arg(long, value_name = "PATH", global = true)]
     pub cli_config: Option<PathBuf>,
+    /// HTTPS: trust the certificates of this PEM file instead of the system's roots
+    /// [env: LEASEHOLD_CA_FILE; config: ca_file].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `--output text|json`.
@@ -71,6 +79,7 @@ pub struct FileSettings {
     pub output: Option<OutputFormat>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How to authenticate.
@@ -89,6 +98,8 @@ pub enum Credentials {
 pub struct Settings {
     pub url: String,
     pub credentials: Credentials,
+    /// The CA bundle to trust for HTTPS, if not the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// The config file's values, for command-specific defaults (`account`, `output`).
     pub file: FileSettings,
 }
@@ -182,6 +193,11 @@ impl ConnectArgs {
             .clone()
             .or_else(|| env_nonempty("LEASEHOLD_TOKEN"))
             .or_else(|| file.token.clone());
+        let ca_file = self
+            .ca_file
+            .clone()
+            .or_else(|| env_nonempty("LEASEHOLD_CA_FILE").map(PathBuf::from))
+            .or_else(|| file.ca_file.clone());
         let credentials = match (client_id, token) {
             (Some(id), _) => {
                 let secret = client_secret
@@ -209,6 +225,7 @@ impl ConnectArgs {
         Ok(Settings {
             url,
             credentials,
+            ca_file,
             file,
         })
     }
@@ -218,7 +235,12 @@ impl Settings {
     /// A client for these settings; `what` names the credential the command needs, for the
     /// error when there is none (`None`: the command needs no credential).
     pub fn client(&self, what: Option<&str>) -> Result<Client, Failure> {
-        let builder = Client::builder(self.url.as_str());
+        let mut builder = Client::builder(self.url.as_str());
+        if let Some(path) = &self.ca_file {
+            builder = builder
+                .ca_file(path)
+                .map_err(|e| Failure::config(e.to_string()))?;
+        }
         let builder = match (&self.credentials, what) {
             (Credentials::Token(token), _) => builder.bearer_token(token),
             (Credentials::Service { id, secret }, _) => {
@@ -254,6 +276,7 @@ mod tests {
             output = "json"
             client_id = "c"
             client_secret = "s"
+            ca_file = "/etc/leasehold/ca.pem"
             "#,
         )
         .unwrap();

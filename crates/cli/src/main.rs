@@ -41,6 +41,9 @@ enum Command {
         /// Only check that the process is up (/livez), whatever its store does.
         #[arg(long)]
         live: bool,
+        /// HTTPS: trust this PEM CA bundle instead of the system's roots.
+        #[arg(long, env = "LEASEHOLD_CA_FILE", value_name = "PATH")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -64,7 +67,9 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => leasehold_bench::run(*args).await,
             Command::Run(args) => run::run(args).await,
             Command::Admin(command) => admin::run(command).await,
-            Command::Healthcheck { url, live } => serve::healthcheck(&url, live).await,
+            Command::Healthcheck { url, live, ca_file } => {
+                serve::healthcheck(&url, live, ca_file.as_deref()).await
+            }
         }
     });
     match result {

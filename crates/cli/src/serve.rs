@@ -24,6 +24,13 @@ pub struct ServeArgs {
     /// [env: LEASEHOLD_DATABASE_URL; default: embedded SQLite in the data folder].
     #[arg(long)]
     pub database_url: Option<String>,
+    /// HTTPS: the certificate chain, PEM (with --tls-key); reloaded on SIGHUP and when the
+    /// file changes [env: LEASEHOLD_TLS_CERT; config: tls_cert].
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the private key of --tls-cert, PEM [env: LEASEHOLD_TLS_KEY; config: tls_key].
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -38,6 +45,13 @@ impl ServeArgs {
         if let Some(url) = &self.database_url {
             config.database_url = Some(url.clone());
         }
+        if let Some(cert) = &self.tls_cert {
+            config.tls_cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            config.tls_key = Some(key.clone());
+        }
+        config.check()?;
         Ok(config)
     }
 }
@@ -62,6 +76,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = Application::build(config, Arc::new(SystemClock::new())).await?;
     tracing::info!(
         addr = %app.local_addr(),
+        scheme = if app.tls() { "https" } else { "http" },
         data_dir = %data_dir.display(),
         "leasehold is serving"
     );
@@ -89,10 +104,25 @@ pub async fn migrate(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn healthcheck(url: &str, live: bool) -> anyhow::Result<ExitCode> {
+pub async fn healthcheck(
+    url: &str,
+    live: bool,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let path = if live { "livez" } else { "healthz" };
     let url = format!("{}/{path}", url.trim_end_matches('/'));
-    match reqwest::get(&url).await {
+    let mut http = reqwest::Client::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the CA file {}", path.display()))?;
+        http = http.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("reading the CA file {}", path.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    match http.build()?.get(&url).send().await {
         Ok(answer) if answer.status().is_success() => Ok(ExitCode::SUCCESS),
         Ok(answer) => {
             let status = answer.status();
@@ -101,7 +131,15 @@ pub async fn healthcheck(url: &str, live: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            eprintln!("unhealthy: {url}: {e}");
+            // reqwest's own message is often just "error sending request": add the causes
+            // (a refused connection, a certificate that does not verify...).
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("unhealthy: {url}: {message}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -2,7 +2,7 @@
 //! [`ClientError::Api`] answer decoded from the server's `{"error": {...}}` body) to a network
 //! failure or a lease that does not verify.
 
-use leasehold_proto::{EndReason, ErrorBody, ErrorCode};
+use leasehold_proto::{EndReason, ErrorBody, ErrorCode, OAuthErrorBody, OAuthErrorCode};
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -91,15 +91,30 @@ impl ClientError {
         self.code() == Some(ErrorCode::SessionEnded)
     }
 
-    /// Builds an [`ClientError::Api`] from a non-2xx status and its body.
+    /// Builds an [`ClientError::Api`] from a non-2xx status and its body: the API's
+    /// `{"error": {"code", "message"}}`, or the token endpoint's RFC 6749 shape
+    /// `{"error": "invalid_client", "error_description": "..."}` (its code mapped to the nearest
+    /// [`ErrorCode`], the RFC code kept at the end of the message).
     pub(crate) fn from_response(status: u16, body: &[u8]) -> Self {
-        match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(ErrorBody { error }) => ClientError::Api {
+        if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+            return ClientError::Api {
                 status,
                 code: error.code,
                 message: error.message,
                 reason: error.reason,
                 queue_timeout: error.queue_timeout.unwrap_or(false),
+            };
+        }
+        match serde_json::from_slice::<OAuthErrorBody>(body) {
+            Ok(oauth) => ClientError::Api {
+                status,
+                code: oauth_code(oauth.error, status),
+                message: match oauth.error_description {
+                    Some(description) => format!("{description} ({})", oauth.error.as_str()),
+                    None => oauth.error.as_str().to_owned(),
+                },
+                reason: None,
+                queue_timeout: false,
             },
             Err(_) => {
                 let text = String::from_utf8_lossy(body);
@@ -129,9 +144,35 @@ fn code_for_status(status: u16) -> ErrorCode {
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::RequestTimeout,
         413 => ErrorCode::PayloadTooLarge,
+        414 => ErrorCode::UriTooLong,
+        415 => ErrorCode::UnsupportedMediaType,
+        429 => ErrorCode::RateLimited,
         500 => ErrorCode::Internal,
         _ => ErrorCode::Unknown,
+    }
+}
+
+/// The API code nearest to a token-endpoint error.
+fn oauth_code(code: OAuthErrorCode, status: u16) -> ErrorCode {
+    match (code, status) {
+        (_, 429) => ErrorCode::RateLimited,
+        (_, 413) => ErrorCode::PayloadTooLarge,
+        (_, 408) => ErrorCode::RequestTimeout,
+        (OAuthErrorCode::InvalidClient, _) => ErrorCode::Unauthorized,
+        (OAuthErrorCode::InvalidGrant | OAuthErrorCode::UnauthorizedClient, _) => {
+            ErrorCode::Forbidden
+        }
+        (
+            OAuthErrorCode::InvalidRequest
+            | OAuthErrorCode::UnsupportedGrantType
+            | OAuthErrorCode::InvalidScope,
+            _,
+        ) => ErrorCode::InvalidRequest,
+        (OAuthErrorCode::TemporarilyUnavailable, _) => ErrorCode::StoreUnavailable,
+        (OAuthErrorCode::ServerError, _) => ErrorCode::Internal,
+        (OAuthErrorCode::Unknown, _) => code_for_status(status),
     }
 }
 
@@ -176,6 +217,29 @@ mod tests {
     }
 
     #[test]
+    fn the_token_endpoints_rfc_6749_errors_decode_too() {
+        let err = ClientError::from_response(
+            401,
+            br#"{"error":"invalid_client","error_description":"invalid client credentials"}"#,
+        );
+        assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+        assert_eq!(
+            err.to_string(),
+            "401 unauthorized: invalid client credentials (invalid_client)"
+        );
+        let err = ClientError::from_response(400, br#"{"error":"invalid_grant"}"#);
+        assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+        let err = ClientError::from_response(
+            429,
+            br#"{"error":"invalid_client","error_description":"slow down"}"#,
+        );
+        assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+        assert!(!err.is_retryable());
+        let err = ClientError::from_response(503, br#"{"error":"temporarily_unavailable"}"#);
+        assert!(err.is_retryable());
+    }
+
+    #[test]
     fn a_body_that_is_not_an_error_body_falls_back_to_the_status() {
         let err = ClientError::from_response(404, b"<html>nope</html>");
         assert_eq!(err.code(), Some(ErrorCode::NotFound));
@@ -183,6 +247,8 @@ mod tests {
         let err = ClientError::from_response(503, b"");
         assert_eq!(err.code(), Some(ErrorCode::Unknown));
         assert!(err.is_retryable());
+        let err = ClientError::from_response(429, b"");
+        assert_eq!(err.code(), Some(ErrorCode::RateLimited));
     }
 
     #[test]

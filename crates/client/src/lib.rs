@@ -14,7 +14,9 @@
 //! - [`LeaseVerifier`]: offline verification of the signed lease (an EdDSA JWT) every session
 //!   carries, against the server's published keys.
 //! - [`ClientError`]: one error type; API errors carry the server's stable
-//!   [`ErrorCode`].
+//!   [`ErrorCode`] (the token endpoint's RFC 6749 errors are mapped to the nearest one).
+//! - HTTPS (rustls): `https://` URLs are verified against the system's trust store, or only
+//!   against your CA with [`ClientBuilder::ca_file`] / [`ClientBuilder::ca_pem`].
 //!
 //! A complete program (checkout with queueing and lease verification, reacting to a lost
 //! seat, release) is `examples/checkout.rs`: `cargo run -p leasehold-client --example checkout

@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RuleError, RuleResult};
 
-/// A username: 1 to 64 characters of `A-Z a-z 0-9 . _ @ -`, not starting with a dot.
+/// A username: 1 to 64 characters of `A-Z a-z 0-9 . _ @ -`, not starting with a dot, and
+/// case-insensitive: it is folded to lowercase when parsed, so `Dave`, `DAVE` and `dave` are
+/// one user (usernames often come from directories and e-mail addresses, where case carries no
+/// meaning; folding means no two users can differ only by it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Username(String);
@@ -30,7 +33,7 @@ impl Username {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'));
         if ok {
-            Ok(Username(s.to_owned()))
+            Ok(Username(s.to_ascii_lowercase()))
         } else {
             Err(RuleError::Invalid(format!(
                 "invalid username {s:?}: use 1 to 64 characters of letters, digits, '.', '_', '@', '-'"
@@ -96,6 +99,20 @@ mod tests {
         for bad in ["", ".hidden", "with space", "slash/", long.as_str(), "é"] {
             assert!(Username::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn usernames_fold_to_lowercase() {
+        for given in ["Dave", "DAVE", "dave", "dAvE"] {
+            assert_eq!(Username::parse(given).unwrap().as_str(), "dave");
+        }
+        assert_eq!(
+            Username::parse("Alice.Smith@Example.COM").unwrap().as_str(),
+            "alice.smith@example.com"
+        );
+        // As stored terms are read (reserved names).
+        let read = Username::try_from(String::from("Bob")).unwrap();
+        assert_eq!(read.as_str(), "bob");
     }
 
     #[test]

@@ -47,6 +47,15 @@ pub enum ErrorCode {
     UserSessionLimit,
     /// 409: the license is outside its validity window or suspended.
     LicenseNotActive,
+    /// 408: the request body did not arrive in time (`body_read_timeout`).
+    RequestTimeout,
+    /// 414: the request target (path and query) is longer than the server accepts.
+    UriTooLong,
+    /// 415: the body's media type or charset is not what the route reads (JSON in UTF-8).
+    UnsupportedMediaType,
+    /// 429: too many failed authentications from this address or with this credential;
+    /// `Retry-After` says when to try again.
+    RateLimited,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -75,6 +84,10 @@ impl ErrorCode {
             ErrorCode::ActivationsExhausted => "activations_exhausted",
             ErrorCode::UserSessionLimit => "user_session_limit",
             ErrorCode::LicenseNotActive => "license_not_active",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
@@ -208,6 +221,7 @@ impl UserKind {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
 }
 
@@ -226,6 +240,8 @@ pub struct AccountCreated {
 #[serde(deny_unknown_fields)]
 pub struct CreateLicense {
     pub account_id: String,
+    /// 1 to 200 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub product: String,
     pub model: LicenseModel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -451,6 +467,60 @@ pub struct TokenCreated {
     pub token: String,
 }
 
+/// The error codes of the OAuth2 token endpoint (RFC 6749 section 5.2), plus
+/// `temporarily_unavailable` and `server_error` (registered in section 11.4) for 503 and 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthErrorCode {
+    /// A parameter is missing, repeated or malformed, or the body is not a form.
+    InvalidRequest,
+    /// Client authentication failed: unknown client, wrong secret, or none given.
+    InvalidClient,
+    /// The grant is not valid for this client (the service user is inactive).
+    InvalidGrant,
+    /// The client may not use this grant type.
+    UnauthorizedClient,
+    /// Only `client_credentials` is supported.
+    UnsupportedGrantType,
+    /// This server defines no scopes.
+    InvalidScope,
+    /// 503: the server cannot issue tokens now (its store is unavailable).
+    TemporarilyUnavailable,
+    /// 500: an internal error.
+    ServerError,
+    /// A code this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl OAuthErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthErrorCode::InvalidRequest => "invalid_request",
+            OAuthErrorCode::InvalidClient => "invalid_client",
+            OAuthErrorCode::InvalidGrant => "invalid_grant",
+            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthErrorCode::InvalidScope => "invalid_scope",
+            OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthErrorCode::ServerError => "server_error",
+            OAuthErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+/// The error body of the token endpoint (RFC 6749 section 5.2):
+/// `{"error": "invalid_client", "error_description": "..."}`. Only `/v1/oauth/token` answers
+/// errors in this shape; every other route answers [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OAuthErrorBody {
+    pub error: OAuthErrorCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
 /// `POST /v1/oauth/token`, form-encoded (RFC 6749 section 4.4).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -477,8 +547,13 @@ pub struct OAuthToken {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpenSession {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub license_id: String,
+    /// 1 to 200 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub device_id: String,
+    /// 1 to 200 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub instance_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_secs: Option<u64>,
@@ -614,8 +689,10 @@ pub struct LicenseUserList {
 #[serde(deny_unknown_fields)]
 pub struct ActivateDevice {
     /// The device's fingerprint; sessions name it as `device_id`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub fingerprint: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub name: String,
 }
 

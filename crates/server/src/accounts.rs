@@ -136,7 +136,7 @@ pub async fn put_user(
     })
 }
 
-/// A user of an account the caller administers.
+/// A user of an account the caller administers (`username` in any case).
 pub async fn get_user(
     state: &AppState,
     auth: &Auth,
@@ -144,11 +144,18 @@ pub async fn get_user(
     username: &str,
 ) -> ApiResult<User> {
     access::admin_account(state, auth, account_id).await?;
+    let username = lookup_name(username)?;
     state
         .store
-        .get_user(account_id, username)
+        .get_user(account_id, username.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound("user".into()))
+}
+
+/// A username to look up, folded to lowercase like every username; one that cannot be a
+/// username names no user (404).
+pub fn lookup_name(username: &str) -> ApiResult<Username> {
+    Username::parse(username).map_err(|_| ApiError::NotFound("user".into()))
 }
 
 /// The account's users, by username.

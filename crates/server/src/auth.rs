@@ -4,8 +4,11 @@
 //! Tokens are looked up by their hash, so the lookup never compares secret bytes; client
 //! secrets are compared hash to hash in constant time.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use leasehold_store::{Principal, TokenHash};
@@ -14,6 +17,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::http::ratelimit::{self, Scope, Verdict};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{self as m, View};
 use crate::state::AppState;
 
 /// A new random token: `prefix` + 256 random bits, base64url.
@@ -46,28 +52,140 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
+        let token = bearer_token(&parts.headers)?
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
-            })?;
-        let credential = state
-            .store
-            .find_credential(&hash_token(token), state.clock.now())
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
-        Ok(Auth(credential.principal))
+        authenticate(state, peer_ip(parts), token).await.map(Auth)
+    }
+}
+
+/// Who may read which view of `/metrics`: without a credential, the public totals; with the
+/// root token or the configured metrics token, every series; any other valid token, 403.
+pub struct MetricsReader(pub View);
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = bearer_token(&parts.headers)? else {
+            return Ok(MetricsReader(View::Public));
+        };
+        if let Some(expected) = &state.metrics_token_hash {
+            if secret_matches(token, expected) {
+                return Ok(MetricsReader(View::Full));
+            }
+        }
+        match authenticate(state, peer_ip(parts), token).await? {
+            Principal::Root => Ok(MetricsReader(View::Full)),
+            _ => Err(ApiError::Forbidden(
+                "per-license metrics need the root token or the metrics token".into(),
+            )),
+        }
+    }
+}
+
+/// The client's address (the TCP peer), as the accept loop recorded it.
+pub fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// The bearer token of the request: `None` without an `Authorization` header; 401 for another
+/// scheme (this API takes bearer tokens), 400 for a malformed bearer header (RFC 6750 3.1).
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::MalformedAuthorization("the Authorization header is not readable".into())
+    })?;
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized(
+            "this API takes Authorization: Bearer <token>".into(),
+        ));
+    }
+    let token = rest.trim();
+    // RFC 6750 2.1 defines tokens as b64token; the root token is chosen by the operator and may
+    // hold other visible characters, so only what cannot be one token is malformed.
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(ApiError::MalformedAuthorization(
+            "the Authorization header must be 'Bearer <token>'".into(),
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// Turns a presented bearer token into its principal. A token that fails is counted against
+/// the limits of its address and of itself (`http::ratelimit`); over budget, the answer is 429
+/// instead of 401. A valid token never touches the limiter.
+pub async fn authenticate(
+    state: &AppState,
+    peer: IpAddr,
+    token: &str,
+) -> Result<Principal, ApiError> {
+    let hash = hash_token(token);
+    let now = state.clock.now();
+    let key = ratelimit::token_key(&hash);
+    if let Some(retry_after_secs) = state.auth_limiter.token_blocked(key, now.millis()) {
+        return Err(auth_failed_over_budget(
+            Scope::Credential,
+            retry_after_secs,
+            "bearer",
+            peer,
+        ));
+    }
+    match state.store.find_credential(&hash, now).await? {
+        Some(credential) => Ok(credential.principal),
+        None => Err(auth_failed(state, peer, Some(key), "bearer", || {
+            ApiError::InvalidToken("unknown or expired token".into())
+        })),
+    }
+}
+
+/// A failed authentication (`method`: `bearer` or `client_credentials`): counted in the
+/// metrics and by the limiter; answered with `refused()` within budget, 429 beyond.
+pub fn auth_failed(
+    state: &AppState,
+    peer: IpAddr,
+    credential: Option<ratelimit::CredentialKey>,
+    method: &'static str,
+    refused: impl FnOnce() -> ApiError,
+) -> ApiError {
+    m::auth_failure(method);
+    match state
+        .auth_limiter
+        .failed(peer, credential, state.clock.now().millis())
+    {
+        Verdict::Refused => refused(),
+        Verdict::Limited {
+            scope,
+            retry_after_secs,
+        } => auth_failed_over_budget(scope, retry_after_secs, method, peer),
+    }
+}
+
+fn auth_failed_over_budget(
+    scope: Scope,
+    retry_after_secs: u64,
+    method: &'static str,
+    peer: IpAddr,
+) -> ApiError {
+    static LOG: LogThrottle = LogThrottle::new();
+    m::auth_rate_limited(scope.as_str());
+    if let Some(count) = LOG.hit() {
+        tracing::warn!(
+            count,
+            last_peer = %peer,
+            last_scope = scope.as_str(),
+            method,
+            "failed authentications over budget answered 429 (count since the last such line)"
+        );
+    }
+    ApiError::RateLimited {
+        scope: scope.phrase(),
+        retry_after_secs,
     }
 }
 
@@ -126,6 +244,35 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("lh_usr_"));
         assert_eq!(a.len(), "lh_usr_".len() + 43);
+    }
+
+    #[test]
+    fn bearer_headers_are_read_as_rfc_6750_says() {
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().unwrap());
+            bearer_token(&h).map(|t| t.map(str::to_owned))
+        };
+        assert_eq!(bearer_token(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            with("Bearer lh_usr_abc-_9").unwrap().as_deref(),
+            Some("lh_usr_abc-_9")
+        );
+        assert_eq!(with("bearer x/y+z==").unwrap().as_deref(), Some("x/y+z=="));
+        assert_eq!(
+            with("Bearer change-me!#").unwrap().as_deref(),
+            Some("change-me!#")
+        );
+        for (value, status) in [
+            ("Basic dXNlcjpwdw==", 401),
+            ("Bearer", 400),
+            ("Bearer ", 400),
+            ("Bearer a b", 400),
+            ("Bearer a\tb", 400),
+        ] {
+            let err = with(value).unwrap_err();
+            assert_eq!(err.status_and_code().0.as_u16(), status, "{value:?}");
+        }
     }
 
     #[test]

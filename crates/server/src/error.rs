@@ -2,18 +2,48 @@
 //! status codes and `{"error": {"code", "message"}}` bodies. Internal causes are logged, never
 //! sent to the client.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use leasehold_core::RuleError;
 use leasehold_proto::{EndReason, ErrorBody, ErrorCode, ErrorDetail};
 use leasehold_store::StoreError;
 
+/// The challenge of every 401 (RFC 6750 section 3): the realm, and an error code when a token
+/// was presented (`invalid_token`) or the header was malformed (`invalid_request`).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"leasehold\"";
+const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"leasehold\", error=\"invalid_token\"";
+const INVALID_REQUEST_CHALLENGE: &str = "Bearer realm=\"leasehold\", error=\"invalid_request\"";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 401 `unauthorized`
+    /// 401 `unauthorized`, no credential presented (`WWW-Authenticate: Bearer realm=...`)
     #[error("{0}")]
     Unauthorized(String),
+    /// 401 `unauthorized`, a bearer token that is unknown, expired or revoked
+    /// (`WWW-Authenticate: Bearer ..., error="invalid_token"`)
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 400 `invalid_request`, a malformed `Authorization: Bearer` header
+    /// (`WWW-Authenticate: Bearer ..., error="invalid_request"`)
+    #[error("{0}")]
+    MalformedAuthorization(String),
+    /// 429 `rate_limited`, with `Retry-After`: too many failed authentications from this
+    /// address or with this credential
+    #[error("too many failed authentications {scope}; retry in {retry_after_secs} s")]
+    RateLimited {
+        scope: &'static str,
+        retry_after_secs: u64,
+    },
+    /// 408 `request_timeout`: the body did not arrive within the body-read timeout
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
+    /// 414 `uri_too_long`
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// 415 `unsupported_media_type`
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 403 `forbidden`
     #[error("{0}")]
     Forbidden(String),
@@ -68,7 +98,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::Unauthorized(_) | ApiError::InvalidToken(_) => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized)
+            }
+            ApiError::MalformedAuthorization(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest)
+            }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, ErrorCode::UriTooLong),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+            ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::MethodNotAllowed => {
@@ -130,7 +172,39 @@ impl IntoResponse for ApiError {
                 },
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(BEARER_CHALLENGE),
+                );
+            }
+            ApiError::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(INVALID_TOKEN_CHALLENGE),
+                );
+            }
+            ApiError::MalformedAuthorization(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(INVALID_REQUEST_CHALLENGE),
+                );
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // The body was not read to its end: the connection cannot carry another request.
+            ApiError::RequestTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

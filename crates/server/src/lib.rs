@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod lease;
 pub mod licenses;
+pub mod log_throttle;
 pub mod metrics;
 pub mod reaper;
 pub mod sessions;

@@ -316,14 +316,15 @@ pub async fn user_sessions(
     username: &str,
 ) -> ApiResult<Vec<Session>> {
     access::admin_account(state, auth, account_id).await?;
+    let username = crate::accounts::lookup_name(username)?;
     state
         .store
-        .get_user(account_id, username)
+        .get_user(account_id, username.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound("user".into()))?;
     Ok(state
         .store
-        .list_user_sessions(account_id, username, state.clock.now())
+        .list_user_sessions(account_id, username.as_str(), state.clock.now())
         .await?)
 }
 

@@ -18,7 +18,10 @@ use tokio::sync::oneshot;
 use crate::auth::{hash_token, new_token};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::ratelimit::AuthLimiter;
 use crate::http::router;
+use crate::http::serve::serve;
+use crate::http::tls::Tls;
 use crate::lease::LeaseSigner;
 use crate::state::{AppState, Shared};
 
@@ -29,6 +32,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     config: Config,
+    tls: Option<Arc<Tls>>,
     /// The root token generated at first start, if one was (shown once).
     pub generated_root_token: Option<String>,
 }
@@ -36,13 +40,16 @@ pub struct Application {
 /// A server running in the background (tests, embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    tls: bool,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
+    /// `http://…`, or `https://…` when the server speaks TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, finishes in-flight requests, and waits for the server to end.
@@ -55,7 +62,16 @@ impl RunningServer {
 }
 
 impl Application {
-    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        config.check()?;
+        // Before anything else: a certificate that does not load is a configuration error.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                Tls::load(cert, key).context("loading the TLS certificate and key")?,
+            )),
+            _ => None,
+        };
+        crate::http::serve::fit_to_descriptor_limit(&mut config.limits);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let plans = PlanCatalog::with_overrides(config.plans.clone())
@@ -109,11 +125,18 @@ impl Application {
                 .to_json()
                 .unwrap_or_else(|_| "{}".into()),
             time_gate: Default::default(),
+            max_body_bytes: config.max_body_bytes,
+            auth_limiter: AuthLimiter::new(
+                config.auth_failures_per_minute_per_address,
+                config.auth_failures_per_minute_per_credential,
+            ),
+            metrics_token_hash: config.metrics_token.as_deref().map(hash_token),
         });
         Ok(Application {
             listener,
             state,
             config,
+            tls,
             generated_root_token,
         })
     }
@@ -139,24 +162,41 @@ impl Application {
             self.state.clone(),
             Duration::from_millis(self.config.reaper_interval_ms),
         ));
-        let app = router(self.state, self.config.max_body_bytes);
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let watcher = self
+            .tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(self.config.tls_watch_interval, stop_rx)));
+        let app = router(
+            self.state,
+            &self.config.limits,
+            &self.config.cors_allowed_origins,
+        );
+        serve(self.listener, app, self.config.limits, self.tls, shutdown).await;
+        let _ = stop_tx.send(true);
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         reaper.abort();
-        result
+        Ok(())
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Runs in a background task; `stop()` ends it.
     pub fn spawn(self) -> RunningServer {
         let addr = self.local_addr();
+        let tls = self.tls();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run_until_stopped(async {
             let _ = rx.await;
         }));
         RunningServer {
             addr,
+            tls,
             shutdown: Some(tx),
             task,
         }

@@ -6,9 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use leasehold_core::{PlanCatalog, Timestamp};
-use leasehold_store::Store;
+use leasehold_store::{Store, TokenHash};
 
 use crate::clock::Clock;
+use crate::http::ratelimit::AuthLimiter;
 use crate::lease::LeaseSigner;
 use crate::time_gate::TimeGate;
 
@@ -29,6 +30,12 @@ pub struct Shared {
     /// Passed by every call from its reading of the time to the end of its store call; a
     /// wall-clock step is applied alone (see `crate::clock`).
     pub time_gate: TimeGate,
+    /// Largest request body read (413 beyond).
+    pub max_body_bytes: usize,
+    /// Budgets of failed authentications (see `http::ratelimit`).
+    pub auth_limiter: AuthLimiter,
+    /// The hash of the configured metrics token, which may read every series of `/metrics`.
+    pub metrics_token_hash: Option<TokenHash>,
 }
 
 impl Shared {

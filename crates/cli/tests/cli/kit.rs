@@ -66,6 +66,15 @@ impl Kit {
         }
     }
 
+    /// A kit around a server started otherwise (HTTPS, other flags); `data` is its folder.
+    pub fn with_server(server: ServerProcess, data: tempfile::TempDir) -> Kit {
+        Kit {
+            server,
+            home: tempfile::tempdir().unwrap(),
+            _data: data,
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.server.url
     }
@@ -97,8 +106,13 @@ impl Kit {
 
     /// An account with a license made from `license` (its `account_id` filled in).
     pub async fn tenant(&self, license: CreateLicense) -> Tenant {
-        let account = self.client(ROOT).create_account("Acme").await.unwrap();
-        let admin = self.client(&account.admin_token);
+        self.tenant_with(&self.client(ROOT), license).await
+    }
+
+    /// `tenant`, made through `root` (a root client with its own settings, e.g. a CA).
+    pub async fn tenant_with(&self, root: &Client, license: CreateLicense) -> Tenant {
+        let account = root.create_account("Acme").await.unwrap();
+        let admin = root.with_bearer_token(account.admin_token.clone());
         let license = admin
             .create_license(&CreateLicense {
                 account_id: account.id.clone(),

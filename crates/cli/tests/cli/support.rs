@@ -28,6 +28,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `leasehold serve` on a free port and waits until /healthz answers.
     pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> ServerProcess {
+        Self::start_with(data_dir, envs, &[], None)
+    }
+
+    /// `start` with more `serve` flags; `ca_file`: the server speaks HTTPS with a certificate
+    /// of that CA.
+    pub fn start_with(
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+        args: &[&str],
+        ca_file: Option<&Path>,
+    ) -> ServerProcess {
         let port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -37,6 +48,7 @@ impl ServerProcess {
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(args)
         .env_remove("LEASEHOLD_ADMIN_TOKEN")
         .env("LEASEHOLD_LOG", "warn")
         .stdout(Stdio::piped())
@@ -52,11 +64,16 @@ impl ServerProcess {
                 let _ = tx.send(line);
             }
         });
-        let url = format!("http://127.0.0.1:{port}");
+        let scheme = if ca_file.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new(BIN)
-                .args(["healthcheck", "--url", &url])
+            let mut check = Command::new(BIN);
+            check.args(["healthcheck", "--url", &url]);
+            if let Some(ca) = ca_file {
+                check.arg("--ca-file").arg(ca);
+            }
+            let ok = check
                 .stderr(Stdio::null())
                 .status()
                 .map(|s| s.success())

@@ -30,6 +30,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default timeout for opening a TCP connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an unused pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client of one Leasehold server.
 ///
 /// Cheap to clone: clones share the connection pool, the access token of a service user and
@@ -73,6 +76,8 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     http: Option<reqwest::Client>,
+    /// PEM certificates to trust instead of the system's roots.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -127,10 +132,30 @@ impl ClientBuilder {
         self
     }
 
-    /// Uses this `reqwest::Client` (for proxies, TLS roots, a shared pool...).
+    /// Uses this `reqwest::Client` (for proxies, a shared pool...). The TLS settings of this
+    /// builder ([`ClientBuilder::ca_pem`]) do not apply to it.
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
         self
+    }
+
+    /// HTTPS: trusts the certificates of this PEM bundle (a private CA, or the server's own
+    /// self-signed certificate) *instead of* the system's trust store, as `curl --cacert`
+    /// does. Without it, `https://` URLs are checked against the system's roots
+    /// (`/etc/ssl/certs` and the like). [`ClientBuilder::build`] fails with
+    /// [`ClientError::Config`] when the bundle holds no certificate.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// [`ClientBuilder::ca_pem`] with the bundle read from a file.
+    pub fn ca_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|e| {
+            ClientError::Config(format!("cannot read the CA file {}: {e}", path.display()))
+        })?;
+        Ok(self.ca_pem(pem))
     }
 
     /// Builds the client. Fails with [`ClientError::Config`] when the base URL is not an
@@ -139,11 +164,30 @@ impl ClientBuilder {
         let base = parse_base_url(&self.base_url)?;
         let http = match self.http {
             Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .user_agent(concat!("leasehold-client/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| ClientError::Config(error_chain(&e)))?,
+            None => {
+                let mut http = reqwest::Client::builder()
+                    .connect_timeout(self.connect_timeout)
+                    // Below the server's idle timeout (60 s by default): a pooled connection is
+                    // dropped here before the server closes it under a request.
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .user_agent(concat!("leasehold-client/", env!("CARGO_PKG_VERSION")));
+                if let Some(pem) = &self.ca_pem {
+                    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                        ClientError::Config(format!("CA bundle: {}", error_chain(&e)))
+                    })?;
+                    if certs.is_empty() {
+                        return Err(ClientError::Config(
+                            "the CA bundle holds no PEM certificate".into(),
+                        ));
+                    }
+                    http = http.tls_built_in_root_certs(false);
+                    for cert in certs {
+                        http = http.add_root_certificate(cert);
+                    }
+                }
+                http.build()
+                    .map_err(|e| ClientError::Config(error_chain(&e)))?
+            }
         };
         Ok(Client {
             inner: Arc::new(Inner {
@@ -206,6 +250,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             http: None,
+            ca_pem: None,
         }
     }
 
@@ -264,6 +309,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_ca_bundle_without_certificates_is_a_configuration_error() {
+        let err = Client::builder("https://x")
+            .ca_pem(b"not pem".to_vec())
+            .build();
+        assert!(matches!(err, Err(ClientError::Config(_))), "{err:?}");
+        let err = Client::builder("https://x").ca_file("/nonexistent/ca.pem");
+        assert!(matches!(err, Err(ClientError::Config(m)) if m.contains("/nonexistent/ca.pem")));
     }
 
     #[test]

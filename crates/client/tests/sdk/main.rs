@@ -4,9 +4,11 @@
 //! - `mock`: the SDK against a scripted in-process server, for exact requests and for failures
 //!   the real server does not produce on demand.
 //! - `real_server`: the SDK against the real Leasehold server on port 0 with a real clock.
+//! - `tls`: the SDK against the real server over HTTPS, with a CA made in the test.
 // Tests unwrap, expect and panic: a failure is the test failing (the lint wall is for the
 // product code).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod mock;
 mod real_server;
+mod tls;

@@ -2,19 +2,37 @@
 //! its OpenAPI description, the OpenAPI document, the request tracing and the fallbacks.
 //! Handlers live in `routes/`, one file per resource; they call the application layer
 //! (`crate::sessions`, `crate::accounts`, `crate::licenses`, `crate::activations`).
+//!
+//! The edge, each in its own module: `serve.rs` (accept loop, connection cap), `conn.rs` (one
+//! connection: HTTP/1.1 or 2, header and idle timeouts), `tls.rs` (HTTPS, certificate reload),
+//! `body.rs` (body-read timeout and size limit), `limits.rs` (request-target cap),
+//! `headers.rs` (security headers, CORS), `ratelimit.rs` (failed authentications),
+//! `oauth.rs` (the token endpoint's RFC 6749 side), `openapi.rs` (the statuses every route
+//! documents).
 
+pub mod body;
+pub mod conn;
 pub mod extract;
+pub mod headers;
+pub mod limits;
+pub mod oauth;
+pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
+pub mod serve;
+pub mod tls;
 pub mod trace;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use tower::ServiceBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -26,7 +44,7 @@ use crate::state::AppState;
         description = "License server: sessions hold seats, tokens are credentials. Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     modifiers(&BearerAuth),
-    components(schemas(leasehold_proto::ErrorBody, leasehold_proto::ErrorCode, leasehold_proto::EndReason))
+    components(schemas(leasehold_proto::ErrorBody, leasehold_proto::ErrorCode, leasehold_proto::EndReason, leasehold_proto::OAuthErrorBody))
 )]
 struct ApiDoc;
 
@@ -80,15 +98,24 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut doc = api_router().split_for_parts().1;
+    openapi::complete(&mut doc);
+    doc
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// The router with every layer: tracing outermost, then the response headers (and CORS), panics
+/// caught, the request-target and body limits.
+///
+/// All layers are one stack applied once: axum boxes every route again for each `layer` call
+/// (a clone and a boxed future per request and call), which the heartbeat path would pay.
+pub fn router(state: AppState, limits: &Limits, cors_allowed_origins: &[String]) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     let (router, _) = api_router().split_for_parts();
-    router
+    let router = router
         .fallback(routes::system::no_route)
         .method_not_allowed_fallback(routes::system::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state);
+    let inner = ServiceBuilder::new()
         // A bug must still answer with the documented error shape (and not kill the server).
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -97,6 +124,24 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 ))
             },
         ))
-        .layer(axum::middleware::from_fn(trace::trace_request))
-        .with_state(state)
+        .layer(limits::UriLimitLayer {
+            max_bytes: limits.max_uri_bytes,
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    let trace = axum::middleware::from_fn(trace::trace_request);
+    match headers::cors(cors_allowed_origins) {
+        Some(cors) => router.layer(
+            ServiceBuilder::new()
+                .layer(trace)
+                .layer(headers::layers())
+                .layer(cors)
+                .layer(inner),
+        ),
+        None => router.layer(
+            ServiceBuilder::new()
+                .layer(trace)
+                .layer(headers::layers())
+                .layer(inner),
+        ),
+    }
 }

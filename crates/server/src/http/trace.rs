@@ -1,13 +1,15 @@
 //! Request tracing: every request runs in a span with a request id (taken from the client's
 //! `x-request-id` when it is a sane token, else made here) that the answer carries back as
-//! `x-request-id`, and ends with one access-log line at info: method, route, status, latency
-//! and request id. Never a header, a body or a query string: tokens and secrets travel there.
+//! `x-request-id`, and ends with one access-log line at info: method, route, status, latency,
+//! request id and the client's address. Never a header, a body or a query string: tokens and
+//! secrets travel there.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -56,6 +58,10 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
         || tracing::enabled!(tracing::Level::INFO)
     {
         let method = request.method().clone();
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
         let route = request.extensions().get::<MatchedPath>().cloned();
         let route = route.as_ref().map_or("(no route)", MatchedPath::as_str);
         let request_id = id.to_str().unwrap_or_default();
@@ -64,7 +70,7 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
         let status = response.status().as_u16();
         let latency_us = started.elapsed().as_micros() as u64;
         // Outside the span: the line carries its fields once.
-        tracing::info!(target: ACCESS_TARGET, %method, %route, status, latency_us, %request_id, "request");
+        tracing::info!(target: ACCESS_TARGET, %method, %route, status, latency_us, %request_id, peer = peer.map(tracing::field::display), "request");
         response
     } else {
         next.run(request).await

@@ -124,16 +124,39 @@ async fn malformed_or_invalid_bodies_are_refused_with_stable_codes() {
             "{what}"
         );
     }
+    // Not JSON by its media type, or JSON in another charset: 415.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=iso-8859-1",
+        "application/json; charset=utf-16",
+    ] {
+        let r = raw(
+            &app,
+            Method::POST,
+            "/v1/licenses",
+            Some(&f.admin),
+            content_type,
+            serde_json::to_vec(&license(json!({}))).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+        assert_eq!(r.code(), "unsupported_media_type", "{content_type}");
+    }
     let r = raw(
         &app,
         Method::POST,
         "/v1/licenses",
         Some(&f.admin),
-        "text/plain",
-        b"{}".to_vec(),
+        "application/json; charset=UTF-8",
+        serde_json::to_vec(&license(json!({}))).unwrap(),
     )
     .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 
     // Sessions: bad ids and fields.
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
@@ -337,4 +360,87 @@ async fn undecodable_paths_are_400_json() {
     assert_eq!(r.code(), "invalid_request");
     let r = app.heartbeat(ROOT_TOKEN, "%FF%FE").await;
     assert_eq!(r.code(), "invalid_request");
+}
+
+#[tokio::test]
+async fn only_a_json_object_is_a_body_and_fields_are_never_taken_by_position() {
+    let app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let path = format!("/v1/licenses/{}", f.license_id);
+    // PATCH with an array would have set the second field (seats) to 7.
+    for body in ["[null,7]", "[]", "7", "\"seats\"", "null", "true"] {
+        let r = raw(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            "application/json",
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
+        assert_eq!(r.code(), "invalid_request");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("JSON object"),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    let r = app.get(&path, &f.admin).await;
+    assert_eq!(r.body["seats"], 2, "nothing changed");
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/sessions",
+        Some(&bob),
+        "application/json",
+        format!("[\"{}\", \"pc\", \"1\"]", f.license_id).into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
+}
+
+#[tokio::test]
+async fn integral_numbers_written_with_a_fraction_are_the_integers_they_equal() {
+    // OpenAPI 3.1 (JSON Schema) `type: integer` is any number with a zero fraction.
+    let app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({})).await;
+    let path = format!("/v1/licenses/{}", f.license_id);
+    let patch = |body: &'static str| {
+        raw(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            "application/json",
+            body.as_bytes().to_vec(),
+        )
+    };
+    let r = patch("{\"seats\": 208.0}").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["seats"], 208);
+    let r = patch("{\"seats\": 2.1e1, \"inactivity_timeout_secs\": 6e2}").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["seats"], 21);
+    assert_eq!(r.body["inactivity_timeout_secs"], 600);
+    for body in [
+        "{\"seats\": 208.5}",
+        "{\"seats\": 1e300}",
+        "{\"product\": 1.0}",
+    ] {
+        let r = patch(body).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(r.code(), "invalid_request");
+    }
+    assert_eq!(app.get(&path, &f.admin).await.body["seats"], 21);
 }

@@ -164,8 +164,9 @@ async fn leases_verify_offline_with_the_published_key() {
 }
 
 #[tokio::test]
-async fn health_and_metrics_are_public() {
-    let app = spawn_app().await;
+async fn health_is_public_and_metrics_show_per_license_series_only_with_a_credential() {
+    // Arrange: a license with one session and one denial; a metrics token configured.
+    let app = spawn_app_with(|c| c.metrics_token = Some("scrape-token-0123456789".into())).await;
     let f = app.fixture(1, &[], json!({})).await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     app.open(&bob, &f.license_id, "pc", "1").await;
@@ -175,22 +176,126 @@ async fn health_and_metrics_are_public() {
     assert_eq!(h.body, json!({"status": "ok"}));
     let live = app.call(Method::GET, "/livez", None, None).await;
     assert_eq!(live.status, StatusCode::OK);
-    let text = app
+    let scrape = |token: Option<&str>| {
+        let mut req = app.http.get(format!("{}/metrics", app.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let lic = &f.license_id;
+
+    // Without a credential: label-free totals, no license id.
+    let public = scrape(None).await.unwrap();
+    assert_eq!(public.status(), StatusCode::OK);
+    let text = public.text().await.unwrap();
+    assert!(!text.contains(lic.as_str()), "{text}");
+    assert!(!text.contains('{'), "{text}");
+    assert!(text.contains("\nleasehold_sessions_in_use 1\n"), "{text}");
+    assert!(text.contains("\nleasehold_denials_total "), "{text}");
+
+    // The root token and the metrics token see every series.
+    for token in [ROOT_TOKEN, "scrape-token-0123456789"] {
+        let full = scrape(Some(token)).await.unwrap();
+        assert_eq!(full.status(), StatusCode::OK);
+        let text = full.text().await.unwrap();
+        assert!(
+            text.contains(&format!("leasehold_sessions_in_use{{license=\"{lic}\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("leasehold_denials_total{{license=\"{lic}\"}} 1")),
+            "{text}"
+        );
+    }
+
+    // Any other valid token: 403; an unknown one: 401 with a challenge.
+    let admin = scrape(Some(&f.admin)).await.unwrap();
+    assert_eq!(admin.status(), StatusCode::FORBIDDEN);
+    let unknown = scrape(Some("not-a-token")).await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    assert!(unknown.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_what_each_route_takes_and_answers() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
         .http
-        .get(format!("{}/metrics", app.url))
+        .get(format!("{}/openapi.json", app.url))
         .send()
         .await
         .unwrap()
-        .text()
+        .json()
         .await
         .unwrap();
-    let lic = &f.license_id;
-    assert!(
-        text.contains(&format!("leasehold_sessions_in_use{{license=\"{lic}\"}} 1")),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("leasehold_denials_total{{license=\"{lic}\"}} 1")),
-        "{text}"
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let what = format!("{method} {path}");
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            // Query parameters are in the query, path parameters in the path.
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let place = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    "query"
+                };
+                assert_eq!(p["in"], place, "{what}: parameter {name}");
+            }
+            let bearer = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            if bearer {
+                for status in ["400", "401", "429", "503"] {
+                    assert!(has(status), "{what} does not document {status}");
+                }
+                assert!(
+                    responses["401"]["headers"]
+                        .get("WWW-Authenticate")
+                        .is_some(),
+                    "{what}"
+                );
+                assert!(
+                    responses["429"]["headers"].get("Retry-After").is_some(),
+                    "{what}"
+                );
+            }
+            if op.get("requestBody").is_some() && path != "/v1/oauth/token" {
+                for status in ["400", "408", "413", "415", "422"] {
+                    assert!(has(status), "{what} does not document {status}");
+                }
+            }
+            if path.contains('{') {
+                assert!(has("400") && has("404"), "{what}");
+            }
+            assert!(has("414") || path == "/v1/oauth/token", "{what}");
+        }
+    }
+    // The usage and heartbeat parameters, which once were declared in the path.
+    let usage = &doc["paths"]["/v1/licenses/{id}/usage"]["get"]["parameters"];
+    let names: Vec<_> = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["from", "to", "bucket"]);
+    let heartbeat = &doc["paths"]["/v1/sessions/{id}/heartbeat"]["post"]["parameters"];
+    assert!(heartbeat
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "lease" && p["in"] == "query"));
+    // The token endpoint documents the RFC 6749 error shape.
+    let token = &doc["paths"]["/v1/oauth/token"]["post"]["responses"];
+    assert_eq!(
+        token["401"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/OAuthErrorBody"
     );
 }

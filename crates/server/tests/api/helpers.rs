@@ -44,10 +44,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
+    spawn_app_configured(dir, |_| {}).await
+}
+
+/// `spawn_app` with the configuration changed by `configure` (limits, TLS, CORS...).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_configured(tempfile::tempdir().unwrap(), configure).await
+}
+
+pub async fn spawn_app_configured(
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let clock = Arc::new(ManualClock::new(TEST_START));
     let mut config = Config::new_for_test(dir.path());
     config.database_url = crate::pg::database_url_for(dir.path()).await;
     config.admin_token = Some(ROOT_TOKEN.into());
+    configure(&mut config);
     let app = Application::build(config, clock.clone()).await.unwrap();
     let server = app.spawn();
     TestApp {
@@ -196,6 +209,33 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             s.stop().await.unwrap();
         }
+    }
+
+    /// A GET's body as text (`/metrics`).
+    pub async fn get_text(&self, path: &str, token: &str) -> String {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.text().await.unwrap()
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().unwrap().addr
+    }
+
+    /// A client whose connections come from `ip` (any of 127.0.0.0/8), as another machine's
+    /// would.
+    pub fn client_from(ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
     }
 
     pub fn session(body: &Value) -> proto::Session {

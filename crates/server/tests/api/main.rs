@@ -6,12 +6,18 @@
 
 mod bad_input;
 mod docs;
+mod edge_auth;
+mod edge_headers;
+mod edge_limits;
+mod edge_tls;
 mod helpers;
 mod isolation;
 mod mass_end;
 mod models;
+mod oauth_rfc;
 mod pg;
 mod protocol;
 mod queue;
 mod race;
 mod time;
+mod usernames;

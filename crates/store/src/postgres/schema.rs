@@ -15,7 +15,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_models.sql"),
     include_str!("../../migrations/postgres/0003_queue.sql"),
-    include_str!("../../migrations/postgres/0004_mass_ends.sql"),
+    // Usernames fold to lowercase; mixed-case ones are folded, collisions renamed.
+    include_str!("../../migrations/postgres/0004_usernames.sql"),
+    // Mass ends: floors over a license or a user, and the session sequence they cut at.
+    include_str!("../../migrations/postgres/0005_mass_ends.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

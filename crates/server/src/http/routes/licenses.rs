@@ -20,7 +20,7 @@ use crate::state::AppState;
 #[utoipa::path(
     post, path = "/v1/licenses", tag = "licenses",
     request_body = proto::CreateLicense,
-    responses((status = 201, body = proto::License), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "plan_cap_exceeded", body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = proto::License), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "no such account", body = ErrorBody), (status = 409, description = "plan_cap_exceeded", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn create_license(
@@ -116,6 +116,7 @@ pub async fn revoke_sessions(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// Start of the period (RFC 3339); this version reports since server start.

@@ -1,64 +1,45 @@
-//! The OAuth2 token endpoint (RFC 6749 client credentials): `/v1/oauth/token`.
+//! The OAuth2 token endpoint (RFC 6749 client credentials): `/v1/oauth/token`. Its request
+//! reading and its RFC-shaped errors are in `http::oauth`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::response::IntoResponse;
-use axum::Json;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use axum::response::Response;
 use leasehold_proto as proto;
-use leasehold_proto::ErrorBody;
+use leasehold_proto::OAuthErrorBody;
 
 use crate::accounts;
-use crate::error::{ApiError, ApiResult};
-use crate::http::extract::ApiForm;
+use crate::http::oauth::{self, OAuthError, TokenRequest};
 use crate::state::AppState;
-
-/// Client credentials from HTTP Basic (RFC 6749 section 2.3.1), if present.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
 
 #[utoipa::path(
     post, path = "/v1/oauth/token", tag = "oauth",
-    request_body(content = proto::OAuthTokenRequest, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = proto::OAuthToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "user_inactive", body = ErrorBody)),
+    request_body(content = proto::OAuthTokenRequest, content_type = "application/x-www-form-urlencoded",
+        description = "grant_type=client_credentials; the client authenticates with HTTP Basic (RFC 6749 2.3.1) or client_id and client_secret in the form, not both"),
+    responses(
+        (status = 200, description = "An access token (`Cache-Control: no-store`, `Pragma: no-cache`)", body = proto::OAuthToken),
+        (status = 400, description = "invalid_request, invalid_grant (inactive service user), unsupported_grant_type, invalid_scope", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client: no client authentication, unknown client or wrong secret",
+            headers(("WWW-Authenticate" = String, description = "Basic realm=\"leasehold\"")), body = OAuthErrorBody),
+        (status = 408, description = "invalid_request: the form did not arrive in time", body = OAuthErrorBody),
+        (status = 413, description = "invalid_request: the form is too large", body = OAuthErrorBody),
+        (status = 429, description = "invalid_client, over the failed-authentication budget of this address or client",
+            headers(("Retry-After" = u64, description = "Seconds to wait")), body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: the store cannot answer", body = OAuthErrorBody)),
+    security(())
 )]
 pub async fn oauth_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    ApiForm(req): ApiForm<proto::OAuthTokenRequest>,
-) -> ApiResult<impl IntoResponse> {
-    if req.grant_type != "client_credentials" {
-        return Err(ApiError::BadRequest(format!(
-            "unsupported grant_type {:?}: only client_credentials is supported",
-            req.grant_type
-        )));
-    }
-    let (client_id, client_secret) = match (
-        basic_credentials(&headers),
-        req.client_id,
-        req.client_secret,
-    ) {
-        (Some(basic), _, _) => basic,
-        (None, Some(id), Some(secret)) => (id, secret),
-        _ => {
-            return Err(ApiError::Unauthorized(
-                "client authentication needs client_id and client_secret".into(),
-            ))
-        }
-    };
-    let token = accounts::client_credentials(&state, &client_id, &client_secret).await?;
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(proto::OAuthToken {
-            access_token: token.token,
-            token_type: "Bearer".into(),
-            expires_in: token.expires_in,
-        }),
-    ))
+    request: TokenRequest,
+) -> Result<Response, OAuthError> {
+    let token = accounts::client_credentials(
+        &state,
+        &request.client.client_id,
+        &request.client.client_secret,
+    )
+    .await
+    .map_err(|e| oauth::refused(&state, &request, e))?;
+    Ok(oauth::token_response(proto::OAuthToken {
+        access_token: token.token,
+        token_type: "Bearer".into(),
+        expires_in: token.expires_in,
+    }))
 }

@@ -43,6 +43,7 @@ pub async fn open_session(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatQuery {
     /// Ask for a lease re-signed with the new expiry (signing costs CPU: ask when the held

@@ -7,6 +7,9 @@ use axum::response::IntoResponse;
 use axum::Json;
 use leasehold_proto as proto;
 
+use leasehold_proto::ErrorBody;
+
+use crate::auth::MetricsReader;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -51,9 +54,18 @@ pub async fn livez() -> Json<proto::Health> {
     })
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let body = m::render(&state).await?;
+/// Prometheus metrics. Without a credential: label-free totals only. With the root token or
+/// the configured metrics token (`metrics_token`): every series, per license.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 403, description = "A valid token that is neither the root token nor the metrics token", body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    MetricsReader(view): MetricsReader,
+) -> ApiResult<impl IntoResponse> {
+    let body = m::render(&state, view).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 

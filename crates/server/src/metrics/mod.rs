@@ -1,6 +1,12 @@
 //! Prometheus metrics. Event counters go through the `metrics` facade into one process-wide
 //! Prometheus recorder; per-license gauges (seats, in use) are read from the store at scrape
 //! time, so they are exact whatever happened before the scrape.
+//!
+//! `/metrics` has two views: the full one (per-license series, for the root token or the
+//! configured metrics token) and the public one: every series summed over its labels
+//! (`public.rs`), so nobody learns another tenant's license ids or usage without a credential.
+
+mod public;
 
 use std::sync::OnceLock;
 
@@ -61,7 +67,53 @@ pub fn ended_n(reason: EndReason, n: u64) {
     }
 }
 
-pub async fn render(state: &AppState) -> ApiResult<String> {
+/// A failed authentication (`method`: `bearer` or `client_credentials`).
+pub fn auth_failure(method: &'static str) {
+    metrics::counter!("leasehold_auth_failures_total", "method" => method).increment(1);
+}
+
+/// A failed authentication answered 429 (`scope`: `address` or `credential`).
+pub fn auth_rate_limited(scope: &'static str) {
+    metrics::counter!("leasehold_auth_rate_limited_total", "scope" => scope).increment(1);
+}
+
+/// A connection closed by the server (`reason`: `header_timeout`, `idle_timeout`,
+/// `tls_handshake`).
+pub fn connection_closed(reason: &'static str) {
+    metrics::counter!("leasehold_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// A connection refused because `max_connections` were open.
+pub fn connection_refused() {
+    cached_counter!("leasehold_connections_refused_total").increment(1);
+}
+
+/// Connections open now.
+pub fn connections_open(delta: f64) {
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE
+        .get_or_init(|| metrics::gauge!("leasehold_connections_open"))
+        .increment(delta);
+}
+
+/// A request body that did not arrive within the body-read timeout.
+pub fn body_timeout() {
+    cached_counter!("leasehold_body_timeouts_total").increment(1);
+}
+
+/// A reload of the TLS certificate (`outcome`: `ok` or `failed`).
+pub fn tls_reload(outcome: &'static str) {
+    metrics::counter!("leasehold_tls_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Who reads `/metrics`: everything, or label-free totals only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Full,
+    Public,
+}
+
+pub async fn render(state: &AppState, view: View) -> ApiResult<String> {
     let in_use = state.store.in_use_by_license().await?;
     let mut out = String::new();
     out.push_str("# HELP leasehold_sessions_in_use Live sessions per license.\n");
@@ -76,5 +128,8 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
         .and_then(Option::as_ref)
         .ok_or_else(|| ApiError::Internal("metrics recorder not installed".into()))?;
     out.push_str(&handle.render());
-    Ok(out)
+    Ok(match view {
+        View::Full => out,
+        View::Public => public::totals(&out),
+    })
 }

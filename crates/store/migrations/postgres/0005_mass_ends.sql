@@ -1,7 +1,7 @@
 -- Mass ends (a license's end, a revoke of all its sessions, a user's deactivation): the end of
 -- every session of a license or a user opened before a point is decided at once, and the
 -- sessions' own ends are written afterwards, in bounded batches. Same as
--- migrations/sqlite/0004_mass_ends.sql.
+-- migrations/sqlite/0005_mass_ends.sql.
 --
 -- `sessions.seq` is a session's place in the order of opens (0 for sessions opened before this
 -- migration; from `session_seq` afterwards, drawn by the insert, which takes its license's row

@@ -1,7 +1,7 @@
 -- Mass ends (a license's end, a revoke of all its sessions, a user's deactivation): the end of
 -- every session of a license or a user opened before a point is decided at once, and the
 -- sessions' own ends are written afterwards, in bounded chunks. Same as
--- migrations/postgres/0004_mass_ends.sql.
+-- migrations/postgres/0005_mass_ends.sql.
 --
 -- `sessions.seq` is a session's place in the order of opens (0 for sessions opened before this
 -- migration). A floor (`end_below`, with its reason and time) on a license, a user or a user's

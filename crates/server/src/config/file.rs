@@ -1,0 +1,183 @@
+//! The TOML configuration file (`--config`, `LEASEHOLD_CONFIG`): its keys, every one optional,
+//! and how they apply over the defaults. Unknown keys are refused, so a typo is an error.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leasehold_core::Plan;
+use serde::Deserialize;
+
+use super::Config;
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub reaper_interval_ms: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub access_token_ttl_secs: Option<u64>,
+    /// `postgres://…`: several nodes share that database.
+    pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
+    /// HTTPS: certificate chain and private key, PEM files.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub auth_failures_per_minute_per_address: Option<u32>,
+    pub auth_failures_per_minute_per_credential: Option<u32>,
+    /// `["https://admin.example.com"]`: origins allowed to call the API from a browser.
+    pub cors_allowed_origins: Option<Vec<String>>,
+    pub metrics_token: Option<String>,
+    /// `[plans.NAME] base_seats = 3, max_seats = 35`
+    #[serde(default)]
+    pub plans: BTreeMap<String, Plan>,
+}
+
+impl Config {
+    pub fn apply_file(&mut self, file: FileConfig) {
+        if let Some(v) = file.listen {
+            self.listen = v;
+        }
+        if let Some(v) = file.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = file.reaper_interval_ms {
+            self.reaper_interval_ms = v.max(10);
+        }
+        if let Some(v) = file.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = file.access_token_ttl_secs {
+            self.access_token_ttl_secs = v.max(1);
+        }
+        if let Some(v) = file.database_url {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = file.database_pool_size {
+            self.database_pool_size = v.max(2);
+        }
+        if let Some(v) = file.tls_cert {
+            self.tls_cert = Some(v);
+        }
+        if let Some(v) = file.tls_key {
+            self.tls_key = Some(v);
+        }
+        if let Some(v) = file.header_read_timeout_secs {
+            self.limits.header_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.body_read_timeout_secs {
+            self.limits.body_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.idle_timeout_secs {
+            self.limits.idle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.max_connections {
+            self.limits.max_connections = v;
+        }
+        if let Some(v) = file.max_uri_bytes {
+            self.limits.max_uri_bytes = v;
+        }
+        if let Some(v) = file.auth_failures_per_minute_per_address {
+            self.auth_failures_per_minute_per_address = v.max(1);
+        }
+        if let Some(v) = file.auth_failures_per_minute_per_credential {
+            self.auth_failures_per_minute_per_credential = v.max(1);
+        }
+        if let Some(v) = file.cors_allowed_origins {
+            self.cors_allowed_origins = v;
+        }
+        if let Some(v) = file.metrics_token.filter(|t| !t.is_empty()) {
+            self.metrics_token = Some(v);
+        }
+        self.plans.extend(file.plans);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_can_select_postgresql_and_size_its_pool() {
+        let file: FileConfig = toml::from_str(
+            "database_url = \"postgres://lh:pw@db.internal/leasehold\"\ndatabase_pool_size = 24\n",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        assert_eq!(config.database_url, None);
+        config.apply_file(file);
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://lh:pw@db.internal/leasehold")
+        );
+        assert_eq!(config.database_pool_size, 24);
+        // The URL may hold a password: it never shows in the debug output.
+        assert!(!format!("{config:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn the_file_sets_tls_limits_cors_and_the_metrics_token() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            tls_cert = "/etc/leasehold/cert.pem"
+            tls_key = "/etc/leasehold/key.pem"
+            header_read_timeout_secs = 5
+            body_read_timeout_secs = 7
+            idle_timeout_secs = 30
+            max_connections = 100
+            max_uri_bytes = 2048
+            auth_failures_per_minute_per_address = 12
+            auth_failures_per_minute_per_credential = 4
+            cors_allowed_origins = ["https://admin.example.com"]
+            metrics_token = "scrape-me"
+            "#,
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.apply_file(file);
+        config.check().unwrap();
+        assert_eq!(
+            config.tls_key.as_deref(),
+            Some(std::path::Path::new("/etc/leasehold/key.pem"))
+        );
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.body_read_timeout, Duration::from_secs(7));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.max_connections, 100);
+        assert_eq!(config.limits.max_uri_bytes, 2048);
+        assert_eq!(config.auth_failures_per_minute_per_address, 12);
+        assert_eq!(config.auth_failures_per_minute_per_credential, 4);
+        assert_eq!(config.cors_allowed_origins, ["https://admin.example.com"]);
+        assert!(!format!("{config:?}").contains("scrape-me"));
+        assert!(toml::from_str::<FileConfig>("tls_certificate = \"x\"").is_err());
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        let config = Config {
+            tls_cert: Some("cert.pem".into()),
+            ..Config::default()
+        };
+        assert!(config.check().unwrap_err().to_string().contains("tls_key"));
+        let mut config = Config::default();
+        config.limits.idle_timeout = Duration::ZERO;
+        assert!(config
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("idle_timeout"));
+        let config = Config {
+            cors_allowed_origins: vec!["https://a.example/path".into()],
+            ..Config::default()
+        };
+        assert!(config.check().is_err());
+    }
+}
