@@ -10,7 +10,7 @@ use leasehold_proto as proto;
 use leasehold_proto::EndReason;
 use leasehold_store::{
     Admission, Grant, OpenRequest, Opened, OwnedHeartbeat, Principal, QueueTicket, QueuedRequest,
-    Session, StoreError,
+    Session, SessionEvent, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -276,6 +276,7 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
         .with_now(|now| state.store.end_session(session_id, reason, now))
         .await?;
     m::ended(reason);
+    crate::events::raise(state, SessionEvent::session_ended(session_id)).await;
     Ok(reason)
 }
 
@@ -289,6 +290,7 @@ pub async fn revoke_all(state: &AppState, auth: &Auth, license_id: &str) -> ApiR
         .with_now(|now| state.store.revoke_license_sessions(license_id, now))
         .await?;
     m::ended_n(EndReason::Revoked, u64::from(revoked));
+    crate::events::raise(state, SessionEvent::license_ended(license_id)).await;
     tracing::info!(revoked, "revoked every session of the license");
     Ok(revoked)
 }
