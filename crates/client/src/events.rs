@@ -65,6 +65,7 @@ impl Listener {
                         Ok(Some(SessionStreamEvent::LicenseChanged(changed))) => {
                             lock(&self.shared.session).heartbeat_interval_secs =
                                 changed.heartbeat_interval_secs;
+                            self.shared.cadence.notify_one();
                         }
                         // Ended without a final event (the server stopping, a proxy's cut):
                         // open it again.

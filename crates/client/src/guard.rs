@@ -159,6 +159,8 @@ pub(crate) struct Shared {
     /// `heartbeat_interval_secs` by the event stream's `license_changed`.
     pub(crate) session: Mutex<Session>,
     pub(crate) status: watch::Sender<LeaseStatus>,
+    /// Told when `heartbeat_interval_secs` changed, so that a shorter cadence applies at once.
+    pub(crate) cadence: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -419,6 +421,7 @@ impl Client {
         let shared = Arc::new(Shared {
             session: Mutex::new(session),
             status,
+            cadence: tokio::sync::Notify::new(),
         });
         let heartbeater = Heartbeater {
             client: self.clone(),
@@ -531,6 +534,11 @@ impl Heartbeater {
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 _ = status.wait_for(|s| !s.is_active()) => return,
+                () = self.shared.cadence.notified() => {
+                    // The license's cadence changed: a shorter one applies from now.
+                    next = next.min(Instant::now() + self.interval());
+                    continue;
+                }
             }
             let renew_lease = Instant::now() >= renew_lease_at;
             // Past the deadline only a quick answer matters: the session is gone either way.
