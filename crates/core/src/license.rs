@@ -437,9 +437,7 @@ impl LicenseTerms {
     /// least 1 s.
     pub fn heartbeat_interval_secs(&self) -> u64 {
         self.heartbeat_interval_secs.unwrap_or_else(|| {
-            (self.inactivity_timeout_secs / 3)
-                .min(MAX_DEFAULT_HEARTBEAT_INTERVAL_SECS)
-                .max(1)
+            (self.inactivity_timeout_secs / 3).clamp(1, MAX_DEFAULT_HEARTBEAT_INTERVAL_SECS)
         })
     }
 }
