@@ -62,6 +62,8 @@ impl Listener {
                             return self.lose(ended.reason);
                         }
                         Ok(Some(SessionStreamEvent::Opened(_))) => failures = 0,
+                        // Positions of the owner's other waiting requests: not this seat's.
+                        Ok(Some(SessionStreamEvent::Queue(_))) => {}
                         Ok(Some(SessionStreamEvent::LicenseChanged(changed))) => {
                             lock(&self.shared.session).heartbeat_interval_secs =
                                 changed.heartbeat_interval_secs;

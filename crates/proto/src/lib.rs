@@ -610,7 +610,7 @@ pub struct Heartbeat {
 /// The event names of a session's stream (`GET /v1/sessions/{id}/events`, Server-Sent
 /// Events). Each event's `data` is one JSON object: `open` a [`StreamOpened`], `revoked` and
 /// `ended` a [`StreamEnded`] (the last event of a stream), `license_changed` a
-/// [`LicenseChanged`]. Comment lines (`: keep-alive`) come between events.
+/// [`LicenseChanged`], `queue` a [`QueueList`] of the owner's waiting requests. Comment lines (`: keep-alive`) come between events.
 pub mod stream_events {
     /// First event: the stream is live and watching the session.
     pub const OPEN: &str = "open";
@@ -621,6 +621,9 @@ pub mod stream_events {
     pub const ENDED: &str = "ended";
     /// The license's terms changed (seats, heartbeat cadence, validity...).
     pub const LICENSE_CHANGED: &str = "license_changed";
+    /// The session owner's own waiting requests in the license's queue moved (joined, moved
+    /// up, served, left): a [`QueueList`](super::QueueList) of them with the queue's length.
+    pub const QUEUE: &str = "queue";
 }
 
 /// Data of a stream's `open` event.

@@ -6,6 +6,7 @@
 //!        ├─(woken: session/license/user event) ─► re-read the session ─► live: wait again
 //!        │                                                             └► ended: revoked | ended (final)
 //!        ├─(woken: license changed) ─► license_changed, then the same re-read
+//!        ├─(woken: a queue of its user moved) ─► queue (its owner's waiting requests), if they changed
 //!        ├─(its known expiry passed, checked every keep-alive) ─► the same re-read
 //!        └─(server stopping) ─► the stream ends without a final event (the client reconnects)
 //! ```
@@ -19,9 +20,12 @@
 //!
 //! Raising: a call that ended or changed something (`close`, `revoke_all`, deactivations,
 //! license updates) raises the event once its change is durable (`raise`). A failure to raise
-//! is logged, not answered: the change stands, and heartbeats still tell the client.
+//! is logged, not answered: the change stands, and heartbeats still tell the client. A queue
+//! that moved (a waiter joined, was served, or left) raises `queue_moved` on the topic of each
+//! user waiting in it (and of the one who stopped waiting): only their streams wake, never
+//! every stream of the license.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use leasehold_core::{SessionState, Timestamp};
@@ -55,12 +59,46 @@ pub async fn raise(state: &AppState, event: SessionEvent) {
     }
 }
 
+/// A license's queue moved (`user` joined, was served or left it): raises a queue event for
+/// every user waiting in it, and for `user`, in the background (the caller's answer does not
+/// wait for it).
+pub fn queue_moved(state: &AppState, license_id: &str, account_id: &str, user: &str) {
+    let state = state.clone();
+    let (license_id, account_id, user) = (
+        license_id.to_owned(),
+        account_id.to_owned(),
+        user.to_owned(),
+    );
+    tokio::spawn(async move {
+        let waiting = match state.store.list_queue(&license_id, state.clock.now()).await {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                tracing::debug!(error = %e, %license_id, "cannot read the queue to raise its move");
+                Vec::new()
+            }
+        };
+        let mut users: BTreeSet<String> = waiting.into_iter().map(|w| w.username).collect();
+        users.insert(user);
+        for username in users {
+            raise(
+                &state,
+                SessionEvent::queue_changed_for(&account_id, &username),
+            )
+            .await;
+        }
+    });
+}
+
 /// A session being watched for its owner.
 pub struct SessionStream {
     state: AppState,
     subscription: Subscription,
     session_id: String,
     license_id: String,
+    username: String,
+    /// The owner's waiting requests (ticket, position) and the queue's length as last sent
+    /// (`None`: none sent, or the owner was not waiting).
+    queue_sent: Option<(Vec<(u64, u32)>, u32)>,
     /// The session's expiry as last read.
     expires_at: Timestamp,
     /// Read the session again at the next turn.
@@ -113,6 +151,8 @@ pub async fn subscribe(
         subscription,
         session_id: session.id,
         license_id: session.license_id.to_string(),
+        username: session.username,
+        queue_sent: None,
         expires_at: session.clock.expires_at,
         recheck: true,
         retry: false,
@@ -155,6 +195,9 @@ impl SessionStream {
             }
             if changes.license_changed {
                 self.license_changed().await;
+            }
+            if changes.queue_changed {
+                self.queue_changed().await;
             }
             let now = self.state.clock.now();
             self.recheck = changes.ended
@@ -213,6 +256,48 @@ impl SessionStream {
                 tracing::debug!(error = %e, license_id = %self.license_id, "event stream cannot read its license");
             }
         }
+    }
+
+    /// The owner's waiting requests in the license's queue, sent when they changed (and
+    /// once more when the owner stops waiting).
+    async fn queue_changed(&mut self) {
+        let now = self.state.clock.now();
+        let waiting = match self.state.store.list_queue(&self.license_id, now).await {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                tracing::debug!(error = %e, license_id = %self.license_id, "event stream cannot read the queue");
+                return;
+            }
+        };
+        let length = waiting.len() as u32;
+        let own: Vec<_> = waiting
+            .into_iter()
+            .filter(|w| w.username == self.username)
+            .collect();
+        let key: Vec<(u64, u32)> = own.iter().map(|w| (w.ticket, w.position)).collect();
+        let unchanged = match &self.queue_sent {
+            Some((sent, sent_length)) => *sent == key && *sent_length == length,
+            None => key.is_empty(),
+        };
+        if unchanged {
+            return;
+        }
+        self.queue_sent = (!key.is_empty()).then(|| (key, length));
+        let list = proto::QueueList {
+            waiting: own
+                .into_iter()
+                .map(|w| proto::QueueEntry {
+                    position: w.position,
+                    waited_secs: (now.millis() - w.since.millis()).max(0) as u64 / 1000,
+                    waiting_since: to_offset(w.since),
+                    username: w.username,
+                    device_id: w.device_id,
+                    instance_id: w.instance_id,
+                })
+                .collect(),
+            length,
+        };
+        self.pending.push_back(item(stream_events::QUEUE, &list));
     }
 
     fn finish(&mut self, reason: EndReason) {

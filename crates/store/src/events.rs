@@ -3,7 +3,7 @@
 //!
 //! An event is a *hint*, not a record: it names a topic (one session, every session of a
 //! license, every session of a user) and what may have changed (the session may have ended,
-//! the license's terms changed). A stream woken by one re-reads its own session from the
+//! the license's terms changed, a queue the user waits in moved). A stream woken by one re-reads its own session from the
 //! store, which stays the truth. So an end decided in bulk (a license revoked at once, a user
 //! deactivated) is one event that every stream of that license or user filters on, never one
 //! event per session; and an event lost on its way (a node's LISTEN connection dropped) is
@@ -47,6 +47,9 @@ pub enum Change {
     /// The license's terms changed (seats, heartbeat cadence, end...); its sessions may have
     /// ended too.
     LicenseChanged,
+    /// A queue the user waits in (or just stopped waiting in) changed: positions may have
+    /// moved. Raised on the user's topic, for each user waiting in the license's queue.
+    QueueChanged,
 }
 
 /// One event: a change on a topic.
@@ -78,6 +81,16 @@ impl SessionEvent {
         }
     }
 
+    pub fn queue_changed_for(account_id: &str, username: &str) -> Self {
+        SessionEvent {
+            topic: Topic::User {
+                account_id: account_id.to_owned(),
+                username: username.to_owned(),
+            },
+            change: Change::QueueChanged,
+        }
+    }
+
     pub fn user_ended(account_id: &str, username: &str) -> Self {
         SessionEvent {
             topic: Topic::User {
@@ -95,6 +108,7 @@ impl SessionEvent {
         let change = match self.change {
             Change::Ended => 'e',
             Change::LicenseChanged => 'c',
+            Change::QueueChanged => 'q',
         };
         match &self.topic {
             Topic::Session(id) => format!("{change}|s|{id}"),
@@ -112,6 +126,7 @@ impl SessionEvent {
         let change = match parts.next()? {
             "e" => Change::Ended,
             "c" => Change::LicenseChanged,
+            "q" => Change::QueueChanged,
             _ => return None,
         };
         let kind = parts.next()?;
@@ -149,6 +164,7 @@ fn key(topic: &Topic) -> String {
 pub struct Watch {
     ended: AtomicBool,
     license_changed: AtomicBool,
+    queue_changed: AtomicBool,
     closed: AtomicBool,
     notify: Notify,
 }
@@ -160,6 +176,8 @@ pub struct Changes {
     pub ended: bool,
     /// The license's terms changed.
     pub license_changed: bool,
+    /// A queue the stream's user waits in changed.
+    pub queue_changed: bool,
     /// The server is stopping: end the stream.
     pub closed: bool,
 }
@@ -169,6 +187,7 @@ impl Watch {
         match change {
             Change::Ended => self.ended.store(true, Ordering::Release),
             Change::LicenseChanged => self.license_changed.store(true, Ordering::Release),
+            Change::QueueChanged => self.queue_changed.store(true, Ordering::Release),
         }
         // A permit is kept when the stream is not waiting right now: no wake-up is lost.
         self.notify.notify_one();
@@ -326,6 +345,7 @@ impl Subscription {
         Changes {
             ended: self.watch.ended.swap(false, Ordering::AcqRel),
             license_changed: self.watch.license_changed.swap(false, Ordering::AcqRel),
+            queue_changed: self.watch.queue_changed.swap(false, Ordering::AcqRel),
             closed: self.watch.closed.load(Ordering::Acquire),
         }
     }
@@ -357,6 +377,7 @@ mod tests {
             SessionEvent::license_ended("l-1"),
             SessionEvent::license_changed("l-1"),
             SessionEvent::user_ended("acc", "bob|the|builder"),
+            SessionEvent::queue_changed_for("acc", "bob"),
         ] {
             assert_eq!(SessionEvent::decode(&event.encode()), Some(event));
         }
@@ -390,6 +411,9 @@ mod tests {
 
         hub.deliver(&SessionEvent::user_ended("acc", "bob"));
         assert!(sub.changes().ended);
+        hub.deliver(&SessionEvent::queue_changed_for("acc", "bob"));
+        let changes = sub.changes();
+        assert!(changes.queue_changed && !changes.ended);
         hub.deliver(&SessionEvent::session_ended("s-1"));
         assert!(sub.changes().ended);
         assert!(other.changes().ended);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use leasehold_proto::{stream_events, LicenseChanged, StreamEnded, StreamOpened};
+use leasehold_proto::{stream_events, LicenseChanged, QueueList, StreamEnded, StreamOpened};
 use reqwest::{Method, StatusCode};
 
 use super::Client;
@@ -17,6 +17,9 @@ pub enum SessionStreamEvent {
     Opened(StreamOpened),
     /// The license's terms changed (heartbeat cadence, seats, validity...).
     LicenseChanged(LicenseChanged),
+    /// The session owner's own waiting requests in the license's queue moved (positions, and
+    /// the queue's length); an empty list once none waits any more.
+    Queue(QueueList),
     /// The session ended (`reason` is `revoked` for an admin's revoke). The last event.
     Ended(StreamEnded),
 }
@@ -139,6 +142,7 @@ fn decode_event(name: &str, data: &str) -> Result<Option<SessionStreamEvent>> {
         stream_events::LICENSE_CHANGED => {
             SessionStreamEvent::LicenseChanged(serde_json::from_str(data).map_err(bad)?)
         }
+        stream_events::QUEUE => SessionStreamEvent::Queue(serde_json::from_str(data).map_err(bad)?),
         stream_events::REVOKED | stream_events::ENDED => {
             SessionStreamEvent::Ended(serde_json::from_str(data).map_err(bad)?)
         }
@@ -228,7 +232,14 @@ mod tests {
                 reason: leasehold_proto::EndReason::Revoked
             })
         );
-        assert_eq!(decode_event("queue_position", "{}").unwrap(), None);
+        assert_eq!(decode_event("a_later_event", "{}").unwrap(), None);
+        assert_eq!(
+            decode_event("queue", r#"{"waiting":[],"length":2}"#).unwrap(),
+            Some(SessionStreamEvent::Queue(QueueList {
+                waiting: vec![],
+                length: 2
+            }))
+        );
         assert!(matches!(
             decode_event("ended", "{"),
             Err(ClientError::Decode(_))

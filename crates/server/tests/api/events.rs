@@ -379,3 +379,93 @@ async fn stopping_the_server_ends_its_open_streams() {
 
     assert!(stream.next().await.is_none(), "the stream ended");
 }
+
+#[tokio::test]
+async fn the_owner_hears_its_waiting_requests_move_in_the_queue() {
+    // Arrange: one seat, queueing; bob holds it and watches his session.
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({"on_full": "queue"})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    let id = session_of(&app, &bob, &f.license_id, "cad-1").await;
+    let mut stream = Stream::open(&app, &bob, &id).await;
+
+    // Act 1: carol waits (not bob's request: bob's stream stays quiet), then bob waits for a
+    // second seat, for 2 s.
+    let carol_waits = {
+        let (app_url, http, license, carol) = (
+            app.url.clone(),
+            app.http.clone(),
+            f.license_id.clone(),
+            carol.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(format!("{app_url}/v1/sessions"))
+                .bearer_auth(carol)
+                .json(&json!({"license_id": license, "device_id": "pc", "instance_id": "c", "wait_secs": 30}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let queued = || async {
+        let q = app
+            .get(&format!("/v1/licenses/{}/queue", f.license_id), &f.admin)
+            .await;
+        q.body["length"].as_u64().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queued().await < 1 {
+        assert!(Instant::now() < deadline, "carol did not queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bob_waits = {
+        let (app_url, http, license, bob) = (
+            app.url.clone(),
+            app.http.clone(),
+            f.license_id.clone(),
+            bob.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(format!("{app_url}/v1/sessions"))
+                .bearer_auth(bob)
+                .json(&json!({"license_id": license, "device_id": "laptop", "instance_id": "cad-2", "wait_secs": 2}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+
+    // Assert 1: bob's stream shows his own request, second of two.
+    let (name, data) = stream.next().await.unwrap();
+    assert_eq!(name, "queue", "{data}");
+    assert_eq!(data["length"], 2, "{data}");
+    let waiting = data["waiting"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "only bob's own requests: {data}");
+    assert_eq!(waiting[0]["instance_id"], "cad-2");
+    assert_eq!(waiting[0]["position"], 2);
+
+    // Act 2 + assert 2: bob's wait runs out; his stream hears he waits no more.
+    assert_eq!(bob_waits.await.unwrap(), StatusCode::CONFLICT);
+    let (name, data) = stream.next().await.unwrap();
+    assert_eq!(name, "queue", "{data}");
+    assert_eq!(data["waiting"], json!([]));
+    assert_eq!(data["length"], 1);
+
+    // Carol gets the seat once bob logs out; bob's stream ends with his logout.
+    let out = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{id}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    stream
+        .expect_end("ended", "logout", Duration::from_secs(2))
+        .await;
+    assert_eq!(carol_waits.await.unwrap(), StatusCode::CREATED);
+}
