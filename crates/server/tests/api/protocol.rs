@@ -170,6 +170,61 @@ async fn a_full_license_reclaims_its_expired_sessions_before_refusing() {
 }
 
 #[tokio::test]
+async fn an_expired_session_being_ended_elsewhere_frees_its_seat_for_an_open() {
+    // On PostgreSQL another node's reaper may hold the expired session's row while it ends it;
+    // the open must wait for that end, not count the seat as taken (CI saw a 409 here).
+    let app = spawn_app().await;
+    let f = app
+        .fixture(1, &[], json!({"inactivity_timeout_secs": 5}))
+        .await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
+    app.clock.advance_secs(6);
+    let Some(url) = crate::pg::database_url_for(app.dir.path()).await else {
+        // SQLite decides under one lock: no other writer can be half-way through an end.
+        let c = app.open(&carol, &f.license_id, "desktop", "cad").await;
+        assert_eq!(c.status, StatusCode::CREATED, "{:?}", c.body);
+        return;
+    };
+    use sqlx::Connection;
+    let mut reaper = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = reaper.begin().await.unwrap();
+    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(&s)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let open = {
+        let (http, url, token, license) = (
+            app.http.clone(),
+            app.url.clone(),
+            carol.clone(),
+            f.license_id.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/sessions"))
+                .bearer_auth(token)
+                .json(&json!({"license_id": license, "device_id": "desktop", "instance_id": "cad"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query(
+        "UPDATE sessions SET ended_at = expires_at, end_reason = 'inactivity' WHERE id = $1",
+    )
+    .bind(&s)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(open.await.unwrap(), StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn an_admin_revoke_ends_the_session_and_tells_its_owner() {
     let app = spawn_app().await;
     let f = app.fixture(1, &[], json!({})).await;

@@ -424,9 +424,11 @@ async fn live_instances(
 }
 
 /// 4. Reclaims the batch's licenses' expired sessions before counting (the reaper would
-///    within one tick; a full license must not wait for it). Rows another transaction is
-///    ending are skipped and stay counted: the view can only over-estimate. An asking
-///    instance's expired session is locked by this batch: it ends here in any case.
+///    within one tick; a full license must not wait for it). A row another transaction is
+///    ending (the reaper, a logout) is waited for, not skipped: skipping it would count a seat
+///    that is being freed, and refuse an open on a license that has room. No deadlock: those
+///    transactions lock session rows only, never a license. An asking instance's expired
+///    session is locked by this batch: it ends here in any case.
 async fn reclaim_expired(
     tx: &mut Transaction<'_, Postgres>,
     lics: &HashMap<String, LicState>,
@@ -443,7 +445,7 @@ async fn reclaim_expired(
              FROM sessions s
              WHERE s.license_id = ANY($1) AND s.ended_at IS NULL AND s.expires_at <= $2
              ORDER BY s.expires_at LIMIT $3
-             FOR UPDATE SKIP LOCKED"
+             FOR UPDATE"
         ))
         .bind(locked)
         .bind(now.millis())
