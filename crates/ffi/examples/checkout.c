@@ -1,6 +1,6 @@
 /*
  * Takes a seat, verifies its lease offline, "works" while the seat is held, and gives it back:
- * the C API end to end. Build against the library (see docs/sdk/c.md):
+ * the C API end to end. Build against the library (see docs/bindings/c.md):
  *
  *   cargo build --release -p leasehold-ffi
  *   cc -std=c11 -Wall -Icrates/ffi/include crates/ffi/examples/checkout.c \
@@ -20,6 +20,7 @@
 
 #include <leasehold.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,15 +48,29 @@ static int fail(const char *what, leasehold_result result) {
   }
 }
 
+/* What the callback is given: its name for the output, and a flag it sets once it ran. */
+struct watcher {
+  const char *name;
+  atomic_bool told;
+};
+
 /* Runs on a thread of the library when the seat leaves the active state. */
 static void on_seat_change(void *user_data, leasehold_seat_state state, const char *reason) {
-  const char *name = (const char *)user_data;
+  struct watcher *watcher = (struct watcher *)user_data;
   if (state == LEASEHOLD_SEAT_STATE_LOST) {
-    printf("callback (%s): seat lost: %s\n", name, reason);
+    printf("callback (%s): seat lost: %s\n", watcher->name, reason);
   } else {
-    printf("callback (%s): seat released\n", name);
+    printf("callback (%s): seat released\n", watcher->name);
   }
   fflush(stdout);
+  atomic_store(&watcher->told, true);
+}
+
+/* The callback runs on the library's thread, a moment after the state changed; freeing the
+ * seat cancels a callback not yet delivered. Give it up to half a second. */
+static void wait_for_callback(struct watcher *watcher) {
+  struct timespec pause = {0, 10 * 1000 * 1000};
+  for (int i = 0; i < 50 && !atomic_load(&watcher->told); i++) nanosleep(&pause, NULL);
 }
 
 /* Saves the server's keys, then checks the seat's lease against the saved file: what an
@@ -139,7 +154,8 @@ int main(int argc, char **argv) {
 
   /* Told by callback, and by waiting: the loop below "works" until the time is up or the
    * seat is lost. */
-  leasehold_seat_set_callback(seat, on_seat_change, (void *)"c-example");
+  struct watcher watcher = {"c-example", false};
+  leasehold_seat_set_callback(seat, on_seat_change, &watcher);
   leasehold_seat_state state = LEASEHOLD_SEAT_STATE_ACTIVE;
   for (long tick = 0; tick < seconds * 10 && state == LEASEHOLD_SEAT_STATE_ACTIVE; tick++) {
     /* ... one slice of licensed work ... */
@@ -164,6 +180,7 @@ int main(int argc, char **argv) {
              leasehold_seat_get_state(seat) == LEASEHOLD_SEAT_STATE_RELEASED ? "released" : "?");
     }
   }
+  wait_for_callback(&watcher);
   leasehold_seat_free(seat);
   leasehold_client_free(client);
   return code;

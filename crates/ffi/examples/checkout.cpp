@@ -1,6 +1,6 @@
 /*
  * The C++ face of the C API (include/leasehold.hpp): RAII handles, exceptions, a lambda as
- * the seat's callback. Same behaviour and exit codes as checkout.c. Build (see docs/sdk/c.md):
+ * the seat's callback. Same behaviour and exit codes as checkout.c. Build (see docs/bindings/cpp.md):
  *
  *   cargo build --release -p leasehold-ffi
  *   c++ -std=c++17 -Wall -Icrates/ffi/include crates/ffi/examples/checkout.cpp \
@@ -94,6 +94,9 @@ int main(int argc, char **argv) {
     if (seat.state() == leasehold::SeatState::Lost) {
       std::cout << "seat lost: " << seat.lost_reason() << " (end reason: "
                 << (seat.end_reason().empty() ? "none" : seat.end_reason()) << ")\n";
+      // The callback runs on the library's thread, a moment later; destroying the seat
+      // cancels one not yet delivered.
+      for (int i = 0; i < 50 && !told; i++) usleep(10000);
       return 76;
     }
     seat.release();

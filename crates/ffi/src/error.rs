@@ -203,7 +203,11 @@ pub extern "C" fn leasehold_last_error_http_status() -> u16 {
 /// not free it. Never NULL (`"unknown"` for a value that is not a result code).
 #[no_mangle]
 pub extern "C" fn leasehold_result_name(result: i32) -> *const c_char {
-    let name: &'static std::ffi::CStr = match result {
+    guarded(c"unknown".as_ptr(), || result_name(result).as_ptr())
+}
+
+fn result_name(result: i32) -> &'static std::ffi::CStr {
+    match result {
         0 => c"ok",
         1 => c"invalid_argument",
         2 => c"config",
@@ -214,8 +218,7 @@ pub extern "C" fn leasehold_result_name(result: i32) -> *const c_char {
         7 => c"lease_invalid",
         8 => c"internal",
         _ => c"unknown",
-    };
-    name.as_ptr()
+    }
 }
 
 #[cfg(test)]

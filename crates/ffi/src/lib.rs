@@ -54,5 +54,7 @@ pub use verify::{
 /// The library's version (`"0.1.0"`). A static string: do not free it.
 #[no_mangle]
 pub extern "C" fn leasehold_version() -> *const std::ffi::c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    error::guarded(std::ptr::null(), || {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    })
 }

@@ -352,7 +352,9 @@ pub unsafe extern "C" fn leasehold_seat_wait(
 /// The callback may call any function of this library, this seat's `leasehold_seat_release`
 /// and `leasehold_seat_free` included. `user_data` is handed back as is: it must stay valid,
 /// and be usable from another thread, until the callback has run or the seat is freed. Once
-/// `leasehold_seat_free` returns, the callback is not running and will not be called.
+/// `leasehold_seat_free` returns, the callback is not running and will not be called: the
+/// callback runs a moment after the state changed, so one not yet delivered when the seat is
+/// freed is dropped (wait for it before freeing if it must run).
 ///
 /// # Safety
 /// `seat` is a live seat; `callback` is NULL or a function safe to call from another thread.

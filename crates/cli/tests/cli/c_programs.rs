@@ -284,7 +284,9 @@ async fn the_cpp_example_sees_a_revoke_as_lost_and_exits_76() {
 
 #[tokio::test]
 async fn both_examples_exit_75_with_the_servers_message_when_no_seat_is_free() {
-    // Arrange: the only seat is taken.
+    // Arrange: the programs compiled first (compiling blocks this runtime, whose heartbeats
+    // keep the holder's seat), then the only seat taken.
+    let programs = [&programs().c, &programs().cpp];
     let kit = Kit::start();
     let (tenant, bob) = short_timeout_tenant(&kit).await;
     let holder = kit
@@ -293,7 +295,7 @@ async fn both_examples_exit_75_with_the_servers_message_when_no_seat_is_free() {
         .await
         .unwrap();
 
-    for program in [&programs().c, &programs().cpp] {
+    for program in programs {
         // Act
         let (code, stdout, stderr) = start(program, &kit, &bob, &tenant.license_id, 1)
             .finish()

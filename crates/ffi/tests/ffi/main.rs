@@ -3,4 +3,5 @@
 //! spawn `leasehold serve`); here: what needs no server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod boundary;
 mod header;
