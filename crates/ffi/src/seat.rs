@@ -463,10 +463,10 @@ pub unsafe extern "C" fn leasehold_seat_free(seat: *mut LeaseholdSeat) {
         let guard = lock(&seat.guard).take();
         if let Some(guard) = guard {
             // Best effort: a seat the server did not hear about frees when its session expires.
-            let _ = seat.runtime.block_on(tokio::time::timeout(
-                RELEASE_ON_FREE_TIMEOUT,
-                guard.release(),
-            ));
+            // The timer is made inside the future: outside the runtime it has no reactor.
+            let _ = seat.runtime.block_on(async move {
+                tokio::time::timeout(RELEASE_ON_FREE_TIMEOUT, guard.release()).await
+            });
         }
     });
 }
