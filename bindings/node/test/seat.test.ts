@@ -3,6 +3,7 @@
 //! checkout, concurrent checkouts through one client, service users, offline leases.
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -242,4 +243,34 @@ test("leases verify offline against a saved key set, and tampering is caught", a
   assert.throws(() => LeaseVerifier.fromJwks("nope"), { kind: "decode" });
   await seat.release();
   client.close();
+});
+
+test("over HTTPS the client trusts only the given CA", async () => {
+  // Arrange: a CA and a server certificate for 127.0.0.1, made with openssl.
+  const dir = mkdtempSync(join(tmpdir(), "tls-"));
+  const run = (args: string[]) => {
+    const result = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
+    assert.equal(result.status, 0, `openssl ${args.join(" ")}: ${result.error ?? result.stderr}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  run(["req", "-x509", ...ec, "-days", "1", "-subj", "/CN=leasehold test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+  run(["req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "cert.csr"]);
+  writeFileSync(join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1\n");
+  run(["x509", "-req", "-in", "cert.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+    "-extfile", "san.ext", "-out", "cert.pem"]);
+  const ca = join(dir, "ca.pem");
+  const tls = await Server.start({ cert: join(dir, "cert.pem"), key: join(dir, "key.pem"), ca });
+  try {
+    const tenant = await tls.tenant();
+    const token = await tenant.userToken("bob");
+
+    // Act + Assert: with the CA the seat is taken; with the system's roots, a transport error.
+    const seat = await checkout(tenant.licenseId, { url: tls.url, token, caFile: ca });
+    assert.equal(seat.state, "active");
+    await seat.release();
+    const err = await refusal(checkout(tenant.licenseId, { url: tls.url, token }));
+    assert.equal(err.kind, "transport");
+  } finally {
+    await tls.stop();
+  }
 });

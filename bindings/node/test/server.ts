@@ -1,8 +1,10 @@
 //! A real `leasehold serve` for the tests (the binary from `LEASEHOLD_BIN`, default the
 //! workspace's debug build) and tenants made through its HTTP API.
 
-import { ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import * as http from "node:http";
+import * as https from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -34,31 +36,32 @@ export class Server {
     readonly url: string,
     private readonly process: ChildProcess,
     private readonly dataDir: string,
+    private readonly ca?: Buffer,
   ) {}
 
-  static async start(): Promise<Server> {
+  /** Starts a server; with `tls`, over HTTPS with that certificate and key (PEM files). */
+  static async start(tls?: { cert: string; key: string; ca: string }): Promise<Server> {
     const bin = binary();
     if (!existsSync(bin)) {
       throw new Error(`no leasehold binary at ${bin}: build it (cargo build -p leasehold) or set LEASEHOLD_BIN`);
     }
     const port = await freePort();
     const dataDir = mkdtempSync(join(tmpdir(), "leasehold-node-"));
-    const child = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
+    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir];
+    if (tls) args.push("--tls-cert", tls.cert, "--tls-key", tls.key);
+    const child = spawn(bin, args, {
       env: { ...process.env, LEASEHOLD_ADMIN_TOKEN: ROOT, LEASEHOLD_LOG: "warn" },
       stdio: ["ignore", "ignore", "inherit"],
     });
-    const url = `http://127.0.0.1:${port}`;
+    const url = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
     const deadline = Date.now() + 30_000;
     for (;;) {
-      try {
-        if ((await fetch(`${url}/healthz`)).ok) break;
-      } catch {
-        // not up yet
-      }
+      const check = [bin, "healthcheck", "--url", url, ...(tls ? ["--ca-file", tls.ca] : [])];
+      if (spawnSync(check[0]!, check.slice(1), { stdio: "ignore" }).status === 0) break;
       if (child.exitCode !== null || Date.now() > deadline) throw new Error("the leasehold server did not start");
       await sleep(50);
     }
-    return new Server(url, child, dataDir);
+    return new Server(url, child, dataDir, tls ? readFileSync(tls.ca) : undefined);
   }
 
   /** Kills the server at once (no graceful stop): clients see it unreachable. */
@@ -76,16 +79,20 @@ export class Server {
   }
 
   async call(method: string, path: string, token: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const response = await fetch(this.url + path, {
-      method,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(body === undefined ? {} : { "content-type": "application/json" }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
+    const url = new URL(path, this.url);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+    if (payload !== undefined) headers["content-type"] = "application/json";
+    const lib = url.protocol === "https:" ? https : http;
+    return new Promise((resolveAnswer, reject) => {
+      const request = lib.request(url, { method, headers, ca: this.ca }, (response) => {
+        let text = "";
+        response.on("data", (chunk: Buffer) => (text += chunk.toString()));
+        response.on("end", () => resolveAnswer({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+      });
+      request.on("error", reject);
+      request.end(payload);
     });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : undefined };
   }
 
   /** An account with a license of these terms (default: 1 seat). */
