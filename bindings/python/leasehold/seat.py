@@ -4,8 +4,10 @@ state (active, lost with a reason, released) by polling, waiting or callback, an
 
 from __future__ import annotations
 
+import atexit
 import enum
 import threading
+import weakref
 from collections.abc import Callable
 from ctypes import byref, c_int32
 from types import TracebackType
@@ -42,6 +44,18 @@ SeatCallback = Callable[[SeatState, "str | None"], None]
 """Called once with the final state and, for a lost seat, the reason in words."""
 
 
+# Seats not yet closed: given back when the interpreter exits normally (`atexit`), as a seat
+# that is garbage-collected is. A process killed by a signal it does not handle frees its seats
+# at the server's inactivity timeout.
+_open_seats: weakref.WeakSet[Seat] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_seats() -> None:
+    for seat in list(_open_seats):
+        seat.close()
+
+
 class Seat:
     """A seat held by this application. Use it as a context manager
     (``with client.checkout(...) as seat:``) so that it is returned when the block ends, even
@@ -54,6 +68,7 @@ class Seat:
         self._callbacks_lock = threading.Lock()
         with self._handle.use() as seat:
             self._session_id = decode(lib.leasehold_seat_session_id(seat)) or ""
+        _open_seats.add(self)
 
     @property
     def session_id(self) -> str:
@@ -134,6 +149,7 @@ class Seat:
     def close(self) -> None:
         """Frees the seat, returning it first if still active (waiting at most 5 s for the
         server; ``release()`` waits as long as it takes and raises errors). Idempotent."""
+        _open_seats.discard(self)
         self._handle.free()
 
     def __enter__(self) -> Seat:

@@ -5,6 +5,9 @@ code, threads share one client, a queued checkout waits, service users and offli
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -277,3 +280,29 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def test_a_program_that_exits_without_releasing_gives_its_seat_back(make_tenant) -> None:
+    # Arrange: a child interpreter that takes a seat and ends without releasing or closing it.
+    tenant = make_tenant()
+    program = (
+        "import os, leasehold\n"
+        "seat = leasehold.checkout(os.environ['LICENSE_ID'])\n"
+        "print('held', seat.session_id, flush=True)\n"
+        "input()\n"
+    )
+    env = dict(os.environ, LEASEHOLD_URL=tenant.url, LEASEHOLD_TOKEN=tenant.user_token("bob"),
+               LICENSE_ID=tenant.license_id)
+    child = subprocess.Popen([sys.executable, "-c", program], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline().startswith("held ")
+    assert tenant.in_use() == 1
+
+    # Act: the program ends.
+    child.stdin.write("\n")
+    child.stdin.close()
+
+    # Assert
+    assert child.wait(timeout=30) == 0
+    assert tenant.in_use() == 0
