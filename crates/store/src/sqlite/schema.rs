@@ -50,23 +50,35 @@ pub fn open_connection(path: &Path) -> StoreResult<Connection> {
 }
 
 /// The database and its `-wal` and `-shm` files are readable by their owner only, like the
-/// signing key beside them: they hold credential hashes and every tenant's data. The database
-/// file is created here with mode 0600 before SQLite opens it (SQLite would create it 0644
-/// less the umask), and SQLite gives its `-wal` and `-shm` files the database file's mode.
-/// Files left readable by others (by an earlier version) are restricted.
+/// signing key beside them: they hold credential hashes and every tenant's data. A new
+/// database file is created here with mode 0600 before SQLite opens it (SQLite would create it
+/// 0644 less the umask), and SQLite gives its `-wal` and `-shm` files the database file's
+/// mode. Files left readable by others (by an earlier version) are restricted by path.
+///
+/// An existing database file is never opened here: closing any descriptor of a file drops
+/// every POSIX lock this process holds on it, the locks of the store's open connections
+/// included (SQLite's "How To Corrupt An SQLite Database File", 2.2). Another process (a
+/// reader, a backup) would then take itself for the last user of the database and delete the
+/// WAL the server is still committing to.
 #[cfg(unix)]
 fn owner_only(path: &Path) -> StoreResult<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |what: &str, e: std::io::Error| {
         StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
     };
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("creating", e))?;
+    if std::fs::symlink_metadata(path).is_err() {
+        // No connection of this process can have a file open that did not exist.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("creating", e)),
+        }
+    }
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
