@@ -1,5 +1,8 @@
 """The PEP 517 build backend of the Python package: builds the C library with cargo and packs it
-into a wheel with the package's sources. No dependency beyond the standard library.
+into a wheel with the package's sources. No dependency beyond the standard library (of Python
+3.11 or newer, for tomllib: building needs 3.11, the wheel runs on 3.9 and newer). The wheel is
+tagged for this platform (``linux_x86_64``...), not ``manylinux``: it is for installing here and
+on machines like this one, not for PyPI as is.
 
 Environment:
   LEASEHOLD_LIBRARY        pack this libleasehold.so instead of building one;
