@@ -20,7 +20,31 @@ pub enum Scenario {
     Expire,
     Sink,
     Pg,
+    /// One license's mass end while another license works (not in `all`: see the crate docs).
+    MassEnd,
     All,
+}
+
+/// How the `mass-end` scenario ends every session of a license.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MassEndKind {
+    /// `PATCH /v1/licenses/{id}` with `expires_at` now.
+    LicenseEnd,
+    /// `DELETE /v1/licenses/{id}/sessions`.
+    RevokeAll,
+    /// `PUT /v1/accounts/{id}/users/{username}` with `active: false`, for every user holding
+    /// the license's sessions.
+    Deactivate,
+}
+
+impl MassEndKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MassEndKind::LicenseEnd => "license-end",
+            MassEndKind::RevokeAll => "revoke-all",
+            MassEndKind::Deactivate => "deactivate",
+        }
+    }
 }
 
 // The flags of `leasehold bench` (no doc comment: clap would show it as the about text).
@@ -92,6 +116,27 @@ pub struct BenchArgs {
     /// The million expire this many seconds after the license end is set.
     #[arg(long, default_value_t = 30.0)]
     pub(crate) expire_lead: f64,
+    /// How `mass-end` ends the `--million` sessions of its license (each on fresh servers).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "license-end,revoke-all,deactivate"
+    )]
+    pub(crate) mass_end_kinds: Vec<MassEndKind>,
+    /// Checkout cycles (durable open + logout) per second on the other license during
+    /// `mass-end` (its heartbeats: `--expire-heartbeaters` at `--expire-heartbeat-rate`).
+    #[arg(long, default_value_t = 500.0)]
+    pub(crate) mass_end_checkout_rate: f64,
+    /// `mass-end` heartbeats sessions of a third license instead of the one it opens on.
+    #[arg(long)]
+    pub(crate) mass_end_heartbeats_elsewhere: bool,
+    /// Seconds `mass-end` measures the other license's load alone, before the event.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) mass_end_before: f64,
+    /// Seconds `mass-end` keeps measuring after the license's sessions are all ended on disk.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) mass_end_settle: f64,
     /// The peer reference's script (bench/redis-semaphore/bench.js); needs Redis running.
     #[arg(long)]
     pub(crate) redis_semaphore: Option<PathBuf>,
@@ -129,10 +174,12 @@ impl BenchArgs {
         }
     }
 
-    /// Whether scenario `s` runs (`all` includes `pg` only with `--database-url`).
+    /// Whether scenario `s` runs (`all` includes `pg` only with `--database-url`, and never
+    /// `mass-end`, which opens its million sessions once per kind of mass end).
     pub(crate) fn wants(&self, s: Scenario) -> bool {
         let all = self.scenarios.contains(&Scenario::All)
-            && (s != Scenario::Pg || self.database_url.is_some());
+            && (s != Scenario::Pg || self.database_url.is_some())
+            && s != Scenario::MassEnd;
         self.scenarios.contains(&s) || all
     }
 }

@@ -12,7 +12,10 @@
 //! - `pg`: checkout cycles and heartbeats over several `leasehold serve` nodes sharing one
 //!   PostgreSQL (`--database-url`, a fresh database), against `pgbench` updating one hot row
 //!   of the same PostgreSQL server with as many clients (see `scenarios/pg.rs`);
-//! - `all`: all of them (`pg` only when `--database-url` is given), with the half-load runs
+//! - `mass-end`: a license's million sessions ended at once (its end, a revoke of them all, a
+//!   deactivation of their users) while another license opens, logs out and heartbeats; with
+//!   `--database-url`, on several nodes (see `scenarios/mass.rs`). Only when asked for by name;
+//! - `all`: all of them but `mass-end` (`pg` only when `--database-url` is given), with the half-load runs
 //!   and, given `--redis-semaphore`, the peer reference (Redis + redis-semaphore on Node)
 //!   interleaved with the same concurrency.
 //!
@@ -51,7 +54,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-pub use args::{BenchArgs, Scenario};
+pub use args::{BenchArgs, MassEndKind, Scenario};
 use measure::Bench;
 use summary::Summary;
 use target::Target;
@@ -93,6 +96,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         // A fresh server, so its peak RSS is the million sessions' own.
         let target = Target::new(&args).await?;
         scenarios::million::run(&mut bench, &target, &mut summary).await?;
+    }
+    if args.wants(Scenario::MassEnd) {
+        if !args.spawn_server && args.database_url.is_none() {
+            bail!("the mass-end scenario starts its own servers: pass --spawn-server (or --database-url)");
+        }
+        scenarios::mass::run(&mut bench, &mut summary).await?;
     }
     summary.print(&args);
     Ok(ExitCode::SUCCESS)

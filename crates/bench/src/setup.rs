@@ -168,6 +168,68 @@ impl Admin {
             .ok_or_else(|| anyhow!("no usage.in_use in {lic}"))
     }
 
+    /// Another handle on the same account (for calls made in parallel).
+    pub fn clone_handle(&self) -> Admin {
+        Admin {
+            addr: self.addr,
+            account_id: self.account_id.clone(),
+            admin_token: self.admin_token.clone(),
+        }
+    }
+
+    /// `in_use` and `ending` of a license's usage.
+    pub async fn usage(&self, license_id: &str) -> anyhow::Result<(u64, u64)> {
+        let mut conn = Conn::new(self.addr);
+        let lic = call_json(
+            &mut conn,
+            "GET",
+            &format!("/v1/licenses/{license_id}"),
+            &self.admin_token,
+            None,
+            &[200],
+        )
+        .await?;
+        let field = |k: &str| {
+            lic.pointer(&format!("/usage/{k}"))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| anyhow!("no usage.{k} in {lic}"))
+        };
+        Ok((field("in_use")?, field("ending")?))
+    }
+
+    /// Revokes every session of a license; answers how many.
+    pub async fn revoke_all(&self, license_id: &str) -> anyhow::Result<u64> {
+        let mut conn = Conn::new(self.addr);
+        let answer = call_json(
+            &mut conn,
+            "DELETE",
+            &format!("/v1/licenses/{license_id}/sessions"),
+            &self.admin_token,
+            None,
+            &[200],
+        )
+        .await?;
+        answer
+            .get("revoked")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("no revoked in {answer}"))
+    }
+
+    /// Activates or deactivates an interactive user of the account.
+    pub async fn set_user_active(&self, username: &str, active: bool) -> anyhow::Result<()> {
+        let mut conn = Conn::new(self.addr);
+        call_json(
+            &mut conn,
+            "PUT",
+            &format!("/v1/accounts/{}/users/{username}", self.account_id),
+            &self.admin_token,
+            Some(&json!({"kind": "interactive", "active": active})),
+            &[200, 201],
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn patch_license(&self, license_id: &str, patch: Value) -> anyhow::Result<()> {
         let mut conn = Conn::new(self.addr);
         call_json(

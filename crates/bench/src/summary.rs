@@ -16,6 +16,124 @@ pub(crate) struct Summary {
     pub(crate) expire_heartbeat_p99: Option<f64>,
     /// Per `pg` round: (pgbench hot-row tps, checkout cycles/s, heartbeats/s) of the nodes.
     pub(crate) pg_rounds: Vec<[Option<f64>; 3]>,
+    /// Per `mass-end` event.
+    pub(crate) mass: Vec<MassFigures>,
+}
+
+/// What one `mass-end` event measured (times in seconds from the start of the admin call).
+pub(crate) struct MassFigures {
+    pub(crate) kind: &'static str,
+    pub(crate) sessions: usize,
+    pub(crate) nodes: usize,
+    /// The slowest admin call's answer, and how many calls.
+    pub(crate) call_secs: f64,
+    pub(crate) calls: usize,
+    /// Sampled sessions of the ended license answered live after the call(s).
+    pub(crate) live_after: usize,
+    /// When its `in_use` was 0, and when its `ending` was too (every end on disk).
+    pub(crate) in_use_zero: Option<f64>,
+    pub(crate) ending_zero: Option<f64>,
+    /// The other license's opens, logouts and heartbeats meanwhile.
+    pub(crate) open_p99_ms: f64,
+    pub(crate) open_max_ms: f64,
+    pub(crate) close_p99_ms: f64,
+    pub(crate) close_max_ms: f64,
+    pub(crate) hb_p99_ms: f64,
+    pub(crate) hb_max_ms: f64,
+    /// The same load alone, before the event: open, logout and heartbeat p99 (ms).
+    pub(crate) before: [f64; 3],
+    pub(crate) errors: u64,
+    pub(crate) peak_rss_mb: Option<f64>,
+}
+
+impl MassFigures {
+    /// The figures as a row's `extra` (`answered`: the event's calls all answered, seconds).
+    pub(crate) fn json(&self, answered: f64) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind,
+            "sessions": self.sessions,
+            "nodes": self.nodes,
+            "slowest_call_secs": self.call_secs,
+            "calls": self.calls,
+            "calls_done_secs": answered,
+            "sampled_live_after_call": self.live_after,
+            "in_use_zero_secs": self.in_use_zero,
+            "all_ended_on_disk_secs": self.ending_zero,
+            "open_p99_ms": self.open_p99_ms,
+            "open_max_ms": self.open_max_ms,
+            "close_p99_ms": self.close_p99_ms,
+            "close_max_ms": self.close_max_ms,
+            "heartbeat_p99_ms": self.hb_p99_ms,
+            "heartbeat_max_ms": self.hb_max_ms,
+            "before_open_p99_ms": self.before[0],
+            "before_close_p99_ms": self.before[1],
+            "before_heartbeat_p99_ms": self.before[2],
+            "peak_rss_mb": self.peak_rss_mb,
+        })
+    }
+
+    /// Prints the figures against the bars.
+    fn print(&self) {
+        let bar = |ok: bool| if ok { "HOLDS" } else { "FAILS" };
+        let pg = self.nodes > 1;
+        let open_bar = if pg { 100.0 } else { 50.0 };
+        let secs = |s: Option<f64>| s.map_or("never".into(), |s| format!("{s:.2} s"));
+        println!(
+            "mass-end {} ({} sessions, {} node(s)): slowest admin call {:.3} s of {} — bar <= 0.5 s: {}",
+            self.kind,
+            self.sessions,
+            self.nodes,
+            self.call_secs,
+            self.calls,
+            bar(self.call_secs <= 0.5)
+        );
+        println!(
+            "  sampled sessions answered live after the call: {} — bar 0: {}; in_use 0 after {}, every end on disk after {}",
+            self.live_after,
+            bar(self.live_after == 0),
+            secs(self.in_use_zero),
+            secs(self.ending_zero)
+        );
+        let worst_p99 = self.open_p99_ms.max(self.close_p99_ms);
+        let worst_max = self.open_max_ms.max(self.close_max_ms);
+        println!(
+            "  other license alone before: open p99 {:.1} ms, logout p99 {:.1} ms, heartbeat p99 {:.2} ms",
+            self.before[0], self.before[1], self.before[2]
+        );
+        println!(
+            "  other license: open p99 {:.1} max {:.1} ms, logout p99 {:.1} max {:.1} ms — bar p99 < {open_bar} ms{}: {}",
+            self.open_p99_ms,
+            self.open_max_ms,
+            self.close_p99_ms,
+            self.close_max_ms,
+            if pg { "" } else { ", max < 200 ms" },
+            bar(worst_p99 < open_bar && (pg || worst_max < 200.0))
+        );
+        if !pg {
+            println!(
+                "  other license: heartbeat p99 {:.2} max {:.1} ms — bar p99 < 10 ms: {}",
+                self.hb_p99_ms,
+                self.hb_max_ms,
+                bar(self.hb_p99_ms < 10.0)
+            );
+            if let Some(mb) = self.peak_rss_mb {
+                println!(
+                    "  server peak RSS {mb:.0} MB — bar <= 300 MB: {}",
+                    bar(mb <= 300.0)
+                );
+            }
+        } else {
+            println!(
+                "  other license: heartbeat p99 {:.2} max {:.1} ms; nodes' peak RSS {} MB",
+                self.hb_p99_ms,
+                self.hb_max_ms,
+                self.peak_rss_mb.map_or("-".into(), |m| format!("{m:.0}"))
+            );
+        }
+        if self.errors > 0 {
+            println!("  errors on the other license: {} — FAILS", self.errors);
+        }
+    }
 }
 
 /// The median of `v` (`None` when empty).
@@ -126,6 +244,9 @@ impl Summary {
                 args.million,
                 bar(s <= 10.0 && p < 10.0)
             );
+        }
+        for m in &self.mass {
+            m.print();
         }
         for (i, what) in [(1, "checkout cycles/s"), (2, "heartbeats/s     ")] {
             let (each, m) = self.pg_ratio(i);

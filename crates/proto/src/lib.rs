@@ -400,8 +400,16 @@ pub struct License {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Usage {
     pub seats: u32,
+    /// Sessions holding a seat. A session whose end has been decided (a mass end: the
+    /// license's end, a revoke of all its sessions, deactivations) is not in use from the
+    /// decision on.
     pub in_use: u32,
     pub available: u32,
+    /// Sessions whose end has been decided and is still being written (a mass end in
+    /// progress): not in use, not live anywhere; the audit log gets their `ended` events as
+    /// they land.
+    #[serde(default)]
+    pub ending: u32,
     /// Live sessions beyond `seats`, taken from the overdraft.
     #[serde(default)]
     pub overdraft_in_use: u32,
@@ -591,6 +599,17 @@ pub struct Heartbeat {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SessionList {
     pub sessions: Vec<Session>,
+}
+
+/// 200 answer of `DELETE /v1/licenses/{id}/sessions`: every live session of the license was
+/// revoked. The decision is durable when this answers and none of them is live from then on
+/// (heartbeats get 410 `session_ended` with reason `revoked`); their `ended` audit events land
+/// in the background (`usage.ending` counts those still on their way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SessionsRevoked {
+    /// How many sessions were revoked.
+    pub revoked: u32,
 }
 
 /// 200 answer of `GET /v1/licenses/{id}/usage`.

@@ -122,13 +122,12 @@ pub async fn put_user(
             }
         }
     };
-    // One store step: a deactivation ends the user's sessions atomically with it.
+    // One store step: a deactivation ends the user's sessions atomically with it (decided
+    // and durable when it answers; the ends themselves land in the background).
     let put = state
         .with_now(|now| state.store.put_user(user.clone(), now))
         .await?;
-    for _ in &put.ended {
-        m::ended(EndReason::UserDeactivated);
-    }
+    m::ended_n(EndReason::UserDeactivated, u64::from(put.ended));
     let created = put.created;
     Ok(PutUser {
         user,

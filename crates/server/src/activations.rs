@@ -36,9 +36,7 @@ pub async fn set_license_user(
                 .set_license_user(license_id, username.as_str(), active, now)
         })
         .await?;
-    for _ in &change.ended {
-        m::ended(EndReason::UserDeactivated);
-    }
+    m::ended_n(EndReason::UserDeactivated, u64::from(change.ended));
     Ok((change, created))
 }
 

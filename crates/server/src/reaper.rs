@@ -15,11 +15,11 @@ pub async fn run(state: AppState, interval: Duration) {
         crate::clock_steps::apply(&state).await;
         match state.with_now(|now| state.store.reap_expired(now)).await {
             Ok(ended) => {
-                for s in &ended {
-                    crate::metrics::ended(s.clock.expiry_reason());
+                for (reason, n) in ended.iter() {
+                    crate::metrics::ended_n(reason, n);
                 }
-                if !ended.is_empty() {
-                    tracing::debug!(count = ended.len(), "reclaimed expired sessions");
+                if ended.total() > 0 {
+                    tracing::debug!(count = ended.total(), "reclaimed expired sessions");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reaper failed"),

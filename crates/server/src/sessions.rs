@@ -1,5 +1,6 @@
-//! The application layer of sessions: open (with the queue wait), heartbeat, close, and the
-//! listings of live sessions and waiters, with lease signing. HTTP handlers call these and only
+//! The application layer of sessions: open (with the queue wait), heartbeat, close, the revoke
+//! of every session of a license, and the listings of live sessions and waiters, with lease
+//! signing. HTTP handlers call these and only
 //! shape the answer; the seat decision itself is made atomically inside the store.
 
 use std::time::{Duration, Instant};
@@ -276,6 +277,20 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
         .await?;
     m::ended(reason);
     Ok(reason)
+}
+
+/// Revokes every live session of a license the caller administers, as one decision: durable
+/// when this answers, and none of them is live from then on; their ends land in the background
+/// (see `Store::revoke_license_sessions`). Answers how many.
+#[tracing::instrument(skip(state, auth))]
+pub async fn revoke_all(state: &AppState, auth: &Auth, license_id: &str) -> ApiResult<u32> {
+    access::admin_license(state, auth, license_id).await?;
+    let revoked = state
+        .with_now(|now| state.store.revoke_license_sessions(license_id, now))
+        .await?;
+    m::ended_n(EndReason::Revoked, u64::from(revoked));
+    tracing::info!(revoked, "revoked every session of the license");
+    Ok(revoked)
 }
 
 /// The live sessions of a license the caller administers.

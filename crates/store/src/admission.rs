@@ -216,6 +216,15 @@ pub fn license_updated(license: &License, at: Timestamp) -> AuditEvent {
     license_event(license, at, "license_updated")
 }
 
+/// The `sessions_revoked` event of a revoke of every live session of the license; its detail
+/// is how many (each also gets its own `ended` event as its end lands).
+pub fn sessions_revoked(license: &License, count: u32, at: Timestamp) -> AuditEvent {
+    AuditEvent {
+        detail: Some(count.to_string()),
+        ..license_event(license, at, "sessions_revoked")
+    }
+}
+
 fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
     AuditEvent {
         at,

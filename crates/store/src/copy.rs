@@ -4,7 +4,9 @@
 //! audit log, in one PostgreSQL transaction.
 //!
 //! The SQLite database is opened read-only and must not be served while it is copied (a session
-//! opened after the copy would be lost). The target must hold no accounts or licenses yet; a
+//! opened after the copy would be lost). Live sessions whose end was decided before the server
+//! stopped (under a mass end's floor, see `sqlite::mem::ending`) are copied ended, with their
+//! `ended` events: the copy finishes the mass end. The target must hold no accounts or licenses yet; a
 //! copy that fails changes nothing, so it can simply be run again.
 
 use std::path::Path;
@@ -45,6 +47,9 @@ struct SessionRows {
     hard_end: Vec<Option<i64>>,
     overdraft: Vec<bool>,
     license_end: Vec<Option<i64>>,
+    /// Set for a session whose end was decided (a mass end under way when it stopped).
+    ended_at: Vec<Option<i64>>,
+    end_reason: Vec<Option<String>>,
 }
 
 struct AuditRows {
@@ -161,15 +166,46 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
         hard_end: Vec::new(),
         overdraft: Vec::new(),
         license_end: Vec::new(),
+        ended_at: Vec::new(),
+        end_reason: Vec::new(),
     };
+    // The `ended` events of sessions whose end was decided: appended to the audit log.
+    let mut decided = Vec::new();
     {
         let mut stmt = conn.prepare(
-            "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at,
-                    hard_end, overdraft, license_end
-             FROM sessions WHERE ended_at IS NULL ORDER BY opened_at, id",
+            "SELECT s.id, s.license_id, s.username, s.kind, s.device_id, s.instance_id,
+                    s.opened_at, s.expires_at, s.hard_end, s.overdraft, s.license_end,
+                    CASE WHEN s.seq < l.end_below THEN l.end_reason
+                         WHEN s.seq < COALESCE(u.end_below, 0)
+                           OR s.seq < COALESCE(lu.end_below, 0) THEN 'user_deactivated' END,
+                    CASE WHEN s.seq < l.end_below THEN l.end_at
+                         WHEN s.seq < COALESCE(u.end_below, 0) THEN u.end_at
+                         WHEN s.seq < COALESCE(lu.end_below, 0) THEN lu.end_at END,
+                    l.account_id
+             FROM sessions s JOIN licenses l ON l.id = s.license_id
+             LEFT JOIN users u ON u.account_id = l.account_id AND u.username = s.username
+             LEFT JOIN license_users lu
+               ON lu.license_id = s.license_id AND lu.username = s.username
+             WHERE s.ended_at IS NULL ORDER BY s.opened_at, s.id",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
+            let reason: Option<String> = r.get(11)?;
+            let at: Option<i64> = r
+                .get::<_, Option<i64>>(12)?
+                .or(reason.as_ref().map(|_| now.millis()));
+            if let (Some(reason), Some(at)) = (&reason, at) {
+                decided.push((
+                    at,
+                    r.get::<_, String>(13)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(2)?,
+                    reason.clone(),
+                ));
+            }
+            sessions.ended_at.push(at);
+            sessions.end_reason.push(reason);
             sessions.id.push(r.get(0)?);
             sessions.license_id.push(r.get(1)?);
             sessions.username.push(r.get(2)?);
@@ -207,6 +243,15 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
             audit.event.push(r.get(5)?);
             audit.detail.push(r.get(6)?);
         }
+    }
+    for (at, account_id, license_id, session_id, username, reason) in decided {
+        audit.at.push(at);
+        audit.account_id.push(account_id);
+        audit.license_id.push(license_id);
+        audit.session_id.push(Some(session_id));
+        audit.username.push(Some(username));
+        audit.event.push("ended".into());
+        audit.detail.push(Some(reason));
     }
     conn.execute_batch("COMMIT")?;
     Ok(Snapshot {
@@ -316,8 +361,8 @@ pub async fn copy_sqlite_to_postgres(
     report.users = snap.users.len();
     for (id, account_id, model, terms, created_at) in &snap.licenses {
         sqlx::query(
-            "INSERT INTO licenses (id, account_id, model, terms, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO licenses (id, account_id, model, terms, created_at, ends_at)
+             VALUES ($1, $2, $3, $4, $5, ($4::jsonb ->> 'expires_at')::int8)",
         )
         .bind(id)
         .bind(account_id)
@@ -327,7 +372,10 @@ pub async fn copy_sqlite_to_postgres(
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let live = snap.sessions.license_id.iter().filter(|l| *l == id).count();
+        let sessions = &snap.sessions;
+        let live = (sessions.license_id.iter().zip(&sessions.ended_at))
+            .filter(|(l, ended)| *l == id && ended.is_none())
+            .count();
         let live = i32::try_from(live).unwrap_or(i32::MAX);
         sqlx::query(
             "INSERT INTO license_usage (license_id, since, high_water, low_water)
@@ -374,10 +422,11 @@ pub async fn copy_sqlite_to_postgres(
         let end = (start + CHUNK).min(s.id.len());
         sqlx::query(
             "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
-                                   opened_at, expires_at, hard_end, overdraft, license_end)
+                                   opened_at, expires_at, hard_end, overdraft, license_end,
+                                   ended_at, end_reason)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[],
-                                  $11::int8[])",
+                                  $11::int8[], $12::int8[], $13::text[])",
         )
         .bind(chunk(&s.id, start, end))
         .bind(chunk(&s.license_id, start, end))
@@ -390,11 +439,13 @@ pub async fn copy_sqlite_to_postgres(
         .bind(chunk(&s.hard_end, start, end))
         .bind(chunk(&s.overdraft, start, end))
         .bind(chunk(&s.license_end, start, end))
+        .bind(chunk(&s.ended_at, start, end))
+        .bind(chunk(&s.end_reason, start, end))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
     }
-    report.live_sessions = s.id.len();
+    report.live_sessions = s.ended_at.iter().filter(|e| e.is_none()).count();
     let a = &snap.audit;
     for start in (0..a.at.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(a.at.len());

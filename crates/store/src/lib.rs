@@ -116,6 +116,12 @@ pub trait Store: Send + Sync + 'static {
         reason: EndReason,
         now: Timestamp,
     ) -> StoreResult<Session>;
+    /// Revokes every live session of a license (`revoked`): one decision, durable when this
+    /// answers, after which none of them is answered as live (heartbeats get
+    /// `session_ended`, listings and `in_use` leave them out). Their ends reach the disk and
+    /// the audit log in the background, in bounded batches (`UsageStats::ending` counts those
+    /// on their way). Answers how many were revoked.
+    async fn revoke_license_sessions(&self, license_id: &str, now: Timestamp) -> StoreResult<u32>;
     /// A session, live or ended.
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>>;
     async fn list_live_sessions(
@@ -124,9 +130,9 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Vec<Session>>;
     async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats>;
-    /// Ends every session whose `expires_at` has passed; answers the ended sessions.
-    /// Costs O(expired), not O(all sessions).
-    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>>;
+    /// Ends every session whose `expires_at` has passed (and every session of a license whose
+    /// end has passed); answers how many, per reason. Costs O(expired), not O(all sessions).
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts>;
     /// Live sessions per license, for metrics.
     async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>>;
     /// The append-only audit log of a license, oldest first, at most `limit` events.

@@ -111,16 +111,44 @@ pub struct DeviceActivation {
 pub struct UserPut {
     /// The user did not exist before.
     pub created: bool,
-    /// Sessions ended because the user is inactive now (`user_deactivated`).
-    pub ended: Vec<Session>,
+    /// Sessions ended because the user is inactive now (`user_deactivated`): their ends are
+    /// decided (durably) when this is answered, and may still be reaching the disk.
+    pub ended: u32,
 }
 
 /// Outcome of changing a user's registration on a license.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LicenseUserChange {
     pub user: LicenseUser,
-    /// Sessions ended because the user was deactivated.
-    pub ended: Vec<Session>,
+    /// Sessions ended because the user was deactivated (decided, as for `UserPut::ended`).
+    pub ended: u32,
+}
+
+/// How many sessions ended, per reason (a reaper pass, a mass end): for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndCounts(Vec<(EndReason, u64)>);
+
+impl EndCounts {
+    /// `n` more ended for `reason`.
+    pub fn add(&mut self, reason: EndReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.0.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, count)) => *count += n,
+            None => self.0.push((reason, n)),
+        }
+    }
+
+    /// The counts, per reason.
+    pub fn iter(&self) -> impl Iterator<Item = (EndReason, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// How many in all.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
 }
 
 /// The answer of `Store::heartbeat_owned` when the session exists and belongs to the account.
@@ -160,7 +188,13 @@ pub struct Opened {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageStats {
     pub seats: u32,
+    /// Sessions holding a seat now. A session whose end has been decided is not among them,
+    /// from the decision on.
     pub in_use: u32,
+    /// Sessions whose end has been decided (durably) but is not on disk yet: a mass end (a
+    /// license's end, a revoke of all its sessions, deactivations) in progress. Their seats
+    /// are free; the audit log gets their `ended` events as they land.
+    pub ending: u32,
     pub high_water: u32,
     pub low_water: u32,
     pub denials: u64,

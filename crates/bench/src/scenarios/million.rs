@@ -25,7 +25,7 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-fn rfc3339_in(secs: f64) -> anyhow::Result<String> {
+pub(crate) fn rfc3339_in(secs: f64) -> anyhow::Result<String> {
     let at = unix_now() + Duration::from_secs_f64(secs);
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(at.as_nanos() as i128)?;
     Ok(t.format(&time::format_description::well_known::Rfc3339)?)

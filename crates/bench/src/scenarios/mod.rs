@@ -1,7 +1,9 @@
 //! The scenarios, by how they run: `short` (healthz, heartbeat, checkout, contended and the
 //! sink, in rounds on one server), `million` (hold and expire: a million sessions on a fresh
-//! server) and `pg` (several nodes on one PostgreSQL against pgbench).
+//! server), `pg` (several nodes on one PostgreSQL against pgbench) and `mass` (one license's
+//! mass end while another license works, on fresh servers).
 
+pub(crate) mod mass;
 pub(crate) mod million;
 pub(crate) mod pg;
 pub(crate) mod short;

@@ -154,7 +154,7 @@ async fn setup(
 }
 
 /// Starts the nodes at once and waits until each serves.
-async fn start_nodes(
+pub(crate) async fn start_nodes(
     args: &BenchArgs,
     database_url: &str,
     root: &str,
@@ -292,14 +292,14 @@ impl PgbenchReport {
 }
 
 /// The run's two databases on the server of the admin URL.
-struct Scratch {
+pub(crate) struct Scratch {
     admin_url: String,
-    name: String,
+    pub(crate) name: String,
     hot: String,
 }
 
 impl Scratch {
-    async fn create(admin_url: &str) -> anyhow::Result<Scratch> {
+    pub(crate) async fn create(admin_url: &str) -> anyhow::Result<Scratch> {
         let name = format!("lh_bench_{}", random_hex(8));
         let scratch = Scratch {
             admin_url: admin_url.to_owned(),
@@ -337,11 +337,29 @@ impl Scratch {
         Ok(())
     }
 
-    fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         with_database(&self.admin_url, db)
     }
 
-    async fn drop_all(&self) -> anyhow::Result<()> {
+    /// The nodes' database, dropped and created again, empty.
+    pub(crate) async fn recreate(&self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::raw_sql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("dropping database {}", self.name))?;
+        sqlx::raw_sql(&format!("CREATE DATABASE {}", self.name))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("creating database {}", self.name))?;
+        conn.close().await.ok();
+        Ok(())
+    }
+
+    pub(crate) async fn drop_all(&self) -> anyhow::Result<()> {
         let mut conn = sqlx::PgConnection::connect(&self.admin_url).await?;
         for db in [&self.name, &self.hot] {
             sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))

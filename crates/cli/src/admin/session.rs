@@ -1,5 +1,6 @@
-//! `leasehold session`: list the live sessions of a license or a user, and revoke sessions.
-//! Also the session table that `license sessions` and `user sessions` print.
+//! `leasehold session`: list the live sessions of a license or a user, and revoke sessions (by
+//! id, or every session of a license at once). Also the session table that `license sessions`
+//! and `user sessions` print.
 
 use clap::{Args, Subcommand};
 use leasehold_client::proto::Session;
@@ -30,11 +31,18 @@ enum SessionCommand {
         account: AccountOpt,
     },
     /// Revoke sessions (their seats are freed at once; their holders learn it on the next
-    /// heartbeat).
+    /// heartbeat): by id, or every session of a license with `--license ID --all`.
     Revoke {
         /// Session ids.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all", conflicts_with_all = ["license", "all"])]
         ids: Vec<String>,
+        /// The license whose sessions `--all` revokes.
+        #[arg(long, requires = "all")]
+        license: Option<String>,
+        /// Revoke every live session of `--license` at once (one durable decision: none of
+        /// them is live once this answers; their audit events land in the background).
+        #[arg(long, requires = "license")]
+        all: bool,
     },
 }
 
@@ -63,7 +71,19 @@ impl Admin {
                 };
                 self.print_sessions(&list.sessions, &list);
             }
-            SessionCommand::Revoke { ids } => {
+            SessionCommand::Revoke {
+                license: Some(license),
+                all: true,
+                ..
+            } => {
+                let answer = client.revoke_license_sessions(&license).await?;
+                if self.json() {
+                    print_json(&answer);
+                } else {
+                    println!("revoked {} session(s) of license {license}", answer.revoked);
+                }
+            }
+            SessionCommand::Revoke { ids, .. } => {
                 let mut revoked = Vec::new();
                 for id in ids {
                     if let Err(err) = client.close_session(&id).await {

@@ -981,6 +981,67 @@ async fn sessions_are_listed_and_revoked() {
 }
 
 #[tokio::test]
+async fn every_session_of_a_license_is_revoked_at_once() {
+    // Arrange: bob holds three seats.
+    let kit = Kit::start();
+    let tenant = kit.tenant(license(5)).await;
+    let (admin, lid) = (tenant.admin_token.as_str(), tenant.license_id.as_str());
+    let bob = kit.client(&tenant.user_token("bob").await);
+    let mut guards = Vec::new();
+    for i in 0..3 {
+        guards.push(
+            bob.checkout(lid, "laptop", &format!("cad-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    // Act: in text, then again in JSON (nothing left).
+    let text = kit
+        .cli(admin, &["session", "revoke", "--license", lid, "--all"])
+        .await
+        .ok();
+    let json = kit
+        .cli(
+            admin,
+            &["session", "revoke", "--license", lid, "--all", "-o", "json"],
+        )
+        .await
+        .ok()
+        .json();
+
+    // Assert
+    assert_eq!(
+        text.stdout.trim(),
+        format!("revoked 3 session(s) of license {lid}")
+    );
+    assert_eq!(json, serde_json::json!({"revoked": 0}));
+    assert_eq!(tenant.in_use().await, 0);
+    for g in &guards {
+        let err = bob.heartbeat(g.session_id()).await.unwrap_err();
+        assert_eq!(
+            err.end_reason(),
+            Some(leasehold_client::proto::EndReason::Revoked)
+        );
+    }
+    // `--all` goes with `--license`, and not with ids: a usage error, exit 2.
+    for args in [
+        &["session", "revoke", "--all"][..],
+        &["session", "revoke", "--license", lid][..],
+        &["session", "revoke", "some-id", "--license", lid, "--all"][..],
+    ] {
+        let wrong = kit.cli(admin, args).await;
+        assert_eq!(wrong.code, 2, "{args:?}: {wrong:#?}");
+    }
+    // An unknown license: the server's 404, exit 1.
+    let unknown = kit
+        .cli(admin, &["session", "revoke", "--license", "nope", "--all"])
+        .await;
+    assert_eq!(unknown.code, 1, "{unknown:#?}");
+    assert!(unknown.stderr.contains("404 not_found"), "{unknown:#?}");
+}
+
+#[tokio::test]
 async fn usage_and_plans_in_both_modes() {
     let kit = Kit::start();
     let tenant = kit.tenant(license(1)).await;

@@ -80,6 +80,139 @@ fn bench_runs_every_scenario_briefly() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// The arguments of a brief `bench mass-end` (a few hundred sessions, short windows).
+fn mass_end_args(kinds: &str) -> Vec<String> {
+    [
+        "bench",
+        "mass-end",
+        "--mass-end-kinds",
+        kinds,
+        "--million",
+        "300",
+        "--million-users",
+        "5",
+        "--concurrency",
+        "8",
+        "--expire-heartbeaters",
+        "10",
+        "--expire-heartbeat-rate",
+        "100",
+        "--mass-end-checkout-rate",
+        "20",
+        "--mass-end-before",
+        "0.5",
+        "--mass-end-settle",
+        "0.3",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Checks a `bench mass-end` run's output: each kind's figures printed with no session of the
+/// ended license answered live, and its rows free of errors.
+fn check_mass_end(stdout: &str, json: &Path, kinds: &[&str]) {
+    for kind in kinds {
+        assert_printed(
+            stdout,
+            &[
+                &format!("mass-end {kind}: open 300 on A"),
+                &format!("mass-end {kind}: B heartbeats"),
+                &format!("mass-end {kind}: B checkouts"),
+                &format!("mass-end {kind} (300 sessions"),
+            ],
+        );
+    }
+    assert_eq!(
+        stdout
+            .matches("sampled sessions answered live after the call: 0 ")
+            .count(),
+        kinds.len(),
+        "{stdout}"
+    );
+    let rows = error_free_rows(json);
+    assert_eq!(rows.len(), 3 * kinds.len(), "{rows:?}");
+    for row in rows
+        .iter()
+        .filter(|r| r["scenario"].as_str().unwrap().ends_with("checkouts"))
+    {
+        let extra = &row["extra"];
+        assert_eq!(extra["sampled_live_after_call"], 0, "{row}");
+        assert!(extra["all_ended_on_disk_secs"].as_f64().is_some(), "{row}");
+        assert!(extra["open_p99_ms"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}
+
+#[test]
+fn bench_mass_end_runs_each_kind_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.jsonl");
+    let out = Command::new(BIN)
+        .args(mass_end_args("license-end,revoke-all,deactivate"))
+        .args(["--spawn-server", "--data-root"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .env_remove("LEASEHOLD_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed:
+{stdout}
+{stderr}"
+    );
+    check_mass_end(&stdout, &json, &["license-end", "revoke-all", "deactivate"]);
+    let left = files_besides(dir.path(), &json);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `bench mass-end` on three PostgreSQL nodes: a revoke of every session, briefly.
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_mass_end_runs_on_three_postgres_nodes_briefly() {
+    let Some(url) = crate::pg::base_url("bench mass-end smoke") else {
+        return;
+    };
+    let _slot = crate::pg::exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.jsonl");
+    let out = tokio::process::Command::new(BIN)
+        .args(mass_end_args("revoke-all"))
+        .args([
+            "--database-url",
+            &url,
+            "--nodes",
+            "3",
+            "--mass-end-heartbeats-elsewhere",
+            "--data-root",
+        ])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .env_remove("LEASEHOLD_URL")
+        .env_remove("LEASEHOLD_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed:
+{stdout}
+{stderr}"
+    );
+    check_mass_end(&stdout, &json, &["revoke-all"]);
+    assert!(stdout.contains("(300 sessions, 3 node(s))"), "{stdout}");
+}
+
 /// `bench pg`: three nodes on a fresh PostgreSQL database and the pgbench reference, briefly;
 /// no errors, the ratios printed, and the bench's databases dropped afterwards.
 #[cfg_attr(

@@ -11,6 +11,7 @@ mod c_programs;
 mod crash;
 mod kit;
 mod logs;
+mod mass_end;
 mod multinode;
 mod pg;
 mod pg_tls;

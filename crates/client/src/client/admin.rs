@@ -1,11 +1,11 @@
 //! The admin routes (account admin, or root admin for accounts): accounts, licenses, users
-//! and their tokens, live sessions and registered users of a license, devices of a
-//! `node_locked` license, plans and usage.
+//! and their tokens, live sessions (and revoking them all) and registered users of a license,
+//! devices of a `node_locked` license, plans and usage.
 
 use leasehold_proto::{
     AccountCreated, ActivateDevice, CreateAccount, CreateLicense, Device, DeviceList, License,
     LicenseList, LicenseUser, LicenseUserList, PatchLicense, PlanInfo, PutLicenseUser, PutUser,
-    SessionList, TokenCreated, UsageReport, User, UserList,
+    SessionList, SessionsRevoked, TokenCreated, UsageReport, User, UserList,
 };
 use reqwest::{Method, StatusCode};
 use time::format_description::well_known::Rfc3339;
@@ -137,6 +137,16 @@ impl Client {
     /// `GET /v1/licenses/{id}/sessions` (account admin): the license's live sessions.
     pub async fn list_sessions(&self, license_id: &str) -> Result<SessionList> {
         let request = self.request(Method::GET, &["v1", "licenses", license_id, "sessions"])?;
+        self.call(request).await
+    }
+
+    /// `DELETE /v1/licenses/{id}/sessions` (account admin): revokes every live session of the
+    /// license at once. When it answers the revoke is durable and none of them is live any
+    /// more (their holders' next heartbeat is 410 `session_ended`, reason `revoked`); their
+    /// `ended` audit events land in the background. Answers how many were revoked. Sent again
+    /// after a transport error, it revokes what was opened meanwhile (and answers 0 if nothing).
+    pub async fn revoke_license_sessions(&self, license_id: &str) -> Result<SessionsRevoked> {
+        let request = self.request(Method::DELETE, &["v1", "licenses", license_id, "sessions"])?;
         self.call(request).await
     }
 

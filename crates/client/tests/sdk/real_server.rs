@@ -334,6 +334,39 @@ async fn an_admin_revoke_is_reported_as_a_lost_lease() {
     guard.release().await.unwrap();
 }
 
+#[tokio::test]
+async fn revoking_every_session_of_a_license_loses_every_lease_at_once() {
+    // Arrange: two guards on the license.
+    let server = TestServer::start().await;
+    let tenant = server.tenant(license(3)).await;
+    let bob = tenant.user("bob").await;
+    let options = || CheckoutOptions::new().heartbeat_interval(Duration::from_millis(200));
+    let first = bob
+        .checkout_with(&tenant.license_id, "laptop", "cad-1", options())
+        .await
+        .unwrap();
+    let second = bob
+        .checkout_with(&tenant.license_id, "laptop", "cad-2", options())
+        .await
+        .unwrap();
+
+    // Act
+    let revoked = tenant
+        .admin
+        .revoke_license_sessions(&tenant.license_id)
+        .await
+        .unwrap();
+
+    // Assert: both are lost as revoked, the seats are free.
+    assert_eq!(revoked.revoked, 2);
+    for guard in [&first, &second] {
+        let reason = tokio::time::timeout(SOON, guard.lost()).await.unwrap();
+        assert_eq!(reason, LostReason::Ended(EndReason::Revoked));
+    }
+    assert_eq!(tenant.in_use().await, 0);
+    assert!(tenant.live_session_ids().await.is_empty());
+}
+
 // ----- retries --------------------------------------------------------------------------------
 
 #[tokio::test]

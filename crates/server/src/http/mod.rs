@@ -74,7 +74,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::open_session))
         .routes(routes!(sessions::heartbeat))
         .routes(routes!(sessions::close_session))
-        .routes(routes!(licenses::list_sessions))
+        .routes(routes!(licenses::list_sessions, licenses::revoke_sessions))
         .routes(routes!(licenses::license_usage))
         .routes(routes!(licenses::license_audit))
         .routes(routes!(licenses::list_plans))

@@ -61,6 +61,7 @@ pub fn usage(u: &UsageStats) -> proto::Usage {
         seats: u.seats,
         in_use: u.in_use,
         available: u.seats.saturating_sub(u.in_use),
+        ending: u.ending,
         overdraft_in_use: u.overdraft_in_use,
         activations: u.activations,
     }

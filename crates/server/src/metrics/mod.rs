@@ -56,7 +56,15 @@ pub fn heartbeat() {
 }
 
 pub fn ended(reason: EndReason) {
-    metrics::counter!("leasehold_sessions_ended_total", "reason" => reason.as_str()).increment(1);
+    ended_n(reason, 1);
+}
+
+/// `n` sessions ended for `reason` (a mass end, a reaper pass).
+pub fn ended_n(reason: EndReason, n: u64) {
+    if n > 0 {
+        metrics::counter!("leasehold_sessions_ended_total", "reason" => reason.as_str())
+            .increment(n);
+    }
 }
 
 /// A failed authentication (`method`: `bearer` or `client_credentials`).

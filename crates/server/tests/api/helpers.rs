@@ -205,6 +205,28 @@ impl TestApp {
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
 
+    /// The license's audit events once `landed` holds for them (ends decided at once are
+    /// written in the background: their events land shortly after the call that decided them).
+    pub async fn audit_when(
+        &self,
+        admin: &str,
+        license: &str,
+        landed: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            let audit = self
+                .get(&format!("/v1/licenses/{license}/audit"), admin)
+                .await;
+            events = audit.body["events"].as_array().cloned().unwrap_or_default();
+            if landed(&events) {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the expected audit events did not land: {events:?}");
+    }
+
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop().await.unwrap();

@@ -12,6 +12,7 @@ mod edge_limits;
 mod edge_tls;
 mod helpers;
 mod isolation;
+mod mass_end;
 mod models;
 mod oauth_rfc;
 mod pg;

@@ -136,7 +136,7 @@ pub(super) async fn put_user(
     cache: &TermsCache,
     user: User,
     now: Timestamp,
-) -> StoreResult<UserPut> {
+) -> StoreResult<(UserPut, Vec<Session>)> {
     let mut tx = pool.begin().await.map_err(db_error)?;
     let result = sqlx::query_scalar::<_, bool>(
         "INSERT INTO users
@@ -175,7 +175,11 @@ pub(super) async fn put_user(
         .await?
     };
     tx.commit().await.map_err(db_error)?;
-    Ok(UserPut { created, ended })
+    let put = UserPut {
+        created,
+        ended: u32::try_from(ended.len()).unwrap_or(u32::MAX),
+    };
+    Ok((put, ended))
 }
 
 pub(super) async fn find_user_by_client_id(

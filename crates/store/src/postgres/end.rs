@@ -13,6 +13,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::errors::{clone_error, db_error};
 use super::lanes::{Job, SessionBatch};
+use super::mass::LIVE_UNDER_LICENSE;
 use super::read::fetch_session;
 use super::rows::{insert_audit, AuditRows, SessionRow, TermsCache, SESSION_COLS};
 use crate::admission;
@@ -57,8 +58,9 @@ impl SessionBatch for EndAsk {
         let rows = sqlx::query(&format!(
             "WITH e AS (
                  UPDATE sessions s SET ended_at = v.now, end_reason = v.reason
-                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(id, reason, now)
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(id, reason, now), licenses l
                  WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now
+                   AND l.id = s.license_id AND {LIVE_UNDER_LICENSE}
                  RETURNING s.*
              ), a AS (
                  INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
@@ -192,7 +194,8 @@ pub(super) async fn end_expired(
 }
 
 /// Ends the live sessions matching `condition` (over `s` sessions and `l` licenses, with
-/// parameters from `$3`) for `reason`, with their `ended` audit events.
+/// parameters from `$3`) for `reason`, with their `ended` audit events. Sessions whose end is
+/// decided already (under their license's floor) keep that end.
 pub(super) async fn end_sessions(
     tx: &mut Transaction<'_, Postgres>,
     cache: &TermsCache,
@@ -204,7 +207,8 @@ pub(super) async fn end_sessions(
     let sql = format!(
         "UPDATE sessions s SET ended_at = $1, end_reason = $2
          FROM licenses l
-         WHERE l.id = s.license_id AND s.ended_at IS NULL AND {condition}
+         WHERE l.id = s.license_id AND s.ended_at IS NULL AND s.seq >= l.end_below
+           AND {condition}
          RETURNING {SESSION_COLS}"
     );
     let mut query = sqlx::query(&sql).bind(now.millis()).bind(reason.as_str());

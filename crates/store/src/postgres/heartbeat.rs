@@ -1,6 +1,7 @@
 //! Heartbeats, batched: one read of the sessions and their terms, `SessionClock::heartbeat` for
 //! each, one guarded multi-row update of the new expiries. A session found expired ends at once
-//! (and never comes back).
+//! (and never comes back); one whose end is decided (under its license's floor, or past its
+//! license's end: see `mass`) is answered ended and never slid.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use sqlx::Row;
 use super::end::end_now;
 use super::errors::clone_error;
 use super::lanes::{Job, SessionBatch};
+use super::mass::LIVE_UNDER_LICENSE;
 use super::read::fetch_session;
 use super::rows::{SessionRow, TermsCache, SESSION_COLS};
 use crate::records::Session;
@@ -106,12 +108,13 @@ impl SessionBatch for Beat {
             u_exp.push(exp);
             u_now.push(now);
         }
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "UPDATE sessions s SET expires_at = GREATEST(s.expires_at, v.exp)
-             FROM unnest($1::text[], $2::int8[], $3::int8[]) AS v(id, exp, now)
+             FROM unnest($1::text[], $2::int8[], $3::int8[]) AS v(id, exp, now), licenses l
              WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now
-             RETURNING s.id, s.expires_at",
-        )
+               AND l.id = s.license_id AND {LIVE_UNDER_LICENSE}
+             RETURNING s.id, s.expires_at"
+        ))
         .bind(u_ids)
         .bind(u_exp)
         .bind(u_now)

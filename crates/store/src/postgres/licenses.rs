@@ -2,11 +2,12 @@
 //! statistics, live sessions per license, the audit log).
 
 use leasehold_core::Timestamp;
-use leasehold_proto::LicenseModel;
+use leasehold_proto::{EndReason, LicenseModel};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 
 use super::errors::{db_error, is_foreign_key_violation};
+use super::mass;
 use super::rows::{
     audit_event_from, fetch_rows, insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS,
 };
@@ -20,14 +21,15 @@ pub(super) async fn create_license(pool: &PgPool, license: License) -> StoreResu
     let terms = terms_json(&license.terms)?;
     let mut tx = pool.begin().await.map_err(db_error)?;
     let inserted = sqlx::query(
-        "INSERT INTO licenses (id, account_id, model, terms, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO licenses (id, account_id, model, terms, created_at, ends_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&license.id)
     .bind(&license.account_id)
     .bind(license.model.as_str())
     .bind(&terms)
     .bind(license.created_at.millis())
+    .bind(license.terms.expires_at.map(Timestamp::millis))
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -75,8 +77,10 @@ pub(super) async fn list_licenses(
 }
 
 /// Replaces a license's terms and model, with its `updated` event. Takes the license row's
-/// lock: serialized with the opens deciding on the old terms. Live sessions end with the
-/// license: their expiry never passes its end.
+/// lock: serialized with the opens deciding on the old terms. Its end caps its sessions when
+/// they are read, so no session row is touched here; an end that has passed (before or with
+/// this change) becomes the license's floor first, so a later end does not bring back sessions
+/// already answered ended (see `mass`).
 pub(super) async fn update_license(
     pool: &PgPool,
     license: &License,
@@ -84,27 +88,33 @@ pub(super) async fn update_license(
 ) -> StoreResult<()> {
     let terms = terms_json(&license.terms)?;
     let mut tx = pool.begin().await.map_err(db_error)?;
-    let updated = sqlx::query("UPDATE licenses SET terms = $2, model = $3 WHERE id = $1")
+    let old_end: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT ends_at FROM licenses WHERE id = $1 FOR UPDATE")
+            .bind(&license.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    let Some(old_end) = old_end else {
+        return Err(StoreError::NotFound("license"));
+    };
+    if old_end.is_some_and(|end| end <= now.millis()) {
+        mass::floor_locked(&mut tx, &license.id, EndReason::LicenseExpired, now)
+            .await
+            .map_err(db_error)?;
+    }
+    sqlx::query("UPDATE licenses SET terms = $2, model = $3, ends_at = $4 WHERE id = $1")
         .bind(&license.id)
         .bind(&terms)
         .bind(license.model.as_str())
+        .bind(license.terms.expires_at.map(Timestamp::millis))
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-    if updated.rows_affected() == 0 {
-        return Err(StoreError::NotFound("license"));
+    if license.terms.expires_at.is_some_and(|end| end <= now) {
+        mass::floor_locked(&mut tx, &license.id, EndReason::LicenseExpired, now)
+            .await
+            .map_err(db_error)?;
     }
-    sqlx::query(
-        "UPDATE sessions SET license_end = $2,
-                expires_at = LEAST(expires_at, COALESCE($2, expires_at))
-         WHERE license_id = $1 AND ended_at IS NULL
-           AND license_end IS DISTINCT FROM $2",
-    )
-    .bind(&license.id)
-    .bind(license.terms.expires_at.map(Timestamp::millis))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
     insert_audit(
         &mut tx,
         AuditRows::of(admission::license_updated(license, now)),
@@ -119,14 +129,21 @@ pub(super) async fn usage(
     pool: &PgPool,
     cache: &TermsCache,
     license_id: &str,
+    now: Timestamp,
 ) -> StoreResult<UsageStats> {
+    // In use: live sessions not under the license's floor, none once its end has passed;
+    // the others are ending (their ends decided, being written by the reaper).
     let row = sqlx::query(
         "SELECT l.terms, u.since, u.high_water, u.low_water, u.denials,
+                (SELECT count(*) FILTER (WHERE s.seq >= l.end_below
+                                           AND (l.ends_at IS NULL OR l.ends_at > $2))
+                 FROM sessions s WHERE s.license_id = l.id AND s.ended_at IS NULL),
                 (SELECT count(*) FROM sessions s WHERE s.license_id = l.id AND s.ended_at IS NULL)
          FROM licenses l LEFT JOIN license_usage u ON u.license_id = l.id
          WHERE l.id = $1",
     )
     .bind(license_id)
+    .bind(now.millis())
     .fetch_optional(pool)
     .await
     .map_err(db_error)?;
@@ -134,12 +151,14 @@ pub(super) async fn usage(
         return Err(StoreError::NotFound("license"));
     };
     let (overdraft_in_use, activations): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM sessions
-                 WHERE license_id = $1 AND ended_at IS NULL AND overdraft),
+        "SELECT (SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
+                 WHERE s.license_id = $1 AND s.ended_at IS NULL AND s.overdraft
+                   AND s.seq >= l.end_below AND (l.ends_at IS NULL OR l.ends_at > $2)),
                 (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
               + (SELECT count(*) FROM license_devices WHERE license_id = $1)",
     )
     .bind(license_id)
+    .bind(now.millis())
     .fetch_one(pool)
     .await
     .map_err(db_error)?;
@@ -151,14 +170,17 @@ pub(super) async fn usage(
             row.try_get::<Option<i32>, _>(3)?,
             row.try_get::<Option<i64>, _>(4)?,
             row.try_get::<i64, _>(5)?,
+            row.try_get::<i64, _>(6)?,
         ))
     };
-    let (terms, since, high, low, denials, in_use) = read(&row).map_err(db_error)?;
+    let (terms, since, high, low, denials, in_use, live) = read(&row).map_err(db_error)?;
+    let ending = u32::try_from(live - in_use).unwrap_or(0);
     let terms = cache.get(license_id, &terms)?;
     let in_use = u32::try_from(in_use).unwrap_or(u32::MAX);
     Ok(UsageStats {
         seats: terms.seats,
         in_use,
+        ending,
         high_water: (high.unwrap_or(0).max(0) as u32).max(in_use),
         low_water: (low.unwrap_or(0).max(0) as u32).min(in_use),
         denials: denials.unwrap_or(0).max(0) as u64,
@@ -170,10 +192,14 @@ pub(super) async fn usage(
 }
 
 /// Live sessions per license, for metrics.
+/// (Past a license's end, by the database's clock, none.)
 pub(super) async fn in_use_by_license(pool: &PgPool) -> StoreResult<Vec<(String, u32)>> {
     let query = sqlx::query(
         "SELECT l.id, count(s.id) FROM licenses l
          LEFT JOIN sessions s ON s.license_id = l.id AND s.ended_at IS NULL
+              AND s.seq >= l.end_below
+              AND (l.ends_at IS NULL
+                   OR l.ends_at > (extract(epoch FROM clock_timestamp()) * 1000)::int8)
          GROUP BY l.id",
     );
     fetch_rows(query, pool, |r| {

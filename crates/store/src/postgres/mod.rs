@@ -140,6 +140,7 @@ mod errors;
 mod heartbeat;
 mod lanes;
 mod licenses;
+mod mass;
 mod models;
 mod node;
 mod open;

@@ -48,7 +48,7 @@ pub(super) async fn set_license_user(
     username: &str,
     active: bool,
     now: Timestamp,
-) -> StoreResult<(LicenseUserChange, bool)> {
+) -> StoreResult<(LicenseUserChange, bool, Vec<Session>)> {
     let mut tx = pool.begin().await.map_err(db_error)?;
     let terms = lock_license(&mut tx, cache, license_id).await?;
     let previous: Option<bool> = sqlx::query_scalar(
@@ -107,9 +107,10 @@ pub(super) async fn set_license_user(
                 active,
                 updated_at: now,
             },
-            ended,
+            ended: u32::try_from(ended.len()).unwrap_or(u32::MAX),
         },
         previous.is_none(),
+        ended,
     ))
 }
 

@@ -13,10 +13,11 @@ use sqlx::postgres::PgPool;
 
 use super::end::end_expired;
 use super::errors::{db_error, is_retryable};
+use super::mass;
 use super::queue::QueueCtx;
 use super::rows::{insert_audit, AuditRows, SessionRow, TermsCache, SESSION_COLS};
 use super::{MAX_ATTEMPTS, REAP_BATCH};
-use crate::records::Session;
+use crate::records::{EndCounts, Session};
 use crate::StoreResult;
 
 /// Most reaper transactions per `reap_expired` call (then the next tick goes on).
@@ -30,8 +31,8 @@ pub(super) async fn reap_expired(
     cache: &TermsCache,
     queue: &QueueCtx,
     now: Timestamp,
-) -> StoreResult<Vec<Session>> {
-    let mut ended = Vec::new();
+) -> StoreResult<EndCounts> {
+    let mut ended = EndCounts::default();
     for _ in 0..REAP_ROUNDS {
         let mut attempt = 1;
         let (batch, queueing) = loop {
@@ -46,11 +47,16 @@ pub(super) async fn reap_expired(
             queue.serve(&license_id, now);
         }
         let full = batch.len() as i64 >= REAP_BATCH;
-        ended.extend(batch);
+        for s in &batch {
+            ended.add(s.clock.expiry_reason(), 1);
+        }
         if !full {
             break;
         }
     }
+    // Mass ends: passed license ends become floors, and the sessions under floors end in
+    // bounded batches (see `mass`).
+    mass::reap(pool, cache, queue, now, &mut ended).await?;
     // Expired access tokens go the same way: O(expired), by their index.
     sqlx::query(
         "DELETE FROM credentials WHERE hash IN (

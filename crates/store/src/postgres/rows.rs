@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use leasehold_core::session::SessionClock;
 use leasehold_core::{LicenseTerms, RuleError, Timestamp};
 use leasehold_proto::EndReason;
 use sqlx::postgres::{PgArguments, PgPool, PgRow};
@@ -74,13 +75,18 @@ impl TermsCache {
 /// Columns of a session joined with its license, in the order `SessionRow::read` expects.
 pub(super) const SESSION_COLS: &str = "s.id, s.license_id, l.account_id, s.username, s.kind, \
      s.device_id, s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.ended_at, \
-     s.end_reason, l.terms, s.overdraft, s.license_end";
+     s.end_reason, l.terms, s.overdraft, s.license_end, s.seq, l.end_below, l.end_reason";
+
+/// How many columns `SESSION_COLS` has (a query may select more after them).
+pub(super) const SESSION_COLS_N: usize = 18;
 
 /// A session as stored, live or ended, with its license's terms.
 #[derive(Clone)]
 pub(super) struct SessionRow {
+    /// The session; its expiry capped by its license's current end.
     pub(super) session: Session,
-    /// Why it ended, once it has.
+    /// Why it ended, once it has, or once its end is decided: a live row under its license's
+    /// floor (see `mass`) is ended for every caller, and its row is ended by the reaper.
     pub(super) ended: Option<EndReason>,
     pub(super) terms: Arc<LicenseTerms>,
 }
@@ -94,8 +100,17 @@ impl SessionRow {
         let terms = cache.get(&license_id, &terms_text)?;
         let ended_at: Option<i64> = row.try_get(10).map_err(get)?;
         let end_reason: Option<String> = row.try_get(11).map_err(get)?;
-        let ended = ended_at.map(|_| {
-            end_reason
+        let seq: i64 = row.try_get(15).map_err(get)?;
+        let floor: i64 = row.try_get(16).map_err(get)?;
+        let floor_reason: Option<String> = row.try_get(17).map_err(get)?;
+        let decided = (seq < floor).then_some(floor_reason);
+        let ended = match (ended_at, decided) {
+            (Some(_), _) => Some(end_reason),
+            (None, Some(floor_reason)) => Some(floor_reason),
+            (None, None) => None,
+        }
+        .map(|reason| {
+            reason
                 .as_deref()
                 .map_or(EndReason::Unknown, parse_end_reason)
         });
@@ -108,11 +123,14 @@ impl SessionRow {
             kind: parse_kind(&kind),
             device_id: row.try_get(5).map_err(get)?,
             instance_id: row.try_get(6).map_err(get)?,
-            clock: session_clock(
-                row.try_get(7).map_err(get)?,
-                row.try_get(8).map_err(get)?,
-                row.try_get(9).map_err(get)?,
-                row.try_get(14).map_err(get)?,
+            clock: capped(
+                session_clock(
+                    row.try_get(7).map_err(get)?,
+                    row.try_get(8).map_err(get)?,
+                    row.try_get(9).map_err(get)?,
+                    row.try_get(14).map_err(get)?,
+                ),
+                &terms,
             ),
             heartbeat_interval_secs: terms.heartbeat_interval_secs(),
             overdraft: row.try_get(13).map_err(get)?,
@@ -131,6 +149,13 @@ impl SessionRow {
             .unwrap_or_else(|| self.session.clock.expiry_reason());
         StoreError::Rule(RuleError::SessionEnded(reason))
     }
+}
+
+/// A session's timing capped by its license's current end: a license's end ends its sessions
+/// from that instant, before the reaper writes their ends (see `mass`).
+pub(super) fn capped(mut clock: SessionClock, terms: &LicenseTerms) -> SessionClock {
+    clock.cap_at_license_end(terms.expires_at);
+    clock
 }
 
 // ---- licenses ----

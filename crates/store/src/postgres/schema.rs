@@ -17,6 +17,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_queue.sql"),
     // Usernames fold to lowercase; mixed-case ones are folded, collisions renamed.
     include_str!("../../migrations/postgres/0004_usernames.sql"),
+    // Mass ends: floors over a license or a user, and the session sequence they cut at.
+    include_str!("../../migrations/postgres/0005_mass_ends.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -13,7 +13,7 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{accounts, licenses, models, queue, reaper, sessions};
+use super::{accounts, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
@@ -97,8 +97,8 @@ impl Store for PgStore {
 
     async fn put_user(&self, user: User, now: Timestamp) -> StoreResult<UserPut> {
         let now = self.clock.db(now);
-        let put = accounts::put_user(&self.pool, &self.cache, user, now).await?;
-        self.serve_freed(&put.ended, now);
+        let (put, ended) = accounts::put_user(&self.pool, &self.cache, user, now).await?;
+        self.serve_freed(&ended, now);
         Ok(put)
     }
 
@@ -198,6 +198,13 @@ impl Store for PgStore {
         ask(&self.ends, lane, end, "the logout batcher has stopped").await
     }
 
+    async fn revoke_license_sessions(&self, license_id: &str, now: Timestamp) -> StoreResult<u32> {
+        let now = self.clock.db(now);
+        let n = mass::revoke_all(&self.pool, &self.cache, license_id, now).await?;
+        self.queue.serve(license_id, now);
+        Ok(n)
+    }
+
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
         let Some(found) = self.sessions.get(session_id.to_owned()).await? else {
             return Ok(None);
@@ -225,11 +232,11 @@ impl Store for PgStore {
         Ok(live)
     }
 
-    async fn usage(&self, license_id: &str, _now: Timestamp) -> StoreResult<UsageStats> {
-        licenses::usage(&self.pool, &self.cache, license_id).await
+    async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats> {
+        licenses::usage(&self.pool, &self.cache, license_id, self.clock.db(now)).await
     }
 
-    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts> {
         let now = self.clock.db(now);
         self.queue.saw(now);
         reaper::reap_expired(&self.pool, &self.cache, &self.queue, now).await
@@ -251,12 +258,12 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<(LicenseUserChange, bool)> {
         let now = self.clock.db(now);
-        let change =
+        let (change, created, _) =
             models::set_license_user(&self.pool, &self.cache, license_id, username, active, now)
                 .await?;
         // Deactivating frees the user's seats; activating raises the active-user count.
         self.queue.serve(license_id, now);
-        Ok(change)
+        Ok((change, created))
     }
 
     async fn list_license_users(&self, license_id: &str) -> StoreResult<Vec<LicenseUser>> {

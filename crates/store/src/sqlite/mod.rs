@@ -20,7 +20,11 @@
 //!   session can expire at most that much (about a second) earlier than its owner was last
 //!   told; never later. (Pending touches are also written when the store is dropped.)
 //! - the reaper pops expired sessions from a per-license index ordered by `expires_at`, so a tick
-//!   costs O(licenses + expired), never a scan of all sessions.
+//!   costs O(licenses + expired), never a scan of all sessions;
+//! - an end decided for many sessions at once (a license's end, a revoke of all its sessions, a
+//!   user's deactivation) costs O(1) under the lock and is durable as one small record; the
+//!   sessions' own ends, like expiries, are written in the background in bounded chunks that
+//!   never hold up acknowledged writes for long (`mem::ending`, `drain`).
 //!
 //! At start the live state is loaded from the database (sessions with `ended_at IS NULL`).
 //! Sessions that expired while the server was down are reaped by the first tick.
@@ -35,12 +39,15 @@
 //! - `slab`: the compact record of a live session and the slab that holds them.
 //! - `ops`: the write operations memory queues, and the SQL each one runs.
 //! - `writer`: the writer thread: batches, group commit, coalesced heartbeat touches.
+//! - `drain`: the writer's bulk lane: decided ends (mass ends, expiries) written in bounded
+//!   chunks between batches of acknowledged writes.
 //! - `recovery`: what the writer does when the disk refuses a write (memory rebuilt from the
 //!   disk, writes refused until a test write commits).
 //! - `schema`: the connection settings, migrations and this store's own indexes.
 //! - `load`: the live state read back from the database at start.
 //! - `read`: what is answered from the database rather than memory.
 
+mod drain;
 mod load;
 mod mem;
 mod ops;

@@ -6,6 +6,7 @@ use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 use rusqlite::params;
 
+use super::mem::Floor;
 use super::slab::{Sid, SidText};
 use crate::codec::{principal_columns, terms_json};
 use crate::records::*;
@@ -19,18 +20,34 @@ pub(super) enum WriteOp {
     DeleteCredential(TokenHash),
     User(Box<User>),
     License(Box<License>),
-    InsertSession(Box<Session>),
+    /// A new session, with its place in the order of opens.
+    InsertSession {
+        session: Box<Session>,
+        seq: u64,
+    },
     Touch {
         id: Sid,
         expires_at: Timestamp,
         hard_end: Option<Timestamp>,
         license_end: Option<Timestamp>,
     },
-    /// The license end changed: every live session of the license gets it as `license_end`
-    /// and ends no later than it.
-    CapLicenseEnd {
-        license_id: String,
-        end: Option<Timestamp>,
+    /// A mass end of every session of a license opened before `floor.below` (see
+    /// `mem::ending`): the durable decision its ends are drained under.
+    LicenseFloor {
+        license_id: Arc<str>,
+        floor: Floor,
+    },
+    /// The same for every session of a deactivated user of an account.
+    UserFloor {
+        account_id: String,
+        username: String,
+        floor: Floor,
+    },
+    /// The same for a user deactivated on a `registered_users` license.
+    LicenseUserFloor {
+        license_id: Arc<str>,
+        username: String,
+        floor: Floor,
     },
     LicenseUser(LicenseUser),
     Device(DeviceActivation),
@@ -38,7 +55,9 @@ pub(super) enum WriteOp {
         license_id: String,
         fingerprint: String,
     },
-    /// A session ended, and its `ended` audit event (no string is copied for it).
+    /// A session ended, and its `ended` audit event (no string is copied for it): both are
+    /// written only while the session is live on disk, so an end written twice (decided
+    /// again after a restart) is recorded once.
     EndSession {
         id: Sid,
         at: Timestamp,
@@ -79,10 +98,15 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 .execute(params![&hash[..]])?;
         }
         WriteOp::User(u) => {
+            // An upsert, not a replace: the row's floor (`end_below`) stays.
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO users
+                "INSERT INTO users
                  (account_id, username, kind, active, client_id, client_secret_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (account_id, username) DO UPDATE SET kind = excluded.kind,
+                     active = excluded.active, client_id = excluded.client_id,
+                     client_secret_hash = excluded.client_secret_hash,
+                     created_at = excluded.created_at",
             )?
             .execute(params![
                 u.account_id,
@@ -110,11 +134,12 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 l.created_at.millis()
             ])?;
         }
-        WriteOp::InsertSession(s) => {
+        WriteOp::InsertSession { session: s, seq } => {
             tx.prepare_cached(
                 "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
-                                       opened_at, expires_at, hard_end, overdraft, license_end)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                       opened_at, expires_at, hard_end, overdraft, license_end,
+                                       seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 s.id,
@@ -127,7 +152,8 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 s.clock.expires_at.millis(),
                 s.clock.hard_end.map(Timestamp::millis),
                 s.overdraft,
-                s.clock.license_end.map(Timestamp::millis)
+                s.clock.license_end.map(Timestamp::millis),
+                seq_column(*seq)
             ])?;
         }
         WriteOp::Touch {
@@ -136,12 +162,13 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
             hard_end,
             license_end,
         } => {
-            // A touch made before a license end changed (still pending when the change was
-            // written) is stale: skipped, so the disk never holds a later expiry than memory.
-            // `hard_end` moves only with a wall-clock step (`shift_live`).
+            // `hard_end` moves only with a wall-clock step (`shift_live`). A touch made before
+            // the license's end changed may hold a later expiry than the new end: the end caps
+            // it whenever it is read (memory and `load` cap every session by its license's
+            // current end), so the license's end on disk is what counts.
             tx.prepare_cached(
                 "UPDATE sessions SET expires_at = ?2, license_end = ?3, hard_end = ?4
-                 WHERE id = ?1 AND ended_at IS NULL AND license_end IS ?3",
+                 WHERE id = ?1 AND ended_at IS NULL",
             )?
             .execute(params![
                 SidText::new(*id).as_str(),
@@ -150,18 +177,55 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 hard_end.map(Timestamp::millis)
             ])?;
         }
-        WriteOp::CapLicenseEnd { license_id, end } => {
-            let end = end.map(Timestamp::millis);
+        WriteOp::LicenseFloor { license_id, floor } => {
             tx.prepare_cached(
-                "UPDATE sessions SET license_end = ?2, expires_at = MIN(expires_at, COALESCE(?2, expires_at))
-                 WHERE license_id = ?1 AND ended_at IS NULL",
+                "UPDATE licenses SET end_below = ?2, end_reason = ?3, end_at = ?4 WHERE id = ?1",
             )?
-            .execute(params![license_id, end])?;
+            .execute(params![
+                &**license_id,
+                seq_column(floor.below),
+                floor.reason.as_str(),
+                floor.at.millis()
+            ])?;
+        }
+        WriteOp::UserFloor {
+            account_id,
+            username,
+            floor,
+        } => {
+            tx.prepare_cached(
+                "UPDATE users SET end_below = ?3, end_at = ?4 WHERE account_id = ?1 AND username = ?2",
+            )?
+            .execute(params![
+                account_id,
+                username,
+                seq_column(floor.below),
+                floor.at.millis()
+            ])?;
+        }
+        WriteOp::LicenseUserFloor {
+            license_id,
+            username,
+            floor,
+        } => {
+            tx.prepare_cached(
+                "UPDATE license_users SET end_below = ?3, end_at = ?4
+                 WHERE license_id = ?1 AND username = ?2",
+            )?
+            .execute(params![
+                &**license_id,
+                username,
+                seq_column(floor.below),
+                floor.at.millis()
+            ])?;
         }
         WriteOp::LicenseUser(u) => {
+            // An upsert, not a replace: the row's floor (`end_below`) stays.
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO license_users (license_id, username, active, updated_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO license_users (license_id, username, active, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (license_id, username) DO UPDATE SET active = excluded.active,
+                     updated_at = excluded.updated_at",
             )?
             .execute(params![
                 u.license_id,
@@ -200,10 +264,14 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
             username,
         } => {
             let id = SidText::new(*id);
-            tx.prepare_cached(
-                "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
-            )?
-            .execute(params![id.as_str(), at.millis(), reason.as_str()])?;
+            let ended = tx
+                .prepare_cached(
+                    "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+                )?
+                .execute(params![id.as_str(), at.millis(), reason.as_str()])?;
+            if ended == 0 {
+                return Ok(());
+            }
             tx.prepare_cached(
                 "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'ended', ?6)",
@@ -234,4 +302,9 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
         }
     }
     Ok(())
+}
+
+/// A `seq` as the database stores it (SQLite integers are signed).
+pub(super) fn seq_column(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }

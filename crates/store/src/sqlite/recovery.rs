@@ -96,7 +96,7 @@ pub(super) fn fail(
     // Queued under the lock before it was taken: built on the state the disk refused.
     let mut refused = 0;
     while let Ok(job) = rx.try_recv() {
-        if let Some(ack) = job.ack {
+        if let Job::Write { ack: Some(ack), .. } = job {
             let _ = ack.send(Err(reason.to_owned()));
             refused += 1;
         }
@@ -131,7 +131,10 @@ pub(super) fn fail(
 pub(super) fn touches_of(batch: &[Job]) -> Vec<(Sid, [i64; 3])> {
     batch
         .iter()
-        .flat_map(|job| &job.ops)
+        .flat_map(|job| match job {
+            Job::Write { ops, .. } => ops.as_slice(),
+            Job::Touch | Job::Drain => &[],
+        })
         .filter_map(|op| match op {
             WriteOp::Touch {
                 id,
@@ -256,11 +259,14 @@ mod tests {
         ));
         assert!(unavailable(store.heartbeat(&session_id(1), T0).await));
         assert_eq!(live_ids(&store, T0).await, vec![session_id(1)]);
-        assert!(store
-            .reap_expired(T0.plus_secs(3600))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            store
+                .reap_expired(T0.plus_secs(3600))
+                .await
+                .unwrap()
+                .total()
+                == 0
+        );
 
         // Act: space is back; the retries go through.
         store.inject_write_failures(false);
@@ -333,10 +339,6 @@ mod tests {
         // Assert: the expiry the heartbeat answered holds.
         let now = store.get_session(&session_id(1)).await.unwrap().unwrap();
         assert_eq!(now.session.clock.expires_at, beat.clock.expires_at);
-        assert!(store
-            .reap_expired(T0.plus_secs(61))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(store.reap_expired(T0.plus_secs(61)).await.unwrap().total() == 0);
     }
 }

@@ -14,6 +14,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_queue.sql"),
     // Usernames fold to lowercase; mixed-case ones are folded, collisions renamed.
     include_str!("../../migrations/sqlite/0004_usernames.sql"),
+    // Mass ends: floors over a license or a user, and the session sequence they cut at.
+    include_str!("../../migrations/sqlite/0005_mass_ends.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the
@@ -23,8 +25,7 @@ const MIGRATIONS: &[&str] = &[
 ///
 /// `sessions_live_expiry` (on `expires_at`) was rewritten by every persisted heartbeat, yet
 /// nothing queries by expiry on disk (the reaper works from memory): it went. Live sessions are
-/// found by license instead: the load at start, and a license end change (`CapLicenseEnd`),
-/// which this index turns from a table scan into a search. Heartbeats never change it.
+/// found by license instead (the load at start reads them by it). Heartbeats never change it.
 const SESSION_INDEXES: &str = "
     DROP INDEX IF EXISTS sessions_live_expiry;
     CREATE INDEX IF NOT EXISTS sessions_live_by_license ON sessions (license_id)

@@ -1,7 +1,8 @@
 //! The slab of live sessions and their compact records: a session's id as the 128 bits of its
 //! UUID (`Sid`, read by `parse_sid`, written by `SidText`), its times packed as milliseconds,
-//! its username interned (`Names`), its device and instance ids in one allocation (`Live`);
-//! the slots reused through a free list and found by id (`Slab`). See `mem` for why.
+//! its username interned (`Names`), its device and instance ids in one allocation, its place in
+//! the order of opens (`seq`) and whether its end is decided (`Live`); the slots reused through
+//! a free list and found by id (`Slab`). See `mem` for why.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use leasehold_core::session::SessionClock;
 use leasehold_core::Timestamp;
-use leasehold_proto::UserKind;
+use leasehold_proto::{EndReason, UserKind};
 
 /// A session id in memory: the 128 bits of its UUID.
 pub(super) type Sid = u128;
@@ -85,7 +86,8 @@ pub(super) fn unpack_time(ms: i64) -> Option<Timestamp> {
     (ms != NO_TIME).then(|| Timestamp::from_millis(ms))
 }
 
-/// A live session in memory (80 bytes; see `mem`).
+/// A session in the slab (80 bytes; see `mem`): live, or ending (its end decided, not yet on
+/// disk: see `mem::ending`).
 pub(super) struct Live {
     /// The session id, high and low 64 bits.
     id: [u64; 2],
@@ -99,10 +101,48 @@ pub(super) struct Live {
     pub(super) user: u32,
     pub(super) kind: UserKind,
     pub(super) overdraft: bool,
+    /// Expired, its end decided by the reaper (or a heartbeat, a logout, a full license) but
+    /// not yet on disk: the reason's code (`reason_code`), 0 while it is not. Its end time is
+    /// then in `expires_at`. (An end decided for many sessions at once is not marked here but
+    /// found by `seq`: see `mem::ending`.)
+    expired: u8,
     opened_at: i64,
+    /// When the session expires (its own timing: the license's end caps it when it is read,
+    /// `Mem::clock`); once `expired`, when it ended.
     pub(super) expires_at: i64,
     hard_end: i64,
-    license_end: i64,
+    /// The session's place in the order of opens (`sessions.seq`): an end decided for every
+    /// session of a license or a user opened before a point covers exactly those below it.
+    pub(super) seq: u64,
+}
+
+/// `Live::expired` of an end reason (never 0).
+pub(super) fn reason_code(reason: EndReason) -> u8 {
+    match reason {
+        EndReason::Logout => 1,
+        EndReason::Revoked => 2,
+        EndReason::Inactivity => 3,
+        EndReason::Lifetime => 4,
+        EndReason::UserDeactivated => 5,
+        EndReason::DeviceDeactivated => 6,
+        EndReason::LicenseExpired => 7,
+        EndReason::Unknown => 8,
+    }
+}
+
+/// The end reason of a `Live::expired` code (`None` for 0: not expired).
+fn reason_of(code: u8) -> Option<EndReason> {
+    Some(match code {
+        0 => return None,
+        1 => EndReason::Logout,
+        2 => EndReason::Revoked,
+        3 => EndReason::Inactivity,
+        4 => EndReason::Lifetime,
+        5 => EndReason::UserDeactivated,
+        6 => EndReason::DeviceDeactivated,
+        7 => EndReason::LicenseExpired,
+        _ => EndReason::Unknown,
+    })
 }
 
 /// `Live::license` of a free slot.
@@ -119,6 +159,7 @@ impl Live {
         instance_id: &str,
         clock: &SessionClock,
         overdraft: bool,
+        seq: u64,
     ) -> Self {
         let mut ids = String::with_capacity(device_id.len() + instance_id.len());
         ids.push_str(device_id);
@@ -131,10 +172,11 @@ impl Live {
             user,
             kind,
             overdraft,
+            expired: 0,
             opened_at: clock.opened_at.millis(),
             expires_at: clock.expires_at.millis(),
             hard_end: pack_time(clock.hard_end),
-            license_end: pack_time(clock.license_end),
+            seq,
         }
     }
 
@@ -147,10 +189,11 @@ impl Live {
             user: 0,
             kind: UserKind::Interactive,
             overdraft: false,
+            expired: 0,
             opened_at: 0,
             expires_at: 0,
             hard_end: NO_TIME,
-            license_end: NO_TIME,
+            seq: 0,
         }
     }
 
@@ -176,12 +219,13 @@ impl Live {
         (self.user, self.device(), self.instance())
     }
 
-    pub(super) fn clock(&self) -> SessionClock {
+    /// The session's own timing, before its license's end caps it (`Mem::clock` does).
+    pub(super) fn own_clock(&self) -> SessionClock {
         SessionClock {
             opened_at: Timestamp::from_millis(self.opened_at),
             expires_at: Timestamp::from_millis(self.expires_at),
             hard_end: unpack_time(self.hard_end),
-            license_end: unpack_time(self.license_end),
+            license_end: None,
         }
     }
 
@@ -191,8 +235,18 @@ impl Live {
         self.opened_at = clock.opened_at.millis();
         self.expires_at = clock.expires_at.millis();
         self.hard_end = pack_time(clock.hard_end);
-        self.license_end = pack_time(clock.license_end);
         before
+    }
+
+    /// Why and when it ended, once its end is decided by its expiry (see `expired`).
+    pub(super) fn expired(&self) -> Option<(EndReason, Timestamp)> {
+        reason_of(self.expired).map(|r| (r, Timestamp::from_millis(self.expires_at)))
+    }
+
+    /// Marks the session expired: it ended at `at` for `reason` (written by the drain).
+    pub(super) fn set_expired(&mut self, reason: EndReason, at: Timestamp) {
+        self.expired = reason_code(reason);
+        self.expires_at = at.millis();
     }
 }
 
@@ -227,9 +281,9 @@ impl Slab {
         self.slots.get_mut(slot as usize)
     }
 
-    /// The timing of the session in a slot.
-    pub(super) fn clock(&self, slot: u32) -> Option<SessionClock> {
-        self.get(slot).map(Live::clock)
+    /// Slots in the slab (vacant ones included): the drain's walk goes round them.
+    pub(super) fn len(&self) -> u32 {
+        self.slots.len() as u32
     }
 
     /// The slot of a live session.
@@ -361,11 +415,33 @@ mod tests {
             opened_at: Timestamp::from_millis(1),
             expires_at: Timestamp::from_millis(2),
             hard_end: None,
-            license_end: Some(Timestamp::from_millis(3)),
+            license_end: None,
         };
-        let live = Live::new(7, 1, 2, UserKind::Service, "dev", "inst", &clock, true);
+        let mut live = Live::new(7, 1, 2, UserKind::Service, "dev", "inst", &clock, true, 9);
         assert_eq!((live.device(), live.instance()), ("dev", "inst"));
-        assert_eq!(live.clock(), clock);
-        assert_eq!(live.sid(), 7);
+        assert_eq!(live.own_clock(), clock);
+        assert_eq!((live.sid(), live.seq, live.expired()), (7, 9, None));
+        live.set_expired(EndReason::LicenseExpired, Timestamp::from_millis(5));
+        assert_eq!(
+            live.expired(),
+            Some((EndReason::LicenseExpired, Timestamp::from_millis(5)))
+        );
+    }
+
+    #[test]
+    fn every_end_reason_has_its_own_code() {
+        use EndReason::*;
+        for r in [
+            Logout,
+            Revoked,
+            Inactivity,
+            Lifetime,
+            UserDeactivated,
+            DeviceDeactivated,
+            LicenseExpired,
+            Unknown,
+        ] {
+            assert_eq!(reason_of(reason_code(r)), Some(r));
+        }
     }
 }

@@ -44,6 +44,14 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let mut mem = load(&conn, tx, now)?;
+        // Ends decided before a stop (a mass end under way) are written again.
+        if mem.ending_total() > 0 {
+            tracing::warn!(
+                sessions = mem.ending_total(),
+                "sessions whose end was decided before the last stop are being ended"
+            );
+            mem.wake_drain();
+        }
         let clamped = mem.clamp_after_restart(now);
         if clamped > 0 {
             tracing::warn!(
@@ -213,11 +221,13 @@ impl Store for SqliteStore {
                 )
                 .is_none();
             let mut ops = vec![WriteOp::User(Box::new(user.clone()))];
-            let ended = if user.active {
-                Vec::new()
-            } else {
-                mem.end_user_slots(&user.account_id, &user.username, now, &mut ops)
-            };
+            let mut ended = 0;
+            if !user.active {
+                // One decision for all the user's sessions, durable with the user's record.
+                let (n, floor) = mem.deactivate_user(&user.account_id, &user.username, now)?;
+                ended = n;
+                ops.extend(floor);
+            }
             (mem.send(ops), created, ended)
         };
         acked(rx).await?;
@@ -382,6 +392,12 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn revoke_license_sessions(&self, license_id: &str, now: Timestamp) -> StoreResult<u32> {
+        let (n, rx) = self.write()?.revoke_all(license_id, now)?;
+        acked(rx).await?;
+        Ok(n)
+    }
+
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionLookup>> {
         // An ended session in memory: its reason is known even while its end is in flight.
         let ended = {
@@ -409,37 +425,41 @@ impl Store for SqliteStore {
         let Some(li) = mem.license_at(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
+        // Ending sessions are not listed, nor expired ones (the license's end caps them all).
         let mut out: Vec<Session> = mem
             .license_slots(li, |r| now.millis() < r.expires_at)
             .into_iter()
             .filter_map(|slot| mem.session(slot))
+            .filter(|s| s.clock.is_live(now))
             .collect();
         out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
         Ok(out)
     }
 
-    async fn usage(&self, license_id: &str, _now: Timestamp) -> StoreResult<UsageStats> {
+    async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats> {
         let mem = self.mem();
         let Some(lic) = mem.lic(license_id) else {
             return Err(StoreError::NotFound("license"));
         };
-        Ok(lic.usage(mem.started))
+        let mut usage = lic.usage(mem.started);
+        // Past the license's end, every session of it is over from that instant, reaper or not.
+        if lic.license.terms.expires_at.is_some_and(|end| end <= now) {
+            usage.ending += usage.in_use;
+            usage.in_use = 0;
+            usage.overdraft_in_use = 0;
+        }
+        Ok(usage)
     }
 
-    async fn reap_expired(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts> {
         // Ending a session is a write: while the disk refuses them, expired sessions wait.
         if self.mem().broken().is_some() {
-            return Ok(Vec::new());
+            return Ok(EndCounts::default());
         }
-        // Mass expiries (a license ending under a million sessions) are reaped in chunks,
-        // letting go of the lock between them so heartbeats and opens are not held up.
-        let mut ended = Vec::new();
-        loop {
-            let (mut chunk, more) = self.mem().reap_chunk(now);
-            ended.append(&mut chunk);
-            if !more {
-                break;
-            }
+        // Mass expiries are decided in chunks, letting go of the lock between them so
+        // heartbeats and opens are not held up; the drain writes them (`mem::ending`).
+        let mut ended = EndCounts::default();
+        while self.mem().reap_chunk(now, &mut ended) {
             tokio::task::yield_now().await;
         }
         self.mem().sweep(now);
@@ -535,12 +555,8 @@ impl Store for SqliteStore {
         let mut out: Vec<Session> = mem
             .user_slots(account_id, username)
             .into_iter()
-            .filter(|&slot| {
-                mem.slab
-                    .get(slot)
-                    .is_some_and(|r| now.millis() < r.expires_at)
-            })
             .filter_map(|slot| mem.session(slot))
+            .filter(|s| s.clock.is_live(now))
             .collect();
         out.sort_by(|a, b| (a.clock.opened_at, &a.id).cmp(&(b.clock.opened_at, &b.id)));
         Ok(out)

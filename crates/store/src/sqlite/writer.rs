@@ -2,19 +2,22 @@
 //! transaction, commits, then acknowledges every job of the batch (group commit). Heartbeats'
 //! new expiries wait in a map of pending touches, the latest per session, written with the
 //! batch due `TOUCH_DELAY` after the first of them (see the backend's doc for the bound this
-//! puts on the expiry on disk).
+//! puts on the expiry on disk). Between two batches, it writes one chunk of the ends memory
+//! has decided (`drain`): acknowledged writes always go first.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use leasehold_core::session::SessionClock;
 use leasehold_core::Timestamp;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::drain::Drain;
 use super::mem::Mem;
 use super::ops::{apply_op, WriteOp};
 use super::recovery::{self, Broken};
@@ -22,16 +25,22 @@ use super::slab::{pack_time, unpack_time, Sid};
 use crate::{StoreError, StoreResult};
 
 /// Most jobs applied in one transaction.
-const MAX_BATCH: usize = 8192;
+pub(super) const MAX_BATCH: usize = 8192;
 
 /// Longest a heartbeat's new expiry waits before the writer persists it (see the module doc).
 const TOUCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Writes queued by memory, and who awaits their commit. A job with no ops and no ack is a
-/// heartbeat's wake-up: it starts the touch clock.
-pub(super) struct Job {
-    pub(super) ops: Vec<WriteOp>,
-    pub(super) ack: Option<oneshot::Sender<Result<(), String>>>,
+/// What memory queues for the writer, in the order memory changed.
+pub(super) enum Job {
+    /// Writes, and who awaits their commit (`None`: nobody, e.g. the reaper's).
+    Write {
+        ops: Vec<WriteOp>,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// A heartbeat's new expiry waits in the touch map: starts the touch clock.
+    Touch,
+    /// Ends are decided and wait in memory: the writer drains them (see `drain`).
+    Drain,
 }
 
 /// The commit of a job, awaited with `acked`.
@@ -96,94 +105,181 @@ pub(super) fn injected_full() -> rusqlite::Error {
     )
 }
 
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    dir: PathBuf,
+    pub(super) rx: Receiver<Job>,
+    pub(super) touches: Touches,
+    pub(super) mem: Weak<Mutex<Mem>>,
+    faults: Faults,
+    /// The touch map handed back to memory at the next swap (keeps its capacity).
+    spare: TouchMap,
+    /// When the pending touches must be written: `TOUCH_DELAY` after the wake-up of the first.
+    touch_deadline: Option<Instant>,
+    /// Writes refused since a batch failed, until a probe succeeds (see `recovery`).
+    pub(super) broken: Option<Broken>,
+    /// Failed batches in a row: how long the next probe waits.
+    pub(super) failures: u32,
+    /// The decided ends memory holds, written between batches (see `drain`).
+    pub(super) drain: Drain,
+}
+
+/// What the writer makes of one wait for work.
+enum Next {
+    Job(Job),
+    /// Nothing queued (a deadline passed, or the drain has work).
+    Idle,
+    /// The store is gone.
+    Stop,
+}
+
 fn writer_loop(
-    mut conn: Connection,
+    conn: Connection,
     dir: &Path,
     rx: Receiver<Job>,
     touches: Touches,
     mem: Weak<Mutex<Mem>>,
     faults: Faults,
 ) {
-    use std::sync::mpsc::RecvTimeoutError;
-    use std::time::Instant;
-    let mut spare = TouchMap::new();
-    // When the pending touches must be written: `TOUCH_DELAY` after the wake-up of the first.
-    let mut touch_deadline: Option<Instant> = None;
-    // Writes refused since a batch failed, until a probe succeeds (see `recovery`).
-    let mut broken: Option<Broken> = None;
-    // Failed batches in a row: how long the next probe waits.
-    let mut failures = 0;
-    // A heartbeat's wake-up (no ops, no ack) only starts the touch clock.
-    let keep = |job: Job, batch: &mut Vec<Job>, deadline: &mut Option<Instant>| {
-        if job.ops.is_empty() && job.ack.is_none() {
-            deadline.get_or_insert_with(|| Instant::now() + TOUCH_DELAY);
-        } else {
-            batch.push(job);
-        }
+    let mut writer = Writer {
+        conn,
+        dir: dir.to_path_buf(),
+        rx,
+        touches,
+        mem,
+        faults,
+        spare: TouchMap::new(),
+        touch_deadline: None,
+        broken: None,
+        failures: 0,
+        drain: Drain::default(),
     };
-    loop {
-        // While broken, touches wait for the disk; the probe has its own deadline.
-        let wake = match (&broken, touch_deadline) {
+    writer.run();
+}
+
+impl Writer {
+    fn run(&mut self) {
+        loop {
+            let mut batch = Vec::new();
+            let stopping = match self.next() {
+                Next::Job(job) => {
+                    self.keep(job, &mut batch);
+                    false
+                }
+                Next::Idle => false,
+                Next::Stop => true,
+            };
+            if let Some(b) = self.broken.take() {
+                if stopping {
+                    return;
+                }
+                self.while_broken(b, batch);
+                continue;
+            }
+            if self.write(batch, stopping).is_none() || (stopping && self.touch_deadline.is_none())
+            {
+                return;
+            }
+            // One chunk of decided ends between two batches of acknowledged writes.
+            if self.drain.wanted && self.broken.is_none() && !stopping {
+                self.drain_once();
+            }
+        }
+    }
+
+    /// Waits for the next job: at most until the touch deadline (or, while writes are
+    /// refused, the next probe); not at all while the drain has work.
+    fn next(&mut self) -> Next {
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        let wake = match (&self.broken, self.touch_deadline) {
             (Some(b), _) => Some(b.next_probe),
             (None, deadline) => deadline,
         };
-        let first = match wake {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-        };
-        let mut batch = Vec::new();
-        // The store is gone: write what is pending, then stop.
-        let stopping = matches!(first, Err(RecvTimeoutError::Disconnected));
-        if let Ok(job) = first {
-            keep(job, &mut batch, &mut touch_deadline);
-        }
-        if let Some(b) = broken.take() {
-            if stopping {
-                return;
-            }
-            if !batch.is_empty() {
-                // Queued by a path that does not ask memory first: it ran on memory the disk
-                // has not got, so memory is rebuilt again.
-                let reason = "writes are refused until the disk takes them again";
-                broken = Some(recovery::fail(
-                    &conn,
-                    &mem,
-                    &rx,
-                    &touches,
-                    Vec::new(),
-                    reason,
-                    b.failures,
-                ));
-                for job in batch.drain(..) {
-                    if let Some(ack) = job.ack {
-                        let _ = ack.send(Err(reason.to_owned()));
-                    }
-                }
-                continue;
-            }
-            broken = if b.next_probe <= Instant::now() {
-                recovery::probe(&mut conn, dir, &mem, b, &faults)
-            } else {
-                Some(b)
+        if self.drain.wanted && self.broken.is_none() {
+            return match self.rx.try_recv() {
+                Ok(job) => Next::Job(job),
+                Err(TryRecvError::Empty) => Next::Idle,
+                Err(TryRecvError::Disconnected) => Next::Stop,
             };
-            if broken.is_none() {
-                failures = 0;
-            }
-            continue;
         }
+        let got = match wake {
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => self
+                .rx
+                .recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match got {
+            Ok(job) => Next::Job(job),
+            Err(RecvTimeoutError::Timeout) => Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => Next::Stop,
+        }
+    }
+
+    /// Keeps a job's writes for the batch; a wake-up only starts the touch clock or the drain.
+    fn keep(&mut self, job: Job, batch: &mut Vec<Job>) {
+        match job {
+            Job::Write { .. } => batch.push(job),
+            Job::Touch => {
+                self.touch_deadline
+                    .get_or_insert_with(|| Instant::now() + TOUCH_DELAY);
+            }
+            Job::Drain => self.drain.wanted = true,
+        }
+    }
+
+    /// While writes are refused: what was queued anyway is refused, the disk is probed.
+    fn while_broken(&mut self, b: Broken, mut batch: Vec<Job>) {
+        if !batch.is_empty() {
+            // Queued by a path that does not ask memory first: it ran on memory the disk
+            // has not got, so memory is rebuilt again.
+            let reason = "writes are refused until the disk takes them again";
+            self.broken = Some(recovery::fail(
+                &self.conn,
+                &self.mem,
+                &self.rx,
+                &self.touches,
+                Vec::new(),
+                reason,
+                b.failures,
+            ));
+            for job in batch.drain(..) {
+                if let Job::Write { ack: Some(ack), .. } = job {
+                    let _ = ack.send(Err(reason.to_owned()));
+                }
+            }
+            return;
+        }
+        self.broken = if b.next_probe <= Instant::now() {
+            recovery::probe(&mut self.conn, &self.dir, &self.mem, b, &self.faults)
+        } else {
+            Some(b)
+        };
+        if self.broken.is_none() {
+            self.failures = 0;
+            // Memory was rebuilt from the disk meanwhile: ends under its floors wait.
+            self.drain.wanted = true;
+        }
+    }
+
+    /// Writes `batch` and whatever else is queued (up to `MAX_BATCH` jobs), with the pending
+    /// touches when they are due, in one transaction; then acknowledges every job of it.
+    /// Answers how many jobs it wrote (or refused), `None` when the writer must stop (the
+    /// store is gone and a write failed).
+    pub(super) fn write(&mut self, mut batch: Vec<Job>, stopping: bool) -> Option<usize> {
         // Taken before the queue is drained: a touched session's insert was queued before its
         // touch, so it is in this batch (or an earlier one) and the update finds its row. The
         // map handed back keeps its capacity, so heartbeats do not regrow it under the lock.
         let mut pending = None;
-        if stopping || touch_deadline.is_some_and(|at| at <= Instant::now()) {
-            spare.clear();
-            let empty = std::mem::take(&mut spare);
-            pending = Some(std::mem::replace(&mut *lock_touches(&touches), empty));
-            touch_deadline = None;
+        if stopping || self.touch_deadline.is_some_and(|at| at <= Instant::now()) {
+            self.spare.clear();
+            let empty = std::mem::take(&mut self.spare);
+            pending = Some(std::mem::replace(&mut *lock_touches(&self.touches), empty));
+            self.touch_deadline = None;
         }
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => keep(job, &mut batch, &mut touch_deadline),
+            match self.rx.try_recv() {
+                Ok(job) => self.keep(job, &mut batch),
                 Err(_) => break,
             }
         }
@@ -191,16 +287,16 @@ fn writer_loop(
             if batch.len() == MAX_BATCH {
                 // Jobs may remain queued, an insert among them: these touches wait for the
                 // next batch (unless a newer heartbeat replaced them meanwhile).
-                let mut map = lock_touches(&touches);
+                let mut map = lock_touches(&self.touches);
                 for (id, t) in pending.drain() {
                     map.entry(id).or_insert(t);
                 }
-                touch_deadline = Some(Instant::now());
+                self.touch_deadline = Some(Instant::now());
             } else {
                 // In id order (ids are time-ordered): the updates walk the session B-tree.
                 let mut touched: Vec<_> = pending.drain().collect();
                 touched.sort_unstable_by_key(|&(id, _)| id);
-                batch.push(Job {
+                batch.push(Job::Write {
                     ops: touched
                         .into_iter()
                         .map(|(id, [expires_at, hard_end, license_end])| WriteOp::Touch {
@@ -213,59 +309,87 @@ fn writer_loop(
                     ack: None,
                 });
             }
-            spare = pending;
+            self.spare = pending;
         }
-        if !batch.is_empty() {
-            let applied = if faults.load(Ordering::Acquire) {
-                Err(injected_full())
-            } else {
-                apply_batch(&mut conn, &batch)
-            };
-            match applied {
-                Ok(()) => {
-                    failures = 0;
-                    for job in batch {
-                        if let Some(ack) = job.ack {
-                            let _ = ack.send(Ok(()));
-                        }
+        let jobs = batch.len();
+        if batch.is_empty() {
+            return Some(0);
+        }
+        let applied = if self.faults.load(Ordering::Acquire) {
+            Err(injected_full())
+        } else {
+            apply(&mut self.conn, batch.iter().flat_map(job_ops))
+        };
+        match applied {
+            Ok(()) => {
+                self.failures = 0;
+                for job in batch {
+                    if let Job::Write { ack: Some(ack), .. } = job {
+                        let _ = ack.send(Ok(()));
                     }
                 }
-                Err(e) => {
-                    let reason = e.to_string();
-                    let touched = recovery::touches_of(&batch);
-                    // Memory is put right before anyone hears of the failure: a client told
-                    // 503 never finds the refused change in memory afterwards.
-                    if !stopping {
-                        broken = Some(recovery::fail(
-                            &conn, &mem, &rx, &touches, touched, &reason, failures,
-                        ));
-                        failures += 1;
-                    }
-                    for job in batch {
-                        if let Some(ack) = job.ack {
-                            let _ = ack.send(Err(reason.clone()));
-                        }
-                    }
-                    if stopping {
-                        return;
-                    }
-                    // The touch clock restarts once writes are taken again.
-                    touch_deadline = Some(Instant::now() + TOUCH_DELAY);
+                Some(jobs)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let touched = recovery::touches_of(&batch);
+                // Memory is put right before anyone hears of the failure: a client told
+                // 503 never finds the refused change in memory afterwards.
+                if !stopping {
+                    self.failed(touched, &reason);
                 }
+                for job in batch {
+                    if let Job::Write { ack: Some(ack), .. } = job {
+                        let _ = ack.send(Err(reason.clone()));
+                    }
+                }
+                if stopping {
+                    return None;
+                }
+                // The touch clock restarts once writes are taken again.
+                self.touch_deadline = Some(Instant::now() + TOUCH_DELAY);
+                Some(jobs)
             }
         }
-        if stopping && touch_deadline.is_none() {
-            return;
-        }
+    }
+
+    /// A write failed: writes are refused and memory is rebuilt from the disk (`recovery`).
+    pub(super) fn failed(&mut self, touched: Vec<(Sid, [i64; 3])>, reason: &str) {
+        self.broken = Some(recovery::fail(
+            &self.conn,
+            &self.mem,
+            &self.rx,
+            &self.touches,
+            touched,
+            reason,
+            self.failures,
+        ));
+        self.failures += 1;
+        self.drain.wanted = true;
+    }
+
+    /// Whether the disk refuses writes on purpose (`SqliteStore::inject_write_failures`).
+    pub(super) fn faulty(&self) -> bool {
+        self.faults.load(Ordering::Acquire)
     }
 }
 
-fn apply_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+/// The writes of a job.
+fn job_ops(job: &Job) -> &[WriteOp] {
+    match job {
+        Job::Write { ops, .. } => ops,
+        Job::Touch | Job::Drain => &[],
+    }
+}
+
+/// Applies `ops` in one transaction and commits it.
+pub(super) fn apply<'a>(
+    conn: &mut Connection,
+    ops: impl Iterator<Item = &'a WriteOp>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    for job in batch {
-        for op in &job.ops {
-            apply_op(&tx, op)?;
-        }
+    for op in ops {
+        apply_op(&tx, op)?;
     }
     tx.commit()
 }

@@ -98,6 +98,23 @@ pub async fn list_sessions(
     Ok(Json(views::session_list(&sessions)))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/licenses/{id}/sessions", tag = "licenses",
+    params(("id" = String, Path, description = "License id")),
+    responses(
+        (status = 200, description = "Every live session of the license is revoked: durable and answered as ended from now on (410 `session_ended`, reason `revoked`); their `ended` audit events land in the background (`usage.ending`)", body = proto::SessionsRevoked),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn revoke_sessions(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<proto::SessionsRevoked>> {
+    let revoked = sessions::revoke_all(&state, &auth, &id).await?;
+    Ok(Json(proto::SessionsRevoked { revoked }))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

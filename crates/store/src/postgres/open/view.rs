@@ -15,7 +15,8 @@ use super::OpenJob;
 use crate::admission::{self, OpenedVia, SeatCounts};
 use crate::codec::{parse_kind, parse_terms, session_clock};
 use crate::postgres::end::end_expired;
-use crate::postgres::rows::{AuditRows, LicenseRow, LICENSE_COLS};
+use crate::postgres::mass::end_covered_instances;
+use crate::postgres::rows::{capped, AuditRows, LicenseRow, LICENSE_COLS};
 use crate::postgres::{LIVE_NODE, REAP_BATCH};
 use crate::records::*;
 use crate::StoreError;
@@ -43,6 +44,10 @@ pub(super) struct LicState {
     pub(super) waiting: u32,
     /// The longest live waiters, in ticket order (at most `QUEUE_HEADS`), locked.
     pub(super) heads: Vec<QueueHead>,
+    /// The license's floor (see `mass`): its live sessions below it hold no seat.
+    floor: i64,
+    /// Sessions may still be under the floor.
+    floor_pending: bool,
 }
 
 /// The counts the batch read under the license's lock, updated as it grants. Registrations are
@@ -90,6 +95,8 @@ impl LicState {
             queue,
             waiting: 0,
             heads: Vec::new(),
+            floor: 0,
+            floor_pending: false,
         }
     }
 
@@ -132,11 +139,14 @@ impl LicState {
             kind: parse_kind(&row.try_get::<String, _>(3)?),
             device_id: row.try_get(4)?,
             instance_id: row.try_get(5)?,
-            clock: session_clock(
-                row.try_get(6)?,
-                row.try_get(7)?,
-                row.try_get(8)?,
-                row.try_get(10)?,
+            clock: capped(
+                session_clock(
+                    row.try_get(6)?,
+                    row.try_get(7)?,
+                    row.try_get(8)?,
+                    row.try_get(10)?,
+                ),
+                &self.license.terms,
             ),
             heartbeat_interval_secs: self.license.terms.heartbeat_interval_secs(),
             overdraft: row.try_get(9)?,
@@ -221,6 +231,14 @@ pub(super) async fn read(
     queue_heads(tx, &mut lics, now).await?;
     let asking = asking_instances(jobs, &lics);
     let users = user_flags(tx, &lics, &asking).await?;
+    // An asking instance's session under its license's floor ends here (it is no longer
+    // live; its end was decided): the instance gets a new one.
+    let under_floor: Vec<InstanceKey> = asking
+        .iter()
+        .filter(|k| lics.get(&k.0).is_some_and(|l| l.floor_pending))
+        .cloned()
+        .collect();
+    end_covered_instances(tx, &under_floor).await?;
     let mut existing = live_instances(tx, &lics, &asking).await?;
     reclaim_expired(tx, &lics, &locked, &mut existing, now, audit).await?;
     if !locked.is_empty() {
@@ -247,7 +265,8 @@ async fn lock_licenses(
     license_ids.sort();
     license_ids.dedup();
     let rows = sqlx::query(&format!(
-        "SELECT {LICENSE_COLS} FROM licenses WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        "SELECT {LICENSE_COLS}, end_below, end_pending FROM licenses
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     ))
     .bind(&license_ids)
     .fetch_all(&mut **tx)
@@ -255,12 +274,16 @@ async fn lock_licenses(
     let mut lics: HashMap<String, LicState> = HashMap::new();
     let mut broken: HashMap<String, StoreError> = HashMap::new();
     for row in &rows {
+        let (floor, floor_pending): (i64, bool) = (row.try_get(5)?, row.try_get(6)?);
         let row = LicenseRow::read(row)?;
         let id = row.id.clone();
         match row.parse(parse_terms) {
             Ok(license) => {
                 let queue = license.terms.on_full == OnFull::Queue || serve.contains_key(&id);
-                lics.insert(id, LicState::new(license, queue));
+                let mut lic = LicState::new(license, queue);
+                lic.floor = floor;
+                lic.floor_pending = floor_pending;
+                lics.insert(id, lic);
             }
             Err(e) => {
                 broken.insert(id, e);
@@ -487,18 +510,26 @@ async fn count_seats(
             pair_u.push(u.as_str().to_owned());
         }
     }
+    // Sessions under a license's floor hold no seat (their ends are decided: see `mass`).
+    let floors: Vec<i64> = locked
+        .iter()
+        .map(|id| lics.get(id).map_or(0, |l| l.floor))
+        .collect();
     let rows = sqlx::query(
-        "SELECT license_id, NULL::text, count(*) FROM sessions
-         WHERE license_id = ANY($1) AND ended_at IS NULL GROUP BY license_id
+        "SELECT s.license_id, NULL::text, count(*) FROM sessions s
+         JOIN unnest($1::text[], $4::int8[]) AS f(l, below) ON s.license_id = f.l
+         WHERE s.ended_at IS NULL AND s.seq >= f.below GROUP BY s.license_id
          UNION ALL
          SELECT s.license_id, s.username, count(*) FROM sessions s
          JOIN (SELECT DISTINCT l, u FROM unnest($2::text[], $3::text[]) AS k(l, u)) AS k
            ON s.license_id = k.l AND s.username = k.u
-         WHERE s.ended_at IS NULL GROUP BY s.license_id, s.username",
+         JOIN unnest($1::text[], $4::int8[]) AS f(l, below) ON s.license_id = f.l
+         WHERE s.ended_at IS NULL AND s.seq >= f.below GROUP BY s.license_id, s.username",
     )
     .bind(locked)
     .bind(pair_l)
     .bind(pair_u)
+    .bind(floors)
     .fetch_all(&mut **tx)
     .await?;
     for row in &rows {

@@ -22,7 +22,7 @@ use super::end::{EndAsk, EndJob};
 use super::errors::db_error;
 use super::lanes::{lane_of, Job};
 use super::open::LaneJob;
-use super::rows::{fetch_rows, SessionRow, TermsCache, SESSION_COLS};
+use super::rows::{fetch_rows, SessionRow, TermsCache, SESSION_COLS, SESSION_COLS_N};
 use super::LIVE_NODE;
 use crate::codec::refusal_from;
 use crate::records::*;
@@ -247,16 +247,16 @@ fn served_select(condition: &str) -> String {
 /// Reads a row of `served_select`: the ticket and its outcome.
 fn read_served(row: &PgRow, cache: &TermsCache) -> StoreResult<(i64, Result<Opened, RuleError>)> {
     let get = |e: sqlx::Error| StoreError::Unavailable(format!("reading a queue entry: {e}"));
-    let ticket: i64 = row.try_get(15).map_err(get)?;
-    let state: String = row.try_get(16).map_err(get)?;
+    let ticket: i64 = row.try_get(SESSION_COLS_N).map_err(get)?;
+    let state: String = row.try_get(SESSION_COLS_N + 1).map_err(get)?;
     if state != "granted" {
-        let refusal: Option<String> = row.try_get(17).map_err(get)?;
+        let refusal: Option<String> = row.try_get(SESSION_COLS_N + 2).map_err(get)?;
         return Ok((
             ticket,
             Err(refusal_from(refusal.as_deref().unwrap_or("{}"))),
         ));
     }
-    let new_id: String = row.try_get(18).map_err(get)?;
+    let new_id: String = row.try_get(SESSION_COLS_N + 3).map_err(get)?;
     let session = SessionRow::read(row, cache)?.session;
     let created = session.id == new_id;
     Ok((ticket, Ok(Opened { session, created })))

@@ -57,10 +57,10 @@ impl Mem {
         // Idempotent re-open: the client instance's live session is returned, refreshed.
         if let Some(slot) = self.instance_slot(li, &req.username, &req.device_id, &req.instance_id)
         {
-            let Some(r) = self.slab.get(slot) else {
+            let (Some(r), Some(mut clock)) = (self.slab.get(slot), self.clock(slot)) else {
                 return Err(StoreError::NotFound("session"));
             };
-            let (id, mut clock) = (r.sid(), r.clock());
+            let id = r.sid();
             if clock.is_live(now) {
                 clock.heartbeat(&self.lic_at(li)?.license.terms, now)?;
                 self.set_clock(slot, &clock);
@@ -75,9 +75,8 @@ impl Mem {
                     created: false,
                 }));
             }
-            if let Some((_, mut o)) = self.end_live(slot, clock.expiry_reason(), now) {
-                ops.append(&mut o);
-            }
+            // Expired, not reaped yet: its end is decided now (the drain writes it).
+            self.mark_expired(slot, clock.expiry_reason(), now);
         }
         let decide = |mem: &Mem| -> StoreResult<OpenDecision> {
             let seats = mem.lic_at(li)?.seats(&mem.names);
@@ -89,9 +88,9 @@ impl Mem {
             OpenDecision::Deny(RuleError::NoSeatAvailable { .. })
         ) {
             // A full license reclaims its own expired sessions before refusing anyone.
-            let (_, mut o) = self.reap_license_upto(li, now, usize::MAX);
-            ops.append(&mut o);
-            decision = decide(self)?;
+            if self.reap_license_upto(li, now, usize::MAX, &mut EndCounts::default()) > 0 {
+                decision = decide(self)?;
+            }
         }
         let lic = self.lic_at_mut(li)?;
         lic.queue.retain(|w| !w.tx.is_closed());
@@ -156,6 +155,7 @@ impl Mem {
         };
         let clock = SessionClock::open(req.kind, &self.lic_at(li)?.license.terms, now);
         let user = self.names.intern(&req.username);
+        let seq = self.next_seq;
         let live = Live::new(
             id,
             li as u32,
@@ -165,13 +165,21 @@ impl Mem {
             &req.instance_id,
             &clock,
             overdraft,
+            seq,
         );
         let slot = self
             .insert_live(live)
             .ok_or(StoreError::NotFound("license"))?;
+        self.next_seq += 1;
         let session = self.indexed_session(slot)?;
         let audit = WriteOp::Audit(Box::new(admission::opened(&session, now, via)));
-        let ops = vec![WriteOp::InsertSession(Box::new(session.clone())), audit];
+        let ops = vec![
+            WriteOp::InsertSession {
+                session: Box::new(session.clone()),
+                seq,
+            },
+            audit,
+        ];
         Ok((slot, session, ops))
     }
 
@@ -227,7 +235,7 @@ impl Mem {
                     break;
                 };
                 let (ack, durable) = oneshot::channel();
-                let _ = self.writer.send(Job {
+                let _ = self.writer.send(Job::Write {
                     ops,
                     ack: Some(ack),
                 });
@@ -241,7 +249,7 @@ impl Mem {
                 if head.tx.send(Ok(grant)).is_err() {
                     // The waiter left between the check and the grant: give the seat back.
                     if let Some((_, ops)) = self.end_live(slot, EndReason::Logout, now) {
-                        let _ = self.writer.send(Job { ops, ack: None });
+                        let _ = self.writer.send(Job::Write { ops, ack: None });
                     }
                 }
             }

@@ -18,10 +18,12 @@ impl Mem {
         slot: u32,
         now: Timestamp,
     ) -> StoreResult<SessionClock> {
-        let Some(r) = self.slab.get(slot) else {
+        if let Some((reason, _)) = self.ending_of(slot) {
+            return Err(RuleError::SessionEnded(reason).into());
+        }
+        let (Some(r), Some(mut clock)) = (self.slab.get(slot), self.clock(slot)) else {
             return Err(StoreError::NotFound("session"));
         };
-        let mut clock = r.clock();
         let Some(lic) = self.licenses.get(r.license as usize) else {
             return Err(StoreError::NotFound("license"));
         };
@@ -33,11 +35,9 @@ impl Mem {
                 Ok(clock)
             }
             Err(err) => {
-                // Expired but not yet reaped: end it now, it never comes back.
-                let reason = clock.expiry_reason();
-                if let Some((_, ops)) = self.end_live(slot, reason, now) {
-                    self.send_unacked(ops);
-                }
+                // Expired but not yet reaped: its end is decided now, it never comes back.
+                self.mark_expired(slot, clock.expiry_reason(), now);
+                self.serve_queues();
                 Err(err.into())
             }
         }
@@ -98,10 +98,13 @@ impl Mem {
                 .map(|l| l.expiry.iter().map(|&(_, s)| s).collect())
                 .unwrap_or_default();
             for slot in slots {
-                let Some(r) = self.slab.get(slot) else {
+                let (Some(r), Some(mut clock)) = (self.slab.get(slot), self.clock(slot)) else {
                     continue;
                 };
-                let (id, mut clock) = (r.sid(), r.clock());
+                let id = r.sid();
+                if self.ending_of(slot).is_some() {
+                    continue;
+                }
                 clock.shift_for_clock_step(delta_ms);
                 self.set_clock(slot, &clock);
                 self.touch(id, &clock);
@@ -124,10 +127,13 @@ impl Mem {
             let terms = lic.license.terms.clone();
             let slots: Vec<u32> = lic.expiry.iter().map(|&(_, s)| s).collect();
             for slot in slots {
-                let Some(r) = self.slab.get(slot) else {
+                let (Some(r), Some(mut clock)) = (self.slab.get(slot), self.clock(slot)) else {
                     continue;
                 };
-                let (id, kind, mut clock) = (r.sid(), r.kind, r.clock());
+                let (id, kind) = (r.sid(), r.kind);
+                if self.ending_of(slot).is_some() {
+                    continue;
+                }
                 if clock.clamp_at_start(kind, &terms, now) {
                     self.set_clock(slot, &clock);
                     self.touch(id, &clock);
@@ -165,7 +171,11 @@ mod tests {
         let found = store.get_session(&session_id(1)).await.unwrap().unwrap();
         assert_eq!(found.session.clock.expires_at, back.plus_secs(60));
         assert_eq!(
-            store.reap_expired(back.plus_secs(61)).await.unwrap().len(),
+            store
+                .reap_expired(back.plus_secs(61))
+                .await
+                .unwrap()
+                .total(),
             1
         );
     }

@@ -1,5 +1,6 @@
-//! How live sessions end (logout, revoke, deactivation, expiry), the reaper's pass over the
-//! licenses' expiry indexes (O(licenses + expired), in chunks), and the short memory of ended
+//! How live sessions end one at a time (logout, revoke, device deactivation), the reaper's
+//! pass over the licenses (O(licenses + expired), in chunks: expiries and passed license ends
+//! are decided there, and written by the drain, see `ending`), and the short memory of ended
 //! sessions that answers `session_ended` without the database.
 
 use std::sync::Arc;
@@ -10,17 +11,18 @@ use leasehold_proto::EndReason;
 use super::{Found, Mem};
 use crate::records::*;
 use crate::sqlite::ops::WriteOp;
-use crate::sqlite::slab::parse_sid;
+use crate::sqlite::slab::{parse_sid, Sid};
 use crate::sqlite::writer::Ack;
 use crate::StoreResult;
 
-/// Most sessions one reaper pass ends while holding the lock (see `reap_chunk`).
-const REAP_CHUNK: usize = 1000;
+/// Most expiries one reaper pass decides while holding the lock (see `reap_chunk`).
+const REAP_CHUNK: usize = 4096;
 
 /// How long an ended session's reason is kept in memory (then it is read from disk).
 const ENDED_MEMORY_MILLIS: i64 = 10 * 60 * 1000;
 
-/// Most ended sessions remembered in memory (the oldest are forgotten first).
+/// Most ended sessions remembered in memory (the oldest are forgotten first). Far more than the
+/// drain has in flight (one chunk), whose ends must be answered from memory until they commit.
 const ENDED_MAX: usize = 400_000;
 
 /// What memory keeps of an ended session: enough for ownership checks and `session_ended`.
@@ -39,14 +41,15 @@ pub(in crate::sqlite) struct EndedSession {
 }
 
 impl Mem {
-    /// Ends a live session in memory and returns it and the ops that persist it.
+    /// Ends a live session in memory (its end not decided before) and returns it and the ops
+    /// that persist it.
     pub(super) fn end_live(
         &mut self,
         slot: u32,
         reason: EndReason,
         now: Timestamp,
     ) -> Option<(Session, Vec<WriteOp>)> {
-        if self.slab.get(slot)?.is_vacant() {
+        if self.slab.get(slot)?.is_vacant() || self.ending_of(slot).is_some() {
             return None;
         }
         let session = self.session(slot)?;
@@ -56,23 +59,9 @@ impl Mem {
             self.to_serve.push(live.license);
         }
         self.last_now = now;
-        let id = live.sid();
-        self.ended.insert(
-            id,
-            Ended {
-                license: live.license,
-                user: live.user,
-                reason,
-            },
-        );
-        self.ended_order.push_back((now.millis(), id));
-        while self.ended_order.len() > ENDED_MAX {
-            if let Some((_, old)) = self.ended_order.pop_front() {
-                self.ended.remove(&old);
-            }
-        }
+        self.remember_end(live.sid(), live.license, live.user, reason);
         let ops = vec![WriteOp::EndSession {
-            id,
+            id: live.sid(),
             at: now,
             reason,
             account_id: session.account_id.clone(),
@@ -80,6 +69,24 @@ impl Mem {
             username: self.names.shared(live.user),
         }];
         Some((session, ops))
+    }
+
+    /// Remembers an ended session for the `session_ended` answers of the next minutes.
+    pub(super) fn remember_end(&mut self, id: Sid, license: u32, user: u32, reason: EndReason) {
+        self.ended.insert(
+            id,
+            Ended {
+                license,
+                user,
+                reason,
+            },
+        );
+        self.ended_order.push_back((self.last_now.millis(), id));
+        while self.ended_order.len() > ENDED_MAX {
+            if let Some((_, old)) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
     }
 
     /// Ends the live sessions in `slots`; answers them, their ops appended to `ops`.
@@ -101,8 +108,9 @@ impl Mem {
     }
 
     /// A logout or a revoke: ends the live session, answering it and the ack of its end. A
-    /// session that expired meanwhile is ended as expired, and one that had ended is answered
-    /// `SessionEnded`. `Ok(None)` when memory does not know it (the database is asked then).
+    /// session that expired meanwhile ends as expired, and one that had ended (or whose end is
+    /// decided) is answered `SessionEnded`. `Ok(None)` when memory does not know it (the
+    /// database is asked then).
     pub(in crate::sqlite) fn end_session(
         &mut self,
         session_id: &str,
@@ -111,14 +119,13 @@ impl Mem {
     ) -> StoreResult<Option<(Session, Ack)>> {
         match self.lookup(session_id) {
             Some(Found::Live(slot)) => {
-                let Some(clock) = self.slab.clock(slot) else {
+                let Some(clock) = self.clock(slot) else {
                     return Ok(None);
                 };
                 if !clock.is_live(now) {
                     let expiry = clock.expiry_reason();
-                    if let Some((_, ops)) = self.end_live(slot, expiry, now) {
-                        self.send_unacked(ops);
-                    }
+                    self.mark_expired(slot, expiry, now);
+                    self.serve_queues();
                     return Err(RuleError::SessionEnded(expiry).into());
                 }
                 Ok(self
@@ -130,91 +137,92 @@ impl Mem {
         }
     }
 
-    /// Ends every live session of a user on the account's licenses.
-    /// Ends the live sessions of a user who is being deactivated, adding their writes to `ops`
-    /// (written in the same job as the user record).
-    pub(in crate::sqlite) fn end_user_slots(
-        &mut self,
-        account_id: &str,
-        username: &str,
-        now: Timestamp,
-        ops: &mut Vec<WriteOp>,
-    ) -> Vec<Session> {
-        let slots = self.user_slots(account_id, username);
-        self.end_slots(slots, EndReason::UserDeactivated, now, ops)
-    }
-
-    /// An ended session that memory still remembers.
+    /// An ended session that memory still remembers, or whose end is decided.
     pub(in crate::sqlite) fn ended_session(&self, session_id: &str) -> Option<EndedSession> {
-        let e = self.ended.get(&parse_sid(session_id)?)?;
-        let lic = self.licenses.get(e.license as usize)?;
+        let id = parse_sid(session_id)?;
+        let (license, user, reason) = match self.slab.find(id) {
+            Some(slot) => {
+                let (reason, _) = self.ending_of(slot)?;
+                let r = self.slab.get(slot)?;
+                (r.license, r.user, reason)
+            }
+            None => {
+                let e = self.ended.get(&id)?;
+                (e.license, e.user, e.reason)
+            }
+        };
+        let lic = self.licenses.get(license as usize)?;
         Some(EndedSession {
-            reason: e.reason,
+            reason,
             license_id: lic.id.clone(),
             account_id: lic.account_id.clone(),
-            username: self.names.name(e.user).to_owned(),
+            username: self.names.name(user).to_owned(),
         })
     }
 
-    /// Ends at most `limit` expired sessions of one license (the earliest expired); returns
-    /// them and the ops that persist it.
+    /// Decides the end of at most `limit` expired sessions of one license (the earliest
+    /// expired first); answers how many, per reason.
     pub(super) fn reap_license_upto(
         &mut self,
         li: usize,
         now: Timestamp,
         limit: usize,
-    ) -> (Vec<Session>, Vec<WriteOp>) {
-        let mut expired = Vec::new();
-        if let Some(lic) = self.licenses.get(li) {
-            for &(at, slot) in lic.expiry.iter().take(limit) {
-                if at > now.millis() {
-                    break;
-                }
-                expired.push(slot);
-            }
-        }
-        let mut ended = Vec::new();
-        let mut ops = Vec::new();
-        for slot in expired {
-            let Some(clock) = self.slab.clock(slot) else {
-                continue;
+        counts: &mut EndCounts,
+    ) -> usize {
+        let mut decided = 0;
+        while decided < limit {
+            let Some(&(at, slot)) = self.licenses.get(li).and_then(|l| l.expiry.first()) else {
+                break;
             };
-            if let Some((s, mut o)) = self.end_live(slot, clock.expiry_reason(), now) {
-                ended.push(s);
-                ops.append(&mut o);
-            }
-        }
-        (ended, ops)
-    }
-
-    /// One chunk of the reaper's pass: ends at most `REAP_CHUNK` expired sessions (the due
-    /// licenses in order, each one's earliest first) and queues their ends. Answers them, and
-    /// whether the chunk was used up (then more may be due: the reaper lets go of the lock
-    /// between chunks, so that heartbeats and opens are not held up by a mass expiry).
-    pub(in crate::sqlite) fn reap_chunk(&mut self, now: Timestamp) -> (Vec<Session>, bool) {
-        let due: Vec<usize> = self
-            .licenses
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.expiry.first().is_some_and(|&(at, _)| at <= now.millis()))
-            .map(|(li, _)| li)
-            .collect();
-        let mut ended = Vec::new();
-        let mut ops = Vec::new();
-        let mut budget = REAP_CHUNK;
-        for li in due {
-            if budget == 0 {
+            if at > now.millis() {
                 break;
             }
-            let (mut e, mut o) = self.reap_license_upto(li, now, budget);
-            budget = budget.saturating_sub(e.len());
-            ended.append(&mut e);
-            ops.append(&mut o);
+            if let Some(lic) = self.licenses.get_mut(li) {
+                lic.expiry.pop_first();
+            }
+            // Under a floor already: ending, the drain writes it.
+            if self.ending_of(slot).is_some() {
+                continue;
+            }
+            let Some(clock) = self.clock(slot) else {
+                continue;
+            };
+            let reason = clock.expiry_reason();
+            self.mark_expired(slot, reason, now);
+            counts.add(reason, 1);
+            decided += 1;
         }
-        if !ops.is_empty() {
+        decided
+    }
+
+    /// One chunk of the reaper's pass: every license whose end has passed while sessions
+    /// held its seats ends them all (one floor each), and at most `REAP_CHUNK` expired
+    /// sessions (the due licenses in order, each one's earliest first) are decided ended; the
+    /// drain writes them. Answers how many, per reason, and whether the chunk was used up
+    /// (then more may be due: the reaper lets go of the lock between chunks, so that heartbeats
+    /// and opens are not held up by a mass expiry).
+    pub(in crate::sqlite) fn reap_chunk(&mut self, now: Timestamp, counts: &mut EndCounts) -> bool {
+        let mut ops = Vec::new();
+        let mut budget = REAP_CHUNK;
+        for li in 0..self.licenses.len() {
+            let Some(lic) = self.licenses.get(li) else {
+                break;
+            };
+            let live = lic.live;
+            if let Ok(Some(op)) = self.end_at_license_end(li, now) {
+                counts.add(EndReason::LicenseExpired, u64::from(live));
+                ops.push(op);
+            }
+            if budget > 0 {
+                budget -= self.reap_license_upto(li, now, budget, counts);
+            }
+        }
+        if ops.is_empty() {
+            self.serve_queues();
+        } else {
             self.send_unacked(ops);
         }
-        (ended, budget == 0)
+        budget == 0
     }
 
     /// The end of the reaper's pass: expired access tokens are dropped the same way as

@@ -1,7 +1,9 @@
 //! The live sessions' indexes beyond the slab's own id index: each license's `by_instance`
 //! (the latest session of a client instance), `expiry` (`(expires_at, slot)`) and counts, kept
-//! in step as sessions are inserted, removed and re-timed.
+//! in step as sessions are inserted, removed and re-timed. An ending session (see `ending`)
+//! stays in the indexes until the drain takes it, but is never found through them as live.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use leasehold_core::session::SessionClock;
@@ -25,17 +27,18 @@ impl Mem {
         let user = self.names.get(username)?;
         let hash = self.instance_hash(user, device_id, instance_id);
         let slab = &self.slab;
-        self.licenses
-            .get(li)?
-            .by_instance
+        let lic = self.licenses.get(li)?;
+        lic.by_instance
             .find(hash, |&s| {
                 slab.get(s)
                     .is_some_and(|r| r.instance_key() == (user, device_id, instance_id))
             })
             .copied()
+            .filter(|&s| slab.get(s).is_some_and(|r| lic.ending_of(r).is_none()))
     }
 
-    /// Slots of the license's live sessions (one per client instance) matching `pred`.
+    /// Slots of the license's live sessions (one per client instance) matching `pred`; ending
+    /// ones are not live.
     pub(in crate::sqlite) fn license_slots(
         &self,
         li: usize,
@@ -47,7 +50,11 @@ impl Mem {
         lic.by_instance
             .iter()
             .copied()
-            .filter(|&s| self.slab.get(s).is_some_and(&pred))
+            .filter(|&s| {
+                self.slab
+                    .get(s)
+                    .is_some_and(|r| lic.ending_of(r).is_none() && pred(r))
+            })
             .collect()
     }
 
@@ -78,10 +85,18 @@ impl Mem {
         let (user, expires_at, overdraft) = (live.user, live.expires_at, live.overdraft);
         let slot = slab.insert(live);
         let slab = &*slab;
-        lic.live += 1;
-        lic.overdraft_live += u32::from(overdraft);
-        *lic.per_user.entry(user).or_default() += 1;
         let new = slab.get(slot);
+        // Read back from the disk under a floor (see `ending`): it ends, it holds no seat.
+        if new.is_some_and(|r| lic.ending_of(r).is_some()) {
+            lic.ending += 1;
+        } else {
+            lic.live += 1;
+            lic.overdraft_live += u32::from(overdraft);
+            *lic.per_user.entry(user).or_default() += 1;
+            if overdraft {
+                *lic.per_user_overdraft.entry(user).or_default() += 1;
+            }
+        }
         let same = |s: &u32| match (slab.get(*s), new) {
             (Some(r), Some(new)) => r.instance_key() == new.instance_key(),
             _ => false,
@@ -110,23 +125,27 @@ impl Mem {
             keys,
             ..
         } = self;
-        let license = slab.get(slot).filter(|r| !r.is_vacant())?.license;
-        let lic = licenses.get_mut(license as usize)?;
+        let record = slab.get(slot).filter(|r| !r.is_vacant())?;
+        let lic = licenses.get_mut(record.license as usize)?;
+        // An ending session was counted out when its end was decided.
+        let ending = lic.ending_of(record).is_some();
         let r = slab.take(slot)?;
         let hash = keys.hash_one(r.instance_key());
-        lic.live = lic.live.saturating_sub(1);
-        lic.overdraft_live = lic.overdraft_live.saturating_sub(u32::from(r.overdraft));
-        if let Some(n) = lic.per_user.get_mut(&r.user) {
-            *n -= 1;
-            if *n == 0 {
-                lic.per_user.remove(&r.user);
+        if ending {
+            lic.ending = lic.ending.saturating_sub(1);
+        } else {
+            lic.live = lic.live.saturating_sub(1);
+            lic.overdraft_live = lic.overdraft_live.saturating_sub(u32::from(r.overdraft));
+            decrement(&mut lic.per_user, r.user);
+            if r.overdraft {
+                decrement(&mut lic.per_user_overdraft, r.user);
             }
+            lic.low_water = lic.low_water.min(lic.live);
         }
         if let Ok(entry) = lic.by_instance.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
         lic.expiry.remove(&(r.expires_at, slot));
-        lic.low_water = lic.low_water.min(lic.live);
         Some(r)
     }
 
@@ -141,6 +160,16 @@ impl Mem {
                 lic.expiry.remove(&(before, slot));
                 lic.expiry.insert((after, slot));
             }
+        }
+    }
+}
+
+/// One fewer for `user` in a per-user count (gone at 0).
+pub(super) fn decrement(counts: &mut HashMap<u32, u32>, user: u32) {
+    if let Some(n) = counts.get_mut(&user) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&user);
         }
     }
 }

@@ -1,6 +1,6 @@
-//! A license in memory (`LicenseState`): its terms, its live-session counts and indexes, its
-//! registrations and its queue; the counts the seat rule reads from it (`SeatCounts`), its
-//! usage, and a change of its terms.
+//! A license in memory (`LicenseState`): its terms, its live-session counts and indexes, the
+//! mass ends decided on it (`ending`), its registrations and its queue; the counts the seat
+//! rule reads from it (`SeatCounts`), its usage, and a change of its terms.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use leasehold_core::{LicenseTerms, Timestamp};
 use leasehold_proto::LicenseModel;
 
 use super::admit::Waiting;
+use super::ending::Floor;
 use super::Mem;
 use crate::admission::{self, SeatCounts};
 use crate::records::*;
@@ -23,9 +24,20 @@ pub(in crate::sqlite) struct LicenseState {
     pub(in crate::sqlite) license: License,
     pub(super) id: Arc<str>,
     pub(super) account_id: Arc<str>,
+    /// Sessions holding a seat: live, their end not decided (ending ones are counted out).
     pub(in crate::sqlite) live: u32,
-    /// Live sessions per user (`Names` index).
+    /// Those per user (`Names` index).
     pub(super) per_user: HashMap<u32, u32>,
+    /// Those in overdraft, per user (only users holding some).
+    pub(super) per_user_overdraft: HashMap<u32, u32>,
+    /// Sessions still in the slab whose end is decided, not yet on disk (see `ending`).
+    pub(in crate::sqlite) ending: u32,
+    /// Ends the drain has taken out of the slab and the writer has not committed yet.
+    pub(in crate::sqlite) writing: u32,
+    /// Mass ends of every session of the license opened before a point, by `below`.
+    pub(in crate::sqlite) floors: Vec<Floor>,
+    /// Mass ends of every session of one user (deactivated) opened before a point, by `below`.
+    pub(in crate::sqlite) user_floors: HashMap<u32, Vec<Floor>>,
     /// The latest live session of each client instance (user, device, instance), as slots.
     pub(super) by_instance: HashTable<u32>,
     /// Live sessions by expiry: `(expires_at, slot)`.
@@ -51,6 +63,11 @@ impl LicenseState {
             license,
             live: 0,
             per_user: HashMap::new(),
+            per_user_overdraft: HashMap::new(),
+            ending: 0,
+            writing: 0,
+            floors: Vec::new(),
+            user_floors: HashMap::new(),
             by_instance: HashTable::new(),
             expiry: BTreeSet::new(),
             high_water: 0,
@@ -77,11 +94,13 @@ impl LicenseState {
         LicenseSeats { lic: self, names }
     }
 
-    /// The license's usage since `since` (when memory was loaded).
+    /// The license's usage since `since` (when memory was loaded): ending sessions are not in
+    /// use (their seats are free), they are `ending` until their ends are on disk.
     pub(in crate::sqlite) fn usage(&self, since: Timestamp) -> UsageStats {
         UsageStats {
             seats: self.license.terms.seats,
             in_use: self.live,
+            ending: self.ending + self.writing,
             high_water: self.high_water,
             low_water: self.low_water,
             denials: self.denials,
@@ -93,9 +112,11 @@ impl LicenseState {
 }
 
 impl Mem {
-    /// New terms for a license. When its end changed, its live sessions end with it: their
-    /// expiry is brought forward if needed (on disk one statement does the same for all of
-    /// them, `CapLicenseEnd`). More seats (or a lifted suspension) may serve the queue.
+    /// New terms for a license. Its end caps its sessions' expiries when they are read
+    /// (`Mem::clock`), so a new end costs no work per session. An end that has passed (before
+    /// or with this change) ends every session of the license first, as one durable decision
+    /// (see `ending`): a later end does not bring back sessions already reported ended. More
+    /// seats (or a lifted suspension) may serve the queue.
     pub(in crate::sqlite) fn update_license(
         &mut self,
         license: License,
@@ -104,25 +125,20 @@ impl Mem {
         let Some(li) = self.license_at(&license.id) else {
             return Err(StoreError::NotFound("license"));
         };
+        let mut ops = Vec::new();
+        // The old end, if it has passed: its sessions ended with it, whatever the new terms.
+        if let Some(op) = self.end_at_license_end(li, now)? {
+            ops.push(op);
+        }
         let state = self.lic_at_mut(li)?;
-        let end_changed = state.license.terms.expires_at != license.terms.expires_at;
         state.license = license.clone();
-        let mut ops = vec![
-            WriteOp::Audit(Box::new(admission::license_updated(&license, now))),
-            WriteOp::License(Box::new(license.clone())),
-        ];
-        if end_changed {
-            for slot in self.license_slots(li, |_| true) {
-                let Some(mut clock) = self.slab.clock(slot) else {
-                    continue;
-                };
-                clock.cap_at_license_end(license.terms.expires_at);
-                self.set_clock(slot, &clock);
-            }
-            ops.push(WriteOp::CapLicenseEnd {
-                license_id: license.id.clone(),
-                end: license.terms.expires_at,
-            });
+        ops.push(WriteOp::Audit(Box::new(admission::license_updated(
+            &license, now,
+        ))));
+        ops.push(WriteOp::License(Box::new(license)));
+        // The new end, if it is already past.
+        if let Some(op) = self.end_at_license_end(li, now)? {
+            ops.push(op);
         }
         self.to_serve.push(li as u32);
         self.last_now = now;

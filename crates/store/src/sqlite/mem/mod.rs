@@ -15,13 +15,16 @@
 //! `expiry` (`(expires_at, slot)`, see `index`). A `Session` is built when one is answered. Session ids are the UUIDs the server
 //! writes (lowercase, hyphenated, see `parse_sid`); the store refuses to open others.
 //!
-//! Ended sessions keep only their account, user and reason in memory (`Ended`), for the
-//! `session_ended` answers of the following minutes, and at most `ENDED_MAX` of them: older
-//! ones are read from the database.
+//! A session whose end is decided but not yet on disk stays in the slab, *ending*: counted out
+//! of its license and answered as ended (see `ending`, which also tells how a million sessions
+//! end at once in O(1) and reach the disk in the background). Ended sessions keep only their
+//! account, user and reason in memory (`Ended`), for the `session_ended` answers of the
+//! following minutes, and at most `ENDED_MAX` of them: older ones are read from the database.
 
 mod admit;
 mod clock;
 mod end;
+mod ending;
 mod index;
 mod license;
 mod models;
@@ -45,6 +48,7 @@ use crate::{StoreError, StoreResult};
 pub(super) use admit::AdmitStep;
 use end::Ended;
 pub(super) use end::EndedSession;
+pub(super) use ending::Floor;
 use license::LicenseState;
 
 /// Everything the SQLite backend knows, behind the store's lock.
@@ -78,6 +82,16 @@ pub(super) struct Mem {
     /// Why writes are refused: the disk refused one, and memory is being (or was) rebuilt from
     /// it (see `recover`).
     broken: Option<String>,
+    /// The `seq` of the next session opened (see `ending`).
+    pub(super) next_seq: u64,
+    /// Mass ends decided so far (orders `Floor`s).
+    decided: u64,
+    /// Where the drain's walk over the slab goes on, and how many slots it has looked at since
+    /// it last found an ending session.
+    drain_cursor: u32,
+    drain_idle: u32,
+    /// The writer was told that decided ends wait, and has not found them all written yet.
+    drain_woken: bool,
 }
 
 /// A session found by id in memory.
@@ -109,6 +123,11 @@ impl Mem {
             last_now: now,
             next_ticket: 0,
             broken: None,
+            next_seq: 1,
+            decided: 0,
+            drain_cursor: 0,
+            drain_idle: 0,
+            drain_woken: false,
         }
     }
 
@@ -143,16 +162,30 @@ impl Mem {
             .ok_or(StoreError::NotFound("license"))
     }
 
-    /// A session in memory: live (its slot) or recently ended.
+    /// A session in memory: live (its slot), or ended (recently, or its end decided and on
+    /// its way to the disk).
     pub(super) fn lookup(&self, session_id: &str) -> Option<Found> {
         let id = parse_sid(session_id)?;
         if let Some(slot) = self.slab.find(id) {
-            return Some(Found::Live(slot));
+            return Some(match self.ending_of(slot) {
+                Some((reason, _)) => Found::Ended(reason),
+                None => Found::Live(slot),
+            });
         }
         self.ended.get(&id).map(|e| Found::Ended(e.reason))
     }
 
-    /// The `Session` record of a live slot.
+    /// The timing of the session in a slot: its own, capped by its license's end (which caps
+    /// every session of the license from the moment it is set, with no work per session).
+    pub(super) fn clock(&self, slot: u32) -> Option<SessionClock> {
+        let r = self.slab.get(slot)?;
+        let mut clock = r.own_clock();
+        let lic = self.licenses.get(r.license as usize)?;
+        clock.cap_at_license_end(lic.license.terms.expires_at);
+        Some(clock)
+    }
+
+    /// The `Session` record of a slot.
     pub(super) fn session(&self, slot: u32) -> Option<Session> {
         let r = self.slab.get(slot)?;
         let lic = self.licenses.get(r.license as usize)?;
@@ -164,7 +197,7 @@ impl Mem {
             kind: r.kind,
             device_id: r.device().to_owned(),
             instance_id: r.instance().to_owned(),
-            clock: r.clock(),
+            clock: self.clock(slot)?,
             heartbeat_interval_secs: lic.license.terms.heartbeat_interval_secs(),
             overdraft: r.overdraft,
         })
@@ -184,7 +217,7 @@ impl Mem {
     pub(super) fn send(&mut self, ops: Vec<WriteOp>) -> Ack {
         let (ack, rx) = oneshot::channel();
         // A send error means the writer thread died; the dropped ack reports it.
-        let _ = self.writer.send(Job {
+        let _ = self.writer.send(Job::Write {
             ops,
             ack: Some(ack),
         });
@@ -202,10 +235,7 @@ impl Mem {
         };
         if first {
             // Starts the writer's `TOUCH_DELAY` clock; further heartbeats join the same write.
-            let _ = self.writer.send(Job {
-                ops: Vec::new(),
-                ack: None,
-            });
+            let _ = self.writer.send(Job::Touch);
         }
         self.serve_queues();
     }
@@ -213,7 +243,7 @@ impl Mem {
     /// Queues writes nobody waits for.
     pub(super) fn send_unacked(&mut self, ops: Vec<WriteOp>) {
         if !ops.is_empty() {
-            let _ = self.writer.send(Job { ops, ack: None });
+            let _ = self.writer.send(Job::Write { ops, ack: None });
         }
         self.serve_queues();
     }

@@ -1,6 +1,7 @@
 //! The licensing models' registrations, decided under the lock against their limits:
-//! `registered_users` activations (a deactivation ends the user's live sessions) and
-//! `node_locked` device activations (a deactivation ends the device's live sessions).
+//! `registered_users` activations (a deactivation ends the user's live sessions, as one mass
+//! end: see `ending`) and `node_locked` device activations (a deactivation ends the device's
+//! live sessions, written with it).
 
 use leasehold_core::seats::{decide_device_activation, decide_user_activation};
 use leasehold_core::Timestamp;
@@ -47,10 +48,18 @@ impl Mem {
         }
         lic.users.insert(username.to_owned(), user.clone());
         let mut ops = vec![WriteOp::LicenseUser(user.clone())];
-        let mut ended = Vec::new();
-        if let (false, Some(user)) = (active, self.names.get(username)) {
-            let slots = self.license_slots(li, |r| r.user == user);
-            ended = self.end_slots(slots, EndReason::UserDeactivated, now, &mut ops);
+        let mut ended = 0;
+        if let (false, Some(u)) = (active, self.names.get(username)) {
+            // One decision for all the user's sessions on the license (see `ending`).
+            let (n, floor) = self.end_user(li, u, EndReason::UserDeactivated, now)?;
+            ended = n;
+            if let Some(floor) = floor {
+                ops.push(WriteOp::LicenseUserFloor {
+                    license_id: self.lic_at(li)?.id.clone(),
+                    username: username.to_owned(),
+                    floor,
+                });
+            }
         }
         Ok((
             self.send(ops),

@@ -44,6 +44,8 @@ impl Mem {
         fresh.started = self.started;
         fresh.last_now = self.last_now;
         fresh.next_ticket = self.next_ticket;
+        fresh.next_seq = fresh.next_seq.max(self.next_seq);
+        fresh.decided = fresh.decided.max(self.decided);
         for old in &mut self.licenses {
             if let Some(new) = fresh.lic_mut(&old.license.id) {
                 new.queue = std::mem::take(&mut old.queue);
@@ -70,7 +72,7 @@ impl Mem {
 
     /// A heartbeat answered before the reload: its timing, over the one the disk had.
     fn restore_touch(&mut self, slot: u32, [expires_at, hard_end, license_end]: [i64; 3]) {
-        let Some(on_disk) = self.slab.clock(slot) else {
+        let Some(on_disk) = self.clock(slot) else {
             return;
         };
         let clock = SessionClock {
@@ -79,6 +81,9 @@ impl Mem {
             hard_end: unpack_time(hard_end),
             license_end: unpack_time(license_end),
         };
+        if self.ending_of(slot).is_some() {
+            return;
+        }
         self.set_clock(slot, &clock);
     }
 }
