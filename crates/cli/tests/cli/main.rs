@@ -6,6 +6,8 @@
 
 mod admin;
 mod bench_smoke;
+mod c_abi;
+mod c_programs;
 mod crash;
 mod kit;
 mod logs;

@@ -82,7 +82,7 @@ pub fn with_port(url: &str, port: u16) -> (String, String) {
 }
 
 /// A database created for one test, dropped by `drop_db` (or left for CI's cleanup when the
-/// test fails: names start with `lh_test_`).
+/// test fails: see `test_database_name`).
 pub struct TestDb {
     pub url: String,
     pub name: String,
@@ -92,10 +92,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create(test: &str) -> Option<TestDb> {
         let admin = base_url(test)?;
-        let name = format!(
-            "lh_test_{:016x}",
-            RandomState::new().build_hasher().finish()
-        );
+        let name = test_database_name(&admin);
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .expect("LEASEHOLD_TEST_DATABASE_URL must accept connections");
@@ -438,4 +435,21 @@ impl Drop for Proxy {
         self.cut();
         self.task.abort();
     }
+}
+
+/// A fresh name for a test's own database: the base database's name (the one
+/// `LEASEHOLD_TEST_DATABASE_URL` points at) + `_t_` + random hex, so that a CI run drops only
+/// the databases of its own tests, never those of another run on the same server.
+fn test_database_name(base_url: &str) -> String {
+    let path = base_url.split_once('?').map_or(base_url, |(b, _)| b);
+    let after_host = path.find("://").map_or(path, |i| &path[i + 3..]);
+    let base = after_host
+        .split_once('/')
+        .map(|(_, db)| db)
+        .filter(|db| !db.is_empty())
+        .unwrap_or("leasehold");
+    format!(
+        "{base}_t_{:016x}",
+        RandomState::new().build_hasher().finish()
+    )
 }

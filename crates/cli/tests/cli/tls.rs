@@ -10,21 +10,21 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use crate::kit::{license, run, Kit, ROOT};
 use crate::support::{ServerProcess, BIN};
 
-/// A CA made for the test.
-struct TestCa {
+/// A CA made for the test (also used by the C ABI tests).
+pub(crate) struct TestCa {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 /// A server certificate for 127.0.0.1: its PEM pair and DER.
-struct Leaf {
+pub(crate) struct Leaf {
     cert_pem: String,
     key_pem: String,
     der: Vec<u8>,
 }
 
 impl TestCa {
-    fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -35,7 +35,7 @@ impl TestCa {
         TestCa { cert, key }
     }
 
-    fn leaf(&self) -> Leaf {
+    pub(crate) fn leaf(&self) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
             .unwrap()
@@ -59,13 +59,13 @@ impl TestCa {
 }
 
 /// The files of a TLS server: CA, certificate and key.
-struct Files {
-    ca: PathBuf,
+pub(crate) struct Files {
+    pub(crate) ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
 
-fn write_files(dir: &Path, ca: &TestCa, leaf: &Leaf) -> Files {
+pub(crate) fn write_files(dir: &Path, ca: &TestCa, leaf: &Leaf) -> Files {
     let files = Files {
         ca: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
@@ -77,7 +77,7 @@ fn write_files(dir: &Path, ca: &TestCa, leaf: &Leaf) -> Files {
     files
 }
 
-fn start_tls(data: &Path, files: &Files, log: &str) -> ServerProcess {
+pub(crate) fn start_tls(data: &Path, files: &Files, log: &str) -> ServerProcess {
     ServerProcess::start_with(
         data,
         &[("LEASEHOLD_ADMIN_TOKEN", ROOT), ("LEASEHOLD_LOG", log)],

@@ -22,10 +22,7 @@ pub async fn database_url_for(data_dir: &Path) -> Option<String> {
     }
     let base = std::env::var("LEASEHOLD_TEST_DATABASE_URL")
         .expect("LEASEHOLD_TEST_STORE=postgres needs LEASEHOLD_TEST_DATABASE_URL");
-    let name = format!(
-        "lh_test_{:016x}",
-        RandomState::new().build_hasher().finish()
-    );
+    let name = test_database_name(&base);
     let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
     sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
@@ -54,4 +51,21 @@ fn with_database(url: &str, name: &str) -> String {
         out.push_str(q);
     }
     out
+}
+
+/// A fresh name for a test's own database: the base database's name (the one
+/// `LEASEHOLD_TEST_DATABASE_URL` points at) + `_t_` + random hex, so that a CI run drops only
+/// the databases of its own tests, never those of another run on the same server.
+fn test_database_name(base_url: &str) -> String {
+    let path = base_url.split_once('?').map_or(base_url, |(b, _)| b);
+    let after_host = path.find("://").map_or(path, |i| &path[i + 3..]);
+    let base = after_host
+        .split_once('/')
+        .map(|(_, db)| db)
+        .filter(|db| !db.is_empty())
+        .unwrap_or("leasehold");
+    format!(
+        "{base}_t_{:016x}",
+        RandomState::new().build_hasher().finish()
+    )
 }
