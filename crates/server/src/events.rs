@@ -282,7 +282,7 @@ impl SessionStream {
         if unchanged {
             return;
         }
-        self.queue_sent = (!key.is_empty()).then(|| (key, length));
+        self.queue_sent = (!key.is_empty()).then_some((key, length));
         let list = proto::QueueList {
             waiting: own
                 .into_iter()
