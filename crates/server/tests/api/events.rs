@@ -20,14 +20,28 @@ struct Stream {
 
 impl Stream {
     async fn open(app: &TestApp, token: &str, session: &str) -> Stream {
-        let response = app
-            .http
-            .get(format!("{}/v1/sessions/{session}/events", app.url))
+        Stream::try_open(&app.http, &app.url, token, session)
+            .await
+            .unwrap()
+    }
+
+    /// The stream, or the refusal (status and body).
+    async fn try_open(
+        http: &reqwest::Client,
+        url: &str,
+        token: &str,
+        session: &str,
+    ) -> Result<Stream, (StatusCode, Value)> {
+        let response = http
+            .get(format!("{url}/v1/sessions/{session}/events"))
             .bearer_auth(token)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            return Err((status, response.json().await.unwrap()));
+        }
         assert_eq!(
             response.headers()["content-type"].to_str().unwrap(),
             "text/event-stream"
@@ -40,7 +54,7 @@ impl Stream {
         let (name, data) = stream.next().await.unwrap();
         assert_eq!(name, "open", "{data}");
         assert_eq!(data["session_id"], session);
-        stream
+        Ok(stream)
     }
 
     /// The next event (name, data), or `None` once the server ended the stream; fails the
@@ -468,4 +482,116 @@ async fn the_owner_hears_its_waiting_requests_move_in_the_queue() {
         .expect_end("ended", "logout", Duration::from_secs(2))
         .await;
     assert_eq!(carol_waits.await.unwrap(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_racing_logouts_and_a_revoke_of_all_each_end_once_as_the_store_says() {
+    // Arrange: 40 users, a session each.
+    let app = std::sync::Arc::new(spawn_app().await);
+    let f = app.fixture(40, &[], json!({})).await;
+    let mut sessions = Vec::new();
+    for i in 0..40 {
+        let token = app
+            .user_token(&f.account_id, &f.admin, &format!("u{i}"))
+            .await;
+        let id = session_of(&app, &token, &f.license_id, "cad").await;
+        sessions.push((token, id));
+    }
+
+    // Act: every owner holds a stream; then, all at once, each owner opens a second stream
+    // while the even ones log out and an admin revokes every session of the license.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(41));
+    let mut watchers = tokio::task::JoinSet::new();
+    for (i, (token, id)) in sessions.iter().cloned().enumerate() {
+        let (http, url, barrier) = (app.http.clone(), app.url.clone(), barrier.clone());
+        watchers.spawn(async move {
+            let first = Stream::try_open(&http, &url, &token, &id).await;
+            barrier.wait().await;
+            let second = Stream::try_open(&http, &url, &token, &id).await;
+            let mut outcomes = Vec::new();
+            for opened in [first, second] {
+                outcomes.push(match opened {
+                    Err((status, body)) => {
+                        assert_eq!(status, StatusCode::GONE, "{body}");
+                        let reason = body["error"]["reason"].as_str().unwrap().to_owned();
+                        ("refused".to_owned(), reason)
+                    }
+                    Ok(mut stream) => {
+                        let (name, data) = loop {
+                            let (name, data) = stream
+                                .next_within(Duration::from_secs(5))
+                                .await
+                                .expect("the stream ended without a final event");
+                            if name != "license_changed" && name != "queue" {
+                                break (name, data);
+                            }
+                        };
+                        assert!(
+                            stream.next().await.is_none(),
+                            "one final event, then the end"
+                        );
+                        (name, data["reason"].as_str().unwrap().to_owned())
+                    }
+                });
+            }
+            (i, outcomes)
+        });
+    }
+    barrier.wait().await;
+    let mut enders = tokio::task::JoinSet::new();
+    for (token, id) in sessions.iter().cloned().step_by(2) {
+        let app = app.clone();
+        enders.spawn(async move {
+            app.call(
+                Method::DELETE,
+                &format!("/v1/sessions/{id}"),
+                Some(&token),
+                None,
+            )
+            .await
+            .status
+        });
+    }
+    let revoke_all = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/licenses/{}/sessions", f.license_id),
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(revoke_all.status, StatusCode::OK, "{:?}", revoke_all.body);
+    while let Some(status) = enders.join_next().await {
+        // A logout that lost the race to the revoke finds the session ended.
+        let status = status.unwrap();
+        assert!(
+            status == StatusCode::NO_CONTENT || status == StatusCode::GONE,
+            "{status}"
+        );
+    }
+
+    // Assert: each stream ended once, with the reason the store gives for its session.
+    let (mut ended, mut streamed) = (0, 0);
+    while let Some(joined) = watchers.join_next().await {
+        let (i, outcomes) = joined.unwrap();
+        let (token, id) = &sessions[i];
+        let beat = app.heartbeat(token, id).await;
+        assert_eq!(beat.status, StatusCode::GONE);
+        for (how, reason) in outcomes {
+            assert_eq!(
+                beat.body["error"]["reason"].as_str().unwrap(),
+                reason,
+                "session {i}"
+            );
+            match (how.as_str(), reason.as_str()) {
+                ("revoked", "revoked") | ("ended", "logout") => streamed += 1,
+                ("refused", _) => {}
+                other => panic!("session {i}: {other:?}"),
+            }
+        }
+        ended += 1;
+    }
+    assert_eq!(ended, 40);
+    assert!(streamed >= 40, "every first stream saw its end: {streamed}");
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 0);
 }
