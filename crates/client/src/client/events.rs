@@ -40,8 +40,22 @@ impl Client {
     /// not an event stream (a proxy that does not pass streams through, say). Not retried:
     /// the caller decides when to try again.
     pub async fn session_events(&self, session_id: &str) -> Result<SessionEvents> {
-        let request = self.request(Method::GET, &["v1", "sessions", session_id, "events"])?;
         let token = self.access_token(None).await?;
+        match self.open_events(session_id, token.as_deref()).await {
+            // A service user's access token refused: one new token, one more try (as every
+            // other call does).
+            Err(ClientError::Api { status: 401, .. })
+                if matches!(self.inner.auth, super::auth::Auth::ClientCredentials(_)) =>
+            {
+                let token = self.access_token(token.as_deref()).await?;
+                self.open_events(session_id, token.as_deref()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open_events(&self, session_id: &str, token: Option<&str>) -> Result<SessionEvents> {
+        let request = self.request(Method::GET, &["v1", "sessions", session_id, "events"])?;
         // No total timeout: the answer lasts as long as the session. Only the connect is
         // bounded (the client's connect timeout); the caller bounds the gaps between reads.
         let mut builder = self
@@ -49,7 +63,7 @@ impl Client {
             .http
             .request(request.method.clone(), request.url.clone())
             .header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(token) = token.as_deref() {
+        if let Some(token) = token {
             builder = builder.bearer_auth(token);
         }
         let response = tokio::time::timeout(self.inner.timeout, builder.send())

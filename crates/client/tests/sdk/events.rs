@@ -336,3 +336,39 @@ async fn behind_a_proxy_that_refuses_streams_heartbeats_keep_the_seat_and_detect
         );
     }
 }
+
+#[tokio::test]
+async fn a_service_users_seat_hears_its_revoke_through_client_credentials() {
+    let server = Server::start().await;
+    let t = tenant(&server.url(), license(1)).await;
+    let user = t
+        .admin
+        .put_user(
+            &t.account_id,
+            "erp",
+            &PutUser {
+                kind: UserKind::Service,
+                active: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (client_id, secret) = (user.client_id.unwrap(), user.client_secret.unwrap());
+    let service = Client::with_client_credentials(&server.url(), &client_id, &secret).unwrap();
+    let guard = service
+        .checkout(&t.license_id, "erp-host", "worker-1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    t.admin.close_session(guard.session_id()).await.unwrap();
+
+    let (status, took) = final_status(&guard, Duration::from_secs(5)).await;
+    assert_eq!(
+        status,
+        LeaseStatus::Lost {
+            reason: LostReason::Ended(EndReason::Revoked)
+        }
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
