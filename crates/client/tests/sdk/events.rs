@@ -22,33 +22,47 @@ const ROOT: &str = "root-token-for-sdk-tests-0123456789";
 
 struct Server {
     running: Option<RunningServer>,
-    _dir: tempfile::TempDir,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+async fn launch(dir: &std::path::Path, listen: std::net::SocketAddr) -> RunningServer {
+    let mut config = Config::new_for_test(dir);
+    config.admin_token = Some(ROOT.into());
+    config.listen = listen;
+    // A restarted server's old listener may take a moment to let go of the port.
+    for _ in 0..50 {
+        let clock = Arc::new(leasehold_server::SystemClock::new());
+        match Application::build(config.clone(), clock).await {
+            Ok(app) => return app.spawn(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("the server did not start");
 }
 
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new_for_test(dir.path());
-        config.admin_token = Some(ROOT.into());
-        let app = Application::build(config, Arc::new(leasehold_server::SystemClock::new()))
-            .await
-            .unwrap();
+        let running = launch(dir.path(), ([127, 0, 0, 1], 0).into()).await;
         Server {
-            running: Some(app.spawn()),
-            _dir: dir,
+            url: running.url(),
+            running: Some(running),
+            dir,
         }
     }
 
     fn url(&self) -> String {
-        self.running.as_ref().unwrap().url()
+        self.url.clone()
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            drop(running);
-        }
+    /// Stops the server (its streams end without a final event) and starts it again on the
+    /// same data folder and address.
+    async fn restart(&mut self) {
+        let running = self.running.take().unwrap();
+        let addr = running.addr;
+        running.stop().await.unwrap();
+        self.running = Some(launch(self.dir.path(), addr).await);
     }
 }
 
@@ -363,6 +377,36 @@ async fn a_service_users_seat_hears_its_revoke_through_client_credentials() {
 
     t.admin.close_session(guard.session_id()).await.unwrap();
 
+    let (status, took) = final_status(&guard, Duration::from_secs(5)).await;
+    assert_eq!(
+        status,
+        LeaseStatus::Lost {
+            reason: LostReason::Ended(EndReason::Revoked)
+        }
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_a_server_restart_is_opened_again() {
+    // Arrange: a seat whose stream is open.
+    let mut server = Server::start().await;
+    let t = tenant(&server.url(), license(1)).await;
+    let bob = Client::with_token(&server.url(), t.token("bob").await).unwrap();
+    let guard = bob
+        .checkout(&t.license_id, "laptop", "cad-1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act: the server restarts (the session survives it; the stream does not), then, once
+    // the guard had time to open its stream again, an admin revokes the session.
+    server.restart().await;
+    assert!(guard.is_active());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    t.admin.close_session(guard.session_id()).await.unwrap();
+
+    // Assert: heard on the new stream, within 2 s (the next heartbeat is a minute away).
     let (status, took) = final_status(&guard, Duration::from_secs(5)).await;
     assert_eq!(
         status,
