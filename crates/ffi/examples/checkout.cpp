@@ -17,6 +17,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <string>
 
 namespace {
@@ -24,6 +25,14 @@ namespace {
 std::string env_or(const char *name, const std::string &fallback) {
   const char *value = std::getenv(name);
   return value != nullptr && value[0] != '\0' ? value : fallback;
+}
+
+// The seat's callback runs on the library's thread: each line is written whole, so that its
+// output and the main thread's never interleave.
+void say(const std::string &line) {
+  static std::mutex out;
+  std::lock_guard<std::mutex> lock(out);
+  std::cout << line + "\n" << std::flush;
 }
 
 int exit_code(const leasehold::Error &error) {
@@ -79,9 +88,9 @@ int main(int argc, char **argv) {
 
     seat.on_change([&told](leasehold::SeatState state, const std::string &reason) {
       if (state == leasehold::SeatState::Lost) {
-        std::cout << "callback (cpp-example): seat lost: " << reason << "\n";
+        say("callback (cpp-example): seat lost: " + reason);
       } else {
-        std::cout << "callback (cpp-example): seat released\n";
+        say("callback (cpp-example): seat released");
       }
       told = true;
     });
@@ -92,16 +101,16 @@ int main(int argc, char **argv) {
       seat.wait(std::chrono::milliseconds(100));  // ... one slice of licensed work ...
     }
     if (seat.state() == leasehold::SeatState::Lost) {
-      std::cout << "seat lost: " << seat.lost_reason() << " (end reason: "
-                << (seat.end_reason().empty() ? "none" : seat.end_reason()) << ")\n";
+      say("seat lost: " + seat.lost_reason() + " (end reason: " +
+          (seat.end_reason().empty() ? "none" : seat.end_reason()) + ")");
       // The callback runs on the library's thread, a moment later; destroying the seat
       // cancels one not yet delivered.
       for (int i = 0; i < 50 && !told; i++) usleep(10000);
       return 76;
     }
     seat.release();
-    std::cout << "seat returned: state "
-              << (seat.state() == leasehold::SeatState::Released ? "released" : "?") << "\n";
+    say(std::string("seat returned: state ") +
+        (seat.state() == leasehold::SeatState::Released ? "released" : "?"));
     // The callback runs on the library's thread: give it a moment to say "released".
     for (int i = 0; i < 50 && !told; i++) usleep(10000);
     return 0;
