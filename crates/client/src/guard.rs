@@ -105,6 +105,9 @@ pub struct CheckoutOptions {
     /// Wall clock used to turn `expires_at` into a deadline and to check lease expiry.
     /// Default: [`SystemClock`].
     pub clock: Option<Arc<dyn Clock>>,
+    /// Do not subscribe to the session's event stream: rely on heartbeats alone (a revoke is
+    /// then noticed at the next heartbeat instead of within a second or two).
+    pub without_events: bool,
 }
 
 impl CheckoutOptions {
@@ -142,18 +145,27 @@ impl CheckoutOptions {
         self.clock = Some(clock);
         self
     }
+
+    /// Relies on heartbeats alone, without the session's event stream.
+    pub fn without_events(mut self) -> Self {
+        self.without_events = true;
+        self
+    }
 }
 
-/// State shared by the guard and its heartbeat task.
-struct Shared {
-    /// The session, with `expires_at` and `lease` updated by each heartbeat.
-    session: Mutex<Session>,
-    status: watch::Sender<LeaseStatus>,
+/// State shared by the guard and its background tasks (heartbeats, events).
+pub(crate) struct Shared {
+    /// The session, with `expires_at` and `lease` updated by each heartbeat, and
+    /// `heartbeat_interval_secs` by the event stream's `license_changed`.
+    pub(crate) session: Mutex<Session>,
+    pub(crate) status: watch::Sender<LeaseStatus>,
+    /// Told when `heartbeat_interval_secs` changed, so that a shorter cadence applies at once.
+    pub(crate) cadence: tokio::sync::Notify,
 }
 
 impl Shared {
     /// Moves to a final status unless one was already reached.
-    fn finish(&self, status: LeaseStatus) {
+    pub(crate) fn finish(&self, status: LeaseStatus) {
         self.status.send_if_modified(|current| {
             if current.is_active() {
                 *current = status;
@@ -170,6 +182,7 @@ impl Shared {
 /// ```text
 ///   checkout ──► Active ──(heartbeat 200: new expires_at, maybe a new lease)──► Active
 ///                  │
+///                  ├──(event stream: revoked / ended with its reason)───────► Lost { Ended(reason) }
 ///                  ├──(410 session_ended: revoked, lifetime, inactivity...)──► Lost { Ended(reason) }
 ///                  ├──(no answer / 503 until expires_at has passed)───────────► Lost { Expired }
 ///                  ├──(other 4xx: token revoked, session unknown...)──────────► Lost { Rejected }
@@ -187,6 +200,13 @@ impl Shared {
 /// its expiry) and the status becomes [`LostReason::Expired`]. `Lost` and `Released` are
 /// final: the task stops.
 ///
+/// Besides, unless [`CheckoutOptions::without_events`], a second task holds the session's
+/// event stream (`GET /v1/sessions/{id}/events`): a revoke or another end reaches the guard
+/// within a second or two instead of at the next heartbeat, and a `license_changed` event
+/// brings the license's new heartbeat cadence. Heartbeats stay the truth: when the stream is
+/// refused (a proxy that blocks streaming, an older server) the guard goes on with heartbeats
+/// alone, silently; when it is cut, it is reopened with backoff.
+///
 /// Dropping the guard stops the heartbeats and returns the seat in the background when a tokio
 /// runtime is still running; [`LeaseGuard::release`] does it reliably and reports errors. If
 /// neither happens (the process crashes), the seat is reclaimed when the session expires.
@@ -196,6 +216,8 @@ pub struct LeaseGuard {
     session_id: String,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
+    /// The event stream's task (none without events).
+    events_task: Option<JoinHandle<()>>,
     /// Set once the seat was given back (or `release` tried to), so `Drop` does nothing.
     returned: bool,
 }
@@ -263,9 +285,7 @@ impl LeaseGuard {
     /// Stops the heartbeats and closes the session (`DELETE /v1/sessions/{id}`), freeing the
     /// seat. A session that had already ended (410, or 404) counts as released.
     pub async fn release(mut self) -> Result<()> {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.stop_tasks();
         self.returned = true;
         let outcome = match self.client.close_session(&self.session_id).await {
             Ok(()) => Ok(()),
@@ -277,11 +297,20 @@ impl LeaseGuard {
     }
 }
 
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+impl LeaseGuard {
+    fn stop_tasks(&mut self) {
+        for task in [self.task.take(), self.events_task.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.stop_tasks();
         if self.returned {
             return;
         }
@@ -386,22 +415,29 @@ impl Client {
             .heartbeat_interval
             .unwrap_or_else(|| Duration::from_secs(session.heartbeat_interval_secs.max(1)));
         let deadline = local_deadline(session.expires_at, clock.as_ref(), interval);
+        let fixed_interval = options.heartbeat_interval;
         let session_id = session.id.clone();
         let (status, _) = watch::channel(LeaseStatus::Active);
         let shared = Arc::new(Shared {
             session: Mutex::new(session),
             status,
+            cadence: tokio::sync::Notify::new(),
         });
         let heartbeater = Heartbeater {
             client: self.clone(),
             shared: shared.clone(),
             session_id: session_id.clone(),
-            interval,
+            fixed_interval,
             clock,
             verifier,
         };
         let span = tracing::debug_span!("lease_heartbeat", session_id = %session_id);
         let task = tokio::spawn(heartbeater.run(deadline).instrument(span));
+        let events_task = (!options.without_events).then(|| {
+            let listener = crate::events::Listener::new(self.clone(), shared.clone(), &session_id);
+            let span = tracing::debug_span!("lease_events", session_id = %session_id);
+            tokio::spawn(listener.run().instrument(span))
+        });
         tracing::debug!(session_id, license_id, "seat checked out");
 
         Ok(LeaseGuard {
@@ -409,6 +445,7 @@ impl Client {
             session_id,
             shared,
             task: Some(task),
+            events_task,
             returned: false,
         })
     }
@@ -471,19 +508,38 @@ struct Heartbeater {
     client: Client,
     shared: Arc<Shared>,
     session_id: String,
-    interval: Duration,
+    /// The interval of [`CheckoutOptions::heartbeat_interval`]; none: the license's, as last
+    /// heard (at checkout, or from the event stream).
+    fixed_interval: Option<Duration>,
     clock: Arc<dyn Clock>,
     verifier: Option<Arc<LeaseVerifier>>,
 }
 
 impl Heartbeater {
+    /// The heartbeat interval now.
+    fn interval(&self) -> Duration {
+        self.fixed_interval.unwrap_or_else(|| {
+            Duration::from_secs(lock(&self.shared.session).heartbeat_interval_secs.max(1))
+        })
+    }
+
     async fn run(self, mut deadline: Instant) {
         let mut failures: u32 = 0;
         let start = Instant::now();
-        let mut next = next_heartbeat(start, deadline, self.interval);
+        let mut next = next_heartbeat(start, deadline, self.interval());
         let mut renew_lease_at = lease_renewal(start, deadline);
+        // The event stream may end the seat first: then this task stops too.
+        let mut status = self.shared.status.subscribe();
         loop {
-            tokio::time::sleep_until(next).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                _ = status.wait_for(|s| !s.is_active()) => return,
+                () = self.shared.cadence.notified() => {
+                    // The license's cadence changed: a shorter one applies from now.
+                    next = next.min(Instant::now() + self.interval());
+                    continue;
+                }
+            }
             let renew_lease = Instant::now() >= renew_lease_at;
             // Past the deadline only a quick answer matters: the session is gone either way.
             let limit = deadline.max(Instant::now() + LAST_TRY_GRACE);
@@ -501,7 +557,7 @@ impl Heartbeater {
                     Ok((new_deadline, got_lease)) => {
                         failures = 0;
                         deadline = new_deadline;
-                        next = next_heartbeat(now, deadline, self.interval);
+                        next = next_heartbeat(now, deadline, self.interval());
                         if got_lease {
                             renew_lease_at = lease_renewal(now, deadline);
                         }
@@ -523,7 +579,7 @@ impl Heartbeater {
                         .client
                         .retry_policy()
                         .backoff(failures)
-                        .min(self.interval);
+                        .min(self.interval());
                     next = (now + wait).min(deadline);
                     tracing::warn!(error = %err, failures, "heartbeat failed, will retry");
                 }
@@ -567,7 +623,7 @@ impl Heartbeater {
         session.expires_at = heartbeat.expires_at;
         drop(session);
         tracing::trace!(expires_at = %heartbeat.expires_at, "heartbeat accepted");
-        let deadline = local_deadline(heartbeat.expires_at, self.clock.as_ref(), self.interval);
+        let deadline = local_deadline(heartbeat.expires_at, self.clock.as_ref(), self.interval());
         Ok((deadline, got_lease))
     }
 

@@ -9,8 +9,9 @@
 //!   the access token by itself), and retries with exponential backoff and jitter on transport
 //!   errors and HTTP 503 only ([`RetryPolicy`]).
 //! - [`Client::checkout`]: takes a seat and returns a [`LeaseGuard`] that heartbeats in the
-//!   background, publishes a [`LeaseStatus`] on a `tokio::sync::watch` channel, and returns the
-//!   seat on [`LeaseGuard::release`] or on drop.
+//!   background, holds the session's event stream (a revoke is heard within a second or two;
+//!   heartbeats alone when streaming is blocked), publishes a [`LeaseStatus`] on a
+//!   `tokio::sync::watch` channel, and returns the seat on [`LeaseGuard::release`] or on drop.
 //! - [`LeaseVerifier`]: offline verification of the signed lease (an EdDSA JWT) every session
 //!   carries, against the server's published keys.
 //! - [`ClientError`]: one error type; API errors carry the server's stable
@@ -120,6 +121,7 @@
 mod client;
 pub mod clock;
 mod error;
+mod events;
 mod guard;
 mod retry;
 mod verify;
@@ -128,7 +130,8 @@ mod verify;
 pub use leasehold_proto as proto;
 
 pub use client::{
-    Client, ClientBuilder, DeviceActivation, UsageQuery, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    Client, ClientBuilder, DeviceActivation, SessionEvents, SessionStreamEvent, UsageQuery,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{ClientError, Result};

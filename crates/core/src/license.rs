@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_QUEUE_WAIT_SECS: u64 = 300;
 pub const MAX_QUEUE_WAIT_SECS: u64 = 3600;
 /// Upper bound of seats of one license.
 pub const MAX_SEATS: u32 = 10_000_000;
+/// The default heartbeat cadence is a third of the inactivity timeout, but never longer than
+/// this: a crashed client's seat then goes at most one timeout after its last heartbeat, and
+/// a live client's heartbeat is never more than a minute old (the default 20-minute timeout
+/// advises 60 s, not 400 s).
+pub const MAX_DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 60;
 
 /// Where the seat count comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +81,10 @@ pub struct LicenseTerms {
     pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub suspended: bool,
+    /// How often clients should heartbeat, when set apart from the inactivity timeout (shorter
+    /// than it); `None`: the default cadence (`heartbeat_interval_secs()`).
+    #[serde(default)]
+    pub heartbeat_interval_secs: Option<u64>,
 }
 
 fn default_max_queue_wait() -> u64 {
@@ -214,6 +223,10 @@ impl LicenseTerms {
             starts_at: req.starts_at.map(Timestamp::from_offset),
             expires_at: req.expires_at.map(Timestamp::from_offset),
             suspended: false,
+            heartbeat_interval_secs: req
+                .heartbeat_interval_secs
+                .map(|v| timeout("heartbeat_interval_secs", v))
+                .transpose()?,
         };
         terms.resolved(plans)
     }
@@ -298,6 +311,13 @@ impl LicenseTerms {
         if let Some(suspended) = patch.suspended {
             next.suspended = suspended;
         }
+        if let Some(v) = patch.heartbeat_interval_secs {
+            // 0 goes back to the default cadence.
+            next.heartbeat_interval_secs = match v {
+                0 => None,
+                v => Some(timeout("heartbeat_interval_secs", v)?),
+            };
+        }
         next.resolved(plans)
     }
 
@@ -342,6 +362,15 @@ impl LicenseTerms {
                 return Err(RuleError::Invalid(
                     "starts_at must be before expires_at".into(),
                 ));
+            }
+        }
+        if let Some(interval) = self.heartbeat_interval_secs {
+            if interval >= self.inactivity_timeout_secs {
+                return Err(RuleError::Invalid(format!(
+                    "heartbeat_interval_secs ({interval}) must be shorter than \
+                     inactivity_timeout_secs ({}): a session would expire between two heartbeats",
+                    self.inactivity_timeout_secs
+                )));
             }
         }
         if self.reserved.len() as u64 > u64::from(self.seats) {
@@ -403,9 +432,13 @@ impl LicenseTerms {
         Ok(())
     }
 
-    /// How often a client should heartbeat: a third of the inactivity timeout, at least 1 s.
+    /// How often a client should heartbeat: the license's own cadence when set; otherwise a
+    /// third of the inactivity timeout, at most `MAX_DEFAULT_HEARTBEAT_INTERVAL_SECS` and at
+    /// least 1 s.
     pub fn heartbeat_interval_secs(&self) -> u64 {
-        (self.inactivity_timeout_secs / 3).max(1)
+        self.heartbeat_interval_secs.unwrap_or_else(|| {
+            (self.inactivity_timeout_secs / 3).clamp(1, MAX_DEFAULT_HEARTBEAT_INTERVAL_SECS)
+        })
     }
 }
 
@@ -520,5 +553,63 @@ mod tests {
         let t = LicenseTerms::from_create(&create(Some(1), None, None), &plans).unwrap();
         assert_eq!(t.inactivity_timeout_secs, 1200);
         assert_eq!(t.service_session_lifetime_secs, 3600);
+    }
+
+    #[test]
+    fn heartbeat_cadence_defaults_to_a_third_of_the_timeout_at_most_a_minute() {
+        let plans = PlanCatalog::default();
+        let mut req = create(Some(1), None, None);
+        // The default 20-minute timeout: 60 s, not 400 s.
+        let t = LicenseTerms::from_create(&req, &plans).unwrap();
+        assert_eq!(t.heartbeat_interval_secs(), 60);
+        req.inactivity_timeout_secs = Some(90);
+        let t = LicenseTerms::from_create(&req, &plans).unwrap();
+        assert_eq!(t.heartbeat_interval_secs(), 30);
+        req.inactivity_timeout_secs = Some(2);
+        assert_eq!(
+            LicenseTerms::from_create(&req, &plans)
+                .unwrap()
+                .heartbeat_interval_secs(),
+            1
+        );
+    }
+
+    #[test]
+    fn heartbeat_cadence_is_set_apart_from_the_timeout_and_shorter_than_it() {
+        let plans = PlanCatalog::default();
+        let mut req = create(Some(1), None, None);
+        req.heartbeat_interval_secs = Some(5);
+        let t = LicenseTerms::from_create(&req, &plans).unwrap();
+        assert_eq!(t.heartbeat_interval_secs(), 5);
+        assert_eq!(t.inactivity_timeout_secs, 1200);
+        // Equal to or longer than the timeout: a session would expire between two beats.
+        req.inactivity_timeout_secs = Some(5);
+        let err = LicenseTerms::from_create(&req, &plans).unwrap_err();
+        assert!(
+            matches!(&err, RuleError::Invalid(m) if m.contains("shorter than")),
+            "{err:?}"
+        );
+        req.heartbeat_interval_secs = Some(0);
+        assert!(LicenseTerms::from_create(&req, &plans).is_err());
+        // A patch sets it, 0 brings back the default, and a shorter timeout is checked
+        // against it.
+        let patch = |hb: Option<i64>, timeout: Option<i64>| PatchLicense {
+            heartbeat_interval_secs: hb,
+            inactivity_timeout_secs: timeout,
+            ..Default::default()
+        };
+        let t = t.apply_patch(&patch(Some(10), None), &plans).unwrap();
+        assert_eq!(t.heartbeat_interval_secs(), 10);
+        assert!(t.apply_patch(&patch(None, Some(10)), &plans).is_err());
+        let t = t.apply_patch(&patch(Some(0), Some(30)), &plans).unwrap();
+        assert_eq!(t.heartbeat_interval_secs, None);
+        assert_eq!(t.heartbeat_interval_secs(), 10);
+        // Terms stored before the field existed read as the default cadence.
+        let mut json = serde_json::to_value(&t).unwrap();
+        json.as_object_mut()
+            .unwrap()
+            .remove("heartbeat_interval_secs");
+        let old: LicenseTerms = serde_json::from_value(json).unwrap();
+        assert_eq!(old.heartbeat_interval_secs(), 10);
     }
 }

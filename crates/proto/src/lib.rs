@@ -273,6 +273,10 @@ pub struct CreateLicense {
     /// Sessions allowed beyond `seats`, as a percentage of them, rounded up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdraft_percent: Option<i64>,
+    /// How often clients heartbeat (sessions' `heartbeat_interval_secs`), shorter than the
+    /// inactivity timeout. Default: a third of the timeout, at most 60 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_secs: Option<i64>,
     /// Start of the validity window (subscription); opens before it are refused.
     #[serde(
         default,
@@ -326,6 +330,11 @@ pub struct PatchLicense {
     pub overdraft_seats: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdraft_percent: Option<i64>,
+    /// How often clients heartbeat, shorter than the inactivity timeout; `0` goes back to the
+    /// default (a third of the timeout, at most 60 s). Live sessions learn it at their next
+    /// heartbeat's lease or from their event stream (`license_changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_secs: Option<i64>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -361,6 +370,10 @@ pub struct License {
     pub extra_seats: u32,
     pub reserved: Vec<String>,
     pub inactivity_timeout_secs: u64,
+    /// How often clients heartbeat: set on the license, or the default (a third of the
+    /// inactivity timeout, at most 60 s).
+    #[serde(default)]
+    pub heartbeat_interval_secs: u64,
     pub service_session_lifetime_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive_session_lifetime_secs: Option<u64>,
@@ -592,6 +605,63 @@ pub struct Heartbeat {
     pub expires_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+}
+
+/// The event names of a session's stream (`GET /v1/sessions/{id}/events`, Server-Sent
+/// Events). Each event's `data` is one JSON object: `open` a [`StreamOpened`], `revoked` and
+/// `ended` a [`StreamEnded`] (the last event of a stream), `license_changed` a
+/// [`LicenseChanged`], `queue` a [`QueueList`] of the owner's waiting requests. Comment lines (`: keep-alive`) come between events.
+pub mod stream_events {
+    /// First event: the stream is live and watching the session.
+    pub const OPEN: &str = "open";
+    /// An admin revoked the session (final).
+    pub const REVOKED: &str = "revoked";
+    /// The session ended for another reason: logout, inactivity, lifetime, deactivation,
+    /// license expiry (final).
+    pub const ENDED: &str = "ended";
+    /// The license's terms changed (seats, heartbeat cadence, validity...).
+    pub const LICENSE_CHANGED: &str = "license_changed";
+    /// The session owner's own waiting requests in the license's queue moved (joined, moved
+    /// up, served, left): a [`QueueList`](super::QueueList) of them with the queue's length.
+    pub const QUEUE: &str = "queue";
+}
+
+/// Data of a stream's `open` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StreamOpened {
+    pub session_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: OffsetDateTime,
+    pub heartbeat_interval_secs: u64,
+}
+
+/// Data of a stream's final `revoked` or `ended` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StreamEnded {
+    pub session_id: String,
+    pub reason: EndReason,
+}
+
+/// Data of a stream's `license_changed` event: the terms a session's client acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LicenseChanged {
+    pub license_id: String,
+    pub seats: u32,
+    pub inactivity_timeout_secs: u64,
+    pub heartbeat_interval_secs: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// 200 answer of `GET /v1/licenses/{id}/sessions`.

@@ -5,7 +5,7 @@
 use leasehold_core::Username;
 use leasehold_proto as proto;
 use leasehold_proto::{EndReason, UserKind};
-use leasehold_store::{Account, Credential, Principal, User};
+use leasehold_store::{Account, Credential, Principal, SessionEvent, User};
 
 use crate::access;
 use crate::auth::{hash_token, new_public_id, new_token, secret_matches, Auth};
@@ -128,6 +128,10 @@ pub async fn put_user(
         .with_now(|now| state.store.put_user(user.clone(), now))
         .await?;
     m::ended_n(EndReason::UserDeactivated, u64::from(put.ended));
+    if !user.active {
+        let event = SessionEvent::user_ended(&user.account_id, &user.username);
+        crate::events::raise(state, event).await;
+    }
     let created = put.created;
     Ok(PutUser {
         user,

@@ -4,7 +4,7 @@
 
 use leasehold_core::{Username, ValidatedId};
 use leasehold_proto::EndReason;
-use leasehold_store::{DeviceActivation, License, LicenseUser, LicenseUserChange};
+use leasehold_store::{DeviceActivation, License, LicenseUser, LicenseUserChange, SessionEvent};
 
 use crate::access;
 use crate::auth::Auth;
@@ -37,6 +37,10 @@ pub async fn set_license_user(
         })
         .await?;
     m::ended_n(EndReason::UserDeactivated, u64::from(change.ended));
+    if !active {
+        let event = SessionEvent::user_ended(&license.account_id, username.as_str());
+        crate::events::raise(state, event).await;
+    }
     Ok((change, created))
 }
 
@@ -99,8 +103,9 @@ pub async fn deactivate_device(
     let ended = state
         .with_now(|now| state.store.deactivate_device(license_id, fingerprint, now))
         .await?;
-    for _ in &ended {
+    for session in &ended {
         m::ended(EndReason::DeviceDeactivated);
+        crate::events::raise(state, SessionEvent::session_ended(&session.id)).await;
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! the reaper, metrics, and `Application`, which binds and runs it all.
 //!
 //! Layers, each calling only the ones below it: `http` (routes, extractors, views, tracing) →
-//! the application modules (`sessions`, `accounts`, `licenses`, `activations`, with `access`
-//! for tenant checks) → `leasehold_store` (where the licensing rules run atomically).
+//! the application modules (`sessions`, `events`, `accounts`, `licenses`, `activations`, with
+//! `access` for tenant checks) → `leasehold_store` (where the licensing rules run atomically).
 
 pub mod access;
 pub mod accounts;
@@ -14,6 +14,7 @@ pub mod clock;
 pub mod clock_steps;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod lease;
 pub mod licenses;

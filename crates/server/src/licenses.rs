@@ -3,7 +3,7 @@
 
 use leasehold_core::{LicenseTerms, Plan};
 use leasehold_proto as proto;
-use leasehold_store::{AuditEvent, License, UsageStats};
+use leasehold_store::{AuditEvent, License, SessionEvent, UsageStats};
 
 use crate::access;
 use crate::auth::Auth;
@@ -72,6 +72,7 @@ pub async fn patch(
     state
         .with_now(|now| state.store.update_license(license.clone(), now))
         .await?;
+    crate::events::raise(state, SessionEvent::license_changed(license_id)).await;
     Ok(license)
 }
 

@@ -10,7 +10,7 @@ use leasehold_proto as proto;
 use leasehold_proto::EndReason;
 use leasehold_store::{
     Admission, Grant, OpenRequest, Opened, OwnedHeartbeat, Principal, QueueTicket, QueuedRequest,
-    Session, StoreError,
+    Session, SessionEvent, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -104,7 +104,12 @@ pub async fn open(
         .await
     {
         Ok(Admission::Opened(opened)) => Ok(opened),
-        Ok(Admission::Queued(ticket)) => wait_for_seat(state, &license.id, ticket, wait).await,
+        Ok(Admission::Queued(ticket)) => {
+            crate::events::queue_moved(state, &license.id, holder.account_id, holder.username);
+            let waited = wait_for_seat(state, &license.id, holder, ticket, wait).await;
+            crate::events::queue_moved(state, &license.id, holder.account_id, holder.username);
+            waited
+        }
         Err(e) => Err(ApiError::from(e)),
     };
     let opened = match admitted {
@@ -130,6 +135,9 @@ pub async fn open(
 struct QueuePlace {
     state: AppState,
     license_id: String,
+    /// The waiter (its streams hear that it left).
+    account_id: String,
+    username: String,
     ticket: u64,
     granted: Option<oneshot::Receiver<Result<Grant, StoreError>>>,
 }
@@ -144,8 +152,10 @@ impl Drop for QueuePlace {
         };
         let state = self.state.clone();
         let (license_id, ticket) = (self.license_id.clone(), self.ticket);
+        let (account_id, username) = (self.account_id.clone(), self.username.clone());
         runtime.spawn(async move {
             let _ = state.store.leave_queue(&license_id, ticket).await;
+            crate::events::queue_moved(&state, &license_id, &account_id, &username);
             if let Ok(Ok(grant)) = granted.try_recv() {
                 let id = grant.opened.session.id.clone();
                 if grant.wait_durable().await.is_ok() {
@@ -164,6 +174,7 @@ impl Drop for QueuePlace {
 async fn wait_for_seat(
     state: &AppState,
     license_id: &str,
+    holder: Holder<'_>,
     ticket: QueueTicket,
     wait_secs: u64,
 ) -> ApiResult<Opened> {
@@ -171,6 +182,8 @@ async fn wait_for_seat(
     let mut place = QueuePlace {
         state: state.clone(),
         license_id: license_id.to_owned(),
+        account_id: holder.account_id.to_owned(),
+        username: holder.username.to_owned(),
         ticket: ticket.ticket,
         granted: Some(ticket.granted),
     };
@@ -276,6 +289,7 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
         .with_now(|now| state.store.end_session(session_id, reason, now))
         .await?;
     m::ended(reason);
+    crate::events::raise(state, SessionEvent::session_ended(session_id)).await;
     Ok(reason)
 }
 
@@ -289,6 +303,7 @@ pub async fn revoke_all(state: &AppState, auth: &Auth, license_id: &str) -> ApiR
         .with_now(|now| state.store.revoke_license_sessions(license_id, now))
         .await?;
     m::ended_n(EndReason::Revoked, u64::from(revoked));
+    crate::events::raise(state, SessionEvent::license_ended(license_id)).await;
     tracing::info!(revoked, "revoked every session of the license");
     Ok(revoked)
 }

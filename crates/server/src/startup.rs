@@ -131,6 +131,7 @@ impl Application {
                 config.auth_failures_per_minute_per_credential,
             ),
             metrics_token_hash: config.metrics_token.as_deref().map(hash_token),
+            event_keepalive: config.event_keepalive,
         });
         Ok(Application {
             listener,
@@ -167,6 +168,13 @@ impl Application {
             .tls
             .clone()
             .map(|tls| tokio::spawn(tls.watch(self.config.tls_watch_interval, stop_rx)));
+        // Event streams never finish by themselves: a stop ends them first, so that the
+        // graceful stop does not wait for them (their clients reconnect to another node).
+        let hub = self.state.store.event_hub().clone();
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
         let app = router(
             self.state,
             &self.config.limits,

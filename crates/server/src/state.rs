@@ -36,6 +36,8 @@ pub struct Shared {
     pub auth_limiter: AuthLimiter,
     /// The hash of the configured metrics token, which may read every series of `/metrics`.
     pub metrics_token_hash: Option<TokenHash>,
+    /// Keep-alive period of session event streams (see `crate::events`).
+    pub event_keepalive: std::time::Duration,
 }
 
 impl Shared {

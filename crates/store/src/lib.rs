@@ -14,6 +14,7 @@ mod admission;
 mod codec;
 pub mod copy;
 mod error;
+pub mod events;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
@@ -25,6 +26,7 @@ use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 
 pub use error::{StoreError, StoreResult};
+pub use events::{EventHub, SessionEvent, Subscription};
 pub use records::*;
 
 /// Everything the server needs from storage.
@@ -180,6 +182,14 @@ pub trait Store: Send + Sync + 'static {
     /// every live session keeps its remaining life. Called with no other call in flight.
     /// Answers how many sessions moved.
     async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize>;
+
+    // ---- session events ----
+    /// This process's hub, where the event streams of session owners wait (see `events`).
+    fn event_hub(&self) -> &std::sync::Arc<EventHub>;
+    /// Raises `event` for the streams of every server node: SQLite (one process) delivers it
+    /// to its hub; PostgreSQL NOTIFYs it on the events channel, and each node's listener
+    /// (this one's too) delivers it to its own hub. Called once the change is durable.
+    async fn publish(&self, event: SessionEvent) -> StoreResult<()>;
 
     // ---- health ----
     /// Whether the store can take writes now: `Unavailable` with the reason when it cannot

@@ -100,6 +100,10 @@ struct Terms {
     /// Sessions end after this long without a heartbeat.
     #[arg(long, value_name = "SECS")]
     inactivity_timeout: Option<i64>,
+    /// How often clients heartbeat, shorter than the inactivity timeout (default: a third of
+    /// it, at most 60 s; 0 on `set`: back to the default).
+    #[arg(long, value_name = "SECS")]
+    heartbeat_interval: Option<i64>,
     /// Absolute lifetime of service sessions.
     #[arg(long, value_name = "SECS")]
     service_session_lifetime: Option<i64>,
@@ -193,6 +197,7 @@ impl Admin {
                     extra_seats: t.extra_seats,
                     reserved: create.reserved,
                     inactivity_timeout_secs: t.inactivity_timeout,
+                    heartbeat_interval_secs: t.heartbeat_interval,
                     service_session_lifetime_secs: t.service_session_lifetime,
                     interactive_session_lifetime_secs: t.interactive_session_lifetime,
                     on_full: t.on_full.map(Into::into),
@@ -339,6 +344,10 @@ impl Admin {
                 format!("{} s", license.inactivity_timeout_secs),
             ),
             (
+                "heartbeat_interval",
+                format!("{} s", license.heartbeat_interval_secs),
+            ),
+            (
                 "service_lifetime",
                 format!("{} s", license.service_session_lifetime_secs),
             ),
@@ -384,6 +393,7 @@ fn license_patch(set: LicenseSet) -> Result<PatchLicense, Failure> {
         extra_seats: t.extra_seats,
         reserved,
         inactivity_timeout_secs: t.inactivity_timeout,
+        heartbeat_interval_secs: t.heartbeat_interval,
         service_session_lifetime_secs: t.service_session_lifetime,
         interactive_session_lifetime_secs: t.interactive_session_lifetime,
         on_full: t.on_full.map(Into::into),

@@ -14,6 +14,7 @@ mod logs;
 mod mass_end;
 mod multinode;
 mod pg;
+mod pg_events;
 mod pg_tls;
 mod pg_usernames;
 mod run_program;

@@ -350,3 +350,63 @@ async fn without_credentials_or_with_an_admin_token_run_says_why() {
     assert_eq!(admin_token.code, 77, "{admin_token:#?}");
     assert!(admin_token.stderr.contains("forbidden"), "{admin_token:#?}");
 }
+
+#[tokio::test]
+async fn a_revoke_stops_the_program_within_two_seconds_under_the_default_timeout() {
+    // Arrange: the default 20-minute inactivity timeout (heartbeats every 60 s), so only the
+    // session's event stream can bring the revoke in time.
+    let kit = Kit::start();
+    let tenant = kit.tenant(license(1)).await;
+    let bob = tenant.user_token("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, got) = (dir.path().join("ready"), dir.path().join("got"));
+    let script = format!(
+        "trap 'echo term > {}; exit 0' TERM; touch {}; while :; do sleep 0.1; done",
+        got.display(),
+        ready.display()
+    );
+    let mut cmd = kit.command(
+        &bob,
+        &[
+            "run",
+            "--license",
+            &tenant.license_id,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let run = cmd.spawn().unwrap();
+    assert!(
+        eventually(|| async { ready.exists() }).await,
+        "the program started"
+    );
+    let live = tenant
+        .admin
+        .list_sessions(&tenant.license_id)
+        .await
+        .unwrap();
+    assert_eq!(live.sessions[0].heartbeat_interval_secs, 60);
+
+    // Act: an admin revokes the session.
+    tenant
+        .admin
+        .close_session(&live.sessions[0].id)
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    let output = tokio::time::timeout(SOON, run.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = revoked.elapsed();
+
+    // Assert: the program was stopped and `run` exited 76, within 2 s of the revoke.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(exit_code(output.status), 76, "{stderr}");
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert_eq!(read(&got).trim(), "term");
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+}

@@ -2,13 +2,15 @@
 //! client-credentials authentication, and retries (see [`RetryPolicy`]).
 //!
 //! This module builds a [`Client`] (its settings, [`ClientBuilder`], the base URL). The routes
-//! are grouped by who calls them: `sessions` (the seat protocol an application speaks),
+//! are grouped by who calls them: `sessions` (the seat protocol an application speaks) and
+//! `events` (a session's event stream),
 //! `admin` (accounts, licenses, users, devices, usage), `public` (health, keys, metrics and
 //! the lease verifier built from the keys). `auth` holds the credentials and the service
 //! user's access token; `transport` sends a request, retrying per the policy.
 
 mod admin;
 mod auth;
+mod events;
 mod public;
 mod sessions;
 mod transport;
@@ -23,6 +25,7 @@ use crate::retry::RetryPolicy;
 use crate::verify::LeaseVerifier;
 pub use admin::{DeviceActivation, UsageQuery};
 use auth::{Auth, ClientCredentials};
+pub use events::{SessionEvents, SessionStreamEvent};
 
 /// Default timeout of one HTTP request (a queued `open_session` gets `wait_secs` on top).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! The one integration-test binary of the SDK crate (one binary links and starts once: add
 //! modules here, not new files under `tests/`).
 //!
+//! - `events`: the SDK with the session event stream (revoke within 2 s, refused streams).
 //! - `mock`: the SDK against a scripted in-process server, for exact requests and for failures
 //!   the real server does not produce on demand.
 //! - `real_server`: the SDK against the real Leasehold server on port 0 with a real clock.
@@ -9,6 +10,7 @@
 // product code).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod events;
 mod mock;
 mod real_server;
 mod tls;

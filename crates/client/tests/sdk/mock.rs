@@ -90,6 +90,7 @@ fn license(id: &str) -> License {
         extra_seats: 0,
         reserved: vec![],
         inactivity_timeout_secs: 1200,
+        heartbeat_interval_secs: 60,
         service_session_lifetime_secs: 3600,
         interactive_session_lifetime_secs: None,
         on_full: OnFull::Deny,

@@ -36,6 +36,8 @@ pub struct FileConfig {
     /// `["https://admin.example.com"]`: origins allowed to call the API from a browser.
     pub cors_allowed_origins: Option<Vec<String>>,
     pub metrics_token: Option<String>,
+    /// Keep-alive comments of session event streams, every this many seconds.
+    pub event_keepalive_secs: Option<u64>,
     /// `[plans.NAME] base_seats = 3, max_seats = 35`
     #[serde(default)]
     pub plans: BTreeMap<String, Plan>,
@@ -75,6 +77,9 @@ impl Config {
         }
         if let Some(v) = file.body_read_timeout_secs {
             self.limits.body_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.event_keepalive_secs {
+            self.event_keepalive = Duration::from_secs(v);
         }
         if let Some(v) = file.idle_timeout_secs {
             self.limits.idle_timeout = Duration::from_secs(v);

@@ -63,6 +63,10 @@ pub struct Config {
     /// PostgreSQL: judge session times by the database's clock (the default; nodes' clocks may
     /// then disagree). Off only in tests that move a manual clock by hand.
     pub database_clock: bool,
+    /// How often a session's event stream (`GET /v1/sessions/{id}/events`) sends a keep-alive
+    /// comment, so that proxies and load balancers do not cut it as idle; also how often a
+    /// stream compares its session's expiry with the server's time.
+    pub event_keepalive: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -80,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("tls_key", &self.tls_key)
             .field("limits", &self.limits)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("event_keepalive", &self.event_keepalive)
             .field(
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
@@ -112,6 +117,7 @@ impl Default for Config {
             auth_failures_per_minute_per_credential: 10,
             cors_allowed_origins: Vec::new(),
             metrics_token: None,
+            event_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -182,6 +188,10 @@ impl Config {
         anyhow::ensure!(
             self.limits.max_connections > 0,
             "max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.event_keepalive.is_zero(),
+            "event_keepalive_secs must be at least 1 second"
         );
         crate::http::headers::check_origins(&self.cors_allowed_origins)?;
         Ok(())

@@ -12,6 +12,10 @@
 //!     └───────────────────────────(every request answered)───────────────────────────  gets 408, see body.rs)
 //! ```
 //!
+//! A *long-lived* answer (a response marked `LongLived`: a session's event stream) keeps its
+//! request busy until its body ends, not only until its head is sent: the idle timeout never
+//! cuts a stream, which sends keep-alive comments instead (`crate::events`).
+//!
 //! The watchdog is one timer per connection, re-armed only when it fires: a request costs two
 //! clock reads and a few atomic operations, never an allocation or a timer registration (the
 //! state lives in one `Arc` per connection). The reads it watches are counted below TLS, so
@@ -250,10 +254,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
         let mut router = self.router.clone();
         ConnFuture {
             inner: router.call(hyper::Request::from_parts(parts, body)),
-            answered: Answered(self.watch.clone()),
+            answered: Some(Answered(self.watch.clone())),
         }
     }
 }
+
+/// Marks a response whose body is a long-lived stream: its request counts as busy until the
+/// body ends (or the client goes away), so the idle timeout does not apply meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct LongLived;
 
 /// Tells the watchdog the request was answered, however its future ends (dropped included).
 struct Answered(Arc<ConnWatch>);
@@ -265,11 +274,12 @@ impl Drop for Answered {
 }
 
 pin_project! {
-    /// The router's future, and the watchdog's note that ends with it.
+    /// The router's future, and the watchdog's note that ends with it (or, for a
+    /// `LongLived` answer, with its body).
     pub struct ConnFuture {
         #[pin]
         inner: RouteFuture<Infallible>,
-        answered: Answered,
+        answered: Option<Answered>,
     }
 }
 
@@ -277,7 +287,51 @@ impl Future for ConnFuture {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
+            return Poll::Pending;
+        };
+        if response.extensions().get::<LongLived>().is_none() {
+            return Poll::Ready(Ok(response));
+        }
+        let Some(answered) = this.answered.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let (parts, body) = response.into_parts();
+        let body = Body::new(BusyBody {
+            inner: body,
+            _answered: answered,
+        });
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+pin_project! {
+    /// A long-lived answer's body, holding its request busy until it is dropped.
+    struct BusyBody {
+        #[pin]
+        inner: Body,
+        _answered: Answered,
+    }
+}
+
+impl http_body::Body for BusyBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -44,7 +44,7 @@ use crate::state::AppState;
         description = "License server: sessions hold seats, tokens are credentials. Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     modifiers(&BearerAuth),
-    components(schemas(leasehold_proto::ErrorBody, leasehold_proto::ErrorCode, leasehold_proto::EndReason, leasehold_proto::OAuthErrorBody))
+    components(schemas(leasehold_proto::ErrorBody, leasehold_proto::ErrorCode, leasehold_proto::EndReason, leasehold_proto::OAuthErrorBody, leasehold_proto::StreamOpened, leasehold_proto::StreamEnded, leasehold_proto::LicenseChanged))
 )]
 struct ApiDoc;
 
@@ -74,6 +74,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::open_session))
         .routes(routes!(sessions::heartbeat))
         .routes(routes!(sessions::close_session))
+        .routes(routes!(sessions::session_events))
         .routes(routes!(licenses::list_sessions, licenses::revoke_sessions))
         .routes(routes!(licenses::license_usage))
         .routes(routes!(licenses::license_audit))

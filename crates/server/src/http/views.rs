@@ -20,6 +20,7 @@ pub fn license(license: &License) -> proto::License {
         extra_seats: t.extra_seats(),
         reserved: t.reserved.iter().map(|u| u.to_string()).collect(),
         inactivity_timeout_secs: t.inactivity_timeout_secs,
+        heartbeat_interval_secs: t.heartbeat_interval_secs(),
         service_session_lifetime_secs: t.service_session_lifetime_secs,
         interactive_session_lifetime_secs: t.interactive_session_lifetime_secs,
         on_full: t.on_full,

@@ -96,6 +96,22 @@ pub fn connections_open(delta: f64) {
         .increment(delta);
 }
 
+fn event_streams() -> &'static metrics::Gauge {
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| metrics::gauge!("leasehold_event_streams_open"))
+}
+
+/// A session event stream started.
+pub fn event_stream_opened() {
+    event_streams().increment(1.0);
+}
+
+/// A session event stream ended (its final event sent, its client gone, or the server
+/// stopping).
+pub fn event_stream_closed() {
+    event_streams().decrement(1.0);
+}
+
 /// A request body that did not arrive within the body-read timeout.
 pub fn body_timeout() {
     cached_counter!("leasehold_body_timeouts_total").increment(1);

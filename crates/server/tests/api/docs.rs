@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions"),
     ("post", "/v1/sessions/{id}/heartbeat"),
     ("delete", "/v1/sessions/{id}"),
+    ("get", "/v1/sessions/{id}/events"),
     ("get", "/v1/licenses/{id}/sessions"),
     ("delete", "/v1/licenses/{id}/sessions"),
     ("get", "/v1/licenses/{id}/usage"),

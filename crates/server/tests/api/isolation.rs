@@ -49,6 +49,7 @@ async fn another_accounts_admin_gets_403_or_404_on_every_route() {
         (Method::GET, format!("/v1/licenses/{lic}/usage"), None),
         (Method::GET, format!("/v1/licenses/{lic}/audit"), None),
         (Method::DELETE, format!("/v1/sessions/{session}"), None),
+        (Method::GET, format!("/v1/sessions/{session}/events"), None),
         (Method::GET, format!("/v1/accounts/{acc}/users"), None),
         (Method::GET, format!("/v1/accounts/{acc}/users/bob"), None),
         (
@@ -127,5 +128,7 @@ async fn another_user_of_the_same_account_cannot_touch_my_session() {
         )
         .await;
     assert_eq!(d.status, StatusCode::FORBIDDEN);
+    let events = app.get(&format!("/v1/sessions/{s}/events"), &carol).await;
+    assert_eq!(events.status, StatusCode::FORBIDDEN);
     assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
 }

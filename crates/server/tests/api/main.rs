@@ -10,6 +10,7 @@ mod edge_auth;
 mod edge_headers;
 mod edge_limits;
 mod edge_tls;
+mod events;
 mod helpers;
 mod isolation;
 mod mass_end;

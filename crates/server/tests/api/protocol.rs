@@ -26,7 +26,10 @@ async fn sessions_take_seats_and_tokens_do_not() {
     assert_eq!(session.username, "bob");
     assert_eq!(session.kind, leasehold_proto::UserKind::Interactive);
     assert!(session.lease.is_some());
-    assert_eq!(session.heartbeat_interval_secs, 400);
+    assert_eq!(
+        session.heartbeat_interval_secs, 60,
+        "a third of the timeout, at most a minute"
+    );
     assert_eq!(
         (session.expires_at - session.opened_at).whole_seconds(),
         1200,
@@ -572,4 +575,91 @@ async fn every_answer_carries_a_request_id_and_echoes_a_plain_one() {
     assert_ne!(id(&ok), id(&missing));
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(id(&given), "trace-42");
+}
+
+#[tokio::test]
+async fn the_heartbeat_cadence_is_set_per_license_apart_from_the_timeout() {
+    // Arrange + act: a license whose clients heartbeat every 5 s under the default timeout.
+    let app = spawn_app().await;
+    let f = app
+        .fixture(2, &[], json!({"heartbeat_interval_secs": 5}))
+        .await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let lic = app
+        .get(&format!("/v1/licenses/{}", f.license_id), &f.admin)
+        .await;
+    let opened = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+
+    // Assert: the license and its sessions say so; the timeout is unchanged.
+    assert_eq!(lic.body["heartbeat_interval_secs"], 5);
+    assert_eq!(lic.body["inactivity_timeout_secs"], 1200);
+    let session = TestApp::session(&opened.body);
+    assert_eq!(session.heartbeat_interval_secs, 5);
+    assert_eq!(
+        (session.expires_at - session.opened_at).whole_seconds(),
+        1200
+    );
+
+    // A cadence not shorter than the timeout is refused, and changes nothing.
+    let path = format!("/v1/licenses/{}", f.license_id);
+    for body in [
+        json!({"heartbeat_interval_secs": 1200}),
+        json!({"inactivity_timeout_secs": 5}),
+        json!({"heartbeat_interval_secs": -1}),
+    ] {
+        let refused = app
+            .call(Method::PATCH, &path, Some(&f.admin), Some(body.clone()))
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            refused.body
+        );
+        assert_eq!(refused.code(), "invalid_request");
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("heartbeat_interval_secs"),
+            "{:?}",
+            refused.body
+        );
+    }
+    let created = app
+        .post(
+            "/v1/licenses",
+            &f.admin,
+            json!({"account_id": f.account_id, "product": "cad", "model": "concurrent_sessions",
+                   "seats": 1, "inactivity_timeout_secs": 30, "heartbeat_interval_secs": 30}),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        created.body
+    );
+
+    // 0 goes back to the default: a third of the timeout, at most 60 s.
+    let reset = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            Some(json!({"heartbeat_interval_secs": 0, "inactivity_timeout_secs": 90})),
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{:?}", reset.body);
+    assert_eq!(reset.body["heartbeat_interval_secs"], 30);
+    let beat = app
+        .post(
+            &format!("/v1/sessions/{}/heartbeat?lease=true", session.id),
+            &bob,
+            json!({}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::OK);
+    let again = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+    assert_eq!(TestApp::session(&again.body).heartbeat_interval_secs, 30);
 }

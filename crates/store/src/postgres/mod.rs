@@ -137,6 +137,7 @@ mod accounts;
 mod clock;
 mod end;
 mod errors;
+mod events;
 mod heartbeat;
 mod lanes;
 mod licenses;

@@ -19,7 +19,7 @@ use super::read::{ById, CredentialLoader, Reader, UserLoader};
 use super::rows::{SessionRow, TermsCache};
 use super::schema::{migrate, pool};
 use crate::records::License;
-use crate::StoreResult;
+use crate::{EventHub, StoreResult};
 
 /// Connection settings of a `PgStore`.
 #[derive(Clone)]
@@ -70,6 +70,8 @@ pub struct PgStore {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The database's clock as this node reads it: every `now` passed in goes through it.
     pub(super) clock: Arc<DbClock>,
+    /// The event streams held by this node (fed by its listener, see `events`).
+    pub(super) events: Arc<EventHub>,
 }
 
 impl PgStore {
@@ -117,8 +119,14 @@ impl PgStore {
             let lane = SessionLane::<Beat>::new(pool.clone(), cache.clone(), queue.clone());
             lanes::spawn(lane, rx);
         }
+        let events = EventHub::new();
         let background = vec![
-            tokio::spawn(queue::listener(pool.clone(), queue.clone(), cache.clone())),
+            tokio::spawn(queue::listener(
+                pool.clone(),
+                queue.clone(),
+                cache.clone(),
+                events.clone(),
+            )),
             tokio::spawn(queue::sweeper(
                 pool.clone(),
                 queue.clone(),
@@ -139,6 +147,7 @@ impl PgStore {
             ends,
             background,
             clock,
+            events,
         }
     }
 

@@ -15,7 +15,7 @@ use super::node::PgStore;
 use super::open::OpenAsk;
 use super::{accounts, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
-use crate::{Store, StoreError, StoreResult};
+use crate::{EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 impl PgStore {
     /// Opens (or queues) through the license's open lane.
@@ -319,6 +319,15 @@ impl Store for PgStore {
     async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
         self.clock.node_stepped(delta_ms);
         Ok(0)
+    }
+
+    fn event_hub(&self) -> &std::sync::Arc<EventHub> {
+        &self.events
+    }
+
+    /// NOTIFY on the events channel: every node's listener (this one's too) delivers it.
+    async fn publish(&self, event: SessionEvent) -> StoreResult<()> {
+        super::events::publish(&self.pool, &event).await
     }
 
     /// One round trip on a pooled connection (bounded by the pool's acquire timeout).

@@ -20,7 +20,7 @@ use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
 use crate::admission;
 use crate::records::*;
-use crate::{Store, StoreError, StoreResult};
+use crate::{EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -35,6 +35,8 @@ pub struct SqliteStore {
     free: AtomicU64,
     free_read_at: AtomicU64,
     opened: Instant,
+    /// The event streams of this process (one process holds every stream of a SQLite store).
+    events: Arc<EventHub>,
 }
 
 impl SqliteStore {
@@ -76,6 +78,7 @@ impl SqliteStore {
             faults.clone(),
         )?;
         Ok(SqliteStore {
+            events: EventHub::new(),
             mem,
             reader,
             faults,
@@ -564,6 +567,16 @@ impl Store for SqliteStore {
 
     async fn shift_live_sessions(&self, delta_ms: i64) -> StoreResult<usize> {
         Ok(self.mem().shift_live(delta_ms))
+    }
+
+    fn event_hub(&self) -> &Arc<EventHub> {
+        &self.events
+    }
+
+    /// One process holds every stream: the event goes straight to its hub.
+    async fn publish(&self, event: SessionEvent) -> StoreResult<()> {
+        self.events.deliver(&event);
+        Ok(())
     }
 
     /// Refused writes, or a file system with less free space than writes need to resume.

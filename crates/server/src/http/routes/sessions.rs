@@ -1,7 +1,11 @@
 //! Routes of sessions: open, heartbeat, close (`/v1/sessions…`).
 
+use std::convert::Infallible;
+
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use leasehold_proto as proto;
 use leasehold_proto::ErrorBody;
@@ -10,10 +14,11 @@ use serde::Deserialize;
 use crate::auth::Auth;
 use crate::clock::to_offset;
 use crate::error::ApiResult;
+use crate::http::conn::LongLived;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::views;
-use crate::sessions;
 use crate::state::AppState;
+use crate::{events, sessions};
 
 #[utoipa::path(
     post, path = "/v1/sessions", tag = "sessions",
@@ -84,4 +89,34 @@ pub async fn close_session(
 ) -> ApiResult<StatusCode> {
     sessions::close(&state, &auth, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/sessions/{id}/events", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Server-Sent Events until the session ends: `open` (a StreamOpened), `license_changed` (a LicenseChanged), and last `revoked` or `ended` (a StreamEnded); `: keep-alive` comments every `event_keepalive_secs` (15 s). Heartbeats stay the truth: a client that cannot stream still heartbeats.", content_type = "text/event-stream", body = String),
+        (status = 403, description = "another user's session", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "session_ended, with reason", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn session_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let stream = events::subscribe(&state, &auth, &id).await?;
+    let events = futures_util::stream::unfold(stream, |mut stream| async move {
+        let item = stream.next().await?;
+        let event = Event::default().event(item.event).data(item.data);
+        Some((Ok::<_, Infallible>(event), stream))
+    });
+    let keep_alive = KeepAlive::new()
+        .interval(state.event_keepalive)
+        .text("keep-alive");
+    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    // The answer is a stream: the connection stays busy (no idle timeout) until it ends.
+    response.extensions_mut().insert(LongLived);
+    Ok(response)
 }

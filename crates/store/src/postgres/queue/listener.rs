@@ -1,5 +1,6 @@
-//! The queue listener: LISTENs for outcomes addressed to this node and delivers them. Its
-//! connection's backend is this node's liveness signal (`nodes.pid`).
+//! The node's listener: LISTENs for queue outcomes addressed to this node and delivers them,
+//! and for session events (`postgres/events.rs`), which it hands to the node's `EventHub`.
+//! Its connection's backend is this node's liveness signal (`nodes.pid`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,19 +8,23 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool};
 
 use super::{deliver_from_db, QueueCtx};
+use crate::events::{EventHub, SessionEvent};
+use crate::postgres::events::EVENTS_CHANNEL;
 use crate::postgres::rows::TermsCache;
 use crate::postgres::QUEUE_CHANNEL;
 
 /// Pause before the queue listener reconnects after a failure.
 const LISTEN_RETRY: Duration = Duration::from_millis(500);
 
-/// LISTENs for queue outcomes addressed to this node and delivers them. `PgListener`
-/// reconnects by itself; notifications sent while it was away are found by the sweep, which a
-/// reconnection wakes at once.
+/// LISTENs for queue outcomes addressed to this node and delivers them, and for session
+/// events, which go to `events`. `PgListener` reconnects by itself; queue outcomes sent while
+/// it was away are found by the sweep, which a reconnection wakes at once, and every stream of
+/// `events` is woken to re-read its session (events sent meanwhile were missed).
 pub(in crate::postgres) async fn listener(
     pool: PgPool,
     queue: Arc<QueueCtx>,
     cache: Arc<TermsCache>,
+    events: Arc<EventHub>,
 ) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -31,7 +36,7 @@ pub(in crate::postgres) async fn listener(
                 continue;
             }
         };
-        if let Err(e) = listener.listen(QUEUE_CHANNEL).await {
+        if let Err(e) = listener.listen_all([QUEUE_CHANNEL, EVENTS_CHANNEL]).await {
             tracing::debug!(error = %e, "queue listener cannot LISTEN; retrying");
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
@@ -41,13 +46,22 @@ pub(in crate::postgres) async fn listener(
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
         }
+        events.wake_all();
         loop {
             match listener.try_recv().await {
                 Ok(Some(first)) => {
                     let mut tickets = Vec::new();
                     let mut next = Some(first);
                     while let Some(n) = next {
-                        if let Some((node, ticket)) = n.payload().split_once(':') {
+                        if n.channel() == EVENTS_CHANNEL {
+                            match SessionEvent::decode(n.payload()) {
+                                Some(event) => events.deliver(&event),
+                                None => tracing::debug!(
+                                    payload = n.payload(),
+                                    "ignored a session event this node cannot read"
+                                ),
+                            }
+                        } else if let Some((node, ticket)) = n.payload().split_once(':') {
                             if node == queue.node_id {
                                 if let Ok(t) = ticket.parse::<i64>() {
                                     tickets.push(t);
@@ -75,6 +89,7 @@ pub(in crate::postgres) async fn listener(
                         tokio::time::sleep(LISTEN_RETRY).await;
                         break;
                     }
+                    events.wake_all();
                 }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
