@@ -451,8 +451,9 @@ pub unsafe extern "C" fn leasehold_seat_release(
 
 /// Frees the seat. A seat still active is given back first (waiting at most 5 s for the
 /// server; call `leasehold_seat_release` before to wait as long as it takes and see errors).
-/// A registered callback is not running once this returns, and is never called afterwards.
-/// NULL is ignored.
+/// A registered callback is not running once this returns, and is never called afterwards;
+/// called from inside that callback, it returns at once and the callback runs on until it
+/// returns (its user data must outlive that). NULL is ignored.
 ///
 /// # Safety
 /// `seat` is NULL or a live seat, not used again (by any thread) after this call.

@@ -309,9 +309,12 @@ async fn a_callback_hears_a_revoke_and_may_release_and_free_its_own_seat() {
     })
     .await;
     let (tx, rx) = mpsc::channel();
-    let heard = Box::new(Heard { tx, free: seat.0 });
+    // Leaked: the callback frees its own seat, so nothing tells this thread when the callback
+    // has returned, and the receiver below wakes while the callback may still be inside
+    // `tx.send`. Dropping `heard` then was a use-after-free (CI: SIGSEGV in `send`).
+    let heard: &'static Heard = Box::leak(Box::new(Heard { tx, free: seat.0 }));
     let result = unsafe {
-        leasehold_seat_set_callback(seat.0, Some(record), &*heard as *const Heard as *mut c_void)
+        leasehold_seat_set_callback(seat.0, Some(record), heard as *const Heard as *mut c_void)
     };
     assert_eq!(result, LeaseholdResult::Ok);
     let sid = session_id(&seat);
@@ -325,7 +328,6 @@ async fn a_callback_hears_a_revoke_and_may_release_and_free_its_own_seat() {
     assert_eq!(state, LeaseholdSeatState::Lost);
     assert_eq!(reason.as_deref(), Some("session ended (revoked)"));
     assert_eq!(end.as_deref(), Some("revoked"));
-    drop(heard);
 }
 
 unsafe extern "C" fn slow(
