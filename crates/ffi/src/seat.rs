@@ -191,11 +191,10 @@ pub unsafe extern "C" fn leasehold_checkout(
                 options.flags & !KNOWN_FLAGS
             )));
         }
-        // Heartbeats only for now: with the SDK's event stream task alive, a callback that
-        // releases and frees its own seat (`c_abi::a_callback_hears_a_revoke_and_may_release_
-        // and_free_its_own_seat`) crashes the callback thread (a use-after-free in that path's
-        // unsafe code, which the extra task's timing exposes; not in the safe SDK). Until that
-        // path is fixed, C and Python seats learn a revoke at their next heartbeat.
+        // Heartbeats only for now: C and Python seats learn a revoke at their next heartbeat.
+        // Events were turned off here after a SIGSEGV in the callback thread, which turned out
+        // to be the c_abi test's own use-after-free (fixed; with events on, its tests pass):
+        // turning them on is one line here, with the docs that say otherwise.
         let mut sdk_options = CheckoutOptions::new().without_events();
         if options.wait_secs > 0 {
             sdk_options = sdk_options.wait_secs(options.wait_secs);
