@@ -141,6 +141,7 @@ mod events;
 mod heartbeat;
 mod lanes;
 mod licenses;
+mod live;
 mod mass;
 mod models;
 mod node;

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_usernames.sql"),
     // Mass ends: floors over a license or a user, and the session sequence they cut at.
     include_str!("../../migrations/postgres/0005_mass_ends.sql"),
+    include_str!("../../migrations/postgres/0007_live_counts.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
