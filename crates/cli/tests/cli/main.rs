@@ -15,6 +15,7 @@ mod mass_end;
 mod multinode;
 mod pg;
 mod pg_events;
+mod pg_live_counts;
 mod pg_tls;
 mod pg_usernames;
 mod run_program;
