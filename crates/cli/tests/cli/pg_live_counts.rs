@@ -1,7 +1,9 @@
 //! PostgreSQL's live counters (migration 0007) stay exact: opens, overdraft opens, logouts from
 //! other nodes, a revoke of every session, a node killed with transactions in flight, and the
 //! fold of a dead node's counter rows; at every step the sums equal a count of the sessions.
+//! The migration counts the sessions of a database an earlier version left.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -9,6 +11,16 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 
 use crate::pg::*;
+use crate::support::BIN;
+
+/// The schema as version 5 left it.
+const BEFORE: [&str; 5] = [
+    include_str!("../../../store/migrations/postgres/0001_init.sql"),
+    include_str!("../../../store/migrations/postgres/0002_models.sql"),
+    include_str!("../../../store/migrations/postgres/0003_queue.sql"),
+    include_str!("../../../store/migrations/postgres/0004_usernames.sql"),
+    include_str!("../../../store/migrations/postgres/0005_mass_ends.sql"),
+];
 
 fn open_body(license: &str, device: &str, instance: &str) -> Value {
     json!({"license_id": license, "device_id": device, "instance_id": instance})
@@ -143,5 +155,83 @@ async fn live_counts_stay_exact_across_nodes_a_revoke_a_kill_and_a_fold() {
     db.assert_live_counts_exact().await;
     assert_eq!(s.in_use(&http, &urls[1]).await, 7);
     drop(nodes);
+    db.drop_db().await;
+}
+
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test]
+async fn migrating_counts_the_live_sessions_an_earlier_version_left() {
+    let Some(db) = TestDb::create("live counts migration").await else {
+        return;
+    };
+    // Arrange: schema version 5 with a license under a revoke's floor (seq 10) still being
+    // drained: two sessions under it, three above (one overdraft), two ended.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
+                                      applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for (i, sql) in BEFORE.iter().enumerate() {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(i as i32 + 1)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(
+        "INSERT INTO accounts VALUES ('a1', 'Acme', 0);
+         INSERT INTO licenses (id, account_id, model, terms, created_at, end_below, end_pending)
+           VALUES ('l1', 'a1', 'concurrent_sessions', '{}', 0, 10, true),
+                  ('l2', 'a1', 'concurrent_sessions', '{}', 0, 0, false);
+         INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
+                               opened_at, expires_at, ended_at, overdraft, seq) VALUES
+           ('s1', 'l1', 'u', 'interactive', 'd1', 'x', 0, 100, NULL, false, 3),
+           ('s2', 'l1', 'u', 'interactive', 'd2', 'x', 0, 100, NULL, true, 4),
+           ('s3', 'l1', 'u', 'interactive', 'd3', 'x', 0, 100, NULL, false, 11),
+           ('s4', 'l1', 'u', 'interactive', 'd4', 'x', 0, 100, NULL, true, 12),
+           ('s5', 'l1', 'u', 'interactive', 'd5', 'x', 0, 100, NULL, false, 13),
+           ('s6', 'l1', 'u', 'interactive', 'd6', 'x', 0, 100, 50, false, 14),
+           ('s7', 'l2', 'u', 'interactive', 'd7', 'x', 0, 100, 50, false, 15);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Act
+    let out = tokio::process::Command::new(BIN)
+        .args(["migrate", "--database-url", &db.url])
+        .env("LEASEHOLD_LOG", "off")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // Assert: l1 has 3 in use (1 overdraft) and 5 live; l2 none.
+    let sums: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT l.id,
+                (SELECT COALESCE(sum(live), 0)::int8 FROM license_live c
+                 WHERE c.license_id = l.id AND c.epoch = l.end_below),
+                (SELECT COALESCE(sum(overdraft), 0)::int8 FROM license_live c
+                 WHERE c.license_id = l.id AND c.epoch = l.end_below),
+                (SELECT COALESCE(sum(live), 0)::int8 FROM license_live c WHERE c.license_id = l.id)
+         FROM licenses l ORDER BY l.id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        sums,
+        [("l1".to_owned(), 3, 1, 5), ("l2".to_owned(), 0, 0, 0)]
+    );
+    conn.close().await.ok();
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
