@@ -1,7 +1,8 @@
 //! Tenant isolation: one account's admin never sees or touches another account's things.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::*;
 
@@ -117,8 +118,22 @@ async fn another_user_of_the_same_account_cannot_touch_my_session() {
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
     let s = app.open(&bob, &f.license_id, "laptop", "cad").await.id();
+    let first = app.heartbeat(&bob, &s).await;
+    assert_eq!(first.status, StatusCode::OK);
+    app.advance(60).await;
     let hb = app.heartbeat(&carol, &s).await;
     assert_eq!(hb.status, StatusCode::FORBIDDEN);
+    // Carol's heartbeat did not slide Bob's session: his next one moves it by the 60 s.
+    let next = app.heartbeat(&bob, &s).await;
+    let at = |b: &Value| time::OffsetDateTime::parse(b["expires_at"].as_str().unwrap(), &Rfc3339);
+    let moved = at(&next.body).unwrap() - at(&first.body).unwrap();
+    assert_eq!(
+        moved.whole_seconds(),
+        60,
+        "{:?} {:?}",
+        first.body,
+        next.body
+    );
     let d = app
         .call(
             Method::DELETE,

@@ -4,6 +4,7 @@
 //! license's end: see `mass`) is answered ended and never slid.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use leasehold_core::Timestamp;
 use leasehold_proto::OnFull;
@@ -31,6 +32,21 @@ pub(super) const HEARTBEAT_LANES: usize = 1;
 pub(super) struct Beat {
     pub(super) session_id: String,
     pub(super) now: Timestamp,
+    /// The account and user the caller says the session is theirs (`Store::heartbeat_owned`),
+    /// checked by the batch's own read: the point read such a request used to start with is
+    /// folded into the batch. Another account's session is not found; another user's of the
+    /// same account is answered as it is, not slid (the caller sees whose it is).
+    pub(super) owner: Option<(Arc<str>, String)>,
+}
+
+/// What a batch answers an owned heartbeat whose session is not the caller's, or `None` when it
+/// is (or nobody is asking).
+fn foreign(beat: &Beat, row: &SessionRow) -> Option<StoreResult<Session>> {
+    let (account_id, username) = beat.owner.as_ref()?;
+    if row.session.account_id != *account_id {
+        return Some(Err(StoreError::NotFound("session")));
+    }
+    (row.session.username != *username).then(|| Ok(row.session.clone()))
 }
 
 /// A request of a heartbeat lane.
@@ -61,16 +77,25 @@ impl SessionBatch for Beat {
             found.insert(id, SessionRow::read(row, cache));
         }
         // Each job's new expiry, computed by the core rule; the store keeps the latest per session.
+        // `slid[i]`: job i's session is to be slid (its answer is the expiry stored after).
         let mut results: Vec<StoreResult<Session>> = Vec::with_capacity(jobs.len());
+        let mut slid: Vec<bool> = Vec::with_capacity(jobs.len());
         let mut updates: HashMap<String, (i64, i64)> = HashMap::new();
         let mut expired: Vec<(String, i64, &'static str)> = Vec::new();
         for job in jobs {
             let beat = &job.ask;
-            let result = match found.get(&beat.session_id) {
+            let row = match found.get(&beat.session_id) {
                 None => Err(StoreError::NotFound("session")),
                 Some(Err(e)) => Err(clone_error(e)),
-                Some(Ok(row)) if row.ended.is_some() => Err(row.ended_error()),
-                Some(Ok(row)) => {
+                Some(Ok(row)) => Ok(row),
+            };
+            let foreign = row.as_ref().ok().and_then(|row| foreign(beat, row));
+            slid.push(foreign.is_none() && row.as_ref().is_ok_and(|r| r.ended.is_none()));
+            let result = match (row, foreign) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(answer)) => answer,
+                (Ok(row), None) if row.ended.is_some() => Err(row.ended_error()),
+                (Ok(row), None) => {
                     let mut session = row.session.clone();
                     match session.clock.heartbeat(&row.terms, beat.now) {
                         Ok(exp) => {
@@ -124,7 +149,7 @@ impl SessionBatch for Beat {
         for row in &rows {
             stored.insert(row.try_get(0)?, row.try_get(1)?);
         }
-        for result in results.iter_mut() {
+        for (result, _) in results.iter_mut().zip(&slid).filter(|(_, slid)| **slid) {
             let Ok(session) = result else { continue };
             match stored.get(&session.id) {
                 // Answer what is stored: that is what every other node relies on.

@@ -94,8 +94,8 @@
 //!
 //! # Point reads
 //!
-//! Every request authenticates (`find_credential`), and opens and heartbeats look up a license,
-//! a user or a session first. Those point reads go through per-node read batchers too: the
+//! Every request authenticates (`find_credential`), and opens look up a license and a user
+//! first (a heartbeat does not: its batch's own read checks whose session it is). Those point reads go through per-node read batchers too: the
 //! lookups that arrive while one batch is in flight share the next `= ANY($1)` query. A batch
 //! starts after each of its requests arrived, so it is exactly as fresh as a query per request.
 //!

@@ -3,6 +3,7 @@
 //! serves the queues of licenses where a seat may have freed once the change is committed.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use leasehold_core::{SessionState, Timestamp};
@@ -29,6 +30,29 @@ impl PgStore {
         let lane = lane_of(req.license_id.as_str(), self.opens.len());
         let open = OpenAsk { req, wait, now };
         ask(&self.opens, lane, open, "the open batcher has stopped").await
+    }
+
+    /// Slides a session through its heartbeat lane (checking its owner when one is given).
+    async fn beat(
+        &self,
+        session_id: &str,
+        owner: Option<(Arc<str>, String)>,
+        now: Timestamp,
+    ) -> StoreResult<Session> {
+        let now = self.clock.db(now);
+        let lane = lane_of(session_id, self.heartbeats.len());
+        let beat = Beat {
+            session_id: session_id.to_owned(),
+            now,
+            owner,
+        };
+        ask(
+            &self.heartbeats,
+            lane,
+            beat,
+            "the heartbeat batcher has stopped",
+        )
+        .await
     }
 
     /// `NotFound("license")` unless the license exists.
@@ -166,19 +190,23 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, session_id: &str, now: Timestamp) -> StoreResult<Session> {
-        let now = self.clock.db(now);
-        let lane = lane_of(session_id, self.heartbeats.len());
-        let beat = Beat {
-            session_id: session_id.to_owned(),
-            now,
-        };
-        ask(
-            &self.heartbeats,
-            lane,
-            beat,
-            "the heartbeat batcher has stopped",
-        )
-        .await
+        self.beat(session_id, None, now).await
+    }
+
+    /// One batch does the ownership check and the slide (no point read first).
+    async fn heartbeat_owned(
+        &self,
+        session_id: &str,
+        account_id: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<OwnedHeartbeat> {
+        let owner = (Arc::from(account_id), username.to_owned());
+        let session = self.beat(session_id, Some(owner), now).await?;
+        if session.username != username {
+            return Ok(OwnedHeartbeat::NotOwner);
+        }
+        Ok(OwnedHeartbeat::Beat(session.clock.expires_at))
     }
 
     async fn end_session(
