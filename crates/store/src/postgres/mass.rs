@@ -287,13 +287,14 @@ pub(super) async fn end_covered_instances(
     }
     sqlx::query(
         "WITH c AS (
-             SELECT s.id FROM sessions s
-             JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(l, u, d, i)
-               ON s.license_id = k.l AND s.username = k.u AND s.device_id = k.d
-              AND s.instance_id = k.i
-             JOIN licenses l ON l.id = s.license_id
-             WHERE s.ended_at IS NULL AND s.seq < l.end_below
-             FOR UPDATE OF s
+             SELECT s.id
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(l, u, d, i)
+             CROSS JOIN LATERAL (
+                 SELECT s.id FROM sessions s JOIN licenses l ON l.id = s.license_id
+                 WHERE s.license_id = k.l AND s.username = k.u AND s.device_id = k.d
+                   AND s.instance_id = k.i AND s.ended_at IS NULL AND s.seq < l.end_below
+                 FOR UPDATE OF s
+             ) s
          ), e AS (
              UPDATE sessions s SET ended_at = l.end_at, end_reason = l.end_reason
              FROM c, licenses l

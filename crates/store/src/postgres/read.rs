@@ -161,8 +161,10 @@ impl Loader for UserLoader {
         let rows = sqlx::query(
             "SELECT u.account_id, u.username, u.kind, u.active, u.client_id,
                     u.client_secret_hash, u.created_at
-             FROM users u JOIN unnest($1::text[], $2::text[]) AS k(a, n)
-               ON u.account_id = k.a AND u.username = k.n",
+             FROM unnest($1::text[], $2::text[]) AS k(a, n)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM users u WHERE u.account_id = k.a AND u.username = k.n
+             ) u",
         )
         .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
