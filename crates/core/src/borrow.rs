@@ -64,7 +64,10 @@ impl BorrowPolicy {
         }
         let count = |field: &str, v: i64| -> RuleResult<u32> {
             u32::try_from(v).map_err(|_| {
-                RuleError::Invalid(format!("{field} must be between 0 and {}, got {v}", u32::MAX))
+                RuleError::Invalid(format!(
+                    "{field} must be between 0 and {}, got {v}",
+                    u32::MAX
+                ))
             })
         };
         Ok(Some(BorrowPolicy {
@@ -196,7 +199,10 @@ mod tests {
         t.expires_at = None;
         let until = T0.plus_secs(4 * DAY_SECS);
         assert!(check_borrow(&t, UserKind::Interactive, T0, until).is_err());
-        assert_eq!(check_borrow(&t, UserKind::Interactive, later, until), Ok(()));
+        assert_eq!(
+            check_borrow(&t, UserKind::Interactive, later, until),
+            Ok(())
+        );
     }
 
     #[test]

@@ -23,11 +23,12 @@
 
 use leasehold_core::seats::must_queue;
 use leasehold_core::{
-    decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, Timestamp, Username,
+    check_borrow, decide_borrow, decide_open, LicenseTerms, OpenDecision, RuleError, SeatView,
+    SessionClock, Timestamp, Username,
 };
 use leasehold_proto::EndReason;
 
-use crate::records::{AuditEvent, License, Session};
+use crate::records::{AuditEvent, License, OpenRequest, Session};
 
 /// What a backend counts of one license at the moment of deciding, expired sessions already
 /// reclaimed. SQLite answers from memory; PostgreSQL from what its open batch read under the
@@ -154,6 +155,60 @@ fn refuse(refusal: RuleError, device_id: &str) -> Verdict {
     Verdict::Refuse { refusal, denial }
 }
 
+/// A borrow's verdict, after the seat's: a granted seat is lent only within the license's
+/// borrow policy (`check_borrow`: the period, the user's kind, the license's end; then
+/// `decide_borrow` over `borrowed_now`, the license's live borrows the backend counts in the
+/// same atomic step, asked only for a borrow). A refused borrow is no denial (a seat was free).
+/// An ordinary open's verdict passes unchanged.
+pub fn borrow_verdict(
+    verdict: Verdict,
+    terms: &LicenseTerms,
+    req: &OpenRequest,
+    now: Timestamp,
+    borrowed_now: impl FnOnce() -> u32,
+) -> Verdict {
+    let Some(until) = req.borrow_until else {
+        return verdict;
+    };
+    let Verdict::Grant { overdraft } = verdict else {
+        return verdict;
+    };
+    match check_borrow(terms, req.kind, now, until)
+        .and_then(|()| decide_borrow(terms, borrowed_now()))
+    {
+        Ok(()) => Verdict::Grant { overdraft },
+        Err(refusal) => Verdict::Refuse {
+            refusal,
+            denial: false,
+        },
+    }
+}
+
+/// The timing of a session granted for `req` at `now`: a borrowed seat's, or an ordinary one's.
+pub fn new_clock(req: &OpenRequest, terms: &LicenseTerms, now: Timestamp) -> SessionClock {
+    match req.borrow_until {
+        Some(until) => SessionClock::borrow(terms, now, until),
+        None => SessionClock::open(req.kind, terms, now),
+    }
+}
+
+/// Whether a client instance's live session answers a re-open of `req`: a borrow is answered
+/// only by a borrowed session, an ordinary open only by an ordinary one (an instance holding
+/// an online seat borrows from another instance, or returns it first).
+pub fn reopen_matches(existing: &SessionClock, req: &OpenRequest) -> Result<(), RuleError> {
+    match (existing.is_borrowed(), req.borrow_until.is_some()) {
+        (true, false) => Err(RuleError::BorrowNotAllowed(
+            "this client instance holds a borrowed seat: open from another instance, or return              the borrow first"
+                .into(),
+        )),
+        (false, true) => Err(RuleError::BorrowNotAllowed(
+            "this client instance holds an online seat: borrow from another instance, or close              that session first"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// How an opened session got its seat, as its `opened` event tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenedVia {
@@ -172,6 +227,9 @@ pub fn opened(session: &Session, at: Timestamp, via: OpenedVia) -> AuditEvent {
     }
     if via == OpenedVia::Queue {
         detail.push_str(" queued");
+    }
+    if session.clock.is_borrowed() {
+        detail.push_str(" borrowed");
     }
     session_event(session, at, "opened", detail)
 }

@@ -150,12 +150,15 @@ pub(super) async fn usage(
     let Some(row) = row else {
         return Err(StoreError::NotFound("license"));
     };
-    let (overdraft_in_use, activations): (i64, i64) = sqlx::query_as(
+    let (overdraft_in_use, activations, borrowed): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
                  WHERE s.license_id = $1 AND s.ended_at IS NULL AND s.overdraft
                    AND s.seq >= l.end_below AND (l.ends_at IS NULL OR l.ends_at > $2)),
                 (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
-              + (SELECT count(*) FROM license_devices WHERE license_id = $1)",
+              + (SELECT count(*) FROM license_devices WHERE license_id = $1),
+                (SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
+                 WHERE s.license_id = $1 AND s.borrow_until IS NOT NULL AND s.ended_at IS NULL
+                   AND s.seq >= l.end_below AND (l.ends_at IS NULL OR l.ends_at > $2))",
     )
     .bind(license_id)
     .bind(now.millis())
@@ -186,6 +189,7 @@ pub(super) async fn usage(
         denials: denials.unwrap_or(0).max(0) as u64,
         since: Timestamp::from_millis(since.unwrap_or(0)),
         overdraft_in_use: u32::try_from(overdraft_in_use).unwrap_or(u32::MAX),
+        borrowed: u32::try_from(borrowed).unwrap_or(u32::MAX),
         activations: (terms.model != LicenseModel::ConcurrentSessions)
             .then(|| u32::try_from(activations).unwrap_or(u32::MAX)),
     })

@@ -127,6 +127,7 @@ struct SessionColumns {
     hard_end: Vec<Option<i64>>,
     overdraft: Vec<bool>,
     license_end: Vec<Option<i64>>,
+    borrow_until: Vec<Option<i64>>,
 }
 
 impl SessionColumns {
@@ -145,6 +146,8 @@ impl SessionColumns {
             c.overdraft.push(s.overdraft);
             c.license_end
                 .push(s.clock.license_end.map(Timestamp::millis));
+            c.borrow_until
+                .push(s.clock.borrow_until.map(Timestamp::millis));
         }
         c
     }
@@ -225,10 +228,11 @@ pub(super) async fn changes(
              WHERE s.id = v.id AND s.ended_at IS NULL
          ), opened AS (
              INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
-                                   opened_at, expires_at, hard_end, overdraft, license_end)
+                                   opened_at, expires_at, hard_end, overdraft, license_end,
+                                   borrow_until)
              SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                                   $8::text[], $9::int8[], $10::int8[], $11::int8[], $23::bool[],
-                                  $24::int8[])
+                                  $24::int8[], $29::int8[])
          ), usage AS (
              UPDATE license_usage u
              SET high_water = GREATEST(u.high_water, v.hi),
@@ -274,6 +278,7 @@ pub(super) async fn changes(
     .bind(served.state)
     .bind(served.session_id)
     .bind(served.refusal)
+    .bind(sessions.borrow_until)
     .execute(&mut **tx)
     .await?;
     Ok(())
