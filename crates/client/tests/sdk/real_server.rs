@@ -221,6 +221,7 @@ async fn a_guard_keeps_its_session_alive_across_several_inactivity_timeouts() {
             device_id: "laptop".into(),
             instance_id: "cad-idle".into(),
             wait_secs: None,
+            borrow_until: None,
         })
         .await
         .unwrap();

@@ -135,6 +135,7 @@ async fn leases_verify_offline_with_the_published_key() {
     let forged = URL_SAFE_NO_PAD.encode(
         serde_json::to_vec(&leasehold_proto::LeaseClaims {
             exp: claims.exp + 86_400,
+            borrowed: false,
             ..claims.clone()
         })
         .unwrap(),
