@@ -6,6 +6,7 @@
 
 mod admin;
 mod bench_smoke;
+mod borrow;
 mod c_abi;
 mod c_programs;
 mod crash;
