@@ -158,8 +158,9 @@ fn refuse(refusal: RuleError, device_id: &str) -> Verdict {
 /// A borrow's verdict, after the seat's: a granted seat is lent only within the license's
 /// borrow policy (`check_borrow`: the period, the user's kind, the license's end; then
 /// `decide_borrow` over `borrowed_now`, the license's live borrows the backend counts in the
-/// same atomic step, asked only for a borrow). A refused borrow is no denial (a seat was free).
-/// An ordinary open's verdict passes unchanged.
+/// same atomic step, asked only for a granted borrow). A borrow the policy refuses is refused
+/// for that even when no seat is free (the request itself is wrong, whatever the seats). A
+/// refused borrow is no denial. An ordinary open's verdict passes unchanged.
 pub fn borrow_verdict(
     verdict: Verdict,
     terms: &LicenseTerms,
@@ -170,17 +171,25 @@ pub fn borrow_verdict(
     let Some(until) = req.borrow_until else {
         return verdict;
     };
-    let Verdict::Grant { overdraft } = verdict else {
-        return verdict;
+    let policy = check_borrow(terms, req.kind, now, until);
+    let refused = |refusal| Verdict::Refuse {
+        refusal,
+        denial: false,
     };
-    match check_borrow(terms, req.kind, now, until)
-        .and_then(|()| decide_borrow(terms, borrowed_now()))
-    {
-        Ok(()) => Verdict::Grant { overdraft },
-        Err(refusal) => Verdict::Refuse {
-            refusal,
-            denial: false,
+    match (verdict, policy) {
+        (Verdict::Grant { overdraft }, Ok(())) => match decide_borrow(terms, borrowed_now()) {
+            Ok(()) => Verdict::Grant { overdraft },
+            Err(refusal) => refused(refusal),
         },
+        (Verdict::Grant { .. } | Verdict::Queue, Err(refusal)) => refused(refusal),
+        (
+            Verdict::Refuse {
+                refusal: RuleError::NoSeatAvailable { .. },
+                ..
+            },
+            Err(refusal),
+        ) => refused(refusal),
+        (verdict, _) => verdict,
     }
 }
 
