@@ -240,16 +240,13 @@ impl OnLease<'_> {
     /// The revoked-lease list, when a server and credentials are configured and the server
     /// answers within `ONLINE_CHECK`; otherwise the offline check stands.
     async fn check_online(&self, seat: &BorrowedSeat, now: i64) -> Result<(), ClientError> {
-        let client = match self
+        let Ok(client) = self
             .connect
             .resolve(None, None)
             .and_then(|settings| settings.client(Some("a user token")))
-        {
-            Ok(client) => client,
-            Err(_) => {
-                say("no credentials to reach the server: running on the lease alone (offline)");
-                return Ok(());
-            }
+        else {
+            say("no credentials to reach the server: running on the lease alone (offline)");
+            return Ok(());
         };
         match tokio::time::timeout(
             ONLINE_CHECK,
