@@ -99,7 +99,9 @@ async fn borrow_seat(args: BorrowArgs) -> u8 {
         }
     };
     let device_id = args.device_id.unwrap_or_else(default_device_id);
-    let instance_id = args.instance_id.unwrap_or_else(random_instance_id);
+    let instance_id = args
+        .instance_id
+        .unwrap_or_else(|| format!("borrow-{:016x}", rand::random::<u64>()));
     let seat = match client
         .borrow(&args.license, &device_id, &instance_id, until)
         .await

@@ -462,7 +462,7 @@ fn hostname() -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-pub(crate) fn random_instance_id() -> String {
+fn random_instance_id() -> String {
     format!("run-{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 

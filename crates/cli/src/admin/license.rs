@@ -386,11 +386,16 @@ impl Admin {
                 "borrowing",
                 match license.max_borrow_days {
                     None => "off".to_owned(),
-                    Some(days) => format!(
-                        "up to {days} days, at most {} seats at once, {} stay online",
-                        opt(license.max_borrowed_seats),
-                        license.borrow_lowwater.unwrap_or(0)
-                    ),
+                    Some(days) => {
+                        let mut text = format!("up to {days} days");
+                        if let Some(n) = license.max_borrowed_seats {
+                            text.push_str(&format!(", at most {n} away at once"));
+                        }
+                        if let Some(n) = license.borrow_lowwater.filter(|&n| n > 0) {
+                            text.push_str(&format!(", {n} stay online"));
+                        }
+                        text
+                    }
                 },
             ),
             ("created_at", time(license.created_at)),
