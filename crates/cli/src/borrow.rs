@@ -27,9 +27,7 @@ use leasehold_client::{BorrowedSeat, ClientError, ErrorCode};
 use time::OffsetDateTime;
 
 use crate::connect::{is_unreachable, ConnectArgs, EXIT_CONFIG, EXIT_UNAVAILABLE};
-use crate::run::{
-    default_device_id, random_instance_id, say, supervise, Signals, EXIT_LEASE_LOST, EXIT_REFUSED,
-};
+use crate::run::{default_device_id, say, supervise, Signals, EXIT_LEASE_LOST, EXIT_REFUSED};
 
 /// How long `run --lease` tries to reach the server for the revoked-lease list before it goes
 /// on offline.
