@@ -654,4 +654,61 @@ mod tests {
         assert_eq!(end.detail.as_deref(), Some("inactivity"));
         assert_eq!(end.session_id.as_deref(), Some("s-1"));
     }
+
+    #[test]
+    fn a_borrow_is_granted_within_its_policy_and_refused_past_it_even_when_full() {
+        // Arrange: 3 seats lent for up to 2 days, at most 1 away.
+        let t = terms(LicenseModel::ConcurrentSessions, 3, |r| {
+            r.max_borrow_days = Some(2);
+            r.max_borrowed_seats = Some(1);
+        });
+        let borrow = |until: Timestamp| OpenRequest {
+            new_id: "s".into(),
+            license_id: "lic".into(),
+            username: "bob".into(),
+            kind: UserKind::Interactive,
+            device_id: "laptop".into(),
+            instance_id: "b".into(),
+            borrow_until: Some(until),
+        };
+        let grant = || Verdict::Grant { overdraft: false };
+        let full = || Verdict::Refuse {
+            refusal: RuleError::NoSeatAvailable { seats: 3 },
+            denial: true,
+        };
+        let day = T0.plus_secs(86_400);
+
+        // Act + Assert: within the policy; the limit counted only for a granted borrow.
+        assert_eq!(borrow_verdict(grant(), &t, &borrow(day), T0, || 0), grant());
+        assert!(matches!(
+            borrow_verdict(grant(), &t, &borrow(day), T0, || 1),
+            Verdict::Refuse {
+                refusal: RuleError::BorrowLimitReached { limit: 1 },
+                denial: false
+            }
+        ));
+        assert_eq!(
+            borrow_verdict(full(), &t, &borrow(day), T0, || panic!("not counted")),
+            full()
+        );
+        // Past the policy: refused for that, full or not.
+        let long = borrow(T0.plus_secs(3 * 86_400));
+        for verdict in [grant(), full(), Verdict::Queue] {
+            assert!(matches!(
+                borrow_verdict(verdict, &t, &long, T0, || 0),
+                Verdict::Refuse {
+                    refusal: RuleError::BorrowTooLong(_),
+                    denial: false
+                }
+            ));
+        }
+        // An ordinary open passes unchanged; its clock is an ordinary one.
+        let plain = OpenRequest {
+            borrow_until: None,
+            ..borrow(day)
+        };
+        assert_eq!(borrow_verdict(grant(), &t, &plain, T0, || 9), grant());
+        assert!(!new_clock(&plain, &t, T0).is_borrowed());
+        assert_eq!(new_clock(&borrow(day), &t, T0).expires_at, day);
+    }
 }
