@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{id}/users"),
     ("get", "/v1/accounts/{id}/licenses"),
     ("get", "/v1/licenses/{id}/queue"),
+    ("get", "/v1/licenses/{id}/revoked-leases"),
     ("put", "/v1/licenses/{id}/users/{username}"),
     ("get", "/v1/licenses/{id}/users"),
     ("post", "/v1/licenses/{id}/devices"),
