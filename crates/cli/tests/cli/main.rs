@@ -15,6 +15,7 @@ mod logs;
 mod mass_end;
 mod multinode;
 mod pg;
+mod pg_borrow;
 mod pg_events;
 mod pg_tls;
 mod pg_usernames;
