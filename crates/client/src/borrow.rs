@@ -76,7 +76,16 @@ impl BorrowedSeat {
         let tmp = path.with_extension("lease.tmp");
         let io =
             |e: std::io::Error| ClientError::Config(format!("writing {}: {e}", path.display()));
-        std::fs::write(&tmp, text).map_err(io)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        // Readable by its owner only: whoever holds the file (on a machine with the same
+        // device id) holds the seat.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
         std::fs::rename(&tmp, path).map_err(io)
     }
 

@@ -34,6 +34,11 @@ async fn a_borrowed_seat_verifies_offline_until_its_exp_and_not_after() {
     let path = dir.path().join("seat.lease");
     seat.save(&path).unwrap();
     assert_eq!(tenant.in_use().await, 1);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the seat file is its owner's alone");
+    }
 
     // Act: no network at all from here on: the server is gone.
     server.stop().await;
