@@ -17,6 +17,7 @@ mod multinode;
 mod pg;
 mod pg_borrow;
 mod pg_events;
+mod pg_live_counts;
 mod pg_tls;
 mod pg_usernames;
 mod run_program;

@@ -169,6 +169,7 @@ async fn six_hundred_opens_over_three_nodes_never_exceed_ten_seats() {
     assert_eq!(count("opened"), 10);
     assert_eq!(count("denied"), 590);
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -300,6 +301,7 @@ async fn killing_one_of_three_nodes_under_load_loses_no_session() {
     let opened = audit.iter().filter(|a| a["event"] == "opened").count();
     assert_eq!(opened, acknowledged.len(), "one opened event per session");
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -440,6 +442,7 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     assert_eq!(s.in_use(&http, &urls[0]).await, 2);
     drop(nodes);
     drop(proxy);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -544,6 +547,7 @@ async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() 
     }
     assert_eq!(s.in_use(&http, &urls[0]).await, 0);
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -761,6 +765,7 @@ async fn copy_to_postgres_moves_a_sqlite_folder_without_losing_seats_or_leases()
     assert!(!out.status.success());
     assert_eq!(s.in_use(&http, &new.url).await, 2);
     drop(new);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -951,6 +956,7 @@ async fn one_queue_across_three_nodes_grants_freed_seats_in_arrival_order() {
         .count();
     assert_eq!(queued, 9);
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -1024,6 +1030,7 @@ async fn the_waiters_of_a_killed_node_are_skipped_and_get_no_seat() {
     let live: Vec<String> = s.live_ids(&http, &urls[1]).await;
     assert_eq!(live, vec![patient.1["id"].as_str().unwrap().to_owned()]);
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -1140,6 +1147,7 @@ async fn waiters_racing_newcomers_over_three_nodes_never_over_allocate() {
         .count();
     assert!(queued > 0, "nobody had to wait");
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 
@@ -1262,6 +1270,7 @@ async fn queue_grant_latency_on_one_node_and_across_nodes() {
     assert!(same_p50 < 200.0, "{same_p50} ms");
     assert!(across_p50 < 200.0, "{across_p50} ms");
     drop(nodes);
+    db.assert_live_counts_exact().await;
     db.drop_db().await;
 }
 

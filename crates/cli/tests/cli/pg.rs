@@ -115,6 +115,40 @@ impl TestDb {
         conn.close().await.ok();
     }
 
+    /// Every license's live counters (`license_live`, kept by triggers) against a count of its
+    /// sessions, in one snapshot: in use (not under the license's floor), every live session,
+    /// the overdraft ones.
+    pub async fn assert_live_counts_exact(&self) {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT l.id,
+                    (SELECT COALESCE(sum(live), 0)::int8 FROM license_live c
+                     WHERE c.license_id = l.id AND c.epoch = l.end_below),
+                    (SELECT count(*) FROM sessions s WHERE s.license_id = l.id
+                     AND s.ended_at IS NULL AND s.seq >= l.end_below),
+                    (SELECT COALESCE(sum(live), 0)::int8 FROM license_live c
+                     WHERE c.license_id = l.id),
+                    (SELECT count(*) FROM sessions s WHERE s.license_id = l.id
+                     AND s.ended_at IS NULL),
+                    (SELECT COALESCE(sum(overdraft), 0)::int8 FROM license_live c
+                     WHERE c.license_id = l.id),
+                    (SELECT count(*) FROM sessions s WHERE s.license_id = l.id
+                     AND s.ended_at IS NULL AND s.overdraft)
+             FROM licenses l",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.ok();
+        for (id, in_use, counted_in_use, live, counted_live, over, counted_over) in rows {
+            assert_eq!(
+                (in_use, live, over),
+                (counted_in_use, counted_live, counted_over),
+                "license {id}: counters (in use, live, overdraft) against the sessions"
+            );
+        }
+    }
+
     pub async fn drop_db(self) {
         self.admin_sql(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",

@@ -7,6 +7,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 
 use super::errors::{db_error, is_foreign_key_violation};
+use super::live::{LIVE_ABOVE_FLOOR, LIVE_ALL, OVERDRAFT_ABOVE_FLOOR};
 use super::mass;
 use super::rows::{
     audit_event_from, fetch_rows, insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS,
@@ -132,16 +133,24 @@ pub(super) async fn usage(
     now: Timestamp,
 ) -> StoreResult<UsageStats> {
     // In use: live sessions not under the license's floor, none once its end has passed;
-    // the others are ending (their ends decided, being written by the reaper).
-    let row = sqlx::query(
+    // the others are ending (their ends decided, being written by the reaper). All three are
+    // sums of counter rows (`live`), not counts of sessions.
+    let row = sqlx::query(&format!(
         "SELECT l.terms, u.since, u.high_water, u.low_water, u.denials,
-                (SELECT count(*) FILTER (WHERE s.seq >= l.end_below
-                                           AND (l.ends_at IS NULL OR l.ends_at > $2))
-                 FROM sessions s WHERE s.license_id = l.id AND s.ended_at IS NULL),
-                (SELECT count(*) FROM sessions s WHERE s.license_id = l.id AND s.ended_at IS NULL)
+                CASE WHEN l.ends_at IS NULL OR l.ends_at > $2 THEN {LIVE_ABOVE_FLOOR} ELSE 0 END,
+                {LIVE_ALL},
+                CASE WHEN l.ends_at IS NULL OR l.ends_at > $2 THEN {OVERDRAFT_ABOVE_FLOOR}
+                     ELSE 0 END,
+                (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
+              + (SELECT count(*) FROM license_devices WHERE license_id = $1),
+                CASE WHEN l.ends_at IS NULL OR l.ends_at > $2 THEN
+                    (SELECT count(*) FROM sessions s
+                     WHERE s.license_id = l.id AND s.borrow_until IS NOT NULL
+                       AND s.ended_at IS NULL AND s.seq >= l.end_below)
+                     ELSE 0 END
          FROM licenses l LEFT JOIN license_usage u ON u.license_id = l.id
-         WHERE l.id = $1",
-    )
+         WHERE l.id = $1"
+    ))
     .bind(license_id)
     .bind(now.millis())
     .fetch_optional(pool)
@@ -150,21 +159,6 @@ pub(super) async fn usage(
     let Some(row) = row else {
         return Err(StoreError::NotFound("license"));
     };
-    let (overdraft_in_use, activations, borrowed): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
-                 WHERE s.license_id = $1 AND s.ended_at IS NULL AND s.overdraft
-                   AND s.seq >= l.end_below AND (l.ends_at IS NULL OR l.ends_at > $2)),
-                (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
-              + (SELECT count(*) FROM license_devices WHERE license_id = $1),
-                (SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
-                 WHERE s.license_id = $1 AND s.borrow_until IS NOT NULL AND s.ended_at IS NULL
-                   AND s.seq >= l.end_below AND (l.ends_at IS NULL OR l.ends_at > $2))",
-    )
-    .bind(license_id)
-    .bind(now.millis())
-    .fetch_one(pool)
-    .await
-    .map_err(db_error)?;
     let read = |row: &PgRow| -> Result<_, sqlx::Error> {
         Ok((
             row.try_get::<String, _>(0)?,
@@ -174,9 +168,14 @@ pub(super) async fn usage(
             row.try_get::<Option<i64>, _>(4)?,
             row.try_get::<i64, _>(5)?,
             row.try_get::<i64, _>(6)?,
+            row.try_get::<i64, _>(7)?,
+            row.try_get::<i64, _>(8)?,
+            // Live borrows: through the partial index `sessions_borrowed` (few rows).
+            row.try_get::<i64, _>(9)?,
         ))
     };
-    let (terms, since, high, low, denials, in_use, live) = read(&row).map_err(db_error)?;
+    let (terms, since, high, low, denials, in_use, live, overdraft_in_use, activations, borrowed) =
+        read(&row).map_err(db_error)?;
     let ending = u32::try_from(live - in_use).unwrap_or(0);
     let terms = cache.get(license_id, &terms)?;
     let in_use = u32::try_from(in_use).unwrap_or(u32::MAX);
@@ -198,14 +197,14 @@ pub(super) async fn usage(
 /// Live sessions per license, for metrics.
 /// (Past a license's end, by the database's clock, none.)
 pub(super) async fn in_use_by_license(pool: &PgPool) -> StoreResult<Vec<(String, u32)>> {
-    let query = sqlx::query(
-        "SELECT l.id, count(s.id) FROM licenses l
-         LEFT JOIN sessions s ON s.license_id = l.id AND s.ended_at IS NULL
-              AND s.seq >= l.end_below
-              AND (l.ends_at IS NULL
-                   OR l.ends_at > (extract(epoch FROM clock_timestamp()) * 1000)::int8)
-         GROUP BY l.id",
+    let sql = format!(
+        "SELECT l.id,
+                CASE WHEN l.ends_at IS NULL
+                       OR l.ends_at > (extract(epoch FROM clock_timestamp()) * 1000)::int8
+                     THEN {LIVE_ABOVE_FLOOR} ELSE 0 END
+         FROM licenses l"
     );
+    let query = sqlx::query(&sql);
     fetch_rows(query, pool, |r| {
         Ok((
             r.try_get::<String, _>(0)?,

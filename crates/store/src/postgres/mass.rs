@@ -103,11 +103,12 @@ pub(super) async fn revoke_all(
     let previous = floor_locked(&mut tx, license_id, EndReason::Revoked, now)
         .await
         .map_err(db_error)?;
-    // Live sessions committed so far that no earlier floor covers (nor the license's end).
+    // Live sessions committed so far that no earlier floor covers (nor the license's end):
+    // those of the previous floor's epoch (see `live`).
     let revoked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
-         WHERE s.license_id = $1 AND s.ended_at IS NULL AND s.seq >= $2 AND s.seq < l.end_below
-           AND (l.ends_at IS NULL OR l.ends_at > $3)",
+        "SELECT COALESCE(sum(c.live), 0)::int8 FROM license_live c
+         JOIN licenses l ON l.id = c.license_id
+         WHERE c.license_id = $1 AND c.epoch = $2 AND (l.ends_at IS NULL OR l.ends_at > $3)",
     )
     .bind(license_id)
     .bind(previous)
@@ -262,9 +263,9 @@ async fn drain_batch(
 async fn settle(pool: &PgPool, license_id: &str, below: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE licenses SET end_pending = FALSE
-         WHERE id = $1 AND end_below = $2 AND NOT EXISTS (
-             SELECT 1 FROM sessions s WHERE s.license_id = $1 AND s.ended_at IS NULL
-               AND s.seq < $2)",
+         WHERE id = $1 AND end_below = $2 AND (
+             SELECT COALESCE(sum(c.live), 0) FROM license_live c
+             WHERE c.license_id = $1 AND c.epoch < $2) = 0",
     )
     .bind(license_id)
     .bind(below)

@@ -9,8 +9,8 @@
 //! SQL and makes "count, decide, insert" one indivisible step across nodes:
 //!
 //! - An open locks its license row (`SELECT … FROM licenses … ORDER BY id FOR UPDATE`) and only
-//!   then counts the live sessions (per license, per asking user, per reserved user) through the
-//!   partial index `sessions_live_by_user`. Live sessions are *inserted* only under that lock, so
+//!   then counts the live sessions: per license from the counter rows the triggers keep (`live`),
+//!   per asking user and per reserved user through the partial index `sessions_live_by_user`. Live sessions are *inserted* only under that lock, so
 //!   the count (taken after the lock, under READ COMMITTED a fresh snapshot) can only
 //!   over-estimate (a concurrent logout not yet committed), never under-estimate: the seat count
 //!   is never exceeded, however requests are spread over nodes.
@@ -128,7 +128,7 @@
 //! - `lanes`: the batch lanes, written once; `open` (its batch in named steps: `open::view`,
 //!   `open::decide`, `open::write`), `heartbeat`, `end` and `read` are its kinds of batch.
 //! - `queue`: this node's side of the queue (`queue::listener`, `queue::sweeper`,
-//!   `queue::nodes`); `reaper`: expiry.
+//!   `queue::nodes`); `reaper`: expiry; `mass`: mass ends; `live`: the live counters.
 //! - `accounts`, `licenses`, `models`, `sessions`: the plain records, registrations and
 //!   listings; `rows`: how rows are read and written; `schema`: pool and migrations;
 //!   `errors`: database errors as `StoreError`s; `clock`: the database's clock.
@@ -142,6 +142,7 @@ mod events;
 mod heartbeat;
 mod lanes;
 mod licenses;
+mod live;
 mod mass;
 mod models;
 mod node;

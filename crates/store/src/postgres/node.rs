@@ -13,6 +13,7 @@ use super::end::{EndAsk, EndJob, END_LANES};
 use super::errors::db_error;
 use super::heartbeat::{Beat, HeartbeatJob, HEARTBEAT_LANES};
 use super::lanes::{self, SessionLane};
+use super::live;
 use super::open::{LaneJob, OpenLane, OPEN_LANES};
 use super::queue::{self, QueueCtx};
 use super::read::{ById, CredentialLoader, Reader, UserLoader};
@@ -133,6 +134,7 @@ impl PgStore {
                 cache.clone(),
                 clock.clone(),
             )),
+            tokio::spawn(live::folder(pool.clone())),
         ];
         PgStore {
             credentials: Reader::spawn(&pool, CredentialLoader),

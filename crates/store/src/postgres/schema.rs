@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_mass_ends.sql"),
     // Offline borrowing: a borrowed session's `borrow_until`.
     include_str!("../../migrations/postgres/0006_borrowing.sql"),
+    include_str!("../../migrations/postgres/0007_live_counts.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -209,7 +209,8 @@ impl ServedColumns {
 }
 
 /// 9. Every other change of the batch (slid re-opens, new sessions, usage statistics, served
-///    queue heads, audit events), in one statement.
+///    queue heads, audit events), in one statement. A new session's `epoch` is its license's
+///    floor, which the batch's row lock keeps still (see `live`).
 pub(super) async fn changes(
     tx: &mut Transaction<'_, Postgres>,
     lics: &HashMap<String, LicState>,
@@ -229,10 +230,12 @@ pub(super) async fn changes(
          ), opened AS (
              INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
                                    opened_at, expires_at, hard_end, overdraft, license_end,
-                                   borrow_until)
-             SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                  $8::text[], $9::int8[], $10::int8[], $11::int8[], $23::bool[],
-                                  $24::int8[], $29::int8[])
+                                   borrow_until, epoch)
+             SELECT v.*, l.end_below
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::int8[], $10::int8[], $11::int8[], $23::bool[],
+                         $24::int8[], $29::int8[]) AS v(id, license_id, u, k, d, i, o, e, h, od, le, bu)
+             JOIN licenses l ON l.id = v.license_id
          ), usage AS (
              UPDATE license_usage u
              SET high_water = GREATEST(u.high_water, v.hi),
