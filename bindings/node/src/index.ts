@@ -3,8 +3,8 @@
 //! when the seat is lost, the seat given back on release, on `await using`, at the end of
 //! `withSeat`, and when the process exits. No runtime dependency.
 //!
-//! Borrowing (a seat taken offline for days) is not offered: the server does not implement it
-//! yet.
+//! Borrowing (a seat taken offline for days) is not offered here yet: the server, the Rust SDK,
+//! the C library and the `leasehold` CLI have it (`leasehold run --lease seat.lease -- node app.js`).
 
 import { Client, ClientOptions, Credentials } from "./client.js";
 import { invalidArgument } from "./errors.js";

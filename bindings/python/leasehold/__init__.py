@@ -7,7 +7,9 @@
     # the seat is returned here
 
 A thin ctypes layer over the C library (``libleasehold``, the Rust SDK), bundled in the wheel.
-Borrowing (a seat taken offline for days) is not offered: the server does not implement it yet.
+Borrowing (a seat taken offline for days) is not wrapped here yet: the server, the Rust SDK,
+the C library and the ``leasehold`` CLI have it (``leasehold run --lease seat.lease -- python
+app.py``).
 """
 
 from __future__ import annotations

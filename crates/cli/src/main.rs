@@ -2,6 +2,7 @@
 //! server, run a program with a seat, and benchmark.
 
 mod admin;
+mod borrow;
 mod connect;
 mod copy_to_postgres;
 mod run;
@@ -30,8 +31,13 @@ enum Command {
     CopyToPostgres(copy_to_postgres::CopyArgs),
     /// Benchmark a server over HTTP (see BENCHMARKS.md).
     Bench(Box<leasehold_bench::BenchArgs>),
-    /// Run a program while holding a license seat (returned when it exits).
+    /// Run a program while holding a license seat (returned when it exits), or on a borrowed
+    /// seat with --lease (no network needed).
     Run(run::RunArgs),
+    /// Borrow a seat for offline use for days, saved to a file (`run --lease FILE`).
+    Borrow(borrow::BorrowArgs),
+    /// Give a borrowed seat back early (the file is removed).
+    Return(borrow::ReturnArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
     /// Exit 0 when the server at URL is ready (/healthz: it can write), 1 otherwise.
@@ -66,6 +72,8 @@ fn main() -> std::process::ExitCode {
             Command::CopyToPostgres(args) => copy_to_postgres::run(args).await,
             Command::Bench(args) => leasehold_bench::run(*args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Borrow(args) => borrow::borrow(args).await,
+            Command::Return(args) => borrow::return_seat(args).await,
             Command::Admin(command) => admin::run(command).await,
             Command::Healthcheck { url, live, ca_file } => {
                 serve::healthcheck(&url, live, ca_file.as_deref()).await

@@ -1,5 +1,6 @@
 //! `leasehold run --license ID -- PROGRAM ARGS...`: runs any program while holding a seat, so
-//! a legacy program is licensed without changing it.
+//! a legacy program is licensed without changing it. `leasehold run --lease seat.lease --
+//! PROGRAM` runs it on a borrowed seat instead, with no network needed (see `borrow`).
 //!
 //! ```text
 //!   checkout ──(no seat, no --wait)──────────────────────────► exit 75
@@ -59,8 +60,18 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// License to take a seat of.
-    #[arg(long, value_name = "ID")]
-    license: String,
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "lease",
+        conflicts_with = "lease"
+    )]
+    license: Option<String>,
+    /// Run on a borrowed seat (`leasehold borrow --out FILE`) instead of taking one: works
+    /// with no network until the borrow ends; checks the revoked-lease list when the server
+    /// can be reached.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "client_id", "instance_id"])]
+    lease: Option<std::path::PathBuf>,
     #[command(flatten)]
     connect: ConnectArgs,
     /// Take the seat as this service user (OAuth2 client credentials) instead of with a token
@@ -94,7 +105,7 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
-fn say(message: impl std::fmt::Display) {
+pub(crate) fn say(message: impl std::fmt::Display) {
     eprintln!("leasehold run: {message}");
 }
 
@@ -103,6 +114,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_program(args: RunArgs) -> u8 {
+    if let Some(path) = &args.lease {
+        let device_id = args.device_id.clone().unwrap_or_else(default_device_id);
+        let mut signals = match Signals::new() {
+            Ok(signals) => signals,
+            Err(e) => {
+                say(format!("cannot listen for signals: {e}"));
+                return EXIT_OS_ERROR;
+            }
+        };
+        let on_lease = crate::borrow::OnLease {
+            path,
+            connect: &args.connect,
+            device_id: &device_id,
+        };
+        return on_lease
+            .run(
+                &args.command,
+                &mut signals,
+                Duration::from_secs(args.kill_after),
+            )
+            .await;
+    }
+    let Some(license) = args.license.as_deref() else {
+        say("give --license ID or --lease FILE");
+        return crate::connect::EXIT_CONFIG;
+    };
     let client = match args
         .connect
         .resolve(args.client_id.as_deref(), args.client_secret.as_deref())
@@ -127,7 +164,7 @@ async fn run_program(args: RunArgs) -> u8 {
     let instance_id = args.instance_id.clone().unwrap_or_else(random_instance_id);
     let checkout = Checkout {
         client: &client,
-        license: &args.license,
+        license,
         device_id: &device_id,
         instance_id: &instance_id,
         wait: args.wait,
@@ -136,8 +173,10 @@ async fn run_program(args: RunArgs) -> u8 {
         Ok(guard) => guard,
         Err(code) => return code,
     };
+    let lost = async { guard.lost().await.to_string() };
     let code = supervise(
-        &guard,
+        guard.session_id(),
+        lost,
         &args.command,
         &mut signals,
         Duration::from_secs(args.kill_after),
@@ -243,13 +282,16 @@ fn waitable(err: &ClientError) -> bool {
     )
 }
 
-/// Runs the program until it exits or the seat is lost; answers the exit code.
-async fn supervise(
-    guard: &LeaseGuard,
+/// Runs the program until it exits or the seat is lost (`lost` answers why); answers the exit
+/// code.
+pub(crate) async fn supervise(
+    session_id: &str,
+    lost: impl std::future::Future<Output = String>,
     command: &[OsString],
     signals: &mut Signals,
     kill_after: Duration,
 ) -> u8 {
+    tokio::pin!(lost);
     let Some((program, program_args)) = command.split_first() else {
         say("no program given");
         return EXIT_CANNOT_EXECUTE;
@@ -257,7 +299,7 @@ async fn supervise(
     let shown = program.to_string_lossy().into_owned();
     let mut child = match tokio::process::Command::new(program)
         .args(program_args)
-        .env("LEASEHOLD_SESSION_ID", guard.session_id())
+        .env("LEASEHOLD_SESSION_ID", session_id)
         .spawn()
     {
         Ok(child) => child,
@@ -281,7 +323,7 @@ async fn supervise(
                     send_signal(pid, signal);
                 }
             }
-            reason = guard.lost() => {
+            reason = &mut lost => {
                 say(format!("the license seat was lost ({reason}); stopping {shown}"));
                 send_signal(pid, libc::SIGTERM);
                 let deadline = Instant::now() + kill_after;
@@ -338,7 +380,7 @@ async fn release(guard: LeaseGuard) {
 }
 
 /// The signals `run` catches and forwards.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: Signal,
     terminate: Signal,
     hangup: Signal,
@@ -397,7 +439,7 @@ fn send_signal(pid: Option<i32>, signal: i32) {
 }
 
 /// This machine's hostname, else its machine id, else a fixed name.
-fn default_device_id() -> String {
+pub(crate) fn default_device_id() -> String {
     hostname()
         .or_else(|| {
             std::fs::read_to_string("/etc/machine-id")

@@ -41,6 +41,10 @@ pub enum ClientError {
     /// algorithm, or expired.
     #[error("invalid lease: {0}")]
     LeaseInvalid(String),
+    /// A borrow lease valid by its signature that the server lists as revoked: its seat went
+    /// back early (reclaimed by an admin, returned, revoked). Not retryable.
+    #[error("revoked lease: {0}")]
+    LeaseRevoked(String),
     /// The client was configured wrongly (for example a base URL that is not an http(s) URL).
     #[error("invalid client configuration: {0}")]
     Config(String),

@@ -394,6 +394,7 @@ impl Client {
                 device_id: device_id.to_owned(),
                 instance_id: instance_id.to_owned(),
                 wait_secs: options.wait_secs,
+                borrow_until: None,
             })
             .await?;
 

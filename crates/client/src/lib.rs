@@ -14,6 +14,10 @@
 //!   `tokio::sync::watch` channel, and returns the seat on [`LeaseGuard::release`] or on drop.
 //! - [`LeaseVerifier`]: offline verification of the signed lease (an EdDSA JWT) every session
 //!   carries, against the server's published keys.
+//! - [`Client::borrow`]: a seat borrowed for offline use until a chosen instant, kept as a
+//!   [`BorrowedSeat`] (lease and key set) that [`BorrowedSeat::verify_offline`] checks with no
+//!   network; [`Client::check_borrowed`] adds the revoked-lease list when online,
+//!   [`Client::return_borrowed`] gives the seat back early.
 //! - [`ClientError`]: one error type; API errors carry the server's stable
 //!   [`ErrorCode`] (the token endpoint's RFC 6749 errors are mapped to the nearest one).
 //! - HTTPS (rustls): `https://` URLs are verified against the system's trust store, or only
@@ -118,6 +122,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+mod borrow;
 mod client;
 pub mod clock;
 mod error;
@@ -129,6 +134,7 @@ mod verify;
 /// The wire types of the protocol, re-exported so that applications need no direct dependency.
 pub use leasehold_proto as proto;
 
+pub use borrow::BorrowedSeat;
 pub use client::{
     Client, ClientBuilder, DeviceActivation, SessionEvents, SessionStreamEvent, UsageQuery,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,

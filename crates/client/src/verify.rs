@@ -248,6 +248,7 @@ mod tests {
             instance_id: "app-1".into(),
             iat: NOW - 10,
             exp,
+            borrowed: false,
         }
     }
 

@@ -41,6 +41,16 @@ pub enum RuleError {
     /// `node_locked`: every device activation is taken (409 `activations_exhausted`).
     #[error("all {max} device activations of the license are taken")]
     ActivationsExhausted { max: u32 },
+    /// Borrowing is off on the license, or not for this user (409 `borrow_not_allowed`).
+    #[error("{0}")]
+    BorrowNotAllowed(String),
+    /// `borrow_until` is past the policy's longest borrow, the license's end, or not in the
+    /// future (409 `borrow_too_long`).
+    #[error("{0}")]
+    BorrowTooLong(String),
+    /// As many seats as the policy lends are borrowed already (409 `borrow_limit_reached`).
+    #[error("{limit} seats of this license may be borrowed at once, and all of them are")]
+    BorrowLimitReached { limit: u32 },
     /// The session has ended (410 `session_ended`).
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
@@ -60,6 +70,9 @@ impl RuleError {
             RuleError::ActiveUsersExhausted { .. } => ErrorCode::ActiveUsersExhausted,
             RuleError::ActivationsExhausted { .. } => ErrorCode::ActivationsExhausted,
             RuleError::SessionEnded(_) => ErrorCode::SessionEnded,
+            RuleError::BorrowNotAllowed(_) => ErrorCode::BorrowNotAllowed,
+            RuleError::BorrowTooLong(_) => ErrorCode::BorrowTooLong,
+            RuleError::BorrowLimitReached { .. } => ErrorCode::BorrowLimitReached,
         }
     }
 }

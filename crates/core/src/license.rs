@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use leasehold_proto::{CreateLicense, LicenseModel, OnFull, PatchLicense};
 use serde::{Deserialize, Serialize};
 
+use crate::borrow::BorrowPolicy;
 use crate::clock::Timestamp;
 use crate::error::{RuleError, RuleResult};
 use crate::names::{Username, ValidatedId};
@@ -85,6 +86,9 @@ pub struct LicenseTerms {
     /// than it); `None`: the default cadence (`heartbeat_interval_secs()`).
     #[serde(default)]
     pub heartbeat_interval_secs: Option<u64>,
+    /// Offline borrowing; `None` (the default): the license lends no seats.
+    #[serde(default)]
+    pub borrow: Option<BorrowPolicy>,
 }
 
 fn default_max_queue_wait() -> u64 {
@@ -227,6 +231,17 @@ impl LicenseTerms {
                 .heartbeat_interval_secs
                 .map(|v| timeout("heartbeat_interval_secs", v))
                 .transpose()?,
+            borrow: match req.max_borrow_days {
+                Some(days) => {
+                    BorrowPolicy::from_settings(days, req.max_borrowed_seats, req.borrow_lowwater)?
+                }
+                None if req.max_borrowed_seats.is_some() || req.borrow_lowwater.is_some() => {
+                    return Err(RuleError::Invalid(
+                        "max_borrowed_seats and borrow_lowwater need max_borrow_days".into(),
+                    ))
+                }
+                None => None,
+            },
         };
         terms.resolved(plans)
     }
@@ -317,6 +332,38 @@ impl LicenseTerms {
                 0 => None,
                 v => Some(timeout("heartbeat_interval_secs", v)?),
             };
+        }
+        if patch.max_borrow_days.is_some()
+            || patch.max_borrowed_seats.is_some()
+            || patch.borrow_lowwater.is_some()
+        {
+            // Unset parts keep their value; `max_borrow_days: 0` turns borrowing off.
+            let current = self.borrow;
+            let days = match (patch.max_borrow_days, current) {
+                (Some(d), _) => d,
+                (None, Some(p)) => i64::from(p.max_days),
+                (None, None) => {
+                    return Err(RuleError::Invalid(
+                        "max_borrowed_seats and borrow_lowwater need max_borrow_days".into(),
+                    ))
+                }
+            };
+            let (seats, lowwater) = if days == 0 {
+                (patch.max_borrowed_seats, patch.borrow_lowwater)
+            } else {
+                (
+                    match patch.max_borrowed_seats {
+                        // 0 removes the limit of its own.
+                        Some(0) => None,
+                        Some(n) => Some(n),
+                        None => current.and_then(|p| p.max_seats).map(i64::from),
+                    },
+                    patch
+                        .borrow_lowwater
+                        .or(current.map(|p| i64::from(p.lowwater))),
+                )
+            };
+            next.borrow = BorrowPolicy::from_settings(days, seats, lowwater)?;
         }
         next.resolved(plans)
     }

@@ -5,11 +5,21 @@
 //!             │
 //!             ├─ logout / revoke ─────────────────► Ended(logout | revoked)
 //!             └─ now >= expires_at ───────────────► Ended(inactivity | lifetime)
+//!
+//!   borrow(until) ──► Borrowed ──heartbeat──► Borrowed (no slide: expires_at stays `until`)
+//!                       ├─ return / reclaim ─► Ended(returned | reclaimed)
+//!                       └─ now >= until ─────► Ended(borrow_ended)
 //! ```
 //! `expires_at = min(last_seen + inactivity_timeout, hard_end, license_end)`, where `hard_end` is
 //! the absolute lifetime end (always set for service sessions, optional for interactive ones) and
 //! `license_end` the end of the license's validity window. A heartbeat at or after `expires_at`
 //! fails and never resurrects the session.
+//!
+//! A borrowed session (`borrow_until` set) lives offline: its expiry is pinned to
+//! `min(borrow_until, license_end)`, heartbeats do not move it, it has no inactivity window and
+//! no lifetime of its own. `borrow_until` is a wall-clock instant (the `exp` of the lease its
+//! owner carries away): a step of the server's clock does not move it, and neither does a
+//! restart; the borrow ends when the wall clock reaches it, as the offline lease does.
 
 use leasehold_proto::{EndReason, UserKind};
 
@@ -26,6 +36,8 @@ pub struct SessionClock {
     pub hard_end: Option<Timestamp>,
     /// The license's `expires_at` when the expiry was last computed.
     pub license_end: Option<Timestamp>,
+    /// A borrowed seat: when the borrow ends (see the module doc).
+    pub borrow_until: Option<Timestamp>,
 }
 
 /// Whether a session is live or how it ended.
@@ -49,7 +61,26 @@ impl SessionClock {
             expires_at: Self::slide(now, terms, hard_end),
             hard_end,
             license_end: terms.expires_at,
+            borrow_until: None,
         }
+    }
+
+    /// Timing of a seat borrowed at `now` until `until` (the policy was checked:
+    /// `crate::borrow::check_borrow`): no inactivity window, no lifetime, it expires at
+    /// `until` (or at the license's end, if earlier).
+    pub fn borrow(terms: &LicenseTerms, now: Timestamp, until: Timestamp) -> Self {
+        SessionClock {
+            opened_at: now,
+            expires_at: terms.expires_at.map_or(until, |end| end.min(until)),
+            hard_end: None,
+            license_end: terms.expires_at,
+            borrow_until: Some(until),
+        }
+    }
+
+    /// Whether this is a borrowed seat.
+    pub fn is_borrowed(&self) -> bool {
+        self.borrow_until.is_some()
     }
 
     fn slide(now: Timestamp, terms: &LicenseTerms, hard_end: Option<Timestamp>) -> Timestamp {
@@ -82,6 +113,9 @@ impl SessionClock {
         if self.license_end.is_some_and(|end| self.expires_at >= end) {
             return EndReason::LicenseExpired;
         }
+        if self.borrow_until.is_some() {
+            return EndReason::BorrowEnded;
+        }
         match self.hard_end {
             Some(end) if self.expires_at >= end => EndReason::Lifetime,
             _ => EndReason::Inactivity,
@@ -92,7 +126,13 @@ impl SessionClock {
     /// was live: it keeps its remaining life, so `expires_at` and `hard_end` move by the step.
     /// The license end is a calendar date and stays where it is: an expiry it capped stays
     /// capped, and a step past it ends the session there. `opened_at` stays as it was read.
+    ///
+    /// A borrowed seat does not move at all: `borrow_until` is the wall-clock `exp` of the
+    /// lease its owner carries, and the borrow ends when the wall clock reaches it.
     pub fn shift_for_clock_step(&mut self, delta_ms: i64) {
+        if self.borrow_until.is_some() {
+            return;
+        }
         let capped = self.license_end == Some(self.expires_at);
         self.hard_end = self
             .hard_end
@@ -110,7 +150,19 @@ impl SessionClock {
     /// server was down: its expiry and lifetime end are brought back to at most what a session
     /// opened at `now` would get, so no session holds its seat past its timeout by more than
     /// the step. Answers whether anything changed.
+    ///
+    /// A borrowed seat keeps its `borrow_until` (a wall-clock instant, see the module doc): only
+    /// a license end earlier than it brings its expiry forward.
     pub fn clamp_at_start(&mut self, kind: UserKind, terms: &LicenseTerms, now: Timestamp) -> bool {
+        if let Some(until) = self.borrow_until {
+            let pinned = SessionClock::borrow(terms, self.opened_at, until).expires_at;
+            if self.expires_at != pinned {
+                self.expires_at = pinned;
+                self.license_end = terms.expires_at;
+                return true;
+            }
+            return false;
+        }
         let fresh = SessionClock::open(kind, terms, now);
         let mut changed = false;
         if let (Some(end), Some(longest)) = (self.hard_end, fresh.hard_end) {
@@ -133,7 +185,11 @@ impl SessionClock {
             return Err(RuleError::SessionEnded(self.expiry_reason()));
         }
         self.license_end = terms.expires_at;
-        self.expires_at = Self::slide(now, terms, self.hard_end);
+        self.expires_at = match self.borrow_until {
+            // A borrowed seat lives offline: activity does not move its end.
+            Some(until) => terms.expires_at.map_or(until, |end| end.min(until)),
+            None => Self::slide(now, terms, self.hard_end),
+        };
         Ok(self.expires_at)
     }
 }
@@ -157,6 +213,72 @@ mod tests {
             ..Default::default()
         };
         LicenseTerms::from_create(&req, &PlanCatalog::default()).unwrap()
+    }
+
+    fn borrowing(inactivity: i64, days: u32) -> LicenseTerms {
+        let mut t = terms(inactivity, 3600);
+        t.borrow = Some(crate::borrow::BorrowPolicy {
+            max_days: days,
+            max_seats: None,
+            lowwater: 0,
+        });
+        t
+    }
+
+    #[test]
+    fn a_borrowed_seat_lives_until_borrow_until_without_heartbeats() {
+        // Arrange: a 60 s inactivity timeout; a seat borrowed for 3 days.
+        let t = borrowing(60, 3);
+        let until = T0.plus_secs(3 * 86_400);
+        let mut s = SessionClock::borrow(&t, T0, until);
+
+        // Act + Assert: walk 3 days forward an hour at a time, never a heartbeat: still live.
+        let mut now = T0;
+        while now.plus_secs(3600) < until {
+            now = now.plus_secs(3600);
+            assert!(s.is_live(now), "{now:?}");
+        }
+        // A heartbeat (the owner back online) does not move its end.
+        assert_eq!(s.heartbeat(&t, now), Ok(until));
+        assert_eq!(s.expires_at, until);
+        // It ends at `until`, as a borrow.
+        assert!(!s.is_live(until));
+        assert_eq!(s.expiry_reason(), EndReason::BorrowEnded);
+        assert_eq!(
+            s.heartbeat(&t, until),
+            Err(RuleError::SessionEnded(EndReason::BorrowEnded))
+        );
+    }
+
+    #[test]
+    fn a_borrow_ends_with_the_license_when_the_license_ends_first() {
+        let mut t = borrowing(60, 3);
+        let until = T0.plus_secs(86_400);
+        let mut s = SessionClock::borrow(&t, T0, until);
+        t.expires_at = Some(T0.plus_secs(3600));
+        assert!(s.cap_at_license_end(t.expires_at));
+        assert_eq!(s.expires_at, T0.plus_secs(3600));
+        assert_eq!(s.expiry_reason(), EndReason::LicenseExpired);
+    }
+
+    #[test]
+    fn a_clock_step_or_a_restart_does_not_move_a_borrow() {
+        // Arrange
+        let t = borrowing(60, 3);
+        let until = T0.plus_secs(86_400);
+        let mut s = SessionClock::borrow(&t, T0, until);
+
+        // Act: steps both ways, and a restart with the clock 2 h back.
+        s.shift_for_clock_step(7_200_000);
+        assert_eq!((s.expires_at, s.borrow_until), (until, Some(until)));
+        s.shift_for_clock_step(-7_200_000 * 2);
+        assert_eq!(s.expires_at, until);
+        let back = Timestamp::from_millis(T0.millis() - 7_200_000);
+        assert!(!s.clamp_at_start(UserKind::Interactive, &t, back));
+
+        // Assert: still ends at `until` exactly, not at a 60 s timeout after the restart.
+        assert!(s.is_live(until.plus_millis(-1)));
+        assert!(!s.is_live(until));
     }
 
     #[test]

@@ -9,8 +9,10 @@
  * (leasehold_seat_set_callback). leasehold_seat_release() gives the seat back. Leases (signed
  * JWTs) verify offline against a saved key set (leasehold_verifier_*).
  *
- * Not offered yet: borrowing (taking a seat offline for days), which the server does not
- * implement yet.
+ * Borrowing: leasehold_borrow() takes a seat offline until a chosen instant and saves it to a
+ * file (the lease and the server's keys); leasehold_borrowed_seat_check() checks it with no
+ * network, leasehold_borrowed_seat_check_online() also against the server's revoked-lease
+ * list, and leasehold_borrowed_seat_return() gives it back early.
  *
  * Conventions:
  *  - Results. A function that can fail returns a leasehold_result: LEASEHOLD_RESULT_OK (0) on
@@ -202,38 +204,9 @@ typedef struct leasehold_seat leasehold_seat;
 typedef struct leasehold_verifier leasehold_verifier;
 
 /*
- Options of `leasehold_checkout`. All zero (`= {0}` in C) is the default; pass NULL for it.
- */
-typedef struct {
-  /*
-   When the license queues (`on_full: "queue"`) and is full, wait up to this many seconds
-   for a seat; 0: answer at once.
-   */
-  uint64_t wait_secs;
-  /*
-   Heartbeat every this many milliseconds instead of the server's advice; 0: the server's
-   `heartbeat_interval_secs`.
-   */
-  uint64_t heartbeat_interval_ms;
-  /*
-   `LEASEHOLD_CHECKOUT_*` flags, or-ed.
-   */
-  uint32_t flags;
-} leasehold_checkout_options;
-
-/*
- Called once when the seat leaves the active state: `state` is `LEASEHOLD_SEAT_STATE_LOST` or
- `LEASEHOLD_SEAT_STATE_RELEASED`; `reason` says why a seat was lost (NULL when it was
- released) and is valid only during the call (copy it to keep it). Runs on a thread of the
- library, never on the thread that registered it.
- */
-typedef void (*leasehold_seat_callback)(void *user_data,
-                                        leasehold_seat_state state,
-                                        const char *reason);
-
-/*
- The claims of a verified lease. Every string is owned by the claims; free the whole struct
- with `leasehold_lease_claims_free`.
+ The claims of a verified lease (`leasehold_verifier_verify`,
+ `leasehold_borrowed_seat_check`). Every string is owned by the claims; free the whole
+ struct with `leasehold_lease_claims_free`.
  */
 typedef struct {
   /*
@@ -274,6 +247,36 @@ typedef struct {
   int64_t expires_at;
 } leasehold_lease_claims;
 
+/*
+ Options of `leasehold_checkout`. All zero (`= {0}` in C) is the default; pass NULL for it.
+ */
+typedef struct {
+  /*
+   When the license queues (`on_full: "queue"`) and is full, wait up to this many seconds
+   for a seat; 0: answer at once.
+   */
+  uint64_t wait_secs;
+  /*
+   Heartbeat every this many milliseconds instead of the server's advice; 0: the server's
+   `heartbeat_interval_secs`.
+   */
+  uint64_t heartbeat_interval_ms;
+  /*
+   `LEASEHOLD_CHECKOUT_*` flags, or-ed.
+   */
+  uint32_t flags;
+} leasehold_checkout_options;
+
+/*
+ Called once when the seat leaves the active state: `state` is `LEASEHOLD_SEAT_STATE_LOST` or
+ `LEASEHOLD_SEAT_STATE_RELEASED`; `reason` says why a seat was lost (NULL when it was
+ released) and is valid only during the call (copy it to keep it). Runs on a thread of the
+ library, never on the thread that registered it.
+ */
+typedef void (*leasehold_seat_callback)(void *user_data,
+                                        leasehold_seat_state state,
+                                        const char *reason);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -282,6 +285,64 @@ extern "C" {
  The library's version (`"0.1.0"`). A static string: do not free it.
  */
 const char *leasehold_version(void);
+
+/*
+ Borrows a seat of `license_id` for offline use until `until_unix_secs` (seconds since the
+ Unix epoch) and saves it to the file at `path`. The license's borrow policy decides: the
+ server's code is in `leasehold_last_error_code` (`borrow_not_allowed`, `borrow_too_long`,
+ `borrow_limit_reached`, `no_seat_available`). The seat is held with no heartbeat until then,
+ and frees itself at that instant.
+
+ # Safety
+ `client` is a live client; the strings are NUL-terminated UTF-8, borrowed for the call.
+ */
+leasehold_result leasehold_borrow(const leasehold_client *client,
+                                  const char *license_id,
+                                  const char *device_id,
+                                  const char *instance_id,
+                                  int64_t until_unix_secs,
+                                  const char *path);
+
+/*
+ Checks the borrowed seat saved at `path` with no network: the lease's signature against the
+ saved keys, that it is a borrow lease bound to `device_id`, and not expired at
+ `now_unix_secs`. Fails with `LEASEHOLD_RESULT_LEASE_INVALID` (the message says why).
+
+ `claims_out` may be NULL; otherwise, on success, `*claims_out` is new claims owned by the
+ caller: free them with `leasehold_lease_claims_free`.
+
+ # Safety
+ The strings are NUL-terminated UTF-8, borrowed for the call; `claims_out` is NULL or
+ writable.
+ */
+leasehold_result leasehold_borrowed_seat_check(const char *path,
+                                               const char *device_id,
+                                               int64_t now_unix_secs,
+                                               leasehold_lease_claims **claims_out);
+
+/*
+ `leasehold_borrowed_seat_check`, then the license's revoked-lease list on the server: a
+ seat returned or reclaimed (a lost device) fails with `LEASEHOLD_RESULT_LEASE_INVALID`
+ ("revoked lease: ..."). An unreachable server fails as a transport error: the offline check
+ stands then, and the caller decides.
+
+ # Safety
+ `client` is a live client; the strings are NUL-terminated UTF-8, borrowed for the call.
+ */
+leasehold_result leasehold_borrowed_seat_check_online(const leasehold_client *client,
+                                                      const char *path,
+                                                      const char *device_id,
+                                                      int64_t now_unix_secs);
+
+/*
+ Gives the borrowed seat saved at `path` back early (it is free at once), then removes the
+ file. A seat that had ended already (reclaimed, expired) is nothing to return: its file is
+ removed too, and the call succeeds.
+
+ # Safety
+ `client` is a live client (with the borrowing user's token); `path` is NUL-terminated UTF-8.
+ */
+leasehold_result leasehold_borrowed_seat_return(const leasehold_client *client, const char *path);
 
 /*
  A client that authenticates with a bearer token (a user's personal token; an admin token
@@ -576,7 +637,8 @@ leasehold_result leasehold_verifier_verify(const leasehold_verifier *verifier,
                                            leasehold_lease_claims **claims_out);
 
 /*
- Frees claims returned by `leasehold_verifier_verify`, strings included. NULL is ignored.
+ Frees claims returned by `leasehold_verifier_verify` or `leasehold_borrowed_seat_check`,
+ strings included. NULL is ignored.
 
  # Safety
  `claims` is NULL or claims from this library, not freed before (nor their strings).

@@ -83,7 +83,9 @@ impl From<ClientError> for Failure {
             },
             ClientError::Transport(_) => Failure::new(LeaseholdResult::Transport, message),
             ClientError::Decode(_) => Failure::new(LeaseholdResult::Decode, message),
-            ClientError::LeaseInvalid(_) => Failure::new(LeaseholdResult::LeaseInvalid, message),
+            ClientError::LeaseInvalid(_) | ClientError::LeaseRevoked(_) => {
+                Failure::new(LeaseholdResult::LeaseInvalid, message)
+            }
             ClientError::Config(_) => Failure::new(LeaseholdResult::Config, message),
         }
     }

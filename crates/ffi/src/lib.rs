@@ -5,8 +5,8 @@
 //! What it offers: a client (URL, user token or client credentials, CA file), checkout with an
 //! optional wait in the license's queue, the seat kept alive by background heartbeats, its
 //! state (active, lost with a reason, released) by polling or by callback, release, and
-//! offline verification of leases against a saved JWKS. Borrowing (a seat taken offline for
-//! days) is not offered because the server does not implement it yet.
+//! offline verification of leases against a saved JWKS, and borrowed seats (a seat taken
+//! offline for days, saved to a file, checked with no network, returned early).
 //!
 //! The conventions every function follows (the header repeats them):
 //! - fallible functions return a `leasehold_result` (0 is success) and explain a failure through
@@ -21,6 +21,7 @@
 //! `header_is_up_to_date` fails when it differs from what the code declares (and writes the
 //! new one with `LEASEHOLD_UPDATE_HEADER=1`).
 
+mod borrow;
 mod callback;
 mod client;
 mod error;
@@ -29,6 +30,10 @@ mod seat;
 mod strings;
 mod verify;
 
+pub use borrow::{
+    leasehold_borrow, leasehold_borrowed_seat_check, leasehold_borrowed_seat_check_online,
+    leasehold_borrowed_seat_return,
+};
 pub use callback::LeaseholdSeatCallback;
 pub use client::{
     leasehold_client_fetch_jwks, leasehold_client_free, leasehold_client_new,

@@ -132,6 +132,9 @@ fn end_reason_name(reason: EndReason) -> &'static CStr {
         EndReason::UserDeactivated => c"user_deactivated",
         EndReason::DeviceDeactivated => c"device_deactivated",
         EndReason::LicenseExpired => c"license_expired",
+        EndReason::Returned => c"returned",
+        EndReason::Reclaimed => c"reclaimed",
+        EndReason::BorrowEnded => c"borrow_ended",
         EndReason::Unknown => c"unknown",
     }
 }

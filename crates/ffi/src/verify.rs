@@ -5,7 +5,7 @@
 use std::ffi::c_char;
 
 use leasehold_client::proto::Jwks;
-use leasehold_client::LeaseVerifier;
+use leasehold_client::{LeaseClaims, LeaseVerifier};
 
 use crate::error::{boundary, guarded, Failure, LeaseholdResult};
 use crate::strings::{owned, required, write_out};
@@ -16,8 +16,9 @@ pub struct LeaseholdVerifier {
     verifier: LeaseVerifier,
 }
 
-/// The claims of a verified lease. Every string is owned by the claims; free the whole struct
-/// with `leasehold_lease_claims_free`.
+/// The claims of a verified lease (`leasehold_verifier_verify`,
+/// `leasehold_borrowed_seat_check`). Every string is owned by the claims; free the whole
+/// struct with `leasehold_lease_claims_free`.
 #[repr(C)]
 pub struct LeaseholdLeaseClaims {
     /// Who signed it (`"leasehold"`).
@@ -130,26 +131,39 @@ pub unsafe extern "C" fn leasehold_verifier_verify(
             unsafe { verifier.as_ref() }.ok_or_else(|| Failure::invalid("verifier is NULL"))?;
         let lease = unsafe { required(lease, "lease") }?;
         let claims = verifier.verifier.verify(lease, now_unix_secs)?;
-        if claims_out.is_null() {
-            return Ok(());
-        }
-        let claims = Box::new(LeaseholdLeaseClaims {
-            issuer: owned(&claims.iss),
-            subject: owned(&claims.sub),
-            session_id: owned(&claims.sid),
-            license_id: owned(&claims.lic),
-            kind: owned(claims.kind.as_str()),
-            device_id: owned(&claims.device_id),
-            instance_id: owned(&claims.instance_id),
-            issued_at: claims.iat,
-            expires_at: claims.exp,
-        });
-        // SAFETY: checked non-NULL; the caller promises it is writable.
-        unsafe { write_out(claims_out, Box::into_raw(claims), "claims_out") }
+        // SAFETY: `claims_out` is NULL or writable, per this function's contract.
+        unsafe { claims_to_c(&claims, claims_out) }
     })
 }
 
-/// Frees claims returned by `leasehold_verifier_verify`, strings included. NULL is ignored.
+/// Hands `claims` to C through `out` (nothing when `out` is NULL).
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub(crate) unsafe fn claims_to_c(
+    claims: &LeaseClaims,
+    out: *mut *mut LeaseholdLeaseClaims,
+) -> Result<(), Failure> {
+    if out.is_null() {
+        return Ok(());
+    }
+    let claims = Box::new(LeaseholdLeaseClaims {
+        issuer: owned(&claims.iss),
+        subject: owned(&claims.sub),
+        session_id: owned(&claims.sid),
+        license_id: owned(&claims.lic),
+        kind: owned(claims.kind.as_str()),
+        device_id: owned(&claims.device_id),
+        instance_id: owned(&claims.instance_id),
+        issued_at: claims.iat,
+        expires_at: claims.exp,
+    });
+    // SAFETY: checked non-NULL; the caller promises it is writable.
+    unsafe { write_out(out, Box::into_raw(claims), "claims_out") }
+}
+
+/// Frees claims returned by `leasehold_verifier_verify` or `leasehold_borrowed_seat_check`,
+/// strings included. NULL is ignored.
 ///
 /// # Safety
 /// `claims` is NULL or claims from this library, not freed before (nor their strings).

@@ -41,6 +41,12 @@ pub enum ErrorCode {
     UserSessionLimit,
     /// 409: the license is outside its validity window or suspended.
     LicenseNotActive,
+    /// 409: the license does not lend seats, or not to this user (service users never borrow).
+    BorrowNotAllowed,
+    /// 409: `borrow_until` is past the license's longest borrow or its end, or not in the future.
+    BorrowTooLong,
+    /// 409: as many seats as the license lends are borrowed already.
+    BorrowLimitReached,
     /// 408: the request body did not arrive in time (`body_read_timeout`).
     RequestTimeout,
     /// 414: the request target (path and query) is longer than the server accepts.
@@ -78,6 +84,9 @@ impl ErrorCode {
             ErrorCode::ActivationsExhausted => "activations_exhausted",
             ErrorCode::UserSessionLimit => "user_session_limit",
             ErrorCode::LicenseNotActive => "license_not_active",
+            ErrorCode::BorrowNotAllowed => "borrow_not_allowed",
+            ErrorCode::BorrowTooLong => "borrow_too_long",
+            ErrorCode::BorrowLimitReached => "borrow_limit_reached",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -107,6 +116,13 @@ pub enum EndReason {
     UserDeactivated,
     DeviceDeactivated,
     LicenseExpired,
+    /// A borrowed seat given back early by its owner.
+    Returned,
+    /// A borrowed seat taken back by an admin (a lost or stolen device): its lease is listed
+    /// as revoked until it expires.
+    Reclaimed,
+    /// A borrow that reached its `borrow_until`.
+    BorrowEnded,
     #[serde(other)]
     Unknown,
 }
@@ -121,6 +137,9 @@ impl EndReason {
             EndReason::UserDeactivated => "user_deactivated",
             EndReason::DeviceDeactivated => "device_deactivated",
             EndReason::LicenseExpired => "license_expired",
+            EndReason::Returned => "returned",
+            EndReason::Reclaimed => "reclaimed",
+            EndReason::BorrowEnded => "borrow_ended",
             EndReason::Unknown => "unknown",
         }
     }
@@ -134,6 +153,9 @@ impl EndReason {
             "user_deactivated" => EndReason::UserDeactivated,
             "device_deactivated" => EndReason::DeviceDeactivated,
             "license_expired" => EndReason::LicenseExpired,
+            "returned" => EndReason::Returned,
+            "reclaimed" => EndReason::Reclaimed,
+            "borrow_ended" => EndReason::BorrowEnded,
             _ => return None,
         })
     }

@@ -23,6 +23,10 @@ pub struct LeaseClaims {
     pub iat: i64,
     /// Expiry, seconds since the Unix epoch (the session's `expires_at` when signed).
     pub exp: i64,
+    /// A borrow lease: the seat is held offline until `exp` with no heartbeat, so the lease
+    /// alone lets its device run until then (unless the license lists it as revoked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub borrowed: bool,
 }
 
 /// One key of `/.well-known/jwks.json` (RFC 8037 OKP key).

@@ -82,6 +82,16 @@ pub struct CreateLicense {
     /// inactivity timeout. Default: a third of the timeout, at most 60 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_secs: Option<i64>,
+    /// Offline borrowing: the longest borrow in days (1 to 366); absent: the license lends
+    /// no seats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrow_days: Option<i64>,
+    /// Most seats borrowed at once (needs `max_borrow_days`); absent: no limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrowed_seats: Option<i64>,
+    /// Seats that must stay online, never borrowed (FlexNet's `BORROW_LOWWATER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrow_lowwater: Option<i64>,
     /// Start of the validity window (subscription); opens before it are refused.
     #[serde(
         default,
@@ -154,6 +164,15 @@ pub struct PatchLicense {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<OffsetDateTime>,
+    /// The longest borrow in days; `0` turns borrowing off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrow_days: Option<i64>,
+    /// Most seats borrowed at once; `0` removes this limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrowed_seats: Option<i64>,
+    /// Seats that must stay online, never borrowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrow_lowwater: Option<i64>,
     /// A suspended license refuses new sessions; live ones run to their end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<bool>,
@@ -206,6 +225,15 @@ pub struct License {
     pub expires_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub suspended: bool,
+    /// Offline borrowing: the longest borrow in days; absent: the license lends no seats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrow_days: Option<u32>,
+    /// Most seats borrowed at once, when limited apart from `borrow_lowwater`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrowed_seats: Option<u32>,
+    /// Seats that stay online, never borrowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrow_lowwater: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
@@ -231,6 +259,9 @@ pub struct Usage {
     /// Live sessions beyond `seats`, taken from the overdraft.
     #[serde(default)]
     pub overdraft_in_use: u32,
+    /// Live sessions borrowed for offline use (among `in_use`).
+    #[serde(default)]
+    pub borrowed: u32,
     /// `registered_users`: users active on the license; `node_locked`: activated devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<u32>,

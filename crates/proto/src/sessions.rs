@@ -22,6 +22,17 @@ pub struct OpenSession {
     pub instance_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_secs: Option<u64>,
+    /// Borrow the seat for offline use until this instant: no heartbeat is needed, the
+    /// session ends by itself then, and its lease expires then. The license's borrow policy
+    /// decides (`borrow_not_allowed`, `borrow_too_long`, `borrow_limit_reached`); a borrow does
+    /// not wait in a queue (no `wait_secs`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub borrow_until: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +54,15 @@ pub struct Session {
     /// True when the session took an overdraft seat (beyond the purchased ones).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overdraft: bool,
+    /// A borrowed seat: the session ends at this instant, with no heartbeat meanwhile (its
+    /// `expires_at` is the same, or the license's end if earlier).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub borrow_until: Option<OffsetDateTime>,
     /// Signed lease (EdDSA JWT); present on open, absent in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
@@ -157,4 +177,33 @@ pub struct QueueList {
     pub waiting: Vec<QueueEntry>,
     /// How many wait in all.
     pub length: u32,
+}
+
+/// A borrow lease that no longer holds a seat although it has not expired: the borrowed
+/// session ended before its `borrow_until` (reclaimed by an admin, revoked, returned early, or
+/// ended with the license or its user). The lease stays valid by its signature until
+/// `lease_expires_at`, so clients check this list whenever they are online.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RevokedLease {
+    /// The lease's `sid` claim.
+    pub session_id: String,
+    pub username: String,
+    pub device_id: String,
+    pub reason: EndReason,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub ended_at: OffsetDateTime,
+    /// The lease's `exp`: the list names it until then.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// 200 answer of `GET /v1/licenses/{id}/revoked-leases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RevokedLeaseList {
+    pub license_id: String,
+    pub leases: Vec<RevokedLease>,
 }

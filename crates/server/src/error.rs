@@ -224,7 +224,10 @@ impl From<RuleError> for ApiError {
             | RuleError::UserNotActive(_)
             | RuleError::DeviceNotActivated(_)
             | RuleError::ActiveUsersExhausted { .. }
-            | RuleError::ActivationsExhausted { .. } => ApiError::Refused(e),
+            | RuleError::ActivationsExhausted { .. }
+            | RuleError::BorrowNotAllowed(_)
+            | RuleError::BorrowTooLong(_)
+            | RuleError::BorrowLimitReached { .. } => ApiError::Refused(e),
         }
     }
 }

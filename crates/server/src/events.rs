@@ -302,7 +302,7 @@ impl SessionStream {
 
     fn finish(&mut self, reason: EndReason) {
         let name = match reason {
-            EndReason::Revoked => stream_events::REVOKED,
+            EndReason::Revoked | EndReason::Reclaimed => stream_events::REVOKED,
             _ => stream_events::ENDED,
         };
         let ended = proto::StreamEnded {

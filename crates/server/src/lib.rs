@@ -10,6 +10,7 @@ pub mod access;
 pub mod accounts;
 pub mod activations;
 pub mod auth;
+pub mod borrow;
 pub mod clock;
 pub mod clock_steps;
 pub mod config;

@@ -67,6 +67,7 @@ pub fn sign_lease(state: &AppState, s: &Session) -> String {
         instance_id: s.instance_id.clone(),
         iat: state.clock.now().secs(),
         exp: s.clock.expires_at.secs(),
+        borrowed: s.clock.is_borrowed(),
     })
 }
 
@@ -90,6 +91,7 @@ pub async fn open(
     if !user.active {
         return Err(ApiError::UserInactive(user.username));
     }
+    let borrow_until = crate::borrow::requested(req.borrow_until, req.wait_secs)?;
     let request = OpenRequest {
         new_id: new_session_id(state.clock.now()),
         license_id: license.id.clone(),
@@ -97,6 +99,7 @@ pub async fn open(
         kind: holder.kind,
         device_id: device_id.into_string(),
         instance_id: instance_id.into_string(),
+        borrow_until,
     };
     let wait = license.terms.queue_wait_secs(req.wait_secs);
     let admitted = match state
@@ -265,24 +268,25 @@ pub async fn heartbeat(
     })
 }
 
-/// Ends a session: a logout by its owner, or a revoke by an admin of its account. Answers why
-/// it ended.
+/// Ends a session: a logout by its owner, or a revoke by an admin of its account (for a
+/// borrowed seat: a return, or a reclaim). Answers why it ended.
 #[tracing::instrument(skip(state, auth))]
 pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult<EndReason> {
+    // A borrowed seat's end is a return (owner) or a reclaim (admin): see `borrow`.
     let reason = match &auth.0 {
         Principal::Root | Principal::AccountAdmin { .. } => {
             // Only the tenant's own sessions can be revoked; others do not exist for it.
-            state
+            let found = state
                 .store
                 .get_session(session_id)
                 .await?
                 .filter(|s| auth.administers(&s.session.account_id))
                 .ok_or_else(|| ApiError::NotFound("session".into()))?;
-            EndReason::Revoked
+            crate::borrow::end_reason(&found.session, true)
         }
         _ => {
-            access::owned_session(state, auth, session_id).await?;
-            EndReason::Logout
+            let session = access::owned_session(state, auth, session_id).await?;
+            crate::borrow::end_reason(&session, false)
         }
     };
     state

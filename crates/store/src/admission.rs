@@ -23,11 +23,12 @@
 
 use leasehold_core::seats::must_queue;
 use leasehold_core::{
-    decide_open, LicenseTerms, OpenDecision, RuleError, SeatView, Timestamp, Username,
+    check_borrow, decide_borrow, decide_open, LicenseTerms, OpenDecision, RuleError, SeatView,
+    SessionClock, Timestamp, Username,
 };
 use leasehold_proto::EndReason;
 
-use crate::records::{AuditEvent, License, Session};
+use crate::records::{AuditEvent, License, OpenRequest, Session};
 
 /// What a backend counts of one license at the moment of deciding, expired sessions already
 /// reclaimed. SQLite answers from memory; PostgreSQL from what its open batch read under the
@@ -154,6 +155,69 @@ fn refuse(refusal: RuleError, device_id: &str) -> Verdict {
     Verdict::Refuse { refusal, denial }
 }
 
+/// A borrow's verdict, after the seat's: a granted seat is lent only within the license's
+/// borrow policy (`check_borrow`: the period, the user's kind, the license's end; then
+/// `decide_borrow` over `borrowed_now`, the license's live borrows the backend counts in the
+/// same atomic step, asked only for a granted borrow). A borrow the policy refuses is refused
+/// for that even when no seat is free (the request itself is wrong, whatever the seats). A
+/// refused borrow is no denial. An ordinary open's verdict passes unchanged.
+pub fn borrow_verdict(
+    verdict: Verdict,
+    terms: &LicenseTerms,
+    req: &OpenRequest,
+    now: Timestamp,
+    borrowed_now: impl FnOnce() -> u32,
+) -> Verdict {
+    let Some(until) = req.borrow_until else {
+        return verdict;
+    };
+    let policy = check_borrow(terms, req.kind, now, until);
+    let refused = |refusal| Verdict::Refuse {
+        refusal,
+        denial: false,
+    };
+    match (verdict, policy) {
+        (Verdict::Grant { overdraft }, Ok(())) => match decide_borrow(terms, borrowed_now()) {
+            Ok(()) => Verdict::Grant { overdraft },
+            Err(refusal) => refused(refusal),
+        },
+        (Verdict::Grant { .. } | Verdict::Queue, Err(refusal)) => refused(refusal),
+        (
+            Verdict::Refuse {
+                refusal: RuleError::NoSeatAvailable { .. },
+                ..
+            },
+            Err(refusal),
+        ) => refused(refusal),
+        (verdict, _) => verdict,
+    }
+}
+
+/// The timing of a session granted for `req` at `now`: a borrowed seat's, or an ordinary one's.
+pub fn new_clock(req: &OpenRequest, terms: &LicenseTerms, now: Timestamp) -> SessionClock {
+    match req.borrow_until {
+        Some(until) => SessionClock::borrow(terms, now, until),
+        None => SessionClock::open(req.kind, terms, now),
+    }
+}
+
+/// Whether a client instance's live session answers a re-open of `req`: a borrow is answered
+/// only by a borrowed session, an ordinary open only by an ordinary one (an instance holding
+/// an online seat borrows from another instance, or returns it first).
+pub fn reopen_matches(existing: &SessionClock, req: &OpenRequest) -> Result<(), RuleError> {
+    match (existing.is_borrowed(), req.borrow_until.is_some()) {
+        (true, false) => Err(RuleError::BorrowNotAllowed(
+            "this client instance holds a borrowed seat: open from another instance, or return              the borrow first"
+                .into(),
+        )),
+        (false, true) => Err(RuleError::BorrowNotAllowed(
+            "this client instance holds an online seat: borrow from another instance, or close              that session first"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// How an opened session got its seat, as its `opened` event tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenedVia {
@@ -172,6 +236,9 @@ pub fn opened(session: &Session, at: Timestamp, via: OpenedVia) -> AuditEvent {
     }
     if via == OpenedVia::Queue {
         detail.push_str(" queued");
+    }
+    if session.clock.is_borrowed() {
+        detail.push_str(" borrowed");
     }
     session_event(session, at, "opened", detail)
 }
@@ -586,5 +653,62 @@ mod tests {
         assert_eq!(end.event, "ended");
         assert_eq!(end.detail.as_deref(), Some("inactivity"));
         assert_eq!(end.session_id.as_deref(), Some("s-1"));
+    }
+
+    #[test]
+    fn a_borrow_is_granted_within_its_policy_and_refused_past_it_even_when_full() {
+        // Arrange: 3 seats lent for up to 2 days, at most 1 away.
+        let t = terms(LicenseModel::ConcurrentSessions, 3, |r| {
+            r.max_borrow_days = Some(2);
+            r.max_borrowed_seats = Some(1);
+        });
+        let borrow = |until: Timestamp| OpenRequest {
+            new_id: "s".into(),
+            license_id: "lic".into(),
+            username: "bob".into(),
+            kind: UserKind::Interactive,
+            device_id: "laptop".into(),
+            instance_id: "b".into(),
+            borrow_until: Some(until),
+        };
+        let grant = || Verdict::Grant { overdraft: false };
+        let full = || Verdict::Refuse {
+            refusal: RuleError::NoSeatAvailable { seats: 3 },
+            denial: true,
+        };
+        let day = T0.plus_secs(86_400);
+
+        // Act + Assert: within the policy; the limit counted only for a granted borrow.
+        assert_eq!(borrow_verdict(grant(), &t, &borrow(day), T0, || 0), grant());
+        assert!(matches!(
+            borrow_verdict(grant(), &t, &borrow(day), T0, || 1),
+            Verdict::Refuse {
+                refusal: RuleError::BorrowLimitReached { limit: 1 },
+                denial: false
+            }
+        ));
+        assert_eq!(
+            borrow_verdict(full(), &t, &borrow(day), T0, || panic!("not counted")),
+            full()
+        );
+        // Past the policy: refused for that, full or not.
+        let long = borrow(T0.plus_secs(3 * 86_400));
+        for verdict in [grant(), full(), Verdict::Queue] {
+            assert!(matches!(
+                borrow_verdict(verdict, &t, &long, T0, || 0),
+                Verdict::Refuse {
+                    refusal: RuleError::BorrowTooLong(_),
+                    denial: false
+                }
+            ));
+        }
+        // An ordinary open passes unchanged; its clock is an ordinary one.
+        let plain = OpenRequest {
+            borrow_until: None,
+            ..borrow(day)
+        };
+        assert_eq!(borrow_verdict(grant(), &t, &plain, T0, || 9), grant());
+        assert!(!new_clock(&plain, &t, T0).is_borrowed());
+        assert_eq!(new_clock(&borrow(day), &t, T0).expires_at, day);
     }
 }

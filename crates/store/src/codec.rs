@@ -93,12 +93,14 @@ pub fn session_clock(
     expires_at: i64,
     hard_end: Option<i64>,
     license_end: Option<i64>,
+    borrow_until: Option<i64>,
 ) -> SessionClock {
     SessionClock {
         opened_at: Timestamp::from_millis(opened_at),
         expires_at: Timestamp::from_millis(expires_at),
         hard_end: hard_end.map(Timestamp::from_millis),
         license_end: license_end.map(Timestamp::from_millis),
+        borrow_until: borrow_until.map(Timestamp::from_millis),
     }
 }
 
@@ -238,7 +240,7 @@ mod tests {
 
     #[test]
     fn session_times_read_back_from_milliseconds() {
-        let clock = session_clock(1_000, 61_000, None, Some(30_000));
+        let clock = session_clock(1_000, 61_000, None, Some(30_000), None);
         assert_eq!(clock.opened_at, Timestamp::from_millis(1_000));
         assert_eq!(clock.expires_at, Timestamp::from_millis(61_000));
         assert_eq!(clock.hard_end, None);

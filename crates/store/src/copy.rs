@@ -47,7 +47,9 @@ struct SessionRows {
     hard_end: Vec<Option<i64>>,
     overdraft: Vec<bool>,
     license_end: Vec<Option<i64>>,
-    /// Set for a session whose end was decided (a mass end under way when it stopped).
+    borrow_until: Vec<Option<i64>>,
+    /// Set for a session whose end was decided (a mass end under way when it stopped), or a
+    /// borrowed session ended before its `borrow_until` (a revoked lease, still listed).
     ended_at: Vec<Option<i64>>,
     end_reason: Vec<Option<String>>,
 }
@@ -166,6 +168,7 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
         hard_end: Vec::new(),
         overdraft: Vec::new(),
         license_end: Vec::new(),
+        borrow_until: Vec::new(),
         ended_at: Vec::new(),
         end_reason: Vec::new(),
     };
@@ -181,15 +184,36 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
                     CASE WHEN s.seq < l.end_below THEN l.end_at
                          WHEN s.seq < COALESCE(u.end_below, 0) THEN u.end_at
                          WHEN s.seq < COALESCE(lu.end_below, 0) THEN lu.end_at END,
-                    l.account_id
+                    l.account_id, s.borrow_until, s.ended_at, s.end_reason
              FROM sessions s JOIN licenses l ON l.id = s.license_id
              LEFT JOIN users u ON u.account_id = l.account_id AND u.username = s.username
              LEFT JOIN license_users lu
                ON lu.license_id = s.license_id AND lu.username = s.username
-             WHERE s.ended_at IS NULL ORDER BY s.opened_at, s.id",
+             WHERE s.ended_at IS NULL
+                OR (s.borrow_until IS NOT NULL AND s.borrow_until > ?1
+                    AND s.ended_at < s.borrow_until)
+             ORDER BY s.opened_at, s.id",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([now.millis()])?;
         while let Some(r) = rows.next()? {
+            sessions.borrow_until.push(r.get(14)?);
+            if let Some(ended_at) = r.get::<_, Option<i64>>(15)? {
+                // A revoked lease: copied ended as it is, listed on PostgreSQL too.
+                sessions.ended_at.push(Some(ended_at));
+                sessions.end_reason.push(r.get(16)?);
+                sessions.id.push(r.get(0)?);
+                sessions.license_id.push(r.get(1)?);
+                sessions.username.push(r.get(2)?);
+                sessions.kind.push(r.get(3)?);
+                sessions.device_id.push(r.get(4)?);
+                sessions.instance_id.push(r.get(5)?);
+                sessions.opened_at.push(r.get(6)?);
+                sessions.expires_at.push(r.get(7)?);
+                sessions.hard_end.push(r.get(8)?);
+                sessions.overdraft.push(r.get(9)?);
+                sessions.license_end.push(r.get(10)?);
+                continue;
+            }
             let reason: Option<String> = r.get(11)?;
             let at: Option<i64> = r
                 .get::<_, Option<i64>>(12)?
@@ -423,10 +447,10 @@ pub async fn copy_sqlite_to_postgres(
         sqlx::query(
             "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
                                    opened_at, expires_at, hard_end, overdraft, license_end,
-                                   ended_at, end_reason)
+                                   ended_at, end_reason, borrow_until)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[],
-                                  $11::int8[], $12::int8[], $13::text[])",
+                                  $11::int8[], $12::int8[], $13::text[], $14::int8[])",
         )
         .bind(chunk(&s.id, start, end))
         .bind(chunk(&s.license_id, start, end))
@@ -441,6 +465,7 @@ pub async fn copy_sqlite_to_postgres(
         .bind(chunk(&s.license_end, start, end))
         .bind(chunk(&s.ended_at, start, end))
         .bind(chunk(&s.end_reason, start, end))
+        .bind(chunk(&s.borrow_until, start, end))
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -132,6 +132,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Vec<Session>>;
     async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats>;
+    /// The license's borrowed sessions that ended before their `borrow_until` (returned,
+    /// reclaimed, revoked, ended in a mass end) and whose `borrow_until` is after `now`: their
+    /// leases are valid by signature still. Those whose end is decided but not yet written are
+    /// among them. Ordered by `borrow_until`.
+    async fn revoked_leases(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RevokedLease>>;
     /// Ends every session whose `expires_at` has passed (and every session of a license whose
     /// end has passed); answers how many, per reason. Costs O(expired), not O(all sessions).
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts>;

@@ -176,6 +176,9 @@ pub struct OpenRequest {
     pub kind: UserKind,
     pub device_id: String,
     pub instance_id: String,
+    /// A borrow for offline use until this instant (the license's borrow policy decides, in
+    /// the same atomic step as the seat); `None` for an ordinary session.
+    pub borrow_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,8 +204,23 @@ pub struct UsageStats {
     pub since: Timestamp,
     /// Live sessions holding overdraft seats.
     pub overdraft_in_use: u32,
+    /// Live borrowed sessions (among `in_use`).
+    pub borrowed: u32,
     /// `registered_users`: active users; `node_locked`: activated devices.
     pub activations: Option<u32>,
+}
+
+/// A borrowed session that ended before its `borrow_until`: its lease is still valid by its
+/// signature until then, so it is listed as revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedLease {
+    pub session_id: String,
+    pub username: String,
+    pub device_id: String,
+    pub reason: EndReason,
+    pub ended_at: Timestamp,
+    /// The lease's `exp`.
+    pub borrow_until: Timestamp,
 }
 
 /// One line of the append-only audit log.

@@ -80,5 +80,6 @@ pub fn open(n: u32, username: &str, instance: &str) -> OpenRequest {
         kind: UserKind::Interactive,
         device_id: "pc".into(),
         instance_id: instance.into(),
+        borrow_until: None,
     }
 }

@@ -131,6 +131,15 @@ struct Terms {
     /// End of the validity window (RFC 3339); live sessions end then.
     #[arg(long, value_parser = parse_time, value_name = "TIME")]
     expires_at: Option<OffsetDateTime>,
+    /// Offline borrowing: the longest borrow in days (off unless set; 0 on `set`: off).
+    #[arg(long, value_name = "DAYS")]
+    max_borrow_days: Option<i64>,
+    /// Most seats borrowed at once (0 on `set`: no limit of its own).
+    #[arg(long, value_name = "N")]
+    max_borrowed_seats: Option<i64>,
+    /// Seats that must stay online, never borrowed (like FlexNet's BORROW_LOWWATER).
+    #[arg(long, value_name = "N")]
+    borrow_lowwater: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +216,9 @@ impl Admin {
                     overdraft_percent: t.overdraft_percent,
                     starts_at: t.starts_at,
                     expires_at: t.expires_at,
+                    max_borrow_days: t.max_borrow_days,
+                    max_borrowed_seats: t.max_borrowed_seats,
+                    borrow_lowwater: t.borrow_lowwater,
                 };
                 let license = client.create_license(&body).await?;
                 self.print_license(&license);
@@ -332,6 +344,9 @@ impl Admin {
             if usage.overdraft_in_use > 0 {
                 in_use.push_str(&format!(", {} in overdraft", usage.overdraft_in_use));
             }
+            if usage.borrowed > 0 {
+                in_use.push_str(&format!(", {} borrowed", usage.borrowed));
+            }
             pairs.push(("in_use", in_use));
             if let Some(activations) = usage.activations {
                 pairs.push(("activations", activations.to_string()));
@@ -367,6 +382,22 @@ impl Admin {
             ("starts_at", opt_time(license.starts_at)),
             ("expires_at", opt_time(license.expires_at)),
             ("suspended", yes_no(license.suspended)),
+            (
+                "borrowing",
+                match license.max_borrow_days {
+                    None => "off".to_owned(),
+                    Some(days) => {
+                        let mut text = format!("up to {days} days");
+                        if let Some(n) = license.max_borrowed_seats {
+                            text.push_str(&format!(", at most {n} away at once"));
+                        }
+                        if let Some(n) = license.borrow_lowwater.filter(|&n| n > 0) {
+                            text.push_str(&format!(", {n} stay online"));
+                        }
+                        text
+                    }
+                },
+            ),
             ("created_at", time(license.created_at)),
         ]);
         print!("{}", key_values(&pairs));
@@ -403,6 +434,9 @@ fn license_patch(set: LicenseSet) -> Result<PatchLicense, Failure> {
         overdraft_percent: t.overdraft_percent,
         starts_at: t.starts_at,
         expires_at: t.expires_at,
+        max_borrow_days: t.max_borrow_days,
+        max_borrowed_seats: t.max_borrowed_seats,
+        borrow_lowwater: t.borrow_lowwater,
         suspended,
     };
     let changes = serde_json::to_value(&patch)

@@ -87,7 +87,7 @@ pub enum AdminCommand {
 }
 
 /// The value parser of the RFC 3339 time flags (`--starts-at`, `--from`...).
-fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("not an RFC 3339 time (like 2027-01-31T00:00:00Z): {e}"))
 }

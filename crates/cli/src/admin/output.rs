@@ -118,6 +118,7 @@ pub fn print_error(format: OutputFormat, url: &str, err: &ClientError) {
                 ClientError::Transport(m) => (None, "unreachable".to_owned(), m.clone()),
                 ClientError::Decode(m) => (None, "decode".to_owned(), m.clone()),
                 ClientError::LeaseInvalid(m) => (None, "lease_invalid".to_owned(), m.clone()),
+                ClientError::LeaseRevoked(m) => (None, "lease_revoked".to_owned(), m.clone()),
                 ClientError::Config(m) => (None, "config".to_owned(), m.clone()),
             };
             let mut error = serde_json::json!({"code": code, "message": message});

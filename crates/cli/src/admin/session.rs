@@ -1,6 +1,7 @@
-//! `leasehold session`: list the live sessions of a license or a user, and revoke sessions (by
-//! id, or every session of a license at once). Also the session table that `license sessions`
-//! and `user sessions` print.
+//! `leasehold session`: list the live sessions of a license or a user, revoke sessions (by
+//! id, or every session of a license at once), reclaim borrowed seats and list a license's
+//! revoked borrow leases. Also the session table that `license sessions` and `user sessions`
+//! print (a borrowed session is marked, its end is its EXPIRES).
 
 use clap::{Args, Subcommand};
 use leasehold_client::proto::Session;
@@ -44,6 +45,23 @@ enum SessionCommand {
         #[arg(long, requires = "license")]
         all: bool,
     },
+    /// Reclaim borrowed seats (a lost or stolen device): each seat is back in the pool at once,
+    /// audited as `reclaimed`, and its lease is listed as revoked until it would have expired.
+    Reclaim {
+        /// Ids of borrowed sessions.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// The license they borrow from (checked: only its borrowed sessions are reclaimed).
+        #[arg(long)]
+        license: String,
+    },
+    /// List the borrow leases of a license that no longer hold a seat though they have not
+    /// expired (reclaimed, returned, revoked).
+    RevokedLeases {
+        /// License id.
+        #[arg(long)]
+        license: String,
+    },
 }
 
 impl Admin {
@@ -81,6 +99,62 @@ impl Admin {
                     print_json(&answer);
                 } else {
                     println!("revoked {} session(s) of license {license}", answer.revoked);
+                }
+            }
+            SessionCommand::Reclaim { ids, license } => {
+                let live = client.list_sessions(&license).await?;
+                for id in &ids {
+                    let borrowed = live
+                        .sessions
+                        .iter()
+                        .any(|s| &s.id == id && s.borrow_until.is_some());
+                    if !borrowed {
+                        return Err(Failure {
+                            message: format!(
+                                "{id} is not a live borrowed session of license {license} \
+                                 (`leasehold session list --license {license}` marks them)"
+                            ),
+                            code: EXIT_USAGE,
+                        }
+                        .into());
+                    }
+                }
+                for id in &ids {
+                    client.close_session(id).await?;
+                    if !self.json() {
+                        println!("reclaimed {id}");
+                    }
+                }
+                if self.json() {
+                    print_json(&serde_json::json!({ "reclaimed": ids }));
+                }
+            }
+            SessionCommand::RevokedLeases { license } => {
+                let list = client.revoked_leases(&license).await?;
+                if self.json() {
+                    print_json(&list);
+                } else if list.leases.is_empty() {
+                    println!("no revoked leases");
+                } else {
+                    let mut table = Table::new(&[
+                        "SESSION",
+                        "USER",
+                        "DEVICE",
+                        "REASON",
+                        "ENDED",
+                        "LEASE EXPIRES",
+                    ]);
+                    for l in &list.leases {
+                        table.row(vec![
+                            l.session_id.clone(),
+                            l.username.clone(),
+                            l.device_id.clone(),
+                            l.reason.as_str().to_owned(),
+                            time(l.ended_at),
+                            time(l.lease_expires_at),
+                        ]);
+                    }
+                    print!("{}", table.render());
                 }
             }
             SessionCommand::Revoke { ids, .. } => {
@@ -125,6 +199,9 @@ impl Admin {
             let mut user = s.username.clone();
             if s.overdraft {
                 user.push_str(" (overdraft)");
+            }
+            if s.borrow_until.is_some() {
+                user.push_str(" (borrowed)");
             }
             table.row(vec![
                 s.id.clone(),

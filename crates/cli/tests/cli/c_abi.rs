@@ -657,3 +657,136 @@ async fn a_service_user_checks_out_over_https_trusting_only_the_given_ca() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_borrowed_seat_is_saved_checked_offline_refused_once_reclaimed_and_returned() {
+    // Arrange: a license that lends seats for up to 2 days.
+    let kit = Kit::start();
+    let tenant = kit
+        .tenant(CreateLicense {
+            max_borrow_days: Some(2),
+            ..license(2)
+        })
+        .await;
+    let bob = tenant.user_token("bob").await;
+    let (url, license_id) = (kit.url().to_owned(), tenant.license_id.clone());
+    let admin_token = tenant.admin_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seat.lease");
+    let seat_file = cstr(path.to_str().unwrap());
+    #[allow(clippy::disallowed_methods)] // the test's own reading of the wall clock
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let until = now + 86_400;
+
+    let session = blocking(move || {
+        let handle = client(&url, &bob);
+        // Past the policy: refused with the server's code.
+        let r = unsafe {
+            leasehold_borrow(
+                handle.0,
+                cstr(&license_id).as_ptr(),
+                cstr("laptop").as_ptr(),
+                cstr("b0").as_ptr(),
+                now + 3 * 86_400,
+                seat_file.as_ptr(),
+            )
+        };
+        assert_eq!(r, LeaseholdResult::Api);
+        assert_eq!(last_error().1.as_deref(), Some("borrow_too_long"));
+        // Act: borrow for a day, saved to the file.
+        let r = unsafe {
+            leasehold_borrow(
+                handle.0,
+                cstr(&license_id).as_ptr(),
+                cstr("laptop").as_ptr(),
+                cstr("b1").as_ptr(),
+                until,
+                seat_file.as_ptr(),
+            )
+        };
+        assert_eq!(r, LeaseholdResult::Ok, "{:?}", last_error());
+
+        // Assert: offline, valid on its device until its expiry, with its claims.
+        let mut claims = ptr::null_mut();
+        let r = unsafe {
+            leasehold_borrowed_seat_check(
+                seat_file.as_ptr(),
+                cstr("laptop").as_ptr(),
+                now,
+                &mut claims,
+            )
+        };
+        assert_eq!(r, LeaseholdResult::Ok, "{:?}", last_error());
+        let c = unsafe { &*claims };
+        let session = unsafe { CStr::from_ptr(c.session_id) }
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(c.expires_at, until);
+        unsafe { leasehold_lease_claims_free(claims) };
+        for (device, at) in [("laptop", until), ("desktop", now)] {
+            let r = unsafe {
+                leasehold_borrowed_seat_check(
+                    seat_file.as_ptr(),
+                    cstr(device).as_ptr(),
+                    at,
+                    ptr::null_mut(),
+                )
+            };
+            assert_eq!(r, LeaseholdResult::LeaseInvalid, "{device} at {at}");
+        }
+        let r = unsafe {
+            leasehold_borrowed_seat_check_online(
+                handle.0,
+                seat_file.as_ptr(),
+                cstr("laptop").as_ptr(),
+                now,
+            )
+        };
+        assert_eq!(r, LeaseholdResult::Ok, "{:?}", last_error());
+        session
+    })
+    .await;
+    assert_eq!(tenant.in_use().await, 1);
+
+    // Act: the admin reclaims it (a lost laptop).
+    tenant.admin.close_session(&session).await.unwrap();
+    assert_eq!(tenant.in_use().await, 0);
+
+    let url = kit.url().to_owned();
+    let bob = kit
+        .client(&admin_token)
+        .create_user_token(&tenant.account_id, "bob")
+        .await
+        .unwrap()
+        .token;
+    blocking(move || {
+        let handle = client(&url, &bob);
+        let seat_file = cstr(path.to_str().unwrap());
+        // Assert: still valid offline by its signature, refused online as revoked...
+        let r = unsafe {
+            leasehold_borrowed_seat_check(
+                seat_file.as_ptr(),
+                cstr("laptop").as_ptr(),
+                now,
+                ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, LeaseholdResult::Ok);
+        let r = unsafe {
+            leasehold_borrowed_seat_check_online(
+                handle.0,
+                seat_file.as_ptr(),
+                cstr("laptop").as_ptr(),
+                now,
+            )
+        };
+        assert_eq!(r, LeaseholdResult::LeaseInvalid);
+        assert!(last_error().0.contains("reclaimed"), "{:?}", last_error());
+        // ...and returning it is nothing to return: the file goes.
+        let r = unsafe { leasehold_borrowed_seat_return(handle.0, seat_file.as_ptr()) };
+        assert_eq!(r, LeaseholdResult::Ok, "{:?}", last_error());
+        assert!(!path.exists());
+    })
+    .await;
+}

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bench_smoke;
+mod borrow;
 mod c_abi;
 mod c_programs;
 mod crash;
@@ -14,6 +15,7 @@ mod logs;
 mod mass_end;
 mod multinode;
 mod pg;
+mod pg_borrow;
 mod pg_events;
 mod pg_live_counts;
 mod pg_tls;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use leasehold_proto::{Heartbeat, OpenSession, QueueList, Session};
+use leasehold_proto::{Heartbeat, OpenSession, QueueList, RevokedLeaseList, Session};
 use reqwest::Method;
 
 use super::Client;
@@ -59,6 +59,16 @@ impl Client {
     /// sees all of them, a user only its own requests).
     pub async fn license_queue(&self, license_id: &str) -> Result<QueueList> {
         let request = self.request(Method::GET, &["v1", "licenses", license_id, "queue"])?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/licenses/{id}/revoked-leases`: borrow leases that no longer hold a seat though
+    /// they have not expired (see [`Client::check_borrowed`]).
+    pub async fn revoked_leases(&self, license_id: &str) -> Result<RevokedLeaseList> {
+        let request = self.request(
+            Method::GET,
+            &["v1", "licenses", license_id, "revoked-leases"],
+        )?;
         self.call(request).await
     }
 }

@@ -1,6 +1,7 @@
 //! The one integration-test binary of the SDK crate (one binary links and starts once: add
 //! modules here, not new files under `tests/`).
 //!
+//! - `borrow`: borrowed seats: offline verification against a saved key set, return, reclaim.
 //! - `events`: the SDK with the session event stream (revoke within 2 s, refused streams).
 //! - `mock`: the SDK against a scripted in-process server, for exact requests and for failures
 //!   the real server does not produce on demand.
@@ -10,6 +11,7 @@
 // product code).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod borrow;
 mod events;
 mod mock;
 mod real_server;

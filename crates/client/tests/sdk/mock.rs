@@ -100,6 +100,9 @@ fn license(id: &str) -> License {
         starts_at: None,
         expires_at: None,
         suspended: false,
+        max_borrow_days: None,
+        max_borrowed_seats: None,
+        borrow_lowwater: None,
         created_at: now(),
         usage: Some(Usage {
             seats: 3,
@@ -107,6 +110,7 @@ fn license(id: &str) -> License {
             available: 2,
             ending: 0,
             overdraft_in_use: 0,
+            borrowed: 0,
             activations: None,
         }),
     }
@@ -134,6 +138,7 @@ fn session(id: &str, expires_in: time::Duration, lease: Option<String>) -> Sessi
         expires_at: opened_at + expires_in,
         heartbeat_interval_secs: 60,
         overdraft: false,
+        borrow_until: None,
         lease,
     }
 }
@@ -204,6 +209,7 @@ impl LeaseSigner {
             instance_id: "app-1".into(),
             iat: now().unix_timestamp(),
             exp: exp.unix_timestamp(),
+            borrowed: false,
         };
         let header = format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#, self.kid);
         let input = format!(
@@ -317,6 +323,7 @@ async fn canned(
                 available: 2,
                 ending: 0,
                 overdraft_in_use: 0,
+                borrowed: 0,
                 activations: None,
             },
             high_water: 2,

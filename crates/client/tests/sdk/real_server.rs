@@ -29,7 +29,7 @@ const SOON: Duration = Duration::from_secs(15);
 
 /// A real server in a temporary data folder; it can be stopped and started again on the same
 /// folder and address.
-struct TestServer {
+pub(crate) struct TestServer {
     running: Option<RunningServer>,
     addr: SocketAddr,
     url: String,
@@ -37,7 +37,7 @@ struct TestServer {
 }
 
 impl TestServer {
-    async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let running = launch(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0))).await;
         TestServer {
@@ -48,7 +48,7 @@ impl TestServer {
         }
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await.unwrap();
         }
@@ -70,7 +70,7 @@ impl TestServer {
 
     /// An account, an admin client for it, and a license made from `license` (its
     /// `account_id` is filled in).
-    async fn tenant(&self, license: CreateLicense) -> Tenant {
+    pub(crate) async fn tenant(&self, license: CreateLicense) -> Tenant {
         let root = self.client(ROOT);
         let account = root.create_account("Acme").await.unwrap();
         let admin = self.client(&account.admin_token);
@@ -119,16 +119,16 @@ fn patient_retries() -> RetryPolicy {
     RetryPolicy::new(30, Duration::from_millis(50), Duration::from_millis(500))
 }
 
-struct Tenant {
+pub(crate) struct Tenant {
     account_id: String,
-    admin: Client,
-    license_id: String,
+    pub(crate) admin: Client,
+    pub(crate) license_id: String,
     url: String,
 }
 
 impl Tenant {
     /// An interactive user with a personal token, as a client.
-    async fn user(&self, username: &str) -> Client {
+    pub(crate) async fn user(&self, username: &str) -> Client {
         self.admin
             .put_user(
                 &self.account_id,
@@ -152,7 +152,7 @@ impl Tenant {
             .unwrap()
     }
 
-    async fn in_use(&self) -> u32 {
+    pub(crate) async fn in_use(&self) -> u32 {
         let license = self.admin.get_license(&self.license_id).await.unwrap();
         license.usage.unwrap().in_use
     }
@@ -163,7 +163,7 @@ impl Tenant {
     }
 }
 
-fn license(seats: i64) -> CreateLicense {
+pub(crate) fn license(seats: i64) -> CreateLicense {
     CreateLicense {
         product: "cad".into(),
         model: LicenseModel::ConcurrentSessions,
@@ -221,6 +221,7 @@ async fn a_guard_keeps_its_session_alive_across_several_inactivity_timeouts() {
             device_id: "laptop".into(),
             instance_id: "cad-idle".into(),
             wait_secs: None,
+            borrow_until: None,
         })
         .await
         .unwrap();

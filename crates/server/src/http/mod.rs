@@ -63,7 +63,7 @@ impl Modify for BearerAuth {
 /// Every route, registered together with its OpenAPI description: a route cannot be added
 /// without being documented.
 fn api_router() -> OpenApiRouter<AppState> {
-    use routes::{accounts, activations, licenses, oauth, sessions, system};
+    use routes::{accounts, activations, borrow, licenses, oauth, sessions, system};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_account))
         .routes(routes!(licenses::create_license))
@@ -82,6 +82,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::list_users))
         .routes(routes!(licenses::list_licenses))
         .routes(routes!(licenses::license_queue))
+        .routes(routes!(borrow::revoked_leases))
         .routes(routes!(activations::put_license_user))
         .routes(routes!(activations::list_license_users))
         .routes(routes!(

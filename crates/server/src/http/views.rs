@@ -3,7 +3,8 @@
 
 use leasehold_proto as proto;
 use leasehold_store::{
-    AuditEvent, DeviceActivation, License, LicenseUser, QueuedRequest, Session, UsageStats, User,
+    AuditEvent, DeviceActivation, License, LicenseUser, QueuedRequest, RevokedLease, Session,
+    UsageStats, User,
 };
 
 use crate::clock::to_offset;
@@ -30,6 +31,9 @@ pub fn license(license: &License) -> proto::License {
         starts_at: t.starts_at.map(to_offset),
         expires_at: t.expires_at.map(to_offset),
         suspended: t.suspended,
+        max_borrow_days: t.borrow.map(|b| b.max_days),
+        max_borrowed_seats: t.borrow.and_then(|b| b.max_seats),
+        borrow_lowwater: t.borrow.map(|b| b.lowwater),
         created_at: to_offset(license.created_at),
         usage: None,
     }
@@ -47,6 +51,7 @@ pub fn session(s: &Session, lease: Option<String>) -> proto::Session {
         expires_at: to_offset(s.clock.expires_at),
         heartbeat_interval_secs: s.heartbeat_interval_secs,
         overdraft: s.overdraft,
+        borrow_until: s.clock.borrow_until.map(to_offset),
         lease,
     }
 }
@@ -64,7 +69,25 @@ pub fn usage(u: &UsageStats) -> proto::Usage {
         available: u.seats.saturating_sub(u.in_use),
         ending: u.ending,
         overdraft_in_use: u.overdraft_in_use,
+        borrowed: u.borrowed,
         activations: u.activations,
+    }
+}
+
+pub fn revoked_leases(license_id: &str, leases: Vec<RevokedLease>) -> proto::RevokedLeaseList {
+    proto::RevokedLeaseList {
+        license_id: license_id.to_owned(),
+        leases: leases
+            .into_iter()
+            .map(|l| proto::RevokedLease {
+                session_id: l.session_id,
+                username: l.username,
+                device_id: l.device_id,
+                reason: l.reason,
+                ended_at: to_offset(l.ended_at),
+                lease_expires_at: to_offset(l.borrow_until),
+            })
+            .collect(),
     }
 }
 

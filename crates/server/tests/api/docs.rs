@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{id}/users"),
     ("get", "/v1/accounts/{id}/licenses"),
     ("get", "/v1/licenses/{id}/queue"),
+    ("get", "/v1/licenses/{id}/revoked-leases"),
     ("put", "/v1/licenses/{id}/users/{username}"),
     ("get", "/v1/licenses/{id}/users"),
     ("post", "/v1/licenses/{id}/devices"),
@@ -135,6 +136,7 @@ async fn leases_verify_offline_with_the_published_key() {
     let forged = URL_SAFE_NO_PAD.encode(
         serde_json::to_vec(&leasehold_proto::LeaseClaims {
             exp: claims.exp + 86_400,
+            borrowed: false,
             ..claims.clone()
         })
         .unwrap(),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod borrow;
 mod docs;
 mod edge_auth;
 mod edge_headers;

@@ -142,7 +142,12 @@ pub(super) async fn usage(
                 CASE WHEN l.ends_at IS NULL OR l.ends_at > $2 THEN {OVERDRAFT_ABOVE_FLOOR}
                      ELSE 0 END,
                 (SELECT count(*) FROM license_users WHERE license_id = $1 AND active)
-              + (SELECT count(*) FROM license_devices WHERE license_id = $1)
+              + (SELECT count(*) FROM license_devices WHERE license_id = $1),
+                CASE WHEN l.ends_at IS NULL OR l.ends_at > $2 THEN
+                    (SELECT count(*) FROM sessions s
+                     WHERE s.license_id = l.id AND s.borrow_until IS NOT NULL
+                       AND s.ended_at IS NULL AND s.seq >= l.end_below)
+                     ELSE 0 END
          FROM licenses l LEFT JOIN license_usage u ON u.license_id = l.id
          WHERE l.id = $1"
     ))
@@ -165,9 +170,11 @@ pub(super) async fn usage(
             row.try_get::<i64, _>(6)?,
             row.try_get::<i64, _>(7)?,
             row.try_get::<i64, _>(8)?,
+            // Live borrows: through the partial index `sessions_borrowed` (few rows).
+            row.try_get::<i64, _>(9)?,
         ))
     };
-    let (terms, since, high, low, denials, in_use, live, overdraft_in_use, activations) =
+    let (terms, since, high, low, denials, in_use, live, overdraft_in_use, activations, borrowed) =
         read(&row).map_err(db_error)?;
     let ending = u32::try_from(live - in_use).unwrap_or(0);
     let terms = cache.get(license_id, &terms)?;
@@ -181,6 +188,7 @@ pub(super) async fn usage(
         denials: denials.unwrap_or(0).max(0) as u64,
         since: Timestamp::from_millis(since.unwrap_or(0)),
         overdraft_in_use: u32::try_from(overdraft_in_use).unwrap_or(u32::MAX),
+        borrowed: u32::try_from(borrowed).unwrap_or(u32::MAX),
         activations: (terms.model != LicenseModel::ConcurrentSessions)
             .then(|| u32::try_from(activations).unwrap_or(u32::MAX)),
     })

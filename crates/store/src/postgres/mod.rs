@@ -134,6 +134,7 @@
 //!   `errors`: database errors as `StoreError`s; `clock`: the database's clock.
 
 mod accounts;
+mod borrow;
 mod clock;
 mod end;
 mod errors;

@@ -75,10 +75,11 @@ impl TermsCache {
 /// Columns of a session joined with its license, in the order `SessionRow::read` expects.
 pub(super) const SESSION_COLS: &str = "s.id, s.license_id, l.account_id, s.username, s.kind, \
      s.device_id, s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.ended_at, \
-     s.end_reason, l.terms, s.overdraft, s.license_end, s.seq, l.end_below, l.end_reason";
+     s.end_reason, l.terms, s.overdraft, s.license_end, s.seq, l.end_below, l.end_reason, \
+     s.borrow_until";
 
 /// How many columns `SESSION_COLS` has (a query may select more after them).
-pub(super) const SESSION_COLS_N: usize = 18;
+pub(super) const SESSION_COLS_N: usize = 19;
 
 /// A session as stored, live or ended, with its license's terms.
 #[derive(Clone)]
@@ -129,6 +130,7 @@ impl SessionRow {
                     row.try_get(8).map_err(get)?,
                     row.try_get(9).map_err(get)?,
                     row.try_get(14).map_err(get)?,
+                    row.try_get(18).map_err(get)?,
                 ),
                 &terms,
             ),

@@ -19,6 +19,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_usernames.sql"),
     // Mass ends: floors over a license or a user, and the session sequence they cut at.
     include_str!("../../migrations/postgres/0005_mass_ends.sql"),
+    // Offline borrowing: a borrowed session's `borrow_until`.
+    include_str!("../../migrations/postgres/0006_borrowing.sql"),
     include_str!("../../migrations/postgres/0007_live_counts.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).

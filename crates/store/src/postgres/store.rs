@@ -14,7 +14,7 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{accounts, licenses, mass, models, queue, reaper, sessions};
+use super::{accounts, borrow, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
 use crate::{EventHub, SessionEvent, Store, StoreError, StoreResult};
 
@@ -262,6 +262,15 @@ impl Store for PgStore {
 
     async fn usage(&self, license_id: &str, now: Timestamp) -> StoreResult<UsageStats> {
         licenses::usage(&self.pool, &self.cache, license_id, self.clock.db(now)).await
+    }
+
+    async fn revoked_leases(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RevokedLease>> {
+        self.require_license(license_id).await?;
+        borrow::revoked_leases(&self.pool, license_id, self.clock.db(now)).await
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts> {

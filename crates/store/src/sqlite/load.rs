@@ -168,7 +168,7 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
     }
     let mut stmt = conn.prepare(
         "SELECT id, license_id, username, kind, device_id, instance_id, opened_at, expires_at, hard_end,
-                overdraft, seq
+                overdraft, seq, borrow_until
          FROM sessions WHERE ended_at IS NULL",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -184,6 +184,7 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
             r.get::<_, Option<i64>>(8)?,
             r.get::<_, bool>(9)?,
             r.get::<_, i64>(10)?,
+            r.get::<_, Option<i64>>(11)?,
         ))
     })?;
     let mut next_seq = mem.next_seq;
@@ -200,6 +201,7 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
             hard_end,
             overdraft,
             seq,
+            borrow_until,
         ) = row?;
         let Some(li) = mem.license_at(&license_id) else {
             continue;
@@ -210,7 +212,7 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
             continue;
         };
         // The license's end caps it when it is read (`Mem::clock`), whatever the row says.
-        let clock = session_clock(opened, expires, hard_end, None);
+        let clock = session_clock(opened, expires, hard_end, None, borrow_until);
         let seq = u64::try_from(seq).unwrap_or(0);
         next_seq = next_seq.max(seq + 1);
         let user = mem.names.intern(&username);
@@ -227,6 +229,7 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
             seq,
         ));
     }
+    load_revoked_leases(conn, &mut mem)?;
     let mut stmt =
         conn.prepare("SELECT license_id, fingerprint, name, activated_at FROM license_devices")?;
     let rows = stmt.query_map([], |r| {
@@ -256,6 +259,42 @@ pub(super) fn load(conn: &Connection, writer: Sender<Job>, now: Timestamp) -> St
         lic.low_water = lic.live;
     }
     Ok(mem)
+}
+
+/// Borrowed sessions on disk that ended before their `borrow_until`, which has not passed yet
+/// (by the last time memory saw: the listing filters by its own `now`): the revoked leases
+/// memory lists (`Mem::revoked_leases`). Those still live under a floor are ending, and listed
+/// from the slab.
+fn load_revoked_leases(conn: &Connection, mem: &mut Mem) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT id, license_id, username, device_id, end_reason, ended_at, borrow_until
+         FROM sessions
+         WHERE borrow_until IS NOT NULL AND ended_at IS NOT NULL AND ended_at < borrow_until
+           AND borrow_until > ?1",
+    )?;
+    let rows = stmt.query_map([mem.last_now().millis()], |r| {
+        Ok((
+            r.get::<_, String>(1)?,
+            RevokedLease {
+                session_id: r.get(0)?,
+                username: r.get(2)?,
+                device_id: r.get(3)?,
+                reason: r
+                    .get::<_, Option<String>>(4)?
+                    .as_deref()
+                    .map_or(leasehold_proto::EndReason::Unknown, parse_end_reason),
+                ended_at: Timestamp::from_millis(r.get(5)?),
+                borrow_until: Timestamp::from_millis(r.get(6)?),
+            },
+        ))
+    })?;
+    for row in rows {
+        let (license_id, lease) = row?;
+        if let Some(lic) = mem.lic_mut(&license_id) {
+            lic.revoked.push(lease);
+        }
+    }
+    Ok(())
 }
 
 /// The floor of a row (`end_below` above 0), with its reason and time.

@@ -138,8 +138,8 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
             tx.prepare_cached(
                 "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
                                        opened_at, expires_at, hard_end, overdraft, license_end,
-                                       seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                       seq, borrow_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 s.id,
@@ -153,7 +153,8 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 s.clock.hard_end.map(Timestamp::millis),
                 s.overdraft,
                 s.clock.license_end.map(Timestamp::millis),
-                seq_column(*seq)
+                seq_column(*seq),
+                s.clock.borrow_until.map(Timestamp::millis)
             ])?;
         }
         WriteOp::Touch {

@@ -39,7 +39,7 @@ impl Reader {
         let row = self.read(|conn| {
             conn.prepare_cached(
                 "SELECT s.license_id, l.account_id, s.username, s.kind, s.device_id, s.instance_id,
-                        s.opened_at, s.expires_at, s.hard_end, s.end_reason
+                        s.opened_at, s.expires_at, s.hard_end, s.end_reason, s.borrow_until
                  FROM sessions s JOIN licenses l ON l.id = s.license_id WHERE s.id = ?1",
             )?
             .query_row(params![session_id], |r| {
@@ -54,6 +54,7 @@ impl Reader {
                     r.get::<_, i64>(7)?,
                     r.get::<_, Option<i64>>(8)?,
                     r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
                 ))
             })
             .optional()
@@ -69,6 +70,7 @@ impl Reader {
             expires,
             hard_end,
             reason,
+            borrow_until,
         )) = row
         else {
             // Ended before its row was written (a grant nobody received): what memory knows.
@@ -86,6 +88,7 @@ impl Reader {
                         expires_at: Timestamp::from_millis(0),
                         hard_end: None,
                         license_end: None,
+                        borrow_until: None,
                     },
                     heartbeat_interval_secs: 0,
                     overdraft: false,
@@ -108,7 +111,7 @@ impl Reader {
                 kind: parse_kind(&kind),
                 device_id,
                 instance_id,
-                clock: session_clock(opened, expires, hard_end, None),
+                clock: session_clock(opened, expires, hard_end, None, borrow_until),
                 heartbeat_interval_secs: 0,
                 overdraft: false,
             },

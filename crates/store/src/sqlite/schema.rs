@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_usernames.sql"),
     // Mass ends: floors over a license or a user, and the session sequence they cut at.
     include_str!("../../migrations/sqlite/0005_mass_ends.sql"),
+    // Offline borrowing: a borrowed session's `borrow_until`.
+    include_str!("../../migrations/sqlite/0006_borrowing.sql"),
     // PostgreSQL's live counters; nothing here (this store counts in memory).
     include_str!("../../migrations/sqlite/0007_live_counts.sql"),
 ];

@@ -101,6 +101,9 @@ pub(super) struct Live {
     pub(super) user: u32,
     pub(super) kind: UserKind,
     pub(super) overdraft: bool,
+    /// A borrowed seat: `hard_end` holds its `borrow_until` (a borrow has no lifetime of its
+    /// own, see `SessionClock::borrow`).
+    pub(super) borrowed: bool,
     /// Expired, its end decided by the reaper (or a heartbeat, a logout, a full license) but
     /// not yet on disk: the reason's code (`reason_code`), 0 while it is not. Its end time is
     /// then in `expires_at`. (An end decided for many sessions at once is not marked here but
@@ -127,6 +130,9 @@ pub(super) fn reason_code(reason: EndReason) -> u8 {
         EndReason::DeviceDeactivated => 6,
         EndReason::LicenseExpired => 7,
         EndReason::Unknown => 8,
+        EndReason::Returned => 9,
+        EndReason::Reclaimed => 10,
+        EndReason::BorrowEnded => 11,
     }
 }
 
@@ -141,6 +147,9 @@ fn reason_of(code: u8) -> Option<EndReason> {
         5 => EndReason::UserDeactivated,
         6 => EndReason::DeviceDeactivated,
         7 => EndReason::LicenseExpired,
+        9 => EndReason::Returned,
+        10 => EndReason::Reclaimed,
+        11 => EndReason::BorrowEnded,
         _ => EndReason::Unknown,
     })
 }
@@ -172,10 +181,11 @@ impl Live {
             user,
             kind,
             overdraft,
+            borrowed: clock.borrow_until.is_some(),
             expired: 0,
             opened_at: clock.opened_at.millis(),
             expires_at: clock.expires_at.millis(),
-            hard_end: pack_time(clock.hard_end),
+            hard_end: pack_time(clock.borrow_until.or(clock.hard_end)),
             seq,
         }
     }
@@ -189,6 +199,7 @@ impl Live {
             user: 0,
             kind: UserKind::Interactive,
             overdraft: false,
+            borrowed: false,
             expired: 0,
             opened_at: 0,
             expires_at: 0,
@@ -221,11 +232,13 @@ impl Live {
 
     /// The session's own timing, before its license's end caps it (`Mem::clock` does).
     pub(super) fn own_clock(&self) -> SessionClock {
+        let end = unpack_time(self.hard_end);
         SessionClock {
             opened_at: Timestamp::from_millis(self.opened_at),
             expires_at: Timestamp::from_millis(self.expires_at),
-            hard_end: unpack_time(self.hard_end),
+            hard_end: if self.borrowed { None } else { end },
             license_end: None,
+            borrow_until: if self.borrowed { end } else { None },
         }
     }
 
@@ -234,7 +247,8 @@ impl Live {
         let before = self.expires_at;
         self.opened_at = clock.opened_at.millis();
         self.expires_at = clock.expires_at.millis();
-        self.hard_end = pack_time(clock.hard_end);
+        self.borrowed = clock.borrow_until.is_some();
+        self.hard_end = pack_time(clock.borrow_until.or(clock.hard_end));
         before
     }
 
@@ -416,6 +430,7 @@ mod tests {
             expires_at: Timestamp::from_millis(2),
             hard_end: None,
             license_end: None,
+            borrow_until: None,
         };
         let mut live = Live::new(7, 1, 2, UserKind::Service, "dev", "inst", &clock, true, 9);
         assert_eq!((live.device(), live.instance()), ("dev", "inst"));
@@ -426,6 +441,24 @@ mod tests {
             live.expired(),
             Some((EndReason::LicenseExpired, Timestamp::from_millis(5)))
         );
+        // A borrowed seat keeps its `borrow_until` in the same 80 bytes.
+        let borrowed = SessionClock {
+            borrow_until: Some(Timestamp::from_millis(9_000)),
+            ..clock
+        };
+        let live = Live::new(
+            8,
+            1,
+            2,
+            UserKind::Interactive,
+            "d",
+            "i",
+            &borrowed,
+            false,
+            10,
+        );
+        assert!(live.borrowed);
+        assert_eq!(live.own_clock(), borrowed);
     }
 
     #[test]
@@ -440,6 +473,9 @@ mod tests {
             DeviceDeactivated,
             LicenseExpired,
             Unknown,
+            Returned,
+            Reclaimed,
+            BorrowEnded,
         ] {
             assert_eq!(reason_of(reason_code(r)), Some(r));
         }

@@ -445,13 +445,25 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("license"));
         };
         let mut usage = lic.usage(mem.started);
+        if let Some(li) = mem.license_at(license_id) {
+            usage.borrowed = mem.borrowed_now(li);
+        }
         // Past the license's end, every session of it is over from that instant, reaper or not.
         if lic.license.terms.expires_at.is_some_and(|end| end <= now) {
             usage.ending += usage.in_use;
             usage.in_use = 0;
             usage.overdraft_in_use = 0;
+            usage.borrowed = 0;
         }
         Ok(usage)
+    }
+
+    async fn revoked_leases(
+        &self,
+        license_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RevokedLease>> {
+        self.mem().revoked_leases(license_id, now)
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts> {

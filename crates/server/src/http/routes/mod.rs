@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod activations;
+pub mod borrow;
 pub mod licenses;
 pub mod oauth;
 pub mod sessions;

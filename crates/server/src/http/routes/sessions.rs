@@ -27,7 +27,8 @@ use crate::{events, sessions};
         (status = 201, description = "Opened: occupies one seat", body = proto::Session),
         (status = 200, description = "This client instance's live session, returned again", body = proto::Session),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "no_seat_available", body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 400, description = "borrow_until with wait_secs", body = ErrorBody),
+        (status = 409, description = "no_seat_available; for a borrow (`borrow_until`): borrow_not_allowed, borrow_too_long, borrow_limit_reached", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn open_session(
@@ -79,7 +80,7 @@ pub async fn heartbeat(
 #[utoipa::path(
     delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 204, description = "Logged out (owner) or revoked (account admin); the seat is free"), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)),
+    responses((status = 204, description = "Logged out (owner) or revoked (account admin); the seat is free. A borrowed seat is returned (owner) or reclaimed (account admin): its lease is listed at /v1/licenses/{id}/revoked-leases until it expires"), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn close_session(

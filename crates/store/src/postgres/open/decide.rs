@@ -176,6 +176,10 @@ pub(super) fn newcomers(
             continue;
         }
         if let Some(s) = view.existing.get(&key) {
+            if let Err(e) = admission::reopen_matches(&s.clock, req) {
+                outcomes.push(Outcome::Done(Err(e.into())));
+                continue;
+            }
             let mut session = s.clone();
             let terms = &lic.license.terms;
             if let Err(e) = session.clock.heartbeat(terms, now) {
@@ -207,9 +211,12 @@ pub(super) fn newcomers(
             &lic.license.terms,
             decision,
             waiting,
-            job.ask.wait,
+            // A borrow never waits in the queue.
+            job.ask.wait && req.borrow_until.is_none(),
             &req.device_id,
         );
+        let borrowed = lic.borrowed;
+        let verdict = admission::borrow_verdict(verdict, &lic.license.terms, req, now, || borrowed);
         let overdraft = match verdict {
             Verdict::Grant { overdraft } => overdraft,
             Verdict::Queue => {

@@ -18,6 +18,8 @@ mod decide;
 mod view;
 mod write;
 
+pub(super) use view::LicState;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

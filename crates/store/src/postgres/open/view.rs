@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use leasehold_core::session::SessionClock;
 use leasehold_core::{LicenseTerms, Timestamp};
 use leasehold_proto::{LicenseModel, OnFull};
 use sqlx::postgres::PgRow;
@@ -14,6 +13,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::OpenJob;
 use crate::admission::{self, OpenedVia, SeatCounts};
 use crate::codec::{parse_kind, parse_terms, session_clock};
+use crate::postgres::borrow::count_borrowed;
 use crate::postgres::end::end_expired;
 use crate::postgres::mass::end_covered_instances;
 use crate::postgres::rows::{capped, AuditRows, LicenseRow, LICENSE_COLS};
@@ -25,7 +25,7 @@ use crate::StoreError;
 const QUEUE_HEADS: i64 = 64;
 
 /// One license of an open batch: its (locked) record and the seat view being updated.
-pub(super) struct LicState {
+pub(in crate::postgres) struct LicState {
     pub(super) license: License,
     id: Arc<str>,
     account_id: Arc<str>,
@@ -48,6 +48,9 @@ pub(super) struct LicState {
     floor: i64,
     /// Sessions may still be under the floor.
     floor_pending: bool,
+    /// Live borrows, counted only when a borrow of the batch asks for the license
+    /// (`borrow::count_borrowed`).
+    pub(in crate::postgres) borrowed: u32,
 }
 
 /// The counts the batch read under the license's lock, updated as it grants. Registrations are
@@ -97,7 +100,13 @@ impl LicState {
             heads: Vec::new(),
             floor: 0,
             floor_pending: false,
+            borrowed: 0,
         }
+    }
+
+    /// The license's floor (see `mass`).
+    pub(in crate::postgres) fn floor(&self) -> i64 {
+        self.floor
     }
 
     /// Takes a seat for `req` (granted by the caller): the new session, counted in the view,
@@ -119,11 +128,12 @@ impl LicState {
             kind: req.kind,
             device_id: req.device_id.clone(),
             instance_id: req.instance_id.clone(),
-            clock: SessionClock::open(req.kind, terms, now),
+            clock: admission::new_clock(req, terms, now),
             heartbeat_interval_secs: terms.heartbeat_interval_secs(),
             overdraft,
         };
         self.live += 1;
+        self.borrowed += u32::from(req.borrow_until.is_some());
         *self.per_user.entry(req.username.clone()).or_default() += 1;
         audit.push(admission::opened(&session, now, via));
         session
@@ -145,6 +155,7 @@ impl LicState {
                     row.try_get(7)?,
                     row.try_get(8)?,
                     row.try_get(10)?,
+                    row.try_get(11)?,
                 ),
                 &self.license.terms,
             ),
@@ -156,7 +167,8 @@ impl LicState {
 
 /// Columns of a session of a locked license, as `LicState::session` reads them.
 const PLAIN_SESSION_COLS: &str = "s.id, s.license_id, s.username, s.kind, s.device_id, \
-     s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.overdraft, s.license_end";
+     s.instance_id, s.opened_at, s.expires_at, s.hard_end, s.overdraft, s.license_end, \
+     s.borrow_until";
 
 /// The sessions of locked licenses in `rows` (of `PLAIN_SESSION_COLS`); rows of other
 /// licenses are skipped.
@@ -244,6 +256,15 @@ pub(super) async fn read(
     if !locked.is_empty() {
         count_seats(tx, &mut lics, &locked, &asking).await?;
         model_views(tx, &mut lics, &asking).await?;
+        let mut borrowing: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.ask.req.borrow_until.is_some())
+            .map(|j| j.ask.req.license_id.clone())
+            .filter(|id| lics.contains_key(id))
+            .collect();
+        borrowing.sort();
+        borrowing.dedup();
+        count_borrowed(tx, &mut lics, &borrowing).await?;
     }
     Ok(View {
         lics,
@@ -352,6 +373,8 @@ async fn queue_heads(
                 kind: parse_kind(&kind),
                 device_id: row.try_get(6)?,
                 instance_id: row.try_get(7)?,
+                // A borrow never waits in a queue.
+                borrow_until: None,
             },
         });
     }

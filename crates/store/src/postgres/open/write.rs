@@ -127,6 +127,7 @@ struct SessionColumns {
     hard_end: Vec<Option<i64>>,
     overdraft: Vec<bool>,
     license_end: Vec<Option<i64>>,
+    borrow_until: Vec<Option<i64>>,
 }
 
 impl SessionColumns {
@@ -145,6 +146,8 @@ impl SessionColumns {
             c.overdraft.push(s.overdraft);
             c.license_end
                 .push(s.clock.license_end.map(Timestamp::millis));
+            c.borrow_until
+                .push(s.clock.borrow_until.map(Timestamp::millis));
         }
         c
     }
@@ -227,11 +230,11 @@ pub(super) async fn changes(
          ), opened AS (
              INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
                                    opened_at, expires_at, hard_end, overdraft, license_end,
-                                   epoch)
+                                   borrow_until, epoch)
              SELECT v.*, l.end_below
              FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::int8[], $10::int8[], $11::int8[], $23::bool[],
-                         $24::int8[]) AS v(id, license_id, u, k, d, i, o, e, h, od, le)
+                         $24::int8[], $29::int8[]) AS v(id, license_id, u, k, d, i, o, e, h, od, le, bu)
              JOIN licenses l ON l.id = v.license_id
          ), usage AS (
              UPDATE license_usage u
@@ -278,6 +281,7 @@ pub(super) async fn changes(
     .bind(served.state)
     .bind(served.session_id)
     .bind(served.refusal)
+    .bind(sessions.borrow_until)
     .execute(&mut **tx)
     .await?;
     Ok(())

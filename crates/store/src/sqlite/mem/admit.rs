@@ -2,7 +2,6 @@
 //! grant that creates a session, and the queue of a full license, served first come, first
 //! served as seats free up (`serve_queues`, run after every queued write).
 
-use leasehold_core::session::SessionClock;
 use leasehold_core::{OpenDecision, RuleError, Timestamp, Username};
 use leasehold_proto::EndReason;
 use tokio::sync::oneshot;
@@ -62,6 +61,7 @@ impl Mem {
             };
             let id = r.sid();
             if clock.is_live(now) {
+                admission::reopen_matches(&clock, req)?;
                 clock.heartbeat(&self.lic_at(li)?.license.terms, now)?;
                 self.set_clock(slot, &clock);
                 self.send_unacked(vec![WriteOp::Touch {
@@ -92,6 +92,11 @@ impl Mem {
                 decision = decide(self)?;
             }
         }
+        // A borrow counts the license's live borrows (O(borrows)); an ordinary open does not.
+        let borrowed = match req.borrow_until {
+            Some(_) => self.borrowed_now(li),
+            None => 0,
+        };
         let lic = self.lic_at_mut(li)?;
         lic.queue.retain(|w| !w.tx.is_closed());
         let waiting = lic.queue.len();
@@ -99,9 +104,11 @@ impl Mem {
             &lic.license.terms,
             decision,
             waiting,
-            wait,
+            // A borrow never waits in the queue.
+            wait && req.borrow_until.is_none(),
             &req.device_id,
         );
+        let verdict = admission::borrow_verdict(verdict, &lic.license.terms, req, now, || borrowed);
         let overdraft = match verdict {
             Verdict::Grant { overdraft } => overdraft,
             Verdict::Queue => {
@@ -153,7 +160,7 @@ impl Mem {
         let Some(li) = self.license_at(&req.license_id) else {
             return Err(StoreError::NotFound("license"));
         };
-        let clock = SessionClock::open(req.kind, &self.lic_at(li)?.license.terms, now);
+        let clock = admission::new_clock(req, &self.lic_at(li)?.license.terms, now);
         let user = self.names.intern(&req.username);
         let seq = self.next_seq;
         let live = Live::new(

@@ -59,6 +59,7 @@ impl Mem {
             self.to_serve.push(live.license);
         }
         self.last_now = now;
+        self.note_borrow_end(&live, reason, now);
         self.remember_end(live.sid(), live.license, live.user, reason);
         let ops = vec![WriteOp::EndSession {
             id: live.sid(),
@@ -238,6 +239,7 @@ impl Mem {
             ops.push(WriteOp::DeleteCredential(hash));
         }
         self.forget_old_ends(now);
+        self.forget_expired_leases(now);
         if !ops.is_empty() {
             self.send_unacked(ops);
         }

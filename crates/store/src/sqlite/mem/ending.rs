@@ -318,6 +318,7 @@ impl Mem {
                 lic.writing += 1;
             }
             left -= 1;
+            self.note_borrow_end(&gone, reason, at);
             self.remember_end(gone.sid(), gone.license, gone.user, reason);
             ops.push(WriteOp::EndSession {
                 id: gone.sid(),

@@ -83,7 +83,11 @@ impl Mem {
         let lic = licenses.get_mut(live.license as usize)?;
         let hash = keys.hash_one(live.instance_key());
         let (user, expires_at, overdraft) = (live.user, live.expires_at, live.overdraft);
+        let borrowed = live.borrowed;
         let slot = slab.insert(live);
+        if borrowed {
+            lic.borrowed.push(slot);
+        }
         let slab = &*slab;
         let new = slab.get(slot);
         // Read back from the disk under a floor (see `ending`): it ends, it holds no seat.
@@ -130,6 +134,9 @@ impl Mem {
         // An ending session was counted out when its end was decided.
         let ending = lic.ending_of(record).is_some();
         let r = slab.take(slot)?;
+        if r.borrowed {
+            lic.borrowed.retain(|&s| s != slot);
+        }
         let hash = keys.hash_one(r.instance_key());
         if ending {
             lic.ending = lic.ending.saturating_sub(1);

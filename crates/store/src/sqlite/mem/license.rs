@@ -53,6 +53,11 @@ pub(in crate::sqlite) struct LicenseState {
     pub(in crate::sqlite) devices: HashMap<String, DeviceActivation>,
     /// Clients waiting for a seat, first come first served (`on_full: "queue"`).
     pub(super) queue: VecDeque<Waiting>,
+    /// Slots of the license's borrowed sessions in the slab, ending ones included (see
+    /// `borrow`).
+    pub(super) borrowed: Vec<u32>,
+    /// Borrowed sessions that ended before their `borrow_until` (see `borrow`).
+    pub(in crate::sqlite) revoked: Vec<RevokedLease>,
 }
 
 impl LicenseState {
@@ -78,6 +83,8 @@ impl LicenseState {
             active_users: 0,
             devices: HashMap::new(),
             queue: VecDeque::new(),
+            borrowed: Vec::new(),
+            revoked: Vec::new(),
         }
     }
 
@@ -106,6 +113,8 @@ impl LicenseState {
             denials: self.denials,
             since,
             overdraft_in_use: self.overdraft_live,
+            // Counted over the slab by `Mem::borrowed_now`.
+            borrowed: 0,
             activations: self.activations(),
         }
     }

@@ -22,6 +22,7 @@
 //! following minutes, and at most `ENDED_MAX` of them: older ones are read from the database.
 
 mod admit;
+mod borrow;
 mod clock;
 mod end;
 mod ending;
@@ -206,6 +207,11 @@ impl Mem {
     /// The `Session` record of a slot an index just gave (so it is live).
     fn indexed_session(&self, slot: u32) -> StoreResult<Session> {
         self.session(slot).ok_or(StoreError::NotFound("session"))
+    }
+
+    /// The `now` of the latest change.
+    pub(super) fn last_now(&self) -> Timestamp {
+        self.last_now
     }
 
     /// A sender to the writer (for the memory rebuilt after a failed write).

@@ -80,6 +80,7 @@ impl Mem {
             expires_at: Timestamp::from_millis(expires_at),
             hard_end: unpack_time(hard_end),
             license_end: unpack_time(license_end),
+            borrow_until: on_disk.borrow_until,
         };
         if self.ending_of(slot).is_some() {
             return;
