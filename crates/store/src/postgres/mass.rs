@@ -25,6 +25,8 @@
 //! Deactivations of users end the user's sessions in the deactivation's own transaction
 //! (bounded by that user's sessions; see `accounts::put_user`, `models::set_license_user`).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use leasehold_core::Timestamp;
 use leasehold_proto::{EndReason, OnFull};
 use sqlx::postgres::PgPool;
@@ -47,12 +49,32 @@ pub(super) const LIVE_UNDER_LICENSE: &str =
 /// Most sessions one drain transaction ends.
 const DRAIN_BATCH: i64 = 500;
 
-/// How long one reaper tick on one node may spend draining (the next tick goes on). The
-/// reaper ticks every 200 ms by default: the drain then takes at most about a third of one
-/// connection's time and leaves the rest of the database to other licenses. Draining without
-/// a pause (40 transactions of 1,000 a tick) took the database from other licenses' opens:
-/// their p99 went from 85 to 259 ms on three nodes while 100,000 sessions were ended.
-const DRAIN_BUDGET: std::time::Duration = std::time::Duration::from_millis(60);
+/// Fewest sessions one drain transaction ends (the progress kept on a saturated database).
+const DRAIN_MIN_BATCH: i64 = 50;
+
+/// How long one drain transaction should take. Its size follows: after each full one, the
+/// next is scaled by how far it was from this (`next_drain_size`). A fixed 500 took ~65 ms of
+/// the database on a quiet machine but ~130–160 ms on a loaded one, so each reaper tick's
+/// drain overran its budget and took the database from other licenses when it was scarcest.
+const DRAIN_TARGET: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// The size of this process's next drain transaction (a tuning figure only: any value between
+/// the bounds is correct).
+static DRAIN_SIZE: AtomicI64 = AtomicI64::new(DRAIN_BATCH);
+
+/// The next drain size after a full transaction of `size` rows took `took`.
+fn next_drain_size(size: i64, took: std::time::Duration) -> i64 {
+    let scaled = size as f64 * DRAIN_TARGET.as_secs_f64() / took.as_secs_f64().max(1e-3);
+    (scaled as i64).clamp(DRAIN_MIN_BATCH, DRAIN_BATCH)
+}
+
+/// How long one reaper tick on one node may spend draining (the next tick goes on): with
+/// transactions of about `DRAIN_TARGET`, two a tick. The reaper ticks every 200 ms by default:
+/// the drain then takes about a quarter of one connection's time and leaves the rest of the
+/// database to other licenses. Draining without a pause (40 transactions of 1,000 a tick) took
+/// the database from other licenses' opens: their p99 went from 85 to 259 ms on three nodes
+/// while 100,000 sessions were ended.
+const DRAIN_BUDGET: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// Sets the floor of a license whose row the caller's transaction has locked: every live
 /// session of it committed so far ends (`reason`, at `now`). The sequence value is drawn after
@@ -160,7 +182,9 @@ pub(super) async fn reap(
             .get(&license_id, &terms)
             .is_ok_and(|t| t.on_full == OnFull::Queue);
         while started.elapsed() < DRAIN_BUDGET {
-            let drained = drain_batch(pool, &license_id, below, reason, at)
+            let size = DRAIN_SIZE.load(Ordering::Relaxed);
+            let batch_started = std::time::Instant::now();
+            let drained = drain_batch(pool, &license_id, below, size, reason, at)
                 .await
                 .map_err(db_error)?;
             let Some(n) = drained else {
@@ -171,7 +195,10 @@ pub(super) async fn reap(
             if n > 0 && queues {
                 queue.serve(&license_id, now);
             }
-            if n < DRAIN_BATCH as u64 {
+            if n >= size as u64 {
+                let next = next_drain_size(size, batch_started.elapsed());
+                DRAIN_SIZE.store(next, Ordering::Relaxed);
+            } else {
                 settle(pool, &license_id, below).await.map_err(db_error)?;
                 break;
             }
@@ -211,7 +238,7 @@ async fn floor_passed_ends(pool: &PgPool, now: Timestamp) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// One drain transaction: ends at most `DRAIN_BATCH` live sessions of the license under its
+/// One drain transaction: ends at most `size` live sessions of the license under its
 /// floor, with their `ended` events, in one statement. One node at a time drains a license
 /// (a transaction-scoped advisory lock; the others skip it this round), so a mass end takes
 /// one connection's worth of the database, not one per node. Answers how many it ended, or
@@ -220,6 +247,7 @@ async fn drain_batch(
     pool: &PgPool,
     license_id: &str,
     below: i64,
+    size: i64,
     reason: EndReason,
     at: Timestamp,
 ) -> Result<Option<u64>, sqlx::Error> {
@@ -249,7 +277,7 @@ async fn drain_batch(
     )
     .bind(license_id)
     .bind(below)
-    .bind(DRAIN_BATCH)
+    .bind(size)
     .bind(at.millis())
     .bind(reason.as_str())
     .execute(&mut *tx)
@@ -312,4 +340,26 @@ pub(super) async fn end_covered_instances(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_drain_transaction_is_sized_to_its_target_within_bounds() {
+        // On target: the same size again.
+        assert_eq!(next_drain_size(200, DRAIN_TARGET), 200);
+        // Twice too slow: half as many; twice too fast: twice as many.
+        assert_eq!(next_drain_size(200, DRAIN_TARGET * 2), 100);
+        assert_eq!(next_drain_size(200, DRAIN_TARGET / 2), 400);
+        // Never past the bounds, however slow or fast.
+        assert_eq!(
+            next_drain_size(500, Duration::from_secs(10)),
+            DRAIN_MIN_BATCH
+        );
+        assert_eq!(next_drain_size(500, Duration::ZERO), DRAIN_BATCH);
+    }
 }
