@@ -115,6 +115,29 @@ impl TestDb {
         conn.close().await.ok();
     }
 
+    /// The database as an earlier version left it: `migrations` applied in order and recorded
+    /// as schema versions 1, 2… (a migration test then runs `leasehold migrate`). Answers a
+    /// connection to it.
+    pub async fn at_version(&self, migrations: &[&str]) -> sqlx::PgConnection {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
+                                          applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for (i, sql) in migrations.iter().enumerate() {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(i as i32 + 1)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn
+    }
+
     /// Every license's live counters (`license_live`, kept by triggers) against a count of its
     /// sessions, in one snapshot: in use (not under the license's floor), every live session,
     /// the overdraft ones.

@@ -169,22 +169,7 @@ async fn migrating_counts_the_live_sessions_an_earlier_version_left() {
     };
     // Arrange: schema version 5 with a license under a revoke's floor (seq 10) still being
     // drained: two sessions under it, three above (one overdraft), two ended.
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
-                                      applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    for (i, sql) in BEFORE.iter().enumerate() {
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-            .bind(i as i32 + 1)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+    let mut conn = db.at_version(&BEFORE).await;
     sqlx::raw_sql(
         "INSERT INTO accounts VALUES ('a1', 'Acme', 0);
          INSERT INTO licenses (id, account_id, model, terms, created_at, end_below, end_pending)

@@ -25,22 +25,7 @@ async fn migrating_postgresql_folds_usernames_and_renames_collisions() {
         return;
     };
     // Arrange: schema version 3, as the previous version left it, with mixed-case names.
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
-                                      applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    for (i, sql) in BEFORE.iter().enumerate() {
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-            .bind(i as i32 + 1)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+    let mut conn = db.at_version(&BEFORE).await;
     sqlx::raw_sql(
         "INSERT INTO accounts VALUES ('a1', 'Acme', 0);
          INSERT INTO users (account_id, username, kind, active, created_at) VALUES
