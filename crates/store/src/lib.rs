@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod admission;
+pub mod audit;
 mod codec;
 pub mod copy;
 mod error;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 
+pub use audit::{AuditEntry, AuditQuery, AUDIT_EVENT_KINDS};
 pub use error::{StoreError, StoreResult};
 pub use events::{EventHub, SessionEvent, Subscription};
 pub use records::*;
@@ -148,6 +150,10 @@ pub trait Store: Send + Sync + 'static {
     async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>>;
     /// The append-only audit log of a license, oldest first, at most `limit` events.
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+    /// Audit events across licenses and accounts (`crate::audit`), in `seq` order: those
+    /// matching every filter of `query`, after its cursor, at most `query.limit`. A page never
+    /// leaves out an event that a later page could still show with a smaller `seq`.
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 
     // ---- licensing models ----
     /// `registered_users`: activates or deactivates a user on the license, atomically against

@@ -275,14 +275,19 @@ pub(super) fn device_from(row: &PgRow) -> Result<DeviceActivation, sqlx::Error> 
 
 /// Reads a row of `at, account_id, license_id, session_id, username, event, detail`.
 pub(super) fn audit_event_from(row: &PgRow) -> Result<AuditEvent, sqlx::Error> {
+    audit_event_from_offset(row, 0)
+}
+
+/// An audit event whose columns start at column `first` of the row.
+pub(super) fn audit_event_from_offset(row: &PgRow, first: usize) -> Result<AuditEvent, sqlx::Error> {
     Ok(AuditEvent {
-        at: Timestamp::from_millis(row.try_get(0)?),
-        account_id: row.try_get(1)?,
-        license_id: row.try_get(2)?,
-        session_id: row.try_get(3)?,
-        username: row.try_get(4)?,
-        event: row.try_get(5)?,
-        detail: row.try_get(6)?,
+        at: Timestamp::from_millis(row.try_get(first)?),
+        account_id: row.try_get(first + 1)?,
+        license_id: row.try_get(first + 2)?,
+        session_id: row.try_get(first + 3)?,
+        username: row.try_get(first + 4)?,
+        event: row.try_get(first + 5)?,
+        detail: row.try_get(first + 6)?,
     })
 }
 

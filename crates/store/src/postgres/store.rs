@@ -14,9 +14,11 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{accounts, borrow, licenses, mass, models, queue, reaper, sessions};
+use super::{accounts, audit, borrow, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
-use crate::{EventHub, SessionEvent, Store, StoreError, StoreResult};
+use crate::{
+    AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult,
+};
 
 impl PgStore {
     /// Opens (or queues) through the license's open lane.
@@ -285,6 +287,10 @@ impl Store for PgStore {
 
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
         licenses::audit_log(&self.pool, license_id, limit).await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        audit::audit_page(&self.pool, query).await
     }
 
     async fn set_license_user(
