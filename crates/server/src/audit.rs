@@ -2,9 +2,9 @@
 //! account's events, the filters checked and turned into a store query, and the opaque cursor.
 //!
 //! A page is read in `seq` order (the order events became durable), after the cursor. The
-//! cursor names the last event of the page; `next_cursor` is given when more events matched at
-//! the time of the read. Events appended meanwhile come after it: a walk from the first page to
-//! the last sees every matching event once, and can continue later from its last cursor.
+//! cursor names the last event read; `has_more` says whether more events matched at the time of
+//! the read. Events appended meanwhile come after it: a walk from the first page to the last
+//! sees every matching event once, and can continue later from its last cursor (a tail).
 
 use base64::Engine;
 use leasehold_core::{Timestamp, Username};
@@ -34,11 +34,13 @@ pub struct AuditRequest {
     pub cursor: Option<String>,
 }
 
-/// One page of the log, and the cursor of the next one when more events matched.
+/// One page of the log; `next_cursor` reads on after its last event (or after the request's
+/// cursor when the page is empty), `has_more` says whether more events matched already.
 #[derive(Debug)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
+    pub has_more: bool,
 }
 
 /// A page of the audit log: an account admin reads its own account's events, root every
@@ -47,6 +49,7 @@ pub struct AuditPage {
 pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult<AuditPage> {
     let account_id = access::audit_account(auth, req.account_id)?;
     let limit = parse_limit(req.limit.as_deref())?;
+    let after_seq = req.cursor.as_deref().map(decode_cursor).transpose()?;
     let from = req.from.as_deref().map(|v| parse_time("from", v)).transpose()?;
     let to = req.to.as_deref().map(|v| parse_time("to", v)).transpose()?;
     if let (Some(f), Some(t)) = (from, to) {
@@ -64,20 +67,18 @@ pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult
         events: parse_kinds(&req.events)?,
         from,
         to,
-        after_seq: req.cursor.as_deref().map(decode_cursor).transpose()?,
+        after_seq,
         // One more than the page: whether there is a next one.
         limit: limit + 1,
     };
     let mut entries = state.store.audit_page(&query).await?;
-    let more = entries.len() > limit;
+    let has_more = entries.len() > limit;
     entries.truncate(limit);
-    let next_cursor = match entries.last() {
-        Some(last) if more => Some(encode_cursor(last.seq)),
-        _ => None,
-    };
+    let next_cursor = entries.last().map(|e| e.seq).or(after_seq).map(encode_cursor);
     Ok(AuditPage {
         entries,
         next_cursor,
+        has_more,
     })
 }
 

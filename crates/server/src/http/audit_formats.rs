@@ -10,9 +10,10 @@ use crate::audit::AuditPage;
 use crate::clock::to_offset;
 use crate::error::{ApiError, ApiResult};
 
-/// The header that carries the next page's cursor in the exports (the JSON page has it in its
-/// body as `next_cursor` too).
+/// The headers that carry the next page's cursor and whether more events matched, in every
+/// format (the JSON page has them in its body as `next_cursor` and `has_more` too).
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
+pub const HAS_MORE_HEADER: &str = "x-has-more";
 pub const JSONL: &str = "application/x-ndjson";
 pub const CSV: &str = "text/csv";
 
@@ -39,8 +40,11 @@ pub struct AccountAuditEvent {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountAuditPage {
     pub events: Vec<AccountAuditEvent>,
-    /// The `cursor` of the next page, when more events matched (absent on the last page).
+    /// The `cursor` that reads on after this page (after the events read so far: absent only
+    /// when none has been read).
     pub next_cursor: Option<String>,
+    /// Whether more events matched already (the next page is not empty).
+    pub has_more: bool,
 }
 
 /// How the answer is written.
@@ -97,14 +101,16 @@ fn event_view(entry: AuditEntry) -> AccountAuditEvent {
     }
 }
 
-/// The page in `format`, with `x-next-cursor` when there is a next page.
+/// The page in `format`, with `x-next-cursor` (when there is one) and `x-has-more`.
 pub fn respond(page: AuditPage, format: Format) -> ApiResult<Response> {
     let next = page.next_cursor;
+    let has_more = page.has_more;
     let events = page.entries.into_iter().map(event_view);
     let mut response = match format {
         Format::Json => Json(AccountAuditPage {
             events: events.collect(),
             next_cursor: next.clone(),
+            has_more,
         })
         .into_response(),
         Format::JsonLines => {
@@ -136,6 +142,10 @@ pub fn respond(page: AuditPage, format: Format) -> ApiResult<Response> {
             HeaderValue::from_str(&cursor).map_err(|e| ApiError::Internal(e.to_string()))?;
         response.headers_mut().insert(NEXT_CURSOR_HEADER, value);
     }
+    response.headers_mut().insert(
+        HAS_MORE_HEADER,
+        HeaderValue::from_static(if has_more { "true" } else { "false" }),
+    );
     Ok(response)
 }
 

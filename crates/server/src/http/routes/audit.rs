@@ -107,8 +107,8 @@ fn audit_request(pairs: Vec<(String, String)>) -> ApiResult<(AuditRequest, Optio
     get, path = "/v1/audit", tag = "audit",
     params(AuditParams),
     responses(
-        (status = 200, description = "A page of the append-only audit log, oldest first (in the order events were written): an account admin's own account, or (root) every account. `next_cursor` (in the JSON body, and the `x-next-cursor` header of every format) is given when more events matched.",
-            headers(("x-next-cursor" = String, description = "The cursor of the next page, when there is one")),
+        (status = 200, description = "A page of the append-only audit log, oldest first (in the order events were written): an account admin's own account, or (root) every account. `next_cursor` (in the JSON body, and the `x-next-cursor` header of every format) reads on after the last event read; `has_more` (`x-has-more`) says whether more events matched already.",
+            headers(("x-next-cursor" = String, description = "The cursor that reads on after this page (absent when no event has been read)"), ("x-has-more" = bool, description = "Whether more events matched already")),
             content(
                 (AccountAuditPage = "application/json"),
                 (String = "application/x-ndjson", example = json!("{\"at\":\"2026-01-01T00:00:00Z\",\"account_id\":\"…\",\"license_id\":\"…\",\"event\":\"opened\",\"session_id\":\"…\",\"username\":\"bob\",\"detail\":\"interactive\"}\n")),

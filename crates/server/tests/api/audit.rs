@@ -1,0 +1,364 @@
+//! The account-wide audit log, `GET /v1/audit`: cursor pagination (every event once, also
+//! while events are appended), each filter, the JSON lines and CSV exports, the refusals, and
+//! tenant isolation.
+
+use reqwest::{header, Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// `n` sessions opened and closed by `token` on `license`: 2 events each.
+async fn cycles(app: &TestApp, token: &str, license: &str, n: usize, tag: &str) {
+    for i in 0..n {
+        let opened = app.open(token, license, "laptop", &format!("{tag}-{i}")).await;
+        assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
+        let closed = app
+            .call(
+                Method::DELETE,
+                &format!("/v1/sessions/{}", opened.id()),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(closed.status, StatusCode::NO_CONTENT, "{:?}", closed.body);
+    }
+}
+
+/// The events of one page (asserting a 200).
+async fn page(app: &TestApp, token: &str, query: &str) -> Answer {
+    let a = app.get(&format!("/v1/audit{query}"), token).await;
+    assert_eq!(a.status, StatusCode::OK, "{query}: {:?}", a.body);
+    a
+}
+
+fn events(a: &Answer) -> Vec<Value> {
+    a.body["events"].as_array().cloned().unwrap()
+}
+
+/// Every page from `cursor` on (`limit` at a time) until `has_more` is false: the events and
+/// the last cursor.
+async fn walk(
+    app: &TestApp,
+    token: &str,
+    filter: &str,
+    limit: usize,
+    mut cursor: Option<String>,
+) -> (Vec<Value>, Option<String>) {
+    let mut walked = Vec::new();
+    loop {
+        let mut query = format!("?limit={limit}{filter}");
+        if let Some(c) = &cursor {
+            query.push_str(&format!("&cursor={c}"));
+        }
+        let a = page(app, token, &query).await;
+        let got = events(&a);
+        assert!(got.len() <= limit, "{} events on a page of {limit}", got.len());
+        walked.extend(got);
+        cursor = a.body["next_cursor"].as_str().map(str::to_owned).or(cursor);
+        if !a.body["has_more"].as_bool().unwrap() {
+            return (walked, cursor);
+        }
+    }
+}
+
+/// The whole log as one page.
+async fn all(app: &TestApp, token: &str, filter: &str) -> Vec<Value> {
+    let a = page(app, token, &format!("?limit=1000{filter}")).await;
+    assert_eq!(a.body["has_more"], json!(false));
+    events(&a)
+}
+
+/// `secs` after the tests' start, in RFC 3339.
+fn at(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(TEST_START.millis() / 1000 + secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["event"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn paging_through_the_log_answers_every_event_once_in_order() {
+    // Arrange: the license's creation and 12 sessions opened and closed.
+    let app = spawn_app().await;
+    let f = app.fixture(5, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    cycles(&app, &bob, &f.license_id, 12, "a").await;
+
+    // Act: 5 events a page.
+    let (walked, _) = walk(&app, &f.admin, "", 5, None).await;
+
+    // Assert
+    let every = all(&app, &f.admin, "").await;
+    assert_eq!(every.len(), 25);
+    assert_eq!(walked, every);
+    assert_eq!(kinds(&every)[..3], ["license_created", "opened", "ended"]);
+    let first = page(&app, &f.admin, "").await;
+    assert_eq!(events(&first).len(), 25, "the default limit (100) holds them all");
+    assert_eq!(first.body["has_more"], json!(false));
+    let one = page(&app, &f.admin, "?limit=1").await;
+    assert_eq!(events(&one), every[..1]);
+    assert_eq!(one.body["has_more"], json!(true));
+}
+
+#[tokio::test]
+async fn a_walk_while_events_are_appended_misses_none_and_repeats_none() {
+    // Arrange
+    let app = spawn_app().await;
+    let f = app.fixture(50, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    cycles(&app, &bob, &f.license_id, 5, "before").await;
+
+    // Act: walk 3 at a time while carol's sessions come and go, then read on from the last
+    // cursor once she is done (a tail).
+    let (appended, (mut walked, cursor)) = tokio::join!(
+        cycles(&app, &carol, &f.license_id, 15, "during"),
+        walk(&app, &f.admin, "", 3, None),
+    );
+    let () = appended;
+    let (tail, _) = walk(&app, &f.admin, "", 3, cursor).await;
+    walked.extend(tail);
+
+    // Assert
+    let every = all(&app, &f.admin, "").await;
+    assert_eq!(every.len(), 1 + 10 + 30);
+    assert_eq!(walked, every);
+}
+
+#[tokio::test]
+async fn each_filter_narrows_the_log() {
+    // Arrange: two licenses; bob on the first (one seat), carol refused on it, then on the
+    // second; the clock moves 10 s between steps.
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let l1 = f.license_id.clone();
+    let l2 = app
+        .create_license(
+            &f.admin,
+            json!({"account_id": f.account_id, "product": "cam", "model": "concurrent_sessions", "seats": 3}),
+        )
+        .await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    app.advance(10).await;
+    let b = app.open(&bob, &l1, "laptop", "cad-1").await; // +10 s: opened
+    assert_eq!(b.status, StatusCode::CREATED);
+    app.advance(10).await;
+    let refused = app.open(&carol, &l1, "desk", "cad-1").await; // +20 s: denied
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    app.advance(10).await;
+    let c = app.open(&carol, &l2, "desk", "cam-1").await; // +30 s: opened
+    assert_eq!(c.status, StatusCode::CREATED);
+    app.advance(10).await;
+    let closed = app
+        .call(Method::DELETE, &format!("/v1/sessions/{}", b.id()), Some(&bob), None)
+        .await; // +40 s: ended
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+
+    // Act / Assert: by license.
+    let on_l2 = all(&app, &f.admin, &format!("&license_id={l2}")).await;
+    assert_eq!(kinds(&on_l2), ["license_created", "opened"]);
+    assert!(on_l2.iter().all(|e| e["license_id"] == json!(l2)));
+    // By user (the name folds like every username).
+    let bobs = all(&app, &f.admin, "&username=BOB").await;
+    assert_eq!(kinds(&bobs), ["opened", "ended"]);
+    assert!(bobs.iter().all(|e| e["username"] == json!("bob")));
+    // By kind: repeated or as a comma list, the same.
+    let repeated = all(&app, &f.admin, "&event=denied&event=ended").await;
+    assert_eq!(kinds(&repeated), ["denied", "ended"]);
+    assert_eq!(all(&app, &f.admin, "&event=ended,denied").await, repeated);
+    assert_eq!(repeated[0]["detail"], json!("no_seat_available"));
+    // By time: from is inclusive, to exclusive.
+    let window = all(&app, &f.admin, &format!("&from={}&to={}", at(20), at(40))).await;
+    assert_eq!(kinds(&window), ["denied", "opened"]);
+    let since = all(&app, &f.admin, &format!("&from={}", at(30))).await;
+    assert_eq!(kinds(&since), ["opened", "ended"]);
+    let until = all(&app, &f.admin, &format!("&to={}", at(10))).await;
+    assert_eq!(kinds(&until), ["license_created", "license_created"]);
+    // Together, and paged.
+    let carols_on_l1 = all(&app, &f.admin, &format!("&license_id={l1}&username=carol")).await;
+    assert_eq!(kinds(&carols_on_l1), ["denied"]);
+    let (paged, _) = walk(&app, &f.admin, "&event=opened,ended", 1, None).await;
+    assert_eq!(kinds(&paged), ["opened", "opened", "ended"]);
+}
+
+#[tokio::test]
+async fn malformed_queries_are_refused_with_stable_codes() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let cases = [
+        ("?event=opened,teleported", StatusCode::BAD_REQUEST, "unknown_event_kind"),
+        ("?event=", StatusCode::BAD_REQUEST, "unknown_event_kind"),
+        ("?cursor=42", StatusCode::BAD_REQUEST, "invalid_cursor"),
+        ("?cursor=YTEuLTE", StatusCode::BAD_REQUEST, "invalid_cursor"),
+        ("?limit=0", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?limit=1001", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?limit=ten", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?limit=5&limit=6", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?colour=red", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?from=yesterday", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?from=2027-01-02T00:00:00Z&to=2027-01-01T00:00:00Z", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?format=xml", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("?username=with%20space", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+    ];
+    for (query, status, code) in cases {
+        let a = app.get(&format!("/v1/audit{query}"), &f.admin).await;
+        assert_eq!((a.status, a.code()), (status, code), "{query}: {:?}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn each_tenant_reads_only_its_own_log_and_root_reads_all() {
+    // Arrange: two accounts with a license and a session each.
+    let app = spawn_app().await;
+    let a = app.fixture(2, &[], json!({})).await;
+    let b = app.fixture(2, &[], json!({})).await;
+    let ann = app.user_token(&a.account_id, &a.admin, "ann").await;
+    let bea = app.user_token(&b.account_id, &b.admin, "bea").await;
+    cycles(&app, &ann, &a.license_id, 1, "a").await;
+    cycles(&app, &bea, &b.license_id, 2, "b").await;
+
+    // Act / Assert: B's admin sees B's events only, whatever it asks for.
+    let bs = all(&app, &b.admin, "").await;
+    assert_eq!(bs.len(), 5);
+    assert!(bs.iter().all(|e| e["account_id"] == json!(b.account_id)));
+    assert!(all(&app, &b.admin, &format!("&license_id={}", a.license_id)).await.is_empty());
+    assert!(all(&app, &b.admin, "&username=ann").await.is_empty());
+    let other = app
+        .get(&format!("/v1/audit?account_id={}", a.account_id), &b.admin)
+        .await;
+    assert_eq!((other.status, other.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    let own = all(&app, &b.admin, &format!("&account_id={}", b.account_id)).await;
+    assert_eq!(own, bs);
+    // A's cursor reads nothing of A for B.
+    let a_page = page(&app, &a.admin, "?limit=1").await;
+    let a_cursor = a_page.body["next_cursor"].as_str().unwrap();
+    let from_a = all(&app, &b.admin, &format!("&cursor={a_cursor}")).await;
+    assert!(from_a.iter().all(|e| e["account_id"] == json!(b.account_id)));
+    // A user token, and no token.
+    let user = app.get("/v1/audit", &bea).await;
+    assert_eq!((user.status, user.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    let anonymous = app.call(Method::GET, "/v1/audit", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // Root: both accounts, or one.
+    let everything = all(&app, ROOT_TOKEN, "").await;
+    assert_eq!(everything.len(), 3 + 5);
+    let only_a = all(&app, ROOT_TOKEN, &format!("&account_id={}", a.account_id)).await;
+    assert_eq!(only_a, all(&app, &a.admin, "").await);
+    assert_eq!(only_a.len(), 3);
+}
+
+/// A GET of the log with extra headers: status, content type, next cursor, body.
+async fn raw(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+    accept: Option<&str>,
+) -> (StatusCode, String, Option<String>, String) {
+    let mut req = app
+        .http
+        .get(format!("{}/v1/audit{query}", app.url))
+        .bearer_auth(token);
+    if let Some(a) = accept {
+        req = req.header(header::ACCEPT, a);
+    }
+    let resp = req.send().await.unwrap();
+    let header_of = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let content_type = header_of("content-type").unwrap_or_default();
+    let next = header_of("x-next-cursor");
+    assert!(header_of("x-has-more").is_some());
+    (resp.status(), content_type, next, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_log_exports_as_json_lines_and_as_quoted_csv() {
+    // Arrange: a node-locked license whose device fingerprint holds a comma and quotes.
+    let app = spawn_app().await;
+    let f = app.fixture(2, &[], json!({"model": "node_locked"})).await;
+    let fingerprint = "desk,\"7\"";
+    let r = app
+        .post(
+            &format!("/v1/licenses/{}/devices", f.license_id),
+            &f.admin,
+            json!({"fingerprint": fingerprint}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let ann = app.user_token(&f.account_id, &f.admin, "ann").await;
+    let opened = app.open(&ann, &f.license_id, fingerprint, "cad-1").await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
+    let json_events = all(&app, &f.admin, "").await;
+    assert_eq!(
+        kinds(&json_events),
+        ["license_created", "device_activated", "opened"]
+    );
+
+    // Act / Assert: JSON lines, by parameter and by Accept; one event per line.
+    for (query, accept) in [("?format=jsonl", None), ("", Some("application/x-ndjson"))] {
+        let (status, content_type, _, body) = raw(&app, &f.admin, query, accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/x-ndjson");
+        assert!(body.ends_with('\n'));
+        let lines: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, json_events);
+    }
+
+    // CSV, by parameter and by Accept: a header row, then one row per event, quoted where a
+    // field needs it.
+    for (query, accept) in [("?format=csv", None), ("", Some("text/csv"))] {
+        let (status, content_type, _, body) = raw(&app, &f.admin, query, accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/csv"), "{content_type}");
+        let rows: Vec<&str> = body.split_terminator("\r\n").collect();
+        assert_eq!(rows.len(), 4, "{body}");
+        assert_eq!(
+            rows[0],
+            "at,account_id,license_id,event,session_id,username,detail"
+        );
+        let device = &json_events[1];
+        assert_eq!(
+            rows[2],
+            format!(
+                "{},{},{},device_activated,,,\"desk,\"\"7\"\"\"",
+                device["at"].as_str().unwrap(),
+                f.account_id,
+                f.license_id
+            )
+        );
+        assert_eq!(
+            rows[3],
+            format!(
+                "{},{},{},opened,{},ann,interactive",
+                json_events[2]["at"].as_str().unwrap(),
+                f.account_id,
+                f.license_id,
+                opened.id()
+            )
+        );
+    }
+
+    // The exports page like the JSON answer: the cursor in `x-next-cursor`.
+    let (_, _, next, body) = raw(&app, &f.admin, "?format=csv&limit=2", None).await;
+    assert_eq!(body.split_terminator("\r\n").count(), 3);
+    let (_, _, _, rest) = raw(
+        &app,
+        &f.admin,
+        &format!("?format=csv&limit=2&cursor={}", next.unwrap()),
+        None,
+    )
+    .await;
+    let rest: Vec<&str> = rest.split_terminator("\r\n").collect();
+    assert_eq!(rest.len(), 2);
+    assert!(rest[1].contains(",opened,"));
+}
