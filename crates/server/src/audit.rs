@@ -50,7 +50,11 @@ pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult
     let account_id = access::audit_account(auth, req.account_id)?;
     let limit = parse_limit(req.limit.as_deref())?;
     let after_seq = req.cursor.as_deref().map(decode_cursor).transpose()?;
-    let from = req.from.as_deref().map(|v| parse_time("from", v)).transpose()?;
+    let from = req
+        .from
+        .as_deref()
+        .map(|v| parse_time("from", v))
+        .transpose()?;
     let to = req.to.as_deref().map(|v| parse_time("to", v)).transpose()?;
     if let (Some(f), Some(t)) = (from, to) {
         if f > t {
@@ -74,7 +78,11 @@ pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult
     let mut entries = state.store.audit_page(&query).await?;
     let has_more = entries.len() > limit;
     entries.truncate(limit);
-    let next_cursor = entries.last().map(|e| e.seq).or(after_seq).map(encode_cursor);
+    let next_cursor = entries
+        .last()
+        .map(|e| e.seq)
+        .or(after_seq)
+        .map(encode_cursor);
     Ok(AuditPage {
         entries,
         next_cursor,
@@ -152,14 +160,20 @@ mod tests {
     #[test]
     fn a_cursor_the_server_did_not_make_is_refused() {
         for bad in ["", "42", "YTEuLTE", "!!", "YTEuYWJj"] {
-            assert!(matches!(decode_cursor(bad), Err(ApiError::InvalidCursor)), "{bad}");
+            assert!(
+                matches!(decode_cursor(bad), Err(ApiError::InvalidCursor)),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn kinds_come_as_repeats_or_comma_lists_and_unknown_ones_are_refused() {
         let kinds = parse_kinds(&["opened,ended".into(), "denied".into(), "opened".into()]);
-        assert_eq!(kinds.ok(), Some(vec!["opened".into(), "ended".into(), "denied".into()]));
+        assert_eq!(
+            kinds.ok(),
+            Some(vec!["opened".into(), "ended".into(), "denied".into()])
+        );
         assert!(matches!(
             parse_kinds(&["opened,nope".into()]),
             Err(ApiError::UnknownEventKind(k, _)) if k == "nope"

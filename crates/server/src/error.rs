@@ -126,7 +126,9 @@ impl ApiError {
             ApiError::Unprocessable(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
             }
-            ApiError::UnknownEventKind(..) => (StatusCode::BAD_REQUEST, ErrorCode::UnknownEventKind),
+            ApiError::UnknownEventKind(..) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::UnknownEventKind)
+            }
             ApiError::InvalidCursor => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCursor),
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)

@@ -75,7 +75,13 @@ impl Format {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         for media in accept {
             match media.as_str() {
                 JSONL => return Ok(Format::JsonLines),
@@ -124,17 +130,12 @@ pub fn respond(page: AuditPage, format: Format) -> ApiResult<Response> {
             ([(header::CONTENT_TYPE, JSONL)], body).into_response()
         }
         Format::Csv => {
-            let mut body = String::from(
-                "at,account_id,license_id,event,session_id,username,detail\r\n",
-            );
+            let mut body =
+                String::from("at,account_id,license_id,event,session_id,username,detail\r\n");
             for e in events {
                 csv_row(&mut body, &e)?;
             }
-            (
-                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-                body,
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }
     };
     if let Some(cursor) = next {
@@ -150,10 +151,9 @@ pub fn respond(page: AuditPage, format: Format) -> ApiResult<Response> {
 }
 
 fn csv_row(out: &mut String, e: &AccountAuditEvent) -> ApiResult<()> {
-    let at = e
-        .at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let at =
+        e.at.format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     let fields = [
         Some(at.as_str()),
         Some(e.account_id.as_str()),
@@ -176,9 +176,8 @@ fn csv_row(out: &mut String, e: &AccountAuditEvent) -> ApiResult<()> {
 /// A CSV field, quoted (with its quotes doubled) when it holds a comma, a quote or a line
 /// break (RFC 4180 section 2), or starts or ends with a space.
 fn csv_field(out: &mut String, field: &str) {
-    let needs_quotes = field.contains([',', '"', '\n', '\r'])
-        || field.starts_with(' ')
-        || field.ends_with(' ');
+    let needs_quotes =
+        field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
     if needs_quotes {
         out.push('"');
         out.push_str(&field.replace('"', "\"\""));
@@ -212,14 +211,20 @@ mod tests {
     fn the_format_parameter_wins_over_accept() {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("text/csv"));
-        assert_eq!(Format::choose(Some("jsonl"), &headers).ok(), Some(Format::JsonLines));
+        assert_eq!(
+            Format::choose(Some("jsonl"), &headers).ok(),
+            Some(Format::JsonLines)
+        );
         assert_eq!(Format::choose(None, &headers).ok(), Some(Format::Csv));
         headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("application/x-ndjson;q=0.9, */*"),
         );
         assert_eq!(Format::choose(None, &headers).ok(), Some(Format::JsonLines));
-        assert_eq!(Format::choose(None, &HeaderMap::new()).ok(), Some(Format::Json));
+        assert_eq!(
+            Format::choose(None, &HeaderMap::new()).ok(),
+            Some(Format::Json)
+        );
         assert!(Format::choose(Some("xml"), &headers).is_err());
     }
 }

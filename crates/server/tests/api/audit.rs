@@ -10,7 +10,9 @@ use crate::helpers::*;
 /// `n` sessions opened and closed by `token` on `license`: 2 events each.
 async fn cycles(app: &TestApp, token: &str, license: &str, n: usize, tag: &str) {
     for i in 0..n {
-        let opened = app.open(token, license, "laptop", &format!("{tag}-{i}")).await;
+        let opened = app
+            .open(token, license, "laptop", &format!("{tag}-{i}"))
+            .await;
         assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
         let closed = app
             .call(
@@ -52,7 +54,11 @@ async fn walk(
         }
         let a = page(app, token, &query).await;
         let got = events(&a);
-        assert!(got.len() <= limit, "{} events on a page of {limit}", got.len());
+        assert!(
+            got.len() <= limit,
+            "{} events on a page of {limit}",
+            got.len()
+        );
         walked.extend(got);
         cursor = a.body["next_cursor"].as_str().map(str::to_owned).or(cursor);
         if !a.body["has_more"].as_bool().unwrap() {
@@ -77,7 +83,10 @@ fn at(secs: i64) -> String {
 }
 
 fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["event"].as_str().unwrap()).collect()
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -97,7 +106,11 @@ async fn paging_through_the_log_answers_every_event_once_in_order() {
     assert_eq!(walked, every);
     assert_eq!(kinds(&every)[..3], ["license_created", "opened", "ended"]);
     let first = page(&app, &f.admin, "").await;
-    assert_eq!(events(&first).len(), 25, "the default limit (100) holds them all");
+    assert_eq!(
+        events(&first).len(),
+        25,
+        "the default limit (100) holds them all"
+    );
     assert_eq!(first.body["has_more"], json!(false));
     let one = page(&app, &f.admin, "?limit=1").await;
     assert_eq!(events(&one), every[..1]);
@@ -155,7 +168,12 @@ async fn each_filter_narrows_the_log() {
     assert_eq!(c.status, StatusCode::CREATED);
     app.advance(10).await;
     let closed = app
-        .call(Method::DELETE, &format!("/v1/sessions/{}", b.id()), Some(&bob), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", b.id()),
+            Some(&bob),
+            None,
+        )
         .await; // +40 s: ended
     assert_eq!(closed.status, StatusCode::NO_CONTENT);
 
@@ -191,23 +209,68 @@ async fn malformed_queries_are_refused_with_stable_codes() {
     let app = spawn_app().await;
     let f = app.fixture(1, &[], json!({})).await;
     let cases = [
-        ("?event=opened,teleported", StatusCode::BAD_REQUEST, "unknown_event_kind"),
+        (
+            "?event=opened,teleported",
+            StatusCode::BAD_REQUEST,
+            "unknown_event_kind",
+        ),
         ("?event=", StatusCode::BAD_REQUEST, "unknown_event_kind"),
         ("?cursor=42", StatusCode::BAD_REQUEST, "invalid_cursor"),
         ("?cursor=YTEuLTE", StatusCode::BAD_REQUEST, "invalid_cursor"),
-        ("?limit=0", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?limit=1001", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?limit=ten", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?limit=5&limit=6", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?colour=red", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?from=yesterday", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?from=2027-01-02T00:00:00Z&to=2027-01-01T00:00:00Z", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?format=xml", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        ("?username=with%20space", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        (
+            "?limit=0",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?limit=1001",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?limit=ten",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?limit=5&limit=6",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?colour=red",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?from=yesterday",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?from=2027-01-02T00:00:00Z&to=2027-01-01T00:00:00Z",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?format=xml",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?username=with%20space",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
     ];
     for (query, status, code) in cases {
         let a = app.get(&format!("/v1/audit{query}"), &f.admin).await;
-        assert_eq!((a.status, a.code()), (status, code), "{query}: {:?}", a.body);
+        assert_eq!(
+            (a.status, a.code()),
+            (status, code),
+            "{query}: {:?}",
+            a.body
+        );
     }
 }
 
@@ -226,22 +289,34 @@ async fn each_tenant_reads_only_its_own_log_and_root_reads_all() {
     let bs = all(&app, &b.admin, "").await;
     assert_eq!(bs.len(), 5);
     assert!(bs.iter().all(|e| e["account_id"] == json!(b.account_id)));
-    assert!(all(&app, &b.admin, &format!("&license_id={}", a.license_id)).await.is_empty());
+    assert!(
+        all(&app, &b.admin, &format!("&license_id={}", a.license_id))
+            .await
+            .is_empty()
+    );
     assert!(all(&app, &b.admin, "&username=ann").await.is_empty());
     let other = app
         .get(&format!("/v1/audit?account_id={}", a.account_id), &b.admin)
         .await;
-    assert_eq!((other.status, other.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
     let own = all(&app, &b.admin, &format!("&account_id={}", b.account_id)).await;
     assert_eq!(own, bs);
     // A's cursor reads nothing of A for B.
     let a_page = page(&app, &a.admin, "?limit=1").await;
     let a_cursor = a_page.body["next_cursor"].as_str().unwrap();
     let from_a = all(&app, &b.admin, &format!("&cursor={a_cursor}")).await;
-    assert!(from_a.iter().all(|e| e["account_id"] == json!(b.account_id)));
+    assert!(from_a
+        .iter()
+        .all(|e| e["account_id"] == json!(b.account_id)));
     // A user token, and no token.
     let user = app.get("/v1/audit", &bea).await;
-    assert_eq!((user.status, user.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    assert_eq!(
+        (user.status, user.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
     let anonymous = app.call(Method::GET, "/v1/audit", None, None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     // Root: both accounts, or one.
@@ -275,7 +350,12 @@ async fn raw(
     let content_type = header_of("content-type").unwrap_or_default();
     let next = header_of("x-next-cursor");
     assert!(header_of("x-has-more").is_some());
-    (resp.status(), content_type, next, resp.text().await.unwrap())
+    (
+        resp.status(),
+        content_type,
+        next,
+        resp.text().await.unwrap(),
+    )
 }
 
 #[tokio::test]

@@ -279,7 +279,10 @@ pub(super) fn audit_event_from(row: &PgRow) -> Result<AuditEvent, sqlx::Error> {
 }
 
 /// An audit event whose columns start at column `first` of the row.
-pub(super) fn audit_event_from_offset(row: &PgRow, first: usize) -> Result<AuditEvent, sqlx::Error> {
+pub(super) fn audit_event_from_offset(
+    row: &PgRow,
+    first: usize,
+) -> Result<AuditEvent, sqlx::Error> {
     Ok(AuditEvent {
         at: Timestamp::from_millis(row.try_get(first)?),
         account_id: row.try_get(first + 1)?,

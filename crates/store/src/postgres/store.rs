@@ -16,9 +16,7 @@ use super::node::PgStore;
 use super::open::OpenAsk;
 use super::{accounts, audit, borrow, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
-use crate::{
-    AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult,
-};
+use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 impl PgStore {
     /// Opens (or queues) through the license's open lane.

@@ -24,7 +24,10 @@ impl Reader {
         Ok(Reader(Mutex::new(open_connection(path)?)))
     }
 
-    pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let conn = self.0.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&conn)?)
     }
