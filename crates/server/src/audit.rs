@@ -7,7 +7,7 @@
 //! sees every matching event once, and can continue later from its last cursor (a tail).
 
 use base64::Engine;
-use leasehold_core::{Timestamp, Username};
+use leasehold_core::{Timestamp, Username, ValidatedId};
 use leasehold_store::{AuditEntry, AuditQuery, AUDIT_EVENT_KINDS};
 
 use crate::access;
@@ -47,7 +47,7 @@ pub struct AuditPage {
 /// account's (or one, with `account_id`); any other token is 403.
 #[tracing::instrument(skip_all)]
 pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult<AuditPage> {
-    let account_id = access::audit_account(auth, req.account_id)?;
+    let account_id = access::audit_account(auth, id_filter("account_id", req.account_id)?)?;
     let limit = parse_limit(req.limit.as_deref())?;
     let after_seq = req.cursor.as_deref().map(decode_cursor).transpose()?;
     let from = req
@@ -63,7 +63,7 @@ pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult
     }
     let query = AuditQuery {
         account_id,
-        license_id: req.license_id,
+        license_id: id_filter("license_id", req.license_id)?,
         username: req
             .username
             .map(|u| Username::parse(&u).map(Username::into_string))
@@ -88,6 +88,15 @@ pub async fn page(state: &AppState, auth: &Auth, req: AuditRequest) -> ApiResult
         next_cursor,
         has_more,
     })
+}
+
+/// An id to filter on: printable characters (no id has others; PostgreSQL could not even
+/// compare a NUL), else 422.
+fn id_filter(name: &str, value: Option<String>) -> ApiResult<Option<String>> {
+    value
+        .map(|v| ValidatedId::parse(name, &v).map(ValidatedId::into_string))
+        .transpose()
+        .map_err(ApiError::from)
 }
 
 fn parse_limit(value: Option<&str>) -> ApiResult<usize> {

@@ -262,6 +262,16 @@ async fn malformed_queries_are_refused_with_stable_codes() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
         ),
+        (
+            "?license_id=a%00b",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "?account_id=",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
     ];
     for (query, status, code) in cases {
         let a = app.get(&format!("/v1/audit{query}"), &f.admin).await;

@@ -114,9 +114,9 @@ fn audit_request(pairs: Vec<(String, String)>) -> ApiResult<(AuditRequest, Optio
                 (String = "application/x-ndjson", example = json!("{\"at\":\"2026-01-01T00:00:00Z\",\"account_id\":\"…\",\"license_id\":\"…\",\"event\":\"opened\",\"session_id\":\"…\",\"username\":\"bob\",\"detail\":\"interactive\"}\n")),
                 (String = "text/csv", example = json!("at,account_id,license_id,event,session_id,username,detail\r\n"))
             )),
-        (status = 400, description = "unknown_event_kind: an `event` names no kind of event; invalid_cursor: a cursor this server did not give out", body = ErrorBody),
+        (status = 400, description = "unknown_event_kind: an `event` names no kind of event; invalid_cursor: a cursor this server did not give out; invalid_request: a malformed `Authorization` header", body = ErrorBody),
         (status = 403, description = "not an admin token, or an account admin naming another account", body = ErrorBody),
-        (status = 422, description = "invalid_request: an unknown, repeated or malformed parameter (limit outside 1-1000, a time not RFC 3339, from after to, an unknown format)", body = ErrorBody)
+        (status = 422, description = "invalid_request: an unknown, repeated or malformed parameter (limit outside 1-1000, a time not RFC 3339, from after to, an unknown format, a username that cannot be one, an id with control characters)", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
