@@ -452,3 +452,53 @@ async fn the_log_exports_as_json_lines_and_as_quoted_csv() {
     assert_eq!(rest.len(), 2);
     assert!(rest[1].contains(",opened,"));
 }
+
+/// PostgreSQL takes `seq` at insert, so a transaction can commit after one with a greater
+/// `seq` was read: a page must not give out a cursor past an event still being written.
+/// (SQLite's single writer commits in `seq` order; this test is for PostgreSQL.)
+#[tokio::test]
+async fn on_postgres_an_event_that_commits_late_with_a_smaller_seq_is_not_skipped() {
+    use sqlx::{Connection, Row};
+
+    let app = spawn_app().await;
+    let Ok(url) = std::fs::read_to_string(app.dir.path().join("test-database-url")) else {
+        return;
+    };
+    let f = app.fixture(5, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let first = page(&app, &f.admin, "?limit=1").await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    // Arrange: another node's transaction writes an event and has not committed yet; a later
+    // event (bob's open) commits first.
+    let mut other_node = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut slow = other_node.begin().await.unwrap();
+    let slow_seq: i64 = sqlx::query(
+        "INSERT INTO audit_events (at, account_id, license_id, event)
+         VALUES ($1, $2, $3, 'license_updated') RETURNING seq",
+    )
+    .bind(TEST_START.millis())
+    .bind(&f.account_id)
+    .bind(&f.license_id)
+    .fetch_one(&mut *slow)
+    .await
+    .unwrap()
+    .get(0);
+    let opened = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
+
+    // Act: the next page is read while the slow transaction is open; it commits 300 ms later.
+    let query = format!("?cursor={cursor}");
+    let (next, ()) = tokio::join!(page(&app, &f.admin, &query), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        slow.commit().await.unwrap();
+    });
+
+    // Assert: the late event is on the page, before the open, and the walk is complete.
+    let every = all(&app, &f.admin, "").await;
+    assert_eq!(
+        kinds(&every),
+        ["license_created", "license_updated", "opened"],
+        "slow seq {slow_seq}"
+    );
+    assert_eq!(events(&next), every[1..]);
+}
