@@ -154,6 +154,10 @@ pub trait Store: Send + Sync + 'static {
     /// matching every filter of `query`, after its cursor, at most `query.limit`. A page never
     /// leaves out an event that a later page could still show with a smaller `seq`.
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Retention: deletes the audit events older than `before` among the oldest `batch` (in
+    /// `seq` order); answers how many. Costs one indexed read when the oldest event is not due.
+    /// Aggregates (usage statistics, denial counts) are kept elsewhere and stay.
+    async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize>;
 
     // ---- licensing models ----
     /// `registered_users`: activates or deactivates a user on the license, atomically against

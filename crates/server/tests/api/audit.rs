@@ -502,3 +502,56 @@ async fn on_postgres_an_event_that_commits_late_with_a_smaller_seq_is_not_skippe
     );
     assert_eq!(events(&next), every[1..]);
 }
+
+#[tokio::test]
+async fn events_past_their_retention_are_deleted_and_usage_statistics_stay() {
+    // Arrange: a day of retention; a license of one seat, bob on it, carol refused.
+    let app = spawn_app_with(|c| c.audit_retention_days = Some(1)).await;
+    let f = app.fixture(1, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    cycles(&app, &bob, &f.license_id, 3, "old").await;
+    let held = app.open(&bob, &f.license_id, "laptop", "kept").await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    let refused = app.open(&carol, &f.license_id, "desk", "cad-1").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let usage = |a: &Answer| (a.body["denials"].clone(), a.body["high_water"].clone());
+    let before = app
+        .get(&format!("/v1/licenses/{}/usage", f.license_id), &f.admin)
+        .await;
+    assert_eq!(all(&app, &f.admin, "").await.len(), 1 + 6 + 1 + 1);
+
+    // Act: a day and an hour later (bob's session expires meanwhile), one new event.
+    app.advance(25 * 3600).await;
+    cycles(&app, &carol, &f.license_id, 1, "new").await;
+    let mut left = Vec::new();
+    for _ in 0..200 {
+        left = all(&app, &f.admin, "").await;
+        if left.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Assert: only the events of the last day are left (bob's expiry, carol's session); the
+    // per-license log agrees; the usage statistics are unchanged.
+    assert_eq!(
+        left.iter()
+            .map(|e| (e["event"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("ended", "inactivity"),
+            ("opened", "interactive"),
+            ("ended", "logout")
+        ]
+    );
+    let per_license = app
+        .get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin)
+        .await;
+    assert_eq!(per_license.body["events"].as_array().unwrap().len(), 3);
+    let after = app
+        .get(&format!("/v1/licenses/{}/usage", f.license_id), &f.admin)
+        .await;
+    assert_eq!(usage(&after), usage(&before));
+    assert_eq!(after.body["denials"], json!(1));
+}

@@ -10,6 +10,8 @@
 //! greater `seq`; the page reads only rows at or below it, without the lock. The cost is paid
 //! by the reader: inserts wait at most for the lock's instant (the lock waits at most
 //! `HORIZON_LOCK_TIMEOUT`, then the page is 503 `store_unavailable`).
+//!
+//! Retention (`prune_audit`) deletes the oldest events in bounded batches.
 
 use sqlx::postgres::PgPool;
 use sqlx::Row;
@@ -41,6 +43,30 @@ async fn horizon(pool: &PgPool) -> StoreResult<i64> {
         .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
     Ok(max.unwrap_or(0))
+}
+
+/// Retention: deletes the events older than `before` among the oldest `batch`; answers how
+/// many. The first statement reads only the oldest event (the primary key's first entry).
+pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> StoreResult<usize> {
+    let oldest: Option<i64> =
+        sqlx::query_scalar("SELECT at FROM audit_events ORDER BY seq LIMIT 1")
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+    if !oldest.is_some_and(|at| at < before) {
+        return Ok(0);
+    }
+    let deleted = sqlx::query(
+        "DELETE FROM audit_events a
+         USING (SELECT seq FROM audit_events ORDER BY seq LIMIT $2) oldest
+         WHERE a.seq = oldest.seq AND a.at < $1",
+    )
+    .bind(before)
+    .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await
+    .map_err(db_error)?;
+    Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
 }
 
 /// The events `query` selects, in `seq` order, up to the horizon.

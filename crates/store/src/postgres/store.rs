@@ -291,6 +291,11 @@ impl Store for PgStore {
         audit::audit_page(&self.pool, query).await
     }
 
+    async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
+        let before = self.clock.db(before);
+        audit::prune_audit(&self.pool, before.millis(), batch).await
+    }
+
     async fn set_license_user(
         &self,
         license_id: &str,

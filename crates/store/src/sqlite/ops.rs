@@ -67,10 +67,19 @@ pub(super) enum WriteOp {
         username: Arc<str>,
     },
     Audit(Box<AuditEvent>),
+    /// Retention: the audit events up to `up_to_seq` older than `before`.
+    PruneAudit {
+        up_to_seq: i64,
+        before: Timestamp,
+    },
 }
 
 pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
+        WriteOp::PruneAudit { up_to_seq, before } => {
+            tx.prepare_cached("DELETE FROM audit_events WHERE seq <= ?1 AND at < ?2")?
+                .execute(params![up_to_seq, before.millis()])?;
+        }
         WriteOp::Setting(k, v) => {
             tx.prepare_cached("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)")?
                 .execute(params![k, v])?;

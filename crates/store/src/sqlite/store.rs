@@ -498,6 +498,17 @@ impl Store for SqliteStore {
         self.reader.audit_page(query)
     }
 
+    async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
+        let Some((up_to_seq, count)) = self.reader.prunable(before, batch)? else {
+            return Ok(0);
+        };
+        let rx = self
+            .write()?
+            .send(vec![WriteOp::PruneAudit { up_to_seq, before }]);
+        acked(rx).await?;
+        Ok(count)
+    }
+
     async fn set_license_user(
         &self,
         license_id: &str,
