@@ -44,6 +44,10 @@ pub struct AuditEntry {
     pub event: AuditEvent,
 }
 
+/// The columns of an `AuditEvent`, in the order both backends read them.
+pub(crate) const AUDIT_COLS: &str =
+    "at, account_id, license_id, session_id, username, event, detail, actor, request_id, client_addr";
+
 /// A value bound to the query's SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AuditParam {
@@ -54,7 +58,7 @@ pub(crate) enum AuditParam {
 /// The `SELECT` of `query` (its filters, the cursor, `seq` order and the limit) with its
 /// parameters in order; `placeholder(n)` spells the n-th (1-based) parameter for the backend
 /// (`?n` for SQLite, `$n` for PostgreSQL). `below_seq` bounds the page from above (PostgreSQL's
-/// horizon). The columns are `seq` then those of `AuditEvent`.
+/// horizon). The columns are `seq` then those of `AuditEvent` (`AUDIT_COLS`).
 pub(crate) fn select_sql(
     query: &AuditQuery,
     below_seq: Option<i64>,
@@ -104,8 +108,7 @@ pub(crate) fn select_sql(
         format!("WHERE {}", conds.join(" AND "))
     };
     let sql = format!(
-        "SELECT seq, at, account_id, license_id, session_id, username, event, detail
-         FROM audit_events {filter} ORDER BY seq LIMIT {}",
+        "SELECT seq, {AUDIT_COLS} FROM audit_events {filter} ORDER BY seq LIMIT {}",
         placeholder(params.len())
     );
     (sql, params)

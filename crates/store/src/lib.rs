@@ -16,6 +16,7 @@ mod codec;
 pub mod copy;
 mod error;
 pub mod events;
+pub mod origin;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
@@ -29,6 +30,7 @@ use leasehold_proto::EndReason;
 pub use audit::{AuditEntry, AuditQuery, AUDIT_EVENT_KINDS};
 pub use error::{StoreError, StoreResult};
 pub use events::{EventHub, SessionEvent, Subscription};
+pub use origin::Origin;
 pub use records::*;
 
 /// Everything the server needs from storage.

@@ -34,6 +34,13 @@ pub struct AccountAuditEvent {
     /// the reason; `denied`: the refusal's code; `sessions_revoked`: how many; device events:
     /// the fingerprint.
     pub detail: Option<String>,
+    /// Who made the change (`root`, `admin:<account>`, `user:<name>`, `service:<name>`);
+    /// absent for what time does (expiries), background work and older events.
+    pub actor: Option<String>,
+    /// The `x-request-id` of the request that made it.
+    pub request_id: Option<String>,
+    /// The client address of that request.
+    pub client_addr: Option<String>,
 }
 
 /// A page of the account-wide audit log, oldest first.
@@ -104,6 +111,9 @@ fn event_view(entry: AuditEntry) -> AccountAuditEvent {
         session_id: e.session_id,
         username: e.username,
         detail: e.detail,
+        actor: e.origin.actor,
+        request_id: e.origin.request_id,
+        client_addr: e.origin.client_addr,
     }
 }
 
@@ -131,7 +141,9 @@ pub fn respond(page: AuditPage, format: Format) -> ApiResult<Response> {
         }
         Format::Csv => {
             let mut body =
-                String::from("at,account_id,license_id,event,session_id,username,detail\r\n");
+                String::from(
+                "at,account_id,license_id,event,session_id,username,detail,actor,request_id,client_addr\r\n",
+            );
             for e in events {
                 csv_row(&mut body, &e)?;
             }
@@ -162,6 +174,9 @@ fn csv_row(out: &mut String, e: &AccountAuditEvent) -> ApiResult<()> {
         e.session_id.as_deref(),
         e.username.as_deref(),
         e.detail.as_deref(),
+        e.actor.as_deref(),
+        e.request_id.as_deref(),
+        e.client_addr.as_deref(),
     ];
     for (i, field) in fields.into_iter().enumerate() {
         if i > 0 {

@@ -414,26 +414,29 @@ async fn the_log_exports_as_json_lines_and_as_quoted_csv() {
         assert_eq!(rows.len(), 4, "{body}");
         assert_eq!(
             rows[0],
-            "at,account_id,license_id,event,session_id,username,detail"
+            "at,account_id,license_id,event,session_id,username,detail,actor,request_id,client_addr"
         );
         let device = &json_events[1];
         assert_eq!(
             rows[2],
             format!(
-                "{},{},{},device_activated,,,\"desk,\"\"7\"\"\"",
+                "{},{},{},device_activated,,,\"desk,\"\"7\"\"\",admin:{},{},127.0.0.1",
                 device["at"].as_str().unwrap(),
                 f.account_id,
-                f.license_id
+                f.license_id,
+                f.account_id,
+                device["request_id"].as_str().unwrap(),
             )
         );
         assert_eq!(
             rows[3],
             format!(
-                "{},{},{},opened,{},ann,interactive",
+                "{},{},{},opened,{},ann,interactive,user:ann,{},127.0.0.1",
                 json_events[2]["at"].as_str().unwrap(),
                 f.account_id,
                 f.license_id,
-                opened.id()
+                opened.id(),
+                json_events[2]["request_id"].as_str().unwrap(),
             )
         );
     }
@@ -554,4 +557,170 @@ async fn events_past_their_retention_are_deleted_and_usage_statistics_stay() {
         .await;
     assert_eq!(usage(&after), usage(&before));
     assert_eq!(after.body["denials"], json!(1));
+}
+
+/// A call with the client's own request id.
+async fn call_as(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    request_id: &str,
+    body: Option<Value>,
+) -> StatusCode {
+    let mut req = app
+        .http
+        .request(method, format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .header("x-request-id", request_id);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap().status()
+}
+
+/// `(event, detail, actor, request_id, client_addr)` of each event.
+fn origins(events: &[Value]) -> Vec<[Option<&str>; 5]> {
+    events
+        .iter()
+        .map(|e| ["event", "detail", "actor", "request_id", "client_addr"].map(|k| e[k].as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_event_of_a_request_names_its_actor_request_id_and_client_address() {
+    // Arrange
+    let app = spawn_app().await;
+    let (account, admin) = app.create_account("Acme").await;
+    let bob = app.user_token(&account, &admin, "bob").await;
+    let carol = app.user_token(&account, &admin, "carol").await;
+    let license = json!({"account_id": account, "product": "cad", "model": "concurrent_sessions",
+                         "seats": 1, "inactivity_timeout_secs": 60});
+
+    // Act: root creates the license, the admin changes it; bob opens, carol is refused; the
+    // admin revokes bob's session; carol's session expires.
+    let created = app
+        .http
+        .post(format!("{}/v1/licenses", app.url))
+        .bearer_auth(ROOT_TOKEN)
+        .header("x-request-id", "create-1")
+        .json(&license)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let lic = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = json!({"inactivity_timeout_secs": 30});
+    let s = call_as(
+        &app,
+        Method::PATCH,
+        &format!("/v1/licenses/{lic}"),
+        &admin,
+        "patch-1",
+        Some(patch),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let open = |who: &str| json!({"license_id": lic, "device_id": who, "instance_id": "cad-1"});
+    let s = call_as(
+        &app,
+        Method::POST,
+        "/v1/sessions",
+        &bob,
+        "open-1",
+        Some(open("laptop")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let s = call_as(
+        &app,
+        Method::POST,
+        "/v1/sessions",
+        &carol,
+        "open-2",
+        Some(open("desk")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let bobs = all(&app, &admin, "&username=bob&event=opened").await;
+    let sid = bobs[0]["session_id"].as_str().unwrap().to_owned();
+    let s = call_as(
+        &app,
+        Method::DELETE,
+        &format!("/v1/sessions/{sid}"),
+        &admin,
+        "revoke-1",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let s = call_as(
+        &app,
+        Method::POST,
+        "/v1/sessions",
+        &carol,
+        "open-3",
+        Some(open("desk")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    app.advance(31).await;
+
+    // Assert
+    let admin_actor = format!("admin:{account}");
+    let local = Some("127.0.0.1");
+    let events = app.audit_when(&admin, &lic, |e| e.len() == 7).await;
+    assert_eq!(
+        origins(&events),
+        [
+            [
+                Some("license_created"),
+                None,
+                Some("root"),
+                Some("create-1"),
+                local
+            ],
+            [
+                Some("license_updated"),
+                None,
+                Some(admin_actor.as_str()),
+                Some("patch-1"),
+                local
+            ],
+            [
+                Some("opened"),
+                Some("interactive"),
+                Some("user:bob"),
+                Some("open-1"),
+                local
+            ],
+            [
+                Some("denied"),
+                Some("no_seat_available"),
+                Some("user:carol"),
+                Some("open-2"),
+                local
+            ],
+            [
+                Some("ended"),
+                Some("revoked"),
+                Some(admin_actor.as_str()),
+                Some("revoke-1"),
+                local
+            ],
+            [
+                Some("opened"),
+                Some("interactive"),
+                Some("user:carol"),
+                Some("open-3"),
+                local
+            ],
+            // Time ended it: no request did.
+            [Some("ended"), Some("inactivity"), None, None, None],
+        ]
+    );
+    assert_eq!(origins(&all(&app, &admin, "").await), origins(&events));
 }

@@ -291,6 +291,11 @@ pub(super) fn audit_event_from_offset(
         username: row.try_get(first + 4)?,
         event: row.try_get(first + 5)?,
         detail: row.try_get(first + 6)?,
+        origin: crate::Origin {
+            actor: row.try_get(first + 7)?,
+            request_id: row.try_get(first + 8)?,
+            client_addr: row.try_get(first + 9)?,
+        },
     })
 }
 
@@ -304,6 +309,9 @@ pub(super) struct AuditRows {
     pub(super) username: Vec<Option<String>>,
     pub(super) event: Vec<String>,
     pub(super) detail: Vec<Option<String>>,
+    pub(super) actor: Vec<Option<String>>,
+    pub(super) request_id: Vec<Option<String>>,
+    pub(super) client_addr: Vec<Option<String>>,
 }
 
 impl AuditRows {
@@ -322,6 +330,9 @@ impl AuditRows {
         self.username.push(e.username);
         self.event.push(e.event);
         self.detail.push(e.detail);
+        self.actor.push(e.origin.actor);
+        self.request_id.push(e.origin.request_id);
+        self.client_addr.push(e.origin.client_addr);
     }
 
     fn is_empty(&self) -> bool {
@@ -330,8 +341,9 @@ impl AuditRows {
 }
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_events
-     (at, account_id, license_id, session_id, username, event, detail)
-     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])";
+     (at, account_id, license_id, session_id, username, event, detail, actor, request_id, client_addr)
+     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                          $8::text[], $9::text[], $10::text[])";
 
 /// Writes `rows` in one statement (none when there are none).
 pub(super) async fn insert_audit(
@@ -349,6 +361,9 @@ pub(super) async fn insert_audit(
         .bind(rows.username)
         .bind(rows.event)
         .bind(rows.detail)
+        .bind(rows.actor)
+        .bind(rows.request_id)
+        .bind(rows.client_addr)
         .execute(conn)
         .await?;
     Ok(())

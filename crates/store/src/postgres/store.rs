@@ -222,6 +222,7 @@ impl Store for PgStore {
             session_id: session_id.to_owned(),
             reason,
             now,
+            origin: crate::origin::of_end(reason),
         };
         ask(&self.ends, lane, end, "the logout batcher has stopped").await
     }

@@ -10,6 +10,7 @@ use rusqlite::OptionalExtension;
 use super::read::Reader;
 use crate::audit::{select_sql, AuditEntry, AuditParam, AuditQuery};
 use crate::records::AuditEvent;
+use crate::Origin;
 use crate::StoreResult;
 
 impl Reader {
@@ -65,6 +66,11 @@ impl Reader {
                         username: r.get(5)?,
                         event: r.get(6)?,
                         detail: r.get(7)?,
+                        origin: Origin {
+                            actor: r.get(8)?,
+                            request_id: r.get(9)?,
+                            client_addr: r.get(10)?,
+                        },
                     },
                 })
             })?;

@@ -111,8 +111,8 @@ fn audit_request(pairs: Vec<(String, String)>) -> ApiResult<(AuditRequest, Optio
             headers(("x-next-cursor" = String, description = "The cursor that reads on after this page (absent when no event has been read)"), ("x-has-more" = bool, description = "Whether more events matched already")),
             content(
                 (AccountAuditPage = "application/json"),
-                (String = "application/x-ndjson", example = json!("{\"at\":\"2026-01-01T00:00:00Z\",\"account_id\":\"…\",\"license_id\":\"…\",\"event\":\"opened\",\"session_id\":\"…\",\"username\":\"bob\",\"detail\":\"interactive\"}\n")),
-                (String = "text/csv", example = json!("at,account_id,license_id,event,session_id,username,detail\r\n"))
+                (String = "application/x-ndjson", example = json!("{\"at\":\"2026-01-01T00:00:00Z\",\"account_id\":\"…\",\"license_id\":\"…\",\"event\":\"opened\",\"session_id\":\"…\",\"username\":\"bob\",\"detail\":\"interactive\",\"actor\":\"user:bob\",\"request_id\":\"…\",\"client_addr\":\"192.0.2.7\"}\n")),
+                (String = "text/csv", example = json!("at,account_id,license_id,event,session_id,username,detail,actor,request_id,client_addr\r\n"))
             )),
         (status = 400, description = "unknown_event_kind: an `event` names no kind of event; invalid_cursor: a cursor this server did not give out; invalid_request: a malformed `Authorization` header", body = ErrorBody),
         (status = 403, description = "not an admin token, or an account admin naming another account", body = ErrorBody),

@@ -135,7 +135,7 @@ impl LicState {
         self.live += 1;
         self.borrowed += u32::from(req.borrow_until.is_some());
         *self.per_user.entry(req.username.clone()).or_default() += 1;
-        audit.push(admission::opened(&session, now, via));
+        audit.push(admission::opened(&session, now, via, req.origin.clone()));
         session
     }
 
@@ -375,6 +375,8 @@ async fn queue_heads(
                 instance_id: row.try_get(7)?,
                 // A borrow never waits in a queue.
                 borrow_until: None,
+                // A queued request's origin is not kept in the queue table: a grant records none.
+                origin: crate::Origin::default(),
             },
         });
     }

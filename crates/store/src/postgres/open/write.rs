@@ -249,9 +249,10 @@ pub(super) async fn changes(
                   AS v(ticket, state, sid, refusal)
              WHERE q.ticket = v.ticket AND q.state = 'waiting'
          )
-         INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+         INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail,
+                                   actor, request_id, client_addr)
          SELECT * FROM unnest($16::int8[], $17::text[], $18::text[], $19::text[], $20::text[],
-                              $21::text[], $22::text[])",
+                              $21::text[], $22::text[], $30::text[], $31::text[], $32::text[])",
     )
     .bind(slides.ids)
     .bind(slides.expires_at)
@@ -282,6 +283,9 @@ pub(super) async fn changes(
     .bind(served.session_id)
     .bind(served.refusal)
     .bind(sessions.borrow_until)
+    .bind(audit.actor)
+    .bind(audit.request_id)
+    .bind(audit.client_addr)
     .execute(&mut **tx)
     .await?;
     Ok(())
