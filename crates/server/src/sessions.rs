@@ -101,7 +101,7 @@ pub async fn open(
         device_id: device_id.into_string(),
         instance_id: instance_id.into_string(),
         borrow_until,
-        origin: auth.origin(),
+        origin: Box::new(auth.origin()),
     };
     let wait = license.terms.queue_wait_secs(req.wait_secs);
     let admitted = match state

@@ -561,14 +561,29 @@ mod tests {
         assert_eq!(c.open("eve", 0, false), Verdict::Grant { overdraft: true });
         assert_eq!(c.open("joe", 0, false), no_seat(2));
 
-        let event = opened(&session(UserKind::Service, true), T0, OpenedVia::Request);
+        let event = opened(
+            &session(UserKind::Service, true),
+            T0,
+            OpenedVia::Request,
+            Origin::default(),
+        );
         assert_eq!(event.detail.as_deref(), Some("service overdraft"));
-        let event = opened(&session(UserKind::Interactive, true), T0, OpenedVia::Queue);
+        let event = opened(
+            &session(UserKind::Interactive, true),
+            T0,
+            OpenedVia::Queue,
+            Origin::default(),
+        );
         assert_eq!(
             event.detail.as_deref(),
             Some("interactive overdraft queued")
         );
-        let event = opened(&session(UserKind::Interactive, false), T0, OpenedVia::Queue);
+        let event = opened(
+            &session(UserKind::Interactive, false),
+            T0,
+            OpenedVia::Queue,
+            Origin::default(),
+        );
         assert_eq!(event.detail.as_deref(), Some("interactive queued"));
         assert_eq!(
             (event.event.as_str(), event.session_id.as_deref()),
@@ -691,7 +706,7 @@ mod tests {
             device_id: "laptop".into(),
             instance_id: "b".into(),
             borrow_until: Some(until),
-            origin: Origin::default(),
+            origin: Box::default(),
         };
         let grant = || Verdict::Grant { overdraft: false };
         let full = || Verdict::Refuse {
@@ -727,7 +742,7 @@ mod tests {
         // An ordinary open passes unchanged; its clock is an ordinary one.
         let plain = OpenRequest {
             borrow_until: None,
-            origin: Origin::default(),
+            origin: Box::default(),
             ..borrow(day)
         };
         assert_eq!(borrow_verdict(grant(), &t, &plain, T0, || 9), grant());

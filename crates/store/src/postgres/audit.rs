@@ -53,7 +53,7 @@ pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> Sto
             .fetch_optional(pool)
             .await
             .map_err(db_error)?;
-    if !oldest.is_some_and(|at| at < before) {
+    if oldest.is_none_or(|at| at >= before) {
         return Ok(0);
     }
     let deleted = sqlx::query(

@@ -26,7 +26,7 @@ impl Reader {
                 .prepare_cached("SELECT at FROM audit_events ORDER BY seq LIMIT 1")?
                 .query_row([], |r| r.get(0))
                 .optional()?;
-            if !oldest.is_some_and(|at| at < before.millis()) {
+            if oldest.is_none_or(|at| at >= before.millis()) {
                 return Ok(None);
             }
             let (max_seq, count): (Option<i64>, i64) = conn

@@ -234,7 +234,7 @@ pub(super) fn newcomers(
                     &req.username,
                     &refusal,
                     now,
-                    req.origin.clone(),
+                    (*req.origin).clone(),
                 ));
                 outcomes.push(Outcome::Done(Err(StoreError::Rule(refusal))));
                 continue;

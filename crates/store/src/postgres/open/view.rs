@@ -135,7 +135,7 @@ impl LicState {
         self.live += 1;
         self.borrowed += u32::from(req.borrow_until.is_some());
         *self.per_user.entry(req.username.clone()).or_default() += 1;
-        audit.push(admission::opened(&session, now, via, req.origin.clone()));
+        audit.push(admission::opened(&session, now, via, (*req.origin).clone()));
         session
     }
 
@@ -376,7 +376,7 @@ async fn queue_heads(
                 // A borrow never waits in a queue.
                 borrow_until: None,
                 // A queued request's origin is not kept in the queue table: a grant records none.
-                origin: crate::Origin::default(),
+                origin: Box::default(),
             },
         });
     }

@@ -139,7 +139,7 @@ impl Mem {
                     &req.username,
                     &refusal,
                     now,
-                    req.origin.clone(),
+                    (*req.origin).clone(),
                 );
                 ops.push(WriteOp::Audit(Box::new(denied)));
                 self.send_unacked(ops);
@@ -186,7 +186,7 @@ impl Mem {
         self.next_seq += 1;
         let session = self.indexed_session(slot)?;
         // A queued open's request is the waiter's (kept with it in the queue).
-        let origin = req.origin.clone();
+        let origin = (*req.origin).clone();
         let audit = WriteOp::Audit(Box::new(admission::opened(&session, now, via, origin)));
         let ops = vec![
             WriteOp::InsertSession {
