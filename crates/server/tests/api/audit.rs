@@ -724,3 +724,87 @@ async fn each_event_of_a_request_names_its_actor_request_id_and_client_address()
     );
     assert_eq!(origins(&all(&app, &admin, "").await), origins(&events));
 }
+
+#[tokio::test]
+async fn a_seat_granted_from_the_queue_records_the_waiting_request() {
+    // Arrange: one seat, held by bob; carol waits for it.
+    let app = spawn_app().await;
+    let f = app
+        .fixture(
+            1,
+            &[],
+            json!({"on_full": "queue", "max_queue_wait_secs": 600}),
+        )
+        .await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    let held = app.open(&bob, &f.license_id, "laptop", "cad-1").await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    let wait = json!({"license_id": f.license_id, "device_id": "desk", "instance_id": "cad-1",
+                      "wait_secs": 60});
+
+    // Act: bob's logout (another request) grants carol's waiting open.
+    let waiting = call_as(
+        &app,
+        Method::POST,
+        "/v1/sessions",
+        &carol,
+        "wait-1",
+        Some(wait),
+    );
+    let logout = async {
+        for _ in 0..500 {
+            let q = app
+                .get(&format!("/v1/licenses/{}/queue", f.license_id), &f.admin)
+                .await;
+            if q.body["length"] == json!(1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        call_as(
+            &app,
+            Method::DELETE,
+            &format!("/v1/sessions/{}", held.id()),
+            &bob,
+            "logout-1",
+            None,
+        )
+        .await
+    };
+    let (granted, logged_out) = tokio::join!(waiting, logout);
+    assert_eq!(
+        (granted, logged_out),
+        (StatusCode::CREATED, StatusCode::NO_CONTENT)
+    );
+
+    // Assert: the grant is carol's request's, the end bob's.
+    let events = all(&app, &f.admin, "&event=opened,ended").await;
+    let local = Some("127.0.0.1");
+    assert_eq!(
+        origins(&events),
+        [
+            [
+                Some("opened"),
+                Some("interactive"),
+                Some("user:bob"),
+                events[0]["request_id"].as_str(),
+                local
+            ],
+            [
+                Some("ended"),
+                Some("logout"),
+                Some("user:bob"),
+                Some("logout-1"),
+                local
+            ],
+            [
+                Some("opened"),
+                Some("interactive queued"),
+                Some("user:carol"),
+                Some("wait-1"),
+                local
+            ],
+        ]
+    );
+}

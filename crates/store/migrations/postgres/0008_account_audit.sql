@@ -9,3 +9,9 @@ CREATE INDEX audit_by_account ON audit_events (account_id, seq);
 ALTER TABLE audit_events ADD COLUMN actor TEXT;
 ALTER TABLE audit_events ADD COLUMN request_id TEXT;
 ALTER TABLE audit_events ADD COLUMN client_addr TEXT;
+
+-- A waiting open's request, so that the `opened` event of its grant (decided by another
+-- request's batch, possibly on another node) records it.
+ALTER TABLE queue_entries ADD COLUMN actor TEXT;
+ALTER TABLE queue_entries ADD COLUMN request_id TEXT;
+ALTER TABLE queue_entries ADD COLUMN client_addr TEXT;

@@ -9,3 +9,10 @@ CREATE INDEX audit_by_account ON audit_events (account_id, seq);
 ALTER TABLE audit_events ADD COLUMN actor TEXT;
 ALTER TABLE audit_events ADD COLUMN request_id TEXT;
 ALTER TABLE audit_events ADD COLUMN client_addr TEXT;
+
+-- A waiting open's request, so that the `opened` event of its grant (decided by another
+-- request's batch, possibly on another node) records it. (This store keeps its queue, and each
+-- waiter's request, in memory; the table stays unused here.)
+ALTER TABLE queue_entries ADD COLUMN actor TEXT;
+ALTER TABLE queue_entries ADD COLUMN request_id TEXT;
+ALTER TABLE queue_entries ADD COLUMN client_addr TEXT;
