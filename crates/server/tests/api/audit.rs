@@ -808,3 +808,28 @@ async fn a_seat_granted_from_the_queue_records_the_waiting_request() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_documented_event_kinds_are_the_kinds_the_store_writes() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = doc["paths"]["/v1/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let event = params.iter().find(|p| p["name"] == json!("event")).unwrap();
+    let documented: Vec<&str> = event["schema"]["items"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(documented, leasehold_store::AUDIT_EVENT_KINDS);
+}
