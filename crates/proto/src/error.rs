@@ -56,6 +56,10 @@ pub enum ErrorCode {
     /// 429: too many failed authentications from this address or with this credential;
     /// `Retry-After` says when to try again.
     RateLimited,
+    /// 400: an `event` filter of the audit log names a kind of event that does not exist.
+    UnknownEventKind,
+    /// 400: a `cursor` of the audit log that this server did not give out.
+    InvalidCursor,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -91,6 +95,8 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnknownEventKind => "unknown_event_kind",
+            ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

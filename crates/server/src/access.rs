@@ -54,6 +54,22 @@ pub fn require_admin_token(auth: &Auth) -> ApiResult<()> {
     }
 }
 
+/// The account whose audit log the caller reads: an account admin its own (403 when it names
+/// another), root any (`None`: every account).
+pub fn audit_account(auth: &Auth, asked: Option<String>) -> ApiResult<Option<String>> {
+    match (&auth.0, asked) {
+        (Principal::Root, asked) => Ok(asked),
+        (Principal::AccountAdmin { account_id }, None) => Ok(Some(account_id.clone())),
+        (Principal::AccountAdmin { .. }, Some(asked)) => {
+            auth.require_account_admin(&asked)?;
+            Ok(Some(asked))
+        }
+        _ => Err(ApiError::Forbidden(
+            "the audit log is read with an account admin token".into(),
+        )),
+    }
+}
+
 /// A license the caller administers; 404 for other tenants' licenses, 403 for tokens that
 /// administer nothing.
 pub async fn admin_license(state: &AppState, auth: &Auth, id: &str) -> ApiResult<License> {

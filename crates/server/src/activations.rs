@@ -4,6 +4,7 @@
 
 use leasehold_core::{Username, ValidatedId};
 use leasehold_proto::EndReason;
+use leasehold_store::origin;
 use leasehold_store::{DeviceActivation, License, LicenseUser, LicenseUserChange, SessionEvent};
 
 use crate::access;
@@ -73,9 +74,11 @@ pub async fn activate_device(
     }
     Ok(state
         .with_now(|now| {
-            state
-                .store
-                .activate_device(license_id, fingerprint.as_str(), name.trim(), now)
+            let activate =
+                state
+                    .store
+                    .activate_device(license_id, fingerprint.as_str(), name.trim(), now);
+            origin::scope(auth.origin(), activate)
         })
         .await?)
 }
@@ -101,7 +104,12 @@ pub async fn deactivate_device(
 ) -> ApiResult<()> {
     access::admin_license(state, auth, license_id).await?;
     let ended = state
-        .with_now(|now| state.store.deactivate_device(license_id, fingerprint, now))
+        .with_now(|now| {
+            origin::scope(
+                auth.origin(),
+                state.store.deactivate_device(license_id, fingerprint, now),
+            )
+        })
         .await?;
     for session in &ended {
         m::ended(EndReason::DeviceDeactivated);

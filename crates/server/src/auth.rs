@@ -11,13 +11,14 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use leasehold_store::{Principal, TokenHash};
+use leasehold_store::{Origin, Principal, TokenHash};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::http::ratelimit::{self, Scope, Verdict};
+use crate::http::trace::RequestId;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{self as m, View};
 use crate::state::AppState;
@@ -45,8 +46,26 @@ pub fn secret_matches(presented: &str, stored: &TokenHash) -> bool {
     hash_token(presented).ct_eq(stored).into()
 }
 
-/// The authenticated caller.
-pub struct Auth(pub Principal);
+/// The authenticated caller, and where its request came from (for the audit log).
+pub struct Auth(pub Principal, pub Origin);
+
+impl Auth {
+    /// The origin of this request's audit events: the principal, the request id, the client
+    /// address (each `None` where the request has none).
+    pub fn origin(&self) -> Origin {
+        self.1.clone()
+    }
+}
+
+/// `root`, `admin:<account id>`, `user:<username>` or `service:<username>`.
+fn actor(principal: &Principal) -> String {
+    match principal {
+        Principal::Root => "root".into(),
+        Principal::AccountAdmin { account_id } => format!("admin:{account_id}"),
+        Principal::User { username, .. } => format!("user:{username}"),
+        Principal::ServiceAccess { username, .. } => format!("service:{username}"),
+    }
+}
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -54,7 +73,20 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(&parts.headers)?
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        authenticate(state, peer_ip(parts), token).await.map(Auth)
+        let principal = authenticate(state, peer_ip(parts), token).await?;
+        let origin = Origin {
+            actor: Some(actor(&principal)),
+            request_id: parts
+                .extensions
+                .get::<RequestId>()
+                .and_then(|id| id.0.to_str().ok())
+                .map(str::to_owned),
+            client_addr: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        };
+        Ok(Auth(principal, origin))
     }
 }
 

@@ -59,6 +59,12 @@ pub enum ApiError {
     /// 422 `invalid_request`: readable, but breaks a rule of the input.
     #[error("{0}")]
     Unprocessable(String),
+    /// 400 `unknown_event_kind`: an audit `event` filter names no kind of event.
+    #[error("unknown audit event kind {0:?}; the kinds are {1}")]
+    UnknownEventKind(String, String),
+    /// 400 `invalid_cursor`: an audit `cursor` this server did not give out.
+    #[error("the cursor is not one this server gave out")]
+    InvalidCursor,
     /// 413 `payload_too_large`
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -120,6 +126,10 @@ impl ApiError {
             ApiError::Unprocessable(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
             }
+            ApiError::UnknownEventKind(..) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::UnknownEventKind)
+            }
+            ApiError::InvalidCursor => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCursor),
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }

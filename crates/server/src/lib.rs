@@ -3,12 +3,14 @@
 //! the reaper, metrics, and `Application`, which binds and runs it all.
 //!
 //! Layers, each calling only the ones below it: `http` (routes, extractors, views, tracing) →
-//! the application modules (`sessions`, `events`, `accounts`, `licenses`, `activations`, with
-//! `access` for tenant checks) → `leasehold_store` (where the licensing rules run atomically).
+//! the application modules (`sessions`, `events`, `accounts`, `licenses`, `activations`,
+//! `audit`, with `access` for tenant checks) → `leasehold_store` (where the licensing rules run
+//! atomically).
 
 pub mod access;
 pub mod accounts;
 pub mod activations;
+pub mod audit;
 pub mod auth;
 pub mod borrow;
 pub mod clock;

@@ -3,6 +3,7 @@
 
 use leasehold_core::{LicenseTerms, Plan};
 use leasehold_proto as proto;
+use leasehold_store::origin;
 use leasehold_store::{AuditEvent, License, SessionEvent, UsageStats};
 
 use crate::access;
@@ -43,7 +44,7 @@ pub async fn create(
         created_at: state.clock.now(),
     };
     tracing::Span::current().record("license_id", license.id.as_str());
-    state.store.create_license(license.clone()).await?;
+    origin::scope(auth.origin(), state.store.create_license(license.clone())).await?;
     Ok(license)
 }
 
@@ -70,7 +71,12 @@ pub async fn patch(
     let mut license = access::admin_license(state, auth, license_id).await?;
     license.terms = license.terms.apply_patch(&patch, &state.plans)?;
     state
-        .with_now(|now| state.store.update_license(license.clone(), now))
+        .with_now(|now| {
+            origin::scope(
+                auth.origin(),
+                state.store.update_license(license.clone(), now),
+            )
+        })
         .await?;
     crate::events::raise(state, SessionEvent::license_changed(license_id)).await;
     Ok(license)

@@ -3,6 +3,7 @@
 //! signing. HTTP handlers call these and only
 //! shape the answer; the seat decision itself is made atomically inside the store.
 
+use leasehold_store::origin;
 use std::time::{Duration, Instant};
 
 use leasehold_core::{Timestamp, ValidatedId};
@@ -100,6 +101,7 @@ pub async fn open(
         device_id: device_id.into_string(),
         instance_id: instance_id.into_string(),
         borrow_until,
+        origin: Box::new(auth.origin()),
     };
     let wait = license.terms.queue_wait_secs(req.wait_secs);
     let admitted = match state
@@ -290,7 +292,12 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
         }
     };
     state
-        .with_now(|now| state.store.end_session(session_id, reason, now))
+        .with_now(|now| {
+            origin::scope(
+                auth.origin(),
+                state.store.end_session(session_id, reason, now),
+            )
+        })
         .await?;
     m::ended(reason);
     crate::events::raise(state, SessionEvent::session_ended(session_id)).await;
@@ -304,7 +311,12 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
 pub async fn revoke_all(state: &AppState, auth: &Auth, license_id: &str) -> ApiResult<u32> {
     access::admin_license(state, auth, license_id).await?;
     let revoked = state
-        .with_now(|now| state.store.revoke_license_sessions(license_id, now))
+        .with_now(|now| {
+            origin::scope(
+                auth.origin(),
+                state.store.revoke_license_sessions(license_id, now),
+            )
+        })
         .await?;
     m::ended_n(EndReason::Revoked, u64::from(revoked));
     crate::events::raise(state, SessionEvent::license_ended(license_id)).await;

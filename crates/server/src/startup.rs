@@ -162,6 +162,7 @@ impl Application {
         let reaper = tokio::spawn(crate::reaper::run(
             self.state.clone(),
             Duration::from_millis(self.config.reaper_interval_ms),
+            self.config.audit_retention_days,
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self

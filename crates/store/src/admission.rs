@@ -28,6 +28,7 @@ use leasehold_core::{
 };
 use leasehold_proto::EndReason;
 
+use crate::origin::{self, Origin};
 use crate::records::{AuditEvent, License, OpenRequest, Session};
 
 /// What a backend counts of one license at the moment of deciding, expired sessions already
@@ -228,8 +229,8 @@ pub enum OpenedVia {
 }
 
 /// The `opened` event of a new session; its detail is the session's kind, ` overdraft` when it
-/// took an overdraft seat, ` queued` when it waited for its seat.
-pub fn opened(session: &Session, at: Timestamp, via: OpenedVia) -> AuditEvent {
+/// took an overdraft seat, ` queued` when it waited for its seat. `origin`: the open request's.
+pub fn opened(session: &Session, at: Timestamp, via: OpenedVia, origin: Origin) -> AuditEvent {
     let mut detail = session.kind.as_str().to_owned();
     if session.overdraft {
         detail.push_str(" overdraft");
@@ -240,15 +241,23 @@ pub fn opened(session: &Session, at: Timestamp, via: OpenedVia) -> AuditEvent {
     if session.clock.is_borrowed() {
         detail.push_str(" borrowed");
     }
-    session_event(session, at, "opened", detail)
+    session_event(session, at, "opened", detail, origin)
 }
 
-/// The `ended` event of a session; its detail is the reason.
+/// The `ended` event of a session; its detail is the reason, its origin the current request's
+/// when a call ended it (`origin::of_end`).
 pub fn ended(session: &Session, at: Timestamp, reason: EndReason) -> AuditEvent {
-    session_event(session, at, "ended", reason.as_str().to_owned())
+    let origin = origin::of_end(reason);
+    session_event(session, at, "ended", reason.as_str().to_owned(), origin)
 }
 
-fn session_event(session: &Session, at: Timestamp, event: &str, detail: String) -> AuditEvent {
+fn session_event(
+    session: &Session,
+    at: Timestamp,
+    event: &str,
+    detail: String,
+    origin: Origin,
+) -> AuditEvent {
     AuditEvent {
         at,
         account_id: session.account_id.to_string(),
@@ -257,11 +266,19 @@ fn session_event(session: &Session, at: Timestamp, event: &str, detail: String) 
         username: Some(session.username.clone()),
         event: event.into(),
         detail: Some(detail),
+        origin,
     }
 }
 
-/// The `denied` event of a refused open; its detail is the refusal's error code.
-pub fn denied(license: &License, username: &str, refusal: &RuleError, at: Timestamp) -> AuditEvent {
+/// The `denied` event of a refused open; its detail is the refusal's error code, its origin
+/// the open request's.
+pub fn denied(
+    license: &License,
+    username: &str,
+    refusal: &RuleError,
+    at: Timestamp,
+    origin: Origin,
+) -> AuditEvent {
     AuditEvent {
         at,
         account_id: license.account_id.clone(),
@@ -270,6 +287,7 @@ pub fn denied(license: &License, username: &str, refusal: &RuleError, at: Timest
         username: Some(username.to_owned()),
         event: "denied".into(),
         detail: Some(refusal.code().as_str().into()),
+        origin,
     }
 }
 
@@ -301,6 +319,7 @@ fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
         username: None,
         event: event.into(),
         detail: None,
+        origin: origin::current(),
     }
 }
 
@@ -345,6 +364,7 @@ fn device_event(
         username: None,
         event: event.into(),
         detail: Some(fingerprint.to_owned()),
+        origin: origin::current(),
     }
 }
 
@@ -541,14 +561,29 @@ mod tests {
         assert_eq!(c.open("eve", 0, false), Verdict::Grant { overdraft: true });
         assert_eq!(c.open("joe", 0, false), no_seat(2));
 
-        let event = opened(&session(UserKind::Service, true), T0, OpenedVia::Request);
+        let event = opened(
+            &session(UserKind::Service, true),
+            T0,
+            OpenedVia::Request,
+            Origin::default(),
+        );
         assert_eq!(event.detail.as_deref(), Some("service overdraft"));
-        let event = opened(&session(UserKind::Interactive, true), T0, OpenedVia::Queue);
+        let event = opened(
+            &session(UserKind::Interactive, true),
+            T0,
+            OpenedVia::Queue,
+            Origin::default(),
+        );
         assert_eq!(
             event.detail.as_deref(),
             Some("interactive overdraft queued")
         );
-        let event = opened(&session(UserKind::Interactive, false), T0, OpenedVia::Queue);
+        let event = opened(
+            &session(UserKind::Interactive, false),
+            T0,
+            OpenedVia::Queue,
+            Origin::default(),
+        );
         assert_eq!(event.detail.as_deref(), Some("interactive queued"));
         assert_eq!(
             (event.event.as_str(), event.session_id.as_deref()),
@@ -615,7 +650,7 @@ mod tests {
         let refusal = RuleError::NoSeatAvailable { seats: 2 };
         let at = T0.plus_secs(5);
         assert_eq!(
-            denied(&lic, "eve", &refusal, at),
+            denied(&lic, "eve", &refusal, at, Origin::default()),
             AuditEvent {
                 at,
                 account_id: "acme".into(),
@@ -624,6 +659,7 @@ mod tests {
                 username: Some("eve".into()),
                 event: "denied".into(),
                 detail: Some("no_seat_available".into()),
+                origin: Origin::default(),
             }
         );
         let created = license_created(&lic);
@@ -670,6 +706,7 @@ mod tests {
             device_id: "laptop".into(),
             instance_id: "b".into(),
             borrow_until: Some(until),
+            origin: Box::default(),
         };
         let grant = || Verdict::Grant { overdraft: false };
         let full = || Verdict::Refuse {
@@ -705,6 +742,7 @@ mod tests {
         // An ordinary open passes unchanged; its clock is an ordinary one.
         let plain = OpenRequest {
             borrow_until: None,
+            origin: Box::default(),
             ..borrow(day)
         };
         assert_eq!(borrow_verdict(grant(), &t, &plain, T0, || 9), grant());

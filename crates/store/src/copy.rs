@@ -62,6 +62,9 @@ struct AuditRows {
     username: Vec<Option<String>>,
     event: Vec<String>,
     detail: Vec<Option<String>>,
+    actor: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    client_addr: Vec<Option<String>>,
 }
 
 type CredentialRow = (Vec<u8>, String, Option<String>, Option<String>, Option<i64>);
@@ -251,10 +254,14 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
         username: Vec::new(),
         event: Vec::new(),
         detail: Vec::new(),
+        actor: Vec::new(),
+        request_id: Vec::new(),
+        client_addr: Vec::new(),
     };
     {
         let mut stmt = conn.prepare(
-            "SELECT at, account_id, license_id, session_id, username, event, detail
+            "SELECT at, account_id, license_id, session_id, username, event, detail,
+                    actor, request_id, client_addr
              FROM audit_events ORDER BY seq",
         )?;
         let mut rows = stmt.query([])?;
@@ -266,6 +273,9 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
             audit.username.push(r.get(4)?);
             audit.event.push(r.get(5)?);
             audit.detail.push(r.get(6)?);
+            audit.actor.push(r.get(7)?);
+            audit.request_id.push(r.get(8)?);
+            audit.client_addr.push(r.get(9)?);
         }
     }
     for (at, account_id, license_id, session_id, username, reason) in decided {
@@ -276,6 +286,9 @@ fn read_sqlite(path: &Path, now: Timestamp) -> StoreResult<Snapshot> {
         audit.username.push(Some(username));
         audit.event.push("ended".into());
         audit.detail.push(Some(reason));
+        audit.actor.push(None);
+        audit.request_id.push(None);
+        audit.client_addr.push(None);
     }
     conn.execute_batch("COMMIT")?;
     Ok(Snapshot {
@@ -475,10 +488,12 @@ pub async fn copy_sqlite_to_postgres(
     for start in (0..a.at.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(a.at.len());
         sqlx::query(
-            "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
-             SELECT a, b, c, d, e, f, g
+            "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail,
+                                       actor, request_id, client_addr)
+             SELECT a, b, c, d, e, f, g, h, i, j
              FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[]) WITH ORDINALITY AS t(a, b, c, d, e, f, g, n)
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                  WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, j, n)
              ORDER BY n",
         )
         .bind(chunk(&a.at, start, end))
@@ -488,6 +503,9 @@ pub async fn copy_sqlite_to_postgres(
         .bind(chunk(&a.username, start, end))
         .bind(chunk(&a.event, start, end))
         .bind(chunk(&a.detail, start, end))
+        .bind(chunk(&a.actor, start, end))
+        .bind(chunk(&a.request_id, start, end))
+        .bind(chunk(&a.client_addr, start, end))
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -11,10 +11,12 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod admission;
+pub mod audit;
 mod codec;
 pub mod copy;
 mod error;
 pub mod events;
+pub mod origin;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
@@ -25,8 +27,10 @@ use async_trait::async_trait;
 use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 
+pub use audit::{AuditEntry, AuditQuery, AUDIT_EVENT_KINDS};
 pub use error::{StoreError, StoreResult};
 pub use events::{EventHub, SessionEvent, Subscription};
+pub use origin::Origin;
 pub use records::*;
 
 /// Everything the server needs from storage.
@@ -148,6 +152,14 @@ pub trait Store: Send + Sync + 'static {
     async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>>;
     /// The append-only audit log of a license, oldest first, at most `limit` events.
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+    /// Audit events across licenses and accounts (`crate::audit`), in `seq` order: those
+    /// matching every filter of `query`, after its cursor, at most `query.limit`. A page never
+    /// leaves out an event that a later page could still show with a smaller `seq`.
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Retention: deletes the audit events older than `before` among the oldest `batch` (in
+    /// `seq` order); answers how many. Costs one indexed read when the oldest event is not due.
+    /// Aggregates (usage statistics, denial counts) are kept elsewhere and stay.
+    async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize>;
 
     // ---- licensing models ----
     /// `registered_users`: activates or deactivates a user on the license, atomically against

@@ -179,6 +179,9 @@ pub struct OpenRequest {
     /// A borrow for offline use until this instant (the license's borrow policy decides, in
     /// the same atomic step as the seat); `None` for an ordinary session.
     pub borrow_until: Option<Timestamp>,
+    /// The request that asks (its `opened` or `denied` event records it); boxed, so that an
+    /// open waiting in a lane stays small.
+    pub origin: Box<crate::origin::Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +239,8 @@ pub struct AuditEvent {
     pub event: String,
     /// For `ended`: the reason.
     pub detail: Option<String>,
+    /// The request behind the event (`crate::origin`).
+    pub origin: crate::origin::Origin,
 }
 
 pub fn end_reason_str(reason: EndReason) -> &'static str {

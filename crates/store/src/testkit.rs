@@ -81,5 +81,6 @@ pub fn open(n: u32, username: &str, instance: &str) -> OpenRequest {
         device_id: "pc".into(),
         instance_id: instance.into(),
         borrow_until: None,
+        origin: Box::default(),
     }
 }

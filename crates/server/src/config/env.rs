@@ -27,6 +27,7 @@ const KNOWN_ENV: &[&str] = &[
     "LEASEHOLD_BODY_READ_TIMEOUT_SECS",
     "LEASEHOLD_IDLE_TIMEOUT_SECS",
     "LEASEHOLD_EVENT_KEEPALIVE_SECS",
+    "LEASEHOLD_AUDIT_RETENTION_DAYS",
     "LEASEHOLD_MAX_CONNECTIONS",
     "LEASEHOLD_MAX_URI_BYTES",
     "LEASEHOLD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS",
@@ -87,6 +88,9 @@ impl Config {
         }
         if let Some(v) = number("LEASEHOLD_EVENT_KEEPALIVE_SECS")? {
             self.event_keepalive = Duration::from_secs(v);
+        }
+        if let Some(v) = number("LEASEHOLD_AUDIT_RETENTION_DAYS")? {
+            self.audit_retention_days = Some(v);
         }
         if let Some(v) = number("LEASEHOLD_IDLE_TIMEOUT_SECS")? {
             self.limits.idle_timeout = Duration::from_secs(v);

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub metrics_token: Option<String>,
     /// Keep-alive comments of session event streams, every this many seconds.
     pub event_keepalive_secs: Option<u64>,
+    /// Delete audit events older than this many days (unset: keep them forever).
+    pub audit_retention_days: Option<u32>,
     /// `[plans.NAME] base_seats = 3, max_seats = 35`
     #[serde(default)]
     pub plans: BTreeMap<String, Plan>,
@@ -80,6 +82,9 @@ impl Config {
         }
         if let Some(v) = file.event_keepalive_secs {
             self.event_keepalive = Duration::from_secs(v);
+        }
+        if let Some(v) = file.audit_retention_days {
+            self.audit_retention_days = Some(v);
         }
         if let Some(v) = file.idle_timeout_secs {
             self.limits.idle_timeout = Duration::from_secs(v);
@@ -184,5 +189,23 @@ mod tests {
             ..Config::default()
         };
         assert!(config.check().is_err());
+        let config = Config {
+            audit_retention_days: Some(0),
+            ..Config::default()
+        };
+        assert!(config
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("audit_retention_days"));
+    }
+
+    #[test]
+    fn audit_events_are_kept_forever_unless_the_file_sets_a_retention() {
+        let mut config = Config::default();
+        assert_eq!(config.audit_retention_days, None);
+        config.apply_file(toml::from_str("audit_retention_days = 90").unwrap());
+        config.check().unwrap();
+        assert_eq!(config.audit_retention_days, Some(90));
     }
 }

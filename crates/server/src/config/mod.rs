@@ -67,6 +67,9 @@ pub struct Config {
     /// comment, so that proxies and load balancers do not cut it as idle; also how often a
     /// stream compares its session's expiry with the server's time.
     pub event_keepalive: Duration,
+    /// Audit events older than this many days are deleted by the reaper, in bounded batches
+    /// (`audit_retention_days`); none: kept forever. Usage statistics are not events: they stay.
+    pub audit_retention_days: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -85,6 +88,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("event_keepalive", &self.event_keepalive)
+            .field("audit_retention_days", &self.audit_retention_days)
             .field(
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
@@ -118,6 +122,7 @@ impl Default for Config {
             cors_allowed_origins: Vec::new(),
             metrics_token: None,
             event_keepalive: Duration::from_secs(15),
+            audit_retention_days: None,
         }
     }
 }
@@ -192,6 +197,10 @@ impl Config {
         anyhow::ensure!(
             !self.event_keepalive.is_zero(),
             "event_keepalive_secs must be at least 1 second"
+        );
+        anyhow::ensure!(
+            self.audit_retention_days != Some(0),
+            "audit_retention_days must be at least 1 (leave it unset to keep every audit event)"
         );
         crate::http::headers::check_origins(&self.cors_allowed_origins)?;
         Ok(())

@@ -10,6 +10,7 @@
 //! `oauth.rs` (the token endpoint's RFC 6749 side), `openapi.rs` (the statuses every route
 //! documents).
 
+pub mod audit_formats;
 pub mod body;
 pub mod conn;
 pub mod extract;
@@ -63,7 +64,7 @@ impl Modify for BearerAuth {
 /// Every route, registered together with its OpenAPI description: a route cannot be added
 /// without being documented.
 fn api_router() -> OpenApiRouter<AppState> {
-    use routes::{accounts, activations, borrow, licenses, oauth, sessions, system};
+    use routes::{accounts, activations, audit, borrow, licenses, oauth, sessions, system};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_account))
         .routes(routes!(licenses::create_license))
@@ -78,6 +79,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(licenses::list_sessions, licenses::revoke_sessions))
         .routes(routes!(licenses::license_usage))
         .routes(routes!(licenses::license_audit))
+        .routes(routes!(audit::account_audit))
         .routes(routes!(licenses::list_plans))
         .routes(routes!(accounts::list_users))
         .routes(routes!(licenses::list_licenses))

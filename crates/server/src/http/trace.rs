@@ -17,6 +17,10 @@ use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The request's id, in its extensions for the handlers (audit events record it).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
 /// The target of access-log lines (filter them with `LEASEHOLD_LOG=leasehold::access=off`).
 pub const ACCESS_TARGET: &str = "leasehold::access";
 
@@ -48,12 +52,13 @@ fn usable(id: &HeaderValue) -> Option<&str> {
 
 /// The tracing middleware (see the module doc). With the access log and request spans off
 /// (`LEASEHOLD_LOG=warn`), all it costs is the id.
-pub async fn trace_request(request: Request, next: Next) -> Response {
+pub async fn trace_request(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = match request.headers().get(&REQUEST_ID) {
         Some(given) if usable(given).is_some() => given.clone(),
         _ => new_request_id(),
     };
+    request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
         || tracing::enabled!(tracing::Level::INFO)
     {

@@ -142,6 +142,13 @@ pub struct AuditEntry {
     pub session_id: Option<String>,
     pub username: Option<String>,
     pub detail: Option<String>,
+    /// Who made the change (`root`, `admin:<account>`, `user:<name>`, `service:<name>`);
+    /// absent for what time does (expiries) and for background work.
+    pub actor: Option<String>,
+    /// The `x-request-id` of the request that made it.
+    pub request_id: Option<String>,
+    /// The client address of that request.
+    pub client_addr: Option<String>,
 }
 
 /// A license's audit log, oldest first.
@@ -160,6 +167,9 @@ pub fn audit_log(events: Vec<AuditEvent>) -> AuditLog {
                 session_id: e.session_id,
                 username: e.username,
                 detail: e.detail,
+                actor: e.origin.actor,
+                request_id: e.origin.request_id,
+                client_addr: e.origin.client_addr,
             })
             .collect(),
     }

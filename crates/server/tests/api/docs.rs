@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/licenses/{id}/sessions"),
     ("get", "/v1/licenses/{id}/usage"),
     ("get", "/v1/licenses/{id}/audit"),
+    ("get", "/v1/audit"),
     ("get", "/v1/plans"),
     ("get", "/v1/accounts/{id}/users/{username}"),
     ("get", "/v1/accounts/{id}/users"),

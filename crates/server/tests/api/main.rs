@@ -4,6 +4,7 @@
 // product code).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod bad_input;
 mod borrow;
 mod docs;

@@ -18,7 +18,7 @@ use super::read::fetch_session;
 use super::rows::{insert_audit, AuditRows, SessionRow, TermsCache, SESSION_COLS};
 use crate::admission;
 use crate::records::Session;
-use crate::{StoreError, StoreResult};
+use crate::{Origin, StoreError, StoreResult};
 
 /// Logout/revoke batchers per node; a session always goes to the same one.
 pub(super) const END_LANES: usize = 1;
@@ -28,6 +28,8 @@ pub(super) struct EndAsk {
     pub(super) session_id: String,
     pub(super) reason: EndReason,
     pub(super) now: Timestamp,
+    /// The request that asks (taken in its task: the batch runs in the lane's).
+    pub(super) origin: Origin,
 }
 
 /// A request of a logout lane.
@@ -47,31 +49,44 @@ impl SessionBatch for EndAsk {
         // The first request for a session ends it; a repeat in the same batch finds it ended.
         let mut first: HashMap<&str, usize> = HashMap::new();
         let (mut ids, mut reasons, mut nows) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut actors, mut request_ids, mut addrs) = (Vec::new(), Vec::new(), Vec::new());
         for (i, job) in jobs.iter().enumerate() {
             let end = &job.ask;
             if first.insert(end.session_id.as_str(), i).is_none() {
                 ids.push(end.session_id.clone());
                 reasons.push(end.reason.as_str());
                 nows.push(end.now.millis());
+                actors.push(end.origin.actor.as_deref());
+                request_ids.push(end.origin.request_id.as_deref());
+                addrs.push(end.origin.client_addr.as_deref());
             }
         }
         let rows = sqlx::query(&format!(
-            "WITH e AS (
+            "WITH v AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                                      $6::text[])
+                     AS v(id, reason, now, actor, request_id, client_addr)
+             ), e AS (
                  UPDATE sessions s SET ended_at = v.now, end_reason = v.reason
-                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(id, reason, now), licenses l
+                 FROM v, licenses l
                  WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now
                    AND l.id = s.license_id AND {LIVE_UNDER_LICENSE}
                  RETURNING s.*
              ), a AS (
-                 INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
-                 SELECT e.ended_at, l.account_id, e.license_id, e.id, e.username, 'ended', e.end_reason
-                 FROM e JOIN licenses l ON l.id = e.license_id
+                 INSERT INTO audit_events (at, account_id, license_id, session_id, username, event,
+                                           detail, actor, request_id, client_addr)
+                 SELECT e.ended_at, l.account_id, e.license_id, e.id, e.username, 'ended',
+                        e.end_reason, v.actor, v.request_id, v.client_addr
+                 FROM e JOIN licenses l ON l.id = e.license_id JOIN v ON v.id = e.id
              )
              SELECT {SESSION_COLS} FROM e AS s JOIN licenses l ON l.id = s.license_id"
         ))
         .bind(ids)
         .bind(reasons)
         .bind(nows)
+        .bind(actors)
+        .bind(request_ids)
+        .bind(addrs)
         .fetch_all(pool)
         .await?;
         let mut ended: HashMap<String, StoreResult<Session>> = HashMap::new();

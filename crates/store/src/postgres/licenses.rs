@@ -221,7 +221,8 @@ pub(super) async fn audit_log(
     limit: usize,
 ) -> StoreResult<Vec<AuditEvent>> {
     let query = sqlx::query(
-        "SELECT at, account_id, license_id, session_id, username, event, detail
+        "SELECT at, account_id, license_id, session_id, username, event, detail,
+                actor, request_id, client_addr
          FROM audit_events WHERE license_id = $1 ORDER BY seq LIMIT $2",
     )
     .bind(license_id)

@@ -130,10 +130,11 @@
 //! - `queue`: this node's side of the queue (`queue::listener`, `queue::sweeper`,
 //!   `queue::nodes`); `reaper`: expiry; `mass`: mass ends; `live`: the live counters.
 //! - `accounts`, `licenses`, `models`, `sessions`: the plain records, registrations and
-//!   listings; `rows`: how rows are read and written; `schema`: pool and migrations;
+//!   listings; `audit`: the account-wide audit log and its horizon; `rows`: how rows are read and written; `schema`: pool and migrations;
 //!   `errors`: database errors as `StoreError`s; `clock`: the database's clock.
 
 mod accounts;
+mod audit;
 mod borrow;
 mod clock;
 mod end;

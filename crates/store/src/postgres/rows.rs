@@ -275,14 +275,27 @@ pub(super) fn device_from(row: &PgRow) -> Result<DeviceActivation, sqlx::Error> 
 
 /// Reads a row of `at, account_id, license_id, session_id, username, event, detail`.
 pub(super) fn audit_event_from(row: &PgRow) -> Result<AuditEvent, sqlx::Error> {
+    audit_event_from_offset(row, 0)
+}
+
+/// An audit event whose columns start at column `first` of the row.
+pub(super) fn audit_event_from_offset(
+    row: &PgRow,
+    first: usize,
+) -> Result<AuditEvent, sqlx::Error> {
     Ok(AuditEvent {
-        at: Timestamp::from_millis(row.try_get(0)?),
-        account_id: row.try_get(1)?,
-        license_id: row.try_get(2)?,
-        session_id: row.try_get(3)?,
-        username: row.try_get(4)?,
-        event: row.try_get(5)?,
-        detail: row.try_get(6)?,
+        at: Timestamp::from_millis(row.try_get(first)?),
+        account_id: row.try_get(first + 1)?,
+        license_id: row.try_get(first + 2)?,
+        session_id: row.try_get(first + 3)?,
+        username: row.try_get(first + 4)?,
+        event: row.try_get(first + 5)?,
+        detail: row.try_get(first + 6)?,
+        origin: crate::Origin {
+            actor: row.try_get(first + 7)?,
+            request_id: row.try_get(first + 8)?,
+            client_addr: row.try_get(first + 9)?,
+        },
     })
 }
 
@@ -296,6 +309,9 @@ pub(super) struct AuditRows {
     pub(super) username: Vec<Option<String>>,
     pub(super) event: Vec<String>,
     pub(super) detail: Vec<Option<String>>,
+    pub(super) actor: Vec<Option<String>>,
+    pub(super) request_id: Vec<Option<String>>,
+    pub(super) client_addr: Vec<Option<String>>,
 }
 
 impl AuditRows {
@@ -314,6 +330,9 @@ impl AuditRows {
         self.username.push(e.username);
         self.event.push(e.event);
         self.detail.push(e.detail);
+        self.actor.push(e.origin.actor);
+        self.request_id.push(e.origin.request_id);
+        self.client_addr.push(e.origin.client_addr);
     }
 
     fn is_empty(&self) -> bool {
@@ -322,8 +341,9 @@ impl AuditRows {
 }
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_events
-     (at, account_id, license_id, session_id, username, event, detail)
-     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])";
+     (at, account_id, license_id, session_id, username, event, detail, actor, request_id, client_addr)
+     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                          $8::text[], $9::text[], $10::text[])";
 
 /// Writes `rows` in one statement (none when there are none).
 pub(super) async fn insert_audit(
@@ -341,6 +361,9 @@ pub(super) async fn insert_audit(
         .bind(rows.username)
         .bind(rows.event)
         .bind(rows.detail)
+        .bind(rows.actor)
+        .bind(rows.request_id)
+        .bind(rows.client_addr)
         .execute(conn)
         .await?;
     Ok(())

@@ -22,6 +22,8 @@ const MIGRATIONS: &[&str] = &[
     // Offline borrowing: a borrowed session's `borrow_until`.
     include_str!("../../migrations/postgres/0006_borrowing.sql"),
     include_str!("../../migrations/postgres/0007_live_counts.sql"),
+    // The account-wide audit log: an account's events in `seq` order, and their origins.
+    include_str!("../../migrations/postgres/0008_account_audit.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -14,9 +14,9 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{accounts, borrow, licenses, mass, models, queue, reaper, sessions};
+use super::{accounts, audit, borrow, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
-use crate::{EventHub, SessionEvent, Store, StoreError, StoreResult};
+use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 impl PgStore {
     /// Opens (or queues) through the license's open lane.
@@ -222,6 +222,7 @@ impl Store for PgStore {
             session_id: session_id.to_owned(),
             reason,
             now,
+            origin: crate::origin::of_end(reason),
         };
         ask(&self.ends, lane, end, "the logout batcher has stopped").await
     }
@@ -285,6 +286,15 @@ impl Store for PgStore {
 
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
         licenses::audit_log(&self.pool, license_id, limit).await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        audit::audit_page(&self.pool, query).await
+    }
+
+    async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
+        let before = self.clock.db(before);
+        audit::prune_audit(&self.pool, before.millis(), batch).await
     }
 
     async fn set_license_user(

@@ -47,6 +47,7 @@
 //! - `load`: the live state read back from the database at start.
 //! - `read`: what is answered from the database rather than memory.
 
+mod audit;
 mod drain;
 mod load;
 mod mem;

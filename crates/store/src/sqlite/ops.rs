@@ -10,6 +10,7 @@ use super::mem::Floor;
 use super::slab::{Sid, SidText};
 use crate::codec::{principal_columns, terms_json};
 use crate::records::*;
+use crate::Origin;
 
 /// One change to persist. Large records are boxed: a mass expiry queues a million ops.
 #[derive(Debug)]
@@ -65,12 +66,23 @@ pub(super) enum WriteOp {
         account_id: Arc<str>,
         license_id: Arc<str>,
         username: Arc<str>,
+        /// The request that ended it (`origin::of_end`), boxed: most ends have none.
+        origin: Option<Box<Origin>>,
     },
     Audit(Box<AuditEvent>),
+    /// Retention: the audit events up to `up_to_seq` older than `before`.
+    PruneAudit {
+        up_to_seq: i64,
+        before: Timestamp,
+    },
 }
 
 pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
+        WriteOp::PruneAudit { up_to_seq, before } => {
+            tx.prepare_cached("DELETE FROM audit_events WHERE seq <= ?1 AND at < ?2")?
+                .execute(params![up_to_seq, before.millis()])?;
+        }
         WriteOp::Setting(k, v) => {
             tx.prepare_cached("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)")?
                 .execute(params![k, v])?;
@@ -263,6 +275,7 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
             account_id,
             license_id,
             username,
+            origin,
         } => {
             let id = SidText::new(*id);
             let ended = tx
@@ -274,8 +287,9 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 return Ok(());
             }
             tx.prepare_cached(
-                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'ended', ?6)",
+                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail,
+                                           actor, request_id, client_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'ended', ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 at.millis(),
@@ -283,13 +297,17 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 &**license_id,
                 id.as_str(),
                 &**username,
-                reason.as_str()
+                reason.as_str(),
+                origin.as_ref().and_then(|o| o.actor.as_deref()),
+                origin.as_ref().and_then(|o| o.request_id.as_deref()),
+                origin.as_ref().and_then(|o| o.client_addr.as_deref()),
             ])?;
         }
         WriteOp::Audit(e) => {
             tx.prepare_cached(
-                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail,
+                                           actor, request_id, client_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 e.at.millis(),
@@ -298,7 +316,10 @@ pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite
                 e.session_id,
                 e.username,
                 e.event,
-                e.detail
+                e.detail,
+                e.origin.actor,
+                e.origin.request_id,
+                e.origin.client_addr,
             ])?;
         }
     }

@@ -24,7 +24,10 @@ impl Reader {
         Ok(Reader(Mutex::new(open_connection(path)?)))
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let conn = self.0.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&conn)?)
     }
@@ -123,7 +126,8 @@ impl Reader {
     pub(super) fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT at, account_id, license_id, session_id, username, event, detail
+                "SELECT at, account_id, license_id, session_id, username, event, detail,
+                        actor, request_id, client_addr
                  FROM audit_events WHERE license_id = ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![license_id, limit as i64], |r| {
@@ -135,6 +139,11 @@ impl Reader {
                     username: r.get(4)?,
                     event: r.get(5)?,
                     detail: r.get(6)?,
+                    origin: crate::Origin {
+                        actor: r.get(7)?,
+                        request_id: r.get(8)?,
+                        client_addr: r.get(9)?,
+                    },
                 })
             })?;
             rows.collect()

@@ -20,6 +20,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_borrowing.sql"),
     // PostgreSQL's live counters; nothing here (this store counts in memory).
     include_str!("../../migrations/sqlite/0007_live_counts.sql"),
+    // The account-wide audit log: an account's events in `seq` order, and their origins.
+    include_str!("../../migrations/sqlite/0008_account_audit.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the

@@ -20,7 +20,7 @@ use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
 use crate::admission;
 use crate::records::*;
-use crate::{EventHub, SessionEvent, Store, StoreError, StoreResult};
+use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -492,6 +492,21 @@ impl Store for SqliteStore {
 
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
         self.reader.audit_log(license_id, limit)
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        self.reader.audit_page(query)
+    }
+
+    async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
+        let Some((up_to_seq, count)) = self.reader.prunable(before, batch)? else {
+            return Ok(0);
+        };
+        let rx = self
+            .write()?
+            .send(vec![WriteOp::PruneAudit { up_to_seq, before }]);
+        acked(rx).await?;
+        Ok(count)
     }
 
     async fn set_license_user(

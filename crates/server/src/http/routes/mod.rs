@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod activations;
+pub mod audit;
 pub mod borrow;
 pub mod licenses;
 pub mod oauth;

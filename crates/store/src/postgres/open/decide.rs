@@ -234,6 +234,7 @@ pub(super) fn newcomers(
                     &req.username,
                     &refusal,
                     now,
+                    (*req.origin).clone(),
                 ));
                 outcomes.push(Outcome::Done(Err(StoreError::Rule(refusal))));
                 continue;

@@ -135,7 +135,7 @@ impl LicState {
         self.live += 1;
         self.borrowed += u32::from(req.borrow_until.is_some());
         *self.per_user.entry(req.username.clone()).or_default() += 1;
-        audit.push(admission::opened(&session, now, via));
+        audit.push(admission::opened(&session, now, via, (*req.origin).clone()));
         session
     }
 
@@ -333,14 +333,15 @@ async fn queue_heads(
     }
     let rows = sqlx::query(&format!(
         "SELECT k.id, c.waiting, h.ticket, h.node_id, h.username, h.kind, h.device_id,
-                h.instance_id, h.new_id
+                h.instance_id, h.new_id, h.actor, h.request_id, h.client_addr
          FROM unnest($1::text[]) AS k(id)
          CROSS JOIN LATERAL (
              SELECT count(*) AS waiting FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
              WHERE q.license_id = k.id AND q.state = 'waiting' AND q.deadline > $2 AND {LIVE_NODE}
          ) AS c
          LEFT JOIN LATERAL (
-             SELECT q.ticket, q.node_id, q.username, q.kind, q.device_id, q.instance_id, q.new_id
+             SELECT q.ticket, q.node_id, q.username, q.kind, q.device_id, q.instance_id, q.new_id,
+                    q.actor, q.request_id, q.client_addr
              FROM queue_entries q JOIN nodes n ON n.node_id = q.node_id
              WHERE q.license_id = k.id AND q.state = 'waiting' AND q.deadline > $2 AND {LIVE_NODE}
              ORDER BY q.ticket LIMIT $3
@@ -375,6 +376,12 @@ async fn queue_heads(
                 instance_id: row.try_get(7)?,
                 // A borrow never waits in a queue.
                 borrow_until: None,
+                // The waiter's request, kept with its entry.
+                origin: Box::new(crate::Origin {
+                    actor: row.try_get(9)?,
+                    request_id: row.try_get(10)?,
+                    client_addr: row.try_get(11)?,
+                }),
             },
         });
     }

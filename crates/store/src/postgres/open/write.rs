@@ -30,6 +30,9 @@ struct Entries {
     instance_id: Vec<String>,
     new_id: Vec<String>,
     deadline: Vec<i64>,
+    actor: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    client_addr: Vec<Option<String>>,
 }
 
 /// 8. New queue entries for the newcomers that wait (`to_queue`: job index, position), their
@@ -59,6 +62,9 @@ pub(super) async fn enqueue<'q>(
         entries.device_id.push(req.device_id.clone());
         entries.instance_id.push(req.instance_id.clone());
         entries.new_id.push(req.new_id.clone());
+        entries.actor.push(req.origin.actor.clone());
+        entries.request_id.push(req.origin.request_id.clone());
+        entries.client_addr.push(req.origin.client_addr.clone());
         let max_wait = lics
             .get(&req.license_id)
             .map_or(0, |l| l.license.terms.max_queue_wait_secs);
@@ -71,10 +77,12 @@ pub(super) async fn enqueue<'q>(
     }
     let rows = sqlx::query(
         "INSERT INTO queue_entries (license_id, node_id, username, kind, device_id,
-                                    instance_id, new_id, enqueued_at, deadline)
-         SELECT v.l, $1, v.u, v.k, v.d, v.i, v.n, $2, v.dl
+                                    instance_id, new_id, enqueued_at, deadline,
+                                    actor, request_id, client_addr)
+         SELECT v.l, $1, v.u, v.k, v.d, v.i, v.n, $2, v.dl, v.a, v.r, v.c
          FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::int8[]) WITH ORDINALITY AS v(l, u, k, d, i, n, dl, ord)
+                     $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[])
+              WITH ORDINALITY AS v(l, u, k, d, i, n, dl, a, r, c, ord)
          ORDER BY v.ord
          RETURNING ticket, new_id",
     )
@@ -87,6 +95,9 @@ pub(super) async fn enqueue<'q>(
     .bind(entries.instance_id)
     .bind(entries.new_id)
     .bind(entries.deadline)
+    .bind(entries.actor)
+    .bind(entries.request_id)
+    .bind(entries.client_addr)
     .fetch_all(&mut **tx)
     .await?;
     let mut tickets: HashMap<String, i64> = HashMap::new();
@@ -249,9 +260,10 @@ pub(super) async fn changes(
                   AS v(ticket, state, sid, refusal)
              WHERE q.ticket = v.ticket AND q.state = 'waiting'
          )
-         INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
+         INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail,
+                                   actor, request_id, client_addr)
          SELECT * FROM unnest($16::int8[], $17::text[], $18::text[], $19::text[], $20::text[],
-                              $21::text[], $22::text[])",
+                              $21::text[], $22::text[], $30::text[], $31::text[], $32::text[])",
     )
     .bind(slides.ids)
     .bind(slides.expires_at)
@@ -282,6 +294,9 @@ pub(super) async fn changes(
     .bind(served.session_id)
     .bind(served.refusal)
     .bind(sessions.borrow_until)
+    .bind(audit.actor)
+    .bind(audit.request_id)
+    .bind(audit.client_addr)
     .execute(&mut **tx)
     .await?;
     Ok(())

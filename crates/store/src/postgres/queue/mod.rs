@@ -174,6 +174,8 @@ impl QueueCtx {
                 session_id: session.id,
                 reason: EndReason::Logout,
                 now,
+                // No request asks: the server ends it.
+                origin: crate::Origin::default(),
             });
             if lane.send(job).await.is_ok() {
                 let _ = answer.await;

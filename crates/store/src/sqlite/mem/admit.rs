@@ -134,7 +134,13 @@ impl Mem {
                 if denial {
                     lic.denials += 1;
                 }
-                let denied = admission::denied(&lic.license, &req.username, &refusal, now);
+                let denied = admission::denied(
+                    &lic.license,
+                    &req.username,
+                    &refusal,
+                    now,
+                    (*req.origin).clone(),
+                );
                 ops.push(WriteOp::Audit(Box::new(denied)));
                 self.send_unacked(ops);
                 return Err(StoreError::Rule(refusal));
@@ -179,7 +185,9 @@ impl Mem {
             .ok_or(StoreError::NotFound("license"))?;
         self.next_seq += 1;
         let session = self.indexed_session(slot)?;
-        let audit = WriteOp::Audit(Box::new(admission::opened(&session, now, via)));
+        // A queued open's request is the waiter's (kept with it in the queue).
+        let origin = (*req.origin).clone();
+        let audit = WriteOp::Audit(Box::new(admission::opened(&session, now, via, origin)));
         let ops = vec![
             WriteOp::InsertSession {
                 session: Box::new(session.clone()),

@@ -68,6 +68,8 @@ impl Mem {
             account_id: session.account_id.clone(),
             license_id: session.license_id.clone(),
             username: self.names.shared(live.user),
+            origin: Some(Box::new(crate::origin::of_end(reason)))
+                .filter(|o| **o != crate::Origin::default()),
         }];
         Some((session, ops))
     }

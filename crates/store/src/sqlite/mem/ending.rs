@@ -327,6 +327,8 @@ impl Mem {
                 account_id,
                 license_id,
                 username: self.names.shared(gone.user),
+                // Written in the background, after the call that decided it.
+                origin: None,
             });
         }
         // A license with nothing ending has no use for its floors any more (an end being
