@@ -506,6 +506,56 @@ async fn on_postgres_an_event_that_commits_late_with_a_smaller_seq_is_not_skippe
     assert_eq!(events(&next), every[1..]);
 }
 
+/// A page waiting for a slow writer (PostgreSQL's horizon) never holds up the seat path: an
+/// open on the license (its `opened` event is an insert into the audit log) is answered while
+/// the slow transaction is still open and the page still waiting. (A `SHARE` lock on the log
+/// made every insert queue behind the waiting reader.)
+#[tokio::test]
+async fn on_postgres_a_page_waiting_for_a_slow_writer_does_not_hold_up_opens() {
+    use sqlx::Connection;
+
+    let app = spawn_app().await;
+    let Ok(url) = std::fs::read_to_string(app.dir.path().join("test-database-url")) else {
+        return;
+    };
+    let f = app.fixture(5, &[], json!({})).await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let mut other_node = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut slow = other_node.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO audit_events (at, account_id, license_id, event)
+         VALUES ($1, $2, $3, 'license_updated')",
+    )
+    .bind(TEST_START.millis())
+    .bind(&f.account_id)
+    .bind(&f.license_id)
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+
+    // Act: a page starts waiting for the slow transaction; meanwhile bob opens.
+    let (waiting, opened) = tokio::join!(page(&app, &f.admin, "?limit=1000"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let opened = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            app.open(&bob, &f.license_id, "laptop", "cad-1"),
+        )
+        .await;
+        slow.commit().await.unwrap();
+        opened
+    });
+
+    // Assert: the open was answered while the writer was still open; the page came after.
+    let opened = opened.expect("the open waited for the audit reader");
+    assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
+    let every = all(&app, &f.admin, "").await;
+    assert_eq!(
+        kinds(&every),
+        ["license_created", "license_updated", "opened"]
+    );
+    assert!(events(&waiting).len() <= every.len());
+}
+
 #[tokio::test]
 async fn events_past_their_retention_are_deleted_and_usage_statistics_stay() {
     // Arrange: a day of retention; a license of one seat, bob on it, carol refused.

@@ -3,15 +3,23 @@
 //!
 //! `seq` is taken from a sequence when a row is inserted, not when its transaction commits: a
 //! transaction holding `seq` 10 may commit after one holding 11 was read. A reader paging by
-//! `seq` would then step past 10 for good. So each page first finds its *horizon*: it takes
-//! `SHARE` on `audit_events` (which waits for the transactions that have inserted into it and
-//! holds back new inserts for that instant), reads the greatest `seq` committed, and lets go at
-//! once. Every row at or below the horizon is committed by then, and every later insert gets a
-//! greater `seq`; the page reads only rows at or below it, without the lock. The cost is paid
-//! by the reader: inserts wait at most for the lock's instant (the lock waits at most
-//! `HORIZON_LOCK_TIMEOUT`, then the page is 503 `store_unavailable`).
+//! `seq` would then step past 10 for good. So each page first finds its *horizon*, without
+//! taking any lock a writer could queue behind: one statement reads the greatest `seq` visible
+//! and the snapshot it was read in; every transaction that could still commit a smaller `seq`
+//! was in progress in that snapshot (one that started later drew its `seq` after the greatest
+//! was committed). The page waits until each of those has ended (`pg_xact_status`, polled
+//! every few milliseconds), and then reads only rows at or below the greatest `seq`. A horizon
+//! once safe stays safe, so each node keeps the last one it found: when a transaction stays
+//! open past `HORIZON_WAIT`, the page is answered up to that earlier horizon instead (the rest
+//! comes with a later page), or 503 `store_unavailable` if there is none yet. (A first version
+//! took `SHARE` on `audit_events`, which made every insert of the seat path wait behind a
+//! reader waiting for the longest open writer: one tenant's audit reads stalled every tenant's
+//! opens.)
 //!
 //! Retention (`prune_audit`) deletes the oldest events in bounded batches.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPool;
 use sqlx::Row;
@@ -19,30 +27,47 @@ use sqlx::Row;
 use super::errors::db_error;
 use super::rows::{audit_event_from_offset, fetch_rows};
 use crate::audit::{select_sql, AuditEntry, AuditParam, AuditQuery};
-use crate::StoreResult;
+use crate::{StoreError, StoreResult};
 
-/// Longest a page waits for the transactions writing audit events.
-const HORIZON_LOCK_TIMEOUT: &str = "5s";
+/// Longest a page waits for the transactions that were in progress when it read the greatest
+/// `seq`.
+const HORIZON_WAIT: Duration = Duration::from_secs(2);
 
-/// The greatest `seq` below which no audit event can still appear.
-async fn horizon(pool: &PgPool) -> StoreResult<i64> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    sqlx::query(&format!(
-        "SET LOCAL lock_timeout = '{HORIZON_LOCK_TIMEOUT}'"
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    sqlx::query("LOCK TABLE audit_events IN SHARE MODE")
-        .execute(&mut *tx)
+/// How often a page looks again whether those transactions have ended.
+const HORIZON_POLL: Duration = Duration::from_millis(5);
+
+/// The greatest `seq` below which no audit event can still appear; `known` is the greatest
+/// this node found so far (raised here).
+async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
+    let (max, snapshot): (Option<i64>, String) =
+        sqlx::query_as("SELECT (SELECT max(seq) FROM audit_events), pg_current_snapshot()::text")
+            .fetch_one(pool)
+            .await
+            .map_err(db_error)?;
+    let max = max.unwrap_or(0);
+    let started = Instant::now();
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_snapshot_xip($1::pg_snapshot) AS x
+             WHERE pg_xact_status(x) = 'in progress'",
+        )
+        .bind(&snapshot)
+        .fetch_one(pool)
         .await
         .map_err(db_error)?;
-    let max: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM audit_events")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(max.unwrap_or(0))
+        if open == 0 {
+            return Ok(known.fetch_max(max, Ordering::Relaxed).max(max));
+        }
+        if started.elapsed() >= HORIZON_WAIT {
+            return match known.load(Ordering::Relaxed) {
+                0 => Err(StoreError::Unavailable(
+                    "a transaction writing audit events stayed open; try again".into(),
+                )),
+                earlier => Ok(earlier),
+            };
+        }
+        tokio::time::sleep(HORIZON_POLL).await;
+    }
 }
 
 /// Retention: deletes the events older than `before` among the oldest `batch`; answers how
@@ -70,8 +95,12 @@ pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> Sto
 }
 
 /// The events `query` selects, in `seq` order, up to the horizon.
-pub(super) async fn audit_page(pool: &PgPool, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
-    let below = horizon(pool).await?;
+pub(super) async fn audit_page(
+    pool: &PgPool,
+    known: &AtomicI64,
+    query: &AuditQuery,
+) -> StoreResult<Vec<AuditEntry>> {
+    let below = horizon(pool, known).await?;
     if query.after_seq.is_some_and(|after| after >= below) {
         return Ok(Vec::new());
     }

@@ -2,6 +2,7 @@
 //! logouts, point reads) and its side of the cross-node queue (waiters, LISTEN, sweep), all
 //! started with the store and stopped with it.
 
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub struct PgStore {
     pub(super) clock: Arc<DbClock>,
     /// The event streams held by this node (fed by its listener, see `events`).
     pub(super) events: Arc<EventHub>,
+    /// The greatest audit `seq` this node found safe to page up to (see `audit`).
+    pub(super) audit_horizon: AtomicI64,
 }
 
 impl PgStore {
@@ -150,6 +153,7 @@ impl PgStore {
             background,
             clock,
             events,
+            audit_horizon: AtomicI64::new(0),
         }
     }
 

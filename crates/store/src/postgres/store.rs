@@ -289,7 +289,7 @@ impl Store for PgStore {
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
-        audit::audit_page(&self.pool, query).await
+        audit::audit_page(&self.pool, &self.audit_horizon, query).await
     }
 
     async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
