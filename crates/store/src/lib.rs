@@ -16,6 +16,7 @@ mod codec;
 pub mod copy;
 mod error;
 pub mod events;
+pub mod metrics;
 pub mod origin;
 pub mod postgres;
 pub mod records;

@@ -6,6 +6,8 @@
 //! configured metrics token) and the public one: every series summed over its labels
 //! (`public.rs`), so nobody learns another tenant's license ids or usage without a credential.
 
+mod describe;
+pub mod http;
 mod public;
 
 use std::sync::OnceLock;
@@ -22,9 +24,18 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// Installs the recorder once per process (several test servers may share a process).
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = match describe::builder() {
+            Ok(builder) => builder,
+            Err(e) => {
+                tracing::error!(error = %e, "metric buckets refused; histograms are summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        let installed = metrics::set_global_recorder(recorder).ok().map(|_| handle);
+        describe::describe();
+        installed
     });
 }
 
