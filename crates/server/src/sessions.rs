@@ -289,7 +289,10 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
         }
         _ => {
             let session = access::owned_session(state, auth, session_id).await?;
-            (crate::borrow::end_reason(&session, false), session.license_id)
+            (
+                crate::borrow::end_reason(&session, false),
+                session.license_id,
+            )
         }
     };
     state

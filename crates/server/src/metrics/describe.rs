@@ -16,7 +16,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Jobs per batch: 1 up to the lanes' and writer's caps.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// The builder with the histograms' buckets (the others are summaries).
 pub(super) fn builder() -> Result<PrometheusBuilder, BuildError> {
@@ -63,7 +65,10 @@ pub(super) fn describe() {
         "Connections refused because max_connections were open."
     );
     describe_gauge!("leasehold_connections_open", "Connections open now.");
-    describe_gauge!("leasehold_event_streams_open", "Session event streams open now.");
+    describe_gauge!(
+        "leasehold_event_streams_open",
+        "Session event streams open now."
+    );
     describe_counter!(
         "leasehold_body_timeouts_total",
         "Request bodies that did not arrive within the body-read timeout."

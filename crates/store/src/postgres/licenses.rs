@@ -9,10 +9,10 @@ use sqlx::Row;
 use super::errors::{db_error, is_foreign_key_violation};
 use super::live::{LIVE_ABOVE_FLOOR, LIVE_ALL, OVERDRAFT_ABOVE_FLOOR};
 use super::mass;
-use super::LIVE_NODE;
 use super::rows::{
     audit_event_from, fetch_rows, insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS,
 };
+use super::LIVE_NODE;
 use crate::admission;
 use crate::codec::terms_json;
 use crate::records::*;

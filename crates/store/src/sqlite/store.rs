@@ -483,11 +483,7 @@ impl Store for SqliteStore {
 
     async fn license_gauges(&self) -> StoreResult<Vec<LicenseGauges>> {
         let mem = self.mem();
-        Ok(mem
-            .licenses
-            .iter()
-            .map(|l| l.gauges())
-            .collect())
+        Ok(mem.licenses.iter().map(|l| l.gauges()).collect())
     }
 
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {
