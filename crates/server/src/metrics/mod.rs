@@ -155,6 +155,9 @@ pub enum View {
     Public,
 }
 
+/// A gauge family read from the store: name, HELP text, the value of one license.
+type GaugeFamily = (&'static str, &'static str, fn(&LicenseGauges) -> u32);
+
 /// A label value escaped as the text format wants (`\\`, `\"`, newline).
 fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
     if v.contains(['\\', '"', '\n']) {
@@ -171,7 +174,7 @@ fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
 pub async fn render(state: &AppState, view: View) -> ApiResult<String> {
     let gauges = state.store.license_gauges().await?;
     let mut out = String::new();
-    let families: [(&str, &str, fn(&LicenseGauges) -> u32); 3] = [
+    let families: [GaugeFamily; 3] = [
         (
             "leasehold_license_seats",
             "Seats of each license (its terms).",

@@ -21,11 +21,14 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// A series' labels, in order.
+type Labels = Vec<(String, String)>;
+
 /// One sample: name, labels, value.
 #[derive(Debug, Clone)]
 struct Sample {
     name: String,
-    labels: Vec<(String, String)>,
+    labels: Labels,
     value: f64,
 }
 
@@ -230,7 +233,7 @@ fn check_histograms(exp: &Exposition) {
             continue;
         }
         let bucket = format!("{family}_bucket");
-        let mut series: HashMap<Vec<(String, String)>, Vec<(f64, f64)>> = HashMap::new();
+        let mut series: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
         for s in exp.samples.iter().filter(|s| s.name == bucket) {
             let le = parse_value(s.label("le").unwrap_or_default(), &s.name);
             let key: Vec<_> = s
