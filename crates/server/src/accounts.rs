@@ -127,7 +127,8 @@ pub async fn put_user(
     let put = state
         .with_now(|now| state.store.put_user(user.clone(), now))
         .await?;
-    m::ended_n(EndReason::UserDeactivated, u64::from(put.ended));
+    // Account-wide: the ends span the user's licenses, counted without a license label.
+    m::ended_n("", EndReason::UserDeactivated, u64::from(put.ended));
     if !user.active {
         let event = SessionEvent::user_ended(&user.account_id, &user.username);
         crate::events::raise(state, event).await;

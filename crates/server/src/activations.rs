@@ -37,7 +37,11 @@ pub async fn set_license_user(
                 .set_license_user(license_id, username.as_str(), active, now)
         })
         .await?;
-    m::ended_n(EndReason::UserDeactivated, u64::from(change.ended));
+    m::ended_n(
+        license_id,
+        EndReason::UserDeactivated,
+        u64::from(change.ended),
+    );
     if !active {
         let event = SessionEvent::user_ended(&license.account_id, username.as_str());
         crate::events::raise(state, event).await;
@@ -112,7 +116,7 @@ pub async fn deactivate_device(
         })
         .await?;
     for session in &ended {
-        m::ended(EndReason::DeviceDeactivated);
+        m::ended(license_id, EndReason::DeviceDeactivated);
         crate::events::raise(state, SessionEvent::session_ended(&session.id)).await;
     }
     Ok(())

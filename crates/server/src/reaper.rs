@@ -25,8 +25,8 @@ pub async fn run(state: AppState, interval: Duration, audit_retention_days: Opti
         crate::clock_steps::apply(&state).await;
         match state.with_now(|now| state.store.reap_expired(now)).await {
             Ok(ended) => {
-                for (reason, n) in ended.iter() {
-                    crate::metrics::ended_n(reason, n);
+                for (license_id, reason, n) in ended.iter() {
+                    crate::metrics::ended_n(license_id, reason, n);
                 }
                 if ended.total() > 0 {
                     tracing::debug!(count = ended.total(), "reclaimed expired sessions");

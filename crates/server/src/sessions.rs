@@ -127,7 +127,7 @@ pub async fn open(
         }
     };
     if opened.created {
-        m::opened();
+        m::opened(&license.id);
     }
     tracing::Span::current().record("session_id", opened.session.id.as_str());
     let lease = sign_lease(state, &opened.session);
@@ -275,7 +275,7 @@ pub async fn heartbeat(
 #[tracing::instrument(skip(state, auth))]
 pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult<EndReason> {
     // A borrowed seat's end is a return (owner) or a reclaim (admin): see `borrow`.
-    let reason = match &auth.0 {
+    let (reason, license_id) = match &auth.0 {
         Principal::Root | Principal::AccountAdmin { .. } => {
             // Only the tenant's own sessions can be revoked; others do not exist for it.
             let found = state
@@ -284,11 +284,15 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
                 .await?
                 .filter(|s| auth.administers(&s.session.account_id))
                 .ok_or_else(|| ApiError::NotFound("session".into()))?;
-            crate::borrow::end_reason(&found.session, true)
+            let reason = crate::borrow::end_reason(&found.session, true);
+            (reason, found.session.license_id)
         }
         _ => {
             let session = access::owned_session(state, auth, session_id).await?;
-            crate::borrow::end_reason(&session, false)
+            (
+                crate::borrow::end_reason(&session, false),
+                session.license_id,
+            )
         }
     };
     state
@@ -299,7 +303,7 @@ pub async fn close(state: &AppState, auth: &Auth, session_id: &str) -> ApiResult
             )
         })
         .await?;
-    m::ended(reason);
+    m::ended(&license_id, reason);
     crate::events::raise(state, SessionEvent::session_ended(session_id)).await;
     Ok(reason)
 }
@@ -318,7 +322,7 @@ pub async fn revoke_all(state: &AppState, auth: &Auth, license_id: &str) -> ApiR
             )
         })
         .await?;
-    m::ended_n(EndReason::Revoked, u64::from(revoked));
+    m::ended_n(license_id, EndReason::Revoked, u64::from(revoked));
     crate::events::raise(state, SessionEvent::license_ended(license_id)).await;
     tracing::info!(revoked, "revoked every session of the license");
     Ok(revoked)

@@ -64,6 +64,8 @@ impl RunningServer {
 impl Application {
     pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.check()?;
+        // Before the store opens: its writer and lanes take their metric handles then.
+        crate::metrics::install();
         // Before anything else: a certificate that does not load is a configuration error.
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(
@@ -111,7 +113,6 @@ impl Application {
             }
         };
         let generated_root_token = install_root_token(&*store, &config).await?;
-        crate::metrics::install();
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

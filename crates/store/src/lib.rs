@@ -16,6 +16,7 @@ mod codec;
 pub mod copy;
 mod error;
 pub mod events;
+pub mod metrics;
 pub mod origin;
 pub mod postgres;
 pub mod records;
@@ -148,8 +149,9 @@ pub trait Store: Send + Sync + 'static {
     /// Ends every session whose `expires_at` has passed (and every session of a license whose
     /// end has passed); answers how many, per reason. Costs O(expired), not O(all sessions).
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts>;
-    /// Live sessions per license, for metrics.
-    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>>;
+    /// Seats, sessions in use and queue length of every license, for metrics: one query (one
+    /// lock on SQLite), whatever the number of licenses.
+    async fn license_gauges(&self) -> StoreResult<Vec<LicenseGauges>>;
     /// The append-only audit log of a license, oldest first, at most `limit` events.
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
     /// Audit events across licenses and accounts (`crate::audit`), in `seq` order: those

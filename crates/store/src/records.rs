@@ -124,30 +124,36 @@ pub struct LicenseUserChange {
     pub ended: u32,
 }
 
-/// How many sessions ended, per reason (a reaper pass, a mass end): for metrics.
+/// How many sessions ended, per license and reason (a reaper pass, a mass end): for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndCounts(Vec<(EndReason, u64)>);
+pub struct EndCounts(Vec<(String, EndReason, u64)>);
 
 impl EndCounts {
-    /// `n` more ended for `reason`.
-    pub fn add(&mut self, reason: EndReason, n: u64) {
+    /// `n` more of `license_id` ended for `reason`. Passes go license by license, so the last
+    /// entry is looked at first.
+    pub fn add(&mut self, license_id: &str, reason: EndReason, n: u64) {
         if n == 0 {
             return;
         }
-        match self.0.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, count)) => *count += n,
-            None => self.0.push((reason, n)),
+        let found = self
+            .0
+            .iter_mut()
+            .rev()
+            .find(|(l, r, _)| *r == reason && l == license_id);
+        match found {
+            Some((_, _, count)) => *count += n,
+            None => self.0.push((license_id.to_owned(), reason, n)),
         }
     }
 
-    /// The counts, per reason.
-    pub fn iter(&self) -> impl Iterator<Item = (EndReason, u64)> + '_ {
-        self.0.iter().copied()
+    /// The counts, per license and reason.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, EndReason, u64)> + '_ {
+        self.0.iter().map(|(l, r, n)| (l.as_str(), *r, *n))
     }
 
     /// How many in all.
     pub fn total(&self) -> u64 {
-        self.0.iter().map(|(_, n)| n).sum()
+        self.0.iter().map(|(_, _, n)| n).sum()
     }
 }
 
@@ -189,6 +195,18 @@ pub struct Opened {
     pub session: Session,
     /// False when the client instance's existing live session was returned.
     pub created: bool,
+}
+
+/// What the metrics show of one license at a scrape: its capacity and use now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseGauges {
+    pub license_id: String,
+    /// The seats of its terms.
+    pub seats: u32,
+    /// Sessions holding a seat (none past the license's end).
+    pub in_use: u32,
+    /// Clients waiting in its queue (on PostgreSQL: those of live nodes).
+    pub waiting: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

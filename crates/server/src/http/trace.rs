@@ -2,7 +2,8 @@
 //! `x-request-id` when it is a sane token, else made here) that the answer carries back as
 //! `x-request-id`, and ends with one access-log line at info: method, route, status, latency,
 //! request id and the client's address. Never a header, a body or a query string: tokens and
-//! secrets travel there.
+//! secrets travel there. Every request's latency also goes to the per-route histogram
+//! (`crate::metrics::http`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,15 +60,15 @@ pub async fn trace_request(mut request: Request, next: Next) -> Response {
         _ => new_request_id(),
     };
     request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
         || tracing::enabled!(tracing::Level::INFO)
     {
-        let method = request.method().clone();
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let route = request.extensions().get::<MatchedPath>().cloned();
         let route = route.as_ref().map_or("(no route)", MatchedPath::as_str);
         let request_id = id.to_str().unwrap_or_default();
         let span = tracing::info_span!("request", %request_id, %method, %route);
@@ -80,6 +81,12 @@ pub async fn trace_request(mut request: Request, next: Next) -> Response {
     } else {
         next.run(request).await
     };
+    crate::metrics::http::request(
+        route.as_ref().map(MatchedPath::as_str),
+        &method,
+        response.status(),
+        started.elapsed(),
+    );
     response.headers_mut().insert(REQUEST_ID, id);
     response
 }

@@ -6,11 +6,14 @@
 //! configured metrics token) and the public one: every series summed over its labels
 //! (`public.rs`), so nobody learns another tenant's license ids or usage without a credential.
 
+mod describe;
+pub mod http;
 mod public;
 
 use std::sync::OnceLock;
 
 use leasehold_proto::EndReason;
+use leasehold_store::LicenseGauges;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{ApiError, ApiResult};
@@ -21,9 +24,18 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// Installs the recorder once per process (several test servers may share a process).
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = match describe::builder() {
+            Ok(builder) => builder,
+            Err(e) => {
+                tracing::error!(error = %e, "metric buckets refused; histograms are summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        let installed = metrics::set_global_recorder(recorder).ok().map(|_| handle);
+        describe::describe();
+        installed
     });
 }
 
@@ -36,8 +48,10 @@ macro_rules! cached_counter {
     }};
 }
 
-pub fn opened() {
-    cached_counter!("leasehold_sessions_opened_total").increment(1);
+/// A session opened on `license_id` (a new one, not a re-open of the instance's session).
+pub fn opened(license_id: &str) {
+    metrics::counter!("leasehold_sessions_opened_total", "license" => license_id.to_owned())
+        .increment(1);
 }
 
 pub fn denied(license_id: &str) {
@@ -55,15 +69,27 @@ pub fn heartbeat() {
     cached_counter!("leasehold_heartbeats_total").increment(1);
 }
 
-pub fn ended(reason: EndReason) {
-    ended_n(reason, 1);
+pub fn ended(license_id: &str, reason: EndReason) {
+    ended_n(license_id, reason, 1);
 }
 
-/// `n` sessions ended for `reason` (a mass end, a reaper pass).
-pub fn ended_n(reason: EndReason, n: u64) {
-    if n > 0 {
+/// `n` sessions of `license_id` ended for `reason` (a mass end, a reaper pass). Expiries are
+/// the reasons `inactivity` and `lifetime`. An empty `license_id` (the ends of an account-wide
+/// user deactivation, which span licenses) gives a series without the label.
+pub fn ended_n(license_id: &str, reason: EndReason, n: u64) {
+    if n == 0 {
+        return;
+    }
+    if license_id.is_empty() {
         metrics::counter!("leasehold_sessions_ended_total", "reason" => reason.as_str())
             .increment(n);
+    } else {
+        metrics::counter!(
+            "leasehold_sessions_ended_total",
+            "license" => license_id.to_owned(),
+            "reason" => reason.as_str()
+        )
+        .increment(n);
     }
 }
 
@@ -129,15 +155,48 @@ pub enum View {
     Public,
 }
 
+/// A gauge family read from the store: name, HELP text, the value of one license.
+type GaugeFamily = (&'static str, &'static str, fn(&LicenseGauges) -> u32);
+
+/// A label value escaped as the text format wants (`\\`, `\"`, newline).
+fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        let escaped = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        std::borrow::Cow::Owned(escaped)
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
+}
+
 pub async fn render(state: &AppState, view: View) -> ApiResult<String> {
-    let in_use = state.store.in_use_by_license().await?;
+    let gauges = state.store.license_gauges().await?;
     let mut out = String::new();
-    out.push_str("# HELP leasehold_sessions_in_use Live sessions per license.\n");
-    out.push_str("# TYPE leasehold_sessions_in_use gauge\n");
-    for (license, n) in &in_use {
-        out.push_str(&format!(
-            "leasehold_sessions_in_use{{license=\"{license}\"}} {n}\n"
-        ));
+    let families: [GaugeFamily; 3] = [
+        (
+            "leasehold_license_seats",
+            "Seats of each license (its terms).",
+            |g| g.seats,
+        ),
+        (
+            "leasehold_sessions_in_use",
+            "Live sessions per license.",
+            |g| g.in_use,
+        ),
+        (
+            "leasehold_queue_waiting",
+            "Clients waiting for a seat per license.",
+            |g| g.waiting,
+        ),
+    ];
+    for (name, help, value) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for g in &gauges {
+            let license = label_value(&g.license_id);
+            out.push_str(&format!("{name}{{license=\"{license}\"}} {}\n", value(g)));
+        }
     }
     let handle = HANDLE
         .get()

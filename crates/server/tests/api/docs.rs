@@ -197,6 +197,17 @@ async fn health_is_public_and_metrics_show_per_license_series_only_with_a_creden
     assert!(!text.contains('{'), "{text}");
     assert!(text.contains("\nleasehold_sessions_in_use 1\n"), "{text}");
     assert!(text.contains("\nleasehold_denials_total "), "{text}");
+    // The per-license families of issue 15 are summed too: capacity, queue, opens, latency.
+    assert!(text.contains("\nleasehold_license_seats 1\n"), "{text}");
+    assert!(text.contains("\nleasehold_queue_waiting 0\n"), "{text}");
+    assert!(
+        text.contains("\nleasehold_sessions_opened_total "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nleasehold_http_request_duration_seconds_count "),
+        "{text}"
+    );
 
     // The root token and the metrics token see every series.
     for token in [ROOT_TOKEN, "scrape-token-0123456789"] {

@@ -16,6 +16,7 @@ mod events;
 mod helpers;
 mod isolation;
 mod mass_end;
+mod metrics;
 mod models;
 mod oauth_rfc;
 mod pg;

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Instant;
 
 use leasehold_core::Timestamp;
 use sqlx::postgres::PgPool;
@@ -21,6 +22,7 @@ use super::errors::{clone_error, db_error, is_retryable};
 use super::queue::QueueCtx;
 use super::rows::TermsCache;
 use super::MAX_ATTEMPTS;
+use crate::metrics::BatchMetrics;
 use crate::records::Session;
 use crate::{StoreError, StoreResult};
 
@@ -111,6 +113,7 @@ pub(super) fn spawn<L: Lane>(lane: L, rx: mpsc::Receiver<L::Job>) {
 /// The lane's loop: receive, gather, run (retried), answer.
 async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
     let mut received = Vec::with_capacity(MAX_BATCH);
+    let metrics = BatchMetrics::new("postgres", L::KIND);
     loop {
         if lane.has_leftovers() {
             while received.len() < MAX_BATCH {
@@ -122,7 +125,10 @@ async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
         } else if rx.recv_many(&mut received, MAX_BATCH).await == 0 {
             break;
         }
+        let before = received.len();
         let batch = lane.gather(&mut received);
+        let jobs = before.saturating_sub(received.len());
+        let started = Instant::now();
         let mut attempt = 1;
         let done = loop {
             match lane.run(&batch).await {
@@ -137,6 +143,7 @@ async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
                 }
             }
         };
+        metrics.record(jobs, started.elapsed());
         lane.answer(batch, done);
     }
 }

@@ -12,6 +12,7 @@ use super::mass;
 use super::rows::{
     audit_event_from, fetch_rows, insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS,
 };
+use super::LIVE_NODE;
 use crate::admission;
 use crate::codec::terms_json;
 use crate::records::*;
@@ -194,22 +195,31 @@ pub(super) async fn usage(
     })
 }
 
-/// Live sessions per license, for metrics.
-/// (Past a license's end, by the database's clock, none.)
-pub(super) async fn in_use_by_license(pool: &PgPool) -> StoreResult<Vec<(String, u32)>> {
+/// Seats, live sessions and waiting clients per license, for metrics, in one query.
+/// (Past a license's end, by the database's clock, no session is in use.) The waiting clients
+/// are those of live nodes (`LIVE_NODE`), read through the partial index `queue_waiting`.
+pub(super) async fn license_gauges(pool: &PgPool) -> StoreResult<Vec<LicenseGauges>> {
     let sql = format!(
-        "SELECT l.id,
+        "SELECT l.id, (l.terms::jsonb ->> 'seats')::int8,
                 CASE WHEN l.ends_at IS NULL
                        OR l.ends_at > (extract(epoch FROM clock_timestamp()) * 1000)::int8
-                     THEN {LIVE_ABOVE_FLOOR} ELSE 0 END
-         FROM licenses l"
+                     THEN {LIVE_ABOVE_FLOOR} ELSE 0 END,
+                COALESCE(q.waiting, 0)
+         FROM licenses l
+         LEFT JOIN (SELECT e.license_id, count(*) AS waiting
+                    FROM queue_entries e JOIN nodes n ON n.node_id = e.node_id
+                    WHERE e.state = 'waiting' AND {LIVE_NODE}
+                    GROUP BY e.license_id) q ON q.license_id = l.id"
     );
     let query = sqlx::query(&sql);
+    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     fetch_rows(query, pool, |r| {
-        Ok((
-            r.try_get::<String, _>(0)?,
-            u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
-        ))
+        Ok(LicenseGauges {
+            license_id: r.try_get::<String, _>(0)?,
+            seats: count(r.try_get::<Option<i64>, _>(1)?.unwrap_or(0)),
+            in_use: count(r.try_get::<i64, _>(2)?),
+            waiting: count(r.try_get::<i64, _>(3)?),
+        })
     })
     .await
 }

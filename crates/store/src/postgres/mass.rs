@@ -191,7 +191,7 @@ pub(super) async fn reap(
                 // Another node is draining it.
                 break;
             };
-            ended.add(reason, n);
+            ended.add(&license_id, reason, n);
             if n > 0 && queues {
                 queue.serve(&license_id, now);
             }

@@ -48,7 +48,7 @@ pub(super) async fn reap_expired(
         }
         let full = batch.len() as i64 >= REAP_BATCH;
         for s in &batch {
-            ended.add(s.clock.expiry_reason(), 1);
+            ended.add(&s.license_id, s.clock.expiry_reason(), 1);
         }
         if !full {
             break;

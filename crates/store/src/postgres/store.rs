@@ -280,8 +280,8 @@ impl Store for PgStore {
         reaper::reap_expired(&self.pool, &self.cache, &self.queue, now).await
     }
 
-    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>> {
-        licenses::in_use_by_license(&self.pool).await
+    async fn license_gauges(&self) -> StoreResult<Vec<LicenseGauges>> {
+        licenses::license_gauges(&self.pool).await
     }
 
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {

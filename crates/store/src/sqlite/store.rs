@@ -481,13 +481,9 @@ impl Store for SqliteStore {
         Ok(ended)
     }
 
-    async fn in_use_by_license(&self) -> StoreResult<Vec<(String, u32)>> {
+    async fn license_gauges(&self) -> StoreResult<Vec<LicenseGauges>> {
         let mem = self.mem();
-        Ok(mem
-            .licenses
-            .iter()
-            .map(|l| (l.license.id.clone(), l.live))
-            .collect())
+        Ok(mem.licenses.iter().map(|l| l.gauges()).collect())
     }
 
     async fn audit_log(&self, license_id: &str, limit: usize) -> StoreResult<Vec<AuditEvent>> {

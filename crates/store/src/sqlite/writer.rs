@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use leasehold_core::session::SessionClock;
@@ -22,6 +22,7 @@ use super::mem::Mem;
 use super::ops::{apply_op, WriteOp};
 use super::recovery::{self, Broken};
 use super::slab::{pack_time, unpack_time, Sid};
+use crate::metrics::BatchMetrics;
 use crate::{StoreError, StoreResult};
 
 /// Most jobs applied in one transaction.
@@ -315,11 +316,13 @@ impl Writer {
         if batch.is_empty() {
             return Some(0);
         }
+        let started = Instant::now();
         let applied = if self.faults.load(Ordering::Acquire) {
             Err(injected_full())
         } else {
             apply(&mut self.conn, batch.iter().flat_map(job_ops))
         };
+        batch_metrics().record(jobs, started.elapsed());
         match applied {
             Ok(()) => {
                 self.failures = 0;
@@ -380,6 +383,13 @@ fn job_ops(job: &Job) -> &[WriteOp] {
         Job::Write { ops, .. } => ops,
         Job::Touch | Job::Drain => &[],
     }
+}
+
+/// The writer's batch histograms, taken once (the server installs its recorder before it opens
+/// the store).
+fn batch_metrics() -> &'static BatchMetrics {
+    static METRICS: OnceLock<BatchMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| BatchMetrics::new("sqlite", "write"))
 }
 
 /// Applies `ops` in one transaction and commits it.

@@ -192,7 +192,9 @@ impl Mem {
             };
             let reason = clock.expiry_reason();
             self.mark_expired(slot, reason, now);
-            counts.add(reason, 1);
+            if let Some(lic) = self.licenses.get(li) {
+                counts.add(&lic.id, reason, 1);
+            }
             decided += 1;
         }
         decided
@@ -212,8 +214,9 @@ impl Mem {
                 break;
             };
             let live = lic.live;
+            let id = Arc::clone(&lic.id);
             if let Ok(Some(op)) = self.end_at_license_end(li, now) {
-                counts.add(EndReason::LicenseExpired, u64::from(live));
+                counts.add(&id, EndReason::LicenseExpired, u64::from(live));
                 ops.push(op);
             }
             if budget > 0 {

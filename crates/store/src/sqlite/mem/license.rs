@@ -61,6 +61,16 @@ pub(in crate::sqlite) struct LicenseState {
 }
 
 impl LicenseState {
+    /// Its seats, sessions in use and queue length, for metrics.
+    pub(in crate::sqlite) fn gauges(&self) -> LicenseGauges {
+        LicenseGauges {
+            license_id: self.license.id.clone(),
+            seats: self.license.terms.seats,
+            in_use: self.live,
+            waiting: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
+        }
+    }
+
     pub(super) fn new(license: License) -> Self {
         LicenseState {
             id: Arc::from(license.id.as_str()),
