@@ -21,6 +21,7 @@ pub mod origin;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
+pub mod webhooks;
 #[cfg(test)]
 mod testkit;
 
@@ -33,10 +34,11 @@ pub use error::{StoreError, StoreResult};
 pub use events::{EventHub, SessionEvent, Subscription};
 pub use origin::Origin;
 pub use records::*;
+pub use webhooks::WebhookStore;
 
 /// Everything the server needs from storage.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     // ---- settings and credentials ----
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()>;

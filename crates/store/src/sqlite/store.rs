@@ -40,6 +40,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The reading connection.
+    pub(super) fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
     /// Opens (creating if needed) the database at `path`, migrates it and loads the live state.
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
         let mut conn = open_connection(path)?;
@@ -114,7 +119,7 @@ impl SqliteStore {
     }
 
     /// Memory, for a change: refused (503, nothing changed) while the disk refuses writes.
-    fn write(&self) -> StoreResult<MutexGuard<'_, Mem>> {
+    pub(super) fn write(&self) -> StoreResult<MutexGuard<'_, Mem>> {
         let mem = self.mem();
         mem.writable()?;
         Ok(mem)
