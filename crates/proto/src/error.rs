@@ -60,6 +60,10 @@ pub enum ErrorCode {
     UnknownEventKind,
     /// 400: a `cursor` of the audit log that this server did not give out.
     InvalidCursor,
+    /// 422: a webhook's target is refused: its host does not resolve, or resolves to a
+    /// loopback, link-local, private or otherwise non-public address (unless the server allows
+    /// private targets).
+    WebhookTargetRefused,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -97,6 +101,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownEventKind => "unknown_event_kind",
             ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::WebhookTargetRefused => "webhook_target_refused",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

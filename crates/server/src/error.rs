@@ -91,6 +91,10 @@ pub enum ApiError {
     /// 410 `session_ended`, with the reason
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
+    /// 422 `webhook_target_refused`: a webhook URL whose host does not resolve or is not a
+    /// public address (server-side request forgery guard)
+    #[error("{0}")]
+    WebhookTargetRefused(String),
     /// 503 `store_unavailable`
     #[error("storage is unavailable")]
     StoreUnavailable(String),
@@ -148,6 +152,10 @@ impl ApiError {
                 (status, code)
             }
             ApiError::SessionEnded(_) => (StatusCode::GONE, ErrorCode::SessionEnded),
+            ApiError::WebhookTargetRefused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::WebhookTargetRefused,
+            ),
             ApiError::StoreUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }

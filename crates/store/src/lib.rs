@@ -21,9 +21,9 @@ pub mod origin;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
-pub mod webhooks;
 #[cfg(test)]
 mod testkit;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use leasehold_core::Timestamp;

@@ -42,9 +42,7 @@ fn delivery_from(r: &PgRow) -> Result<Delivery, sqlx::Error> {
         attempts: count_u32(Some(r.try_get(8)?)).unwrap_or(0),
         next_attempt_at: Timestamp::from_millis(r.try_get(9)?),
         created_at: Timestamp::from_millis(r.try_get(10)?),
-        last_attempt_at: r
-            .try_get::<Option<i64>, _>(11)?
-            .map(Timestamp::from_millis),
+        last_attempt_at: r.try_get::<Option<i64>, _>(11)?.map(Timestamp::from_millis),
         response_status: r
             .try_get::<Option<i64>, _>(12)?
             .and_then(|s| u16::try_from(s).ok()),
