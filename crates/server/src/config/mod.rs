@@ -221,6 +221,14 @@ impl Config {
             print_root_token: false,
             // Tests move a manual clock; the database's clock would not follow it.
             database_clock: false,
+            // Receivers in tests listen on 127.0.0.1; retries come when the manual clock moves.
+            webhooks: WebhookConfig {
+                allow_private_targets: true,
+                connect_timeout: Duration::from_secs(2),
+                response_timeout: Duration::from_secs(2),
+                poll_interval: Duration::from_millis(20),
+                ..WebhookConfig::default()
+            },
             ..Config::default()
         }
     }
