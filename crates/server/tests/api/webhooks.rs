@@ -738,3 +738,49 @@ async fn borrows_and_returns_show_as_their_own_events() {
     assert_eq!(returned["type"], "session.returned");
     assert_eq!(returned["data"]["reason"], "returned");
 }
+
+#[tokio::test]
+async fn a_waiter_shows_as_queued_then_granted() {
+    let app = spawn_app().await;
+    let f = app.fixture(1, &[], json!({"on_full": "queue"})).await;
+    let mut rx = Receiver::start(&[]).await;
+    endpoint(
+        &app,
+        &f.account_id,
+        &f.admin,
+        &rx.url,
+        json!(["session.queued", "session.granted"]),
+    )
+    .await;
+    let ann = app.user_token(&f.account_id, &f.admin, "ann").await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let held = app.open(&ann, &f.license_id, "d1", "i1").await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    let waiter = {
+        let (http, url, license) = (app.http.clone(), app.url.clone(), f.license_id.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/sessions"))
+                .bearer_auth(bob)
+                .json(&json!({"license_id": license, "device_id": "d2", "instance_id": "i2", "wait_secs": 30}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let queued = rx.next().await.json();
+    assert_eq!(queued["type"], "session.queued");
+    assert_eq!(queued["data"]["username"], "bob");
+    app.call(
+        Method::DELETE,
+        &format!("/v1/sessions/{}", held.id()),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(waiter.await.unwrap(), StatusCode::CREATED);
+    let granted = rx.next().await.json();
+    assert_eq!(granted["type"], "session.granted");
+    assert_eq!(granted["data"]["username"], "bob");
+    assert_eq!(granted["data"]["from_queue"], true);
+}
