@@ -21,8 +21,8 @@ enum WebhookCommand {
     Create {
         #[command(flatten)]
         account: AccountOpt,
-        /// Where events are POSTed (https://… or http://…).
-        #[arg(long)]
+        /// Where events are POSTed (https://… or http://…); `--url` names the server.
+        #[arg(long = "target", value_name = "URL")]
         url: String,
         /// Event types to receive, comma-separated (session.opened, license.full, ...; * for all).
         #[arg(long, value_delimiter = ',', required = true)]
@@ -41,7 +41,8 @@ enum WebhookCommand {
         account: AccountOpt,
         /// Endpoint id.
         id: String,
-        #[arg(long)]
+        /// A new target URL.
+        #[arg(long = "target", value_name = "URL")]
         url: Option<String>,
         #[arg(long, value_delimiter = ',')]
         events: Option<Vec<String>>,

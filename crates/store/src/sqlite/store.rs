@@ -49,6 +49,7 @@ impl SqliteStore {
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
+        super::webhooks::release_leases(&conn)?;
         let (tx, rx) = mpsc::channel();
         let mut mem = load(&conn, tx, now)?;
         // Ends decided before a stop (a mass end under way) are written again.

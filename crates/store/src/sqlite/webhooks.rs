@@ -155,6 +155,16 @@ pub(super) fn apply(tx: &rusqlite::Transaction<'_>, op: &WebhookOp) -> rusqlite:
     Ok(())
 }
 
+/// At open: this process is the only one that sends this database's deliveries, so a lease
+/// left in it was held by a process that is gone (killed in the middle of a send): released,
+/// so its delivery is sent again at once rather than when the lease would have run out.
+pub(super) fn release_leases(conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE webhook_deliveries SET lease_until = 0 WHERE status = 'pending' AND lease_until > 0",
+        [],
+    )
+}
+
 fn endpoint_from(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
     Ok(WebhookEndpoint {
         id: r.get(0)?,
