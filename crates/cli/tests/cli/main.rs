@@ -21,6 +21,7 @@ mod pg_events;
 mod pg_live_counts;
 mod pg_tls;
 mod pg_usernames;
+mod pg_webhooks;
 mod run_program;
 mod skew;
 mod support;
