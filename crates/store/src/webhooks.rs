@@ -156,6 +156,10 @@ pub trait WebhookStore: Send + Sync {
     async fn delete_webhook(&self, id: &str) -> StoreResult<bool>;
 
     async fn fanout_cursor(&self) -> StoreResult<FanoutCursor>;
+    /// The greatest `seq` below which no audit event can still appear (what a page of
+    /// `Store::audit_page` could read up to now): with no endpoint, the cursor moves there
+    /// without reading the events.
+    async fn audit_horizon(&self) -> StoreResult<i64>;
     /// Writes `fanout` and moves the cursor to `fanout.seq`, in one transaction, if the
     /// cursor is still at `from`; false (and nothing written) when another commit moved it.
     async fn commit_fanout(&self, from: FanoutCursor, fanout: Fanout) -> StoreResult<bool>;

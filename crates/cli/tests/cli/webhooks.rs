@@ -1,6 +1,7 @@
 //! Webhooks through the binary: a `kill -9` of the server between the acknowledgement of
 //! opens and their delivery loses none of them (the outbox is the audit log, written with
-//! each open), and the `leasehold webhook` commands.
+//! each open; a delivery in flight at the kill is sent again by the restarted server), and the
+//! `leasehold webhook` commands.
 
 use std::collections::HashSet;
 use std::time::Duration;

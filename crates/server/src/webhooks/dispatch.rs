@@ -8,7 +8,8 @@
 //!    the deliveries with the cursor's new place in one transaction (compare-and-set: when
 //!    nodes race, one commit wins and the others plan again from the new cursor). An endpoint
 //!    with `max_pending_per_endpoint` deliveries waiting gets new ones logged as failed
-//!    (`backlog full`): the outbox stays bounded when a receiver is dead.
+//!    (`backlog full`): the outbox stays bounded when a receiver is dead. With no endpoint at
+//!    all, the events are not read: the cursor jumps to the log's horizon.
 //! 2. **Send.** Claim due deliveries (the oldest pending one of each endpoint and license:
 //!    one at a time, in order), at most `concurrency` in flight, each sent by its own task with
 //!    the connect and response timeouts; record each outcome (delivered, retried later with
@@ -135,6 +136,21 @@ pub async fn run(state: AppState) {
 async fn fan_out(state: &AppState, hooks: &Webhooks, watch: bool) -> anyhow::Result<bool> {
     let store = &state.store;
     let cursor = store.fanout_cursor().await?;
+    let endpoints = store.enabled_webhooks().await?;
+    if endpoints.is_empty() {
+        // Nobody to tell: the cursor jumps to the horizon without reading the events. The
+        // endpoints are read again after the horizon: one created meanwhile stops the jump,
+        // and the events of one created later are all above the horizon.
+        let horizon = store.audit_horizon().await?;
+        if horizon > cursor.seq && store.enabled_webhooks().await?.is_empty() {
+            let fanout = Fanout {
+                seq: horizon,
+                ..Fanout::default()
+            };
+            store.commit_fanout(cursor, fanout).await?;
+        }
+        return Ok(false);
+    }
     let page = store
         .audit_page(&AuditQuery {
             after_seq: Some(cursor.seq),
@@ -145,12 +161,11 @@ async fn fan_out(state: &AppState, hooks: &Webhooks, watch: bool) -> anyhow::Res
     if page.is_empty() && !watch {
         return Ok(false);
     }
-    let endpoints = store.enabled_webhooks().await?;
     let mut by_account: HashMap<&str, Vec<&WebhookEndpoint>> = HashMap::new();
     for e in &endpoints {
         by_account.entry(e.account_id.as_str()).or_default().push(e);
     }
-    let mut pending: HashMap<String, u64> = if endpoints.is_empty() || page.is_empty() {
+    let mut pending: HashMap<String, u64> = if page.is_empty() {
         HashMap::new()
     } else {
         store.pending_per_endpoint().await?.into_iter().collect()
@@ -183,7 +198,7 @@ async fn fan_out(state: &AppState, hooks: &Webhooks, watch: bool) -> anyhow::Res
             plan(&event, &mut fanout);
         }
     }
-    if watch && !endpoints.is_empty() {
+    if watch {
         let (events, states) = alert_events(state, hooks, &endpoints, cursor.version).await?;
         for event in &events {
             plan(event, &mut fanout);

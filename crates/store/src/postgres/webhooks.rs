@@ -169,6 +169,10 @@ impl WebhookStore for PgStore {
         Ok(FanoutCursor { seq, version })
     }
 
+    async fn audit_horizon(&self) -> StoreResult<i64> {
+        super::audit::horizon(&self.pool, &self.audit_horizon).await
+    }
+
     async fn commit_fanout(&self, from: FanoutCursor, fanout: Fanout) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // The row lock makes a racing commit wait and then find the version moved.

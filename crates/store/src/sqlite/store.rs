@@ -37,6 +37,9 @@ pub struct SqliteStore {
     opened: Instant,
     /// The event streams of this process (one process holds every stream of a SQLite store).
     events: Arc<EventHub>,
+    /// Webhook deliveries being sent (`super::webhooks`): this process is the only sender, so
+    /// a claim is held in memory, not written.
+    pub(super) webhook_claims: Mutex<std::collections::HashSet<i64>>,
 }
 
 impl SqliteStore {
@@ -49,7 +52,6 @@ impl SqliteStore {
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
-        super::webhooks::release_leases(&conn)?;
         let (tx, rx) = mpsc::channel();
         let mut mem = load(&conn, tx, now)?;
         // Ends decided before a stop (a mass end under way) are written again.
@@ -92,6 +94,7 @@ impl SqliteStore {
             free: AtomicU64::new(u64::MAX),
             free_read_at: AtomicU64::new(0),
             opened: Instant::now(),
+            webhook_claims: Mutex::default(),
         })
     }
 

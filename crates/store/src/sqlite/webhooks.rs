@@ -1,7 +1,9 @@
 //! Webhooks on SQLite (`crate::webhooks`): reads on the reading connection, writes through the
 //! writer like every other change (`WriteOp::Webhook`), so they share its group commit and
 //! never take the database's write lock beside it. One process holds the database, so one
-//! dispatcher fans out and claims; the cursor's compare-and-set still guards the fan-out.
+//! dispatcher fans out and claims; the cursor's compare-and-set still guards the fan-out, and a
+//! claim is kept in memory (`SqliteStore::webhook_claims`) rather than written: a claim only
+//! has to outlive its sender, which dies with the process.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +27,6 @@ pub(super) enum WebhookOp {
     Delete(String, Slot<bool>),
     Fanout(FanoutCursor, Fanout, Slot<bool>),
     Enqueue(Vec<NewDelivery>, Slot<Vec<i64>>),
-    Claim(Vec<i64>, Timestamp),
     Attempt(Attempt),
     Prune(Timestamp, Slot<usize>),
 }
@@ -120,12 +121,6 @@ pub(super) fn apply(tx: &rusqlite::Transaction<'_>, op: &WebhookOp) -> rusqlite:
             }
             fill(slot, ids);
         }
-        WebhookOp::Claim(ids, until) => {
-            for id in ids {
-                tx.prepare_cached("UPDATE webhook_deliveries SET lease_until = ?1 WHERE id = ?2")?
-                    .execute(params![until.millis(), id])?;
-            }
-        }
         WebhookOp::Attempt(a) => {
             tx.prepare_cached(
                 "UPDATE webhook_deliveries SET status = ?1, attempts = attempts + 1,
@@ -153,16 +148,6 @@ pub(super) fn apply(tx: &rusqlite::Transaction<'_>, op: &WebhookOp) -> rusqlite:
         }
     }
     Ok(())
-}
-
-/// At open: this process is the only one that sends this database's deliveries, so a lease
-/// left in it was held by a process that is gone (killed in the middle of a send): released,
-/// so its delivery is sent again at once rather than when the lease would have run out.
-pub(super) fn release_leases(conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE webhook_deliveries SET lease_until = 0 WHERE status = 'pending' AND lease_until > 0",
-        [],
-    )
 }
 
 fn endpoint_from(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
@@ -265,6 +250,14 @@ impl WebhookStore for SqliteStore {
         })
     }
 
+    async fn audit_horizon(&self) -> StoreResult<i64> {
+        // The writer commits events in `seq` order: the greatest committed is the horizon.
+        self.reader().read(|conn| {
+            conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM audit_events")?
+                .query_row([], |r| r.get(0))
+        })
+    }
+
     async fn commit_fanout(&self, from: FanoutCursor, fanout: Fanout) -> StoreResult<bool> {
         let slot = Slot::default();
         self.webhook_write(WebhookOp::Fanout(from, fanout, slot.clone()))
@@ -303,7 +296,7 @@ impl WebhookStore for SqliteStore {
     async fn claim_deliveries(
         &self,
         now: Timestamp,
-        lease_until: Timestamp,
+        _lease_until: Timestamp,
         limit: usize,
     ) -> StoreResult<Vec<Delivery>> {
         let sql = format!(
@@ -315,24 +308,39 @@ impl WebhookStore for SqliteStore {
                 .join(", "),
             claim_condition("?1")
         );
+        // Heads in flight are read too (they stay pending until their outcome is written):
+        // ask for as many more as are claimed.
+        let mut claims = self
+            .webhook_claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let wanted = limit.saturating_add(claims.len());
         let found = self.reader().read(|conn| {
             conn.prepare_cached(&sql)?
                 .query_map(
-                    params![now.millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    params![now.millis(), i64::try_from(wanted).unwrap_or(i64::MAX)],
                     delivery_from,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        if !found.is_empty() {
-            let ids = found.iter().map(|d| d.id).collect();
-            self.webhook_write(WebhookOp::Claim(ids, lease_until))
-                .await?;
-        }
-        Ok(found)
+        let claimed: Vec<Delivery> = found
+            .into_iter()
+            .filter(|d| !claims.contains(&d.id))
+            .take(limit)
+            .collect();
+        claims.extend(claimed.iter().map(|d| d.id));
+        Ok(claimed)
     }
 
     async fn record_attempt(&self, attempt: Attempt) -> StoreResult<()> {
-        self.webhook_write(WebhookOp::Attempt(attempt)).await
+        let id = attempt.delivery_id;
+        let written = self.webhook_write(WebhookOp::Attempt(attempt)).await;
+        // Written or not, the claim ends: a failed write is sent again (at least once).
+        self.webhook_claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        written
     }
 
     async fn get_delivery(&self, id: i64) -> StoreResult<Option<Delivery>> {
