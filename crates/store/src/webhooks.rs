@@ -211,14 +211,16 @@ pub(crate) fn parse_events(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-/// The claim's condition: pending, due, not leased, and the oldest pending of its (endpoint,
-/// order key). `{now}` is the backend's placeholder of the time.
-pub(crate) fn claim_condition(now: &str) -> String {
+/// The deliveries a claim may take, as `FROM … WHERE …` over `d`: the oldest pending one of
+/// each (endpoint, order key), found in one pass over the partial index of pending deliveries
+/// (not a probe per pending row: a backlog of thousands behind one license stays cheap), that
+/// is due and not leased. `{now}` is the backend's placeholder of the time.
+pub(crate) fn claim_from(now: &str) -> String {
     format!(
-        "d.status = 'pending' AND d.next_attempt_at <= {now} AND d.lease_until <= {now}
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
-                         WHERE e.status = 'pending' AND e.endpoint_id = d.endpoint_id
-                           AND e.order_key = d.order_key AND e.id < d.id)"
+        "webhook_deliveries d
+         JOIN (SELECT min(id) AS head FROM webhook_deliveries WHERE status = 'pending'
+               GROUP BY endpoint_id, order_key) h ON d.id = h.head
+         WHERE d.next_attempt_at <= {now} AND d.lease_until <= {now}"
     )
 }
 

@@ -420,6 +420,22 @@ impl Admin {
                     }
                 },
             ),
+            (
+                "alerts",
+                match license.alerts {
+                    None => "-".to_owned(),
+                    Some(a) => {
+                        let mut parts = Vec::new();
+                        if let Some(p) = a.threshold_percent {
+                            parts.push(format!("at {p} % of the seats"));
+                        }
+                        if let Some(n) = a.denials_per_hour {
+                            parts.push(format!("at {n} denials an hour"));
+                        }
+                        parts.join(", ")
+                    }
+                },
+            ),
             ("created_at", time(license.created_at)),
         ]);
         print!("{}", key_values(&pairs));

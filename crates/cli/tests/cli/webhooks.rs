@@ -216,6 +216,47 @@ async fn opens_acknowledged_before_a_kill_9_are_all_delivered_after_the_restart(
         .await;
     assert_eq!(bad.code, 1, "{bad:#?}");
     assert!(bad.stderr.contains("invalid_request"), "{bad:#?}");
+    // A license's alerts from the command line.
+    let lic = kit
+        .cli(
+            &t.admin_token,
+            &[
+                "license",
+                "set",
+                &t.license_id,
+                "--alert-threshold-percent",
+                "80",
+                "--alert-denials-per-hour",
+                "5",
+                "-o",
+                "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        lic["alerts"],
+        serde_json::json!({"threshold_percent": 80, "denials_per_hour": 5})
+    );
+    let shown = kit
+        .cli(&t.admin_token, &["license", "show", &t.license_id])
+        .await
+        .ok();
+    assert!(shown.stdout.contains("at 80 % of the seats"), "{shown:#?}");
+    let bad = kit
+        .cli(
+            &t.admin_token,
+            &[
+                "license",
+                "set",
+                &t.license_id,
+                "--alert-threshold-percent",
+                "101",
+            ],
+        )
+        .await;
+    assert_eq!(bad.code, 1, "{bad:#?}");
     drop(kit);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

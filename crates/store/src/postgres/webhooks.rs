@@ -248,10 +248,10 @@ impl WebhookStore for PgStore {
     ) -> StoreResult<Vec<Delivery>> {
         let sql = format!(
             "UPDATE webhook_deliveries SET lease_until = $2 WHERE id IN (
-                 SELECT d.id FROM webhook_deliveries d WHERE {}
-                 ORDER BY d.id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 SELECT d.id FROM {}
+                 ORDER BY d.id LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
              RETURNING {DELIVERY_COLS}",
-            claim_condition("$1")
+            claim_from("$1")
         );
         let query = sqlx::query(&sql)
             .bind(self.clock.db(now).millis())

@@ -300,13 +300,13 @@ impl WebhookStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<Delivery>> {
         let sql = format!(
-            "SELECT {} FROM webhook_deliveries d WHERE {} ORDER BY d.id LIMIT ?2",
+            "SELECT {} FROM {} ORDER BY d.id LIMIT ?2",
             DELIVERY_COLS
                 .split(", ")
                 .map(|c| format!("d.{}", c.trim()))
                 .collect::<Vec<_>>()
                 .join(", "),
-            claim_condition("?1")
+            claim_from("?1")
         );
         // Heads in flight are read too (they stay pending until their outcome is written):
         // ask for as many more as are claimed.
