@@ -784,3 +784,78 @@ async fn a_waiter_shows_as_queued_then_granted() {
     assert_eq!(granted["data"]["username"], "bob");
     assert_eq!(granted["data"]["from_queue"], true);
 }
+
+#[tokio::test]
+async fn racing_opens_and_closes_reach_the_receiver_once_each_in_the_logs_order() {
+    let app = spawn_app().await;
+    let f = app.fixture(100, &[], json!({})).await;
+    let mut rx = Receiver::start(&[]).await;
+    endpoint(
+        &app,
+        &f.account_id,
+        &f.admin,
+        &rx.url,
+        json!(["session.opened", "session.closed"]),
+    )
+    .await;
+    let token = app.user_token(&f.account_id, &f.admin, "ann").await;
+
+    // Act: 40 clients open and close at once.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (http, url, token, license) = (
+            app.http.clone(),
+            app.url.clone(),
+            token.clone(),
+            f.license_id.clone(),
+        );
+        set.spawn(async move {
+            let s: Value = http
+                .post(format!("{url}/v1/sessions"))
+                .bearer_auth(&token)
+                .json(&json!({"license_id": license, "device_id": "d", "instance_id": format!("i{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = s["id"].as_str().unwrap().to_owned();
+            let r = http
+                .delete(format!("{url}/v1/sessions/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+            id
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(id) = set.join_next().await {
+        sessions.push(id.unwrap());
+    }
+
+    // Assert: 80 events, each once, in the order of the log (one license: one at a time).
+    let mut got = Vec::new();
+    for _ in 0..80 {
+        got.push(rx.next().await.json());
+    }
+    rx.quiet(Duration::from_millis(300)).await;
+    let ids: std::collections::HashSet<&str> =
+        got.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 80);
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|b| b["id"].as_str().unwrap()["evt_".len()..].parse().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for id in &sessions {
+        let at = |t: &str| {
+            got.iter()
+                .position(|b| b["type"] == t && b["data"]["session_id"] == id.as_str())
+                .unwrap()
+        };
+        assert!(at("session.opened") < at("session.closed"));
+    }
+}

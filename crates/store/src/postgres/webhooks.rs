@@ -92,15 +92,17 @@ impl PgStore {
         fetch_rows(query, &self.pool, endpoint_from).await
     }
 
+    /// Inserts the endpoint (`create`) or replaces what may change of it (`created_at`, the
+    /// ninth parameter, only written by the insert).
     async fn put_endpoint(&self, e: &WebhookEndpoint, create: bool) -> StoreResult<u64> {
         let sql = if create {
             "INSERT INTO webhook_endpoints (id, account_id, url, events, description, secret,
-                 enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                 enabled, updated_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         } else {
             "UPDATE webhook_endpoints SET url = $3, events = $4, description = $5, secret = $6,
-                 enabled = $7, updated_at = $9 WHERE id = $1 AND account_id = $2 AND $8 = $8"
+                 enabled = $7, updated_at = $8 WHERE id = $1 AND account_id = $2"
         };
-        sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(&e.id)
             .bind(&e.account_id)
             .bind(&e.url)
@@ -108,8 +110,13 @@ impl PgStore {
             .bind(&e.description)
             .bind(&e.secret)
             .bind(e.enabled)
-            .bind(e.created_at.millis())
-            .bind(e.updated_at.millis())
+            .bind(e.updated_at.millis());
+        let query = if create {
+            query.bind(e.created_at.millis())
+        } else {
+            query
+        };
+        query
             .execute(&self.pool)
             .await
             .map(|r| r.rows_affected())

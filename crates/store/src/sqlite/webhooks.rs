@@ -23,7 +23,9 @@ pub(super) type Slot<T> = Arc<Mutex<Option<T>>>;
 /// A webhook write, applied by the writer in its batch's transaction.
 #[derive(Debug)]
 pub(super) enum WebhookOp {
-    Put(WebhookEndpoint),
+    Create(WebhookEndpoint),
+    /// Replaces what may change of an endpoint; the slot says whether it still existed.
+    Update(WebhookEndpoint, Slot<bool>),
     Delete(String, Slot<bool>),
     Fanout(FanoutCursor, Fanout, Slot<bool>),
     Enqueue(Vec<NewDelivery>, Slot<Vec<i64>>),
@@ -65,13 +67,29 @@ fn insert_delivery(tx: &rusqlite::Transaction<'_>, d: &NewDelivery) -> rusqlite:
 /// Applies one webhook op (called by `ops::apply_op`).
 pub(super) fn apply(tx: &rusqlite::Transaction<'_>, op: &WebhookOp) -> rusqlite::Result<()> {
     match op {
-        WebhookOp::Put(e) => {
+        WebhookOp::Update(e, slot) => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE webhook_endpoints SET url = ?3, events = ?4, description = ?5,
+                         secret = ?6, enabled = ?7, updated_at = ?8
+                     WHERE id = ?1 AND account_id = ?2",
+                )?
+                .execute(params![
+                    e.id,
+                    e.account_id,
+                    e.url,
+                    events_json(&e.events),
+                    e.description,
+                    e.secret,
+                    e.enabled,
+                    e.updated_at.millis()
+                ])?;
+            fill(slot, n > 0);
+        }
+        WebhookOp::Create(e) => {
             tx.prepare_cached(
                 "INSERT INTO webhook_endpoints (id, account_id, url, events, description, secret,
-                     enabled, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET url = excluded.url, events = excluded.events,
-                     description = excluded.description, secret = excluded.secret,
-                     enabled = excluded.enabled, updated_at = excluded.updated_at",
+                     enabled, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 e.id,
@@ -209,7 +227,7 @@ impl SqliteStore {
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, endpoint: WebhookEndpoint) -> StoreResult<()> {
-        self.webhook_write(WebhookOp::Put(endpoint)).await
+        self.webhook_write(WebhookOp::Create(endpoint)).await
     }
 
     async fn get_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
@@ -225,10 +243,13 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn update_webhook(&self, endpoint: WebhookEndpoint) -> StoreResult<()> {
-        if self.get_webhook(&endpoint.id).await?.is_none() {
-            return Err(StoreError::NotFound("webhook"));
+        let slot = Slot::default();
+        self.webhook_write(WebhookOp::Update(endpoint, slot.clone()))
+            .await?;
+        match take(&slot)? {
+            true => Ok(()),
+            false => Err(StoreError::NotFound("webhook")),
         }
-        self.webhook_write(WebhookOp::Put(endpoint)).await
     }
 
     async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
