@@ -60,6 +60,8 @@ pub enum ErrorCode {
     UnknownEventKind,
     /// 400: a `cursor` of the audit log that this server did not give out.
     InvalidCursor,
+    /// 403: a dashboard request that changes something came without its page's CSRF token.
+    CsrfTokenInvalid,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -97,6 +99,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownEventKind => "unknown_event_kind",
             ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::CsrfTokenInvalid => "csrf_token_invalid",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

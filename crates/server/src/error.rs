@@ -91,6 +91,10 @@ pub enum ApiError {
     /// 410 `session_ended`, with the reason
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
+    /// 403 `csrf_token_invalid`: a cookie-authenticated (dashboard) request that changes state
+    /// without the page's CSRF token
+    #[error("{0}")]
+    CsrfRejected(String),
     /// 503 `store_unavailable`
     #[error("storage is unavailable")]
     StoreUnavailable(String),
@@ -148,6 +152,7 @@ impl ApiError {
                 (status, code)
             }
             ApiError::SessionEnded(_) => (StatusCode::GONE, ErrorCode::SessionEnded),
+            ApiError::CsrfRejected(_) => (StatusCode::FORBIDDEN, ErrorCode::CsrfTokenInvalid),
             ApiError::StoreUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }
