@@ -60,6 +60,8 @@ pub enum ErrorCode {
     UnknownEventKind,
     /// 400: a `cursor` of the audit log that this server did not give out.
     InvalidCursor,
+    /// 403: a dashboard request that changes something came without its page's CSRF token.
+    CsrfTokenInvalid,
     /// 422: a webhook's target is refused: its host does not resolve, or resolves to a
     /// loopback, link-local, private or otherwise non-public address (unless the server allows
     /// private targets).
@@ -101,6 +103,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownEventKind => "unknown_event_kind",
             ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::CsrfTokenInvalid => "csrf_token_invalid",
             ErrorCode::WebhookTargetRefused => "webhook_target_refused",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",

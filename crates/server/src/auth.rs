@@ -22,6 +22,7 @@ use crate::http::trace::RequestId;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{self as m, View};
 use crate::state::AppState;
+use crate::ui;
 
 /// A new random token: `prefix` + 256 random bits, base64url.
 pub fn new_token(prefix: &str) -> String {
@@ -71,8 +72,10 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers)?
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
+        let token = match bearer_token(&parts.headers)? {
+            Some(token) => token,
+            None => dashboard_cookie(parts)?,
+        };
         let principal = authenticate(state, peer_ip(parts), token).await?;
         let origin = Origin {
             actor: Some(actor(&principal)),
@@ -88,6 +91,30 @@ impl FromRequestParts<AppState> for Auth {
         };
         Ok(Auth(principal, origin))
     }
+}
+
+/// Without a bearer token, the dashboard's session cookie (`crate::ui::cookie`): a request
+/// that changes state must then carry the page's CSRF token as well.
+fn dashboard_cookie(parts: &Parts) -> Result<&str, ApiError> {
+    let Some(token) = ui::cookie::token(&parts.headers) else {
+        return Err(ApiError::Unauthorized(
+            "missing Authorization: Bearer token".into(),
+        ));
+    };
+    if ui::cookie::changes_state(&parts.method) {
+        let presented = parts
+            .headers
+            .get(ui::cookie::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ui::cookie::csrf_matches(token, presented) {
+            return Err(ApiError::CsrfRejected(format!(
+                "a dashboard request that changes something needs the page's {} header",
+                ui::cookie::CSRF_HEADER
+            )));
+        }
+    }
+    Ok(token)
 }
 
 /// Who may read which view of `/metrics`: without a credential, the public totals; with the

@@ -91,6 +91,10 @@ pub enum ApiError {
     /// 410 `session_ended`, with the reason
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
+    /// 403 `csrf_token_invalid`: a cookie-authenticated (dashboard) request that changes state
+    /// without the page's CSRF token
+    #[error("{0}")]
+    CsrfRejected(String),
     /// 422 `webhook_target_refused`: a webhook URL whose host does not resolve or is not a
     /// public address (server-side request forgery guard)
     #[error("{0}")]
@@ -152,6 +156,7 @@ impl ApiError {
                 (status, code)
             }
             ApiError::SessionEnded(_) => (StatusCode::GONE, ErrorCode::SessionEnded),
+            ApiError::CsrfRejected(_) => (StatusCode::FORBIDDEN, ErrorCode::CsrfTokenInvalid),
             ApiError::WebhookTargetRefused(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorCode::WebhookTargetRefused,

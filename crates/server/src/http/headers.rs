@@ -4,7 +4,7 @@
 //!   secrets and tenants' data, none of which a cache (a proxy's or a browser's) may keep.
 //! - `X-Content-Type-Options: nosniff` and a `Content-Security-Policy` that allows nothing
 //!   (`default-src 'none'`, no framing, no base URI, no form target): a JSON answer opened in a
-//!   browser runs nothing, and a page served later starts from a closed policy.
+//!   browser runs nothing; the dashboard's pages (`crate::ui`) set their own, narrower one.
 //! - CORS is off unless origins are configured (`cors_allowed_origins`): then those origins
 //!   (or any, with `"*"`) may call the API from a browser, with bearer tokens (never cookies,
 //!   so no credentials mode), and read `x-request-id`, `Retry-After` and `WWW-Authenticate`.
@@ -40,7 +40,7 @@ pub fn layers() -> Stack<
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             ),
-            SetResponseHeaderLayer::overriding(
+            SetResponseHeaderLayer::if_not_present(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CONTENT_SECURITY_POLICY),
             ),

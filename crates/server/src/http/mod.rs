@@ -129,6 +129,7 @@ pub fn router(state: AppState, limits: &Limits, cors_allowed_origins: &[String])
     let max_body_bytes = state.max_body_bytes;
     let (router, _) = api_router().split_for_parts();
     let router = router
+        .merge(crate::ui::routes())
         .fallback(routes::system::no_route)
         .method_not_allowed_fallback(routes::system::method_not_allowed)
         .with_state(state);

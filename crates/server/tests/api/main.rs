@@ -7,6 +7,7 @@
 mod audit;
 mod bad_input;
 mod borrow;
+mod dashboard;
 mod docs;
 mod edge_auth;
 mod edge_headers;

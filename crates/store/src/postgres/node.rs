@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::clock::{DbClock, NodeClock};
 use super::end::{EndAsk, EndJob, END_LANES};
 use super::errors::db_error;
+use super::events::Publisher;
 use super::heartbeat::{Beat, HeartbeatJob, HEARTBEAT_LANES};
 use super::lanes::{self, SessionLane};
 use super::live;
@@ -74,6 +75,8 @@ pub struct PgStore {
     pub(super) clock: Arc<DbClock>,
     /// The event streams held by this node (fed by its listener, see `events`).
     pub(super) events: Arc<EventHub>,
+    /// Sends this node's session events to every node, batched (see `events`).
+    pub(super) publisher: Publisher,
     /// The greatest audit `seq` this node found safe to page up to (see `audit`).
     pub(super) audit_horizon: AtomicI64,
 }
@@ -124,7 +127,9 @@ impl PgStore {
             lanes::spawn(lane, rx);
         }
         let events = EventHub::new();
+        let (publisher, publishing) = Publisher::spawn(pool.clone());
         let background = vec![
+            publishing,
             tokio::spawn(queue::listener(
                 pool.clone(),
                 queue.clone(),
@@ -153,6 +158,7 @@ impl PgStore {
             background,
             clock,
             events,
+            publisher,
             audit_horizon: AtomicI64::new(0),
         }
     }

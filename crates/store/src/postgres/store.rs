@@ -372,9 +372,10 @@ impl Store for PgStore {
         &self.events
     }
 
-    /// NOTIFY on the events channel: every node's listener (this one's too) delivers it.
+    /// NOTIFY on the events channel, batched with the node's other events and without waiting
+    /// for it: every node's listener (this one's too) delivers it.
     async fn publish(&self, event: SessionEvent) -> StoreResult<()> {
-        super::events::publish(&self.pool, &event).await
+        self.publisher.publish(&event)
     }
 
     /// One round trip on a pooled connection (bounded by the pool's acquire timeout).
