@@ -162,6 +162,10 @@ pub struct BenchArgs {
     /// Internal: run the canned-answer HTTP sink on this address (the `sink` scenario).
     #[arg(long, hide = true)]
     pub(crate) sink_listen: Option<SocketAddr>,
+    /// Register a webhook for every event of the bench account at a receiver the bench runs:
+    /// `hang` never answers, `ok` answers 200 at once (the seat path must not notice).
+    #[arg(long, value_enum)]
+    pub(crate) webhook: Option<crate::hook::HookMode>,
 }
 
 impl BenchArgs {

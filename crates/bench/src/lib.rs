@@ -38,6 +38,7 @@
 
 mod args;
 mod hist;
+mod hook;
 mod http;
 mod load;
 mod measure;

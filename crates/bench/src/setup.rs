@@ -168,6 +168,22 @@ impl Admin {
             .ok_or_else(|| anyhow!("no usage.in_use in {lic}"))
     }
 
+    /// Registers a webhook endpoint for every event of the account at `url`.
+    pub async fn webhook(&self, url: &str) -> anyhow::Result<String> {
+        let mut conn = Conn::new(self.addr);
+        let created = call_json(
+            &mut conn,
+            "POST",
+            &format!("/v1/accounts/{}/webhooks", self.account_id),
+            &self.admin_token,
+            Some(&json!({"url": url, "events": ["*"], "description": "bench"})),
+            &[201],
+        )
+        .await
+        .context("registering the bench webhook")?;
+        str_field(&created, "id")
+    }
+
     /// Another handle on the same account (for calls made in parallel).
     pub fn clone_handle(&self) -> Admin {
         Admin {

@@ -71,6 +71,8 @@ impl SpawnedServer {
             .arg(&data_dir)
             .env("LEASEHOLD_ADMIN_TOKEN", admin_token)
             .env("LEASEHOLD_LOG", "warn")
+            // The bench's own webhook receiver (`--webhook`) listens on 127.0.0.1.
+            .env("LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
             .env_remove("LEASEHOLD_DATABASE_URL")
             .env_remove("LEASEHOLD_CONFIG")
             .stdin(Stdio::null())

@@ -2,6 +2,7 @@
 //! time passed in as an argument. No I/O, no clock reads: storage backends and the server call
 //! these functions so that every backend enforces exactly the same rules.
 
+pub mod alerts;
 pub mod borrow;
 pub mod clock;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod plans;
 pub mod seats;
 pub mod session;
 
+pub use alerts::Alerts;
 pub use borrow::{check_borrow, decide_borrow, BorrowPolicy};
 pub use clock::Timestamp;
 pub use error::{RuleError, RuleResult};

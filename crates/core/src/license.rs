@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use leasehold_proto::{CreateLicense, LicenseModel, OnFull, PatchLicense};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::Alerts;
 use crate::borrow::BorrowPolicy;
 use crate::clock::Timestamp;
 use crate::error::{RuleError, RuleResult};
@@ -89,6 +90,9 @@ pub struct LicenseTerms {
     /// Offline borrowing; `None` (the default): the license lends no seats.
     #[serde(default)]
     pub borrow: Option<BorrowPolicy>,
+    /// Alerts near the seat cap and on denials (`crate::alerts`); none by default.
+    #[serde(default, skip_serializing_if = "Alerts::is_empty")]
+    pub alerts: Alerts,
 }
 
 fn default_max_queue_wait() -> u64 {
@@ -242,6 +246,7 @@ impl LicenseTerms {
                 }
                 None => None,
             },
+            alerts: Alerts::from_request(req.alerts.as_ref())?,
         };
         terms.resolved(plans)
     }
@@ -364,6 +369,9 @@ impl LicenseTerms {
                 )
             };
             next.borrow = BorrowPolicy::from_settings(days, seats, lowwater)?;
+        }
+        if let Some(alerts) = &patch.alerts {
+            next.alerts = next.alerts.patched(alerts)?;
         }
         next.resolved(plans)
     }

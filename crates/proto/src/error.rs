@@ -62,6 +62,10 @@ pub enum ErrorCode {
     InvalidCursor,
     /// 403: a dashboard request that changes something came without its page's CSRF token.
     CsrfTokenInvalid,
+    /// 422: a webhook's target is refused: its host does not resolve, or resolves to a
+    /// loopback, link-local, private or otherwise non-public address (unless the server allows
+    /// private targets).
+    WebhookTargetRefused,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -100,6 +104,7 @@ impl ErrorCode {
             ErrorCode::UnknownEventKind => "unknown_event_kind",
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::CsrfTokenInvalid => "csrf_token_invalid",
+            ErrorCode::WebhookTargetRefused => "webhook_target_refused",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

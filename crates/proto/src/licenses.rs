@@ -5,6 +5,22 @@ use time::OffsetDateTime;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
+/// A license's alerts (issue 17): raised as `license.threshold` and `license.denials` webhook
+/// events and shown in `/metrics`. In a `PATCH`, a field set to `0` removes that alert and an
+/// absent one keeps its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LicenseAlerts {
+    /// Alert when the seats in use reach this percentage of the seats (1 to 100), and again
+    /// when they fall below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_percent: Option<i64>,
+    /// Alert when this many opens are denied within an hour (1 to 1,000,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denials_per_hour: Option<i64>,
+}
+
 /// The licensing model of a license.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -92,6 +108,10 @@ pub struct CreateLicense {
     /// Seats that must stay online, never borrowed (FlexNet's `BORROW_LOWWATER`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borrow_lowwater: Option<i64>,
+    /// Alerts near the seat cap and on denials (webhooks `license.threshold`,
+    /// `license.denials`; `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<LicenseAlerts>,
     /// Start of the validity window (subscription); opens before it are refused.
     #[serde(
         default,
@@ -173,6 +193,9 @@ pub struct PatchLicense {
     /// Seats that must stay online, never borrowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borrow_lowwater: Option<i64>,
+    /// Alerts: a field set changes that alert (`0` removes it), an absent one keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<LicenseAlerts>,
     /// A suspended license refuses new sessions; live ones run to their end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<bool>,
@@ -234,6 +257,9 @@ pub struct License {
     /// Seats that stay online, never borrowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borrow_lowwater: Option<u32>,
+    /// The license's alerts, when any is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<LicenseAlerts>,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,

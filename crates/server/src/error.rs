@@ -95,6 +95,10 @@ pub enum ApiError {
     /// without the page's CSRF token
     #[error("{0}")]
     CsrfRejected(String),
+    /// 422 `webhook_target_refused`: a webhook URL whose host does not resolve or is not a
+    /// public address (server-side request forgery guard)
+    #[error("{0}")]
+    WebhookTargetRefused(String),
     /// 503 `store_unavailable`
     #[error("storage is unavailable")]
     StoreUnavailable(String),
@@ -153,6 +157,10 @@ impl ApiError {
             }
             ApiError::SessionEnded(_) => (StatusCode::GONE, ErrorCode::SessionEnded),
             ApiError::CsrfRejected(_) => (StatusCode::FORBIDDEN, ErrorCode::CsrfTokenInvalid),
+            ApiError::WebhookTargetRefused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::WebhookTargetRefused,
+            ),
             ApiError::StoreUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }

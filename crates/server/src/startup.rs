@@ -133,6 +133,10 @@ impl Application {
             ),
             metrics_token_hash: config.metrics_token.as_deref().map(hash_token),
             event_keepalive: config.event_keepalive,
+            webhooks: crate::webhooks::Webhooks {
+                config: config.webhooks.clone(),
+                wake: Default::default(),
+            },
         });
         Ok(Application {
             listener,
@@ -165,6 +169,7 @@ impl Application {
             Duration::from_millis(self.config.reaper_interval_ms),
             self.config.audit_retention_days,
         ));
+        let dispatcher = tokio::spawn(crate::webhooks::dispatch::run(self.state.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self
             .tls
@@ -188,6 +193,7 @@ impl Application {
             watcher.abort();
         }
         reaper.abort();
+        dispatcher.abort();
         Ok(())
     }
 

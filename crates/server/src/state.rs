@@ -38,6 +38,8 @@ pub struct Shared {
     pub metrics_token_hash: Option<TokenHash>,
     /// Keep-alive period of session event streams (see `crate::events`).
     pub event_keepalive: std::time::Duration,
+    /// Webhook settings and the dispatcher's wake-up (`crate::webhooks`).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl Shared {

@@ -291,6 +291,27 @@ pub fn denied(
     }
 }
 
+/// The `queued` event of an open that waits in the license's queue (its detail: the place in
+/// the queue when it joined); its origin is the waiting request's.
+pub fn queued(
+    license: &License,
+    username: &str,
+    position: u32,
+    at: Timestamp,
+    origin: Origin,
+) -> AuditEvent {
+    AuditEvent {
+        at,
+        account_id: license.account_id.clone(),
+        license_id: license.id.clone(),
+        session_id: None,
+        username: Some(username.to_owned()),
+        event: "queued".into(),
+        detail: Some(position.to_string()),
+        origin,
+    }
+}
+
 /// The `license_created` event, at the license's creation.
 pub fn license_created(license: &License) -> AuditEvent {
     license_event(license, license.created_at, "license_created")

@@ -11,6 +11,7 @@ pub const AUDIT_EVENT_KINDS: &[&str] = &[
     "opened",
     "ended",
     "denied",
+    "queued",
     "license_created",
     "license_updated",
     "sessions_revoked",

@@ -23,6 +23,7 @@ pub mod records;
 pub mod sqlite;
 #[cfg(test)]
 mod testkit;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use leasehold_core::Timestamp;
@@ -33,10 +34,11 @@ pub use error::{StoreError, StoreResult};
 pub use events::{EventHub, SessionEvent, Subscription};
 pub use origin::Origin;
 pub use records::*;
+pub use webhooks::WebhookStore;
 
 /// Everything the server needs from storage.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     // ---- settings and credentials ----
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()>;

@@ -201,12 +201,17 @@ pub struct Opened {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LicenseGauges {
     pub license_id: String,
+    pub account_id: String,
     /// The seats of its terms.
     pub seats: u32,
     /// Sessions holding a seat (none past the license's end).
     pub in_use: u32,
     /// Clients waiting in its queue (on PostgreSQL: those of live nodes).
     pub waiting: u32,
+    /// Its alerts (terms), for `/metrics` and the webhook dispatcher.
+    pub alerts: leasehold_core::Alerts,
+    /// Its end (terms' `expires_at`).
+    pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,16 @@ pub(crate) async fn run(
     let c = args.concurrency;
     let (addr, pid) = (target.addr, target.pid);
     let admin = Admin::new(addr, &target.root, "bench").await?;
+    // Kept until the end of the runs: the receiver of `--webhook`.
+    let _hook = match args.webhook {
+        Some(mode) => {
+            let hook = crate::hook::HookReceiver::start(mode).await?;
+            admin.webhook(&hook.url).await?;
+            println!("bench: webhook for every event at {} ({mode:?})", hook.url);
+            Some(hook)
+        }
+        None => None,
+    };
     let tokens = admin.user_tokens("bench-user-", c, 8).await?;
     println!(
         "bench: {c} connections, {} s measured after {} s warmup, generator on {} threads",

@@ -140,6 +140,26 @@ struct Terms {
     /// Seats that must stay online, never borrowed (like FlexNet's BORROW_LOWWATER).
     #[arg(long, value_name = "N")]
     borrow_lowwater: Option<i64>,
+    /// Alert (webhook `license.threshold`, `/metrics`) when this percentage of the seats is in
+    /// use; 0 removes it (update).
+    #[arg(long, value_name = "PERCENT")]
+    alert_threshold_percent: Option<i64>,
+    /// Alert (webhook `license.denials`, `/metrics`) at this many denials within an hour; 0
+    /// removes it (update).
+    #[arg(long, value_name = "N")]
+    alert_denials_per_hour: Option<i64>,
+}
+
+impl Terms {
+    /// The alerts the flags name, if any.
+    fn alerts(&self) -> Option<leasehold_client::proto::LicenseAlerts> {
+        (self.alert_threshold_percent.is_some() || self.alert_denials_per_hour.is_some()).then_some(
+            leasehold_client::proto::LicenseAlerts {
+                threshold_percent: self.alert_threshold_percent,
+                denials_per_hour: self.alert_denials_per_hour,
+            },
+        )
+    }
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +215,7 @@ impl Admin {
             LicenseCommand::Create(create) => {
                 let create = *create;
                 let t = create.terms;
+                let alerts = t.alerts();
                 let body = CreateLicense {
                     account_id: self.account(&AccountOpt {
                         account: create.account,
@@ -219,6 +240,7 @@ impl Admin {
                     max_borrow_days: t.max_borrow_days,
                     max_borrowed_seats: t.max_borrowed_seats,
                     borrow_lowwater: t.borrow_lowwater,
+                    alerts,
                 };
                 let license = client.create_license(&body).await?;
                 self.print_license(&license);
@@ -398,6 +420,22 @@ impl Admin {
                     }
                 },
             ),
+            (
+                "alerts",
+                match license.alerts {
+                    None => "-".to_owned(),
+                    Some(a) => {
+                        let mut parts = Vec::new();
+                        if let Some(p) = a.threshold_percent {
+                            parts.push(format!("at {p} % of the seats"));
+                        }
+                        if let Some(n) = a.denials_per_hour {
+                            parts.push(format!("at {n} denials an hour"));
+                        }
+                        parts.join(", ")
+                    }
+                },
+            ),
             ("created_at", time(license.created_at)),
         ]);
         print!("{}", key_values(&pairs));
@@ -417,6 +455,7 @@ fn license_patch(set: LicenseSet) -> Result<PatchLicense, Failure> {
         (false, true) => Some(false),
         (false, false) => None,
     };
+    let alerts = t.alerts();
     let patch = PatchLicense {
         product: set.product,
         seats: t.seats,
@@ -437,6 +476,7 @@ fn license_patch(set: LicenseSet) -> Result<PatchLicense, Failure> {
         max_borrow_days: t.max_borrow_days,
         max_borrowed_seats: t.max_borrowed_seats,
         borrow_lowwater: t.borrow_lowwater,
+        alerts,
         suspended,
     };
     let changes = serde_json::to_value(&patch)

@@ -1,5 +1,5 @@
 //! The admin commands of the `leasehold` binary, all through the Rust SDK: `account`,
-//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage` and `plans`.
+//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage`, `plans` and `webhook`.
 //!
 //! The server URL and token come from flags, `LEASEHOLD_URL`/`LEASEHOLD_TOKEN` or the CLI
 //! config file (see [`crate::connect`]). `--output text` (the default) prints aligned tables
@@ -25,6 +25,7 @@ mod session;
 mod token;
 mod usage;
 mod user;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,7 @@ use session::SessionArgs;
 use token::{OauthArgs, TokenArgs};
 use usage::UsageArgs;
 use user::UserArgs;
+use webhook::WebhookArgs;
 
 /// Exit code: the server refused the request.
 pub const EXIT_REFUSED: u8 = 1;
@@ -84,6 +86,9 @@ pub enum AdminCommand {
     Usage(UsageArgs),
     /// The plans the server offers (base and maximum seats).
     Plans(PlansArgs),
+    /// Webhook endpoints: create, list, update, delete, ping; their delivery log, redelivery.
+    #[command(visible_alias = "webhooks")]
+    Webhook(WebhookArgs),
 }
 
 /// The value parser of the RFC 3339 time flags (`--starts-at`, `--from`...).
@@ -113,6 +118,7 @@ impl AdminCommand {
             AdminCommand::Session(a) => &a.common,
             AdminCommand::Usage(a) => &a.common,
             AdminCommand::Plans(a) => &a.common,
+            AdminCommand::Webhook(a) => &a.common,
         }
     }
 }
@@ -214,6 +220,7 @@ impl Admin {
             AdminCommand::Session(args) => self.session_command(args).await,
             AdminCommand::Usage(args) => self.usage(args).await,
             AdminCommand::Plans(_) => self.plans().await,
+            AdminCommand::Webhook(args) => self.webhook_command(args).await,
         }
     }
 }

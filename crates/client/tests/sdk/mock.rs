@@ -103,6 +103,7 @@ fn license(id: &str) -> License {
         max_borrow_days: None,
         max_borrowed_seats: None,
         borrow_lowwater: None,
+        alerts: None,
         created_at: now(),
         usage: Some(Usage {
             seats: 3,

@@ -34,6 +34,7 @@ const KNOWN_ENV: &[&str] = &[
     "LEASEHOLD_AUTH_FAILURES_PER_MINUTE_PER_CREDENTIAL",
     "LEASEHOLD_CORS_ALLOWED_ORIGINS",
     "LEASEHOLD_METRICS_TOKEN",
+    "LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
 ];
 
 /// A non-empty variable.
@@ -91,6 +92,12 @@ impl Config {
         }
         if let Some(v) = number("LEASEHOLD_AUDIT_RETENTION_DAYS")? {
             self.audit_retention_days = Some(v);
+        }
+        if let Some(v) = var("LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS") {
+            self.webhooks.allow_private_targets = v
+                .trim()
+                .parse()
+                .context("LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS is not true or false")?;
         }
         if let Some(v) = number("LEASEHOLD_IDLE_TIMEOUT_SECS")? {
             self.limits.idle_timeout = Duration::from_secs(v);

@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub event_keepalive_secs: Option<u64>,
     /// Delete audit events older than this many days (unset: keep them forever).
     pub audit_retention_days: Option<u32>,
+    /// `[webhooks]`: delivery settings (`super::webhooks`).
+    pub webhooks: Option<super::WebhooksFile>,
     /// `[plans.NAME] base_seats = 3, max_seats = 35`
     #[serde(default)]
     pub plans: BTreeMap<String, Plan>,
@@ -85,6 +87,9 @@ impl Config {
         }
         if let Some(v) = file.audit_retention_days {
             self.audit_retention_days = Some(v);
+        }
+        if let Some(w) = file.webhooks {
+            self.webhooks.apply_file(w);
         }
         if let Some(v) = file.idle_timeout_secs {
             self.limits.idle_timeout = Duration::from_secs(v);

@@ -4,8 +4,10 @@
 
 mod env;
 mod file;
+mod webhooks;
 
 pub use file::FileConfig;
+pub use webhooks::{WebhookConfig, WebhooksFile};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +72,8 @@ pub struct Config {
     /// Audit events older than this many days are deleted by the reaper, in bounded batches
     /// (`audit_retention_days`); none: kept forever. Usage statistics are not events: they stay.
     pub audit_retention_days: Option<u32>,
+    /// Webhook delivery (`[webhooks]`).
+    pub webhooks: WebhookConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -123,6 +127,7 @@ impl Default for Config {
             metrics_token: None,
             event_keepalive: Duration::from_secs(15),
             audit_retention_days: None,
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -203,6 +208,7 @@ impl Config {
             "audit_retention_days must be at least 1 (leave it unset to keep every audit event)"
         );
         crate::http::headers::check_origins(&self.cors_allowed_origins)?;
+        self.webhooks.check()?;
         Ok(())
     }
 
@@ -215,6 +221,14 @@ impl Config {
             print_root_token: false,
             // Tests move a manual clock; the database's clock would not follow it.
             database_clock: false,
+            // Receivers in tests listen on 127.0.0.1; retries come when the manual clock moves.
+            webhooks: WebhookConfig {
+                allow_private_targets: true,
+                connect_timeout: Duration::from_secs(2),
+                response_timeout: Duration::from_secs(2),
+                poll_interval: Duration::from_millis(20),
+                ..WebhookConfig::default()
+            },
             ..Config::default()
         }
     }

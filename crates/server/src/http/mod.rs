@@ -98,6 +98,19 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(system::livez))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
+        .merge(webhook_routes())
+}
+
+/// The webhook routes (issue 17).
+fn webhook_routes() -> OpenApiRouter<AppState> {
+    use routes::webhooks as w;
+    OpenApiRouter::new()
+        .routes(routes!(w::create_webhook, w::list_webhooks))
+        .routes(routes!(w::get_webhook, w::patch_webhook, w::delete_webhook))
+        .routes(routes!(w::rotate_webhook_secret))
+        .routes(routes!(w::ping_webhook))
+        .routes(routes!(w::list_webhook_deliveries))
+        .routes(routes!(w::redeliver_webhook_delivery))
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.

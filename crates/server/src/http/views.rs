@@ -34,6 +34,7 @@ pub fn license(license: &License) -> proto::License {
         max_borrow_days: t.borrow.map(|b| b.max_days),
         max_borrowed_seats: t.borrow.and_then(|b| b.max_seats),
         borrow_lowwater: t.borrow.map(|b| b.lowwater),
+        alerts: t.alerts.view(),
         created_at: to_offset(license.created_at),
         usage: None,
     }

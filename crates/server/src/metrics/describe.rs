@@ -65,6 +65,27 @@ pub(super) fn describe() {
         "Connections refused because max_connections were open."
     );
     describe_gauge!("leasehold_connections_open", "Connections open now.");
+    describe_counter!(
+        "leasehold_webhook_attempts_total",
+        "Webhook delivery attempts by outcome: delivered, retry (failed, tried again later), failed (for good)."
+    );
+    describe_histogram!(
+        "leasehold_webhook_attempt_seconds",
+        Unit::Seconds,
+        "Latency of webhook delivery attempts (until the receiver's answer, a failure or the timeout)."
+    );
+    describe_gauge!(
+        "leasehold_webhook_backlog",
+        "Webhook deliveries waiting to be sent (pending, retries included)."
+    );
+    describe_gauge!(
+        "leasehold_webhook_backlog_oldest_seconds",
+        "Age of the oldest webhook delivery waiting."
+    );
+    describe_gauge!(
+        "leasehold_webhook_backlog_alert",
+        "1 while the webhook backlog is above webhooks.backlog_alert."
+    );
     describe_gauge!(
         "leasehold_event_streams_open",
         "Session event streams open now."

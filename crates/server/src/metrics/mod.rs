@@ -6,6 +6,7 @@
 //! configured metrics token) and the public one: every series summed over its labels
 //! (`public.rs`), so nobody learns another tenant's license ids or usage without a credential.
 
+mod alerts;
 mod describe;
 pub mod http;
 mod public;
@@ -148,6 +149,26 @@ pub fn tls_reload(outcome: &'static str) {
     metrics::counter!("leasehold_tls_reloads_total", "outcome" => outcome).increment(1);
 }
 
+/// A webhook attempt's outcome: delivered, retried later or failed for good, and its latency.
+pub fn webhook_attempt(status: leasehold_store::webhooks::DeliveryStatus, latency_ms: u32) {
+    use leasehold_store::webhooks::DeliveryStatus;
+    let outcome = match status {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Pending => "retry",
+        DeliveryStatus::Failed => "failed",
+    };
+    metrics::counter!("leasehold_webhook_attempts_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("leasehold_webhook_attempt_seconds").record(f64::from(latency_ms) / 1000.0);
+}
+
+/// The webhook backlog as the dispatcher last read it: deliveries waiting, the age of the
+/// oldest, and whether it is above `webhooks.backlog_alert`.
+pub fn webhook_backlog(pending: u64, oldest_secs: i64, alert: bool) {
+    metrics::gauge!("leasehold_webhook_backlog").set(pending as f64);
+    metrics::gauge!("leasehold_webhook_backlog_oldest_seconds").set(oldest_secs as f64);
+    metrics::gauge!("leasehold_webhook_backlog_alert").set(if alert { 1.0 } else { 0.0 });
+}
+
 /// Who reads `/metrics`: everything, or label-free totals only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -198,6 +219,7 @@ pub async fn render(state: &AppState, view: View) -> ApiResult<String> {
             out.push_str(&format!("{name}{{license=\"{license}\"}} {}\n", value(g)));
         }
     }
+    alerts::render(state, &gauges, &mut out).await?;
     let handle = HANDLE
         .get()
         .and_then(Option::as_ref)

@@ -43,6 +43,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/livez"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("post", "/v1/accounts/{id}/webhooks"),
+    ("get", "/v1/accounts/{id}/webhooks"),
+    ("get", "/v1/accounts/{id}/webhooks/{webhook_id}"),
+    ("patch", "/v1/accounts/{id}/webhooks/{webhook_id}"),
+    ("delete", "/v1/accounts/{id}/webhooks/{webhook_id}"),
+    (
+        "post",
+        "/v1/accounts/{id}/webhooks/{webhook_id}/rotate-secret",
+    ),
+    ("post", "/v1/accounts/{id}/webhooks/{webhook_id}/ping"),
+    ("get", "/v1/accounts/{id}/webhooks/{webhook_id}/deliveries"),
+    (
+        "post",
+        "/v1/accounts/{id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    ),
 ];
 
 #[tokio::test]
@@ -70,7 +85,9 @@ async fn openapi_documents_every_route_and_only_served_routes() {
             let concrete = path
                 .replace("{id}", "x")
                 .replace("{username}", "y")
-                .replace("{fingerprint}", "z");
+                .replace("{fingerprint}", "z")
+                .replace("{webhook_id}", "w")
+                .replace("{delivery_id}", "d");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = app.call(m, &concrete, None, None).await;
             assert!(

@@ -24,5 +24,7 @@ mod pg;
 mod protocol;
 mod queue;
 mod race;
+mod receiver;
 mod time;
 mod usernames;
+mod webhooks;

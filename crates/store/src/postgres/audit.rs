@@ -38,7 +38,7 @@ const HORIZON_POLL: Duration = Duration::from_millis(5);
 
 /// The greatest `seq` below which no audit event can still appear; `known` is the greatest
 /// this node found so far (raised here).
-async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
+pub(super) async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
     let (max, snapshot): (Option<i64>, String) =
         sqlx::query_as("SELECT (SELECT max(seq) FROM audit_events), pg_current_snapshot()::text")
             .fetch_one(pool)

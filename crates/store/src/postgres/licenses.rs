@@ -204,7 +204,8 @@ pub(super) async fn license_gauges(pool: &PgPool) -> StoreResult<Vec<LicenseGaug
                 CASE WHEN l.ends_at IS NULL
                        OR l.ends_at > (extract(epoch FROM clock_timestamp()) * 1000)::int8
                      THEN {LIVE_ABOVE_FLOOR} ELSE 0 END,
-                COALESCE(q.waiting, 0)
+                COALESCE(q.waiting, 0), l.account_id, (l.terms::jsonb -> 'alerts')::text,
+                l.ends_at
          FROM licenses l
          LEFT JOIN (SELECT e.license_id, count(*) AS waiting
                     FROM queue_entries e JOIN nodes n ON n.node_id = e.node_id
@@ -219,6 +220,12 @@ pub(super) async fn license_gauges(pool: &PgPool) -> StoreResult<Vec<LicenseGaug
             seats: count(r.try_get::<Option<i64>, _>(1)?.unwrap_or(0)),
             in_use: count(r.try_get::<i64, _>(2)?),
             waiting: count(r.try_get::<i64, _>(3)?),
+            account_id: r.try_get::<String, _>(4)?,
+            alerts: r
+                .try_get::<Option<String>, _>(5)?
+                .and_then(|a| serde_json::from_str(&a).ok())
+                .unwrap_or_default(),
+            expires_at: r.try_get::<Option<i64>, _>(6)?.map(Timestamp::from_millis),
         })
     })
     .await

@@ -24,6 +24,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0007_live_counts.sql"),
     // The account-wide audit log: an account's events in `seq` order, and their origins.
     include_str!("../../migrations/postgres/0008_account_audit.sql"),
+    // Webhooks: endpoints, deliveries, the dispatcher's cursor, alert state.
+    include_str!("../../migrations/postgres/0009_webhooks.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

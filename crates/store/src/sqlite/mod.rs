@@ -46,6 +46,7 @@
 //! - `schema`: the connection settings, migrations and this store's own indexes.
 //! - `load`: the live state read back from the database at start.
 //! - `read`: what is answered from the database rather than memory.
+//! - `webhooks`: webhook endpoints, deliveries and the dispatcher's cursor (`crate::webhooks`).
 
 mod audit;
 mod drain;
@@ -57,6 +58,7 @@ mod recovery;
 mod schema;
 mod slab;
 mod store;
+mod webhooks;
 mod writer;
 
 pub use schema::{migrate, open_connection};

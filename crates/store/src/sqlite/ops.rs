@@ -75,10 +75,13 @@ pub(super) enum WriteOp {
         up_to_seq: i64,
         before: Timestamp,
     },
+    /// Webhook endpoints, deliveries and the dispatcher's cursor (`super::webhooks`).
+    Webhook(Box<super::webhooks::WebhookOp>),
 }
 
 pub(super) fn apply_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
+        WriteOp::Webhook(op) => super::webhooks::apply(tx, op)?,
         WriteOp::PruneAudit { up_to_seq, before } => {
             tx.prepare_cached("DELETE FROM audit_events WHERE seq <= ?1 AND at < ?2")?
                 .execute(params![up_to_seq, before.millis()])?;

@@ -22,6 +22,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_live_counts.sql"),
     // The account-wide audit log: an account's events in `seq` order, and their origins.
     include_str!("../../migrations/sqlite/0008_account_audit.sql"),
+    // Webhooks: endpoints, deliveries, the dispatcher's cursor, alert state.
+    include_str!("../../migrations/sqlite/0009_webhooks.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the

@@ -37,9 +37,17 @@ pub struct SqliteStore {
     opened: Instant,
     /// The event streams of this process (one process holds every stream of a SQLite store).
     events: Arc<EventHub>,
+    /// Webhook deliveries being sent (`super::webhooks`): this process is the only sender, so
+    /// a claim is held in memory, not written.
+    pub(super) webhook_claims: Mutex<std::collections::HashSet<i64>>,
 }
 
 impl SqliteStore {
+    /// The reading connection.
+    pub(super) fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
     /// Opens (creating if needed) the database at `path`, migrates it and loads the live state.
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
         let mut conn = open_connection(path)?;
@@ -86,6 +94,7 @@ impl SqliteStore {
             free: AtomicU64::new(u64::MAX),
             free_read_at: AtomicU64::new(0),
             opened: Instant::now(),
+            webhook_claims: Mutex::default(),
         })
     }
 
@@ -114,7 +123,7 @@ impl SqliteStore {
     }
 
     /// Memory, for a change: refused (503, nothing changed) while the disk refuses writes.
-    fn write(&self) -> StoreResult<MutexGuard<'_, Mem>> {
+    pub(super) fn write(&self) -> StoreResult<MutexGuard<'_, Mem>> {
         let mem = self.mem();
         mem.writable()?;
         Ok(mem)

@@ -52,6 +52,7 @@ pub enum EventKind {
     Opened,
     Ended,
     Denied,
+    Queued,
     LicenseCreated,
     LicenseUpdated,
     SessionsRevoked,

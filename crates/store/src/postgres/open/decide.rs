@@ -222,6 +222,13 @@ pub(super) fn newcomers(
             Verdict::Queue => {
                 lic.waiting += 1;
                 decided.to_queue.push((i, lic.waiting));
+                decided.audit.push(admission::queued(
+                    &lic.license,
+                    &req.username,
+                    lic.waiting,
+                    now,
+                    (*req.origin).clone(),
+                ));
                 outcomes.push(Outcome::Queued(None));
                 continue;
             }

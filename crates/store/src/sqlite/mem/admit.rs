@@ -123,6 +123,13 @@ impl Mem {
                     tx,
                 });
                 let position = lic.queue.len() as u32;
+                ops.push(WriteOp::Audit(Box::new(admission::queued(
+                    &lic.license,
+                    &req.username,
+                    position,
+                    now,
+                    (*req.origin).clone(),
+                ))));
                 self.send_unacked(ops);
                 return Ok(AdmitStep::Queued(QueueTicket {
                     ticket,

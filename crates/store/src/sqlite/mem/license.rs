@@ -65,9 +65,12 @@ impl LicenseState {
     pub(in crate::sqlite) fn gauges(&self) -> LicenseGauges {
         LicenseGauges {
             license_id: self.license.id.clone(),
+            account_id: self.license.account_id.clone(),
             seats: self.license.terms.seats,
             in_use: self.live,
             waiting: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
+            alerts: self.license.terms.alerts,
+            expires_at: self.license.terms.expires_at,
         }
     }
 
