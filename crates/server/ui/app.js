@@ -97,12 +97,51 @@ function seatBar(used, seats) {
   return h("span", { class: "bar", role: "img", "aria-label": `${used} of ${seats} seats in use` }, fill);
 }
 
+// ---- alerts (license.alerts: the same rules as /metrics and the webhook events) ----
+
+// Whether the seats in use are at or above the alert threshold (a share of the seats).
+function thresholdReached(alerts, u) {
+  if (!alerts || !alerts.threshold_percent) return null;
+  return u.seats > 0 && u.in_use * 100 >= alerts.threshold_percent * u.seats;
+}
+
+function thresholdBadge(alerts, u) {
+  const reached = thresholdReached(alerts, u);
+  if (reached === null) return "";
+  return h("span", { class: reached ? "badge hot" : "badge", title: `alert at ${alerts.threshold_percent}% of the seats` },
+    reached ? `≥ ${alerts.threshold_percent}%` : `< ${alerts.threshold_percent}%`);
+}
+
+// The license page's alert line: the threshold, and the denials of the last hour against the
+// denial alert (from the usage series).
+async function alertLine(id, alerts, u, box) {
+  if (!alerts || (!alerts.threshold_percent && !alerts.denials_per_hour)) {
+    box.replaceChildren();
+    return;
+  }
+  const parts = [h("strong", {}, "Alerts: ")];
+  if (alerts.threshold_percent) {
+    const reached = thresholdReached(alerts, u);
+    parts.push(h("span", { id: "alert-threshold", class: reached ? "badge hot" : "badge" },
+      `${alerts.threshold_percent}% of seats ${reached ? "reached" : "not reached"}`), " ");
+  }
+  if (alerts.denials_per_hour) {
+    const to = new Date();
+    const from = new Date(to - 3600e3);
+    const r = await api("GET", `/v1/licenses/${enc(id)}/usage?from=${enc(from.toISOString())}&to=${enc(to.toISOString())}&bucket=minute`);
+    const reached = r.denials >= alerts.denials_per_hour;
+    parts.push(h("span", { id: "alert-denials", class: reached ? "badge hot" : "badge" },
+      `${r.denials} of ${alerts.denials_per_hour} denials in the last hour${reached ? " — reached" : ""}`));
+  }
+  box.replaceChildren(...parts);
+}
+
 // ---- licenses: the live view of seats ----
 
 async function licensesView() {
   app.replaceChildren(h("h1", {}, "Licenses"), h("p", { class: "muted" }, "Seats in use, live."));
   const table = h("table", { id: "licenses" },
-    h("thead", {}, h("tr", {}, ["License", "Product", "Model", "In use", "Seats", "", "Overdraft in use", "Borrowed", "Ending"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ["License", "Product", "Model", "In use", "Seats", "", "Overdraft in use", "Borrowed", "Ending", "Alert"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody"));
   app.append(table);
   const draw = async () => {
@@ -119,9 +158,10 @@ async function licensesView() {
         h("td", {}, seatBar(u.in_use, u.seats)),
         h("td", { class: "num" }, u.overdraft_in_use),
         h("td", { class: "num" }, u.borrowed),
-        h("td", { class: "num" }, u.ending));
+        h("td", { class: "num" }, u.ending),
+        h("td", { class: "alert-cell" }, thresholdBadge(l.alerts, u)));
     });
-    table.tBodies[0].replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 9 }, "No licenses yet."))]));
+    table.tBodies[0].replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 10 }, "No licenses yet."))]));
   };
   await draw();
   live(draw);
@@ -132,6 +172,8 @@ async function licensesView() {
 async function licenseView(id) {
   const license = await api("GET", `/v1/licenses/${enc(id)}`);
   const numbers = h("p", { id: "live-seats", class: "live" });
+  const alertsBox = h("p", { id: "alerts", class: "alerts" });
+  let alertsDrawn = 0;
   const sessions = h("table", { id: "sessions" },
     h("thead", {}, h("tr", {}, ["User", "Device", "App instance", "Since", "Kind", ""].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody"));
@@ -143,7 +185,7 @@ async function licenseView(id) {
     h("p", { class: "muted" }, `${license.model} · ${license.seats} seats` +
       (license.overdraft ? ` · overdraft ${license.overdraft}` : "") +
       (license.expires_at ? ` · ends ${when(license.expires_at)}` : "")),
-    numbers,
+    numbers, alertsBox,
     h("h2", {}, "Sessions"), sessionNote, sessions,
     usersBox,
     usageBox);
@@ -171,6 +213,11 @@ async function licenseView(id) {
       u.overdraft_in_use ? ` · ${u.overdraft_in_use} on overdraft` : "",
       u.borrowed ? ` · ${u.borrowed} borrowed` : "",
       u.ending ? ` · ${u.ending} ending` : "");
+    // The denial count reads the usage series: every 30 s is enough for an hourly rate.
+    if (Date.now() - alertsDrawn > 30000 || !l.alerts || !l.alerts.denials_per_hour) {
+      alertsDrawn = Date.now();
+      await alertLine(id, l.alerts, u, alertsBox).catch((e) => showError(alertsBox, e));
+    }
     const rows = list.sessions.map((s) => {
       const button = h("button", { type: "button", class: "danger", "aria-label": `Revoke ${s.username}'s session on ${s.device_id}` }, "Revoke");
       button.addEventListener("click", () => revoke(s, button));
@@ -411,7 +458,8 @@ function heatmap(cells) {
 
 // ---- the audit log ----
 
-const KINDS = ["opened", "ended", "denied", "queued", "license_created", "license_updated", "sessions_revoked", "device_activated", "device_deactivated"];
+// The audit log's kinds of events, as this server names them (its page carries the list).
+const KINDS = document.querySelector('meta[name="leasehold-audit-kinds"]').content.split(",");
 
 function auditView() {
   const license = h("input", { id: "audit-license", placeholder: "license id", size: 20 });

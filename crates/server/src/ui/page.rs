@@ -58,10 +58,12 @@ pub fn sign_in(error: Option<&str>) -> String {
 /// The signed-in page: the account, the navigation, and an empty main area the script fills.
 pub fn dashboard(account_id: &str, account_name: &str, csrf: &str) -> String {
     let (id, name, csrf) = (escape(account_id), escape(account_name), escape(csrf));
+    let kinds = escape(&leasehold_store::AUDIT_EVENT_KINDS.join(","));
     format!(
         "{}<body>\
          <meta name=\"leasehold-account\" content=\"{id}\">\
          <meta name=\"leasehold-csrf\" content=\"{csrf}\">\
+         <meta name=\"leasehold-audit-kinds\" content=\"{kinds}\">\
          <header><a class=\"brand\" href=\"#/\">Leasehold</a>\
          <span class=\"account\" title=\"{id}\">{name}</span>\
          <nav><a href=\"#/\">Licenses</a><a href=\"#/users\">Users</a><a href=\"#/audit\">Audit log</a></nav>\

@@ -304,3 +304,35 @@ def test_readable_on_a_phone(browser, server: Api, tenant):
     assert width <= 400, width
     pg.screenshot(path=str(ARTIFACTS / "phone-license.png"), full_page=True)
     context.close()
+
+
+def test_alerts_show_when_the_threshold_is_reached(page: Page, server: Api, tenant):
+    status, lic = server.call(
+        "POST",
+        "/v1/licenses",
+        tenant["admin"],
+        {
+            "account_id": tenant["aid"],
+            "product": "cam",
+            "model": "concurrent_sessions",
+            "seats": 2,
+            "alerts": {"threshold_percent": 50, "denials_per_hour": 1},
+        },
+    )
+    assert status == 201, lic
+    sign_in(page, tenant["admin"])
+    badge = page.locator(f'#licenses tr[data-license="{lic["id"]}"] .badge')
+    expect(badge).to_have_text("< 50%")
+    status, s = server.call(
+        "POST",
+        "/v1/sessions",
+        tenant["tokens"]["alice"],
+        {"license_id": lic["id"], "device_id": "cam-1", "instance_id": "cam"},
+    )
+    assert status == 201, s
+    # Live: 1 of 2 seats is 50%, the threshold.
+    expect(badge).to_have_text("≥ 50%", timeout=10_000)
+    page.goto(f"/ui#/license/{lic['id']}")
+    expect(page.locator("#alert-threshold")).to_contain_text("reached")
+    expect(page.locator("#alert-denials")).to_contain_text("0 of 1 denials")
+    server.call("DELETE", f"/v1/sessions/{s['id']}", tenant["tokens"]["alice"])
