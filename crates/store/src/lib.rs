@@ -21,6 +21,7 @@ pub mod origin;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
+pub mod usage;
 #[cfg(test)]
 mod testkit;
 
