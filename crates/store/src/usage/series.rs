@@ -211,7 +211,7 @@ pub struct SeriesInput<'a> {
 pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
     let (carry_in_use, carry_seats) = input.seed.unwrap_or((0, input.seats_now));
     let grain = input.bucket.grain();
-    let end = input.to.min(grain.start_of(input.now) + grain.len_ms());
+    let end = input.to.min(ceil_to(grain, input.now));
     let starts = (input.from..end).step_by(usize::try_from(grain.len_ms()).unwrap_or(1));
     let walked = walk(starts, grain, input.rows, (carry_in_use, carry_seats), input.now);
 
@@ -300,7 +300,7 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
         }
         Bucket::Hour => walked.clone(),
         Bucket::Day | Bucket::Month => {
-            let end = input.to.min(Grain::Hour.start_of(input.now) + HOUR_MS);
+            let end = input.to.min(ceil_to(Grain::Hour, input.now));
             let starts = (input.from..end).step_by(usize::try_from(HOUR_MS).unwrap_or(1));
             walk(
                 starts,
@@ -363,6 +363,16 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
             seconds: full_ms as f64 / 1000.0,
         },
         heatmap,
+    }
+}
+
+/// The start of the first bucket of `grain` at or after `t`.
+fn ceil_to(grain: Grain, t: i64) -> i64 {
+    let f = grain.start_of(t);
+    if f == t {
+        t
+    } else {
+        f + grain.len_ms()
     }
 }
 
