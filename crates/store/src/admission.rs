@@ -29,6 +29,7 @@ use leasehold_core::{
 use leasehold_proto::EndReason;
 
 use crate::origin::{self, Origin};
+use crate::usage;
 use crate::records::{AuditEvent, License, OpenRequest, Session};
 
 /// What a backend counts of one license at the moment of deciding, expired sessions already
@@ -291,14 +292,21 @@ pub fn denied(
     }
 }
 
-/// The `license_created` event, at the license's creation.
+/// The `license_created` event, at the license's creation; its detail is its seats
+/// (`seats=N`), the capacity the usage series follow.
 pub fn license_created(license: &License) -> AuditEvent {
-    license_event(license, license.created_at, "license_created")
+    AuditEvent {
+        detail: Some(usage::seats_detail(license.terms.seats)),
+        ..license_event(license, license.created_at, "license_created")
+    }
 }
 
-/// The `license_updated` event of a change of the license's terms.
+/// The `license_updated` event of a change of the license's terms; its detail is its seats.
 pub fn license_updated(license: &License, at: Timestamp) -> AuditEvent {
-    license_event(license, at, "license_updated")
+    AuditEvent {
+        detail: Some(usage::seats_detail(license.terms.seats)),
+        ..license_event(license, at, "license_updated")
+    }
 }
 
 /// The `sessions_revoked` event of a revoke of every live session of the license; its detail

@@ -161,8 +161,17 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
     /// Retention: deletes the audit events older than `before` among the oldest `batch` (in
     /// `seq` order); answers how many. Costs one indexed read when the oldest event is not due.
-    /// Aggregates (usage statistics, denial counts) are kept elsewhere and stay.
+    /// Aggregates (usage statistics, denial counts, the usage rows) are kept elsewhere and
+    /// stay; an event the usage fold has not read yet is never deleted.
     async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize>;
+
+    // ---- usage series (`crate::usage`) ----
+    /// Folds the audit events not folded yet into the usage rows; answers how many were read.
+    /// On PostgreSQL one node folds at a time: the others answer 0 at once.
+    async fn usage_rollup(&self) -> StoreResult<usize>;
+    /// The usage series of one subject (a license, an account): folds what is pending first,
+    /// so the answer is exact up to `query.now`.
+    async fn usage_series(&self, query: &usage::SeriesQuery) -> StoreResult<usage::UsageSeries>;
 
     // ---- licensing models ----
     /// `registered_users`: activates or deactivates a user on the license, atomically against

@@ -38,7 +38,7 @@ const HORIZON_POLL: Duration = Duration::from_millis(5);
 
 /// The greatest `seq` below which no audit event can still appear; `known` is the greatest
 /// this node found so far (raised here).
-async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
+pub(super) async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
     let (max, snapshot): (Option<i64>, String) =
         sqlx::query_as("SELECT (SELECT max(seq) FROM audit_events), pg_current_snapshot()::text")
             .fetch_one(pool)
@@ -70,8 +70,8 @@ async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
     }
 }
 
-/// Retention: deletes the events older than `before` among the oldest `batch`; answers how
-/// many. The first statement reads only the oldest event (the primary key's first entry).
+/// Retention: deletes the events older than `before` among the oldest `batch` the usage fold
+/// has read (`usage_watermark`); answers how many. The first statement reads only the oldest event (the primary key's first entry).
 pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> StoreResult<usize> {
     let oldest: Option<i64> =
         sqlx::query_scalar("SELECT at FROM audit_events ORDER BY seq LIMIT 1")
@@ -83,7 +83,8 @@ pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> Sto
     }
     let deleted = sqlx::query(
         "DELETE FROM audit_events a
-         USING (SELECT seq FROM audit_events ORDER BY seq LIMIT $2) oldest
+         USING (SELECT seq FROM audit_events
+                WHERE seq <= (SELECT seq FROM usage_watermark) ORDER BY seq LIMIT $2) oldest
          WHERE a.seq = oldest.seq AND a.at < $1",
     )
     .bind(before)

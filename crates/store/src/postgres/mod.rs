@@ -155,6 +155,7 @@ mod rows;
 mod schema;
 mod sessions;
 mod store;
+mod usage;
 
 pub use clock::NodeClock;
 pub use node::{PgOptions, PgStore};

@@ -76,6 +76,8 @@ pub struct PgStore {
     pub(super) events: Arc<EventHub>,
     /// The greatest audit `seq` this node found safe to page up to (see `audit`).
     pub(super) audit_horizon: AtomicI64,
+    /// This node's usage fold (`usage`).
+    pub(super) rollup: super::usage::PgRollup,
 }
 
 impl PgStore {
@@ -154,6 +156,7 @@ impl PgStore {
             clock,
             events,
             audit_horizon: AtomicI64::new(0),
+            rollup: Default::default(),
         }
     }
 

@@ -15,7 +15,8 @@ use crate::StoreResult;
 
 impl Reader {
     /// Retention: the greatest `seq` and the number of the events older than `before` among
-    /// the oldest `batch`; `None` when the oldest event is not older than `before`.
+    /// the oldest `batch` that the usage fold has read; `None` when the oldest event is not
+    /// older than `before`.
     pub(super) fn prunable(
         &self,
         before: Timestamp,
@@ -32,7 +33,8 @@ impl Reader {
             let (max_seq, count): (Option<i64>, i64) = conn
                 .prepare_cached(
                     "SELECT max(seq), count(*) FROM
-                       (SELECT seq, at FROM audit_events ORDER BY seq LIMIT ?1)
+                       (SELECT seq, at FROM audit_events
+                        WHERE seq <= (SELECT seq FROM usage_watermark) ORDER BY seq LIMIT ?1)
                      WHERE at < ?2",
                 )?
                 .query_row(

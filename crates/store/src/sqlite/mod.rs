@@ -57,6 +57,7 @@ mod recovery;
 mod schema;
 mod slab;
 mod store;
+mod usage;
 mod writer;
 
 pub use schema::{migrate, open_connection};

@@ -22,6 +22,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_live_counts.sql"),
     // The account-wide audit log: an account's events in `seq` order, and their origins.
     include_str!("../../migrations/sqlite/0008_account_audit.sql"),
+    // 0009 is the webhooks' outbox (branch `hooks`); this slot keeps the numbering until the
+    // merge puts `0009_webhooks.sql` here.
+    "SELECT 1;",
+    // Usage series: bucket rows folded from the audit log (`crate::usage`).
+    include_str!("../../migrations/sqlite/0010_usage_rollups.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the

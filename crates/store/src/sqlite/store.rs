@@ -19,6 +19,7 @@ use super::recovery;
 use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
 use crate::admission;
+use crate::usage::{SeriesQuery, UsageSeries};
 use crate::records::*;
 use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
@@ -37,6 +38,8 @@ pub struct SqliteStore {
     opened: Instant,
     /// The event streams of this process (one process holds every stream of a SQLite store).
     events: Arc<EventHub>,
+    /// The usage fold's own connection (`usage.rs`).
+    rollup: Arc<super::usage::Rollup>,
 }
 
 impl SqliteStore {
@@ -63,6 +66,7 @@ impl SqliteStore {
         }
         let touches = mem.touches.clone();
         let reader = Reader::open(path)?;
+        let rollup = Arc::new(super::usage::Rollup::open(path)?);
         let mem = Arc::new(Mutex::new(mem));
         let faults = Faults::default();
         let dir = match path.parent() {
@@ -86,6 +90,7 @@ impl SqliteStore {
             free: AtomicU64::new(u64::MAX),
             free_read_at: AtomicU64::new(0),
             opened: Instant::now(),
+            rollup,
         })
     }
 
@@ -494,6 +499,17 @@ impl Store for SqliteStore {
         self.reader.audit_page(query)
     }
 
+    async fn usage_rollup(&self) -> StoreResult<usize> {
+        let rollup = self.rollup.clone();
+        blocking(move || rollup.catch_up()).await
+    }
+
+    async fn usage_series(&self, query: &SeriesQuery) -> StoreResult<UsageSeries> {
+        let rollup = self.rollup.clone();
+        let query = query.clone();
+        blocking(move || rollup.series(&query)).await
+    }
+
     async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
         let Some((up_to_seq, count)) = self.reader.prunable(before, batch)? else {
             return Ok(0);
@@ -613,4 +629,13 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Runs blocking database work (the usage fold) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the usage fold stopped: {e}")))?
 }

@@ -387,6 +387,16 @@ impl Folder {
         writes
     }
 
+    /// Forgets the waits begun before `before` and never granted (their clients gave up).
+    pub fn forget_pending_before(&mut self, before: i64) {
+        self.pending.retain(|_, at| *at >= before);
+    }
+
+    /// The latest event time folded, over the loaded subjects.
+    pub fn latest(&self) -> i64 {
+        self.states.values().map(|s| s.t).max().unwrap_or(0)
+    }
+
     /// The state of a loaded subject.
     pub fn get(&self, subject: &str) -> Option<&SubjectState> {
         self.states.get(subject)

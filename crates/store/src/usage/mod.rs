@@ -9,8 +9,10 @@
 
 pub mod fold;
 pub mod series;
+pub mod sql;
 
-pub use fold::{Acc, Folder, SubjectState, UsageEvent};
+pub use fold::{Acc, Folder, SubjectState, UsageEvent, Writes};
+pub use sql::SeriesQuery;
 pub use series::{
     build_series, Bucket, FullStats, HeatCell, HistBin, SeriesInput, UsageBucket, UsageSeries,
 };
@@ -72,6 +74,13 @@ impl Grain {
         }
     }
 }
+
+/// Most events folded in one transaction.
+pub const CHUNK: usize = 20_000;
+
+/// A wait begun this long before the fold's time and never granted (the client gave up) is
+/// forgotten.
+pub const PENDING_FOR_MS: i64 = DAY_MS;
 
 /// The subject key of a license's rows.
 pub fn license_subject(license_id: &str) -> String {

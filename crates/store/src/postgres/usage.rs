@@ -1,0 +1,440 @@
+//! Usage series on PostgreSQL (`crate::usage`). One node folds at a time: each chunk is one
+//! transaction under a transaction-scoped advisory lock, reading the events after the stored
+//! watermark up to the audit log's settled horizon (`audit::horizon`: no event can still commit
+//! below it, so none is skipped however nodes interleave), and writing rows, states and the
+//! watermark with multi-row statements. A node whose folder is not at the stored watermark
+//! (another node folded meanwhile) reloads the states it needs from the rows.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+use tokio::sync::Mutex;
+
+use super::audit::horizon;
+use super::errors::db_error;
+use crate::codec::parse_terms;
+use crate::usage::sql::{self, attach_hist, row_from, row_values, SeriesQuery};
+use crate::usage::{
+    build_series, Acc, Bucket, Folder, Grain, SeriesInput, SubjectState, UsageEvent, UsageSeries,
+    Writes, CHUNK, PENDING_FOR_MS,
+};
+use crate::StoreResult;
+
+/// Key of the advisory lock of the usage fold ("usage" in ASCII).
+const FOLD_LOCK: i64 = 0x7573_6167_65;
+
+/// This node's folder (`None`: rebuilt at the next chunk).
+#[derive(Default)]
+pub(super) struct PgRollup(Mutex<Option<Folder>>);
+
+impl PgRollup {
+    /// Folds what is pending. `wait`: wait for the node folding now (a query); otherwise a
+    /// node that does not get the lock answers 0 at once (the background fold).
+    pub(super) async fn catch_up(
+        &self,
+        pool: &PgPool,
+        known: &AtomicI64,
+        wait: bool,
+    ) -> StoreResult<usize> {
+        let mut folder = self.0.lock().await;
+        let mut total = 0;
+        loop {
+            match chunk(pool, known, &mut folder, wait).await {
+                Ok(Some(n)) if n >= CHUNK => total += n,
+                Ok(Some(n)) => return Ok(total + n),
+                Ok(None) => return Ok(total),
+                Err(e) => {
+                    *folder = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Folds what is pending, then reads the series.
+    pub(super) async fn series(
+        &self,
+        pool: &PgPool,
+        known: &AtomicI64,
+        q: &SeriesQuery,
+    ) -> StoreResult<UsageSeries> {
+        self.catch_up(pool, known, true).await?;
+        read_series(pool, q).await
+    }
+}
+
+/// One chunk in one transaction; `None` when another node holds the lock (and `wait` is off).
+async fn chunk(
+    pool: &PgPool,
+    known: &AtomicI64,
+    folder: &mut Option<Folder>,
+    wait: bool,
+) -> StoreResult<Option<usize>> {
+    let below = horizon(pool, known).await?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    if wait {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FOLD_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    } else {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(FOLD_LOCK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if !got {
+            return Ok(None);
+        }
+    }
+    let watermark: i64 = sqlx::query_scalar(sql::WATERMARK)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let f = match folder {
+        Some(f) if f.watermark == watermark => f,
+        _ => {
+            let pending: Vec<(String, i64)> = sqlx::query_as(sql::PENDING)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            folder.insert(Folder::resume(watermark, pending.into_iter().collect()))
+        }
+    };
+    let events: Vec<UsageEvent> = sqlx::query(sql::EVENTS)
+        .bind(watermark)
+        .bind(below)
+        .bind(CHUNK as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| {
+            Ok(UsageEvent {
+                seq: r.try_get(0)?,
+                at: r.try_get(1)?,
+                account_id: r.try_get(2)?,
+                license_id: r.try_get(3)?,
+                session_id: r.try_get(4)?,
+                username: r.try_get(5)?,
+                event: r.try_get(6)?,
+                detail: r.try_get(7)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)?;
+    if events.is_empty() {
+        return Ok(Some(0));
+    }
+    for subject in f.missing(&events) {
+        if let Some(state) = load_subject(&mut tx, &subject).await? {
+            f.insert(state);
+        }
+    }
+    let mut seats: HashMap<String, i64> = HashMap::new();
+    for e in &events {
+        if e.license_id.is_empty() || seats.contains_key(&e.license_id) {
+            continue;
+        }
+        let terms: Option<String> = sqlx::query_scalar(sql::LICENSE_TERMS)
+            .bind(&e.license_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if let Some(t) = terms {
+            let n = parse_terms(&e.license_id, &t)?.seats;
+            seats.insert(e.license_id.clone(), i64::from(n));
+        }
+    }
+    for e in &events {
+        f.fold(e, &|id| seats.get(id).copied());
+    }
+    let forget = f.latest() - PENDING_FOR_MS;
+    f.forget_pending_before(forget);
+    let writes = f.take_writes();
+    if let Err(e) = write(&mut tx, &writes, forget).await {
+        *folder = None;
+        return Err(e);
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(Some(events.len()))
+}
+
+fn read_row(r: &sqlx::postgres::PgRow) -> Result<Acc, sqlx::Error> {
+    let mut v = [0i64; 16];
+    for (i, slot) in v.iter_mut().enumerate() {
+        *slot = r.try_get(i)?;
+    }
+    Ok(row_from(v))
+}
+
+async fn load_subject(conn: &mut PgConnection, subject: &str) -> StoreResult<Option<SubjectState>> {
+    let state: Option<(i64, i64, i64)> = sqlx::query_as(sql::STATE)
+        .bind(subject)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let Some((in_use, seats, t)) = state else {
+        return Ok(None);
+    };
+    let mut st = SubjectState::fresh(subject.to_owned(), seats, t);
+    st.in_use = in_use;
+    for g in Grain::ALL {
+        let start = g.start_of(t);
+        let row = sqlx::query(&sql::row_at())
+            .bind(subject)
+            .bind(g.code())
+            .bind(start)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else { continue };
+        let mut acc = read_row(&row).map_err(db_error)?;
+        let hist: Vec<(i64, i64)> = sqlx::query_as(sql::ROW_HIST)
+            .bind(subject)
+            .bind(g.code())
+            .bind(start)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        acc.hist.extend(hist);
+        let users: Vec<String> = sqlx::query_scalar(sql::ROW_USERS)
+            .bind(subject)
+            .bind(g.code())
+            .bind(start)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        acc.users.extend(users);
+        if let Some(slot) = st.open.get_mut(g.index()) {
+            *slot = Some(acc);
+        }
+    }
+    Ok(Some(st))
+}
+
+/// Writes a chunk's changes with one statement per table.
+async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<()> {
+    let mut rows: Vec<(&str, Grain, &Acc)> = w
+        .closed
+        .iter()
+        .map(|(s, g, a)| (s.as_str(), *g, a))
+        .collect();
+    for st in &w.states {
+        for (g, acc) in Grain::ALL.iter().zip(st.open.iter()) {
+            if let Some(acc) = acc {
+                rows.push((st.subject.as_str(), *g, acc));
+            }
+        }
+    }
+    // Rows: subject, grain, then the 16 columns, one array each.
+    let subjects: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let grains: Vec<i64> = rows.iter().map(|r| r.1.code()).collect();
+    let values: Vec<[i64; 16]> = rows.iter().map(|r| row_values(r.2)).collect();
+    let cols: Vec<&str> = sql::ROW_COLS.split(", ").collect();
+    let updates: Vec<String> = cols
+        .iter()
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let unnest: Vec<String> = (3..=18).map(|n| format!("${n}::bigint[]")).collect();
+    let put_rows = format!(
+        "INSERT INTO usage_rows (subject, grain, {}) SELECT * FROM UNNEST($1::text[], $2::bigint[], {})
+         ON CONFLICT (subject, grain, start) DO UPDATE SET {}",
+        sql::ROW_COLS,
+        unnest.join(", "),
+        updates.join(", ")
+    );
+    let mut q = sqlx::query(&put_rows).bind(&subjects).bind(&grains);
+    for i in 0..16 {
+        let col: Vec<i64> = values.iter().map(|v| v.get(i).copied().unwrap_or(0)).collect();
+        q = q.bind(col);
+    }
+    q.execute(&mut *conn).await.map_err(db_error)?;
+
+    let (mut hs, mut hg, mut hstart, mut hl, mut hms) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut us, mut ug, mut ustart, mut un) = (vec![], vec![], vec![], vec![]);
+    for (subject, g, acc) in &rows {
+        for (level, ms) in &acc.hist {
+            hs.push(*subject);
+            hg.push(g.code());
+            hstart.push(acc.start);
+            hl.push(*level);
+            hms.push(*ms);
+        }
+        for u in &acc.new_users {
+            us.push(*subject);
+            ug.push(g.code());
+            ustart.push(acc.start);
+            un.push(u.as_str());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO usage_hist (subject, grain, start, in_use, ms)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+         ON CONFLICT (subject, grain, start, in_use) DO UPDATE SET ms = excluded.ms",
+    )
+    .bind(&hs)
+    .bind(&hg)
+    .bind(&hstart)
+    .bind(&hl)
+    .bind(&hms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    sqlx::query(
+        "INSERT INTO usage_users (subject, grain, start, username)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&us)
+    .bind(&ug)
+    .bind(&ustart)
+    .bind(&un)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+
+    let subjects: Vec<&str> = w.states.iter().map(|s| s.subject.as_str()).collect();
+    let in_use: Vec<i64> = w.states.iter().map(|s| s.in_use).collect();
+    let seats: Vec<i64> = w.states.iter().map(|s| s.seats).collect();
+    let t: Vec<i64> = w.states.iter().map(|s| s.t).collect();
+    sqlx::query(
+        "INSERT INTO usage_state (subject, in_use, seats, t)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+         ON CONFLICT (subject) DO UPDATE
+         SET in_use = excluded.in_use, seats = excluded.seats, t = excluded.t",
+    )
+    .bind(&subjects)
+    .bind(&in_use)
+    .bind(&seats)
+    .bind(&t)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+
+    let ws: Vec<&str> = w.waits.iter().map(|x| x.0.as_str()).collect();
+    let wat: Vec<i64> = w.waits.iter().map(|x| x.1).collect();
+    let wms: Vec<i64> = w.waits.iter().map(|x| x.2).collect();
+    sqlx::query(
+        "INSERT INTO usage_waits (subject, at, wait_ms)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])",
+    )
+    .bind(&ws)
+    .bind(&wat)
+    .bind(&wms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    for (id, license, account, at) in &w.pending_added {
+        sqlx::query(sql::ADD_PENDING)
+            .bind(id)
+            .bind(license)
+            .bind(account)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    if !w.pending_removed.is_empty() {
+        sqlx::query("DELETE FROM usage_pending WHERE session_id = ANY($1)")
+            .bind(&w.pending_removed)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    sqlx::query(sql::FORGET_PENDING)
+        .bind(forget)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(sql::SET_WATERMARK)
+        .bind(w.watermark)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+async fn range(
+    pool: &PgPool,
+    subject: &str,
+    g: Grain,
+    from: i64,
+    to: i64,
+    hist: bool,
+) -> StoreResult<Vec<Acc>> {
+    let mut rows: Vec<Acc> = sqlx::query(&sql::range_rows())
+        .bind(subject)
+        .bind(g.code())
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(read_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)?;
+    if hist {
+        let h: Vec<(i64, i64, i64)> = sqlx::query_as(sql::RANGE_HIST)
+            .bind(subject)
+            .bind(g.code())
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+        attach_hist(&mut rows, h);
+    }
+    Ok(rows)
+}
+
+async fn read_series(pool: &PgPool, q: &SeriesQuery) -> StoreResult<UsageSeries> {
+    let grain = q.bucket.grain();
+    let rows = range(pool, &q.subject, grain, q.from, q.to, true).await?;
+    let hour_rows = match q.bucket {
+        Bucket::Day | Bucket::Month => {
+            range(pool, &q.subject, Grain::Hour, q.from, q.to, false).await?
+        }
+        _ => Vec::new(),
+    };
+    let seed: Option<(i64, i64)> = sqlx::query_as(sql::SEED)
+        .bind(&q.subject)
+        .bind(q.from)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?;
+    let waits: Vec<(i64, i64)> = sqlx::query_as(sql::WAITS)
+        .bind(&q.subject)
+        .bind(q.from)
+        .bind(q.to)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    let day_users: Vec<(i64, String)> = match q.bucket {
+        Bucket::Month => sqlx::query_as(sql::DAY_USERS)
+            .bind(&q.subject)
+            .bind(q.from)
+            .bind(q.to)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?,
+        _ => Vec::new(),
+    };
+    Ok(build_series(SeriesInput {
+        bucket: q.bucket,
+        from: q.from,
+        to: q.to,
+        now: q.now,
+        rows: &rows,
+        seed,
+        seats_now: q.seats_now,
+        hour_rows: &hour_rows,
+        waits: &waits,
+        day_users: &day_users,
+    }))
+}

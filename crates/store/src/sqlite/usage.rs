@@ -1,0 +1,280 @@
+//! Usage series on SQLite (`crate::usage`): the fold runs on a connection of its own, off the
+//! writer thread, so the seat path never waits for it but to share SQLite's write lock for one
+//! short transaction a chunk (at most `usage::CHUNK` events). The writer commits audit events
+//! in `seq` order, so reading after the watermark never skips one. Its commits are not
+//! fsync'd (`synchronous=NORMAL`): the rows and the watermark commit together, and what a
+//! crash loses is folded again from the audit log, which retention keeps until it is folded.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::schema::open_connection;
+use crate::codec::parse_terms;
+use crate::usage::sql::{self, attach_hist, row_from, row_values, SeriesQuery};
+use crate::usage::{
+    build_series, Acc, Bucket, Folder, Grain, SeriesInput, SubjectState, UsageEvent, UsageSeries,
+    Writes, CHUNK, PENDING_FOR_MS,
+};
+use crate::StoreResult;
+
+/// The fold's connection and its state (`None`: rebuilt from the database at the next chunk).
+pub(super) struct Rollup(Mutex<(Connection, Option<Folder>)>);
+
+impl Rollup {
+    pub(super) fn open(path: &Path) -> StoreResult<Rollup> {
+        let conn = open_connection(path)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Rollup(Mutex::new((conn, None))))
+    }
+
+    /// Folds every event not folded yet; answers how many were read.
+    pub(super) fn catch_up(&self) -> StoreResult<usize> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (conn, folder) = &mut *guard;
+        catch_up(conn, folder)
+    }
+
+    /// Folds what is pending, then reads the series.
+    pub(super) fn series(&self, q: &SeriesQuery) -> StoreResult<UsageSeries> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (conn, folder) = &mut *guard;
+        catch_up(conn, folder)?;
+        Ok(read_series(conn, q)?)
+    }
+}
+
+fn catch_up(conn: &mut Connection, folder: &mut Option<Folder>) -> StoreResult<usize> {
+    let mut total = 0;
+    loop {
+        match chunk(conn, folder) {
+            Ok(n) => {
+                total += n;
+                if n < CHUNK {
+                    return Ok(total);
+                }
+            }
+            Err(e) => {
+                *folder = None;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Folds the next chunk of events in one transaction; answers how many were read.
+fn chunk(conn: &mut Connection, folder: &mut Option<Folder>) -> StoreResult<usize> {
+    let watermark: i64 = conn.query_row(sql::WATERMARK, [], |r| r.get(0))?;
+    let f = match folder {
+        Some(f) if f.watermark == watermark => f,
+        _ => folder.insert(Folder::resume(watermark, pending(conn)?)),
+    };
+    let events = read_events(conn, watermark)?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    for subject in f.missing(&events) {
+        if let Some(state) = load_subject(conn, &subject)? {
+            f.insert(state);
+        }
+    }
+    let seats = current_seats(conn, &events)?;
+    for e in &events {
+        f.fold(e, &|id| seats.get(id).copied());
+    }
+    let forget = f.latest() - PENDING_FOR_MS;
+    f.forget_pending_before(forget);
+    let writes = f.take_writes();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    write(&tx, &writes, forget)?;
+    tx.commit()?;
+    Ok(events.len())
+}
+
+fn pending(conn: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
+    let mut stmt = conn.prepare_cached(sql::PENDING)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+fn read_events(conn: &Connection, watermark: i64) -> rusqlite::Result<Vec<UsageEvent>> {
+    let mut stmt = conn.prepare_cached(sql::EVENTS)?;
+    let rows = stmt.query_map(params![watermark, i64::MAX, CHUNK as i64], |r| {
+        Ok(UsageEvent {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            account_id: r.get(2)?,
+            license_id: r.get(3)?,
+            session_id: r.get(4)?,
+            username: r.get(5)?,
+            event: r.get(6)?,
+            detail: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The seats now of the licenses of `events`.
+fn current_seats(conn: &Connection, events: &[UsageEvent]) -> StoreResult<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    let mut stmt = conn.prepare_cached(sql::LICENSE_TERMS)?;
+    for e in events {
+        if e.license_id.is_empty() || out.contains_key(&e.license_id) {
+            continue;
+        }
+        let terms: Option<String> = stmt
+            .query_row(params![e.license_id], |r| r.get(0))
+            .optional()?;
+        if let Some(t) = terms {
+            let seats = parse_terms(&e.license_id, &t)?.seats;
+            out.insert(e.license_id.clone(), i64::from(seats));
+        }
+    }
+    Ok(out)
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Acc> {
+    let mut v = [0i64; 16];
+    for (i, slot) in v.iter_mut().enumerate() {
+        *slot = r.get(i)?;
+    }
+    Ok(row_from(v))
+}
+
+/// A subject's state as stored, with its open rows (histogram and users), if it has one.
+fn load_subject(conn: &Connection, subject: &str) -> StoreResult<Option<SubjectState>> {
+    let state: Option<(i64, i64, i64)> = conn
+        .prepare_cached(sql::STATE)?
+        .query_row(params![subject], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((in_use, seats, t)) = state else {
+        return Ok(None);
+    };
+    let mut st = SubjectState::fresh(subject.to_owned(), seats, t);
+    st.in_use = in_use;
+    for g in Grain::ALL {
+        let start = g.start_of(t);
+        let key = params![subject, g.code(), start];
+        let row = conn
+            .prepare_cached(&sql::row_at())?
+            .query_row(key, read_row)
+            .optional()?;
+        let Some(mut acc) = row else { continue };
+        let mut stmt = conn.prepare_cached(sql::ROW_HIST)?;
+        for h in stmt.query_map(key, |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (level, ms) = h?;
+            acc.hist.insert(level, ms);
+        }
+        let mut stmt = conn.prepare_cached(sql::ROW_USERS)?;
+        for u in stmt.query_map(key, |r| r.get::<_, String>(0))? {
+            acc.users.insert(u?);
+        }
+        if let Some(slot) = st.open.get_mut(g.index()) {
+            *slot = Some(acc);
+        }
+    }
+    Ok(Some(st))
+}
+
+fn write(tx: &Transaction<'_>, w: &Writes, forget: i64) -> rusqlite::Result<()> {
+    let mut put_row = tx.prepare_cached(&sql::put_row())?;
+    let mut put_hist = tx.prepare_cached(sql::PUT_HIST)?;
+    let mut put_user = tx.prepare_cached(sql::PUT_USER)?;
+    let mut rows: Vec<(&str, Grain, &Acc)> = w
+        .closed
+        .iter()
+        .map(|(s, g, a)| (s.as_str(), *g, a))
+        .collect();
+    for st in &w.states {
+        tx.prepare_cached(sql::PUT_STATE)?
+            .execute(params![st.subject, st.in_use, st.seats, st.t])?;
+        for (g, acc) in Grain::ALL.iter().zip(st.open.iter()) {
+            if let Some(acc) = acc {
+                rows.push((st.subject.as_str(), *g, acc));
+            }
+        }
+    }
+    for (subject, g, acc) in rows {
+        let v = row_values(acc);
+        let mut p: Vec<rusqlite::types::Value> = vec![subject.to_owned().into(), g.code().into()];
+        p.extend(v.iter().map(|x| rusqlite::types::Value::Integer(*x)));
+        put_row.execute(rusqlite::params_from_iter(p))?;
+        for (level, ms) in &acc.hist {
+            put_hist.execute(params![subject, g.code(), acc.start, level, ms])?;
+        }
+        for u in &acc.new_users {
+            put_user.execute(params![subject, g.code(), acc.start, u])?;
+        }
+    }
+    for (subject, at, wait) in &w.waits {
+        tx.prepare_cached(sql::PUT_WAIT)?
+            .execute(params![subject, at, wait])?;
+    }
+    for (id, license, account, at) in &w.pending_added {
+        tx.prepare_cached(sql::ADD_PENDING)?
+            .execute(params![id, license, account, at])?;
+    }
+    for id in &w.pending_removed {
+        tx.prepare_cached(sql::DEL_PENDING)?.execute(params![id])?;
+    }
+    tx.prepare_cached(sql::FORGET_PENDING)?
+        .execute(params![forget])?;
+    tx.prepare_cached(sql::SET_WATERMARK)?
+        .execute(params![w.watermark])?;
+    Ok(())
+}
+
+fn range(conn: &Connection, subject: &str, g: Grain, from: i64, to: i64, hist: bool) -> rusqlite::Result<Vec<Acc>> {
+    let mut stmt = conn.prepare_cached(&sql::range_rows())?;
+    let mut rows: Vec<Acc> = stmt
+        .query_map(params![subject, g.code(), from, to], read_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    if hist {
+        let mut stmt = conn.prepare_cached(sql::RANGE_HIST)?;
+        let h: Vec<(i64, i64, i64)> = stmt
+            .query_map(params![subject, g.code(), from, to], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        attach_hist(&mut rows, h);
+    }
+    Ok(rows)
+}
+
+fn read_series(conn: &Connection, q: &SeriesQuery) -> rusqlite::Result<UsageSeries> {
+    let grain = q.bucket.grain();
+    let rows = range(conn, &q.subject, grain, q.from, q.to, true)?;
+    let hour_rows = match q.bucket {
+        Bucket::Day | Bucket::Month => range(conn, &q.subject, Grain::Hour, q.from, q.to, false)?,
+        _ => Vec::new(),
+    };
+    let seed: Option<(i64, i64)> = conn
+        .prepare_cached(sql::SEED)?
+        .query_row(params![q.subject, q.from], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let waits: Vec<(i64, i64)> = conn
+        .prepare_cached(sql::WAITS)?
+        .query_map(params![q.subject, q.from, q.to], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let day_users: Vec<(i64, String)> = match q.bucket {
+        Bucket::Month => conn
+            .prepare_cached(sql::DAY_USERS)?
+            .query_map(params![q.subject, q.from, q.to], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?,
+        _ => Vec::new(),
+    };
+    Ok(build_series(SeriesInput {
+        bucket: q.bucket,
+        from: q.from,
+        to: q.to,
+        now: q.now,
+        rows: &rows,
+        seed,
+        seats_now: q.seats_now,
+        hour_rows: &hour_rows,
+        waits: &waits,
+        day_users: &day_users,
+    }))
+}

@@ -1,0 +1,139 @@
+//! The SQL both backends run for the usage rows (`$n` parameters: SQLite numbers them in order
+//! of appearance, as written here), and the query a series is read for.
+
+use super::{Acc, Bucket};
+
+/// What `Store::usage_series` reads: one subject's rows over `[from, to)` (bucket starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesQuery {
+    /// `license:<id>` or `account:<id>` (`super::license_subject`, `super::account_subject`).
+    pub subject: String,
+    pub bucket: Bucket,
+    pub from: i64,
+    pub to: i64,
+    pub now: i64,
+    /// The subject's seats now (for a subject with no row yet).
+    pub seats_now: i64,
+}
+
+/// The columns of a row after `subject, grain`, in `Acc` order.
+pub const ROW_COLS: &str = "start, through, high, low, in_use_end, seats_end, seats_max, \
+     in_use_ms, opens, denials, queued, overdraft_high, full_ms, full_entries, full_end, users";
+
+/// The values of `ROW_COLS` for `acc`.
+pub fn row_values(acc: &Acc) -> [i64; 16] {
+    [
+        acc.start,
+        acc.through,
+        acc.high,
+        acc.low,
+        acc.in_use_end,
+        acc.seats_end,
+        acc.seats_max,
+        acc.in_use_ms,
+        acc.opens,
+        acc.denials,
+        acc.queued,
+        acc.overdraft_high,
+        acc.full_ms,
+        acc.full_entries,
+        i64::from(acc.full_end),
+        acc.user_count,
+    ]
+}
+
+/// An `Acc` from the values of `ROW_COLS` (no histogram, no user names).
+pub fn row_from(v: [i64; 16]) -> Acc {
+    let [start, through, high, low, in_use_end, seats_end, seats_max, in_use_ms, opens, denials, queued, overdraft_high, full_ms, full_entries, full_end, users] =
+        v;
+    Acc {
+        through,
+        high,
+        low,
+        in_use_ms,
+        opens,
+        denials,
+        queued,
+        overdraft_high,
+        full_ms,
+        full_entries,
+        full_end: full_end != 0,
+        user_count: users,
+        seats_max,
+        ..Acc::new(start, in_use_end, seats_end)
+    }
+}
+
+pub const EVENTS: &str = "SELECT seq, at, account_id, license_id, session_id, username, event, detail
+     FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3";
+pub const WATERMARK: &str = "SELECT seq FROM usage_watermark WHERE id = 1";
+pub const SET_WATERMARK: &str = "UPDATE usage_watermark SET seq = $1 WHERE id = 1";
+pub const PENDING: &str = "SELECT session_id, at FROM usage_pending";
+pub const ADD_PENDING: &str = "INSERT INTO usage_pending (session_id, license_id, account_id, at)
+     VALUES ($1, $2, $3, $4) ON CONFLICT (session_id) DO UPDATE SET at = excluded.at";
+pub const DEL_PENDING: &str = "DELETE FROM usage_pending WHERE session_id = $1";
+pub const FORGET_PENDING: &str = "DELETE FROM usage_pending WHERE at < $1";
+pub const STATE: &str = "SELECT in_use, seats, t FROM usage_state WHERE subject = $1";
+pub const PUT_STATE: &str = "INSERT INTO usage_state (subject, in_use, seats, t) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (subject) DO UPDATE SET in_use = excluded.in_use, seats = excluded.seats, t = excluded.t";
+pub const LICENSE_TERMS: &str = "SELECT terms FROM licenses WHERE id = $1";
+pub const PUT_WAIT: &str = "INSERT INTO usage_waits (subject, at, wait_ms) VALUES ($1, $2, $3)";
+pub const PUT_HIST: &str = "INSERT INTO usage_hist (subject, grain, start, in_use, ms) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (subject, grain, start, in_use) DO UPDATE SET ms = excluded.ms";
+pub const PUT_USER: &str = "INSERT INTO usage_users (subject, grain, start, username) VALUES ($1, $2, $3, $4)
+     ON CONFLICT DO NOTHING";
+pub const ROW_HIST: &str =
+    "SELECT in_use, ms FROM usage_hist WHERE subject = $1 AND grain = $2 AND start = $3";
+pub const ROW_USERS: &str =
+    "SELECT username FROM usage_users WHERE subject = $1 AND grain = $2 AND start = $3";
+pub const RANGE_HIST: &str = "SELECT start, in_use, ms FROM usage_hist
+     WHERE subject = $1 AND grain = $2 AND start >= $3 AND start < $4 ORDER BY start";
+pub const SEED: &str = "SELECT in_use_end, seats_end FROM usage_rows
+     WHERE subject = $1 AND grain = 0 AND start < $2 ORDER BY start DESC LIMIT 1";
+pub const WAITS: &str = "SELECT at, wait_ms FROM usage_waits
+     WHERE subject = $1 AND at >= $2 AND at < $3 ORDER BY at";
+pub const DAY_USERS: &str = "SELECT start, username FROM usage_users
+     WHERE subject = $1 AND grain = 2 AND start >= $2 AND start < $3";
+
+/// The upsert of a row (`subject, grain`, then `ROW_COLS`).
+pub fn put_row() -> String {
+    let cols: Vec<&str> = ROW_COLS.split(", ").collect();
+    let params: Vec<String> = (1..=18).map(|n| format!("${n}")).collect();
+    let updates: Vec<String> = cols
+        .iter()
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO usage_rows (subject, grain, {ROW_COLS}) VALUES ({})
+         ON CONFLICT (subject, grain, start) DO UPDATE SET {}",
+        params.join(", "),
+        updates.join(", ")
+    )
+}
+
+/// One row by its key.
+pub fn row_at() -> String {
+    format!("SELECT {ROW_COLS} FROM usage_rows WHERE subject = $1 AND grain = $2 AND start = $3")
+}
+
+/// A subject's rows of one grain starting in `[$3, $4)`.
+pub fn range_rows() -> String {
+    format!(
+        "SELECT {ROW_COLS} FROM usage_rows
+         WHERE subject = $1 AND grain = $2 AND start >= $3 AND start < $4 ORDER BY start"
+    )
+}
+
+/// Attaches histogram entries (start, level, ms), ordered by start, to `rows` (ordered too).
+pub fn attach_hist(rows: &mut [Acc], hist: Vec<(i64, i64, i64)>) {
+    let mut i = 0;
+    for (start, level, ms) in hist {
+        while rows.get(i).is_some_and(|r| r.start < start) {
+            i += 1;
+        }
+        if let Some(r) = rows.get_mut(i).filter(|r| r.start == start) {
+            r.hist.insert(level, ms);
+        }
+    }
+}
