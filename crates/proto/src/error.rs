@@ -60,6 +60,11 @@ pub enum ErrorCode {
     UnknownEventKind,
     /// 400: a `cursor` of the audit log that this server did not give out.
     InvalidCursor,
+    /// 400: a usage query's period is not one (`from`/`to` not RFC 3339, `from` not before
+    /// `to`, more than 10,000 buckets or more than 5 years).
+    InvalidUsageRange,
+    /// 400: a usage query's `bucket` is not `minute`, `hour`, `day` or `month`.
+    UnknownBucket,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -97,6 +102,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownEventKind => "unknown_event_kind",
             ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::InvalidUsageRange => "invalid_usage_range",
+            ErrorCode::UnknownBucket => "unknown_bucket",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

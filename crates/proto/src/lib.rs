@@ -10,6 +10,7 @@ mod leases;
 mod licenses;
 mod oauth;
 mod sessions;
+mod usage;
 
 pub use accounts::*;
 pub use error::*;
@@ -17,6 +18,7 @@ pub use leases::*;
 pub use licenses::*;
 pub use oauth::*;
 pub use sessions::*;
+pub use usage::*;
 
 #[cfg(test)]
 mod tests {

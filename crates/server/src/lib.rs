@@ -28,6 +28,7 @@ pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod time_gate;
+pub mod usage;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;

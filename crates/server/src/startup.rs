@@ -165,6 +165,7 @@ impl Application {
             Duration::from_millis(self.config.reaper_interval_ms),
             self.config.audit_retention_days,
         ));
+        let fold = tokio::spawn(crate::usage::run_fold(self.state.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self
             .tls
@@ -188,6 +189,7 @@ impl Application {
             watcher.abort();
         }
         reaper.abort();
+        fold.abort();
         Ok(())
     }
 

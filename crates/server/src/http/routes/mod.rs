@@ -9,3 +9,4 @@ pub mod licenses;
 pub mod oauth;
 pub mod sessions;
 pub mod system;
+pub mod usage;
