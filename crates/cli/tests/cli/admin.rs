@@ -1075,7 +1075,7 @@ async fn usage_and_plans_in_both_modes() {
         .any(|p| p["name"] == "small-business-basic"));
     assert_eq!(bad_bucket.code, 1, "{bad_bucket:#?}");
     assert!(
-        bad_bucket.stderr.contains("invalid_request"),
+        bad_bucket.stderr.contains("unknown_bucket"),
         "{bad_bucket:#?}"
     );
     guard.release().await.unwrap();

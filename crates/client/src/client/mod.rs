@@ -14,6 +14,7 @@ mod events;
 mod public;
 mod sessions;
 mod transport;
+mod usage;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
