@@ -6,8 +6,7 @@
 
 use leasehold_core::Timestamp;
 use leasehold_store::usage::{
-    account_subject, license_subject, Bucket, SeriesQuery, UsageSeries, MAX_BUCKETS,
-    MAX_PERIOD_MS,
+    account_subject, license_subject, Bucket, SeriesQuery, UsageSeries, MAX_BUCKETS, MAX_PERIOD_MS,
 };
 use leasehold_store::{License, UsageStats};
 
@@ -84,9 +83,7 @@ pub fn period(query: &UsageQuery, now: Timestamp) -> ApiResult<Period> {
         None => to - DEFAULT_PERIOD_MS,
     };
     if from >= to {
-        return Err(ApiError::InvalidUsageRange(
-            "from must be before to".into(),
-        ));
+        return Err(ApiError::InvalidUsageRange("from must be before to".into()));
     }
     let (from, to) = (bucket.floor(from), bucket.ceil(to));
     if to - from > MAX_PERIOD_MS {
@@ -209,17 +206,52 @@ mod tests {
         let cases = [
             (q(None, None, Some("week")), "UnknownBucket"),
             (q(Some("yesterday"), None, None), "InvalidUsageRange"),
-            (q(Some("2030-01-02T00:00:00Z"), Some("2030-01-01T00:00:00Z"), None), "InvalidUsageRange"),
-            (q(Some("2030-01-01T00:00:00Z"), Some("2030-01-01T00:00:00Z"), None), "InvalidUsageRange"),
-            (q(Some("2030-01-01T00:00:00Z"), Some("2030-01-10T00:00:00Z"), Some("minute")), "InvalidUsageRange"),
-            (q(Some("2020-01-01T00:00:00Z"), Some("2030-01-01T00:00:00Z"), Some("month")), "InvalidUsageRange"),
+            (
+                q(
+                    Some("2030-01-02T00:00:00Z"),
+                    Some("2030-01-01T00:00:00Z"),
+                    None,
+                ),
+                "InvalidUsageRange",
+            ),
+            (
+                q(
+                    Some("2030-01-01T00:00:00Z"),
+                    Some("2030-01-01T00:00:00Z"),
+                    None,
+                ),
+                "InvalidUsageRange",
+            ),
+            (
+                q(
+                    Some("2030-01-01T00:00:00Z"),
+                    Some("2030-01-10T00:00:00Z"),
+                    Some("minute"),
+                ),
+                "InvalidUsageRange",
+            ),
+            (
+                q(
+                    Some("2020-01-01T00:00:00Z"),
+                    Some("2030-01-01T00:00:00Z"),
+                    Some("month"),
+                ),
+                "InvalidUsageRange",
+            ),
         ];
         for (query, code) in cases {
             let err = period(&query, NOW).unwrap_err();
             assert!(format!("{err:?}").starts_with(code), "{query:?}: {err:?}");
         }
         // A year by hour (8,760 buckets) is fine.
-        let p = period(&q(Some("2029-01-01T00:00:00Z"), Some("2030-01-01T00:00:00Z"), None), NOW);
+        let p = period(
+            &q(
+                Some("2029-01-01T00:00:00Z"),
+                Some("2030-01-01T00:00:00Z"),
+                None,
+            ),
+            NOW,
+        );
         assert!(p.is_ok());
     }
 }

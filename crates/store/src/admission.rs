@@ -29,8 +29,8 @@ use leasehold_core::{
 use leasehold_proto::EndReason;
 
 use crate::origin::{self, Origin};
-use crate::usage;
 use crate::records::{AuditEvent, License, OpenRequest, Session};
+use crate::usage;
 
 /// What a backend counts of one license at the moment of deciding, expired sessions already
 /// reclaimed. SQLite answers from memory; PostgreSQL from what its open batch read under the
@@ -289,6 +289,22 @@ pub fn denied(
         event: "denied".into(),
         detail: Some(refusal.code().as_str().into()),
         origin,
+    }
+}
+
+/// The `queued` event of an open that waits in the license's queue; its session id is the
+/// id the session gets when the queue grants it a seat (its `opened` event then says
+/// ` queued`), its detail the user's kind, its origin the open request's.
+pub fn queued(license: &License, req: &OpenRequest, at: Timestamp) -> AuditEvent {
+    AuditEvent {
+        at,
+        account_id: license.account_id.clone(),
+        license_id: license.id.clone(),
+        session_id: Some(req.new_id.clone()),
+        username: Some(req.username.clone()),
+        event: "queued".into(),
+        detail: Some(req.kind.as_str().to_owned()),
+        origin: (*req.origin).clone(),
     }
 }
 

@@ -10,6 +10,7 @@
 // Checked access in the store: a bad index is an error to answer, not a panic under the lock.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod admin_events;
 mod admission;
 pub mod audit;
 mod codec;
@@ -21,9 +22,9 @@ pub mod origin;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
-pub mod usage;
 #[cfg(test)]
 mod testkit;
+pub mod usage;
 
 use async_trait::async_trait;
 use leasehold_core::Timestamp;
@@ -50,7 +51,9 @@ pub trait Store: Send + Sync + 'static {
         self.put_setting(key, value).await?;
         Ok(value.to_owned())
     }
-    async fn put_credential(&self, credential: Credential) -> StoreResult<()>;
+    /// Stores a credential; a user's token or a service user's access token is recorded as a
+    /// `token_issued` audit event at `now` (never the token itself).
+    async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()>;
     /// The credential whose token hashes to `hash`, if it exists and has not expired at `now`.
     async fn find_credential(
         &self,

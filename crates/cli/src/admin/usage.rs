@@ -78,7 +78,15 @@ fn text(report: &UsageReport) -> String {
         ("since", time(report.since)),
     ]);
     let mut table = Table::new(&[
-        "START", "HIGH", "LOW", "AVERAGE", "SEATS", "OPENS", "DENIALS", "QUEUED", "WAIT MEDIAN",
+        "START",
+        "HIGH",
+        "LOW",
+        "AVERAGE",
+        "SEATS",
+        "OPENS",
+        "DENIALS",
+        "QUEUED",
+        "WAIT MEDIAN",
         "USERS",
     ]);
     for b in &report.buckets {

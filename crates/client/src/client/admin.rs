@@ -245,7 +245,6 @@ impl Client {
         let request = self.request(Method::GET, &["v1", "plans"])?;
         self.call(request).await
     }
-
 }
 
 #[cfg(test)]

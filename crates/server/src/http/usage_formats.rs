@@ -37,7 +37,13 @@ impl UsageFormat {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         for media in accept {
             match media.as_str() {
                 "text/csv" => return Ok(UsageFormat::Csv),
@@ -204,7 +210,10 @@ mod tests {
     fn the_format_parameter_wins_over_accept_and_accept_picks_csv() {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("text/csv"));
-        assert_eq!(UsageFormat::choose(None, &headers).unwrap(), UsageFormat::Csv);
+        assert_eq!(
+            UsageFormat::choose(None, &headers).unwrap(),
+            UsageFormat::Csv
+        );
         assert_eq!(
             UsageFormat::choose(Some("json"), &headers).unwrap(),
             UsageFormat::Json

@@ -89,8 +89,9 @@ impl Store for PgStore {
         accounts::put_setting_if_absent(&self.pool, key, value).await
     }
 
-    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
-        accounts::put_credential(&self.pool, credential).await
+    async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()> {
+        let now = self.clock.db(now);
+        accounts::put_credential(&self.pool, credential, now).await
     }
 
     async fn find_credential(

@@ -250,7 +250,10 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
     );
     let mut q = sqlx::query(&put_rows).bind(&subjects).bind(&grains);
     for i in 0..16 {
-        let col: Vec<i64> = values.iter().map(|v| v.get(i).copied().unwrap_or(0)).collect();
+        let col: Vec<i64> = values
+            .iter()
+            .map(|v| v.get(i).copied().unwrap_or(0))
+            .collect();
         q = q.bind(col);
     }
     q.execute(&mut *conn).await.map_err(db_error)?;

@@ -18,9 +18,10 @@ use super::read::Reader;
 use super::recovery;
 use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
+use crate::admin_events;
 use crate::admission;
-use crate::usage::{SeriesQuery, UsageSeries};
 use crate::records::*;
+use crate::usage::{SeriesQuery, UsageSeries};
 use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 /// The embedded SQLite store.
@@ -153,14 +154,17 @@ impl Store for SqliteStore {
         acked(rx).await
     }
 
-    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
+    async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()> {
+        let event = admin_events::token_issued(&credential, now);
         let rx = {
             let mut mem = self.write()?;
             if let Some(at) = credential.expires_at {
                 mem.credential_expiry.insert((at, credential.hash));
             }
             mem.credentials.insert(credential.hash, credential.clone());
-            mem.send(vec![WriteOp::Credential(Box::new(credential))])
+            let mut ops = vec![WriteOp::Credential(Box::new(credential))];
+            ops.extend(event.map(|e| WriteOp::Audit(Box::new(e))));
+            mem.send(ops)
         };
         acked(rx).await
     }
@@ -228,7 +232,10 @@ impl Store for SqliteStore {
                     user.clone(),
                 )
                 .is_none();
-            let mut ops = vec![WriteOp::User(Box::new(user.clone()))];
+            let mut ops = vec![
+                WriteOp::User(Box::new(user.clone())),
+                WriteOp::Audit(Box::new(admin_events::user_put(&user, created, now))),
+            ];
             let mut ended = 0;
             if !user.active {
                 // One decision for all the user's sessions, durable with the user's record.

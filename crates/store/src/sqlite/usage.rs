@@ -226,7 +226,14 @@ fn write(tx: &Transaction<'_>, w: &Writes, forget: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
-fn range(conn: &Connection, subject: &str, g: Grain, from: i64, to: i64, hist: bool) -> rusqlite::Result<Vec<Acc>> {
+fn range(
+    conn: &Connection,
+    subject: &str,
+    g: Grain,
+    from: i64,
+    to: i64,
+    hist: bool,
+) -> rusqlite::Result<Vec<Acc>> {
     let mut stmt = conn.prepare_cached(&sql::range_rows())?;
     let mut rows: Vec<Acc> = stmt
         .query_map(params![subject, g.code(), from, to], read_row)?
@@ -256,12 +263,16 @@ fn read_series(conn: &Connection, q: &SeriesQuery) -> rusqlite::Result<UsageSeri
         .optional()?;
     let waits: Vec<(i64, i64)> = conn
         .prepare_cached(sql::WAITS)?
-        .query_map(params![q.subject, q.from, q.to], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![q.subject, q.from, q.to], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let day_users: Vec<(i64, String)> = match q.bucket {
         Bucket::Month => conn
             .prepare_cached(sql::DAY_USERS)?
-            .query_map(params![q.subject, q.from, q.to], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![q.subject, q.from, q.to], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<rusqlite::Result<_>>()?,
         _ => Vec::new(),
     };

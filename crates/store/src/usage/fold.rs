@@ -269,7 +269,10 @@ impl Folder {
     pub fn missing(&self, events: &[UsageEvent]) -> Vec<String> {
         let mut out = BTreeSet::new();
         for e in events.iter().filter(|e| folded(e)) {
-            for s in [license_subject(&e.license_id), account_subject(&e.account_id)] {
+            for s in [
+                license_subject(&e.license_id),
+                account_subject(&e.account_id),
+            ] {
                 if !self.states.contains_key(&s) {
                     out.insert(s);
                 }
@@ -476,7 +479,13 @@ mod tests {
         log.push(T + 30_000, "ended", "s1", "bob", "logout");
         log.push(T + 40_000, "opened", "s2", "amy", "interactive");
         log.push(T + 42_000, "ended", "s2", "amy", "logout");
-        log.push(T + MINUTE_MS + 5_000, "denied", "", "eve", "no_seat_available");
+        log.push(
+            T + MINUTE_MS + 5_000,
+            "denied",
+            "",
+            "eve",
+            "no_seat_available",
+        );
 
         // Act
         let (f, w) = fold_all(&log);
@@ -492,7 +501,10 @@ mod tests {
         assert_eq!((m0.opens, m0.denials, m0.full_ms), (2, 0, 0));
         assert_eq!(m0.users.len(), 2);
         let m1 = &rows[1];
-        assert_eq!((m1.high, m1.low, m1.denials, m1.through), (0, 0, 1, T + MINUTE_MS + 5_000));
+        assert_eq!(
+            (m1.high, m1.low, m1.denials, m1.through),
+            (0, 0, 1, T + MINUTE_MS + 5_000)
+        );
         assert_eq!(w.watermark, 6);
     }
 
@@ -564,7 +576,10 @@ mod tests {
         // hour later, its state carried (2 in use until the end at 1 s).
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].in_use_ms, 2 * 50_000);
-        assert_eq!((rows[1].start, rows[1].high, rows[1].low), (T + 3_600_000, 2, 1));
+        assert_eq!(
+            (rows[1].start, rows[1].high, rows[1].low),
+            (T + 3_600_000, 2, 1)
+        );
         assert_eq!(rows[1].in_use_ms, 2_000);
     }
 

@@ -12,10 +12,10 @@ pub mod series;
 pub mod sql;
 
 pub use fold::{Acc, Folder, SubjectState, UsageEvent, Writes};
-pub use sql::SeriesQuery;
 pub use series::{
     build_series, Bucket, FullStats, HeatCell, HistBin, SeriesInput, UsageBucket, UsageSeries,
 };
+pub use sql::SeriesQuery;
 
 /// Most buckets one query answers (`bucket` × the period; e.g. 6.9 days of minutes, 416 days of
 /// hours).

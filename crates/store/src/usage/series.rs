@@ -213,7 +213,13 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
     let grain = input.bucket.grain();
     let end = input.to.min(ceil_to(grain, input.now));
     let starts = (input.from..end).step_by(usize::try_from(grain.len_ms()).unwrap_or(1));
-    let walked = walk(starts, grain, input.rows, (carry_in_use, carry_seats), input.now);
+    let walked = walk(
+        starts,
+        grain,
+        input.rows,
+        (carry_in_use, carry_seats),
+        input.now,
+    );
 
     // Buckets: a month merges its days.
     let mut accs: Vec<(i64, i64, Acc)> = Vec::new();
@@ -293,7 +299,10 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
                 let h = Grain::Hour.start_of(a.start);
                 match out.last_mut() {
                     Some(acc) if acc.start == h => merge(acc, a),
-                    _ => out.push(Acc { start: h, ..a.clone() }),
+                    _ => out.push(Acc {
+                        start: h,
+                        ..a.clone()
+                    }),
                 }
             }
             out
@@ -471,7 +480,11 @@ mod tests {
             .filter(|(s, g, _)| s == "license:lic" && *g == grain)
             .map(|(_, _, a)| a)
             .collect();
-        let st = w.states.iter().find(|s| s.subject == "license:lic").unwrap();
+        let st = w
+            .states
+            .iter()
+            .find(|s| s.subject == "license:lic")
+            .unwrap();
         out.extend(st.open[grain.index()].clone());
         out
     }
@@ -483,7 +496,10 @@ mod tests {
         let feb = Bucket::Month.next(jan_2024);
         assert_eq!(feb, jan_2024 + 31 * DAY_MS);
         assert_eq!(Bucket::Month.next(feb), feb + 29 * DAY_MS); // 2024 is a leap year
-        assert_eq!(Bucket::Month.count(jan_2024, Bucket::Month.next(Bucket::Month.next(feb)), 10), 3);
+        assert_eq!(
+            Bucket::Month.count(jan_2024, Bucket::Month.next(Bucket::Month.next(feb)), 10),
+            3
+        );
         assert_eq!(Bucket::Hour.ceil(H + 1), H + HOUR_MS);
     }
 
@@ -519,7 +535,15 @@ mod tests {
         let got: Vec<_> = s
             .buckets
             .iter()
-            .map(|b| (b.high_water, b.low_water, b.average_in_use, b.denials, b.opens))
+            .map(|b| {
+                (
+                    b.high_water,
+                    b.low_water,
+                    b.average_in_use,
+                    b.denials,
+                    b.opens,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -535,12 +559,27 @@ mod tests {
         assert_eq!(
             s.histogram,
             [
-                HistBin { in_use: 0, seconds: 85.0 },
-                HistBin { in_use: 1, seconds: 105.0 },
-                HistBin { in_use: 2, seconds: 20.0 },
+                HistBin {
+                    in_use: 0,
+                    seconds: 85.0
+                },
+                HistBin {
+                    in_use: 1,
+                    seconds: 105.0
+                },
+                HistBin {
+                    in_use: 2,
+                    seconds: 20.0
+                },
             ]
         );
-        assert_eq!(s.full, FullStats { times: 1, seconds: 20.0 });
+        assert_eq!(
+            s.full,
+            FullStats {
+                times: 1,
+                seconds: 20.0
+            }
+        );
         // Tuesday (1) 22 h: high water 2; every other cell 0.
         let cell = s.heatmap.iter().find(|c| c.high_water > 0).unwrap();
         assert_eq!((cell.weekday, cell.hour, cell.high_water), (1, 22, 2));
@@ -558,17 +597,35 @@ mod tests {
             seed: Some((1, 1)),
             seats_now: 1,
             hour_rows: &[],
-            waits: &[(H + 5, 1_000), (H + 6, 3_000), (H + 7, 10_000), (H + HOUR_MS, 2_000), (H + HOUR_MS + 1, 4_000)],
+            waits: &[
+                (H + 5, 1_000),
+                (H + 6, 3_000),
+                (H + 7, 10_000),
+                (H + HOUR_MS, 2_000),
+                (H + HOUR_MS + 1, 4_000),
+            ],
             day_users: &[],
         });
         let w: Vec<_> = s
             .buckets
             .iter()
-            .map(|b| (b.queue_wait_median_secs, b.queue_wait_max_secs, b.high_water))
+            .map(|b| {
+                (
+                    b.queue_wait_median_secs,
+                    b.queue_wait_max_secs,
+                    b.high_water,
+                )
+            })
             .collect();
         assert_eq!(w, [(Some(3.0), Some(10.0), 1), (Some(3.0), Some(4.0), 1)]);
         // Full for the whole period, counted once.
-        assert_eq!(s.full, FullStats { times: 1, seconds: 7200.0 });
+        assert_eq!(
+            s.full,
+            FullStats {
+                times: 1,
+                seconds: 7200.0
+            }
+        );
     }
 
     #[test]
@@ -603,12 +660,20 @@ mod tests {
         // Assert: January: high 1, 2 h in use over the month; February: 1 h so far of 2 h.
         assert_eq!(s.buckets.len(), 2);
         let (jan, feb) = (&s.buckets[0], &s.buckets[1]);
-        assert_eq!((jan.high_water, jan.low_water, jan.distinct_users, jan.opens), (1, 0, 1, 1));
+        assert_eq!(
+            (jan.high_water, jan.low_water, jan.distinct_users, jan.opens),
+            (1, 0, 1, 1)
+        );
         assert!((jan.average_in_use - 2.0 / (31.0 * 24.0)).abs() < 1e-12);
         assert_eq!((feb.high_water, feb.distinct_users), (1, 1));
         assert!((feb.average_in_use - 0.5).abs() < 1e-12);
         // Wednesday 31 Jan 2024, 01 and 02 h UTC.
-        let hot: Vec<_> = s.heatmap.iter().filter(|c| c.high_water > 0).map(|c| (c.weekday, c.hour)).collect();
+        let hot: Vec<_> = s
+            .heatmap
+            .iter()
+            .filter(|c| c.high_water > 0)
+            .map(|c| (c.weekday, c.hour))
+            .collect();
         assert_eq!(hot, [(2, 1), (2, 2), (3, 1)]);
     }
 }

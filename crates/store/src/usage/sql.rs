@@ -64,7 +64,8 @@ pub fn row_from(v: [i64; 16]) -> Acc {
     }
 }
 
-pub const EVENTS: &str = "SELECT seq, at, account_id, license_id, session_id, username, event, detail
+pub const EVENTS: &str =
+    "SELECT seq, at, account_id, license_id, session_id, username, event, detail
      FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3";
 pub const WATERMARK: &str = "SELECT seq FROM usage_watermark WHERE id = 1";
 pub const SET_WATERMARK: &str = "UPDATE usage_watermark SET seq = $1 WHERE id = 1";
@@ -78,9 +79,11 @@ pub const PUT_STATE: &str = "INSERT INTO usage_state (subject, in_use, seats, t)
      ON CONFLICT (subject) DO UPDATE SET in_use = excluded.in_use, seats = excluded.seats, t = excluded.t";
 pub const LICENSE_TERMS: &str = "SELECT terms FROM licenses WHERE id = $1";
 pub const PUT_WAIT: &str = "INSERT INTO usage_waits (subject, at, wait_ms) VALUES ($1, $2, $3)";
-pub const PUT_HIST: &str = "INSERT INTO usage_hist (subject, grain, start, in_use, ms) VALUES ($1, $2, $3, $4, $5)
+pub const PUT_HIST: &str =
+    "INSERT INTO usage_hist (subject, grain, start, in_use, ms) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (subject, grain, start, in_use) DO UPDATE SET ms = excluded.ms";
-pub const PUT_USER: &str = "INSERT INTO usage_users (subject, grain, start, username) VALUES ($1, $2, $3, $4)
+pub const PUT_USER: &str =
+    "INSERT INTO usage_users (subject, grain, start, username) VALUES ($1, $2, $3, $4)
      ON CONFLICT DO NOTHING";
 pub const ROW_HIST: &str =
     "SELECT in_use, ms FROM usage_hist WHERE subject = $1 AND grain = $2 AND start = $3";

@@ -57,6 +57,12 @@ pub enum EventKind {
     SessionsRevoked,
     DeviceActivated,
     DeviceDeactivated,
+    Queued,
+    UserCreated,
+    UserUpdated,
+    TokenIssued,
+    LicenseUserActivated,
+    LicenseUserDeactivated,
 }
 
 /// How the page is written.

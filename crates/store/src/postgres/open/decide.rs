@@ -221,6 +221,9 @@ pub(super) fn newcomers(
             Verdict::Grant { overdraft } => overdraft,
             Verdict::Queue => {
                 lic.waiting += 1;
+                decided
+                    .audit
+                    .push(admission::queued(&lic.license, req, now));
                 decided.to_queue.push((i, lic.waiting));
                 outcomes.push(Outcome::Queued(None));
                 continue;

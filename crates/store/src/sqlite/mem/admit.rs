@@ -116,6 +116,11 @@ impl Mem {
                 let ticket = self.next_ticket;
                 let (tx, granted) = oneshot::channel();
                 let lic = self.lic_at_mut(li)?;
+                ops.push(WriteOp::Audit(Box::new(admission::queued(
+                    &lic.license,
+                    req,
+                    now,
+                ))));
                 lic.queue.push_back(Waiting {
                     ticket,
                     req: req.clone(),
