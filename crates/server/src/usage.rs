@@ -85,7 +85,12 @@ pub fn period(query: &UsageQuery, now: Timestamp) -> ApiResult<Period> {
     if from >= to {
         return Err(ApiError::InvalidUsageRange("from must be before to".into()));
     }
-    let (from, to) = (bucket.floor(from), bucket.ceil(to));
+    // A given `to` ends the period (exclusive); the default, now, includes its bucket.
+    let to = match query.to {
+        Some(_) => bucket.ceil(to),
+        None => bucket.next(bucket.floor(to)),
+    };
+    let from = bucket.floor(from);
     if to - from > MAX_PERIOD_MS {
         return Err(ApiError::InvalidUsageRange(
             "the period is longer than 5 years (1830 days)".into(),
@@ -197,7 +202,7 @@ mod tests {
     fn the_default_is_the_last_24_hours_by_hour_aligned() {
         let p = period(&UsageQuery::default(), NOW).unwrap();
         assert_eq!(p.bucket, Bucket::Hour);
-        assert_eq!(p.to, Bucket::Hour.ceil(NOW.millis()));
+        assert_eq!(p.to, Bucket::Hour.floor(NOW.millis()) + 3_600_000);
         assert_eq!(p.from, Bucket::Hour.floor(NOW.millis() - DEFAULT_PERIOD_MS));
     }
 

@@ -24,4 +24,5 @@ mod protocol;
 mod queue;
 mod race;
 mod time;
+mod usage;
 mod usernames;

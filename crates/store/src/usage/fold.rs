@@ -77,6 +77,9 @@ pub struct Acc {
     pub user_count: i64,
     /// Users of `users` not written yet.
     pub new_users: Vec<String>,
+    /// When the subject stopped being full, within this bucket (a seat freed and taken again
+    /// at the same instant, e.g. a queue grant, is not a new full period).
+    pub left_full_at: Option<i64>,
     /// Opened by an event at its very start: the carried state held for no time in it, so the
     /// event's state replaces it in `high` and `low` (a session ending at 03:00:00.000 is not
     /// in use in the hour from 03:00).
@@ -107,6 +110,7 @@ impl Acc {
             users: BTreeSet::new(),
             user_count: 0,
             new_users: Vec::new(),
+            left_full_at: None,
             pristine: false,
         }
     }
@@ -148,8 +152,11 @@ impl Acc {
         self.seats_max = self.seats_max.max(seats);
         self.overdraft_high = self.overdraft_high.max(in_use - seats);
         let full = in_use >= seats;
-        if full && !self.full_end {
+        if full && !self.full_end && self.left_full_at != Some(self.through) {
             self.full_entries += 1;
+        }
+        if !full && self.full_end {
+            self.left_full_at = Some(self.through);
         }
         self.full_end = full;
     }

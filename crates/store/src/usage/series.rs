@@ -192,6 +192,7 @@ pub struct SeriesInput<'a> {
     /// Bucket starts (`from` aligned down, `to` aligned up and at most the bucket after now).
     pub from: i64,
     pub to: i64,
+    /// The buckets end with the one holding `now` (its figures up to `now`).
     pub now: i64,
     /// Rows of `bucket.grain()` starting in `[from, to)`, in order.
     pub rows: &'a [Acc],
@@ -211,7 +212,7 @@ pub struct SeriesInput<'a> {
 pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
     let (carry_in_use, carry_seats) = input.seed.unwrap_or((0, input.seats_now));
     let grain = input.bucket.grain();
-    let end = input.to.min(ceil_to(grain, input.now));
+    let end = input.to.min(grain.start_of(input.now) + grain.len_ms());
     let starts = (input.from..end).step_by(usize::try_from(grain.len_ms()).unwrap_or(1));
     let walked = walk(
         starts,
@@ -309,7 +310,7 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
         }
         Bucket::Hour => walked.clone(),
         Bucket::Day | Bucket::Month => {
-            let end = input.to.min(ceil_to(Grain::Hour, input.now));
+            let end = input.to.min(Grain::Hour.start_of(input.now) + HOUR_MS);
             let starts = (input.from..end).step_by(usize::try_from(HOUR_MS).unwrap_or(1));
             walk(
                 starts,
@@ -372,16 +373,6 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
             seconds: full_ms as f64 / 1000.0,
         },
         heatmap,
-    }
-}
-
-/// The start of the first bucket of `grain` at or after `t`.
-fn ceil_to(grain: Grain, t: i64) -> i64 {
-    let f = grain.start_of(t);
-    if f == t {
-        t
-    } else {
-        f + grain.len_ms()
     }
 }
 
@@ -674,6 +665,7 @@ mod tests {
             .filter(|c| c.high_water > 0)
             .map(|c| (c.weekday, c.hour))
             .collect();
-        assert_eq!(hot, [(2, 1), (2, 2), (3, 1)]);
+        // The hour holding now (02h, none of it passed yet) shows the state now.
+        assert_eq!(hot, [(2, 1), (2, 2), (3, 1), (3, 2)]);
     }
 }
