@@ -532,7 +532,13 @@ async fn on_postgres_an_event_that_commits_late_with_a_smaller_seq_is_not_skippe
     let every = all(&app, &f.admin, "").await;
     assert_eq!(
         kinds(&every),
-        ["license_created", "license_updated", "opened"],
+        [
+            "license_created",
+            "user_created",
+            "token_issued",
+            "license_updated",
+            "opened"
+        ],
         "slow seq {slow_seq}"
     );
     assert_eq!(events(&next), every[1..]);
@@ -583,7 +589,13 @@ async fn on_postgres_a_page_waiting_for_a_slow_writer_does_not_hold_up_opens() {
     let every = all(&app, &f.admin, "").await;
     assert_eq!(
         kinds(&every),
-        ["license_created", "license_updated", "opened"]
+        [
+            "license_created",
+            "user_created",
+            "token_issued",
+            "license_updated",
+            "opened"
+        ]
     );
     assert!(events(&waiting).len() <= every.len());
 }

@@ -237,7 +237,10 @@ async fn an_account_series_is_the_high_water_of_the_sum_not_the_sum_of_high_wate
 async fn a_series_exports_as_csv_with_a_header_row_of_the_bucket_fields() {
     // Arrange
     let app = spawn_app().await;
-    let f = app.fixture(3, &[], json!({})).await;
+    // (A day of inactivity allowed: the session stays for the 3 hours the clock jumps.)
+    let f = app
+        .fixture(3, &[], json!({"inactivity_timeout_secs": 86_400}))
+        .await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     open_at(&app, 30, &bob, &f.license_id, "a").await;
     app.clock.set(TEST_START.plus_secs(3 * 3600));
