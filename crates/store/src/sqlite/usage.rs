@@ -289,3 +289,105 @@ fn read_series(conn: &Connection, q: &SeriesQuery) -> rusqlite::Result<UsageSeri
         day_users: &day_users,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::sqlite::SqliteStore;
+    use crate::testkit::{open, tenant, T0};
+    use crate::usage::{license_subject, Bucket, SeriesQuery, UsageSeries, MINUTE_MS};
+    use crate::{AuditQuery, Store};
+    use leasehold_core::Timestamp;
+    use leasehold_proto::EndReason;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_millis(T0.millis() + secs * 1000)
+    }
+
+    async fn minutes(store: &SqliteStore, now: Timestamp) -> UsageSeries {
+        store
+            .usage_series(&SeriesQuery {
+                subject: license_subject("lic"),
+                bucket: Bucket::Minute,
+                from: T0.millis(),
+                to: T0.millis() + 2 * MINUTE_MS,
+                now: now.millis(),
+                seats_now: 5,
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn retention_never_deletes_what_the_fold_has_not_read_and_the_rows_stay() {
+        // Arrange: bob and amy hold seats from 1 s and 2 s; amy leaves at 20 s.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("leasehold.db"), T0).unwrap();
+        tenant(&store, 5, &["bob", "amy"]).await;
+        store.open_session(open(1, "bob", "a"), at(1)).await.unwrap();
+        let amy = store.open_session(open(2, "amy", "b"), at(2)).await.unwrap();
+        store
+            .end_session(&amy.session.id, EndReason::Logout, at(20))
+            .await
+            .unwrap();
+        let later = Timestamp::from_millis(T0.millis() + 86_400_000);
+
+        // Act: prune everything before the fold ran, then after it.
+        let before_fold = store.prune_audit(later, 1000).await.unwrap();
+        let folded = store.usage_rollup().await.unwrap();
+        let after_fold = store.prune_audit(later, 1000).await.unwrap();
+        let series = minutes(&store, at(90)).await;
+
+        // Assert: nothing went before the fold read it; all of it after; the series stays.
+        assert_eq!(before_fold, 0);
+        assert!(folded >= 5, "{folded}");
+        assert_eq!(after_fold, folded);
+        let left = store
+            .audit_page(&AuditQuery {
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(left.is_empty());
+        let b: Vec<_> = series
+            .buckets
+            .iter()
+            .map(|b| (b.high_water, b.low_water, b.opens))
+            .collect();
+        assert_eq!(b, [(2, 0, 2), (1, 1, 0)]);
+        assert!((series.buckets[0].average_in_use - (59.0 + 18.0) / 60.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn a_revoke_of_every_session_counts_them_out_as_their_ends_land() {
+        // Arrange: three sessions, then a revoke of all of them at 30 s.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("leasehold.db"), T0).unwrap();
+        tenant(&store, 5, &["bob"]).await;
+        for n in 1..=3 {
+            store
+                .open_session(open(n, "bob", &format!("i{n}")), at(10))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.revoke_license_sessions("lic", at(30)).await.unwrap(), 3);
+
+        // Act: the ends are written by the drain, in the background.
+        let mut series = minutes(&store, at(60)).await;
+        for _ in 0..200 {
+            if series.buckets[0].low_water == 0 && series.buckets[0].high_water == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            series = minutes(&store, at(60)).await;
+        }
+
+        // Assert: 3 in use from 10 s to the revoke at 30 s, then none.
+        let m0 = &series.buckets[0];
+        assert_eq!((m0.high_water, m0.low_water), (3, 0));
+        assert!((m0.average_in_use - 3.0 * 20.0 / 60.0).abs() < 1e-9, "{m0:?}");
+        assert_eq!(series.buckets[1].high_water, 0);
+    }
+}
