@@ -402,3 +402,90 @@ async fn each_tenant_reads_only_its_own_usage() {
     let missing = app.get("/v1/accounts/nope/usage", ROOT_TOKEN).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opens_and_closes_racing_leave_the_true_high_water_and_the_final_count_in_use() {
+    // Arrange: 5 seats, 40 users.
+    let app = Arc::new(spawn_app().await);
+    let f = app.fixture(5, &[], json!({})).await;
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(app.user_token(&f.account_id, &f.admin, &format!("u{i}")).await);
+    }
+    app.clock.set(TEST_START.plus_secs(10));
+
+    // Act: all 40 open at once (5 win and hold until every answer is in: the license is full);
+    // then each runs 3 rounds of open and close; those of the first 3 users' last round stay.
+    let open_all = tokens.iter().enumerate().map(|(i, t)| {
+        let (app, t, lid) = (app.clone(), t.clone(), f.license_id.clone());
+        async move { (i, app.open(&t, &lid, "pc", "first").await) }
+    });
+    let first = futures_util::future::join_all(open_all).await;
+    let winners: Vec<_> = first
+        .iter()
+        .filter(|(_, a)| a.status == StatusCode::CREATED)
+        .map(|(i, a)| (*i, a.id()))
+        .collect();
+    assert_eq!(winners.len(), 5);
+    let (mut opens, mut denials) = (5u64, 35u64);
+    let mut users: std::collections::HashSet<usize> = winners.iter().map(|(i, _)| *i).collect();
+    for (i, id) in &winners {
+        close(&app, &tokens[*i], id).await;
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let (app, t, lid) = (app.clone(), t.clone(), f.license_id.clone());
+        set.spawn(async move {
+            let (mut opened, mut refused) = (0u64, 0u64);
+            for round in 0..3 {
+                let a = app.open(&t, &lid, "pc", &format!("r{round}")).await;
+                match a.status {
+                    StatusCode::CREATED => {
+                        opened += 1;
+                        if !(i < 3 && round == 2) {
+                            close(&app, &t, &a.id()).await;
+                        }
+                    }
+                    StatusCode::CONFLICT => refused += 1,
+                    other => panic!("{other}: {:?}", a.body),
+                }
+            }
+            (i, opened, refused)
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        let (i, o, d) = r.unwrap();
+        opens += o;
+        denials += d;
+        if o > 0 {
+            users.insert(i);
+        }
+    }
+    let in_use = app.in_use(&f.admin, &f.license_id).await;
+    // Every answer is in; the denials' events are written behind their answers.
+    let expected_events = 1 + opens as usize * 2 - in_use as usize + denials as usize;
+    logged(&app, &f.admin, &f.license_id, expected_events).await;
+    app.clock.set(TEST_START.plus_secs(70));
+    let series = app
+        .get(
+            &format!(
+                "/v1/licenses/{}/usage?from={}&to={}&bucket=minute",
+                f.license_id,
+                at(0),
+                at(120)
+            ),
+            &f.admin,
+        )
+        .await;
+
+    // Assert: the race reached 5 and never more; the next minute holds what is left in use.
+    assert_eq!(series.status, StatusCode::OK, "{:?}", series.body);
+    let b = buckets(&series);
+    assert_eq!(b[0]["high_water"], json!(5));
+    assert_eq!(b[0]["opens"], json!(opens));
+    assert_eq!(b[0]["denials"], json!(denials));
+    assert_eq!(b[0]["distinct_users"], json!(users.len()));
+    assert_eq!(b[1]["high_water"], json!(in_use));
+    assert_eq!(b[1]["low_water"], json!(in_use));
+    assert!(in_use <= 3, "{in_use}");
+}
