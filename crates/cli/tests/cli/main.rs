@@ -19,6 +19,7 @@ mod pg_borrow;
 mod pg_events;
 mod pg_live_counts;
 mod pg_tls;
+mod pg_usage;
 mod pg_usernames;
 mod run_program;
 mod skew;

@@ -410,7 +410,10 @@ async fn opens_and_closes_racing_leave_the_true_high_water_and_the_final_count_i
     let f = app.fixture(5, &[], json!({})).await;
     let mut tokens = Vec::new();
     for i in 0..40 {
-        tokens.push(app.user_token(&f.account_id, &f.admin, &format!("u{i}")).await);
+        tokens.push(
+            app.user_token(&f.account_id, &f.admin, &format!("u{i}"))
+                .await,
+        );
     }
     app.clock.set(TEST_START.plus_secs(10));
 

@@ -325,8 +325,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("leasehold.db"), T0).unwrap();
         tenant(&store, 5, &["bob", "amy"]).await;
-        store.open_session(open(1, "bob", "a"), at(1)).await.unwrap();
-        let amy = store.open_session(open(2, "amy", "b"), at(2)).await.unwrap();
+        store
+            .open_session(open(1, "bob", "a"), at(1))
+            .await
+            .unwrap();
+        let amy = store
+            .open_session(open(2, "amy", "b"), at(2))
+            .await
+            .unwrap();
         store
             .end_session(&amy.session.id, EndReason::Logout, at(20))
             .await
@@ -372,7 +378,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(store.revoke_license_sessions("lic", at(30)).await.unwrap(), 3);
+        assert_eq!(
+            store.revoke_license_sessions("lic", at(30)).await.unwrap(),
+            3
+        );
 
         // Act: the ends are written by the drain, in the background.
         let mut series = minutes(&store, at(60)).await;
@@ -387,7 +396,10 @@ mod tests {
         // Assert: 3 in use from 10 s to the revoke at 30 s, then none.
         let m0 = &series.buckets[0];
         assert_eq!((m0.high_water, m0.low_water), (3, 0));
-        assert!((m0.average_in_use - 3.0 * 20.0 / 60.0).abs() < 1e-9, "{m0:?}");
+        assert!(
+            (m0.average_in_use - 3.0 * 20.0 / 60.0).abs() < 1e-9,
+            "{m0:?}"
+        );
         assert_eq!(series.buckets[1].high_water, 0);
     }
 }
