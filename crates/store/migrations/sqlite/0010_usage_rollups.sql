@@ -34,7 +34,8 @@ CREATE TABLE usage_hist (
     PRIMARY KEY (subject, grain, start, in_use)
 ) WITHOUT ROWID;
 
--- The users who opened a session in a row's bucket (distinct users; a month is a union of days).
+-- The users who opened a session in a row's bucket: kept for days (a month's distinct users are a
+-- union of days) and for the buckets still open; a closed minute or hour keeps its count only.
 CREATE TABLE usage_users (
     subject  TEXT    NOT NULL,
     grain    INTEGER NOT NULL,

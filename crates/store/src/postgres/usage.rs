@@ -1,6 +1,6 @@
 //! Usage series on PostgreSQL (`crate::usage`). One node folds at a time: each chunk is one
-//! transaction under a transaction-scoped advisory lock, reading the events after the stored
-//! watermark up to the audit log's settled horizon (`audit::horizon`: no event can still commit
+//! transaction under a transaction-scoped advisory lock, folding the settled events (see
+//! `usage::fold`) after the stored watermark up to the audit log's horizon (`audit::horizon`: no event can still commit
 //! below it, so none is skipped however nodes interleave), and writing rows, states and the
 //! watermark with multi-row statements. A node whose folder is not at the stored watermark
 //! (another node folded meanwhile) reloads the states it needs from the rows.
@@ -15,10 +15,11 @@ use tokio::sync::Mutex;
 use super::audit::horizon;
 use super::errors::db_error;
 use crate::codec::parse_terms;
+use crate::usage::fold::subjects;
 use crate::usage::sql::{self, attach_hist, row_from, row_values, SeriesQuery};
 use crate::usage::{
-    build_series, Acc, Bucket, Folder, Grain, SeriesInput, SubjectState, UsageEvent, UsageSeries,
-    Writes, CHUNK, PENDING_FOR_MS,
+    in_time_order, settled, Acc, Bucket, Folder, Grain, SeriesRows, SubjectState, UsageEvent,
+    UsageSeries, Writes, CHUNK, PENDING_FOR_MS,
 };
 use crate::StoreResult;
 
@@ -30,7 +31,7 @@ const FOLD_LOCK: i64 = 0x7573_6167_65;
 pub(super) struct PgRollup(Mutex<Option<Folder>>);
 
 impl PgRollup {
-    /// Folds what is pending. `wait`: wait for the node folding now (a query); otherwise a
+    /// Folds what has settled. `wait`: wait for the node folding now (a query); otherwise a
     /// node that does not get the lock answers 0 at once (the background fold).
     pub(super) async fn catch_up(
         &self,
@@ -39,30 +40,142 @@ impl PgRollup {
         wait: bool,
     ) -> StoreResult<usize> {
         let mut folder = self.0.lock().await;
-        let mut total = 0;
-        loop {
-            match chunk(pool, known, &mut folder, wait).await {
-                Ok(Some(n)) if n >= CHUNK => total += n,
-                Ok(Some(n)) => return Ok(total + n),
-                Ok(None) => return Ok(total),
-                Err(e) => {
-                    *folder = None;
-                    return Err(e);
-                }
-            }
-        }
+        catch_up(pool, known, &mut folder, wait).await
     }
 
-    /// Folds what is pending, then reads the series.
+    /// Folds what has settled, then reads the series with the rest folded in memory, in one
+    /// transaction holding the fold's lock (no node folds between the reads).
     pub(super) async fn series(
         &self,
         pool: &PgPool,
         known: &AtomicI64,
         q: &SeriesQuery,
     ) -> StoreResult<UsageSeries> {
-        self.catch_up(pool, known, true).await?;
-        read_series(pool, q).await
+        let mut folder = self.0.lock().await;
+        catch_up(pool, known, &mut folder, true).await?;
+        let below = horizon(pool, known).await?;
+        let mut tx = pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FOLD_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let f = current(&mut tx, &mut folder).await?;
+        let tail = read_events(&mut tx, f.watermark, below, TAIL_MAX).await?;
+        let mut rows = read_rows(&mut tx, q).await?;
+        if !tail.is_empty() {
+            let mut fork = f.fork(&subjects(&tail));
+            for subject in fork.missing(&tail) {
+                if let Some(state) = load_subject(&mut tx, &subject).await? {
+                    fork.insert(state);
+                }
+            }
+            let seats = current_seats(&mut tx, &tail).await?;
+            for e in in_time_order(&tail) {
+                fork.fold(e, &|id| seats.get(id).copied());
+            }
+            rows.merge_tail(q, &fork.take_writes());
+        }
+        tx.rollback().await.map_err(db_error)?;
+        Ok(rows.series(q))
     }
+}
+
+/// Most events of the tail a query folds in memory (those of the last `SETTLE_MS`).
+const TAIL_MAX: usize = 1_000_000;
+
+async fn catch_up(
+    pool: &PgPool,
+    known: &AtomicI64,
+    folder: &mut Option<Folder>,
+    wait: bool,
+) -> StoreResult<usize> {
+    let mut total = 0;
+    loop {
+        match chunk(pool, known, folder, wait).await {
+            Ok(Some(n)) if n >= CHUNK => total += n,
+            Ok(Some(n)) => return Ok(total + n),
+            Ok(None) => return Ok(total),
+            Err(e) => {
+                *folder = None;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The folder at the stored watermark (rebuilt when another node folded meanwhile).
+async fn current<'a>(
+    conn: &mut PgConnection,
+    folder: &'a mut Option<Folder>,
+) -> StoreResult<&'a mut Folder> {
+    let watermark: i64 = sqlx::query_scalar(sql::WATERMARK)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if folder.as_ref().is_none_or(|f| f.watermark != watermark) {
+        let pending: Vec<(String, i64)> = sqlx::query_as(sql::PENDING)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        *folder = Some(Folder::resume(watermark, pending.into_iter().collect()));
+    }
+    folder
+        .as_mut()
+        .ok_or_else(|| crate::StoreError::Unavailable("the usage fold has no state".into()))
+}
+
+async fn read_events(
+    conn: &mut PgConnection,
+    after: i64,
+    below: i64,
+    limit: usize,
+) -> StoreResult<Vec<UsageEvent>> {
+    sqlx::query(sql::EVENTS)
+        .bind(after)
+        .bind(below)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| {
+            Ok(UsageEvent {
+                seq: r.try_get(0)?,
+                at: r.try_get(1)?,
+                account_id: r.try_get(2)?,
+                license_id: r.try_get(3)?,
+                session_id: r.try_get(4)?,
+                username: r.try_get(5)?,
+                event: r.try_get(6)?,
+                detail: r.try_get(7)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)
+}
+
+/// The seats now of the licenses of `events`.
+async fn current_seats(
+    conn: &mut PgConnection,
+    events: &[UsageEvent],
+) -> StoreResult<HashMap<String, i64>> {
+    let mut seats: HashMap<String, i64> = HashMap::new();
+    for e in events {
+        if e.license_id.is_empty() || seats.contains_key(&e.license_id) {
+            continue;
+        }
+        let terms: Option<String> = sqlx::query_scalar(sql::LICENSE_TERMS)
+            .bind(&e.license_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if let Some(t) = terms {
+            let n = parse_terms(&e.license_id, &t)?.seats;
+            seats.insert(e.license_id.clone(), i64::from(n));
+        }
+    }
+    Ok(seats)
 }
 
 /// One chunk in one transaction; `None` when another node holds the lock (and `wait` is off).
@@ -90,66 +203,26 @@ async fn chunk(
             return Ok(None);
         }
     }
-    let watermark: i64 = sqlx::query_scalar(sql::WATERMARK)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    let f = match folder {
-        Some(f) if f.watermark == watermark => f,
-        _ => {
-            let pending: Vec<(String, i64)> = sqlx::query_as(sql::PENDING)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            folder.insert(Folder::resume(watermark, pending.into_iter().collect()))
-        }
-    };
-    let events: Vec<UsageEvent> = sqlx::query(sql::EVENTS)
-        .bind(watermark)
+    let f = current(&mut tx, folder).await?;
+    let read = read_events(&mut tx, f.watermark, below, CHUNK).await?;
+    let latest: Option<i64> = sqlx::query_scalar(sql::LATEST_AT)
         .bind(below)
-        .bind(CHUNK as i64)
-        .fetch_all(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(db_error)?
-        .iter()
-        .map(|r| {
-            Ok(UsageEvent {
-                seq: r.try_get(0)?,
-                at: r.try_get(1)?,
-                account_id: r.try_get(2)?,
-                license_id: r.try_get(3)?,
-                session_id: r.try_get(4)?,
-                username: r.try_get(5)?,
-                event: r.try_get(6)?,
-                detail: r.try_get(7)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
         .map_err(db_error)?;
-    if events.is_empty() {
+    let Some(events) = read
+        .get(..settled(&read, latest.unwrap_or(i64::MIN)))
+        .filter(|e| !e.is_empty())
+    else {
         return Ok(Some(0));
-    }
-    for subject in f.missing(&events) {
+    };
+    for subject in f.missing(events) {
         if let Some(state) = load_subject(&mut tx, &subject).await? {
             f.insert(state);
         }
     }
-    let mut seats: HashMap<String, i64> = HashMap::new();
-    for e in &events {
-        if e.license_id.is_empty() || seats.contains_key(&e.license_id) {
-            continue;
-        }
-        let terms: Option<String> = sqlx::query_scalar(sql::LICENSE_TERMS)
-            .bind(&e.license_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        if let Some(t) = terms {
-            let n = parse_terms(&e.license_id, &t)?.seats;
-            seats.insert(e.license_id.clone(), i64::from(n));
-        }
-    }
-    for e in &events {
+    let seats = current_seats(&mut tx, events).await?;
+    for e in in_time_order(events) {
         f.fold(e, &|id| seats.get(id).copied());
     }
     let forget = f.latest() - PENDING_FOR_MS;
@@ -209,6 +282,7 @@ async fn load_subject(conn: &mut PgConnection, subject: &str) -> StoreResult<Opt
             .await
             .map_err(db_error)?;
         acc.users.extend(users);
+        acc.users_written = !acc.users.is_empty();
         if let Some(slot) = st.open.get_mut(g.index()) {
             *slot = Some(acc);
         }
@@ -218,15 +292,15 @@ async fn load_subject(conn: &mut PgConnection, subject: &str) -> StoreResult<Opt
 
 /// Writes a chunk's changes with one statement per table.
 async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<()> {
-    let mut rows: Vec<(&str, Grain, &Acc)> = w
+    let mut rows: Vec<(&str, Grain, &Acc, bool)> = w
         .closed
         .iter()
-        .map(|(s, g, a)| (s.as_str(), *g, a))
+        .map(|(s, g, a)| (s.as_str(), *g, a, false))
         .collect();
     for st in &w.states {
         for (g, acc) in Grain::ALL.iter().zip(st.open.iter()) {
             if let Some(acc) = acc {
-                rows.push((st.subject.as_str(), *g, acc));
+                rows.push((st.subject.as_str(), *g, acc, true));
             }
         }
     }
@@ -260,7 +334,8 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
 
     let (mut hs, mut hg, mut hstart, mut hl, mut hms) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut us, mut ug, mut ustart, mut un) = (vec![], vec![], vec![], vec![]);
-    for (subject, g, acc) in &rows {
+    let (mut ds, mut dg, mut dstart) = (vec![], vec![], vec![]);
+    for (subject, g, acc, open) in &rows {
         for (level, ms) in &acc.hist {
             hs.push(*subject);
             hg.push(g.code());
@@ -268,12 +343,35 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
             hl.push(*level);
             hms.push(*ms);
         }
-        for u in &acc.new_users {
-            us.push(*subject);
-            ug.push(g.code());
-            ustart.push(acc.start);
-            un.push(u.as_str());
+        match sql::user_names(*g, acc, *open) {
+            sql::UserNames::Put => {
+                for u in &acc.new_users {
+                    us.push(*subject);
+                    ug.push(g.code());
+                    ustart.push(acc.start);
+                    un.push(u.as_str());
+                }
+            }
+            sql::UserNames::Drop => {
+                ds.push(*subject);
+                dg.push(g.code());
+                dstart.push(acc.start);
+            }
+            sql::UserNames::Keep => {}
         }
+    }
+    if !ds.is_empty() {
+        sqlx::query(
+            "DELETE FROM usage_users u
+             USING UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS d (subject, grain, start)
+             WHERE u.subject = d.subject AND u.grain = d.grain AND u.start = d.start",
+        )
+        .bind(&ds)
+        .bind(&dg)
+        .bind(&dstart)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     }
     sqlx::query(
         "INSERT INTO usage_hist (subject, grain, start, in_use, ms)
@@ -363,7 +461,7 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
 }
 
 async fn range(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     subject: &str,
     g: Grain,
     from: i64,
@@ -375,7 +473,7 @@ async fn range(
         .bind(g.code())
         .bind(from)
         .bind(to)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?
         .iter()
@@ -388,7 +486,7 @@ async fn range(
             .bind(g.code())
             .bind(from)
             .bind(to)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
         attach_hist(&mut rows, h);
@@ -396,26 +494,26 @@ async fn range(
     Ok(rows)
 }
 
-async fn read_series(pool: &PgPool, q: &SeriesQuery) -> StoreResult<UsageSeries> {
+async fn read_rows(conn: &mut PgConnection, q: &SeriesQuery) -> StoreResult<SeriesRows> {
     let grain = q.bucket.grain();
-    let rows = range(pool, &q.subject, grain, q.from, q.to, true).await?;
+    let rows = range(conn, &q.subject, grain, q.from, q.to, true).await?;
     let hour_rows = match q.bucket {
         Bucket::Day | Bucket::Month => {
-            range(pool, &q.subject, Grain::Hour, q.from, q.to, false).await?
+            range(conn, &q.subject, Grain::Hour, q.from, q.to, false).await?
         }
         _ => Vec::new(),
     };
-    let seed: Option<(i64, i64)> = sqlx::query_as(sql::SEED)
+    let seed: Option<(i64, i64, i64)> = sqlx::query_as(sql::SEED)
         .bind(&q.subject)
         .bind(q.from)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
     let waits: Vec<(i64, i64)> = sqlx::query_as(sql::WAITS)
         .bind(&q.subject)
         .bind(q.from)
         .bind(q.to)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
     let day_users: Vec<(i64, String)> = match q.bucket {
@@ -423,21 +521,16 @@ async fn read_series(pool: &PgPool, q: &SeriesQuery) -> StoreResult<UsageSeries>
             .bind(&q.subject)
             .bind(q.from)
             .bind(q.to)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?,
         _ => Vec::new(),
     };
-    Ok(build_series(SeriesInput {
-        bucket: q.bucket,
-        from: q.from,
-        to: q.to,
-        now: q.now,
-        rows: &rows,
+    Ok(SeriesRows {
+        rows,
+        hour_rows,
         seed,
-        seats_now: q.seats_now,
-        hour_rows: &hour_rows,
-        waits: &waits,
-        day_users: &day_users,
-    }))
+        waits,
+        day_users,
+    })
 }

@@ -95,6 +95,12 @@ impl SqliteStore {
         })
     }
 
+    /// Forgets the usage fold's state (tests: the next fold rebuilds it from its rows).
+    #[cfg(test)]
+    pub(crate) fn forget_usage_fold(&self) {
+        self.rollup.forget();
+    }
+
     /// The free space of the database's file system, read at most once a second.
     fn free_bytes(&self) -> u64 {
         let now = self.opened.elapsed().as_millis() as u64;

@@ -3,12 +3,17 @@
 //! (`Folder::missing`, `Folder::insert`), folds the chunk, and writes what `Folder::take_writes`
 //! answers, with the new watermark, in one transaction.
 //!
-//! The seats in use follow the event order: `opened` +1, `ended` −1 (never below zero: the
-//! opening of a session may have been pruned before the fold first ran). A mass end (a revoke
-//! of every session, the license's end, a deactivation) counts out as its `ended` events land
-//! (the drain writes them in chunks right after the decision). Times are clamped so that they
-//! never go back within a subject (events are ordered by `seq`; two nodes' clocks may disagree
-//! by milliseconds): an event is counted at `max(at, time of the subject's previous event)`.
+//! The seats in use follow the events in the order of their times: `opened` +1, `ended` −1
+//! (never below zero: the opening of a session may have been pruned before the fold first
+//! ran). The log's order (`seq`) is not always the order of the times: the ends a server
+//! decides in memory and writes in the background (expiries found by the reaper, the ends of
+//! a mass end: a revoke of every session, the license's end, a deactivation) land after
+//! events that came later, stamped with the time of their decision. So the fold reads the log
+//! in `seq` order but folds for good only a *settled* prefix (`settled`: no event stamped
+//! before its end can still land, allowing `SETTLE_MS` for a decided end to be written), each
+//! chunk in the order of the times; what is not settled yet is folded at query time in memory
+//! (`Folder::fork`), so that answers are exact up to now. Times are still clamped so that they
+//! never go back within a subject: an event is counted at `max(at, previous time)`.
 //!
 //! ```text
 //!   event at t ─► advance every grain's open bucket to t (a bucket left behind is closed,
@@ -33,6 +38,44 @@ pub struct UsageEvent {
     pub detail: Option<String>,
 }
 
+/// How long after the time it was decided an end may land in the log (the drain of a mass
+/// end of a million sessions takes about a second; a node's clock is followed within
+/// milliseconds of the database's).
+pub const SETTLE_MS: i64 = 10_000;
+
+/// How many of `events` (read in `seq` order, the log's latest time being `latest_at`) can be
+/// folded for good: the longest prefix whose times are all at or before every later event's
+/// time, and at least `SETTLE_MS` before `latest_at` (an event still to land is stamped no
+/// earlier than that).
+pub fn settled(events: &[UsageEvent], latest_at: i64) -> usize {
+    let cutoff = latest_at - SETTLE_MS;
+    let mut suffix_min = vec![i64::MAX; events.len() + 1];
+    let mut min = i64::MAX;
+    for (slot, e) in suffix_min.iter_mut().rev().skip(1).zip(events.iter().rev()) {
+        min = min.min(e.at);
+        *slot = min;
+    }
+    let mut prefix_max = i64::MIN;
+    let mut k = 0;
+    for (i, (e, after)) in events.iter().zip(suffix_min.iter().skip(1)).enumerate() {
+        prefix_max = prefix_max.max(e.at);
+        if prefix_max > cutoff {
+            break;
+        }
+        if prefix_max <= *after {
+            k = i + 1;
+        }
+    }
+    k
+}
+
+/// `events` in the order of their times (then of the log).
+pub fn in_time_order(events: &[UsageEvent]) -> Vec<&UsageEvent> {
+    let mut v: Vec<&UsageEvent> = events.iter().collect();
+    v.sort_by_key(|e| (e.at, e.seq));
+    v
+}
+
 /// The event kinds the fold reads (the others leave the series unchanged).
 pub const FOLDED_KINDS: &[&str] = &[
     "opened",
@@ -44,13 +87,20 @@ pub const FOLDED_KINDS: &[&str] = &[
 ];
 
 /// One bucket of one subject at one grain: the figures over `[start, through)`, and the state
-/// at `through` (`in_use_end`, `seats_end`, `full_end`), which holds until the next event.
+/// at `through` (`in_use_end`, `seats_end`), which holds until the next event.
+///
+/// High and low water, the overdraft's high water and the full periods count the states that
+/// held for some time: several events at one instant (a seat freed and taken again at once,
+/// as a queue grant does, or an end that landed in the log after an open of the same instant)
+/// pass through states that held for none, and those are not counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acc {
     pub start: i64,
     /// The integrals (`in_use_ms`, `hist`, `full_ms`) cover `[start, through)`.
     pub through: i64,
+    /// Most seats in use in a state that held for some time (−1: none yet).
     pub high: i64,
+    /// Fewest (`i64::MAX`: none yet).
     pub low: i64,
     pub in_use_end: i64,
     pub seats_end: i64,
@@ -68,7 +118,9 @@ pub struct Acc {
     pub full_ms: i64,
     /// Times the subject became full within the bucket.
     pub full_entries: i64,
-    pub full_end: bool,
+    /// Whether the full period under way (if any) is counted already (in this bucket or, for
+    /// one carried in, before it). Stored in the `full_end` column.
+    pub in_full_period: bool,
     /// Milliseconds at each number of seats in use.
     pub hist: BTreeMap<i64, i64>,
     /// Users who opened a session in the bucket (loaded only to resume a fold).
@@ -77,24 +129,20 @@ pub struct Acc {
     pub user_count: i64,
     /// Users of `users` not written yet.
     pub new_users: Vec<String>,
-    /// When the subject stopped being full, within this bucket (a seat freed and taken again
-    /// at the same instant, e.g. a queue grant, is not a new full period).
-    pub left_full_at: Option<i64>,
-    /// Opened by an event at its very start: the carried state held for no time in it, so the
-    /// event's state replaces it in `high` and `low` (a session ending at 03:00:00.000 is not
-    /// in use in the hour from 03:00).
-    pub pristine: bool,
+    /// Whether some of `users` were written (while the bucket was open). The names are kept
+    /// for good for days (a month's distinct users are a union of days); a closed minute or
+    /// hour keeps only its count, and its names are deleted.
+    pub users_written: bool,
 }
 
 impl Acc {
     /// A bucket starting at `start` with the state carried into it.
     pub fn new(start: i64, in_use: i64, seats: i64) -> Acc {
-        let full = in_use >= seats;
         Acc {
             start,
             through: start,
-            high: in_use,
-            low: in_use,
+            high: -1,
+            low: i64::MAX,
             in_use_end: in_use,
             seats_end: seats,
             seats_max: seats,
@@ -102,63 +150,61 @@ impl Acc {
             opens: 0,
             denials: 0,
             queued: 0,
-            overdraft_high: (in_use - seats).max(0),
+            overdraft_high: 0,
             full_ms: 0,
             full_entries: 0,
-            full_end: full,
+            in_full_period: in_use >= seats,
             hist: BTreeMap::new(),
             users: BTreeSet::new(),
             user_count: 0,
             new_users: Vec::new(),
-            left_full_at: None,
-            pristine: false,
+            users_written: false,
         }
     }
 
-    /// Runs the integrals at the current state up to `t`.
+    /// Whether every seat is in use in the current state.
+    pub fn is_full(&self) -> bool {
+        self.in_use_end >= self.seats_end
+    }
+
+    /// Runs the current state up to `t`: the integrals, and the marks of a state that held.
     pub fn run_to(&mut self, t: i64) {
         let dt = t - self.through;
         if dt <= 0 {
             return;
         }
-        self.in_use_ms += self.in_use_end * dt;
-        *self.hist.entry(self.in_use_end).or_insert(0) += dt;
-        if self.full_end {
+        let u = self.in_use_end;
+        self.in_use_ms += u * dt;
+        *self.hist.entry(u).or_insert(0) += dt;
+        self.high = self.high.max(u);
+        self.low = self.low.min(u);
+        self.overdraft_high = self.overdraft_high.max(u - self.seats_end);
+        if self.is_full() {
             self.full_ms += dt;
+            if !self.in_full_period {
+                self.full_entries += 1;
+                self.in_full_period = true;
+            }
+        } else {
+            self.in_full_period = false;
         }
         self.through = t;
-        self.pristine = false;
+    }
+
+    /// The marks of a bucket no state of which has held yet (it starts now): the state now.
+    pub fn mark_now(&mut self) {
+        if self.high < 0 {
+            self.high = self.in_use_end;
+            self.low = self.in_use_end;
+            self.overdraft_high = self.overdraft_high.max(self.in_use_end - self.seats_end);
+        }
     }
 
     /// The state changes (at `through`).
     fn set(&mut self, in_use: i64, seats: i64) {
-        if self.pristine {
-            self.pristine = false;
-            *self = Acc {
-                users: std::mem::take(&mut self.users),
-                new_users: std::mem::take(&mut self.new_users),
-                user_count: self.user_count,
-                opens: self.opens,
-                denials: self.denials,
-                queued: self.queued,
-                ..Acc::new(self.start, in_use, seats)
-            };
-            return;
-        }
         self.in_use_end = in_use;
         self.seats_end = seats;
-        self.high = self.high.max(in_use);
-        self.low = self.low.min(in_use);
         self.seats_max = self.seats_max.max(seats);
-        self.overdraft_high = self.overdraft_high.max(in_use - seats);
-        let full = in_use >= seats;
-        if full && !self.full_end && self.left_full_at != Some(self.through) {
-            self.full_entries += 1;
-        }
-        if !full && self.full_end {
-            self.left_full_at = Some(self.through);
-        }
-        self.full_end = full;
     }
 
     fn add_user(&mut self, user: &str) {
@@ -207,7 +253,6 @@ impl SubjectState {
                         closed.push((self.subject.clone(), g, old));
                     }
                     let mut acc = Acc::new(start, self.in_use, self.seats);
-                    acc.pristine = t == start;
                     acc.run_to(t);
                     *slot = Some(acc);
                 }
@@ -274,18 +319,10 @@ impl Folder {
     /// The subjects `events` touch whose state is not loaded, with their license id (for a
     /// license subject) — to be read from the store and given to `insert`.
     pub fn missing(&self, events: &[UsageEvent]) -> Vec<String> {
-        let mut out = BTreeSet::new();
-        for e in events.iter().filter(|e| folded(e)) {
-            for s in [
-                license_subject(&e.license_id),
-                account_subject(&e.account_id),
-            ] {
-                if !self.states.contains_key(&s) {
-                    out.insert(s);
-                }
-            }
-        }
-        out.into_iter().collect()
+        subjects(events)
+            .into_iter()
+            .filter(|s| !self.states.contains_key(s))
+            .collect()
     }
 
     /// A subject's state as the store kept it.
@@ -390,11 +427,26 @@ impl Folder {
             if let Some(st) = self.states.get_mut(&s) {
                 writes.states.push(st.clone());
                 for acc in st.open.iter_mut().flatten() {
-                    acc.new_users.clear();
+                    if !acc.new_users.is_empty() {
+                        acc.users_written = true;
+                        acc.new_users.clear();
+                    }
                 }
             }
         }
         writes
+    }
+
+    /// A fold of the events not settled yet, for one query: starts from this fold's states of
+    /// `subjects` (the others are loaded as usual) and its pending waits; never written.
+    pub fn fork(&self, subjects: &[String]) -> Folder {
+        let mut f = Folder::resume(self.watermark, self.pending.clone());
+        for s in subjects {
+            if let Some(st) = self.states.get(s) {
+                f.insert(st.clone());
+            }
+        }
+        f
     }
 
     /// Forgets the waits begun before `before` and never granted (their clients gave up).
@@ -411,6 +463,16 @@ impl Folder {
     pub fn get(&self, subject: &str) -> Option<&SubjectState> {
         self.states.get(subject)
     }
+}
+
+/// The subjects `events` touch.
+pub fn subjects(events: &[UsageEvent]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for e in events.iter().filter(|e| folded(e)) {
+        out.insert(license_subject(&e.license_id));
+        out.insert(account_subject(&e.account_id));
+    }
+    out.into_iter().collect()
 }
 
 fn folded(e: &UsageEvent) -> bool {
@@ -532,7 +594,7 @@ mod tests {
         // Assert: full from 1 s to 20 s (one entry), overdraft high 1, seats 1 → 3.
         assert_eq!(m0.full_entries, 1);
         assert_eq!(m0.full_ms, 19_000);
-        assert!(!m0.full_end);
+        assert!(!m0.is_full());
         assert_eq!(m0.overdraft_high, 1);
         assert_eq!((m0.seats_end, m0.seats_max, m0.high), (3, 3, 2));
         // The account follows its license.
@@ -563,7 +625,8 @@ mod tests {
         );
         assert_eq!(w.pending_removed, ["b"]);
         let m0 = minute_rows(&f, &w, "license:lic").remove(0);
-        assert_eq!((m0.queued, m0.opens, m0.high, m0.low), (1, 2, 1, 0));
+        // (The instant at 4.5 s with bob's seat free and amy's not taken yet held no time.)
+        assert_eq!((m0.queued, m0.opens, m0.high, m0.low), (1, 2, 1, 1));
     }
 
     #[test]
@@ -583,11 +646,33 @@ mod tests {
         // hour later, its state carried (2 in use until the end at 1 s).
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].in_use_ms, 2 * 50_000);
-        assert_eq!(
-            (rows[1].start, rows[1].high, rows[1].low),
-            (T + 3_600_000, 2, 1)
-        );
         assert_eq!(rows[1].in_use_ms, 2_000);
+        let mut last = rows[1].clone();
+        last.run_to(last.start + MINUTE_MS);
+        assert_eq!((last.start, last.high, last.low), (T + 3_600_000, 2, 1));
+    }
+
+    #[test]
+    fn only_a_prefix_no_later_event_can_precede_is_settled() {
+        let mut log = Log::new();
+        for (at, event) in [
+            (0, "opened"),
+            (5_000, "opened"),
+            (3_000, "ended"),
+            (30_000, "opened"),
+        ] {
+            log.push(T + at, event, "s", "bob", "interactive");
+        }
+        // The log's latest time is 30 s: up to 20 s is settled; the end stamped 3 s (landed
+        // after the open of 5 s) must be folded with it.
+        assert_eq!(settled(&log.events, T + 30_000), 3);
+        assert_eq!(settled(&log.events, T + 12_000), 1);
+        assert_eq!(settled(&log.events[1..], T + 14_000), 0);
+        let order: Vec<i64> = in_time_order(&log.events[..3])
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(order, [1, 3, 2]);
     }
 
     #[test]

@@ -10,12 +10,14 @@
 pub mod fold;
 pub mod series;
 pub mod sql;
+pub mod tail;
 
-pub use fold::{Acc, Folder, SubjectState, UsageEvent, Writes};
+pub use fold::{in_time_order, settled, Acc, Folder, SubjectState, UsageEvent, Writes, SETTLE_MS};
 pub use series::{
     build_series, Bucket, FullStats, HeatCell, HistBin, SeriesInput, UsageBucket, UsageSeries,
 };
 pub use sql::SeriesQuery;
+pub use tail::SeriesRows;
 
 /// Most buckets one query answers (`bucket` × the period; e.g. 6.9 days of minutes, 416 days of
 /// hours).

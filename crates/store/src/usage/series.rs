@@ -395,6 +395,7 @@ fn walk(
             None => Acc::new(start, carry.0, carry.1),
         };
         acc.run_to(end);
+        acc.mark_now();
         carry = (acc.in_use_end, acc.seats_end);
         out.push(acc);
     }
@@ -416,7 +417,7 @@ fn merge(a: &mut Acc, b: &Acc) {
     a.overdraft_high = a.overdraft_high.max(b.overdraft_high);
     a.full_ms += b.full_ms;
     a.full_entries += b.full_entries;
-    a.full_end = b.full_end;
+    a.in_full_period = b.in_full_period;
     for (level, ms) in &b.hist {
         *a.hist.entry(*level).or_insert(0) += ms;
     }

@@ -37,7 +37,7 @@ pub fn row_values(acc: &Acc) -> [i64; 16] {
         acc.overdraft_high,
         acc.full_ms,
         acc.full_entries,
-        i64::from(acc.full_end),
+        i64::from(acc.in_full_period),
         acc.user_count,
     ]
 }
@@ -57,13 +57,15 @@ pub fn row_from(v: [i64; 16]) -> Acc {
         overdraft_high,
         full_ms,
         full_entries,
-        full_end: full_end != 0,
+        in_full_period: full_end != 0,
         user_count: users,
         seats_max,
         ..Acc::new(start, in_use_end, seats_end)
     }
 }
 
+/// The time of the log's latest event at or below `$1`.
+pub const LATEST_AT: &str = "SELECT at FROM audit_events WHERE seq <= $1 ORDER BY seq DESC LIMIT 1";
 pub const EVENTS: &str =
     "SELECT seq, at, account_id, license_id, session_id, username, event, detail
      FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3";
@@ -85,13 +87,15 @@ pub const PUT_HIST: &str =
 pub const PUT_USER: &str =
     "INSERT INTO usage_users (subject, grain, start, username) VALUES ($1, $2, $3, $4)
      ON CONFLICT DO NOTHING";
+pub const DEL_USERS: &str =
+    "DELETE FROM usage_users WHERE subject = $1 AND grain = $2 AND start = $3";
 pub const ROW_HIST: &str =
     "SELECT in_use, ms FROM usage_hist WHERE subject = $1 AND grain = $2 AND start = $3";
 pub const ROW_USERS: &str =
     "SELECT username FROM usage_users WHERE subject = $1 AND grain = $2 AND start = $3";
 pub const RANGE_HIST: &str = "SELECT start, in_use, ms FROM usage_hist
      WHERE subject = $1 AND grain = $2 AND start >= $3 AND start < $4 ORDER BY start";
-pub const SEED: &str = "SELECT in_use_end, seats_end FROM usage_rows
+pub const SEED: &str = "SELECT start, in_use_end, seats_end FROM usage_rows
      WHERE subject = $1 AND grain = 0 AND start < $2 ORDER BY start DESC LIMIT 1";
 pub const WAITS: &str = "SELECT at, wait_ms FROM usage_waits
      WHERE subject = $1 AND at >= $2 AND at < $3 ORDER BY at";
@@ -138,5 +142,26 @@ pub fn attach_hist(rows: &mut [Acc], hist: Vec<(i64, i64, i64)>) {
         if let Some(r) = rows.get_mut(i).filter(|r| r.start == start) {
             r.hist.insert(level, ms);
         }
+    }
+}
+
+/// What to do with the user names of a row being written: `Put` its new names (a day, or a
+/// bucket still open), `Drop` the names written while it was open (a closed minute or hour
+/// keeps its count only), or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNames {
+    Put,
+    Drop,
+    Keep,
+}
+
+/// See `UserNames`.
+pub fn user_names(grain: super::Grain, acc: &Acc, open: bool) -> UserNames {
+    if open || grain == super::Grain::Day {
+        UserNames::Put
+    } else if acc.users_written {
+        UserNames::Drop
+    } else {
+        UserNames::Keep
     }
 }
