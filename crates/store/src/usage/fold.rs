@@ -48,7 +48,7 @@ pub const SETTLE_MS: i64 = 10_000;
 /// time, and at least `SETTLE_MS` before `latest_at` (an event still to land is stamped no
 /// earlier than that).
 pub fn settled(events: &[UsageEvent], latest_at: i64) -> usize {
-    let cutoff = latest_at - SETTLE_MS;
+    let cutoff = latest_at.saturating_sub(SETTLE_MS);
     let mut suffix_min = vec![i64::MAX; events.len() + 1];
     let mut min = i64::MAX;
     for (slot, e) in suffix_min.iter_mut().rev().skip(1).zip(events.iter().rev()) {
