@@ -140,7 +140,7 @@ fn launch(
     let exe = std::env::current_exe().context("locating the leasehold binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(&data_dir)
+        .arg(data_dir)
         .env("LEASEHOLD_ADMIN_TOKEN", admin_token)
         .env("LEASEHOLD_LOG", "warn")
         .env_remove("LEASEHOLD_DATABASE_URL")

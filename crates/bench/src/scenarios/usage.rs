@@ -77,7 +77,7 @@ impl Iterator for Gen {
             }
             (_, Some(at)) => {
                 let i = self.next;
-                if i % 100 == 0 && self.denial != Some(i) {
+                if i.is_multiple_of(100) && self.denial != Some(i) {
                     self.denial = Some(i);
                     return Some((at, "denied", i));
                 }

@@ -24,7 +24,7 @@ use crate::usage::{
 use crate::StoreResult;
 
 /// Key of the advisory lock of the usage fold ("usage" in ASCII).
-const FOLD_LOCK: i64 = 0x7573_6167_65;
+const FOLD_LOCK: i64 = 0x0075_7361_6765;
 
 /// This node's folder (`None`: rebuilt at the next chunk).
 #[derive(Default)]

@@ -242,9 +242,8 @@ impl SubjectState {
     /// Moves time to `t` (never back): buckets left behind are closed into `closed`.
     fn advance(&mut self, t: i64, closed: &mut Vec<(String, Grain, Acc)>) -> i64 {
         let t = t.max(self.t);
-        for g in Grain::ALL {
+        for (g, slot) in Grain::ALL.into_iter().zip(self.open.iter_mut()) {
             let start = g.start_of(t);
-            let slot = &mut self.open[g.index()];
             match slot {
                 Some(acc) if acc.start == start => acc.run_to(t),
                 _ => {
