@@ -115,7 +115,6 @@ fn columns(e: Event, account: &str, license: &str) -> [String; 7] {
 /// after the events left (accounts' user and token events, which the fold skips).
 const RESET: &[&str] = &[
     "DELETE FROM usage_rows",
-    "DELETE FROM usage_hist",
     "DELETE FROM usage_users",
     "DELETE FROM usage_waits",
     "DELETE FROM usage_pending",

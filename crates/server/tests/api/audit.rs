@@ -948,3 +948,68 @@ async fn the_documented_event_kinds_are_the_kinds_the_store_writes() {
         .collect();
     assert_eq!(documented, leasehold_store::AUDIT_EVENT_KINDS);
 }
+
+#[tokio::test]
+async fn admin_changes_to_users_tokens_and_registered_users_are_in_the_log() {
+    // Arrange: a registered_users license; bob created and given a token.
+    let app = spawn_app().await;
+    let f = app
+        .fixture(2, &[], json!({"model": "registered_users"}))
+        .await;
+    let _bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let path = format!("/v1/licenses/{}/users/bob", f.license_id);
+    let put = |active: bool| {
+        app.call(
+            Method::PUT,
+            &path,
+            Some(&f.admin),
+            Some(json!({"active": active})),
+        )
+    };
+
+    // Act: bob is activated on the license, then deactivated there, then on the account.
+    assert_eq!(put(true).await.status, StatusCode::CREATED);
+    assert_eq!(put(false).await.status, StatusCode::OK);
+    let off = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/bob", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "interactive", "active": false})),
+        )
+        .await;
+    assert!(off.status.is_success(), "{:?}", off.body);
+
+    // Assert: each change is an event with the admin's origin; the license's are on its log.
+    let admin_actor = json!(format!("admin:{}", f.account_id));
+    let mine = all(&app, &f.admin, "&username=bob").await;
+    let got: Vec<_> = mine
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["detail"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("user_created", json!("interactive active")),
+            ("token_issued", json!("user")),
+            ("license_user_activated", Value::Null),
+            ("license_user_deactivated", Value::Null),
+            ("user_updated", json!("interactive inactive")),
+        ]
+    );
+    assert!(mine.iter().all(|e| e["actor"] == admin_actor));
+    assert!(mine.iter().all(|e| e["request_id"].is_string()));
+    let on_license = all(
+        &app,
+        &f.admin,
+        &format!(
+            "&license_id={}&event=license_user_activated,license_user_deactivated",
+            f.license_id
+        ),
+    )
+    .await;
+    assert_eq!(on_license.len(), 2);
+    // The token itself is never in the log.
+    let text = serde_json::to_string(&mine).unwrap();
+    assert!(!text.contains(_bob.as_str()));
+}

@@ -21,17 +21,9 @@ CREATE TABLE usage_rows (
     full_entries   BIGINT  NOT NULL,
     full_end       BIGINT  NOT NULL,
     users          BIGINT  NOT NULL,
+    -- Milliseconds at each number of seats in use: `in_use:ms` pairs, comma-separated.
+    hist           TEXT    NOT NULL,
     PRIMARY KEY (subject, grain, start)
-);
-
--- Milliseconds of a row's bucket spent at each number of seats in use.
-CREATE TABLE usage_hist (
-    subject TEXT    NOT NULL,
-    grain   BIGINT  NOT NULL,
-    start   BIGINT  NOT NULL,
-    in_use  BIGINT  NOT NULL,
-    ms      BIGINT  NOT NULL,
-    PRIMARY KEY (subject, grain, start, in_use)
 );
 
 -- The users who opened a session in a row's bucket: kept for days (a month's distinct users are a

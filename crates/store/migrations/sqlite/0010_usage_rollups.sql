@@ -21,17 +21,9 @@ CREATE TABLE usage_rows (
     full_entries   INTEGER NOT NULL,
     full_end       INTEGER NOT NULL,
     users          INTEGER NOT NULL,
+    -- Milliseconds at each number of seats in use: `in_use:ms` pairs, comma-separated.
+    hist           TEXT    NOT NULL,
     PRIMARY KEY (subject, grain, start)
-) WITHOUT ROWID;
-
--- Milliseconds of a row's bucket spent at each number of seats in use.
-CREATE TABLE usage_hist (
-    subject TEXT    NOT NULL,
-    grain   INTEGER NOT NULL,
-    start   INTEGER NOT NULL,
-    in_use  INTEGER NOT NULL,
-    ms      INTEGER NOT NULL,
-    PRIMARY KEY (subject, grain, start, in_use)
 ) WITHOUT ROWID;
 
 -- The users who opened a session in a row's bucket: kept for days (a month's distinct users are a

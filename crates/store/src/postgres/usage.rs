@@ -16,7 +16,7 @@ use super::audit::horizon;
 use super::errors::db_error;
 use crate::codec::parse_terms;
 use crate::usage::fold::subjects;
-use crate::usage::sql::{self, attach_hist, row_from, row_values, SeriesQuery};
+use crate::usage::sql::{self, decode_hist, encode_hist, row_from, row_values, SeriesQuery};
 use crate::usage::{
     in_time_order, settled, Acc, Bucket, Folder, Grain, SeriesRows, SubjectState, UsageEvent,
     UsageSeries, Writes, CHUNK, PENDING_FOR_MS,
@@ -241,7 +241,9 @@ fn read_row(r: &sqlx::postgres::PgRow) -> Result<Acc, sqlx::Error> {
     for (i, slot) in v.iter_mut().enumerate() {
         *slot = r.try_get(i)?;
     }
-    Ok(row_from(v))
+    let mut acc = row_from(v);
+    acc.hist = decode_hist(r.try_get::<&str, _>(16)?);
+    Ok(acc)
 }
 
 async fn load_subject(conn: &mut PgConnection, subject: &str) -> StoreResult<Option<SubjectState>> {
@@ -266,14 +268,6 @@ async fn load_subject(conn: &mut PgConnection, subject: &str) -> StoreResult<Opt
             .map_err(db_error)?;
         let Some(row) = row else { continue };
         let mut acc = read_row(&row).map_err(db_error)?;
-        let hist: Vec<(i64, i64)> = sqlx::query_as(sql::ROW_HIST)
-            .bind(subject)
-            .bind(g.code())
-            .bind(start)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        acc.hist.extend(hist);
         let users: Vec<String> = sqlx::query_scalar(sql::ROW_USERS)
             .bind(subject)
             .bind(g.code())
@@ -304,7 +298,7 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
             }
         }
     }
-    // Rows: subject, grain, then the 16 columns, one array each.
+    // Rows: subject, grain, then the 16 number columns, one array each, then the histograms.
     let subjects: Vec<&str> = rows.iter().map(|r| r.0).collect();
     let grains: Vec<i64> = rows.iter().map(|r| r.1.code()).collect();
     let values: Vec<[i64; 16]> = rows.iter().map(|r| row_values(r.2)).collect();
@@ -312,11 +306,13 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
     let updates: Vec<String> = cols
         .iter()
         .skip(1)
+        .chain(std::iter::once(&"hist"))
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     let unnest: Vec<String> = (3..=18).map(|n| format!("${n}::bigint[]")).collect();
     let put_rows = format!(
-        "INSERT INTO usage_rows (subject, grain, {}) SELECT * FROM UNNEST($1::text[], $2::bigint[], {})
+        "INSERT INTO usage_rows (subject, grain, {}, hist)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], {}, $19::text[])
          ON CONFLICT (subject, grain, start) DO UPDATE SET {}",
         sql::ROW_COLS,
         unnest.join(", "),
@@ -330,19 +326,12 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
             .collect();
         q = q.bind(col);
     }
-    q.execute(&mut *conn).await.map_err(db_error)?;
+    let hists: Vec<String> = rows.iter().map(|r| encode_hist(&r.2.hist)).collect();
+    q.bind(&hists).execute(&mut *conn).await.map_err(db_error)?;
 
-    let (mut hs, mut hg, mut hstart, mut hl, mut hms) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut us, mut ug, mut ustart, mut un) = (vec![], vec![], vec![], vec![]);
     let (mut ds, mut dg, mut dstart) = (vec![], vec![], vec![]);
     for (subject, g, acc, open) in &rows {
-        for (level, ms) in &acc.hist {
-            hs.push(*subject);
-            hg.push(g.code());
-            hstart.push(acc.start);
-            hl.push(*level);
-            hms.push(*ms);
-        }
         match sql::user_names(*g, acc, *open) {
             sql::UserNames::Put => {
                 for u in &acc.new_users {
@@ -373,19 +362,6 @@ async fn write(conn: &mut PgConnection, w: &Writes, forget: i64) -> StoreResult<
         .await
         .map_err(db_error)?;
     }
-    sqlx::query(
-        "INSERT INTO usage_hist (subject, grain, start, in_use, ms)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-         ON CONFLICT (subject, grain, start, in_use) DO UPDATE SET ms = excluded.ms",
-    )
-    .bind(&hs)
-    .bind(&hg)
-    .bind(&hstart)
-    .bind(&hl)
-    .bind(&hms)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
     sqlx::query(
         "INSERT INTO usage_users (subject, grain, start, username)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[])
@@ -466,9 +442,8 @@ async fn range(
     g: Grain,
     from: i64,
     to: i64,
-    hist: bool,
 ) -> StoreResult<Vec<Acc>> {
-    let mut rows: Vec<Acc> = sqlx::query(&sql::range_rows())
+    sqlx::query(&sql::range_rows())
         .bind(subject)
         .bind(g.code())
         .bind(from)
@@ -479,28 +454,14 @@ async fn range(
         .iter()
         .map(read_row)
         .collect::<Result<_, sqlx::Error>>()
-        .map_err(db_error)?;
-    if hist {
-        let h: Vec<(i64, i64, i64)> = sqlx::query_as(sql::RANGE_HIST)
-            .bind(subject)
-            .bind(g.code())
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        attach_hist(&mut rows, h);
-    }
-    Ok(rows)
+        .map_err(db_error)
 }
 
 async fn read_rows(conn: &mut PgConnection, q: &SeriesQuery) -> StoreResult<SeriesRows> {
     let grain = q.bucket.grain();
-    let rows = range(conn, &q.subject, grain, q.from, q.to, true).await?;
+    let rows = range(conn, &q.subject, grain, q.from, q.to).await?;
     let hour_rows = match q.bucket {
-        Bucket::Day | Bucket::Month => {
-            range(conn, &q.subject, Grain::Hour, q.from, q.to, false).await?
-        }
+        Bucket::Day | Bucket::Month => range(conn, &q.subject, Grain::Hour, q.from, q.to).await?,
         _ => Vec::new(),
     };
     let seed: Option<(i64, i64, i64)> = sqlx::query_as(sql::SEED)

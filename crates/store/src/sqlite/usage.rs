@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::schema::open_connection;
 use crate::codec::parse_terms;
 use crate::usage::fold::subjects;
-use crate::usage::sql::{self, attach_hist, row_from, row_values, SeriesQuery};
+use crate::usage::sql::{self, decode_hist, encode_hist, row_from, row_values, SeriesQuery};
 use crate::usage::{
     in_time_order, settled, Acc, Bucket, Folder, Grain, SeriesRows, SubjectState, UsageEvent,
     UsageSeries, Writes, CHUNK, PENDING_FOR_MS,
@@ -182,7 +182,9 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Acc> {
     for (i, slot) in v.iter_mut().enumerate() {
         *slot = r.get(i)?;
     }
-    Ok(row_from(v))
+    let mut acc = row_from(v);
+    acc.hist = decode_hist(&r.get::<_, String>(16)?);
+    Ok(acc)
 }
 
 /// A subject's state as stored, with its open rows (histogram and users), if it has one.
@@ -204,11 +206,6 @@ fn load_subject(conn: &Connection, subject: &str) -> StoreResult<Option<SubjectS
             .query_row(key, read_row)
             .optional()?;
         let Some(mut acc) = row else { continue };
-        let mut stmt = conn.prepare_cached(sql::ROW_HIST)?;
-        for h in stmt.query_map(key, |r| Ok((r.get(0)?, r.get(1)?)))? {
-            let (level, ms) = h?;
-            acc.hist.insert(level, ms);
-        }
         let mut stmt = conn.prepare_cached(sql::ROW_USERS)?;
         for u in stmt.query_map(key, |r| r.get::<_, String>(0))? {
             acc.users.insert(u?);
@@ -223,7 +220,6 @@ fn load_subject(conn: &Connection, subject: &str) -> StoreResult<Option<SubjectS
 
 fn write(tx: &Transaction<'_>, w: &Writes, forget: i64) -> rusqlite::Result<()> {
     let mut put_row = tx.prepare_cached(&sql::put_row())?;
-    let mut put_hist = tx.prepare_cached(sql::PUT_HIST)?;
     let mut put_user = tx.prepare_cached(sql::PUT_USER)?;
     let mut rows: Vec<(&str, Grain, &Acc, bool)> = w
         .closed
@@ -243,10 +239,8 @@ fn write(tx: &Transaction<'_>, w: &Writes, forget: i64) -> rusqlite::Result<()> 
         let v = row_values(acc);
         let mut p: Vec<rusqlite::types::Value> = vec![subject.to_owned().into(), g.code().into()];
         p.extend(v.iter().map(|x| rusqlite::types::Value::Integer(*x)));
+        p.push(encode_hist(&acc.hist).into());
         put_row.execute(rusqlite::params_from_iter(p))?;
-        for (level, ms) in &acc.hist {
-            put_hist.execute(params![subject, g.code(), acc.start, level, ms])?;
-        }
         match sql::user_names(g, acc, open) {
             sql::UserNames::Put => {
                 for u in &acc.new_users {
@@ -287,29 +281,17 @@ fn range(
     g: Grain,
     from: i64,
     to: i64,
-    hist: bool,
 ) -> rusqlite::Result<Vec<Acc>> {
     let mut stmt = conn.prepare_cached(&sql::range_rows())?;
-    let mut rows: Vec<Acc> = stmt
-        .query_map(params![subject, g.code(), from, to], read_row)?
-        .collect::<rusqlite::Result<_>>()?;
-    if hist {
-        let mut stmt = conn.prepare_cached(sql::RANGE_HIST)?;
-        let h: Vec<(i64, i64, i64)> = stmt
-            .query_map(params![subject, g.code(), from, to], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        attach_hist(&mut rows, h);
-    }
-    Ok(rows)
+    let rows = stmt.query_map(params![subject, g.code(), from, to], read_row)?;
+    rows.collect()
 }
 
 fn read_rows(conn: &Connection, q: &SeriesQuery) -> rusqlite::Result<SeriesRows> {
     let grain = q.bucket.grain();
-    let rows = range(conn, &q.subject, grain, q.from, q.to, true)?;
+    let rows = range(conn, &q.subject, grain, q.from, q.to)?;
     let hour_rows = match q.bucket {
-        Bucket::Day | Bucket::Month => range(conn, &q.subject, Grain::Hour, q.from, q.to, false)?,
+        Bucket::Day | Bucket::Month => range(conn, &q.subject, Grain::Hour, q.from, q.to)?,
         _ => Vec::new(),
     };
     let seed = conn

@@ -16,7 +16,7 @@ pub struct SeriesQuery {
     pub seats_now: i64,
 }
 
-/// The columns of a row after `subject, grain`, in `Acc` order.
+/// The number columns of a row after `subject, grain`, in `Acc` order (then `hist`).
 pub const ROW_COLS: &str = "start, through, high, low, in_use_end, seats_end, seats_max, \
      in_use_ms, opens, denials, queued, overdraft_high, full_ms, full_entries, full_end, users";
 
@@ -81,20 +81,13 @@ pub const PUT_STATE: &str = "INSERT INTO usage_state (subject, in_use, seats, t)
      ON CONFLICT (subject) DO UPDATE SET in_use = excluded.in_use, seats = excluded.seats, t = excluded.t";
 pub const LICENSE_TERMS: &str = "SELECT terms FROM licenses WHERE id = $1";
 pub const PUT_WAIT: &str = "INSERT INTO usage_waits (subject, at, wait_ms) VALUES ($1, $2, $3)";
-pub const PUT_HIST: &str =
-    "INSERT INTO usage_hist (subject, grain, start, in_use, ms) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (subject, grain, start, in_use) DO UPDATE SET ms = excluded.ms";
 pub const PUT_USER: &str =
     "INSERT INTO usage_users (subject, grain, start, username) VALUES ($1, $2, $3, $4)
      ON CONFLICT DO NOTHING";
 pub const DEL_USERS: &str =
     "DELETE FROM usage_users WHERE subject = $1 AND grain = $2 AND start = $3";
-pub const ROW_HIST: &str =
-    "SELECT in_use, ms FROM usage_hist WHERE subject = $1 AND grain = $2 AND start = $3";
 pub const ROW_USERS: &str =
     "SELECT username FROM usage_users WHERE subject = $1 AND grain = $2 AND start = $3";
-pub const RANGE_HIST: &str = "SELECT start, in_use, ms FROM usage_hist
-     WHERE subject = $1 AND grain = $2 AND start >= $3 AND start < $4 ORDER BY start";
 pub const SEED: &str = "SELECT start, in_use_end, seats_end FROM usage_rows
      WHERE subject = $1 AND grain = 0 AND start < $2 ORDER BY start DESC LIMIT 1";
 pub const WAITS: &str = "SELECT at, wait_ms FROM usage_waits
@@ -102,17 +95,18 @@ pub const WAITS: &str = "SELECT at, wait_ms FROM usage_waits
 pub const DAY_USERS: &str = "SELECT start, username FROM usage_users
      WHERE subject = $1 AND grain = 2 AND start >= $2 AND start < $3";
 
-/// The upsert of a row (`subject, grain`, then `ROW_COLS`).
+/// The upsert of a row (`subject, grain`, then `ROW_COLS`, then `hist`).
 pub fn put_row() -> String {
     let cols: Vec<&str> = ROW_COLS.split(", ").collect();
-    let params: Vec<String> = (1..=18).map(|n| format!("${n}")).collect();
+    let params: Vec<String> = (1..=19).map(|n| format!("${n}")).collect();
     let updates: Vec<String> = cols
         .iter()
         .skip(1)
+        .chain(std::iter::once(&"hist"))
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO usage_rows (subject, grain, {ROW_COLS}) VALUES ({})
+        "INSERT INTO usage_rows (subject, grain, {ROW_COLS}, hist) VALUES ({})
          ON CONFLICT (subject, grain, start) DO UPDATE SET {}",
         params.join(", "),
         updates.join(", ")
@@ -121,28 +115,42 @@ pub fn put_row() -> String {
 
 /// One row by its key.
 pub fn row_at() -> String {
-    format!("SELECT {ROW_COLS} FROM usage_rows WHERE subject = $1 AND grain = $2 AND start = $3")
+    format!(
+        "SELECT {ROW_COLS}, hist FROM usage_rows WHERE subject = $1 AND grain = $2 AND start = $3"
+    )
 }
 
 /// A subject's rows of one grain starting in `[$3, $4)`.
 pub fn range_rows() -> String {
     format!(
-        "SELECT {ROW_COLS} FROM usage_rows
+        "SELECT {ROW_COLS}, hist FROM usage_rows
          WHERE subject = $1 AND grain = $2 AND start >= $3 AND start < $4 ORDER BY start"
     )
 }
 
-/// Attaches histogram entries (start, level, ms), ordered by start, to `rows` (ordered too).
-pub fn attach_hist(rows: &mut [Acc], hist: Vec<(i64, i64, i64)>) {
-    let mut i = 0;
-    for (start, level, ms) in hist {
-        while rows.get(i).is_some_and(|r| r.start < start) {
-            i += 1;
+/// A row's histogram as stored: `in_use:ms` pairs, comma-separated, by number in use (one
+/// column rather than a row per number: a year of hours is 8,760 rows to read, not 300,000).
+pub fn encode_hist(hist: &std::collections::BTreeMap<i64, i64>) -> String {
+    let mut out = String::with_capacity(hist.len() * 12);
+    for (i, (level, ms)) in hist.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        if let Some(r) = rows.get_mut(i).filter(|r| r.start == start) {
-            r.hist.insert(level, ms);
-        }
+        out.push_str(&level.to_string());
+        out.push(':');
+        out.push_str(&ms.to_string());
     }
+    out
+}
+
+/// The histogram `encode_hist` wrote (pairs that do not parse are skipped).
+pub fn decode_hist(text: &str) -> std::collections::BTreeMap<i64, i64> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (level, ms) = pair.split_once(':')?;
+            Some((level.parse().ok()?, ms.parse().ok()?))
+        })
+        .collect()
 }
 
 /// What to do with the user names of a row being written: `Put` its new names (a day, or a
@@ -163,5 +171,18 @@ pub fn user_names(grain: super::Grain, acc: &Acc, open: bool) -> UserNames {
         UserNames::Drop
     } else {
         UserNames::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_reads_back_as_written() {
+        let hist = std::collections::BTreeMap::from([(0, 5), (3, 60_000), (12, 1)]);
+        assert_eq!(encode_hist(&hist), "0:5,3:60000,12:1");
+        assert_eq!(decode_hist(&encode_hist(&hist)), hist);
+        assert!(decode_hist("").is_empty());
     }
 }
