@@ -72,7 +72,7 @@ impl PgRollup {
             }
             let seats = current_seats(&mut tx, &tail).await?;
             for e in in_time_order(&tail) {
-                fork.fold(e, &|id| seats.get(id).copied());
+                fork.fold(&e, &|id| seats.get(id).copied());
             }
             rows.merge_tail(q, &fork.take_writes());
         }
@@ -223,7 +223,7 @@ async fn chunk(
     }
     let seats = current_seats(&mut tx, events).await?;
     for e in in_time_order(events) {
-        f.fold(e, &|id| seats.get(id).copied());
+        f.fold(&e, &|id| seats.get(id).copied());
     }
     let forget = f.latest() - PENDING_FOR_MS;
     f.forget_pending_before(forget);

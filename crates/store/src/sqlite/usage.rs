@@ -68,7 +68,7 @@ impl Rollup {
             }
             let seats = current_seats(conn, &tail)?;
             for e in in_time_order(&tail) {
-                fork.fold(e, &|id| seats.get(id).copied());
+                fork.fold(&e, &|id| seats.get(id).copied());
             }
             rows.merge_tail(q, &fork.take_writes());
         }
@@ -117,7 +117,7 @@ fn chunk(conn: &mut Connection, folder: &mut Option<Folder>) -> StoreResult<usiz
     }
     let seats = current_seats(conn, events)?;
     for e in in_time_order(events) {
-        f.fold(e, &|id| seats.get(id).copied());
+        f.fold(&e, &|id| seats.get(id).copied());
     }
     let forget = f.latest() - PENDING_FOR_MS;
     f.forget_pending_before(forget);

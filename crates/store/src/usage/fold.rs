@@ -43,22 +43,60 @@ pub struct UsageEvent {
 /// milliseconds of the database's).
 pub const SETTLE_MS: i64 = 10_000;
 
+/// The times the fold counts `events` (read in `seq` order) at. The log's order is the order
+/// of the decisions, but the times were read before them (a request reads the time, then
+/// waits for its turn; nodes' clocks differ by milliseconds), and ends decided in memory and
+/// written in the background land late. So an open (or any event but an end) counts at the
+/// latest time of the log up to it (never before an event that precedes it), and an end at
+/// its own time if that is earlier (a late end goes back to its decision) but never before
+/// its own session's open. Ends only ever move earlier, before opens: the seats in use are
+/// never counted above what the log's order gives.
+///
+/// Answers each event's time and its rank among the events of that time: ends first (0), then
+/// the others (1), then an end at the very time of its own session's open (2: after it).
+fn effective_times(events: &[UsageEvent]) -> Vec<(i64, u8)> {
+    let mut run = i64::MIN;
+    let mut opened: HashMap<&str, i64> = HashMap::new();
+    events
+        .iter()
+        .map(|e| {
+            run = run.max(e.at);
+            let session = e.session_id.as_deref().unwrap_or("");
+            match e.event.as_str() {
+                "ended" => match opened.get(session) {
+                    Some(&open) if open >= e.at => (open, 2),
+                    _ => (e.at, 0),
+                },
+                "opened" => {
+                    opened.insert(session, run);
+                    (run, 1)
+                }
+                _ => (run, 1),
+            }
+        })
+        .collect()
+}
+
 /// How many of `events` (read in `seq` order, the log's latest time being `latest_at`) can be
-/// folded for good: the longest prefix whose times are all at or before every later event's
-/// time, and at least `SETTLE_MS` before `latest_at` (an event still to land is stamped no
-/// earlier than that).
+/// folded for good: the longest prefix whose counted times (`effective_times`) are all at or
+/// before every later event's, and at least `SETTLE_MS` before `latest_at` (an end still to
+/// land is stamped no earlier than that).
 pub fn settled(events: &[UsageEvent], latest_at: i64) -> usize {
     let cutoff = latest_at.saturating_sub(SETTLE_MS);
-    let mut suffix_min = vec![i64::MAX; events.len() + 1];
+    let times: Vec<i64> = effective_times(events)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let mut suffix_min = vec![i64::MAX; times.len() + 1];
     let mut min = i64::MAX;
-    for (slot, e) in suffix_min.iter_mut().rev().skip(1).zip(events.iter().rev()) {
-        min = min.min(e.at);
+    for (slot, t) in suffix_min.iter_mut().rev().skip(1).zip(times.iter().rev()) {
+        min = min.min(*t);
         *slot = min;
     }
     let mut prefix_max = i64::MIN;
     let mut k = 0;
-    for (i, (e, after)) in events.iter().zip(suffix_min.iter().skip(1)).enumerate() {
-        prefix_max = prefix_max.max(e.at);
+    for (i, (t, after)) in times.iter().zip(suffix_min.iter().skip(1)).enumerate() {
+        prefix_max = prefix_max.max(*t);
         if prefix_max > cutoff {
             break;
         }
@@ -69,11 +107,16 @@ pub fn settled(events: &[UsageEvent], latest_at: i64) -> usize {
     k
 }
 
-/// `events` in the order of their times (then of the log).
-pub fn in_time_order(events: &[UsageEvent]) -> Vec<&UsageEvent> {
-    let mut v: Vec<&UsageEvent> = events.iter().collect();
-    v.sort_by_key(|e| (e.at, e.seq));
-    v
+/// `events` (read in `seq` order) in the order the fold counts them, each stamped with the
+/// time it counts at (`effective_times`); at one time, ends first (but after their own open).
+pub fn in_time_order(events: &[UsageEvent]) -> Vec<UsageEvent> {
+    let mut v: Vec<(u8, UsageEvent)> = events
+        .iter()
+        .zip(effective_times(events))
+        .map(|(e, (at, rank))| (rank, UsageEvent { at, ..e.clone() }))
+        .collect();
+    v.sort_by_key(|(rank, e)| (e.at, *rank, e.seq));
+    v.into_iter().map(|(_, e)| e).collect()
 }
 
 /// The event kinds the fold reads (the others leave the series unchanged).
@@ -654,13 +697,13 @@ mod tests {
     #[test]
     fn only_a_prefix_no_later_event_can_precede_is_settled() {
         let mut log = Log::new();
-        for (at, event) in [
-            (0, "opened"),
-            (5_000, "opened"),
-            (3_000, "ended"),
-            (30_000, "opened"),
+        for (at, event, session) in [
+            (0, "opened", "a"),
+            (5_000, "opened", "b"),
+            (3_000, "ended", "a"),
+            (30_000, "opened", "c"),
         ] {
-            log.push(T + at, event, "s", "bob", "interactive");
+            log.push(T + at, event, session, "bob", "interactive");
         }
         // The log's latest time is 30 s: up to 20 s is settled; the end stamped 3 s (landed
         // after the open of 5 s) must be folded with it.
@@ -672,6 +715,25 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(order, [1, 3, 2]);
+    }
+
+    #[test]
+    fn an_open_never_counts_before_what_precedes_it_and_an_end_never_before_its_open() {
+        // Arrange: a logout stamped 10.005 s, then (in the log) an open stamped 10.002 s by a
+        // node whose clock is behind; then the end of that open stamped before it.
+        let mut log = Log::new();
+        log.push(T + 10_005, "ended", "a", "bob", "logout");
+        log.push(T + 10_002, "opened", "b", "amy", "interactive");
+        log.push(T + 10_001, "ended", "b", "amy", "logout");
+
+        // Act
+        let got: Vec<(i64, i64)> = in_time_order(&log.events)
+            .iter()
+            .map(|e| (e.seq, e.at - T))
+            .collect();
+
+        // Assert: the open counts at 10.005 s, after the logout; its end not before it.
+        assert_eq!(got, [(1, 10_005), (2, 10_005), (3, 10_005)]);
     }
 
     #[test]
