@@ -3,17 +3,18 @@
 //! (`Folder::missing`, `Folder::insert`), folds the chunk, and writes what `Folder::take_writes`
 //! answers, with the new watermark, in one transaction.
 //!
-//! The seats in use follow the events in the order of their times: `opened` +1, `ended` −1
-//! (never below zero: the opening of a session may have been pruned before the fold first
-//! ran). The log's order (`seq`) is not always the order of the times: the ends a server
-//! decides in memory and writes in the background (expiries found by the reaper, the ends of
-//! a mass end: a revoke of every session, the license's end, a deactivation) land after
-//! events that came later, stamped with the time of their decision. So the fold reads the log
-//! in `seq` order but folds for good only a *settled* prefix (`settled`: no event stamped
-//! before its end can still land, allowing `SETTLE_MS` for a decided end to be written), each
-//! chunk in the order of the times; what is not settled yet is folded at query time in memory
-//! (`Folder::fork`), so that answers are exact up to now. Times are still clamped so that they
-//! never go back within a subject: an event is counted at `max(at, previous time)`.
+//! The seats in use follow the events: `opened` +1, `ended` −1 (never below zero: the opening
+//! of a session may have been pruned before the fold first ran), each counted at the time
+//! `in_time_order` gives it: the log's order (`seq`) is the order of the decisions, but their
+//! times were read before them, and the ends a server decides in memory and writes in the
+//! background (expiries found by SQLite's reaper, the ends of a mass end: a revoke of every
+//! session, the license's end, a deactivation) land after events that came later, stamped
+//! with the time of their decision. An open counts no earlier than the log's order allows, an
+//! end at its own time when earlier (never before its own open): the seats in use are never
+//! counted above what the log's order gives. The fold folds for good only a *settled* prefix
+//! (`settled`: allowing `SETTLE_MS` for a decided end to be written); what is not settled yet
+//! is folded at query time in memory (`Folder::fork`), so that answers are exact up to now.
+//! Times are still clamped so that they never go back within a subject.
 //!
 //! ```text
 //!   event at t ─► advance every grain's open bucket to t (a bucket left behind is closed,
