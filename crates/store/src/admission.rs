@@ -691,7 +691,9 @@ mod tests {
             (created.at, created.event.as_str()),
             (T0, "license_created")
         );
-        assert_eq!((created.username, created.detail), (None, None));
+        // The seats, which the usage series follow as the capacity.
+        let seats = format!("seats={}", lic.terms.seats);
+        assert_eq!((created.username, created.detail), (None, Some(seats)));
         let updated = license_updated(&lic, at);
         assert_eq!(
             (updated.at, updated.event.as_str()),
