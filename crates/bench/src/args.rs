@@ -22,6 +22,9 @@ pub enum Scenario {
     Pg,
     /// One license's mass end while another license works (not in `all`: see the crate docs).
     MassEnd,
+    /// A year of a license's usage series (`--usage-events` events) queried by hour (not in
+    /// `all`).
+    UsageQuery,
     All,
 }
 
@@ -156,6 +159,9 @@ pub struct BenchArgs {
     /// The pgbench executable of the `pg` scenario's reference.
     #[arg(long, default_value = "pgbench")]
     pub(crate) pgbench: PathBuf,
+    /// Session events the `usage-query` scenario writes over a year.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) usage_events: u64,
     /// Append every result as a JSON line to this file.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
@@ -179,11 +185,13 @@ impl BenchArgs {
     }
 
     /// Whether scenario `s` runs (`all` includes `pg` only with `--database-url`, and never
-    /// `mass-end`, which opens its million sessions once per kind of mass end).
+    /// `mass-end`, which opens its million sessions once per kind of mass end, nor
+    /// `usage-query`, which writes a year of events).
     pub(crate) fn wants(&self, s: Scenario) -> bool {
         let all = self.scenarios.contains(&Scenario::All)
             && (s != Scenario::Pg || self.database_url.is_some())
-            && s != Scenario::MassEnd;
+            && s != Scenario::MassEnd
+            && s != Scenario::UsageQuery;
         self.scenarios.contains(&s) || all
     }
 }

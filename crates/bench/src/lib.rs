@@ -15,7 +15,10 @@
 //! - `mass-end`: a license's million sessions ended at once (its end, a revoke of them all, a
 //!   deactivation of their users) while another license opens, logs out and heartbeats; with
 //!   `--database-url`, on several nodes (see `scenarios/mass.rs`). Only when asked for by name;
-//! - `all`: all of them but `mass-end` (`pg` only when `--database-url` is given), with the half-load runs
+//! - `usage-query`: a license's usage series over a year of `--usage-events` session events
+//!   (written straight into the database), queried by hour through HTTP (see
+//!   `scenarios/usage.rs`). Only when asked for by name;
+//! - `all`: all of them but `mass-end` and `usage-query` (`pg` only when `--database-url` is given), with the half-load runs
 //!   and, given `--redis-semaphore`, the peer reference (Redis + redis-semaphore on Node)
 //!   interleaved with the same concurrency.
 //!
@@ -103,6 +106,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             bail!("the mass-end scenario starts its own servers: pass --spawn-server (or --database-url)");
         }
         scenarios::mass::run(&mut bench, &mut summary).await?;
+    }
+    if args.wants(Scenario::UsageQuery) {
+        scenarios::usage::run(&mut bench).await?;
     }
     summary.print(&args);
     Ok(ExitCode::SUCCESS)

@@ -17,6 +17,7 @@ pub struct SpawnedServer {
     pub admin_token: String,
     data_dir: PathBuf,
     keep_data: bool,
+    database_url: Option<String>,
 }
 
 /// A free port on the loopback interface.
@@ -65,30 +66,39 @@ impl SpawnedServer {
         ));
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let exe = std::env::current_exe().context("locating the leasehold binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(&data_dir)
-            .env("LEASEHOLD_ADMIN_TOKEN", admin_token)
-            .env("LEASEHOLD_LOG", "warn")
-            // The bench's own webhook receiver (`--webhook`) listens on 127.0.0.1.
-            .env("LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
-            .env_remove("LEASEHOLD_DATABASE_URL")
-            .env_remove("LEASEHOLD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        let child = cmd.spawn().context("starting leasehold serve")?;
+        let child = launch(&data_dir, addr, database_url, admin_token)?;
         Ok(SpawnedServer {
             child,
             addr,
             admin_token: admin_token.to_owned(),
             data_dir,
             keep_data,
+            database_url: database_url.map(str::to_owned),
         })
+    }
+
+    /// Stops the server (its data folder stays).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same address, data folder and database, and waits for
+    /// /healthz.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.child = launch(
+            &self.data_dir,
+            self.addr,
+            self.database_url.as_deref(),
+            &self.admin_token,
+        )?;
+        self.wait_healthy().await
+    }
+
+    /// The server's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     pub async fn wait_healthy(&mut self) -> anyhow::Result<()> {
@@ -117,6 +127,33 @@ impl SpawnedServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// `leasehold serve` (this executable) on `addr` with `data_dir` (and the PostgreSQL of
+/// `database_url`), installing `admin_token` as its root token.
+fn launch(
+    data_dir: &std::path::Path,
+    addr: SocketAddr,
+    database_url: Option<&str>,
+    admin_token: &str,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating the leasehold binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("LEASEHOLD_ADMIN_TOKEN", admin_token)
+        .env("LEASEHOLD_LOG", "warn")
+        // The bench's own webhook receiver (`--webhook`) listens on 127.0.0.1.
+        .env("LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
+        .env_remove("LEASEHOLD_DATABASE_URL")
+        .env_remove("LEASEHOLD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    cmd.spawn().context("starting leasehold serve")
 }
 
 impl Drop for SpawnedServer {

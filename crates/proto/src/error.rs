@@ -66,6 +66,11 @@ pub enum ErrorCode {
     /// loopback, link-local, private or otherwise non-public address (unless the server allows
     /// private targets).
     WebhookTargetRefused,
+    /// 400: a usage query's period is not one (`from`/`to` not RFC 3339, `from` not before
+    /// `to`, more than 10,000 buckets or more than 5 years).
+    InvalidUsageRange,
+    /// 400: a usage query's `bucket` is not `minute`, `hour`, `day` or `month`.
+    UnknownBucket,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -105,6 +110,8 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::CsrfTokenInvalid => "csrf_token_invalid",
             ErrorCode::WebhookTargetRefused => "webhook_target_refused",
+            ErrorCode::InvalidUsageRange => "invalid_usage_range",
+            ErrorCode::UnknownBucket => "unknown_bucket",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

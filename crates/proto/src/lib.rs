@@ -10,6 +10,7 @@ mod leases;
 mod licenses;
 mod oauth;
 mod sessions;
+mod usage;
 mod webhooks;
 
 pub use accounts::*;
@@ -18,6 +19,7 @@ pub use leases::*;
 pub use licenses::*;
 pub use oauth::*;
 pub use sessions::*;
+pub use usage::*;
 pub use webhooks::*;
 
 #[cfg(test)]

@@ -306,15 +306,28 @@ pub struct LicenseList {
 pub struct UsageReport {
     pub license_id: String,
     pub now: Usage,
-    /// Most sessions in use at once since `since`.
+    /// Most sessions in use at once over the period (`from` to `to`).
     pub high_water: u32,
-    /// Fewest sessions in use at once since `since`.
+    /// Fewest sessions in use at once over the period.
     pub low_water: u32,
-    /// Opens refused because the license was full, since `since`.
+    /// Opens refused because the license was full, over the period.
     pub denials: u64,
+    /// The period's start (= `from`).
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: OffsetDateTime,
+    /// The period: `from` aligned down and `to` aligned up to the bucket (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub to: OffsetDateTime,
+    /// `minute`, `hour`, `day` or `month`.
+    pub bucket: String,
+    /// Every bucket of the period up to now, in order.
+    pub buckets: Vec<crate::UsageBucket>,
+    pub utilization: crate::Utilization,
 }
 
 /// `PUT /v1/licenses/{id}/users/{username}` (`registered_users` licenses).

@@ -5,6 +5,7 @@
 use leasehold_core::Username;
 use leasehold_proto as proto;
 use leasehold_proto::{EndReason, UserKind};
+use leasehold_store::origin;
 use leasehold_store::{Account, Credential, Principal, SessionEvent, User};
 
 use crate::access;
@@ -125,7 +126,7 @@ pub async fn put_user(
     // One store step: a deactivation ends the user's sessions atomically with it (decided
     // and durable when it answers; the ends themselves land in the background).
     let put = state
-        .with_now(|now| state.store.put_user(user.clone(), now))
+        .with_now(|now| origin::scope(auth.origin(), state.store.put_user(user.clone(), now)))
         .await?;
     // Account-wide: the ends span the user's licenses, counted without a license label.
     m::ended_n("", EndReason::UserDeactivated, u64::from(put.ended));
@@ -184,17 +185,16 @@ pub async fn create_user_token(
         ));
     }
     let token = new_token("lh_usr_");
-    state
-        .store
-        .put_credential(Credential {
-            hash: hash_token(&token),
-            principal: Principal::User {
-                account_id: account_id.to_owned(),
-                username: user.username,
-            },
-            expires_at: None,
-        })
-        .await?;
+    let credential = Credential {
+        hash: hash_token(&token),
+        principal: Principal::User {
+            account_id: account_id.to_owned(),
+            username: user.username,
+        },
+        expires_at: None,
+    };
+    let put = state.store.put_credential(credential, state.clock.now());
+    origin::scope(auth.origin(), put).await?;
     Ok(token)
 }
 
@@ -221,16 +221,20 @@ pub async fn client_credentials(
     }
     let token = new_token("lh_acc_");
     let ttl = state.access_token_ttl_secs;
+    let now = state.clock.now();
     state
         .store
-        .put_credential(Credential {
-            hash: hash_token(&token),
-            principal: Principal::ServiceAccess {
-                account_id: user.account_id,
-                username: user.username,
+        .put_credential(
+            Credential {
+                hash: hash_token(&token),
+                principal: Principal::ServiceAccess {
+                    account_id: user.account_id,
+                    username: user.username,
+                },
+                expires_at: Some(now.plus_secs(ttl)),
             },
-            expires_at: Some(state.clock.now().plus_secs(ttl)),
-        })
+            now,
+        )
         .await?;
     Ok(AccessToken {
         token,

@@ -32,9 +32,12 @@ pub async fn set_license_user(
         .ok_or_else(|| ApiError::NotFound("user".into()))?;
     let (change, created) = state
         .with_now(|now| {
-            state
-                .store
-                .set_license_user(license_id, username.as_str(), active, now)
+            origin::scope(
+                auth.origin(),
+                state
+                    .store
+                    .set_license_user(license_id, username.as_str(), active, now),
+            )
         })
         .await?;
     m::ended_n(

@@ -65,6 +65,12 @@ pub enum ApiError {
     /// 400 `invalid_cursor`: an audit `cursor` this server did not give out.
     #[error("the cursor is not one this server gave out")]
     InvalidCursor,
+    /// 400 `invalid_usage_range`: a usage query's period is not one (see the message).
+    #[error("{0}")]
+    InvalidUsageRange(String),
+    /// 400 `unknown_bucket`: a usage query's `bucket` is none of minute, hour, day, month.
+    #[error("unknown bucket {0:?}: give minute, hour, day or month")]
+    UnknownBucket(String),
     /// 413 `payload_too_large`
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -138,6 +144,10 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, ErrorCode::UnknownEventKind)
             }
             ApiError::InvalidCursor => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCursor),
+            ApiError::InvalidUsageRange(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidUsageRange)
+            }
+            ApiError::UnknownBucket(_) => (StatusCode::BAD_REQUEST, ErrorCode::UnknownBucket),
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }

@@ -29,6 +29,7 @@ pub mod startup;
 pub mod state;
 pub mod time_gate;
 pub mod ui;
+pub mod usage;
 pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,5 +1,5 @@
-//! The application layer of licenses: create, read (with live usage), change, list, the usage
-//! report, the audit log and the configured plans.
+//! The application layer of licenses: create, read (with live usage), change, list, the audit
+//! log and the configured plans (usage series: `usage.rs`).
 
 use leasehold_core::{LicenseTerms, Plan};
 use leasehold_proto as proto;
@@ -8,20 +8,11 @@ use leasehold_store::{AuditEvent, License, SessionEvent, UsageStats};
 
 use crate::access;
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// Most audit events one call answers.
 pub const AUDIT_LIMIT: usize = 10_000;
-
-/// The period and bucket a usage report was asked for (RFC 3339 times; `hour`, `day` or
-/// `month`).
-#[derive(Debug, Default)]
-pub struct UsageQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub bucket: Option<String>,
-}
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -86,32 +77,6 @@ pub async fn patch(
 pub async fn list(state: &AppState, auth: &Auth, account_id: &str) -> ApiResult<Vec<License>> {
     access::admin_account(state, auth, account_id).await?;
     Ok(state.store.list_licenses(account_id).await?)
-}
-
-/// The usage report of a license. The period and bucket are checked; this version reports
-/// figures since the server started.
-#[tracing::instrument(skip(state, auth))]
-pub async fn usage(
-    state: &AppState,
-    auth: &Auth,
-    license_id: &str,
-    query: &UsageQuery,
-) -> ApiResult<UsageStats> {
-    for (name, value) in [("from", &query.from), ("to", &query.to)] {
-        if let Some(v) = value {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ApiError::Unprocessable(format!("{name} must be an RFC 3339 time")))?;
-        }
-    }
-    if let Some(b) = &query.bucket {
-        if !matches!(b.as_str(), "hour" | "day" | "month") {
-            return Err(ApiError::Unprocessable(
-                "bucket must be hour, day or month".into(),
-            ));
-        }
-    }
-    access::admin_license(state, auth, license_id).await?;
-    Ok(state.store.usage(license_id, state.clock.now()).await?)
 }
 
 /// The license's append-only audit log, oldest first (at most `AUDIT_LIMIT` events).

@@ -112,7 +112,7 @@ impl Application {
                 )
             }
         };
-        let generated_root_token = install_root_token(&*store, &config).await?;
+        let generated_root_token = install_root_token(&*store, &config, clock.now()).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -170,6 +170,7 @@ impl Application {
             self.config.audit_retention_days,
         ));
         let dispatcher = tokio::spawn(crate::webhooks::dispatch::run(self.state.clone()));
+        let fold = tokio::spawn(crate::usage::run_fold(self.state.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self
             .tls
@@ -194,6 +195,7 @@ impl Application {
         }
         reaper.abort();
         dispatcher.abort();
+        fold.abort();
         Ok(())
     }
 
@@ -221,7 +223,11 @@ impl Application {
 
 /// Installs the root admin token: the configured one (replacing any earlier), or a generated
 /// one at first start (returned so the caller can show it once). Only its hash is stored.
-async fn install_root_token(store: &dyn Store, config: &Config) -> anyhow::Result<Option<String>> {
+async fn install_root_token(
+    store: &dyn Store,
+    config: &Config,
+    now: leasehold_core::Timestamp,
+) -> anyhow::Result<Option<String>> {
     let previous = store.get_setting(ROOT_HASH_SETTING).await?;
     let (token, generated) = match (&config.admin_token, &previous) {
         (Some(token), _) => (token.clone(), false),
@@ -234,22 +240,28 @@ async fn install_root_token(store: &dyn Store, config: &Config) -> anyhow::Resul
         return Ok(None);
     }
     store
-        .put_credential(Credential {
-            hash,
-            principal: Principal::Root,
-            expires_at: None,
-        })
+        .put_credential(
+            Credential {
+                hash,
+                principal: Principal::Root,
+                expires_at: None,
+            },
+            now,
+        )
         .await?;
     store.put_setting(ROOT_HASH_SETTING, &hash_hex).await?;
     // A replaced root token stops working: it expires now.
     if let Some(old) = previous.and_then(|h| hex::decode(h).ok()) {
         if let Ok(old) = <[u8; 32]>::try_from(old) {
             store
-                .put_credential(Credential {
-                    hash: old,
-                    principal: Principal::Root,
-                    expires_at: Some(leasehold_core::Timestamp::from_millis(0)),
-                })
+                .put_credential(
+                    Credential {
+                        hash: old,
+                        principal: Principal::Root,
+                        expires_at: Some(leasehold_core::Timestamp::from_millis(0)),
+                    },
+                    now,
+                )
                 .await?;
         }
     }

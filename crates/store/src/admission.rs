@@ -30,6 +30,7 @@ use leasehold_proto::EndReason;
 
 use crate::origin::{self, Origin};
 use crate::records::{AuditEvent, License, OpenRequest, Session};
+use crate::usage;
 
 /// What a backend counts of one license at the moment of deciding, expired sessions already
 /// reclaimed. SQLite answers from memory; PostgreSQL from what its open batch read under the
@@ -291,35 +292,37 @@ pub fn denied(
     }
 }
 
-/// The `queued` event of an open that waits in the license's queue (its detail: the place in
-/// the queue when it joined); its origin is the waiting request's.
-pub fn queued(
-    license: &License,
-    username: &str,
-    position: u32,
-    at: Timestamp,
-    origin: Origin,
-) -> AuditEvent {
+/// The `queued` event of an open that waits in the license's queue; its session id is the
+/// id the session gets when the queue grants it a seat (its `opened` event then says
+/// ` queued`), its detail the user's kind, its origin the open request's.
+pub fn queued(license: &License, req: &OpenRequest, at: Timestamp) -> AuditEvent {
     AuditEvent {
         at,
         account_id: license.account_id.clone(),
         license_id: license.id.clone(),
-        session_id: None,
-        username: Some(username.to_owned()),
+        session_id: Some(req.new_id.clone()),
+        username: Some(req.username.clone()),
         event: "queued".into(),
-        detail: Some(position.to_string()),
-        origin,
+        detail: Some(req.kind.as_str().to_owned()),
+        origin: (*req.origin).clone(),
     }
 }
 
-/// The `license_created` event, at the license's creation.
+/// The `license_created` event, at the license's creation; its detail is its seats
+/// (`seats=N`), the capacity the usage series follow.
 pub fn license_created(license: &License) -> AuditEvent {
-    license_event(license, license.created_at, "license_created")
+    AuditEvent {
+        detail: Some(usage::seats_detail(license.terms.seats)),
+        ..license_event(license, license.created_at, "license_created")
+    }
 }
 
-/// The `license_updated` event of a change of the license's terms.
+/// The `license_updated` event of a change of the license's terms; its detail is its seats.
 pub fn license_updated(license: &License, at: Timestamp) -> AuditEvent {
-    license_event(license, at, "license_updated")
+    AuditEvent {
+        detail: Some(usage::seats_detail(license.terms.seats)),
+        ..license_event(license, at, "license_updated")
+    }
 }
 
 /// The `sessions_revoked` event of a revoke of every live session of the license; its detail
@@ -688,7 +691,9 @@ mod tests {
             (created.at, created.event.as_str()),
             (T0, "license_created")
         );
-        assert_eq!((created.username, created.detail), (None, None));
+        // The seats, which the usage series follow as the capacity.
+        let seats = format!("seats={}", lic.terms.seats);
+        assert_eq!((created.username, created.detail), (None, Some(seats)));
         let updated = license_updated(&lic, at);
         assert_eq!(
             (updated.at, updated.event.as_str()),

@@ -5,8 +5,8 @@ use leasehold_core::Timestamp;
 
 use crate::records::AuditEvent;
 
-/// Every kind of audit event the store writes (built in `crate::admission`, or by the backends'
-/// mass ends, which write `ended` events).
+/// Every kind of audit event the store writes (built in `crate::admission` and
+/// `crate::admin_events`, or by the backends' mass ends, which write `ended` events).
 pub const AUDIT_EVENT_KINDS: &[&str] = &[
     "opened",
     "ended",
@@ -17,6 +17,11 @@ pub const AUDIT_EVENT_KINDS: &[&str] = &[
     "sessions_revoked",
     "device_activated",
     "device_deactivated",
+    "user_created",
+    "user_updated",
+    "token_issued",
+    "license_user_activated",
+    "license_user_deactivated",
 ];
 
 /// Which audit events to read: every filter that is set must match; `after_seq` is the

@@ -10,6 +10,7 @@
 // Checked access in the store: a bad index is an error to answer, not a panic under the lock.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod admin_events;
 mod admission;
 pub mod audit;
 mod codec;
@@ -23,6 +24,7 @@ pub mod records;
 pub mod sqlite;
 #[cfg(test)]
 mod testkit;
+pub mod usage;
 pub mod webhooks;
 
 use async_trait::async_trait;
@@ -51,7 +53,9 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         self.put_setting(key, value).await?;
         Ok(value.to_owned())
     }
-    async fn put_credential(&self, credential: Credential) -> StoreResult<()>;
+    /// Stores a credential; a user's token or a service user's access token is recorded as a
+    /// `token_issued` audit event at `now` (never the token itself).
+    async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()>;
     /// The credential whose token hashes to `hash`, if it exists and has not expired at `now`.
     async fn find_credential(
         &self,
@@ -162,8 +166,17 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
     /// Retention: deletes the audit events older than `before` among the oldest `batch` (in
     /// `seq` order); answers how many. Costs one indexed read when the oldest event is not due.
-    /// Aggregates (usage statistics, denial counts) are kept elsewhere and stay.
+    /// Aggregates (usage statistics, denial counts, the usage rows) are kept elsewhere and
+    /// stay; an event the usage fold has not read yet is never deleted.
     async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize>;
+
+    // ---- usage series (`crate::usage`) ----
+    /// Folds the audit events not folded yet into the usage rows; answers how many were read.
+    /// On PostgreSQL one node folds at a time: the others answer 0 at once.
+    async fn usage_rollup(&self) -> StoreResult<usize>;
+    /// The usage series of one subject (a license, an account): folds what is pending first,
+    /// so the answer is exact up to `query.now`.
+    async fn usage_series(&self, query: &usage::SeriesQuery) -> StoreResult<usage::UsageSeries>;
 
     // ---- licensing models ----
     /// `registered_users`: activates or deactivates a user on the license, atomically against

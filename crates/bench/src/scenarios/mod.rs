@@ -1,12 +1,14 @@
 //! The scenarios, by how they run: `short` (healthz, heartbeat, checkout, contended and the
 //! sink, in rounds on one server), `million` (hold and expire: a million sessions on a fresh
-//! server), `pg` (several nodes on one PostgreSQL against pgbench) and `mass` (one license's
-//! mass end while another license works, on fresh servers).
+//! server), `pg` (several nodes on one PostgreSQL against pgbench), `mass` (one license's
+//! mass end while another license works, on fresh servers) and `usage` (a year of usage
+//! series queried by hour).
 
 pub(crate) mod mass;
 pub(crate) mod million;
 pub(crate) mod pg;
 pub(crate) mod short;
+pub(crate) mod usage;
 
 use std::sync::Arc;
 

@@ -49,6 +49,9 @@ enum LicenseCommand {
         /// License id.
         id: String,
     },
+    /// The license's exact usage series: high and low water, average, denials and queue waits
+    /// per bucket, and the utilization (text, `-o json`, or `--csv`).
+    Usage(super::SeriesArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -278,6 +281,7 @@ impl Admin {
                     print!("{}", table.render());
                 }
             }
+            LicenseCommand::Usage(args) => return self.usage(args).await,
             LicenseCommand::Show { id } => {
                 let license = client.get_license(&id).await?;
                 self.print_license(&license);

@@ -41,7 +41,7 @@ use output::{print_error, print_failure};
 use plans::PlansArgs;
 use session::SessionArgs;
 use token::{OauthArgs, TokenArgs};
-use usage::UsageArgs;
+use usage::{SeriesArgs, UsageArgs};
 use user::UserArgs;
 use webhook::WebhookArgs;
 
@@ -82,7 +82,7 @@ pub enum AdminCommand {
     /// List and revoke sessions.
     #[command(visible_alias = "sessions")]
     Session(SessionArgs),
-    /// Seats in use, high and low water marks and denials of a license.
+    /// A license's usage series (the same as `license usage`).
     Usage(UsageArgs),
     /// The plans the server offers (base and maximum seats).
     Plans(PlansArgs),
@@ -218,7 +218,7 @@ impl Admin {
             AdminCommand::Token(args) => self.token_command(args).await,
             AdminCommand::Oauth(args) => self.oauth_command(args).await,
             AdminCommand::Session(args) => self.session_command(args).await,
-            AdminCommand::Usage(args) => self.usage(args).await,
+            AdminCommand::Usage(args) => self.usage(args.series).await,
             AdminCommand::Plans(_) => self.plans().await,
             AdminCommand::Webhook(args) => self.webhook_command(args).await,
         }

@@ -1060,6 +1060,14 @@ async fn usage_and_plans_in_both_modes() {
     let plans = kit.cli(admin, &["plans"]).await.ok();
     let plans_json = kit.cli(admin, &["plans", "-o", "json"]).await.ok().json();
     let bad_bucket = kit.cli(admin, &["usage", lid, "--bucket", "week"]).await;
+    let csv = kit
+        .cli(
+            admin,
+            &["license", "usage", lid, "--bucket", "minute", "--csv"],
+        )
+        .await
+        .ok();
+    let series = kit.cli(admin, &["license", "usage", lid]).await.ok();
 
     assert_eq!(value_of(&text.stdout, "in_use"), "1");
     assert_eq!(value_of(&text.stdout, "high_water"), "1");
@@ -1073,9 +1081,19 @@ async fn usage_and_plans_in_both_modes() {
         .unwrap()
         .iter()
         .any(|p| p["name"] == "small-business-basic"));
+    // The series: CSV of 24 h of minutes (the minute holding now included), and the text
+    // form with its table of hours.
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert!(
+        rows[0].starts_with("start,end,high_water,low_water,average_in_use,"),
+        "{csv:#?}"
+    );
+    assert_eq!(rows.len(), 1 + 24 * 60 + 1, "{csv:#?}");
+    assert_eq!(value_of(&series.stdout, "bucket"), "hour");
+    assert!(series.stdout.contains("START"), "{series:#?}");
     assert_eq!(bad_bucket.code, 1, "{bad_bucket:#?}");
     assert!(
-        bad_bucket.stderr.contains("invalid_request"),
+        bad_bucket.stderr.contains("unknown_bucket"),
         "{bad_bucket:#?}"
     );
     guard.release().await.unwrap();

@@ -20,6 +20,7 @@ mod pg_borrow;
 mod pg_events;
 mod pg_live_counts;
 mod pg_tls;
+mod pg_usage;
 mod pg_usernames;
 mod pg_webhooks;
 mod run_program;

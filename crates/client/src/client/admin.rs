@@ -5,7 +5,7 @@
 use leasehold_proto::{
     AccountCreated, ActivateDevice, CreateAccount, CreateLicense, Device, DeviceList, License,
     LicenseList, LicenseUser, LicenseUserList, PatchLicense, PlanInfo, PutLicenseUser, PutUser,
-    SessionList, SessionsRevoked, TokenCreated, UsageReport, User, UserList,
+    SessionList, SessionsRevoked, TokenCreated, User, UserList,
 };
 use reqwest::{Method, StatusCode};
 use time::format_description::well_known::Rfc3339;
@@ -21,13 +21,13 @@ pub struct UsageQuery {
     pub from: Option<OffsetDateTime>,
     /// End of the period.
     pub to: Option<OffsetDateTime>,
-    /// Bucket size of the series, such as `hour`, `day` or `month`.
+    /// Bucket of the series: `minute`, `hour` (the server's default), `day` or `month`.
     pub bucket: Option<String>,
 }
 
 impl UsageQuery {
     /// The query string pairs.
-    fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
+    pub(super) fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
         let mut pairs = Vec::new();
         for (name, at) in [("from", self.from), ("to", self.to)] {
             if let Some(at) = at {
@@ -243,22 +243,6 @@ impl Client {
     /// `GET /v1/plans` (account admin): the plans the server is configured with.
     pub async fn list_plans(&self) -> Result<Vec<PlanInfo>> {
         let request = self.request(Method::GET, &["v1", "plans"])?;
-        self.call(request).await
-    }
-
-    /// `GET /v1/licenses/{id}/usage` (account admin) with the server's default period.
-    pub async fn usage(&self, license_id: &str) -> Result<UsageReport> {
-        self.usage_with(license_id, &UsageQuery::default()).await
-    }
-
-    /// `GET /v1/licenses/{id}/usage?from&to&bucket` (account admin): seats in use, high and
-    /// low water marks and denials.
-    pub async fn usage_with(&self, license_id: &str, query: &UsageQuery) -> Result<UsageReport> {
-        let mut request = self.request(Method::GET, &["v1", "licenses", license_id, "usage"])?;
-        let pairs = query.pairs()?;
-        if !pairs.is_empty() {
-            request.url.query_pairs_mut().extend_pairs(pairs);
-        }
         self.call(request).await
     }
 }

@@ -14,6 +14,7 @@ mod events;
 mod public;
 mod sessions;
 mod transport;
+mod usage;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};

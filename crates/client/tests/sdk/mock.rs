@@ -330,7 +330,19 @@ async fn canned(
             high_water: 2,
             low_water: 0,
             denials: 5,
-            since: now(),
+            since: now() - time::Duration::hours(24),
+            from: now() - time::Duration::hours(24),
+            to: now(),
+            bucket: "hour".into(),
+            buckets: vec![],
+            utilization: leasehold_client::proto::Utilization {
+                histogram: vec![],
+                full: leasehold_client::proto::FullStats {
+                    times: 0,
+                    seconds: 0.0,
+                },
+                heatmap: vec![],
+            },
         })
         .into_response(),
         ("GET", "/.well-known/jwks.json") => Json(LeaseSigner::new("k1", 1).jwks()).into_response(),

@@ -190,7 +190,7 @@ fn csv_row(out: &mut String, e: &AccountAuditEvent) -> ApiResult<()> {
 
 /// A CSV field, quoted (with its quotes doubled) when it holds a comma, a quote or a line
 /// break (RFC 4180 section 2), or starts or ends with a space.
-fn csv_field(out: &mut String, field: &str) {
+pub(crate) fn csv_field(out: &mut String, field: &str) {
     let needs_quotes =
         field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
     if needs_quotes {

@@ -23,6 +23,7 @@ pub mod routes;
 pub mod serve;
 pub mod tls;
 pub mod trace;
+pub mod usage_formats;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
@@ -64,7 +65,7 @@ impl Modify for BearerAuth {
 /// Every route, registered together with its OpenAPI description: a route cannot be added
 /// without being documented.
 fn api_router() -> OpenApiRouter<AppState> {
-    use routes::{accounts, activations, audit, borrow, licenses, oauth, sessions, system};
+    use routes::{accounts, activations, audit, borrow, licenses, oauth, sessions, system, usage};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_account))
         .routes(routes!(licenses::create_license))
@@ -77,7 +78,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::close_session))
         .routes(routes!(sessions::session_events))
         .routes(routes!(licenses::list_sessions, licenses::revoke_sessions))
-        .routes(routes!(licenses::license_usage))
+        .routes(routes!(usage::license_usage))
+        .routes(routes!(usage::account_usage))
         .routes(routes!(licenses::license_audit))
         .routes(routes!(audit::account_audit))
         .routes(routes!(licenses::list_plans))

@@ -180,7 +180,11 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
         principal: Principal::AccountAdmin { account_id },
         expires_at: Some(state.clock.now().plus_secs(cookie::SESSION_SECS)),
     };
-    if let Err(e) = state.store.put_credential(credential).await {
+    if let Err(e) = state
+        .store
+        .put_credential(credential, state.clock.now())
+        .await
+    {
         tracing::error!(error = %e, "dashboard sign-in could not be stored");
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -211,7 +215,7 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: Bytes
                 expires_at: Some(now),
                 ..credential
             };
-            if let Err(e) = state.store.put_credential(expired).await {
+            if let Err(e) = state.store.put_credential(expired, now).await {
                 return ApiError::from(e).into_response();
             }
         }

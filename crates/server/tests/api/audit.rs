@@ -91,7 +91,8 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 
 #[tokio::test]
 async fn paging_through_the_log_answers_every_event_once_in_order() {
-    // Arrange: the license's creation and 12 sessions opened and closed.
+    // Arrange: the license's creation, bob's creation and token, and 12 sessions opened and
+    // closed.
     let app = spawn_app().await;
     let f = app.fixture(5, &[], json!({})).await;
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
@@ -102,13 +103,22 @@ async fn paging_through_the_log_answers_every_event_once_in_order() {
 
     // Assert
     let every = all(&app, &f.admin, "").await;
-    assert_eq!(every.len(), 25);
+    assert_eq!(every.len(), 27);
     assert_eq!(walked, every);
-    assert_eq!(kinds(&every)[..3], ["license_created", "opened", "ended"]);
+    assert_eq!(
+        kinds(&every)[..5],
+        [
+            "license_created",
+            "user_created",
+            "token_issued",
+            "opened",
+            "ended"
+        ]
+    );
     let first = page(&app, &f.admin, "").await;
     assert_eq!(
         events(&first).len(),
-        25,
+        27,
         "the default limit (100) holds them all"
     );
     assert_eq!(first.body["has_more"], json!(false));
@@ -138,7 +148,8 @@ async fn a_walk_while_events_are_appended_misses_none_and_repeats_none() {
 
     // Assert
     let every = all(&app, &f.admin, "").await;
-    assert_eq!(every.len(), 1 + 10 + 30);
+    // created; bob's and carol's user and token; the sessions
+    assert_eq!(every.len(), 1 + 4 + 10 + 30);
     assert_eq!(walked, every);
 }
 
@@ -183,7 +194,10 @@ async fn each_filter_narrows_the_log() {
     assert!(on_l2.iter().all(|e| e["license_id"] == json!(l2)));
     // By user (the name folds like every username).
     let bobs = all(&app, &f.admin, "&username=BOB").await;
-    assert_eq!(kinds(&bobs), ["opened", "ended"]);
+    assert_eq!(
+        kinds(&bobs),
+        ["user_created", "token_issued", "opened", "ended"]
+    );
     assert!(bobs.iter().all(|e| e["username"] == json!("bob")));
     // By kind: repeated or as a comma list, the same.
     let repeated = all(&app, &f.admin, "&event=denied&event=ended").await;
@@ -196,7 +210,17 @@ async fn each_filter_narrows_the_log() {
     let since = all(&app, &f.admin, &format!("&from={}", at(30))).await;
     assert_eq!(kinds(&since), ["opened", "ended"]);
     let until = all(&app, &f.admin, &format!("&to={}", at(10))).await;
-    assert_eq!(kinds(&until), ["license_created", "license_created"]);
+    assert_eq!(
+        kinds(&until),
+        [
+            "license_created",
+            "license_created",
+            "user_created",
+            "token_issued",
+            "user_created",
+            "token_issued"
+        ]
+    );
     // Together, and paged.
     let carols_on_l1 = all(&app, &f.admin, &format!("&license_id={l1}&username=carol")).await;
     assert_eq!(kinds(&carols_on_l1), ["denied"]);
@@ -297,7 +321,8 @@ async fn each_tenant_reads_only_its_own_log_and_root_reads_all() {
 
     // Act / Assert: B's admin sees B's events only, whatever it asks for.
     let bs = all(&app, &b.admin, "").await;
-    assert_eq!(bs.len(), 5);
+    // created; bea's user and token; 2 sessions
+    assert_eq!(bs.len(), 1 + 2 + 4);
     assert!(bs.iter().all(|e| e["account_id"] == json!(b.account_id)));
     assert!(
         all(&app, &b.admin, &format!("&license_id={}", a.license_id))
@@ -331,10 +356,10 @@ async fn each_tenant_reads_only_its_own_log_and_root_reads_all() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     // Root: both accounts, or one.
     let everything = all(&app, ROOT_TOKEN, "").await;
-    assert_eq!(everything.len(), 3 + 5);
+    assert_eq!(everything.len(), 5 + 7);
     let only_a = all(&app, ROOT_TOKEN, &format!("&account_id={}", a.account_id)).await;
     assert_eq!(only_a, all(&app, &a.admin, "").await);
-    assert_eq!(only_a.len(), 3);
+    assert_eq!(only_a.len(), 5);
 }
 
 /// A GET of the log with extra headers: status, content type, next cursor, body.
@@ -388,7 +413,13 @@ async fn the_log_exports_as_json_lines_and_as_quoted_csv() {
     let json_events = all(&app, &f.admin, "").await;
     assert_eq!(
         kinds(&json_events),
-        ["license_created", "device_activated", "opened"]
+        [
+            "license_created",
+            "device_activated",
+            "user_created",
+            "token_issued",
+            "opened"
+        ]
     );
 
     // Act / Assert: JSON lines, by parameter and by Accept; one event per line.
@@ -411,7 +442,7 @@ async fn the_log_exports_as_json_lines_and_as_quoted_csv() {
         assert_eq!(status, StatusCode::OK);
         assert!(content_type.starts_with("text/csv"), "{content_type}");
         let rows: Vec<&str> = body.split_terminator("\r\n").collect();
-        assert_eq!(rows.len(), 4, "{body}");
+        assert_eq!(rows.len(), 6, "{body}");
         assert_eq!(
             rows[0],
             "at,account_id,license_id,event,session_id,username,detail,actor,request_id,client_addr"
@@ -429,31 +460,32 @@ async fn the_log_exports_as_json_lines_and_as_quoted_csv() {
             )
         );
         assert_eq!(
-            rows[3],
+            rows[5],
             format!(
                 "{},{},{},opened,{},ann,interactive,user:ann,{},127.0.0.1",
-                json_events[2]["at"].as_str().unwrap(),
+                json_events[4]["at"].as_str().unwrap(),
                 f.account_id,
                 f.license_id,
                 opened.id(),
-                json_events[2]["request_id"].as_str().unwrap(),
+                json_events[4]["request_id"].as_str().unwrap(),
             )
         );
     }
 
     // The exports page like the JSON answer: the cursor in `x-next-cursor`.
-    let (_, _, next, body) = raw(&app, &f.admin, "?format=csv&limit=2", None).await;
-    assert_eq!(body.split_terminator("\r\n").count(), 3);
+    let (_, _, next, body) = raw(&app, &f.admin, "?format=csv&limit=3", None).await;
+    assert_eq!(body.split_terminator("\r\n").count(), 4);
     let (_, _, _, rest) = raw(
         &app,
         &f.admin,
-        &format!("?format=csv&limit=2&cursor={}", next.unwrap()),
+        &format!("?format=csv&limit=3&cursor={}", next.unwrap()),
         None,
     )
     .await;
     let rest: Vec<&str> = rest.split_terminator("\r\n").collect();
-    assert_eq!(rest.len(), 2);
-    assert!(rest[1].contains(",opened,"));
+    assert_eq!(rest.len(), 3);
+    assert!(rest[1].contains(",token_issued,"));
+    assert!(rest[2].contains(",opened,"));
 }
 
 /// PostgreSQL takes `seq` at insert, so a transaction can commit after one with a greater
@@ -500,7 +532,13 @@ async fn on_postgres_an_event_that_commits_late_with_a_smaller_seq_is_not_skippe
     let every = all(&app, &f.admin, "").await;
     assert_eq!(
         kinds(&every),
-        ["license_created", "license_updated", "opened"],
+        [
+            "license_created",
+            "user_created",
+            "token_issued",
+            "license_updated",
+            "opened"
+        ],
         "slow seq {slow_seq}"
     );
     assert_eq!(events(&next), every[1..]);
@@ -551,7 +589,13 @@ async fn on_postgres_a_page_waiting_for_a_slow_writer_does_not_hold_up_opens() {
     let every = all(&app, &f.admin, "").await;
     assert_eq!(
         kinds(&every),
-        ["license_created", "license_updated", "opened"]
+        [
+            "license_created",
+            "user_created",
+            "token_issued",
+            "license_updated",
+            "opened"
+        ]
     );
     assert!(events(&waiting).len() <= every.len());
 }
@@ -569,19 +613,23 @@ async fn events_past_their_retention_are_deleted_and_usage_statistics_stay() {
     let refused = app.open(&carol, &f.license_id, "desk", "cad-1").await;
     assert_eq!(refused.status, StatusCode::CONFLICT);
     let usage = |a: &Answer| (a.body["denials"].clone(), a.body["high_water"].clone());
-    let before = app
-        .get(&format!("/v1/licenses/{}/usage", f.license_id), &f.admin)
-        .await;
+    // The whole test's period (by default a usage report covers the last 24 hours).
+    let period = format!(
+        "/v1/licenses/{}/usage?from=2027-01-15T00:00:00Z&to=2027-01-17T00:00:00Z",
+        f.license_id
+    );
     // The denial's event is written behind the refusal (a refusal needs no fsync): wait for it.
     let mut logged = Vec::new();
     for _ in 0..200 {
         logged = all(&app, &f.admin, "").await;
-        if logged.len() == 1 + 6 + 1 + 1 {
+        // created; bob's and carol's user and token; 3 cycles; bob's open; carol's denial
+        if logged.len() == 1 + 4 + 6 + 1 + 1 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert_eq!(logged.len(), 1 + 6 + 1 + 1, "{logged:?}");
+    assert_eq!(logged.len(), 1 + 4 + 6 + 1 + 1, "{logged:?}");
+    let before = app.get(&period, &f.admin).await;
 
     // Act: a day and an hour later (bob's session expires meanwhile), one new event.
     app.advance(25 * 3600).await;
@@ -611,9 +659,7 @@ async fn events_past_their_retention_are_deleted_and_usage_statistics_stay() {
         .get(&format!("/v1/licenses/{}/audit", f.license_id), &f.admin)
         .await;
     assert_eq!(per_license.body["events"].as_array().unwrap().len(), 3);
-    let after = app
-        .get(&format!("/v1/licenses/{}/usage", f.license_id), &f.admin)
-        .await;
+    let after = app.get(&period, &f.admin).await;
     assert_eq!(usage(&after), usage(&before));
     assert_eq!(after.body["denials"], json!(1));
 }
@@ -737,14 +783,14 @@ async fn each_event_of_a_request_names_its_actor_request_id_and_client_address()
         [
             [
                 Some("license_created"),
-                None,
+                Some("seats=1"),
                 Some("root"),
                 Some("create-1"),
                 local
             ],
             [
                 Some("license_updated"),
-                None,
+                Some("seats=1"),
                 Some(admin_actor.as_str()),
                 Some("patch-1"),
                 local
@@ -781,7 +827,17 @@ async fn each_event_of_a_request_names_its_actor_request_id_and_client_address()
             [Some("ended"), Some("inactivity"), None, None, None],
         ]
     );
-    assert_eq!(origins(&all(&app, &admin, "").await), origins(&events));
+    let on_license = all(&app, &admin, &format!("&license_id={lic}")).await;
+    assert_eq!(origins(&on_license), origins(&events));
+    // The admin's changes to users and tokens carry the admin's origin too.
+    let admin_changes = all(&app, &admin, "&event=user_created,token_issued").await;
+    assert_eq!(admin_changes.len(), 4);
+    for e in &admin_changes {
+        assert_eq!(e["actor"], json!(admin_actor));
+        assert_eq!(e["client_addr"], json!("127.0.0.1"));
+        assert!(e["request_id"].is_string(), "{e}");
+        assert_eq!(e["license_id"], json!(""));
+    }
 }
 
 #[tokio::test]
@@ -891,4 +947,69 @@ async fn the_documented_event_kinds_are_the_kinds_the_store_writes() {
         .map(|k| k.as_str().unwrap())
         .collect();
     assert_eq!(documented, leasehold_store::AUDIT_EVENT_KINDS);
+}
+
+#[tokio::test]
+async fn admin_changes_to_users_tokens_and_registered_users_are_in_the_log() {
+    // Arrange: a registered_users license; bob created and given a token.
+    let app = spawn_app().await;
+    let f = app
+        .fixture(2, &[], json!({"model": "registered_users"}))
+        .await;
+    let _bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let path = format!("/v1/licenses/{}/users/bob", f.license_id);
+    let put = |active: bool| {
+        app.call(
+            Method::PUT,
+            &path,
+            Some(&f.admin),
+            Some(json!({"active": active})),
+        )
+    };
+
+    // Act: bob is activated on the license, then deactivated there, then on the account.
+    assert_eq!(put(true).await.status, StatusCode::CREATED);
+    assert_eq!(put(false).await.status, StatusCode::OK);
+    let off = app
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{}/users/bob", f.account_id),
+            Some(&f.admin),
+            Some(json!({"kind": "interactive", "active": false})),
+        )
+        .await;
+    assert!(off.status.is_success(), "{:?}", off.body);
+
+    // Assert: each change is an event with the admin's origin; the license's are on its log.
+    let admin_actor = json!(format!("admin:{}", f.account_id));
+    let mine = all(&app, &f.admin, "&username=bob").await;
+    let got: Vec<_> = mine
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["detail"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("user_created", json!("interactive active")),
+            ("token_issued", json!("user")),
+            ("license_user_activated", Value::Null),
+            ("license_user_deactivated", Value::Null),
+            ("user_updated", json!("interactive inactive")),
+        ]
+    );
+    assert!(mine.iter().all(|e| e["actor"] == admin_actor));
+    assert!(mine.iter().all(|e| e["request_id"].is_string()));
+    let on_license = all(
+        &app,
+        &f.admin,
+        &format!(
+            "&license_id={}&event=license_user_activated,license_user_deactivated",
+            f.license_id
+        ),
+    )
+    .await;
+    assert_eq!(on_license.len(), 2);
+    // The token itself is never in the log.
+    let text = serde_json::to_string(&mine).unwrap();
+    assert!(!text.contains(_bob.as_str()));
 }

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/licenses/{id}/devices"),
     ("delete", "/v1/licenses/{id}/devices/{fingerprint}"),
     ("get", "/v1/accounts/{id}/users/{username}/sessions"),
+    ("get", "/v1/accounts/{id}/usage"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/healthz"),
     ("get", "/livez"),
@@ -317,7 +318,7 @@ async fn the_openapi_document_declares_what_each_route_takes_and_answers() {
         .filter(|p| p["in"] == "query")
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["from", "to", "bucket"]);
+    assert_eq!(names, ["from", "to", "bucket", "format"]);
     let heartbeat = &doc["paths"]["/v1/sessions/{id}/heartbeat"]["post"]["parameters"];
     assert!(heartbeat
         .as_array()

@@ -26,5 +26,6 @@ mod queue;
 mod race;
 mod receiver;
 mod time;
+mod usage;
 mod usernames;
 mod webhooks;

@@ -452,6 +452,8 @@ async fn usage_reports_current_figures_and_water_marks() {
     let s1 = app.open(&bob, &f.license_id, "d", "1").await.id();
     app.open(&bob, &f.license_id, "d", "2").await;
     app.open(&bob, &f.license_id, "d", "3").await; // denied
+                                                   // Both seats are held for a second (water marks count states that held for some time).
+    app.clock.advance_secs(1);
     app.call(
         Method::DELETE,
         &format!("/v1/sessions/{s1}"),

@@ -10,7 +10,10 @@ use leasehold_proto::EndReason;
 
 use super::end::end_sessions;
 use super::errors::{db_error, is_foreign_key_violation};
-use super::rows::{fetch_rows, user_from, TermsCache, INSERT_CREDENTIAL, USER_COLS};
+use super::rows::{
+    fetch_rows, insert_audit, user_from, AuditRows, TermsCache, INSERT_CREDENTIAL, USER_COLS,
+};
+use crate::admin_events;
 use crate::codec::principal_columns;
 use crate::records::*;
 use crate::{StoreError, StoreResult};
@@ -76,8 +79,21 @@ async fn insert_credential<'c>(
     Ok(())
 }
 
-pub(super) async fn put_credential(pool: &PgPool, credential: Credential) -> StoreResult<()> {
-    insert_credential(pool, &credential).await
+/// Stores a credential with its `token_issued` event (if it has one), in one transaction.
+pub(super) async fn put_credential(
+    pool: &PgPool,
+    credential: Credential,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let Some(event) = admin_events::token_issued(&credential, now) else {
+        return insert_credential(pool, &credential).await;
+    };
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    insert_credential(&mut *tx, &credential).await?;
+    insert_audit(&mut tx, AuditRows::of(event))
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
 }
 
 // ---- accounts ----
@@ -161,6 +177,12 @@ pub(super) async fn put_user(
         Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
         Err(e) => return Err(db_error(e)),
     };
+    insert_audit(
+        &mut tx,
+        AuditRows::of(admin_events::user_put(&user, created, now)),
+    )
+    .await
+    .map_err(db_error)?;
     let ended = if user.active {
         Vec::new()
     } else {

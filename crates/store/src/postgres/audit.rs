@@ -70,7 +70,8 @@ pub(super) async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64
     }
 }
 
-/// Retention: deletes the events older than `before` among the oldest `batch`; answers how
+/// Retention: deletes the events older than `before` among the oldest `batch` both the usage
+/// fold (`usage_watermark`) and the webhook fan-out (`webhook_cursor`) have read; answers how
 /// many. The first statement reads only the oldest event (the primary key's first entry).
 pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> StoreResult<usize> {
     let oldest: Option<i64> =
@@ -83,7 +84,10 @@ pub(super) async fn prune_audit(pool: &PgPool, before: i64, batch: usize) -> Sto
     }
     let deleted = sqlx::query(
         "DELETE FROM audit_events a
-         USING (SELECT seq FROM audit_events ORDER BY seq LIMIT $2) oldest
+         USING (SELECT seq FROM audit_events
+                WHERE seq <= LEAST((SELECT seq FROM usage_watermark),
+                                  (SELECT seq FROM webhook_cursor WHERE name = 'fanout'))
+                ORDER BY seq LIMIT $2) oldest
          WHERE a.seq = oldest.seq AND a.at < $1",
     )
     .bind(before)

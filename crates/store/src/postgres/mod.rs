@@ -155,6 +155,7 @@ mod rows;
 mod schema;
 mod sessions;
 mod store;
+mod usage;
 mod webhooks;
 
 pub use clock::NodeClock;

@@ -16,6 +16,7 @@ use super::errors::db_error;
 use super::rows::{
     device_from, fetch_rows, insert_audit, license_user_from, AuditRows, TermsCache,
 };
+use crate::admin_events;
 use crate::admission;
 use crate::records::*;
 use crate::{StoreError, StoreResult};
@@ -85,6 +86,15 @@ pub(super) async fn set_license_user(
     .execute(&mut *tx)
     .await
     .map_err(db_error)?;
+    let account_id: String = sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
+        .bind(license_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let event = admin_events::license_user(&account_id, license_id, username, active, now);
+    insert_audit(&mut tx, AuditRows::of(event))
+        .await
+        .map_err(db_error)?;
     let ended = if active {
         Vec::new()
     } else {

@@ -79,6 +79,8 @@ pub struct PgStore {
     pub(super) publisher: Publisher,
     /// The greatest audit `seq` this node found safe to page up to (see `audit`).
     pub(super) audit_horizon: AtomicI64,
+    /// This node's usage fold (`usage`).
+    pub(super) rollup: super::usage::PgRollup,
 }
 
 impl PgStore {
@@ -160,6 +162,7 @@ impl PgStore {
             events,
             publisher,
             audit_horizon: AtomicI64::new(0),
+            rollup: Default::default(),
         }
     }
 

@@ -26,6 +26,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_account_audit.sql"),
     // Webhooks: endpoints, deliveries, the dispatcher's cursor, alert state.
     include_str!("../../migrations/postgres/0009_webhooks.sql"),
+    // Usage series: bucket rows folded from the audit log (`crate::usage`).
+    include_str!("../../migrations/postgres/0010_usage_rollups.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

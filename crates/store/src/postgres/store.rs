@@ -16,6 +16,7 @@ use super::node::PgStore;
 use super::open::OpenAsk;
 use super::{accounts, audit, borrow, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
+use crate::usage::{SeriesQuery, UsageSeries};
 use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 impl PgStore {
@@ -88,8 +89,9 @@ impl Store for PgStore {
         accounts::put_setting_if_absent(&self.pool, key, value).await
     }
 
-    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
-        accounts::put_credential(&self.pool, credential).await
+    async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()> {
+        let now = self.clock.db(now);
+        accounts::put_credential(&self.pool, credential, now).await
     }
 
     async fn find_credential(
@@ -290,6 +292,22 @@ impl Store for PgStore {
 
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         audit::audit_page(&self.pool, &self.audit_horizon, query).await
+    }
+
+    async fn usage_rollup(&self) -> StoreResult<usize> {
+        self.rollup
+            .catch_up(&self.pool, &self.audit_horizon, false)
+            .await
+    }
+
+    async fn usage_series(&self, query: &SeriesQuery) -> StoreResult<UsageSeries> {
+        let query = SeriesQuery {
+            now: self.clock.db(Timestamp::from_millis(query.now)).millis(),
+            ..query.clone()
+        };
+        self.rollup
+            .series(&self.pool, &self.audit_horizon, &query)
+            .await
     }
 
     async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {

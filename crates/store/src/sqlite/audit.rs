@@ -15,7 +15,9 @@ use crate::StoreResult;
 
 impl Reader {
     /// Retention: the greatest `seq` and the number of the events older than `before` among
-    /// the oldest `batch`; `None` when the oldest event is not older than `before`.
+    /// the oldest `batch` that both the usage fold and the webhook fan-out have read; `None`
+    /// when the oldest event is not
+    /// older than `before`.
     pub(super) fn prunable(
         &self,
         before: Timestamp,
@@ -32,7 +34,10 @@ impl Reader {
             let (max_seq, count): (Option<i64>, i64) = conn
                 .prepare_cached(
                     "SELECT max(seq), count(*) FROM
-                       (SELECT seq, at FROM audit_events ORDER BY seq LIMIT ?1)
+                       (SELECT seq, at FROM audit_events
+                        WHERE seq <= min((SELECT seq FROM usage_watermark),
+                                          (SELECT seq FROM webhook_cursor WHERE name = 'fanout'))
+                        ORDER BY seq LIMIT ?1)
                      WHERE at < ?2",
                 )?
                 .query_row(
@@ -88,7 +93,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_deletes_old_events_a_bounded_batch_at_a_time_and_keeps_newer_ones() {
-        // Arrange: the license's creation (at T0) and 4 more events, 2 old and 2 new.
+        // Arrange: the license's creation and bob's (at T0), 2 more old events and 3 new ones.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("leasehold.db");
         let store = SqliteStore::open(&path, T0).unwrap();
@@ -109,10 +114,26 @@ mod tests {
             .unwrap();
         }
         let before = Timestamp::from_millis(T0.millis() + 5_000);
+        // Retention deletes only what the usage fold has read: it reads them all (the late
+        // ones settle: a last event 20 s after them).
+        conn.execute(
+            "INSERT INTO audit_events (at, account_id, license_id, event, detail)
+             VALUES (?1, 'acme', 'lic', 'license_updated', 'e')",
+            rusqlite::params![late + 20_000],
+        )
+        .unwrap();
+        store.usage_rollup().await.unwrap();
+        // ... and what the webhook fan-out has read (no endpoint: it reads up to the horizon).
+        conn.execute(
+            "UPDATE webhook_cursor SET seq = (SELECT max(seq) FROM audit_events)",
+            [],
+        )
+        .unwrap();
 
-        // Act / Assert: two at a time, then one, then nothing is due.
+        // Act / Assert: the 4 old ones (the license's creation, bob's, a and b), two at a
+        // time, then nothing is due.
         assert_eq!(store.prune_audit(before, 2).await.unwrap(), 2);
-        assert_eq!(store.prune_audit(before, 2).await.unwrap(), 1);
+        assert_eq!(store.prune_audit(before, 2).await.unwrap(), 2);
         assert_eq!(store.prune_audit(before, 2).await.unwrap(), 0);
         let left = store
             .audit_page(&AuditQuery {
@@ -122,6 +143,6 @@ mod tests {
             .await
             .unwrap();
         let details: Vec<_> = left.iter().map(|e| e.event.detail.as_deref()).collect();
-        assert_eq!(details, [Some("c"), Some("d")]);
+        assert_eq!(details, [Some("c"), Some("d"), Some("e")]);
     }
 }

@@ -58,6 +58,7 @@ mod recovery;
 mod schema;
 mod slab;
 mod store;
+mod usage;
 mod webhooks;
 mod writer;
 

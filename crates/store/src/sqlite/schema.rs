@@ -24,6 +24,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_account_audit.sql"),
     // Webhooks: endpoints, deliveries, the dispatcher's cursor, alert state.
     include_str!("../../migrations/sqlite/0009_webhooks.sql"),
+    // Usage series: bucket rows folded from the audit log (`crate::usage`).
+    include_str!("../../migrations/sqlite/0010_usage_rollups.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the

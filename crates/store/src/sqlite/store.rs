@@ -18,8 +18,10 @@ use super::read::Reader;
 use super::recovery;
 use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
+use crate::admin_events;
 use crate::admission;
 use crate::records::*;
+use crate::usage::{SeriesQuery, UsageSeries};
 use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
 
 /// The embedded SQLite store.
@@ -40,6 +42,8 @@ pub struct SqliteStore {
     /// Webhook deliveries being sent (`super::webhooks`): this process is the only sender, so
     /// a claim is held in memory, not written.
     pub(super) webhook_claims: Mutex<std::collections::HashSet<i64>>,
+    /// The usage fold's own connection (`usage.rs`).
+    rollup: Arc<super::usage::Rollup>,
 }
 
 impl SqliteStore {
@@ -71,6 +75,7 @@ impl SqliteStore {
         }
         let touches = mem.touches.clone();
         let reader = Reader::open(path)?;
+        let rollup = Arc::new(super::usage::Rollup::open(path)?);
         let mem = Arc::new(Mutex::new(mem));
         let faults = Faults::default();
         let dir = match path.parent() {
@@ -95,7 +100,14 @@ impl SqliteStore {
             free_read_at: AtomicU64::new(0),
             opened: Instant::now(),
             webhook_claims: Mutex::default(),
+            rollup,
         })
+    }
+
+    /// Forgets the usage fold's state (tests: the next fold rebuilds it from its rows).
+    #[cfg(test)]
+    pub(crate) fn forget_usage_fold(&self) {
+        self.rollup.forget();
     }
 
     /// The free space of the database's file system, read at most once a second.
@@ -157,14 +169,17 @@ impl Store for SqliteStore {
         acked(rx).await
     }
 
-    async fn put_credential(&self, credential: Credential) -> StoreResult<()> {
+    async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()> {
+        let event = admin_events::token_issued(&credential, now);
         let rx = {
             let mut mem = self.write()?;
             if let Some(at) = credential.expires_at {
                 mem.credential_expiry.insert((at, credential.hash));
             }
             mem.credentials.insert(credential.hash, credential.clone());
-            mem.send(vec![WriteOp::Credential(Box::new(credential))])
+            let mut ops = vec![WriteOp::Credential(Box::new(credential))];
+            ops.extend(event.map(|e| WriteOp::Audit(Box::new(e))));
+            mem.send(ops)
         };
         acked(rx).await
     }
@@ -232,7 +247,10 @@ impl Store for SqliteStore {
                     user.clone(),
                 )
                 .is_none();
-            let mut ops = vec![WriteOp::User(Box::new(user.clone()))];
+            let mut ops = vec![
+                WriteOp::User(Box::new(user.clone())),
+                WriteOp::Audit(Box::new(admin_events::user_put(&user, created, now))),
+            ];
             let mut ended = 0;
             if !user.active {
                 // One decision for all the user's sessions, durable with the user's record.
@@ -503,6 +521,17 @@ impl Store for SqliteStore {
         self.reader.audit_page(query)
     }
 
+    async fn usage_rollup(&self) -> StoreResult<usize> {
+        let rollup = self.rollup.clone();
+        blocking(move || rollup.catch_up()).await
+    }
+
+    async fn usage_series(&self, query: &SeriesQuery) -> StoreResult<UsageSeries> {
+        let rollup = self.rollup.clone();
+        let query = query.clone();
+        blocking(move || rollup.series(&query)).await
+    }
+
     async fn prune_audit(&self, before: Timestamp, batch: usize) -> StoreResult<usize> {
         let Some((up_to_seq, count)) = self.reader.prunable(before, batch)? else {
             return Ok(0);
@@ -622,4 +651,13 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Runs blocking database work (the usage fold) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the usage fold stopped: {e}")))?
 }

@@ -58,6 +58,11 @@ pub enum EventKind {
     SessionsRevoked,
     DeviceActivated,
     DeviceDeactivated,
+    UserCreated,
+    UserUpdated,
+    TokenIssued,
+    LicenseUserActivated,
+    LicenseUserDeactivated,
 }
 
 /// How the page is written.

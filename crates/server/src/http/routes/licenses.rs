@@ -1,4 +1,4 @@
-//! Routes of licenses: `/v1/licenses…` (terms, live sessions, usage, audit log, queue) and the
+//! Routes of licenses: `/v1/licenses…` (terms, live sessions, audit log, queue) and the
 //! plan list.
 
 use axum::extract::State;
@@ -6,14 +6,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use leasehold_proto as proto;
 use leasehold_proto::ErrorBody;
-use serde::Deserialize;
 
 use crate::auth::Auth;
-use crate::clock::to_offset;
 use crate::error::ApiResult;
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::{ApiJson, ApiPath};
 use crate::http::views::{self, AuditLog};
-use crate::licenses::{self, UsageQuery};
+use crate::licenses;
 use crate::sessions;
 use crate::state::AppState;
 
@@ -113,46 +111,6 @@ pub async fn revoke_sessions(
 ) -> ApiResult<Json<proto::SessionsRevoked>> {
     let revoked = sessions::revoke_all(&state, &auth, &id).await?;
     Ok(Json(proto::SessionsRevoked { revoked }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct UsageParams {
-    /// Start of the period (RFC 3339); this version reports since server start.
-    pub from: Option<String>,
-    /// End of the period (RFC 3339).
-    pub to: Option<String>,
-    /// `hour`, `day` or `month`.
-    pub bucket: Option<String>,
-}
-
-#[utoipa::path(
-    get, path = "/v1/licenses/{id}/usage", tag = "licenses",
-    params(("id" = String, Path, description = "License id"), UsageParams),
-    responses((status = 200, body = proto::UsageReport), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = []))
-)]
-pub async fn license_usage(
-    State(state): State<AppState>,
-    auth: Auth,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(params): ApiQuery<UsageParams>,
-) -> ApiResult<Json<proto::UsageReport>> {
-    let query = UsageQuery {
-        from: params.from,
-        to: params.to,
-        bucket: params.bucket,
-    };
-    let u = licenses::usage(&state, &auth, &id, &query).await?;
-    Ok(Json(proto::UsageReport {
-        license_id: id,
-        now: views::usage(&u),
-        high_water: u.high_water,
-        low_water: u.low_water,
-        denials: u.denials,
-        since: to_offset(u.since),
-    }))
 }
 
 #[utoipa::path(

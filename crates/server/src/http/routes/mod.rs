@@ -9,4 +9,5 @@ pub mod licenses;
 pub mod oauth;
 pub mod sessions;
 pub mod system;
+pub mod usage;
 pub mod webhooks;

@@ -221,14 +221,10 @@ pub(super) fn newcomers(
             Verdict::Grant { overdraft } => overdraft,
             Verdict::Queue => {
                 lic.waiting += 1;
+                decided
+                    .audit
+                    .push(admission::queued(&lic.license, req, now));
                 decided.to_queue.push((i, lic.waiting));
-                decided.audit.push(admission::queued(
-                    &lic.license,
-                    &req.username,
-                    lic.waiting,
-                    now,
-                    (*req.origin).clone(),
-                ));
                 outcomes.push(Outcome::Queued(None));
                 continue;
             }

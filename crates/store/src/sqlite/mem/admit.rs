@@ -116,6 +116,11 @@ impl Mem {
                 let ticket = self.next_ticket;
                 let (tx, granted) = oneshot::channel();
                 let lic = self.lic_at_mut(li)?;
+                ops.push(WriteOp::Audit(Box::new(admission::queued(
+                    &lic.license,
+                    req,
+                    now,
+                ))));
                 lic.queue.push_back(Waiting {
                     ticket,
                     req: req.clone(),
@@ -123,13 +128,6 @@ impl Mem {
                     tx,
                 });
                 let position = lic.queue.len() as u32;
-                ops.push(WriteOp::Audit(Box::new(admission::queued(
-                    &lic.license,
-                    &req.username,
-                    position,
-                    now,
-                    (*req.origin).clone(),
-                ))));
                 self.send_unacked(ops);
                 return Ok(AdmitStep::Queued(QueueTicket {
                     ticket,

@@ -8,6 +8,7 @@ use leasehold_core::Timestamp;
 use leasehold_proto::{EndReason, LicenseModel};
 
 use super::Mem;
+use crate::admin_events;
 use crate::admission;
 use crate::records::*;
 use crate::sqlite::ops::WriteOp;
@@ -47,7 +48,12 @@ impl Mem {
             _ => {}
         }
         lic.users.insert(username.to_owned(), user.clone());
-        let mut ops = vec![WriteOp::LicenseUser(user.clone())];
+        let event =
+            admin_events::license_user(&lic.license.account_id, license_id, username, active, now);
+        let mut ops = vec![
+            WriteOp::LicenseUser(user.clone()),
+            WriteOp::Audit(Box::new(event)),
+        ];
         let mut ended = 0;
         if let (false, Some(u)) = (active, self.names.get(username)) {
             // One decision for all the user's sessions on the license (see `ending`).
