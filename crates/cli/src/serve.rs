@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// HTTPS: the private key of --tls-cert, PEM [env: LEASEHOLD_TLS_KEY; config: tls_key].
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Dark sites: the vendor's public keys (the cloud's `/.well-known/jwks.json` saved to a
+    /// file) that imported delegations must be signed with [env: LEASEHOLD_VENDOR_JWKS;
+    /// config: vendor_jwks].
+    #[arg(long, value_name = "FILE")]
+    pub vendor_jwks: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -50,6 +55,9 @@ impl ServeArgs {
         }
         if let Some(key) = &self.tls_key {
             config.tls_key = Some(key.clone());
+        }
+        if let Some(jwks) = &self.vendor_jwks {
+            config.vendor_jwks = Some(jwks.clone());
         }
         config.check()?;
         Ok(config)

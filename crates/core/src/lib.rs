@@ -4,6 +4,7 @@
 
 pub mod borrow;
 pub mod clock;
+pub mod delegation;
 pub mod error;
 pub mod license;
 pub mod names;

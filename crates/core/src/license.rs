@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::borrow::BorrowPolicy;
 use crate::clock::Timestamp;
+use crate::delegation::{Delegated, DelegatedFrom};
 use crate::error::{RuleError, RuleResult};
 use crate::names::{Username, ValidatedId};
 use crate::plans::PlanCatalog;
@@ -89,6 +90,12 @@ pub struct LicenseTerms {
     /// Offline borrowing; `None` (the default): the license lends no seats.
     #[serde(default)]
     pub borrow: Option<BorrowPolicy>,
+    /// Seats delegated to local servers (dark sites), live or not (see `delegation`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegations: Vec<Delegated>,
+    /// On a local server: the delegation this license was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_from: Option<DelegatedFrom>,
 }
 
 fn default_max_queue_wait() -> u64 {
@@ -242,6 +249,8 @@ impl LicenseTerms {
                 }
                 None => None,
             },
+            delegations: Vec::new(),
+            delegated_from: None,
         };
         terms.resolved(plans)
     }

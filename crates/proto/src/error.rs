@@ -62,6 +62,21 @@ pub enum ErrorCode {
     InvalidCursor,
     /// 403: a dashboard request that changes something came without its page's CSRF token.
     CsrfTokenInvalid,
+    /// 409: a delegation asks for more seats than the license has free.
+    NotEnoughFreeSeats,
+    /// 422: a delegation, request, report or receipt file whose signature does not verify
+    /// (altered, or signed by a key this server does not trust).
+    DelegationSignatureInvalid,
+    /// 422: a delegation bound to another local server's key.
+    DelegationWrongServer,
+    /// 409: the delegation is past its `expires_at`.
+    DelegationExpired,
+    /// 409: the delegation is not valid yet (`not_before`).
+    DelegationNotYetValid,
+    /// 409: a delegation older (lower sequence) than the one imported before.
+    DelegationSuperseded,
+    /// 409: the delegation was returned.
+    DelegationReturned,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -100,6 +115,13 @@ impl ErrorCode {
             ErrorCode::UnknownEventKind => "unknown_event_kind",
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::CsrfTokenInvalid => "csrf_token_invalid",
+            ErrorCode::NotEnoughFreeSeats => "not_enough_free_seats",
+            ErrorCode::DelegationSignatureInvalid => "delegation_signature_invalid",
+            ErrorCode::DelegationWrongServer => "delegation_wrong_server",
+            ErrorCode::DelegationExpired => "delegation_expired",
+            ErrorCode::DelegationNotYetValid => "delegation_not_yet_valid",
+            ErrorCode::DelegationSuperseded => "delegation_superseded",
+            ErrorCode::DelegationReturned => "delegation_returned",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",

@@ -69,6 +69,12 @@ pub async fn patch(
     patch: proto::PatchLicense,
 ) -> ApiResult<License> {
     let mut license = access::admin_license(state, auth, license_id).await?;
+    if license.terms.delegated_from.is_some() {
+        return Err(ApiError::Conflict(
+            "this license's terms come from its delegation: import a renewed delegation file              to change them"
+                .into(),
+        ));
+    }
     license.terms = license.terms.apply_patch(&patch, &state.plans)?;
     state
         .with_now(|now| {

@@ -133,6 +133,7 @@ impl Application {
             ),
             metrics_token_hash: config.metrics_token.as_deref().map(hash_token),
             event_keepalive: config.event_keepalive,
+            vendor_keys: crate::delegation::load_vendor_keys(config.vendor_jwks.as_deref())?,
         });
         Ok(Application {
             listener,

@@ -38,6 +38,8 @@ pub struct Shared {
     pub metrics_token_hash: Option<TokenHash>,
     /// Keep-alive period of session event streams (see `crate::events`).
     pub event_keepalive: std::time::Duration,
+    /// Dark sites: the vendor keys imported delegations must be signed with (`vendor_jwks`).
+    pub vendor_keys: Vec<leasehold_proto::Jwk>,
 }
 
 impl Shared {

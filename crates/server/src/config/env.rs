@@ -34,6 +34,7 @@ const KNOWN_ENV: &[&str] = &[
     "LEASEHOLD_AUTH_FAILURES_PER_MINUTE_PER_CREDENTIAL",
     "LEASEHOLD_CORS_ALLOWED_ORIGINS",
     "LEASEHOLD_METRICS_TOKEN",
+    "LEASEHOLD_VENDOR_JWKS",
 ];
 
 /// A non-empty variable.
@@ -64,6 +65,9 @@ impl Config {
         }
         if let Some(v) = var("LEASEHOLD_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("LEASEHOLD_VENDOR_JWKS") {
+            self.vendor_jwks = Some(PathBuf::from(v));
         }
         if let Some(v) = var("LEASEHOLD_DATABASE_URL") {
             self.database_url = Some(v);

@@ -36,6 +36,7 @@ pub struct FileConfig {
     /// `["https://admin.example.com"]`: origins allowed to call the API from a browser.
     pub cors_allowed_origins: Option<Vec<String>>,
     pub metrics_token: Option<String>,
+    pub vendor_jwks: Option<PathBuf>,
     /// Keep-alive comments of session event streams, every this many seconds.
     pub event_keepalive_secs: Option<u64>,
     /// Delete audit events older than this many days (unset: keep them forever).
@@ -106,6 +107,9 @@ impl Config {
         }
         if let Some(v) = file.metrics_token.filter(|t| !t.is_empty()) {
             self.metrics_token = Some(v);
+        }
+        if let Some(v) = file.vendor_jwks {
+            self.vendor_jwks = Some(v);
         }
         self.plans.extend(file.plans);
     }

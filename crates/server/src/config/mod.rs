@@ -60,6 +60,9 @@ pub struct Config {
     /// A token that may read every series of `/metrics` (besides the root token); never
     /// logged.
     pub metrics_token: Option<String>,
+    /// The vendor's public keys (a saved `/.well-known/jwks.json` of the cloud server) that
+    /// delegation files must be signed with (dark sites); none: imports are refused.
+    pub vendor_jwks: Option<PathBuf>,
     /// PostgreSQL: judge session times by the database's clock (the default; nodes' clocks may
     /// then disagree). Off only in tests that move a manual clock by hand.
     pub database_clock: bool,
@@ -121,6 +124,7 @@ impl Default for Config {
             auth_failures_per_minute_per_credential: 10,
             cors_allowed_origins: Vec::new(),
             metrics_token: None,
+            vendor_jwks: None,
             event_keepalive: Duration::from_secs(15),
             audit_retention_days: None,
         }

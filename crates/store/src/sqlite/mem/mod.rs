@@ -24,6 +24,7 @@
 mod admit;
 mod borrow;
 mod clock;
+mod delegation;
 mod end;
 mod ending;
 mod index;
