@@ -12,6 +12,7 @@
 //!                └────(now >= expires_at)──► expired
 //! ```
 
+use leasehold_proto::EndReason;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -91,6 +92,16 @@ impl LicenseTerms {
 
     pub fn delegation(&self, id: &str) -> Option<&Delegated> {
         self.delegations.iter().find(|d| d.id == id)
+    }
+
+    /// Why sessions end when this license's end passes: `license_expired`, or on a local
+    /// server the delegation's `delegation_expired` / `delegation_returned`.
+    pub fn end_reason(&self) -> EndReason {
+        match &self.delegated_from {
+            None => EndReason::LicenseExpired,
+            Some(from) if from.returned_at.is_some() => EndReason::DelegationReturned,
+            Some(_) => EndReason::DelegationExpired,
+        }
     }
 }
 

@@ -154,6 +154,10 @@ pub enum EndReason {
     Reclaimed,
     /// A borrow that reached its `borrow_until`.
     BorrowEnded,
+    /// On a local server (dark site): the license's delegation reached its `expires_at`.
+    DelegationExpired,
+    /// On a local server: the license's delegation was returned to the cloud.
+    DelegationReturned,
     #[serde(other)]
     Unknown,
 }
@@ -171,6 +175,8 @@ impl EndReason {
             EndReason::Returned => "returned",
             EndReason::Reclaimed => "reclaimed",
             EndReason::BorrowEnded => "borrow_ended",
+            EndReason::DelegationExpired => "delegation_expired",
+            EndReason::DelegationReturned => "delegation_returned",
             EndReason::Unknown => "unknown",
         }
     }
@@ -187,6 +193,8 @@ impl EndReason {
             "returned" => EndReason::Returned,
             "reclaimed" => EndReason::Reclaimed,
             "borrow_ended" => EndReason::BorrowEnded,
+            "delegation_expired" => EndReason::DelegationExpired,
+            "delegation_returned" => EndReason::DelegationReturned,
             _ => return None,
         })
     }

@@ -104,6 +104,8 @@ fn license(id: &str) -> License {
         max_borrowed_seats: None,
         borrow_lowwater: None,
         created_at: now(),
+        delegation_id: None,
+        delegation_expires_at: None,
         usage: Some(Usage {
             seats: 3,
             in_use: 1,
@@ -111,6 +113,7 @@ fn license(id: &str) -> License {
             ending: 0,
             overdraft_in_use: 0,
             borrowed: 0,
+            delegated: 0,
             activations: None,
         }),
     }
@@ -324,6 +327,7 @@ async fn canned(
                 ending: 0,
                 overdraft_in_use: 0,
                 borrowed: 0,
+                delegated: 0,
                 activations: None,
             },
             high_water: 2,

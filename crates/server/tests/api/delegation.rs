@@ -434,10 +434,15 @@ async fn a_renewal_changes_the_local_license_without_ending_live_sessions() {
     // Past the first end, the renewal's end holds.
     s.local.advance(900).await;
     assert_eq!(s.local.heartbeat(&bob, &ids[2]).await.status, StatusCode::OK);
-    // More seats than the cloud has free are refused.
+    // More seats than the cloud has free are refused: 2 delegated, 2 taken, 1 free.
+    let ann = s.cloud_user("ann").await;
+    for i in 0..2 {
+        let o = s.cloud.open(&ann, &s.lic.license_id, "d", &format!("c{i}")).await;
+        assert_eq!(o.status, StatusCode::CREATED, "{:?}", o.body);
+    }
     let more = s
         .cloud
-        .call(Method::PATCH, &renew_path, Some(&s.lic.admin), Some(json!({"seats": 5})))
+        .call(Method::PATCH, &renew_path, Some(&s.lic.admin), Some(json!({"seats": 4})))
         .await;
     assert_eq!(more.code(), "not_enough_free_seats");
 }

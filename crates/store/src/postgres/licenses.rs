@@ -2,7 +2,7 @@
 //! statistics, live sessions per license, the audit log).
 
 use leasehold_core::Timestamp;
-use leasehold_proto::{EndReason, LicenseModel};
+use leasehold_proto::LicenseModel;
 use sqlx::postgres::{PgPool, PgRow, Postgres};
 use sqlx::Transaction;
 use sqlx::Row;
@@ -118,7 +118,7 @@ pub(super) async fn update_locked(
 ) -> StoreResult<()> {
     let terms = terms_json(&license.terms)?;
     if old_end.is_some_and(|end| end <= now.millis()) {
-        mass::floor_locked(tx, &license.id, EndReason::LicenseExpired, now)
+        mass::floor_locked(tx, &license.id, license.terms.end_reason(), now)
             .await
             .map_err(db_error)?;
     }
@@ -131,7 +131,7 @@ pub(super) async fn update_locked(
         .await
         .map_err(db_error)?;
     if license.terms.expires_at.is_some_and(|end| end <= now) {
-        mass::floor_locked(tx, &license.id, EndReason::LicenseExpired, now)
+        mass::floor_locked(tx, &license.id, license.terms.end_reason(), now)
             .await
             .map_err(db_error)?;
     }
