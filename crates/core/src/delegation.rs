@@ -370,7 +370,10 @@ mod tests {
         // The same instant the local license stops granting.
         assert_eq!(t.capacity(end), 10);
         assert_eq!(t.delegated_at(end), 0);
-        assert_eq!(t.delegation("d1").unwrap().status(end), DelegationStatus::Expired);
+        assert_eq!(
+            t.delegation("d1").unwrap().status(end),
+            DelegationStatus::Expired
+        );
     }
 
     #[test]
@@ -458,7 +461,10 @@ mod tests {
             check_import(Some(&cur), 2, T0, end, T0),
             Ok(ImportStep::Unchanged)
         );
-        assert_eq!(check_import(Some(&cur), 3, T0, end, T0), Ok(ImportStep::Renew));
+        assert_eq!(
+            check_import(Some(&cur), 3, T0, end, T0),
+            Ok(ImportStep::Renew)
+        );
         assert!(matches!(
             check_import(Some(&cur), 1, T0, end, T0),
             Err(RuleError::DelegationSuperseded(_))

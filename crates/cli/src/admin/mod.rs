@@ -1,5 +1,5 @@
 //! The admin commands of the `leasehold` binary, all through the Rust SDK: `account`,
-//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage` and `plans`.
+//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage`, `plans` and `delegation`.
 //!
 //! The server URL and token come from flags, `LEASEHOLD_URL`/`LEASEHOLD_TOKEN` or the CLI
 //! config file (see [`crate::connect`]). `--output text` (the default) prints aligned tables
@@ -17,6 +17,7 @@
 //! live in its own submodule, and [`output`] renders the results.
 
 mod account;
+mod delegation;
 mod device;
 mod license;
 mod output;
@@ -34,6 +35,7 @@ use time::OffsetDateTime;
 
 use crate::connect::{is_unreachable, ConnectArgs, Failure, OutputFormat, Settings};
 use account::AccountArgs;
+use delegation::DelegationArgs;
 use device::DeviceArgs;
 use license::LicenseArgs;
 use output::{print_error, print_failure};
@@ -84,6 +86,10 @@ pub enum AdminCommand {
     Usage(UsageArgs),
     /// The plans the server offers (base and maximum seats).
     Plans(PlansArgs),
+    /// Dark sites: seats delegated to a local server through signed files (request, create,
+    /// import, renew, return, import-receipt, list).
+    #[command(visible_alias = "delegations")]
+    Delegation(DelegationArgs),
 }
 
 /// The value parser of the RFC 3339 time flags (`--starts-at`, `--from`...).
@@ -113,6 +119,7 @@ impl AdminCommand {
             AdminCommand::Session(a) => &a.common,
             AdminCommand::Usage(a) => &a.common,
             AdminCommand::Plans(a) => &a.common,
+            AdminCommand::Delegation(a) => &a.common,
         }
     }
 }
@@ -214,6 +221,7 @@ impl Admin {
             AdminCommand::Session(args) => self.session_command(args).await,
             AdminCommand::Usage(args) => self.usage(args).await,
             AdminCommand::Plans(_) => self.plans().await,
+            AdminCommand::Delegation(args) => self.delegation_command(args).await,
         }
     }
 }

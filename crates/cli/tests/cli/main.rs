@@ -10,6 +10,7 @@ mod borrow;
 mod c_abi;
 mod c_programs;
 mod crash;
+mod delegation;
 mod kit;
 mod logs;
 mod mass_end;

@@ -41,8 +41,8 @@ fn verify_request(request: &str) -> ApiResult<proto::DelegationRequestClaims> {
         .map_err(|e| bad_signature(format!("the request: {e}")))?;
     let key = jws::key_of(&unverified.public_key)
         .map_err(|e| bad_signature(format!("the request's key: {e}")))?;
-    let claims: proto::DelegationRequestClaims = jws::verify(request, &key)
-        .map_err(|e| bad_signature(format!("the request: {e}")))?;
+    let claims: proto::DelegationRequestClaims =
+        jws::verify(request, &key).map_err(|e| bad_signature(format!("the request: {e}")))?;
     if claims.typ != proto::REQUEST_TYP {
         return Err(bad_signature("the file is not a delegation request").into());
     }
@@ -63,8 +63,9 @@ pub async fn create(
 ) -> ApiResult<proto::DelegationFile> {
     access::admin_license(state, auth, license_id).await?;
     let request = verify_request(&req.request)?;
-    let seats = u32::try_from(req.seats)
-        .map_err(|_| ApiError::Unprocessable(format!("seats must be positive, got {}", req.seats)))?;
+    let seats = u32::try_from(req.seats).map_err(|_| {
+        ApiError::Unprocessable(format!("seats must be positive, got {}", req.seats))
+    })?;
     let id = uuid::Uuid::new_v4().to_string();
     tracing::Span::current().record("delegation_id", id.as_str());
     let license = state

@@ -31,7 +31,9 @@ pub async fn request(
 ) -> ApiResult<proto::DelegationRequestFile> {
     auth.require_root()?;
     let site = req.site.trim();
-    if site.is_empty() || site.chars().count() > MAX_SITE_CHARS || site.chars().any(char::is_control)
+    if site.is_empty()
+        || site.chars().count() > MAX_SITE_CHARS
+        || site.chars().any(char::is_control)
     {
         return Err(ApiError::Unprocessable(format!(
             "site must be 1 to {MAX_SITE_CHARS} printable characters"
@@ -121,7 +123,9 @@ fn terms_of(state: &AppState, c: &proto::DelegationClaims) -> ApiResult<LicenseT
 
 fn imported(license: &License, outcome: &str) -> ApiResult<proto::ImportedDelegation> {
     let (Some(from), Some(end)) = (&license.terms.delegated_from, license.terms.expires_at) else {
-        return Err(ApiError::Internal("an imported license without its delegation".into()));
+        return Err(ApiError::Internal(
+            "an imported license without its delegation".into(),
+        ));
     };
     Ok(proto::ImportedDelegation {
         delegation_id: from.delegation_id.clone(),
@@ -190,9 +194,15 @@ pub async fn import(
             );
             Ok((true, imported(&license, "created")?))
         }
-        (_, None) => Err(ApiError::Internal("an imported delegation without its license".into())),
+        (_, None) => Err(ApiError::Internal(
+            "an imported delegation without its license".into(),
+        )),
         (step, Some(mut license)) => {
-            if req.account_id.as_ref().is_some_and(|a| *a != license.account_id) {
+            if req
+                .account_id
+                .as_ref()
+                .is_some_and(|a| *a != license.account_id)
+            {
                 return Err(ApiError::Conflict(format!(
                     "delegation {} is held by account {}",
                     claims.delegation_id, license.account_id
@@ -235,7 +245,12 @@ pub async fn return_delegation(
         .await?
         .filter(|l| l.terms.delegated_from.is_some())
         .ok_or_else(|| ApiError::NotFound("delegation".into()))?;
-    let returned_at = match license.terms.delegated_from.as_ref().and_then(|f| f.returned_at) {
+    let returned_at = match license
+        .terms
+        .delegated_from
+        .as_ref()
+        .and_then(|f| f.returned_at)
+    {
         Some(at) => at,
         None => {
             let at = state
@@ -263,7 +278,9 @@ pub async fn return_delegation(
         }
     };
     let Some(from) = &license.terms.delegated_from else {
-        return Err(ApiError::Internal("a returned license without its delegation".into()));
+        return Err(ApiError::Internal(
+            "a returned license without its delegation".into(),
+        ));
     };
     let claims = proto::ReceiptClaims {
         typ: proto::RECEIPT_TYP.into(),

@@ -36,11 +36,7 @@ pub fn license(license: &License) -> proto::License {
         borrow_lowwater: t.borrow.map(|b| b.lowwater),
         created_at: to_offset(license.created_at),
         delegation_id: t.delegated_from.as_ref().map(|f| f.delegation_id.clone()),
-        delegation_expires_at: t
-            .delegated_from
-            .as_ref()
-            .and(t.expires_at)
-            .map(to_offset),
+        delegation_expires_at: t.delegated_from.as_ref().and(t.expires_at).map(to_offset),
         usage: None,
     }
 }

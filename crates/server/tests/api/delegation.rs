@@ -9,7 +9,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 
-use crate::helpers::{spawn_app, spawn_app_configured, Answer, Fixture, TestApp, ROOT_TOKEN, TEST_START};
+use crate::helpers::{
+    spawn_app, spawn_app_configured, Answer, Fixture, TestApp, ROOT_TOKEN, TEST_START,
+};
 
 /// A cloud with a 5-seat license, and a local server trusting the cloud's key.
 struct Sites {
@@ -58,7 +60,11 @@ async fn sites() -> Sites {
 
 async fn request(local: &TestApp) -> Value {
     let r = local
-        .post("/v1/delegation-requests", ROOT_TOKEN, json!({"site": "plant-7"}))
+        .post(
+            "/v1/delegation-requests",
+            ROOT_TOKEN,
+            json!({"site": "plant-7"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body
@@ -88,7 +94,10 @@ impl Sites {
     async fn cloud_usage(&self) -> Value {
         let l = self
             .cloud
-            .get(&format!("/v1/licenses/{}", self.lic.license_id), &self.lic.admin)
+            .get(
+                &format!("/v1/licenses/{}", self.lic.license_id),
+                &self.lic.admin,
+            )
             .await;
         assert_eq!(l.status, StatusCode::OK, "{:?}", l.body);
         l.body["usage"].clone()
@@ -127,10 +136,16 @@ async fn the_whole_round_trip_goes_through_files() {
     assert_eq!(d.body["sequence"], 1);
     assert_eq!(d.body["server_id"], req["server_id"]);
     let usage = s.cloud_usage().await;
-    assert_eq!((usage["delegated"].as_u64(), usage["available"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(
+        (usage["delegated"].as_u64(), usage["available"].as_u64()),
+        (Some(3), Some(2))
+    );
     let list = s
         .cloud
-        .get(&format!("/v1/licenses/{}/delegations", s.lic.license_id), &s.lic.admin)
+        .get(
+            &format!("/v1/licenses/{}/delegations", s.lic.license_id),
+            &s.lic.admin,
+        )
         .await;
     assert_eq!(list.body["delegations"][0]["status"], "active");
     assert_eq!(list.body["delegations"][0]["site"], "plant-7");
@@ -138,10 +153,16 @@ async fn the_whole_round_trip_goes_through_files() {
     // Cloud users get only the 2 seats left.
     let cloud_user = s.cloud_user("ann").await;
     for i in 0..2 {
-        let o = s.cloud.open(&cloud_user, &s.lic.license_id, "d", &format!("c{i}")).await;
+        let o = s
+            .cloud
+            .open(&cloud_user, &s.lic.license_id, "d", &format!("c{i}"))
+            .await;
         assert_eq!(o.status, StatusCode::CREATED, "{:?}", o.body);
     }
-    let full = s.cloud.open(&cloud_user, &s.lic.license_id, "d", "c2").await;
+    let full = s
+        .cloud
+        .open(&cloud_user, &s.lic.license_id, "d", "c2")
+        .await;
     assert_eq!(full.code(), "no_seat_available");
 
     // Local: the import creates a 3-seat license with the delegated terms.
@@ -155,7 +176,10 @@ async fn the_whole_round_trip_goes_through_files() {
         .get(&format!("/v1/licenses/{local_lic}"), &s.local_admin)
         .await;
     assert_eq!(l.status, StatusCode::OK, "{:?}", l.body);
-    assert_eq!((l.body["seats"].as_u64(), l.body["product"].as_str()), (Some(3), Some("cad")));
+    assert_eq!(
+        (l.body["seats"].as_u64(), l.body["product"].as_str()),
+        (Some(3), Some("cad"))
+    );
     assert_eq!(l.body["delegation_expires_at"].as_str().unwrap(), at(3600));
     // The same file again changes nothing.
     let again = s.import(&d.body).await;
@@ -164,7 +188,12 @@ async fn the_whole_round_trip_goes_through_files() {
     // A local admin cannot raise the delegated seats.
     let patch = s
         .local
-        .call(Method::PATCH, &format!("/v1/licenses/{local_lic}"), Some(&s.local_admin), Some(json!({"seats": 50})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{local_lic}"),
+            Some(&s.local_admin),
+            Some(json!({"seats": 50})),
+        )
         .await;
     assert_eq!(patch.status, StatusCode::CONFLICT, "{:?}", patch.body);
 
@@ -180,22 +209,36 @@ async fn the_whole_round_trip_goes_through_files() {
         assert_eq!(claims["lic"], local_lic.as_str());
         sessions.push(o.id());
     }
-    assert_eq!(s.local.open(&bob, &local_lic, "d", "i3").await.code(), "no_seat_available");
+    assert_eq!(
+        s.local.open(&bob, &local_lic, "d", "i3").await.code(),
+        "no_seat_available"
+    );
 
     // Local: the return stops the license at once and answers the signed receipt.
     let receipt = s
         .local
-        .post(&format!("/v1/delegations/{local_lic}/return"), ROOT_TOKEN, json!({}))
+        .post(
+            &format!("/v1/delegations/{local_lic}/return"),
+            ROOT_TOKEN,
+            json!({}),
+        )
         .await;
     assert_eq!(receipt.status, StatusCode::OK, "{:?}", receipt.body);
     let hb = s.local.heartbeat(&bob, &sessions[0]).await;
     assert_eq!(hb.status, StatusCode::GONE, "{:?}", hb.body);
     assert_eq!(hb.body["error"]["reason"], "delegation_returned");
-    assert_eq!(s.local.open(&bob, &local_lic, "d", "i9").await.code(), "license_not_active");
+    assert_eq!(
+        s.local.open(&bob, &local_lic, "d", "i9").await.code(),
+        "license_not_active"
+    );
     // Asking again answers the same receipt; importing the delegation again is refused.
     let receipt2 = s
         .local
-        .post(&format!("/v1/delegations/{local_lic}/return"), ROOT_TOKEN, json!({}))
+        .post(
+            &format!("/v1/delegations/{local_lic}/return"),
+            ROOT_TOKEN,
+            json!({}),
+        )
         .await;
     assert_eq!(receipt2.body["returned_at"], receipt.body["returned_at"]);
     assert_eq!(s.import(&d.body).await.code(), "delegation_returned");
@@ -208,14 +251,24 @@ async fn the_whole_round_trip_goes_through_files() {
     for _ in 0..2 {
         let r = s
             .cloud
-            .post(&path, &s.lic.admin, json!({"receipt": receipt.body["receipt"]}))
+            .post(
+                &path,
+                &s.lic.admin,
+                json!({"receipt": receipt.body["receipt"]}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         assert_eq!(r.body["status"], "returned");
     }
     let usage = s.cloud_usage().await;
-    assert_eq!((usage["delegated"].as_u64(), usage["available"].as_u64()), (Some(0), Some(3)));
-    let o = s.cloud.open(&cloud_user, &s.lic.license_id, "d", "c2").await;
+    assert_eq!(
+        (usage["delegated"].as_u64(), usage["available"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let o = s
+        .cloud
+        .open(&cloud_user, &s.lic.license_id, "d", "c2")
+        .await;
     assert_eq!(o.status, StatusCode::CREATED, "{:?}", o.body);
     // A returned delegation cannot be renewed.
     let renew = s
@@ -270,7 +323,10 @@ async fn every_tampering_is_refused() {
         )
         .await;
     assert_eq!(forged.status, StatusCode::CREATED, "{:?}", forged.body);
-    assert_eq!(s.import(&forged.body).await.code(), "delegation_signature_invalid");
+    assert_eq!(
+        s.import(&forged.body).await.code(),
+        "delegation_signature_invalid"
+    );
 
     // Bound to another local server's key.
     let other_site = local_site(&s.cloud).await;
@@ -291,7 +347,10 @@ async fn every_tampering_is_refused() {
         .await;
     assert_eq!(later.status, StatusCode::CREATED, "{:?}", later.body);
     let early = s.import(&later.body).await;
-    assert_eq!((early.status, early.code()), (StatusCode::CONFLICT, "delegation_not_yet_valid"));
+    assert_eq!(
+        (early.status, early.code()),
+        (StatusCode::CONFLICT, "delegation_not_yet_valid")
+    );
 
     // An older sequence replayed after a renewal.
     assert_eq!(s.import(&d.body).await.status, StatusCode::CREATED);
@@ -299,7 +358,11 @@ async fn every_tampering_is_refused() {
         .cloud
         .call(
             Method::PATCH,
-            &format!("/v1/licenses/{}/delegations/{}", s.lic.license_id, d.body["delegation_id"].as_str().unwrap()),
+            &format!(
+                "/v1/licenses/{}/delegations/{}",
+                s.lic.license_id,
+                d.body["delegation_id"].as_str().unwrap()
+            ),
             Some(&s.lic.admin),
             Some(json!({"expires_at": at(7200)})),
         )
@@ -307,12 +370,18 @@ async fn every_tampering_is_refused() {
     assert_eq!(renewed.body["sequence"], 2, "{:?}", renewed.body);
     assert_eq!(s.import(&renewed.body).await.body["outcome"], "renewed");
     let replay = s.import(&d.body).await;
-    assert_eq!((replay.status, replay.code()), (StatusCode::CONFLICT, "delegation_superseded"));
+    assert_eq!(
+        (replay.status, replay.code()),
+        (StatusCode::CONFLICT, "delegation_superseded")
+    );
 
     // Expired: the local clock past its end.
     s.local.clock.advance_secs(7200);
     let expired = s.import(&renewed.body).await;
-    assert_eq!((expired.status, expired.code()), (StatusCode::CONFLICT, "delegation_expired"));
+    assert_eq!(
+        (expired.status, expired.code()),
+        (StatusCode::CONFLICT, "delegation_expired")
+    );
 
     // A receipt not signed by the delegation's server is refused by the cloud.
     let foreign = other_site
@@ -325,9 +394,19 @@ async fn every_tampering_is_refused() {
     );
     let r = s
         .cloud
-        .post(&path, &s.lic.admin, json!({"receipt": foreign.body["request"]}))
+        .post(
+            &path,
+            &s.lic.admin,
+            json!({"receipt": foreign.body["request"]}),
+        )
         .await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "delegation_signature_invalid"));
+    assert_eq!(
+        (r.status, r.code()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "delegation_signature_invalid"
+        )
+    );
 }
 
 #[tokio::test]
@@ -336,22 +415,44 @@ async fn a_server_without_a_vendor_key_and_a_first_import_without_an_account_are
     let d = s.delegate(&request(&s.local).await, 1, 3600).await;
     let no_account = s
         .local
-        .post("/v1/delegations", ROOT_TOKEN, json!({"delegation": d.body["delegation"]}))
+        .post(
+            "/v1/delegations",
+            ROOT_TOKEN,
+            json!({"delegation": d.body["delegation"]}),
+        )
         .await;
-    assert_eq!(no_account.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", no_account.body);
+    assert_eq!(
+        no_account.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        no_account.body
+    );
     // The cloud itself trusts no vendor key.
     let on_cloud = s
         .cloud
-        .post("/v1/delegations", ROOT_TOKEN, json!({"delegation": d.body["delegation"], "account_id": s.lic.account_id}))
+        .post(
+            "/v1/delegations",
+            ROOT_TOKEN,
+            json!({"delegation": d.body["delegation"], "account_id": s.lic.account_id}),
+        )
         .await;
     assert_eq!(on_cloud.code(), "delegation_signature_invalid");
     // More seats than the license has, or than are free.
     let req = request(&s.local).await;
-    assert_eq!(s.delegate(&req, 9, 3600).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        s.delegate(&req, 9, 3600).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let busy = s.delegate(&req, 5, 3600).await;
-    assert_eq!((busy.status, busy.code()), (StatusCode::CONFLICT, "not_enough_free_seats"));
+    assert_eq!(
+        (busy.status, busy.code()),
+        (StatusCode::CONFLICT, "not_enough_free_seats")
+    );
     // An end in the past.
-    assert_eq!(s.delegate(&req, 1, -10).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        s.delegate(&req, 1, -10).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }
 
 #[tokio::test]
@@ -364,31 +465,49 @@ async fn expiry_ends_local_sessions_and_gives_the_seats_back_at_the_same_instant
     let o = s.local.open(&bob, &local_lic, "d", "i").await;
     assert_eq!(o.status, StatusCode::CREATED, "{:?}", o.body);
     // No lease outlives its delegation.
-    assert_eq!(o.body["expires_at"].as_str().unwrap() <= at(600).as_str(), true);
+    assert_eq!(
+        o.body["expires_at"].as_str().unwrap() <= at(600).as_str(),
+        true
+    );
 
     // One second before the end: the cloud still has 1 seat, the local session lives.
     s.cloud.clock.advance_secs(599);
     s.local.advance(599).await;
     assert_eq!(s.cloud_usage().await["available"], 1);
-    assert_eq!(s.local.heartbeat(&bob, &o.id()).await.status, StatusCode::OK);
+    assert_eq!(
+        s.local.heartbeat(&bob, &o.id()).await.status,
+        StatusCode::OK
+    );
 
     // At the end: both sides at once, with no call between them.
     s.cloud.clock.advance_secs(1);
     s.local.advance(1).await;
     let usage = s.cloud_usage().await;
-    assert_eq!((usage["delegated"].as_u64(), usage["available"].as_u64()), (Some(0), Some(5)));
+    assert_eq!(
+        (usage["delegated"].as_u64(), usage["available"].as_u64()),
+        (Some(0), Some(5))
+    );
     let hb = s.local.heartbeat(&bob, &o.id()).await;
     assert_eq!(hb.status, StatusCode::GONE);
     assert_eq!(hb.body["error"]["reason"], "delegation_expired");
-    assert_eq!(s.local.open(&bob, &local_lic, "d", "j").await.code(), "license_not_active");
+    assert_eq!(
+        s.local.open(&bob, &local_lic, "d", "j").await.code(),
+        "license_not_active"
+    );
     let list = s
         .cloud
-        .get(&format!("/v1/licenses/{}/delegations", s.lic.license_id), &s.lic.admin)
+        .get(
+            &format!("/v1/licenses/{}/delegations", s.lic.license_id),
+            &s.lic.admin,
+        )
         .await;
     assert_eq!(list.body["delegations"][0]["status"], "expired");
     let ann = s.cloud_user("ann").await;
     for i in 0..5 {
-        let o = s.cloud.open(&ann, &s.lic.license_id, "d", &format!("c{i}")).await;
+        let o = s
+            .cloud
+            .open(&ann, &s.lic.license_id, "d", &format!("c{i}"))
+            .await;
         assert_eq!(o.status, StatusCode::CREATED, "{:?}", o.body);
     }
 }
@@ -397,7 +516,10 @@ async fn expiry_ends_local_sessions_and_gives_the_seats_back_at_the_same_instant
 async fn a_renewal_changes_the_local_license_without_ending_live_sessions() {
     let s = sites().await;
     let d = s.delegate(&request(&s.local).await, 3, 600).await;
-    let local_lic = s.import(&d.body).await.body["license_id"].as_str().unwrap().to_owned();
+    let local_lic = s.import(&d.body).await.body["license_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let bob = s.local_user("bob").await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -413,36 +535,69 @@ async fn a_renewal_changes_the_local_license_without_ending_live_sessions() {
     );
     let renewed = s
         .cloud
-        .call(Method::PATCH, &renew_path, Some(&s.lic.admin), Some(json!({"seats": 2, "expires_at": at(7200)})))
+        .call(
+            Method::PATCH,
+            &renew_path,
+            Some(&s.lic.admin),
+            Some(json!({"seats": 2, "expires_at": at(7200)})),
+        )
         .await;
     assert_eq!(renewed.status, StatusCode::OK, "{:?}", renewed.body);
     assert_eq!(s.cloud_usage().await["available"], 3);
     let imp = s.import(&renewed.body).await;
-    assert_eq!((imp.status, imp.body["outcome"].as_str()), (StatusCode::OK, Some("renewed")));
+    assert_eq!(
+        (imp.status, imp.body["outcome"].as_str()),
+        (StatusCode::OK, Some("renewed"))
+    );
 
     // The three live sessions run on; a fourth is refused until under the new limit.
     for id in &ids {
         assert_eq!(s.local.heartbeat(&bob, id).await.status, StatusCode::OK);
     }
-    assert_eq!(s.local.open(&bob, &local_lic, "d", "x").await.code(), "no_seat_available");
+    assert_eq!(
+        s.local.open(&bob, &local_lic, "d", "x").await.code(),
+        "no_seat_available"
+    );
     for id in &ids[..2] {
-        let c = s.local.call(Method::DELETE, &format!("/v1/sessions/{id}"), Some(&bob), None).await;
+        let c = s
+            .local
+            .call(
+                Method::DELETE,
+                &format!("/v1/sessions/{id}"),
+                Some(&bob),
+                None,
+            )
+            .await;
         assert_eq!(c.status, StatusCode::NO_CONTENT);
     }
-    assert_eq!(s.local.open(&bob, &local_lic, "d", "x").await.status, StatusCode::CREATED);
+    assert_eq!(
+        s.local.open(&bob, &local_lic, "d", "x").await.status,
+        StatusCode::CREATED
+    );
 
     // Past the first end, the renewal's end holds.
     s.local.advance(900).await;
-    assert_eq!(s.local.heartbeat(&bob, &ids[2]).await.status, StatusCode::OK);
+    assert_eq!(
+        s.local.heartbeat(&bob, &ids[2]).await.status,
+        StatusCode::OK
+    );
     // More seats than the cloud has free are refused: 2 delegated, 2 taken, 1 free.
     let ann = s.cloud_user("ann").await;
     for i in 0..2 {
-        let o = s.cloud.open(&ann, &s.lic.license_id, "d", &format!("c{i}")).await;
+        let o = s
+            .cloud
+            .open(&ann, &s.lic.license_id, "d", &format!("c{i}"))
+            .await;
         assert_eq!(o.status, StatusCode::CREATED, "{:?}", o.body);
     }
     let more = s
         .cloud
-        .call(Method::PATCH, &renew_path, Some(&s.lic.admin), Some(json!({"seats": 4})))
+        .call(
+            Method::PATCH,
+            &renew_path,
+            Some(&s.lic.admin),
+            Some(json!({"seats": 4})),
+        )
         .await;
     assert_eq!(more.code(), "not_enough_free_seats");
 }
@@ -478,7 +633,10 @@ async fn delegations_and_opens_racing_never_over_allocate() {
         .filter(|d| d.status == StatusCode::CREATED)
         .map(|_| 2)
         .sum();
-    assert!(opened + delegated <= 5, "{opened} opened + {delegated} delegated > 5 seats");
+    assert!(
+        opened + delegated <= 5,
+        "{opened} opened + {delegated} delegated > 5 seats"
+    );
     let usage = s.cloud_usage().await;
     assert_eq!(usage["in_use"].as_u64(), Some(opened));
     assert_eq!(usage["delegated"].as_u64(), Some(delegated));
@@ -497,13 +655,26 @@ async fn delegation_routes_are_tenant_isolated_and_local_ones_root_only() {
     let answers = [
         s.cloud.get(&base, &intruder).await,
         s.cloud
-            .post(&base, &intruder, json!({"request": req["request"], "seats": 1, "expires_at": at(3600)}))
+            .post(
+                &base,
+                &intruder,
+                json!({"request": req["request"], "seats": 1, "expires_at": at(3600)}),
+            )
             .await,
         s.cloud
-            .call(Method::PATCH, &format!("{base}/{did}"), Some(&intruder), Some(json!({"seats": 1})))
+            .call(
+                Method::PATCH,
+                &format!("{base}/{did}"),
+                Some(&intruder),
+                Some(json!({"seats": 1})),
+            )
             .await,
         s.cloud
-            .post(&format!("{base}/{did}/receipt"), &intruder, json!({"receipt": "a.b.c"}))
+            .post(
+                &format!("{base}/{did}/receipt"),
+                &intruder,
+                json!({"receipt": "a.b.c"}),
+            )
             .await,
     ];
     for a in answers {
@@ -512,11 +683,27 @@ async fn delegation_routes_are_tenant_isolated_and_local_ones_root_only() {
     assert_eq!(s.cloud_usage().await["delegated"], 1);
     // The local routes are the local operator's (root), not a tenant's.
     let local_answers = [
-        s.local.post("/v1/delegation-requests", &s.local_admin, json!({"site": "x"})).await,
         s.local
-            .post("/v1/delegations", &s.local_admin, json!({"delegation": d.body["delegation"], "account_id": s.local_account}))
+            .post(
+                "/v1/delegation-requests",
+                &s.local_admin,
+                json!({"site": "x"}),
+            )
             .await,
-        s.local.post(&format!("/v1/delegations/{did}/return"), &s.local_admin, json!({})).await,
+        s.local
+            .post(
+                "/v1/delegations",
+                &s.local_admin,
+                json!({"delegation": d.body["delegation"], "account_id": s.local_account}),
+            )
+            .await,
+        s.local
+            .post(
+                &format!("/v1/delegations/{did}/return"),
+                &s.local_admin,
+                json!({}),
+            )
+            .await,
     ];
     for a in local_answers {
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.body);

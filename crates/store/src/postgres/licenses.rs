@@ -4,8 +4,8 @@
 use leasehold_core::Timestamp;
 use leasehold_proto::LicenseModel;
 use sqlx::postgres::{PgPool, PgRow, Postgres};
-use sqlx::Transaction;
 use sqlx::Row;
+use sqlx::Transaction;
 
 use super::errors::{db_error, is_foreign_key_violation};
 use super::live::{LIVE_ABOVE_FLOOR, LIVE_ALL, OVERDRAFT_ABOVE_FLOOR};
@@ -135,9 +135,12 @@ pub(super) async fn update_locked(
             .await
             .map_err(db_error)?;
     }
-    insert_audit(&mut **tx, AuditRows::of(admission::license_updated(license, now)))
-        .await
-        .map_err(db_error)
+    insert_audit(
+        &mut **tx,
+        AuditRows::of(admission::license_updated(license, now)),
+    )
+    .await
+    .map_err(db_error)
 }
 
 /// The license's usage statistics: seats in use now, high and low water marks, denials.

@@ -14,9 +14,7 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{
-    accounts, audit, borrow, delegation, licenses, mass, models, queue, reaper, sessions,
-};
+use super::{accounts, audit, borrow, delegation, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
 use crate::{
     AuditEntry, AuditQuery, DelegationChange, EventHub, SessionEvent, Store, StoreError,

@@ -20,7 +20,10 @@ use super::schema::{migrate, open_connection};
 use super::writer::{self, acked, Faults};
 use crate::admission;
 use crate::records::*;
-use crate::{AuditEntry, AuditQuery, DelegationChange, EventHub, SessionEvent, Store, StoreError, StoreResult};
+use crate::{
+    AuditEntry, AuditQuery, DelegationChange, EventHub, SessionEvent, Store, StoreError,
+    StoreResult,
+};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -307,9 +310,7 @@ impl Store for SqliteStore {
         change: DelegationChange,
         now: Timestamp,
     ) -> StoreResult<License> {
-        let (license, rx) = self
-            .write()?
-            .change_delegations(license_id, &change, now)?;
+        let (license, rx) = self.write()?.change_delegations(license_id, &change, now)?;
         if let Some(rx) = rx {
             acked(rx).await?;
         }
