@@ -166,6 +166,7 @@ impl Application {
             Duration::from_millis(self.config.reaper_interval_ms),
             self.config.audit_retention_days,
         ));
+        let delegation_watch = tokio::spawn(crate::delegation::watch::run(self.state.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self
             .tls
@@ -189,6 +190,7 @@ impl Application {
             watcher.abort();
         }
         reaper.abort();
+        delegation_watch.abort();
         Ok(())
     }
 

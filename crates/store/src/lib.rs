@@ -77,6 +77,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_license(&self, license: License) -> StoreResult<()>;
     async fn get_license(&self, id: &str) -> StoreResult<Option<License>>;
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()>;
+    /// The licenses imported from delegations (a local server's), for the warnings ahead of
+    /// their ends.
+    async fn delegated_licenses(&self) -> StoreResult<Vec<License>>;
     /// Changes a license's delegations (dark sites) in its atomic step with the opens: the
     /// free seats are counted and the new terms written under the same lock. Answers the
     /// license as it is after the change (unchanged when the change changes nothing).

@@ -13,6 +13,7 @@
 
 pub mod cloud;
 pub mod local;
+pub mod watch;
 
 use std::path::Path;
 

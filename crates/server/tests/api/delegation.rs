@@ -709,3 +709,48 @@ async fn delegation_routes_are_tenant_isolated_and_local_ones_root_only() {
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.body);
     }
 }
+
+#[tokio::test]
+async fn the_local_server_warns_ahead_of_the_end_in_the_license_and_metrics() {
+    let s = sites().await;
+    let six_days = 6 * 24 * 3600;
+    let d = s.delegate(&request(&s.local).await, 1, six_days).await;
+    let imp = s.import(&d.body).await;
+    let local_lic = imp.body["license_id"].as_str().unwrap().to_owned();
+    let l = s
+        .local
+        .get(&format!("/v1/licenses/{local_lic}"), &s.local_admin)
+        .await;
+    assert_eq!(l.body["delegation_id"], local_lic.as_str());
+    assert_eq!(
+        l.body["delegation_expires_at"].as_str().unwrap(),
+        at(six_days)
+    );
+    let metrics = s.local.get_text("/metrics", ROOT_TOKEN).await;
+    assert!(
+        metrics.contains(&format!(
+            "leasehold_delegation_seconds_left{{license=\"{local_lic}\"}} {six_days}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leasehold_delegations_expiring_soon 1"),
+        "{metrics}"
+    );
+    // A renewal past 7 days: no longer expiring soon.
+    let renewed = s
+        .cloud
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}/delegations/{local_lic}", s.lic.license_id),
+            Some(&s.lic.admin),
+            Some(json!({"expires_at": at(30 * 24 * 3600)})),
+        )
+        .await;
+    assert_eq!(s.import(&renewed.body).await.body["outcome"], "renewed");
+    let metrics = s.local.get_text("/metrics", ROOT_TOKEN).await;
+    assert!(
+        metrics.contains("leasehold_delegations_expiring_soon 0"),
+        "{metrics}"
+    );
+}

@@ -16,6 +16,25 @@ use crate::delegation::DelegationChange;
 use crate::records::License;
 use crate::{StoreError, StoreResult};
 
+/// The licenses imported from delegations (few: a local server's).
+pub(super) async fn delegated_licenses(pool: &PgPool) -> StoreResult<Vec<License>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LICENSE_COLS} FROM licenses WHERE terms::jsonb ? 'delegated_from' ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(
+            LicenseRow::read(row)
+                .map_err(db_error)?
+                .parse(parse_terms)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Applies `change` to the license's terms in one transaction.
 pub(super) async fn change_delegations(
     pool: &PgPool,

@@ -161,6 +161,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn delegated_licenses(&self) -> StoreResult<Vec<License>> {
+        delegation::delegated_licenses(&self.pool).await
+    }
+
     async fn change_delegations(
         &self,
         license_id: &str,

@@ -304,6 +304,10 @@ impl Store for SqliteStore {
         acked(rx).await
     }
 
+    async fn delegated_licenses(&self) -> StoreResult<Vec<License>> {
+        Ok(self.mem().delegated_licenses())
+    }
+
     async fn change_delegations(
         &self,
         license_id: &str,

@@ -13,6 +13,15 @@ use crate::sqlite::writer::Ack;
 use crate::{StoreError, StoreResult};
 
 impl Mem {
+    /// The licenses imported from delegations.
+    pub(in crate::sqlite) fn delegated_licenses(&self) -> Vec<License> {
+        self.licenses
+            .iter()
+            .filter(|l| l.license.terms.delegated_from.is_some())
+            .map(|l| l.license.clone())
+            .collect()
+    }
+
     /// Applies `change` to the license's terms; `None` for the acknowledgment when nothing
     /// changed.
     pub(in crate::sqlite) fn change_delegations(
