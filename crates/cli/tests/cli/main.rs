@@ -17,6 +17,7 @@ mod mass_end;
 mod multinode;
 mod pg;
 mod pg_borrow;
+mod pg_delegation;
 mod pg_events;
 mod pg_live_counts;
 mod pg_tls;
