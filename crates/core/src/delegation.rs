@@ -39,6 +39,23 @@ pub struct Delegated {
     pub created_at: Timestamp,
     #[serde(default)]
     pub returned_at: Option<Timestamp>,
+    /// The latest usage report imported from the local server (totals; the hourly series is
+    /// kept apart, under the report's sequence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportSummary>,
+}
+
+/// The totals of a local server's usage report, since the delegation began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportSummary {
+    /// The report's own sequence (each report the local server writes has a higher one).
+    pub sequence: u64,
+    pub generated_at: Timestamp,
+    pub opened: u64,
+    /// Most sessions in use at once.
+    pub peak: u32,
+    pub denials: u64,
+    pub queue_waits: u64,
 }
 
 /// Where a delegation stands at an instant.
@@ -125,7 +142,20 @@ pub fn free_seats(terms: &LicenseTerms, in_use: InUse, now: Timestamp) -> u32 {
         .saturating_sub(shared_in_use)
 }
 
-fn check_window(not_before: Timestamp, expires_at: Timestamp, now: Timestamp) -> RuleResult<()> {
+fn check_window(
+    terms: &LicenseTerms,
+    not_before: Timestamp,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> RuleResult<()> {
+    if let Some(end) = terms.expires_at {
+        if expires_at > end {
+            return Err(RuleError::Invalid(format!(
+                "a delegation cannot outlive its license (it ends at {})",
+                end.to_offset()
+            )));
+        }
+    }
     if expires_at <= now {
         return Err(RuleError::Invalid(
             "expires_at must be in the future".into(),
@@ -176,7 +206,7 @@ pub fn delegate(
     now: Timestamp,
 ) -> RuleResult<LicenseTerms> {
     let seats = check_seats(terms, i64::from(delegation.seats))?;
-    check_window(delegation.not_before, delegation.expires_at, now)?;
+    check_window(terms, delegation.not_before, delegation.expires_at, now)?;
     if terms.delegation(&delegation.id).is_some() {
         return Err(RuleError::Invalid(format!(
             "delegation {} exists",
@@ -224,7 +254,7 @@ pub fn renew(
         None => current.seats,
     };
     let expires_at = expires_at.unwrap_or(current.expires_at);
-    check_window(current.not_before, expires_at, now)?;
+    check_window(terms, current.not_before, expires_at, now)?;
     if seats > current.seats {
         let free = free_seats(terms, in_use, now);
         let more = seats - current.seats;
@@ -257,6 +287,29 @@ pub fn record_return(
     let mut next = terms.clone();
     for d in next.delegations.iter_mut().filter(|d| d.id == id) {
         d.returned_at = Some(now);
+    }
+    Ok(Some(next))
+}
+
+/// A usage report of the delegation `id`: kept when newer (a higher sequence) than the one
+/// kept; the same report again, or an older one, changes nothing (`Ok(None)`).
+pub fn record_report(
+    terms: &LicenseTerms,
+    id: &str,
+    report: ReportSummary,
+) -> RuleResult<Option<LicenseTerms>> {
+    let Some(current) = terms.delegation(id) else {
+        return Err(RuleError::DelegationUnknown(id.to_owned()));
+    };
+    if current
+        .report
+        .is_some_and(|kept| kept.sequence >= report.sequence)
+    {
+        return Ok(None);
+    }
+    let mut next = terms.clone();
+    for d in next.delegations.iter_mut().filter(|d| d.id == id) {
+        d.report = Some(report);
     }
     Ok(Some(next))
 }
@@ -357,7 +410,33 @@ mod tests {
             site: "site".into(),
             created_at: T0,
             returned_at: None,
+            report: None,
         }
+    }
+
+    #[test]
+    fn a_report_counts_once_and_an_older_one_changes_nothing() {
+        let t = terms(10, &[]);
+        let t = delegate(
+            &t,
+            delegated("d1", 4, T0.plus_secs(3600)),
+            InUse::default(),
+            T0,
+        )
+        .unwrap();
+        let report = |sequence, opened| ReportSummary {
+            sequence,
+            generated_at: T0,
+            opened,
+            peak: 2,
+            denials: 0,
+            queue_waits: 0,
+        };
+        let t = record_report(&t, "d1", report(2, 5)).unwrap().unwrap();
+        assert!(record_report(&t, "d1", report(2, 5)).unwrap().is_none());
+        assert!(record_report(&t, "d1", report(1, 3)).unwrap().is_none());
+        let t = record_report(&t, "d1", report(3, 9)).unwrap().unwrap();
+        assert_eq!(t.delegation("d1").unwrap().report.unwrap().opened, 9);
     }
 
     #[test]

@@ -239,3 +239,104 @@ pub struct ImportReceipt {
     /// The `receipt` (JWS) of receipt.json.
     pub receipt: String,
 }
+
+/// `typ` of a signed usage report.
+pub const REPORT_TYP: &str = "leasehold.delegation_report";
+
+/// One hour of a local license's use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HourUsage {
+    /// The start of the hour.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub hour: OffsetDateTime,
+    /// Sessions opened in the hour.
+    pub opened: u64,
+    /// Most sessions in use at once in the hour.
+    pub peak: u32,
+    /// Fewest sessions in use at once in the hour.
+    pub low: u32,
+    /// Opens refused for want of a seat.
+    pub denials: u64,
+    /// Sessions opened after waiting in the queue.
+    pub queue_waits: u64,
+}
+
+/// What a usage report signs: the local license's use per hour since the delegation began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportClaims {
+    pub typ: String,
+    pub delegation_id: String,
+    /// The cloud license.
+    pub license_id: String,
+    pub server_id: String,
+    /// Raised by each report the local server writes for this delegation.
+    pub sequence: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    pub hours: Vec<HourUsage>,
+}
+
+/// report.json: the local server's signed usage report, with its readable fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DelegationReport {
+    /// The compact JWS (EdDSA, the local server's key) of the report's claims.
+    pub report: String,
+    pub delegation_id: String,
+    pub license_id: String,
+    pub server_id: String,
+    pub sequence: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub generated_at: OffsetDateTime,
+    pub hours: Vec<HourUsage>,
+}
+
+/// `POST /v1/licenses/{id}/delegations/{delegation_id}/reports` (on the cloud).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ImportReport {
+    /// The `report` (JWS) of report.json.
+    pub report: String,
+}
+
+/// The totals of the latest usage report the cloud kept for a delegation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SiteUsage {
+    pub delegation_id: String,
+    pub site: String,
+    pub seats: u32,
+    /// `active`, `returned` or `expired`.
+    pub status: String,
+    /// The report's sequence (absent: no report imported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_sequence: Option<u64>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub reported_at: Option<OffsetDateTime>,
+    /// Sessions opened at the site since the delegation began.
+    pub opened: u64,
+    /// Most sessions in use at once at the site.
+    pub peak: u32,
+    pub denials: u64,
+    pub queue_waits: u64,
+}
+
+/// Answer of a report import: what the cloud keeps for the delegation (unchanged when the
+/// report was not newer than the one kept), and the hours of the kept report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ImportedReport {
+    pub site: SiteUsage,
+    /// Whether this report replaced the one kept (`false`: the same or an older one).
+    pub kept: bool,
+    pub hours: Vec<HourUsage>,
+}

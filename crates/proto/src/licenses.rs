@@ -304,6 +304,10 @@ pub struct UsageReport {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: OffsetDateTime,
+    /// Dark sites: the delegations of the license with the totals of their latest usage
+    /// reports (the sites' use is not in the figures above).
+    #[serde(default)]
+    pub sites: Vec<crate::SiteUsage>,
 }
 
 /// `PUT /v1/licenses/{id}/users/{username}` (`registered_users` licenses).

@@ -95,14 +95,14 @@ pub async fn list(state: &AppState, auth: &Auth, account_id: &str) -> ApiResult<
 }
 
 /// The usage report of a license. The period and bucket are checked; this version reports
-/// figures since the server started.
+/// figures since the server started, and the latest usage reports of its dark sites.
 #[tracing::instrument(skip(state, auth))]
 pub async fn usage(
     state: &AppState,
     auth: &Auth,
     license_id: &str,
     query: &UsageQuery,
-) -> ApiResult<UsageStats> {
+) -> ApiResult<(UsageStats, Vec<proto::SiteUsage>)> {
     for (name, value) in [("from", &query.from), ("to", &query.to)] {
         if let Some(v) = value {
             time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
@@ -116,8 +116,15 @@ pub async fn usage(
             ));
         }
     }
-    access::admin_license(state, auth, license_id).await?;
-    Ok(state.store.usage(license_id, state.clock.now()).await?)
+    let license = access::admin_license(state, auth, license_id).await?;
+    let now = state.clock.now();
+    let sites = license
+        .terms
+        .delegations
+        .iter()
+        .map(|d| crate::delegation::report::site_usage(d, now))
+        .collect();
+    Ok((state.store.usage(license_id, now).await?, sites))
 }
 
 /// The license's append-only audit log, oldest first (at most `AUDIT_LIMIT` events).

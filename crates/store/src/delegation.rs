@@ -3,7 +3,7 @@
 //! this is the one place both backends call them from, with the counts they read under their
 //! lock (SQLite: the memory mutex; PostgreSQL: the license row's `FOR UPDATE`).
 
-use leasehold_core::delegation::{self, Delegated, InUse};
+use leasehold_core::delegation::{self, Delegated, InUse, ReportSummary};
 use leasehold_core::{LicenseTerms, RuleResult, Timestamp};
 
 /// One change of a license's delegations.
@@ -19,6 +19,8 @@ pub enum DelegationChange {
     },
     /// The delegation's receipt was imported: its seats are back.
     Return { id: String },
+    /// A usage report from the local server (kept when newer than the one kept).
+    Report { id: String, report: ReportSummary },
 }
 
 impl DelegationChange {
@@ -39,6 +41,9 @@ impl DelegationChange {
                 expires_at,
             } => delegation::renew(terms, id, *seats, *expires_at, in_use, now).map(Some),
             DelegationChange::Return { id } => delegation::record_return(terms, id, now),
+            DelegationChange::Report { id, report } => {
+                delegation::record_report(terms, id, *report)
+            }
         }
     }
 }

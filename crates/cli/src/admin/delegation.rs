@@ -1,7 +1,8 @@
 //! `leasehold delegation`: dark sites through files. On the local server (root admin token):
-//! `request` (request.json), `import` (delegation.json), `return` (receipt.json). On the cloud
-//! (account admin token): `create` (request.json in, delegation.json out), `list`, `renew`
-//! (delegation.json out), `import-receipt` (receipt.json in).
+//! `request` (request.json), `import` (delegation.json), `report` (report.json), `return`
+//! (receipt.json). On the cloud (account admin token): `create` (request.json in,
+//! delegation.json out), `list`, `renew` (delegation.json out), `import-report` (report.json
+//! in), `import-receipt` (receipt.json in).
 //!
 //! Files are the JSON the server answers, written as they came; reading one that is not
 //! what the command expects is exit 2; a file that cannot be written is exit 74 (EX_IOERR),
@@ -12,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use leasehold_proto::{
-    CreateDelegation, DelegationFile, DelegationReceipt, DelegationRequestFile, ImportDelegation,
-    RenewDelegation,
+    CreateDelegation, DelegationFile, DelegationReceipt, DelegationReport, DelegationRequestFile,
+    ImportDelegation, RenewDelegation,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -99,6 +100,23 @@ enum DelegationCommand {
         /// Where to write the receipt [default: stdout].
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Local server: write the signed usage report of a delegated license (per hour since the
+    /// delegation began).
+    Report {
+        /// The delegation id (the local license's id).
+        #[arg(long)]
+        delegation: String,
+        /// Where to write the report [default: stdout].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Cloud: import a usage report (the newest one is kept; the same one twice counts once).
+    ImportReport {
+        /// The report.json written by `report`.
+        file: PathBuf,
+        #[arg(long)]
+        license: String,
     },
     /// Cloud: import a return receipt; the seats come back to the license.
     ImportReceipt {
@@ -241,6 +259,46 @@ impl Admin {
                         ("written", out_name(out.as_deref())),
                     ]);
                 }
+            }
+            DelegationCommand::Report { delegation, out } => {
+                let report: DelegationReport = client.delegation_report(&delegation).await?;
+                if write_out(out.as_deref(), &report)? && !self.json() {
+                    self.summary(&[
+                        ("delegation", report.delegation_id.clone()),
+                        ("sequence", report.sequence.to_string()),
+                        ("hours", report.hours.len().to_string()),
+                        ("written", out_name(out.as_deref())),
+                    ]);
+                }
+            }
+            DelegationCommand::ImportReport { file, license } => {
+                let report: DelegationReport = read_file(&file, "usage report")?;
+                let kept = client
+                    .import_report(&license, &report.delegation_id, &report.report)
+                    .await?;
+                if self.json() {
+                    print_json(&kept);
+                    return Ok(());
+                }
+                let site = &kept.site;
+                self.summary(&[
+                    ("delegation", site.delegation_id.clone()),
+                    ("site", site.site.clone()),
+                    (
+                        "kept",
+                        if kept.kept { "yes" } else { "no (not newer)" }.into(),
+                    ),
+                    (
+                        "report_sequence",
+                        site.report_sequence
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                    ),
+                    ("opened", site.opened.to_string()),
+                    ("peak", site.peak.to_string()),
+                    ("denials", site.denials.to_string()),
+                    ("queue_waits", site.queue_waits.to_string()),
+                ]);
             }
             DelegationCommand::ImportReceipt { file, license } => {
                 let receipt: DelegationReceipt = read_file(&file, "return receipt")?;

@@ -102,8 +102,14 @@ async fn delegations_and_opens_over_three_nodes_never_over_allocate() {
 
     // Assert: never more than the 10 seats between sessions and delegations, and every node
     // agrees with what was answered.
-    assert!(opened + delegated <= 10, "{opened} opened + {delegated} delegated");
-    assert!(opened + delegated >= 9, "{opened} opened + {delegated} delegated");
+    assert!(
+        opened + delegated <= 10,
+        "{opened} opened + {delegated} delegated"
+    );
+    assert!(
+        opened + delegated >= 9,
+        "{opened} opened + {delegated} delegated"
+    );
     for u in &urls {
         let (_, l) = call(
             &http,

@@ -4,8 +4,8 @@
 
 use leasehold_proto::{
     CreateDelegation, CreateDelegationRequest, Delegation, DelegationFile, DelegationList,
-    DelegationReceipt, DelegationRequestFile, ImportDelegation, ImportReceipt, ImportedDelegation,
-    RenewDelegation,
+    DelegationReceipt, DelegationReport, DelegationRequestFile, ImportDelegation, ImportReceipt,
+    ImportReport, ImportedDelegation, ImportedReport, RenewDelegation,
 };
 use reqwest::Method;
 
@@ -80,6 +80,40 @@ impl Client {
                 "delegations",
                 delegation_id,
                 "receipt",
+            ],
+            &body,
+            true,
+        )?;
+        self.call(request).await
+    }
+
+    /// `GET /v1/delegations/{id}/report` (root admin of the local server): a signed usage
+    /// report with the next report sequence.
+    pub async fn delegation_report(&self, delegation_id: &str) -> Result<DelegationReport> {
+        let request = self.request(Method::GET, &["v1", "delegations", delegation_id, "report"])?;
+        self.call(request).await
+    }
+
+    /// `POST /v1/licenses/{id}/delegations/{delegation_id}/reports` (account admin, on the
+    /// cloud): keeps the report when it is newer than the one kept.
+    pub async fn import_report(
+        &self,
+        license_id: &str,
+        delegation_id: &str,
+        report: &str,
+    ) -> Result<ImportedReport> {
+        let body = ImportReport {
+            report: report.into(),
+        };
+        let request = self.json_request(
+            Method::POST,
+            &[
+                "v1",
+                "licenses",
+                license_id,
+                "delegations",
+                delegation_id,
+                "reports",
             ],
             &body,
             true,

@@ -334,6 +334,7 @@ async fn canned(
             low_water: 0,
             denials: 5,
             since: now(),
+            sites: Vec::new(),
         })
         .into_response(),
         ("GET", "/.well-known/jwks.json") => Json(LeaseSigner::new("k1", 1).jwks()).into_response(),

@@ -81,6 +81,7 @@ pub async fn create(
                 site: request.site.clone(),
                 created_at: now,
                 returned_at: None,
+                report: None,
             };
             origin::scope(
                 auth.origin(),

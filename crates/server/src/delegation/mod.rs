@@ -7,12 +7,16 @@
 //!   call: the seat rule counts a delegation only until its `expires_at`.
 //! - `local`: the local server's side: the signed request for seats, the import of a
 //!   delegation (vendor key, binding to this server, window, sequence), the return.
+//! - `report`: usage carried back: the local server's signed report per hour, the cloud's
+//!   import (the newest report kept).
+//! - `watch`: warnings ahead of a delegation's end on the local server.
 //!
 //! Every file is a compact JWS (`crate::jws`) signed with a server's lease signing key, which
 //! is its identity: its id is the key's RFC 7638 thumbprint.
 
 pub mod cloud;
 pub mod local;
+pub mod report;
 pub mod watch;
 
 use std::path::Path;

@@ -96,6 +96,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(delegations::create_delegation_request))
         .routes(routes!(delegations::import_delegation))
         .routes(routes!(delegations::return_delegation))
+        .routes(routes!(delegations::delegation_report))
+        .routes(routes!(delegations::import_report))
         .routes(routes!(activations::put_license_user))
         .routes(routes!(activations::list_license_users))
         .routes(routes!(

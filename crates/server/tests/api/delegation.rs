@@ -754,3 +754,144 @@ async fn the_local_server_warns_ahead_of_the_end_in_the_license_and_metrics() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn usage_reports_go_back_by_file_and_count_once() {
+    let s = sites().await;
+    let d = s.delegate(&request(&s.local).await, 2, 24 * 3600).await;
+    let did = d.body["delegation_id"].as_str().unwrap().to_owned();
+    s.import(&d.body).await;
+    let bob = s.local_user("bob").await;
+    // First hour: two opens, one refusal, one end.
+    let a = s.local.open(&bob, &did, "d", "a").await;
+    s.local.open(&bob, &did, "d", "b").await;
+    assert_eq!(
+        s.local.open(&bob, &did, "d", "c").await.code(),
+        "no_seat_available"
+    );
+    let c = s
+        .local
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", a.id()),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::NO_CONTENT);
+    s.local.advance(3700).await;
+    s.cloud.clock.advance_secs(3700);
+
+    let first = s
+        .local
+        .get(&format!("/v1/delegations/{did}/report"), ROOT_TOKEN)
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(first.body["sequence"], 1);
+    let h0 = &first.body["hours"][0];
+    assert_eq!(
+        (
+            h0["opened"].as_u64(),
+            h0["peak"].as_u64(),
+            h0["denials"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1))
+    );
+    assert_eq!(
+        first.body["hours"][1]["low"], 0,
+        "{:?}",
+        first.body["hours"]
+    );
+
+    let path = format!(
+        "/v1/licenses/{}/delegations/{did}/reports",
+        s.lic.license_id
+    );
+    let import = |report: &Value| {
+        s.cloud
+            .post(&path, &s.lic.admin, json!({"report": report["report"]}))
+    };
+    let kept = import(&first.body).await;
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+    assert_eq!(kept.body["kept"], true);
+    assert_eq!(
+        (
+            kept.body["site"]["opened"].as_u64(),
+            kept.body["site"]["peak"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    // The same report twice counts once.
+    let again = import(&first.body).await;
+    assert_eq!(again.body["kept"], false);
+    assert_eq!(again.body["site"]["opened"], 2);
+
+    // A newer report with one more open; then the older one again changes nothing.
+    s.local.open(&bob, &did, "d", "e").await;
+    let second = s
+        .local
+        .get(&format!("/v1/delegations/{did}/report"), ROOT_TOKEN)
+        .await;
+    assert_eq!(second.body["sequence"], 2);
+    assert_eq!(import(&second.body).await.body["site"]["opened"], 3);
+    let older = import(&first.body).await;
+    assert_eq!(
+        (
+            older.body["kept"].as_bool(),
+            older.body["site"]["opened"].as_u64()
+        ),
+        (Some(false), Some(3))
+    );
+    assert_eq!(older.body["site"]["report_sequence"], 2);
+    assert_eq!(older.body["hours"][0]["opened"], 2);
+
+    // The cloud's usage for the license shows the site.
+    let usage = s
+        .cloud
+        .get(
+            &format!("/v1/licenses/{}/usage", s.lic.license_id),
+            &s.lic.admin,
+        )
+        .await;
+    let site = &usage.body["sites"][0];
+    assert_eq!(
+        (
+            site["site"].as_str(),
+            site["opened"].as_u64(),
+            site["seats"].as_u64()
+        ),
+        (Some("plant-7"), Some(3), Some(2))
+    );
+
+    // A report signed by another server is refused; the route is the license's admins'.
+    let other = local_site(&s.cloud).await;
+    let forged = other
+        .post("/v1/delegation-requests", ROOT_TOKEN, json!({"site": "x"}))
+        .await;
+    let bad = s
+        .cloud
+        .post(
+            &path,
+            &s.lic.admin,
+            json!({"report": forged.body["request"]}),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "delegation_signature_invalid"
+        )
+    );
+    let (_, intruder) = s.cloud.create_account("Intruder").await;
+    let hidden = s
+        .cloud
+        .post(&path, &intruder, json!({"report": second.body["report"]}))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    let not_root = s
+        .local
+        .get(&format!("/v1/delegations/{did}/report"), &s.local_admin)
+        .await;
+    assert_eq!(not_root.status, StatusCode::FORBIDDEN);
+}

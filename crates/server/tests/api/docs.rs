@@ -48,6 +48,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/delegation-requests"),
     ("post", "/v1/delegations"),
     ("post", "/v1/delegations/{id}/return"),
+    ("get", "/v1/delegations/{id}/report"),
+    (
+        "post",
+        "/v1/licenses/{id}/delegations/{delegation_id}/reports",
+    ),
     ("get", "/.well-known/jwks.json"),
     ("get", "/healthz"),
     ("get", "/livez"),

@@ -9,7 +9,7 @@ use leasehold_proto as proto;
 use leasehold_proto::ErrorBody;
 
 use crate::auth::Auth;
-use crate::delegation::{cloud, local};
+use crate::delegation::{cloud, local, report};
 use crate::error::ApiResult;
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
@@ -152,4 +152,42 @@ pub async fn return_delegation(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<proto::DelegationReceipt>> {
     Ok(Json(local::return_delegation(&state, &auth, &id).await?))
+}
+
+#[utoipa::path(
+    get, path = "/v1/delegations/{id}/report", tag = "delegations",
+    params(("id" = String, Path, description = "Delegation id (the local license's id)")),
+    responses(
+        (status = 200, description = "The signed usage report (report.json): the local license's use per hour since the delegation began, with the next report sequence", body = proto::DelegationReport),
+        (status = 401, body = ErrorBody), (status = 403, description = "not the root admin token", body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn delegation_report(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<proto::DelegationReport>> {
+    Ok(Json(report::local_report(&state, &auth, &id).await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/licenses/{id}/delegations/{delegation_id}/reports", tag = "delegations",
+    params(("id" = String, Path, description = "License id (on the cloud server)"), ("delegation_id" = String, Path)),
+    request_body = proto::ImportReport,
+    responses(
+        (status = 200, description = "What the cloud keeps for the site: the newest report (the same report twice, or an older one, changes nothing: `kept: false`)", body = proto::ImportedReport),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "`delegation_signature_invalid`: not signed by the delegation's server", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn import_report(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((id, delegation_id)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<proto::ImportReport>,
+) -> ApiResult<Json<proto::ImportedReport>> {
+    Ok(Json(
+        report::import_report(&state, &auth, &id, &delegation_id, req).await?,
+    ))
 }

@@ -144,7 +144,7 @@ pub async fn license_usage(
         to: params.to,
         bucket: params.bucket,
     };
-    let u = licenses::usage(&state, &auth, &id, &query).await?;
+    let (u, sites) = licenses::usage(&state, &auth, &id, &query).await?;
     Ok(Json(proto::UsageReport {
         license_id: id,
         now: views::usage(&u),
@@ -152,6 +152,7 @@ pub async fn license_usage(
         low_water: u.low_water,
         denials: u.denials,
         since: to_offset(u.since),
+        sites,
     }))
 }
 
