@@ -156,7 +156,52 @@ async fn the_file_workflow_runs_end_to_end_with_the_cli() {
         .await
         .ok();
 
-    // 4. Local: the return, and its receipt imported on the cloud (twice: counted once).
+    // 4. Local: a usage report, imported on the cloud twice (counted once).
+    local
+        .cli(
+            ROOT,
+            &[
+                "delegation",
+                "report",
+                "--delegation",
+                &delegation_id,
+                "--out",
+                &path("report.json"),
+            ],
+        )
+        .await
+        .ok();
+    for kept in [true, false] {
+        let imported = cloud
+            .cli(
+                &tenant.admin_token,
+                &[
+                    "delegation",
+                    "import-report",
+                    &path("report.json"),
+                    "--license",
+                    &tenant.license_id,
+                    "-o",
+                    "json",
+                ],
+            )
+            .await
+            .ok()
+            .json();
+        assert_eq!(imported["kept"], kept, "{imported}");
+        assert_eq!(imported["site"]["opened"], 1, "{imported}");
+    }
+    let usage = cloud
+        .cli(
+            &tenant.admin_token,
+            &["usage", &tenant.license_id, "-o", "json"],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(usage["sites"][0]["site"], "plant-7", "{usage}");
+
+    // 5. Local: the return, and its receipt imported on the cloud (twice: counted once).
     local
         .cli(
             ROOT,
