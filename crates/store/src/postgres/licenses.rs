@@ -135,12 +135,9 @@ pub(super) async fn update_locked(
             .await
             .map_err(db_error)?;
     }
-    insert_audit(
-        &mut **tx,
-        AuditRows::of(admission::license_updated(license, now)),
-    )
-    .await
-    .map_err(db_error)
+    insert_audit(tx, AuditRows::of(admission::license_updated(license, now)))
+        .await
+        .map_err(db_error)
 }
 
 /// The license's usage statistics: seats in use now, high and low water marks, denials.
