@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// config: vendor_jwks].
     #[arg(long, value_name = "FILE")]
     pub vendor_jwks: Option<PathBuf>,
+    /// Dark sites, online mode: the cloud server's URL (with LEASEHOLD_UPSTREAM_TOKEN, an admin
+    /// token of the cloud account): renewals fetched and usage reports pushed every
+    /// upstream_interval_secs (default 300), files when it cannot be reached [env:
+    /// LEASEHOLD_UPSTREAM; config: upstream].
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
 }
 
 impl ServeArgs {
@@ -58,6 +64,9 @@ impl ServeArgs {
         }
         if let Some(jwks) = &self.vendor_jwks {
             config.vendor_jwks = Some(jwks.clone());
+        }
+        if let Some(url) = &self.upstream {
+            config.upstream = Some(url.clone());
         }
         config.check()?;
         Ok(config)

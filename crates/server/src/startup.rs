@@ -167,6 +167,17 @@ impl Application {
             self.config.audit_retention_days,
         ));
         let delegation_watch = tokio::spawn(crate::delegation::watch::run(self.state.clone()));
+        let delegation_sync = match (&self.config.upstream, &self.config.upstream_token) {
+            (Some(url), Some(token)) => Some(tokio::spawn(crate::delegation::sync::run(
+                self.state.clone(),
+                crate::delegation::sync::Upstream {
+                    url: url.clone(),
+                    token: token.clone(),
+                    interval: self.config.upstream_interval,
+                },
+            ))),
+            _ => None,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self
             .tls
@@ -191,6 +202,9 @@ impl Application {
         }
         reaper.abort();
         delegation_watch.abort();
+        if let Some(sync) = delegation_sync {
+            sync.abort();
+        }
         Ok(())
     }
 

@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub cors_allowed_origins: Option<Vec<String>>,
     pub metrics_token: Option<String>,
     pub vendor_jwks: Option<PathBuf>,
+    pub upstream: Option<String>,
+    pub upstream_token: Option<String>,
+    pub upstream_interval_secs: Option<u64>,
     /// Keep-alive comments of session event streams, every this many seconds.
     pub event_keepalive_secs: Option<u64>,
     /// Delete audit events older than this many days (unset: keep them forever).
@@ -110,6 +113,15 @@ impl Config {
         }
         if let Some(v) = file.vendor_jwks {
             self.vendor_jwks = Some(v);
+        }
+        if let Some(v) = file.upstream.filter(|u| !u.is_empty()) {
+            self.upstream = Some(v);
+        }
+        if let Some(v) = file.upstream_token.filter(|t| !t.is_empty()) {
+            self.upstream_token = Some(v);
+        }
+        if let Some(v) = file.upstream_interval_secs {
+            self.upstream_interval = Duration::from_secs(v);
         }
         self.plans.extend(file.plans);
     }

@@ -97,6 +97,21 @@ pub async fn create(
     file_of(state, &license, &id)
 }
 
+/// `GET /v1/licenses/{id}/delegations/{delegation_id}`: the delegation's current file (its
+/// latest sequence), signed again; what a local server in online mode fetches.
+pub async fn current(
+    state: &AppState,
+    auth: &Auth,
+    license_id: &str,
+    delegation_id: &str,
+) -> ApiResult<proto::DelegationFile> {
+    let license = access::admin_license(state, auth, license_id).await?;
+    if license.terms.delegation(delegation_id).is_none() {
+        return Err(RuleError::DelegationUnknown(delegation_id.to_owned()).into());
+    }
+    file_of(state, &license, delegation_id)
+}
+
 /// `GET /v1/licenses/{id}/delegations`: every delegation of the license, oldest first.
 pub async fn list(
     state: &AppState,

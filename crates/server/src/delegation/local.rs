@@ -149,6 +149,17 @@ pub async fn import(
     req: proto::ImportDelegation,
 ) -> ApiResult<(bool, proto::ImportedDelegation)> {
     auth.require_root()?;
+    apply_import(state, Some(auth), auth.origin(), req).await
+}
+
+/// An import by the root admin (`auth`), or by the online sync (`None`: renewals only, the
+/// first import is the operator's).
+pub(super) async fn apply_import(
+    state: &AppState,
+    auth: Option<&Auth>,
+    origin: leasehold_store::Origin,
+    req: proto::ImportDelegation,
+) -> ApiResult<(bool, proto::ImportedDelegation)> {
     let claims = verify_delegation(state, &req.delegation)?;
     let existing = state.store.get_license(&claims.delegation_id).await?;
     let current = existing
@@ -179,6 +190,11 @@ pub async fn import(
                         .into(),
                 ));
             };
+            let Some(auth) = auth else {
+                return Err(ApiError::Conflict(
+                    "the first import of a delegation is the operator's (a file)".into(),
+                ));
+            };
             crate::access::admin_account(state, auth, &account_id).await?;
             let license = License {
                 id: claims.delegation_id.clone(),
@@ -187,7 +203,7 @@ pub async fn import(
                 terms,
                 created_at: state.clock.now(),
             };
-            origin::scope(auth.origin(), state.store.create_license(license.clone())).await?;
+            origin::scope(origin, state.store.create_license(license.clone())).await?;
             tracing::info!(
                 delegation_id = %claims.delegation_id, seats = claims.seats,
                 expires_at = %claims.expires_at, "imported a delegation"
@@ -214,10 +230,7 @@ pub async fn import(
             license.terms = terms;
             state
                 .with_now(|now| {
-                    origin::scope(
-                        auth.origin(),
-                        state.store.update_license(license.clone(), now),
-                    )
+                    origin::scope(origin, state.store.update_license(license.clone(), now))
                 })
                 .await?;
             crate::events::raise(state, SessionEvent::license_changed(&license.id)).await;

@@ -10,6 +10,7 @@
 //! - `report`: usage carried back: the local server's signed report per hour, the cloud's
 //!   import (the newest report kept).
 //! - `watch`: warnings ahead of a delegation's end on the local server.
+//! - `sync`: the online mode (`upstream`): renewals fetched and reports pushed by themselves.
 //!
 //! Every file is a compact JWS (`crate::jws`) signed with a server's lease signing key, which
 //! is its identity: its id is the key's RFC 7638 thumbprint.
@@ -17,6 +18,7 @@
 pub mod cloud;
 pub mod local;
 pub mod report;
+pub mod sync;
 pub mod watch;
 
 use std::path::Path;

@@ -56,7 +56,7 @@ pub fn step_of(event: &AuditEvent) -> Option<Step> {
     }
 }
 
-/// The use per hour from `from` to `to` (each hour that began before `to`), from the events'
+/// The use per hour from `from` to `to` (each hour that began by `to`), from the events'
 /// steps in the log's order: they are sorted by time, and steps at the same instant keep that
 /// order (a session's end is always logged after its open).
 pub fn hourly(
@@ -70,7 +70,7 @@ pub fn hourly(
     let mut in_use: u32 = 0;
     let mut steps = steps.into_iter().peekable();
     let mut start = first_hour;
-    while start < to.millis() {
+    while start <= to.millis() {
         let end = start + HOUR_MS;
         let mut h = proto::HourUsage {
             hour: to_offset(Timestamp::from_millis(start)),
@@ -126,6 +126,14 @@ pub async fn local_report(
     delegation_id: &str,
 ) -> ApiResult<proto::DelegationReport> {
     auth.require_root()?;
+    build_report(state, delegation_id).await
+}
+
+/// The signed report of the delegated license `delegation_id`, with the next sequence.
+pub(super) async fn build_report(
+    state: &AppState,
+    delegation_id: &str,
+) -> ApiResult<proto::DelegationReport> {
     let license = state
         .store
         .get_license(delegation_id)

@@ -91,7 +91,10 @@ fn api_router() -> OpenApiRouter<AppState> {
             delegations::create_delegation,
             delegations::list_delegations
         ))
-        .routes(routes!(delegations::renew_delegation))
+        .routes(routes!(
+            delegations::get_delegation,
+            delegations::renew_delegation
+        ))
         .routes(routes!(delegations::import_receipt))
         .routes(routes!(delegations::create_delegation_request))
         .routes(routes!(delegations::import_delegation))

@@ -892,3 +892,118 @@ async fn usage_reports_go_back_by_file_and_count_once() {
         .await;
     assert_eq!(not_root.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_online_mode_fetches_renewals_and_pushes_reports_and_files_still_count_once() {
+    let cloud = spawn_app().await;
+    let lic = cloud.fixture(5, &[], json!({})).await;
+    let jwks = cloud.get("/.well-known/jwks.json", ROOT_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vendor-jwks.json");
+    std::fs::write(&path, jwks.body.to_string()).unwrap();
+    let (url, token) = (cloud.url.clone(), lic.admin.clone());
+    let local = spawn_app_configured(dir, move |c| {
+        c.database_url = None;
+        c.vendor_jwks = Some(path);
+        c.upstream = Some(url);
+        c.upstream_token = Some(token);
+        c.upstream_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let (local_account, local_admin) = local.create_account("Plant 7").await;
+    let mut s = Sites {
+        cloud,
+        local,
+        lic,
+        local_account,
+        local_admin,
+    };
+    // The first import is a file, as always.
+    let d = s.delegate(&request(&s.local).await, 3, 3600).await;
+    let did = d.body["delegation_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.import(&d.body).await.status, StatusCode::CREATED);
+    let bob = s.local_user("bob").await;
+    assert_eq!(
+        s.local.open(&bob, &did, "d", "a").await.status,
+        StatusCode::CREATED
+    );
+
+    // A renewal on the cloud reaches the local license by itself.
+    let renewed = s
+        .cloud
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}/delegations/{did}", s.lic.license_id),
+            Some(&s.lic.admin),
+            Some(json!({"seats": 2})),
+        )
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{:?}", renewed.body);
+    let mut seats = 0;
+    for _ in 0..100 {
+        let l = s
+            .local
+            .get(&format!("/v1/licenses/{did}"), &s.local_admin)
+            .await;
+        seats = l.body["seats"].as_u64().unwrap();
+        if seats == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seats, 2);
+
+    // Reports reach the cloud by themselves; a report carried by file that is older than one
+    // the sync pushed changes nothing.
+    let by_file = s
+        .local
+        .get(&format!("/v1/delegations/{did}/report"), ROOT_TOKEN)
+        .await;
+    let file_sequence = by_file.body["sequence"].as_u64().unwrap();
+    let mut site = Value::Null;
+    for _ in 0..100 {
+        let u = s
+            .cloud
+            .get(
+                &format!("/v1/licenses/{}/usage", s.lic.license_id),
+                &s.lic.admin,
+            )
+            .await;
+        site = u.body["sites"][0].clone();
+        if site["report_sequence"].as_u64().unwrap_or(0) > file_sequence {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        site["report_sequence"].as_u64().unwrap() > file_sequence,
+        "{site}"
+    );
+    assert_eq!(site["opened"], 1);
+    let late = s
+        .cloud
+        .post(
+            &format!(
+                "/v1/licenses/{}/delegations/{did}/reports",
+                s.lic.license_id
+            ),
+            &s.lic.admin,
+            json!({"report": by_file.body["report"]}),
+        )
+        .await;
+    assert_eq!(late.body["kept"], false, "{:?}", late.body);
+    assert_eq!(late.body["site"]["opened"], 1);
+
+    // The cloud gone: the local server serves on, and files still work.
+    s.cloud.stop().await;
+    assert_eq!(
+        s.local.open(&bob, &did, "d", "b").await.status,
+        StatusCode::CREATED
+    );
+    let offline = s
+        .local
+        .get(&format!("/v1/delegations/{did}/report"), ROOT_TOKEN)
+        .await;
+    assert_eq!(offline.status, StatusCode::OK);
+    assert!(offline.body["sequence"].as_u64().unwrap() > file_sequence);
+}

@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{id}/users/{username}/sessions"),
     ("post", "/v1/licenses/{id}/delegations"),
     ("get", "/v1/licenses/{id}/delegations"),
+    ("get", "/v1/licenses/{id}/delegations/{delegation_id}"),
     ("patch", "/v1/licenses/{id}/delegations/{delegation_id}"),
     (
         "post",

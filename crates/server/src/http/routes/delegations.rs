@@ -52,6 +52,24 @@ pub async fn list_delegations(
 }
 
 #[utoipa::path(
+    get, path = "/v1/licenses/{id}/delegations/{delegation_id}", tag = "delegations",
+    params(("id" = String, Path, description = "License id (on the cloud server)"), ("delegation_id" = String, Path)),
+    responses(
+        (status = 200, description = "The delegation's current file (its latest sequence): what a local server in online mode fetches", body = proto::DelegationFile),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get_delegation(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((id, delegation_id)): ApiPath<(String, String)>,
+) -> ApiResult<Json<proto::DelegationFile>> {
+    Ok(Json(
+        cloud::current(&state, &auth, &id, &delegation_id).await?,
+    ))
+}
+
+#[utoipa::path(
     patch, path = "/v1/licenses/{id}/delegations/{delegation_id}", tag = "delegations",
     params(("id" = String, Path, description = "License id (on the cloud server)"), ("delegation_id" = String, Path)),
     request_body = proto::RenewDelegation,
