@@ -224,4 +224,40 @@ mod tests {
         config.check().unwrap();
         assert_eq!(config.audit_retention_days, Some(90));
     }
+
+    #[test]
+    fn the_file_sets_the_dark_site_keys_and_the_online_mode_is_checked() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            vendor_jwks = "/etc/leasehold/vendor-jwks.json"
+            upstream = "https://licenses.vendor.example"
+            upstream_token = "lh_adm_x"
+            upstream_interval_secs = 60
+            "#,
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.apply_file(file);
+        config.check().unwrap();
+        assert_eq!(config.upstream_interval, Duration::from_secs(60));
+        let mut no_token = config.clone();
+        no_token.upstream_token = None;
+        assert!(no_token
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("upstream_token"));
+        let mut no_keys = config.clone();
+        no_keys.vendor_jwks = None;
+        assert!(no_keys
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("vendor_jwks"));
+        let mut not_a_url = config.clone();
+        not_a_url.upstream = Some("licenses.vendor.example".into());
+        assert!(not_a_url.check().unwrap_err().to_string().contains("http"));
+        config.upstream_interval = Duration::ZERO;
+        assert!(config.check().is_err());
+    }
 }
