@@ -453,6 +453,99 @@ async fn a_server_without_a_vendor_key_and_a_first_import_without_an_account_are
         s.delegate(&req, 1, -10).await.status,
         StatusCode::UNPROCESSABLE_ENTITY
     );
+    // A delegation the license does not have: 404 for its renewal, receipt, report and file.
+    let base = format!(
+        "/v1/licenses/{}/delegations/no-such-delegation",
+        s.lic.license_id
+    );
+    let renew = s
+        .cloud
+        .call(
+            Method::PATCH,
+            &base,
+            Some(&s.lic.admin),
+            Some(json!({"seats": 1})),
+        )
+        .await;
+    assert_eq!(renew.status, StatusCode::NOT_FOUND, "{:?}", renew.body);
+    assert_eq!(
+        s.cloud.get(&base, &s.lic.admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    for (tail, field) in [("receipt", "receipt"), ("reports", "report")] {
+        let a = s
+            .cloud
+            .post(
+                &format!("{base}/{tail}"),
+                &s.lic.admin,
+                json!({field: "a.b.c"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{tail}: {:?}", a.body);
+    }
+    // A delegation cannot outlive its license, and only concurrent_sessions licenses delegate.
+    let ending = s
+        .cloud
+        .create_license(
+            &s.lic.admin,
+            json!({"account_id": s.lic.account_id, "product": "cad", "seats": 5,
+                   "model": "concurrent_sessions", "expires_at": at(600)}),
+        )
+        .await;
+    let long = s
+        .cloud
+        .post(
+            &format!("/v1/licenses/{ending}/delegations"),
+            &s.lic.admin,
+            json!({"request": req["request"], "seats": 1, "expires_at": at(3600)}),
+        )
+        .await;
+    assert_eq!(
+        long.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        long.body
+    );
+    let registered = s
+        .cloud
+        .create_license(
+            &s.lic.admin,
+            json!({"account_id": s.lic.account_id, "product": "cad", "seats": 5,
+                   "model": "registered_users"}),
+        )
+        .await;
+    let other_model = s
+        .cloud
+        .post(
+            &format!("/v1/licenses/{registered}/delegations"),
+            &s.lic.admin,
+            json!({"request": req["request"], "seats": 1, "expires_at": at(3600)}),
+        )
+        .await;
+    assert_eq!(
+        other_model.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        other_model.body
+    );
+    // A renewal that changes nothing is refused.
+    let did = d.body["delegation_id"].as_str().unwrap();
+    let empty = s
+        .cloud
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}/delegations/{did}", s.lic.license_id),
+            Some(&s.lic.admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A site name is needed.
+    let no_site = s
+        .local
+        .post("/v1/delegation-requests", ROOT_TOKEN, json!({"site": "  "}))
+        .await;
+    assert_eq!(no_site.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
@@ -499,6 +592,20 @@ async fn expiry_ends_local_sessions_and_gives_the_seats_back_at_the_same_instant
         )
         .await;
     assert_eq!(list.body["delegations"][0]["status"], "expired");
+    // An expired delegation is not renewed (a new one is made instead).
+    let renew = s
+        .cloud
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}/delegations/{local_lic}", s.lic.license_id),
+            Some(&s.lic.admin),
+            Some(json!({"expires_at": at(7200)})),
+        )
+        .await;
+    assert_eq!(
+        (renew.status, renew.code()),
+        (StatusCode::CONFLICT, "delegation_expired")
+    );
     let ann = s.cloud_user("ann").await;
     for i in 0..5 {
         let o = s
