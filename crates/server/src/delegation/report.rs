@@ -9,6 +9,12 @@
 //! in the order of their times; an hour's peak and low include the number in use when it
 //! began. Ends decided in bulk (the license's end) are written in the background: a report
 //! read meanwhile still counts those sessions, the next report does not.
+//!
+//! The report sequence is a setting of the local server, read and raised per report: two
+//! reports asked at the very same moment (the operator and the online sync) may share one;
+//! the cloud then keeps the first it imports and the next report supersedes both. Either way
+//! nothing is counted twice: a report carries totals since the delegation began, never a
+//! difference.
 
 use leasehold_core::delegation::ReportSummary;
 use leasehold_core::{RuleError, Timestamp};
