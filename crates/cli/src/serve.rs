@@ -31,6 +31,17 @@ pub struct ServeArgs {
     /// HTTPS: the private key of --tls-cert, PEM [env: LEASEHOLD_TLS_KEY; config: tls_key].
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Dark sites: the vendor's public keys (the cloud's `/.well-known/jwks.json` saved to a
+    /// file) that imported delegations must be signed with [env: LEASEHOLD_VENDOR_JWKS;
+    /// config: vendor_jwks].
+    #[arg(long, value_name = "FILE")]
+    pub vendor_jwks: Option<PathBuf>,
+    /// Dark sites, online mode: the cloud server's URL (with LEASEHOLD_UPSTREAM_TOKEN, an admin
+    /// token of the cloud account): renewals fetched and usage reports pushed every
+    /// upstream_interval_secs (default 300), files when it cannot be reached [env:
+    /// LEASEHOLD_UPSTREAM; config: upstream].
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
 }
 
 impl ServeArgs {
@@ -50,6 +61,12 @@ impl ServeArgs {
         }
         if let Some(key) = &self.tls_key {
             config.tls_key = Some(key.clone());
+        }
+        if let Some(jwks) = &self.vendor_jwks {
+            config.vendor_jwks = Some(jwks.clone());
+        }
+        if let Some(url) = &self.upstream {
+            config.upstream = Some(url.clone());
         }
         config.check()?;
         Ok(config)

@@ -54,6 +54,31 @@ pub enum RuleError {
     /// The session has ended (410 `session_ended`).
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
+    /// Fewer free seats than a delegation asks for (409 `not_enough_free_seats`).
+    #[error("{asked} seats were asked for, {free} are free")]
+    NotEnoughFreeSeats { free: u32, asked: u32 },
+    /// The license has no such delegation (404 `not_found`).
+    #[error("delegation {0} not found")]
+    DelegationUnknown(String),
+    /// A delegation file whose signature or content does not verify (422
+    /// `delegation_signature_invalid`).
+    #[error("{0}")]
+    DelegationSignatureInvalid(String),
+    /// A delegation bound to another server's key (422 `delegation_wrong_server`).
+    #[error("{0}")]
+    DelegationWrongServer(String),
+    /// Past the delegation's `expires_at` (409 `delegation_expired`).
+    #[error("{0}")]
+    DelegationExpired(String),
+    /// Before the delegation's `not_before` (409 `delegation_not_yet_valid`).
+    #[error("{0}")]
+    DelegationNotYetValid(String),
+    /// An older sequence than the one imported (409 `delegation_superseded`).
+    #[error("{0}")]
+    DelegationSuperseded(String),
+    /// The delegation was returned (409 `delegation_returned`).
+    #[error("{0}")]
+    DelegationReturned(String),
 }
 
 impl RuleError {
@@ -73,6 +98,14 @@ impl RuleError {
             RuleError::BorrowNotAllowed(_) => ErrorCode::BorrowNotAllowed,
             RuleError::BorrowTooLong(_) => ErrorCode::BorrowTooLong,
             RuleError::BorrowLimitReached { .. } => ErrorCode::BorrowLimitReached,
+            RuleError::NotEnoughFreeSeats { .. } => ErrorCode::NotEnoughFreeSeats,
+            RuleError::DelegationUnknown(_) => ErrorCode::NotFound,
+            RuleError::DelegationSignatureInvalid(_) => ErrorCode::DelegationSignatureInvalid,
+            RuleError::DelegationWrongServer(_) => ErrorCode::DelegationWrongServer,
+            RuleError::DelegationExpired(_) => ErrorCode::DelegationExpired,
+            RuleError::DelegationNotYetValid(_) => ErrorCode::DelegationNotYetValid,
+            RuleError::DelegationSuperseded(_) => ErrorCode::DelegationSuperseded,
+            RuleError::DelegationReturned(_) => ErrorCode::DelegationReturned,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod borrow;
 pub mod clock;
+pub mod delegation;
 pub mod error;
 pub mod license;
 pub mod names;

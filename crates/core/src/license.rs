@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::Alerts;
 use crate::borrow::BorrowPolicy;
 use crate::clock::Timestamp;
+use crate::delegation::{Delegated, DelegatedFrom};
 use crate::error::{RuleError, RuleResult};
 use crate::names::{Username, ValidatedId};
 use crate::plans::PlanCatalog;
@@ -93,6 +94,12 @@ pub struct LicenseTerms {
     /// Alerts near the seat cap and on denials (`crate::alerts`); none by default.
     #[serde(default, skip_serializing_if = "Alerts::is_empty")]
     pub alerts: Alerts,
+    /// Seats delegated to local servers (dark sites), live or not (see `delegation`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegations: Vec<Delegated>,
+    /// On a local server: the delegation this license was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_from: Option<DelegatedFrom>,
 }
 
 fn default_max_queue_wait() -> u64 {
@@ -247,6 +254,8 @@ impl LicenseTerms {
                 None => None,
             },
             alerts: Alerts::from_request(req.alerts.as_ref())?,
+            delegations: Vec::new(),
+            delegated_from: None,
         };
         terms.resolved(plans)
     }

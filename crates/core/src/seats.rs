@@ -95,14 +95,16 @@ pub fn decide_open(
             });
         }
     }
-    let no_seat = || OpenDecision::Deny(RuleError::NoSeatAvailable { seats: terms.seats });
+    // Seats delegated to local servers are not this license's to grant while they are away.
+    let capacity = terms.capacity(now);
+    let no_seat = || OpenDecision::Deny(RuleError::NoSeatAvailable { seats: capacity });
     match terms.model {
         LicenseModel::ConcurrentSessions => {
             if terms.reserved.contains(user) && view.user_live_sessions == 0 {
                 return OpenDecision::GrantReserved;
             }
             let reserved = terms.reserved.len() as u64;
-            let purchased = u64::from(terms.seats);
+            let purchased = u64::from(capacity);
             let shared_capacity =
                 (purchased + u64::from(terms.overdraft_seats())).saturating_sub(reserved);
             let shared_in_use =

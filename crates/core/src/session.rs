@@ -36,6 +36,9 @@ pub struct SessionClock {
     pub hard_end: Option<Timestamp>,
     /// The license's `expires_at` when the expiry was last computed.
     pub license_end: Option<Timestamp>,
+    /// Why the session ends if it reaches `license_end` (`LicenseTerms::end_reason`: the
+    /// license's, or its delegation's). Not stored: set with `license_end` from the terms.
+    pub license_end_reason: EndReason,
     /// A borrowed seat: when the borrow ends (see the module doc).
     pub borrow_until: Option<Timestamp>,
 }
@@ -61,6 +64,7 @@ impl SessionClock {
             expires_at: Self::slide(now, terms, hard_end),
             hard_end,
             license_end: terms.expires_at,
+            license_end_reason: terms.end_reason(),
             borrow_until: None,
         }
     }
@@ -74,6 +78,7 @@ impl SessionClock {
             expires_at: terms.expires_at.map_or(until, |end| end.min(until)),
             hard_end: None,
             license_end: terms.expires_at,
+            license_end_reason: terms.end_reason(),
             borrow_until: Some(until),
         }
     }
@@ -93,6 +98,12 @@ impl SessionClock {
 
     /// Brings the expiry forward to a license end set (or moved earlier) after the session
     /// opened. Answers whether `expires_at` changed.
+    /// `cap_at_license_end` at the end of `terms`, with the reason sessions end there.
+    pub fn cap_at_end_of(&mut self, terms: &LicenseTerms) -> bool {
+        self.license_end_reason = terms.end_reason();
+        self.cap_at_license_end(terms.expires_at)
+    }
+
     pub fn cap_at_license_end(&mut self, license_end: Option<Timestamp>) -> bool {
         self.license_end = license_end;
         match license_end {
@@ -111,7 +122,7 @@ impl SessionClock {
     /// Why the session ends when it reaches `expires_at`.
     pub fn expiry_reason(&self) -> EndReason {
         if self.license_end.is_some_and(|end| self.expires_at >= end) {
-            return EndReason::LicenseExpired;
+            return self.license_end_reason;
         }
         if self.borrow_until.is_some() {
             return EndReason::BorrowEnded;
@@ -159,6 +170,7 @@ impl SessionClock {
             if self.expires_at != pinned {
                 self.expires_at = pinned;
                 self.license_end = terms.expires_at;
+                self.license_end_reason = terms.end_reason();
                 return true;
             }
             return false;
@@ -185,6 +197,7 @@ impl SessionClock {
             return Err(RuleError::SessionEnded(self.expiry_reason()));
         }
         self.license_end = terms.expires_at;
+        self.license_end_reason = terms.end_reason();
         self.expires_at = match self.borrow_until {
             // A borrowed seat lives offline: activity does not move its end.
             Some(until) => terms.expires_at.map_or(until, |end| end.min(until)),

@@ -135,6 +135,8 @@ fn end_reason_name(reason: EndReason) -> &'static CStr {
         EndReason::Returned => c"returned",
         EndReason::Reclaimed => c"reclaimed",
         EndReason::BorrowEnded => c"borrow_ended",
+        EndReason::DelegationExpired => c"delegation_expired",
+        EndReason::DelegationReturned => c"delegation_returned",
         EndReason::Unknown => c"unknown",
     }
 }

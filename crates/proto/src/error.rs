@@ -71,6 +71,21 @@ pub enum ErrorCode {
     InvalidUsageRange,
     /// 400: a usage query's `bucket` is not `minute`, `hour`, `day` or `month`.
     UnknownBucket,
+    /// 409: a delegation asks for more seats than the license has free.
+    NotEnoughFreeSeats,
+    /// 422: a delegation, request, report or receipt file whose signature does not verify
+    /// (altered, or signed by a key this server does not trust).
+    DelegationSignatureInvalid,
+    /// 422: a delegation bound to another local server's key.
+    DelegationWrongServer,
+    /// 409: the delegation is past its `expires_at`.
+    DelegationExpired,
+    /// 409: the delegation is not valid yet (`not_before`).
+    DelegationNotYetValid,
+    /// 409: a delegation older (lower sequence) than the one imported before.
+    DelegationSuperseded,
+    /// 409: the delegation was returned.
+    DelegationReturned,
     /// 503: the storage backend cannot be reached.
     StoreUnavailable,
     /// 500: an internal error; the cause is in the server log.
@@ -112,6 +127,13 @@ impl ErrorCode {
             ErrorCode::WebhookTargetRefused => "webhook_target_refused",
             ErrorCode::InvalidUsageRange => "invalid_usage_range",
             ErrorCode::UnknownBucket => "unknown_bucket",
+            ErrorCode::NotEnoughFreeSeats => "not_enough_free_seats",
+            ErrorCode::DelegationSignatureInvalid => "delegation_signature_invalid",
+            ErrorCode::DelegationWrongServer => "delegation_wrong_server",
+            ErrorCode::DelegationExpired => "delegation_expired",
+            ErrorCode::DelegationNotYetValid => "delegation_not_yet_valid",
+            ErrorCode::DelegationSuperseded => "delegation_superseded",
+            ErrorCode::DelegationReturned => "delegation_returned",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
@@ -144,6 +166,10 @@ pub enum EndReason {
     Reclaimed,
     /// A borrow that reached its `borrow_until`.
     BorrowEnded,
+    /// On a local server (dark site): the license's delegation reached its `expires_at`.
+    DelegationExpired,
+    /// On a local server: the license's delegation was returned to the cloud.
+    DelegationReturned,
     #[serde(other)]
     Unknown,
 }
@@ -161,6 +187,8 @@ impl EndReason {
             EndReason::Returned => "returned",
             EndReason::Reclaimed => "reclaimed",
             EndReason::BorrowEnded => "borrow_ended",
+            EndReason::DelegationExpired => "delegation_expired",
+            EndReason::DelegationReturned => "delegation_returned",
             EndReason::Unknown => "unknown",
         }
     }
@@ -177,6 +205,8 @@ impl EndReason {
             "returned" => EndReason::Returned,
             "reclaimed" => EndReason::Reclaimed,
             "borrow_ended" => EndReason::BorrowEnded,
+            "delegation_expired" => EndReason::DelegationExpired,
+            "delegation_returned" => EndReason::DelegationReturned,
             _ => return None,
         })
     }

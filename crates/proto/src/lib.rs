@@ -5,6 +5,7 @@
 //! reject unknown fields so that a typo is a clear 400/422 instead of a silently ignored option.
 
 mod accounts;
+mod delegations;
 mod error;
 mod leases;
 mod licenses;
@@ -14,6 +15,7 @@ mod usage;
 mod webhooks;
 
 pub use accounts::*;
+pub use delegations::*;
 pub use error::*;
 pub use leases::*;
 pub use licenses::*;

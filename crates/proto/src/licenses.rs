@@ -263,6 +263,18 @@ pub struct License {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    /// On a local server (dark site): the delegation this license was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation_id: Option<String>,
+    /// On a local server: when the delegation ends (the license stops granting then); a
+    /// warning is logged and counted in metrics when under 7 days remain.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub delegation_expires_at: Option<OffsetDateTime>,
     /// Present on `GET /v1/licenses/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -288,6 +300,9 @@ pub struct Usage {
     /// Live sessions borrowed for offline use (among `in_use`).
     #[serde(default)]
     pub borrowed: u32,
+    /// Seats delegated to local servers (dark sites) now: not available here while away.
+    #[serde(default)]
+    pub delegated: u32,
     /// `registered_users`: users active on the license; `node_locked`: activated devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<u32>,
@@ -328,6 +343,10 @@ pub struct UsageReport {
     /// Every bucket of the period up to now, in order.
     pub buckets: Vec<crate::UsageBucket>,
     pub utilization: crate::Utilization,
+    /// Dark sites: the delegations of the license with the totals of their latest usage
+    /// reports (the sites' use is not in the figures above).
+    #[serde(default)]
+    pub sites: Vec<crate::SiteUsage>,
 }
 
 /// `PUT /v1/licenses/{id}/users/{username}` (`registered_users` licenses).

@@ -161,6 +161,9 @@ impl ApiError {
                     ErrorCode::UserInactive | ErrorCode::DeviceNotActivated => {
                         StatusCode::FORBIDDEN
                     }
+                    ErrorCode::DelegationSignatureInvalid | ErrorCode::DelegationWrongServer => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
                     _ => StatusCode::CONFLICT,
                 };
                 (status, code)
@@ -260,7 +263,15 @@ impl From<RuleError> for ApiError {
             | RuleError::ActivationsExhausted { .. }
             | RuleError::BorrowNotAllowed(_)
             | RuleError::BorrowTooLong(_)
-            | RuleError::BorrowLimitReached { .. } => ApiError::Refused(e),
+            | RuleError::BorrowLimitReached { .. }
+            | RuleError::NotEnoughFreeSeats { .. }
+            | RuleError::DelegationSignatureInvalid(_)
+            | RuleError::DelegationWrongServer(_)
+            | RuleError::DelegationExpired(_)
+            | RuleError::DelegationNotYetValid(_)
+            | RuleError::DelegationSuperseded(_)
+            | RuleError::DelegationReturned(_) => ApiError::Refused(e),
+            RuleError::DelegationUnknown(_) => ApiError::NotFound(e.to_string()),
         }
     }
 }

@@ -86,6 +86,37 @@ impl LeaseSigner {
         )
     }
 
+    /// Signs any JSON payload as a compact JWS with the same header as leases (the files of
+    /// dark sites: see `crate::jws`).
+    pub fn sign_json(&self, payload: &impl serde::Serialize) -> String {
+        // Serializing the wire types of `leasehold_proto` cannot fail.
+        let payload = serde_json::to_vec(payload).unwrap_or_default();
+        let signing_input = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
+        let signature = self.key.sign(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        )
+    }
+
+    /// This server's public key as a JWK.
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes()),
+            kid: self.kid.clone(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        }
+    }
+
+    /// This server's id: the RFC 7638 thumbprint of its public key (dark sites bind their
+    /// delegations to it).
+    pub fn server_id(&self) -> String {
+        crate::jws::thumbprint(&self.public_jwk().x)
+    }
+
     pub fn jwks(&self) -> Jwks {
         Jwks {
             keys: vec![Jwk {

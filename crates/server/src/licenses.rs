@@ -8,7 +8,7 @@ use leasehold_store::{AuditEvent, License, SessionEvent, UsageStats};
 
 use crate::access;
 use crate::auth::Auth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Most audit events one call answers.
@@ -60,6 +60,12 @@ pub async fn patch(
     patch: proto::PatchLicense,
 ) -> ApiResult<License> {
     let mut license = access::admin_license(state, auth, license_id).await?;
+    if license.terms.delegated_from.is_some() {
+        return Err(ApiError::Conflict(
+            "this license's terms come from its delegation: import a renewed delegation file              to change them"
+                .into(),
+        ));
+    }
     license.terms = license.terms.apply_patch(&patch, &state.plans)?;
     state
         .with_now(|now| {

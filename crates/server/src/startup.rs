@@ -137,6 +137,7 @@ impl Application {
                 config: config.webhooks.clone(),
                 wake: Default::default(),
             },
+            vendor_keys: crate::delegation::load_vendor_keys(config.vendor_jwks.as_deref())?,
         });
         Ok(Application {
             listener,
@@ -171,6 +172,18 @@ impl Application {
         ));
         let dispatcher = tokio::spawn(crate::webhooks::dispatch::run(self.state.clone()));
         let fold = tokio::spawn(crate::usage::run_fold(self.state.clone()));
+        let delegation_watch = tokio::spawn(crate::delegation::watch::run(self.state.clone()));
+        let delegation_sync = match (&self.config.upstream, &self.config.upstream_token) {
+            (Some(url), Some(token)) => Some(tokio::spawn(crate::delegation::sync::run(
+                self.state.clone(),
+                crate::delegation::sync::Upstream {
+                    url: url.clone(),
+                    token: token.clone(),
+                    interval: self.config.upstream_interval,
+                },
+            ))),
+            _ => None,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = self
             .tls
@@ -196,6 +209,10 @@ impl Application {
         reaper.abort();
         dispatcher.abort();
         fold.abort();
+        delegation_watch.abort();
+        if let Some(sync) = delegation_sync {
+            sync.abort();
+        }
         Ok(())
     }
 

@@ -40,6 +40,8 @@ pub struct Shared {
     pub event_keepalive: std::time::Duration,
     /// Webhook settings and the dispatcher's wake-up (`crate::webhooks`).
     pub webhooks: crate::webhooks::Webhooks,
+    /// Dark sites: the vendor keys imported delegations must be signed with (`vendor_jwks`).
+    pub vendor_keys: Vec<leasehold_proto::Jwk>,
 }
 
 impl Shared {

@@ -10,6 +10,8 @@ use leasehold_store::usage::{
 };
 use leasehold_store::{License, UsageStats};
 
+use leasehold_proto as proto;
+
 use crate::access;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -114,20 +116,27 @@ fn parse_time(name: &str, value: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::InvalidUsageRange(format!("{name} is out of range")))
 }
 
-/// A license's series and its usage now.
+/// A license's series, its usage now, and the latest usage reports of its dark sites (their
+/// use is not in the series: it is counted by the local servers).
 #[tracing::instrument(skip(state, auth))]
 pub async fn license(
     state: &AppState,
     auth: &Auth,
     license_id: &str,
     query: &UsageQuery,
-) -> ApiResult<(UsageStats, UsageSeries)> {
+) -> ApiResult<(UsageStats, UsageSeries, Vec<proto::SiteUsage>)> {
     let now = state.clock.now();
     let period = period(query, now)?;
     let license = access::admin_license(state, auth, license_id).await?;
+    let sites = license
+        .terms
+        .delegations
+        .iter()
+        .map(|d| crate::delegation::report::site_usage(d, now))
+        .collect();
     let usage = state.store.usage(license_id, now).await?;
     let series = series(state, license_subject(license_id), period, &[license], now).await?;
-    Ok((usage, series))
+    Ok((usage, series, sites))
 }
 
 /// An account's series (its licenses summed) and its licenses' usage now, summed.
@@ -152,6 +161,7 @@ pub async fn account(
         since: now,
         overdraft_in_use: 0,
         borrowed: 0,
+        delegated: 0,
         activations: None,
     };
     for l in &licenses {
@@ -161,6 +171,7 @@ pub async fn account(
         total.ending += u.ending;
         total.overdraft_in_use += u.overdraft_in_use;
         total.borrowed += u.borrowed;
+        total.delegated += u.delegated;
     }
     let series = series(state, account_subject(account_id), period, &licenses, now).await?;
     Ok((total, series))

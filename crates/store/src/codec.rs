@@ -100,6 +100,7 @@ pub fn session_clock(
         expires_at: Timestamp::from_millis(expires_at),
         hard_end: hard_end.map(Timestamp::from_millis),
         license_end: license_end.map(Timestamp::from_millis),
+        license_end_reason: EndReason::LicenseExpired,
         borrow_until: borrow_until.map(Timestamp::from_millis),
     }
 }

@@ -15,6 +15,7 @@ mod admission;
 pub mod audit;
 mod codec;
 pub mod copy;
+pub mod delegation;
 mod error;
 pub mod events;
 pub mod metrics;
@@ -32,6 +33,7 @@ use leasehold_core::Timestamp;
 use leasehold_proto::EndReason;
 
 pub use audit::{AuditEntry, AuditQuery, AUDIT_EVENT_KINDS};
+pub use delegation::DelegationChange;
 pub use error::{StoreError, StoreResult};
 pub use events::{EventHub, SessionEvent, Subscription};
 pub use origin::Origin;
@@ -81,6 +83,18 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     async fn create_license(&self, license: License) -> StoreResult<()>;
     async fn get_license(&self, id: &str) -> StoreResult<Option<License>>;
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()>;
+    /// The licenses imported from delegations (a local server's), for the warnings ahead of
+    /// their ends.
+    async fn delegated_licenses(&self) -> StoreResult<Vec<License>>;
+    /// Changes a license's delegations (dark sites) in its atomic step with the opens: the
+    /// free seats are counted and the new terms written under the same lock. Answers the
+    /// license as it is after the change (unchanged when the change changes nothing).
+    async fn change_delegations(
+        &self,
+        license_id: &str,
+        change: DelegationChange,
+        now: Timestamp,
+    ) -> StoreResult<License>;
 
     // ---- sessions: the hot path ----
     /// Opens a session (or returns the live one of the same client instance), atomically

@@ -47,6 +47,8 @@ pub fn of_end(reason: EndReason) -> Origin {
         | EndReason::Lifetime
         | EndReason::LicenseExpired
         | EndReason::BorrowEnded
+        | EndReason::DelegationExpired
+        | EndReason::DelegationReturned
         | EndReason::Unknown => Origin::default(),
     }
 }

@@ -232,6 +232,8 @@ pub struct UsageStats {
     pub overdraft_in_use: u32,
     /// Live borrowed sessions (among `in_use`).
     pub borrowed: u32,
+    /// Seats delegated to local servers at the time of the reading (`LicenseTerms::delegated_at`).
+    pub delegated: u32,
     /// `registered_users`: active users; `node_locked`: activated devices.
     pub activations: Option<u32>,
 }

@@ -1,5 +1,6 @@
 //! The admin commands of the `leasehold` binary, all through the Rust SDK: `account`,
-//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage`, `plans` and `webhook`.
+//! `license`, `user`, `device`, `token`, `oauth`, `session`, `usage`, `plans`, `webhook` and
+//! `delegation`.
 //!
 //! The server URL and token come from flags, `LEASEHOLD_URL`/`LEASEHOLD_TOKEN` or the CLI
 //! config file (see [`crate::connect`]). `--output text` (the default) prints aligned tables
@@ -17,6 +18,7 @@
 //! live in its own submodule, and [`output`] renders the results.
 
 mod account;
+mod delegation;
 mod device;
 mod license;
 mod output;
@@ -35,6 +37,7 @@ use time::OffsetDateTime;
 
 use crate::connect::{is_unreachable, ConnectArgs, Failure, OutputFormat, Settings};
 use account::AccountArgs;
+use delegation::DelegationArgs;
 use device::DeviceArgs;
 use license::LicenseArgs;
 use output::{print_error, print_failure};
@@ -89,6 +92,10 @@ pub enum AdminCommand {
     /// Webhook endpoints: create, list, update, delete, ping; their delivery log, redelivery.
     #[command(visible_alias = "webhooks")]
     Webhook(WebhookArgs),
+    /// Dark sites: seats delegated to a local server through signed files (request, create,
+    /// import, renew, return, import-receipt, list).
+    #[command(visible_alias = "delegations")]
+    Delegation(DelegationArgs),
 }
 
 /// The value parser of the RFC 3339 time flags (`--starts-at`, `--from`...).
@@ -119,6 +126,7 @@ impl AdminCommand {
             AdminCommand::Usage(a) => &a.common,
             AdminCommand::Plans(a) => &a.common,
             AdminCommand::Webhook(a) => &a.common,
+            AdminCommand::Delegation(a) => &a.common,
         }
     }
 }
@@ -221,6 +229,7 @@ impl Admin {
             AdminCommand::Usage(args) => self.usage(args.series).await,
             AdminCommand::Plans(_) => self.plans().await,
             AdminCommand::Webhook(args) => self.webhook_command(args).await,
+            AdminCommand::Delegation(args) => self.delegation_command(args).await,
         }
     }
 }

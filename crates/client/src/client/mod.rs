@@ -10,6 +10,7 @@
 
 mod admin;
 mod auth;
+mod delegations;
 mod events;
 mod public;
 mod sessions;

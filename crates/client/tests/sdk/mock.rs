@@ -105,6 +105,8 @@ fn license(id: &str) -> License {
         borrow_lowwater: None,
         alerts: None,
         created_at: now(),
+        delegation_id: None,
+        delegation_expires_at: None,
         usage: Some(Usage {
             seats: 3,
             in_use: 1,
@@ -112,6 +114,7 @@ fn license(id: &str) -> License {
             ending: 0,
             overdraft_in_use: 0,
             borrowed: 0,
+            delegated: 0,
             activations: None,
         }),
     }
@@ -325,6 +328,7 @@ async fn canned(
                 ending: 0,
                 overdraft_in_use: 0,
                 borrowed: 0,
+                delegated: 0,
                 activations: None,
             },
             high_water: 2,
@@ -343,6 +347,7 @@ async fn canned(
                 },
                 heatmap: vec![],
             },
+            sites: Vec::new(),
         })
         .into_response(),
         ("GET", "/.well-known/jwks.json") => Json(LeaseSigner::new("k1", 1).jwks()).into_response(),

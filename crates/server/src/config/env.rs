@@ -35,6 +35,10 @@ const KNOWN_ENV: &[&str] = &[
     "LEASEHOLD_CORS_ALLOWED_ORIGINS",
     "LEASEHOLD_METRICS_TOKEN",
     "LEASEHOLD_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
+    "LEASEHOLD_VENDOR_JWKS",
+    "LEASEHOLD_UPSTREAM",
+    "LEASEHOLD_UPSTREAM_TOKEN",
+    "LEASEHOLD_UPSTREAM_INTERVAL_SECS",
 ];
 
 /// A non-empty variable.
@@ -65,6 +69,18 @@ impl Config {
         }
         if let Some(v) = var("LEASEHOLD_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("LEASEHOLD_VENDOR_JWKS") {
+            self.vendor_jwks = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("LEASEHOLD_UPSTREAM") {
+            self.upstream = Some(v);
+        }
+        if let Some(v) = var("LEASEHOLD_UPSTREAM_TOKEN") {
+            self.upstream_token = Some(v);
+        }
+        if let Some(v) = number("LEASEHOLD_UPSTREAM_INTERVAL_SECS")? {
+            self.upstream_interval = Duration::from_secs(v);
         }
         if let Some(v) = var("LEASEHOLD_DATABASE_URL") {
             self.database_url = Some(v);

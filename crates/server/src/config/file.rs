@@ -36,6 +36,10 @@ pub struct FileConfig {
     /// `["https://admin.example.com"]`: origins allowed to call the API from a browser.
     pub cors_allowed_origins: Option<Vec<String>>,
     pub metrics_token: Option<String>,
+    pub vendor_jwks: Option<PathBuf>,
+    pub upstream: Option<String>,
+    pub upstream_token: Option<String>,
+    pub upstream_interval_secs: Option<u64>,
     /// Keep-alive comments of session event streams, every this many seconds.
     pub event_keepalive_secs: Option<u64>,
     /// Delete audit events older than this many days (unset: keep them forever).
@@ -111,6 +115,18 @@ impl Config {
         }
         if let Some(v) = file.metrics_token.filter(|t| !t.is_empty()) {
             self.metrics_token = Some(v);
+        }
+        if let Some(v) = file.vendor_jwks {
+            self.vendor_jwks = Some(v);
+        }
+        if let Some(v) = file.upstream.filter(|u| !u.is_empty()) {
+            self.upstream = Some(v);
+        }
+        if let Some(v) = file.upstream_token.filter(|t| !t.is_empty()) {
+            self.upstream_token = Some(v);
+        }
+        if let Some(v) = file.upstream_interval_secs {
+            self.upstream_interval = Duration::from_secs(v);
         }
         self.plans.extend(file.plans);
     }
@@ -212,5 +228,41 @@ mod tests {
         config.apply_file(toml::from_str("audit_retention_days = 90").unwrap());
         config.check().unwrap();
         assert_eq!(config.audit_retention_days, Some(90));
+    }
+
+    #[test]
+    fn the_file_sets_the_dark_site_keys_and_the_online_mode_is_checked() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            vendor_jwks = "/etc/leasehold/vendor-jwks.json"
+            upstream = "https://licenses.vendor.example"
+            upstream_token = "lh_adm_x"
+            upstream_interval_secs = 60
+            "#,
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.apply_file(file);
+        config.check().unwrap();
+        assert_eq!(config.upstream_interval, Duration::from_secs(60));
+        let mut no_token = config.clone();
+        no_token.upstream_token = None;
+        assert!(no_token
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("upstream_token"));
+        let mut no_keys = config.clone();
+        no_keys.vendor_jwks = None;
+        assert!(no_keys
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("vendor_jwks"));
+        let mut not_a_url = config.clone();
+        not_a_url.upstream = Some("licenses.vendor.example".into());
+        assert!(not_a_url.check().unwrap_err().to_string().contains("http"));
+        config.upstream_interval = Duration::ZERO;
+        assert!(config.check().is_err());
     }
 }

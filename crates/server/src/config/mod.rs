@@ -62,6 +62,16 @@ pub struct Config {
     /// A token that may read every series of `/metrics` (besides the root token); never
     /// logged.
     pub metrics_token: Option<String>,
+    /// The vendor's public keys (a saved `/.well-known/jwks.json` of the cloud server) that
+    /// delegation files must be signed with (dark sites); none: imports are refused.
+    pub vendor_jwks: Option<PathBuf>,
+    /// Dark sites, online mode: the cloud server's URL; the local server then fetches renewals
+    /// of its delegations and pushes usage reports by itself every `upstream_interval`.
+    pub upstream: Option<String>,
+    /// The credential for `upstream`: an admin token of the cloud account whose licenses are
+    /// delegated here. Never logged.
+    pub upstream_token: Option<String>,
+    pub upstream_interval: Duration,
     /// PostgreSQL: judge session times by the database's clock (the default; nodes' clocks may
     /// then disagree). Off only in tests that move a manual clock by hand.
     pub database_clock: bool,
@@ -125,6 +135,10 @@ impl Default for Config {
             auth_failures_per_minute_per_credential: 10,
             cors_allowed_origins: Vec::new(),
             metrics_token: None,
+            vendor_jwks: None,
+            upstream: None,
+            upstream_token: None,
+            upstream_interval: Duration::from_secs(300),
             event_keepalive: Duration::from_secs(15),
             audit_retention_days: None,
             webhooks: WebhookConfig::default(),
@@ -209,6 +223,25 @@ impl Config {
         );
         crate::http::headers::check_origins(&self.cors_allowed_origins)?;
         self.webhooks.check()?;
+        if let Some(url) = &self.upstream {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "upstream must be an http:// or https:// URL"
+            );
+            anyhow::ensure!(
+                self.upstream_token.is_some(),
+                "upstream needs upstream_token (LEASEHOLD_UPSTREAM_TOKEN): an admin token of \
+                 the cloud account"
+            );
+            anyhow::ensure!(
+                self.vendor_jwks.is_some(),
+                "upstream needs vendor_jwks: the delegations it fetches are checked like files"
+            );
+            anyhow::ensure!(
+                !self.upstream_interval.is_zero(),
+                "upstream_interval_secs must be at least 1 second"
+            );
+        }
         Ok(())
     }
 

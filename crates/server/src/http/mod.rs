@@ -65,7 +65,9 @@ impl Modify for BearerAuth {
 /// Every route, registered together with its OpenAPI description: a route cannot be added
 /// without being documented.
 fn api_router() -> OpenApiRouter<AppState> {
-    use routes::{accounts, activations, audit, borrow, licenses, oauth, sessions, system, usage};
+    use routes::{
+        accounts, activations, audit, borrow, delegations, licenses, oauth, sessions, system, usage,
+    };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_account))
         .routes(routes!(licenses::create_license))
@@ -87,6 +89,20 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(licenses::list_licenses))
         .routes(routes!(licenses::license_queue))
         .routes(routes!(borrow::revoked_leases))
+        .routes(routes!(
+            delegations::create_delegation,
+            delegations::list_delegations
+        ))
+        .routes(routes!(
+            delegations::get_delegation,
+            delegations::renew_delegation
+        ))
+        .routes(routes!(delegations::import_receipt))
+        .routes(routes!(delegations::create_delegation_request))
+        .routes(routes!(delegations::import_delegation))
+        .routes(routes!(delegations::return_delegation))
+        .routes(routes!(delegations::delegation_report))
+        .routes(routes!(delegations::import_report))
         .routes(routes!(activations::put_license_user))
         .routes(routes!(activations::list_license_users))
         .routes(routes!(

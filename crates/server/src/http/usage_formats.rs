@@ -112,7 +112,12 @@ fn utilization(s: &UsageSeries) -> proto::Utilization {
 }
 
 /// The license's answer.
-pub fn license_report(license_id: String, now: &UsageStats, s: &UsageSeries) -> proto::UsageReport {
+pub fn license_report(
+    license_id: String,
+    now: &UsageStats,
+    s: &UsageSeries,
+    sites: Vec<proto::SiteUsage>,
+) -> proto::UsageReport {
     proto::UsageReport {
         license_id,
         now: views::usage(now),
@@ -125,6 +130,7 @@ pub fn license_report(license_id: String, now: &UsageStats, s: &UsageSeries) -> 
         bucket: s.bucket.as_str().to_owned(),
         buckets: s.buckets.iter().map(bucket).collect(),
         utilization: utilization(s),
+        sites,
     }
 }
 

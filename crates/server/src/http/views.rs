@@ -36,6 +36,8 @@ pub fn license(license: &License) -> proto::License {
         borrow_lowwater: t.borrow.map(|b| b.lowwater),
         alerts: t.alerts.view(),
         created_at: to_offset(license.created_at),
+        delegation_id: t.delegated_from.as_ref().map(|f| f.delegation_id.clone()),
+        delegation_expires_at: t.delegated_from.as_ref().and(t.expires_at).map(to_offset),
         usage: None,
     }
 }
@@ -67,10 +69,11 @@ pub fn usage(u: &UsageStats) -> proto::Usage {
     proto::Usage {
         seats: u.seats,
         in_use: u.in_use,
-        available: u.seats.saturating_sub(u.in_use),
+        available: u.seats.saturating_sub(u.delegated).saturating_sub(u.in_use),
         ending: u.ending,
         overdraft_in_use: u.overdraft_in_use,
         borrowed: u.borrowed,
+        delegated: u.delegated,
         activations: u.activations,
     }
 }

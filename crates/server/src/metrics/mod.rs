@@ -180,7 +180,7 @@ pub enum View {
 type GaugeFamily = (&'static str, &'static str, fn(&LicenseGauges) -> u32);
 
 /// A label value escaped as the text format wants (`\\`, `\"`, newline).
-fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
     if v.contains(['\\', '"', '\n']) {
         let escaped = v
             .replace('\\', "\\\\")
@@ -220,6 +220,11 @@ pub async fn render(state: &AppState, view: View) -> ApiResult<String> {
         }
     }
     alerts::render(state, &gauges, &mut out).await?;
+    let delegated = state.store.delegated_licenses().await?;
+    out.push_str(&crate::delegation::watch::render(
+        &delegated,
+        state.clock.now(),
+    ));
     let handle = HANDLE
         .get()
         .and_then(Option::as_ref)

@@ -73,11 +73,14 @@ pub fn static_type(t: &str) -> Option<&'static str> {
 
 fn end_type(reason: EndReason) -> &'static str {
     match reason {
-        EndReason::Revoked | EndReason::Reclaimed => "session.revoked",
+        EndReason::Revoked | EndReason::Reclaimed | EndReason::DelegationReturned => {
+            "session.revoked"
+        }
         EndReason::Inactivity
         | EndReason::Lifetime
         | EndReason::LicenseExpired
-        | EndReason::BorrowEnded => "session.expired",
+        | EndReason::BorrowEnded
+        | EndReason::DelegationExpired => "session.expired",
         EndReason::Logout
         | EndReason::Returned
         | EndReason::UserDeactivated

@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod borrow;
 mod dashboard;
+mod delegation;
 mod docs;
 mod edge_auth;
 mod edge_headers;

@@ -52,7 +52,7 @@ async fn sessions_take_seats_and_tokens_do_not() {
     assert_eq!(
         lic.body["usage"],
         json!({"seats": 2, "in_use": 2, "available": 0, "ending": 0, "overdraft_in_use": 0,
-               "borrowed": 0})
+               "borrowed": 0, "delegated": 0})
     );
 
     // Logout frees bob's seat for carol.
@@ -471,7 +471,7 @@ async fn usage_reports_current_figures_and_water_marks() {
     assert_eq!(
         u.body["now"],
         json!({"seats": 2, "in_use": 1, "available": 1, "ending": 0, "overdraft_in_use": 0,
-               "borrowed": 0})
+               "borrowed": 0, "delegated": 0})
     );
     assert_eq!(u.body["high_water"], 2);
     assert_eq!(u.body["low_water"], 0);

@@ -2,9 +2,10 @@
 //! statistics, live sessions per license, the audit log).
 
 use leasehold_core::Timestamp;
-use leasehold_proto::{EndReason, LicenseModel};
-use sqlx::postgres::{PgPool, PgRow};
+use leasehold_proto::LicenseModel;
+use sqlx::postgres::{PgPool, PgRow, Postgres};
 use sqlx::Row;
+use sqlx::Transaction;
 
 use super::errors::{db_error, is_foreign_key_violation};
 use super::live::{LIVE_ABOVE_FLOOR, LIVE_ALL, OVERDRAFT_ABOVE_FLOOR};
@@ -14,7 +15,7 @@ use super::rows::{
 };
 use super::LIVE_NODE;
 use crate::admission;
-use crate::codec::terms_json;
+use crate::codec::{parse_terms, terms_json};
 use crate::records::*;
 use crate::{StoreError, StoreResult};
 
@@ -83,24 +84,41 @@ pub(super) async fn list_licenses(
 /// they are read, so no session row is touched here; an end that has passed (before or with
 /// this change) becomes the license's floor first, so a later end does not bring back sessions
 /// already answered ended (see `mass`).
+///
+/// The license's delegations are kept as they are in the locked row: they change only through
+/// `delegation::change_delegations`, so a patch read before a delegation was made cannot drop
+/// it.
 pub(super) async fn update_license(
     pool: &PgPool,
     license: &License,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let terms = terms_json(&license.terms)?;
     let mut tx = pool.begin().await.map_err(db_error)?;
-    let old_end: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT ends_at FROM licenses WHERE id = $1 FOR UPDATE")
+    let old: Option<(Option<i64>, String)> =
+        sqlx::query_as("SELECT ends_at, terms FROM licenses WHERE id = $1 FOR UPDATE")
             .bind(&license.id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
-    let Some(old_end) = old_end else {
+    let Some((old_end, old_terms)) = old else {
         return Err(StoreError::NotFound("license"));
     };
+    let mut license = license.clone();
+    license.terms.delegations = parse_terms(&license.id, &old_terms)?.delegations;
+    update_locked(&mut tx, &license, old_end, now).await?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// `update_license` once the license row is locked (its end before the change: `old_end`).
+pub(super) async fn update_locked(
+    tx: &mut Transaction<'_, Postgres>,
+    license: &License,
+    old_end: Option<i64>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let terms = terms_json(&license.terms)?;
     if old_end.is_some_and(|end| end <= now.millis()) {
-        mass::floor_locked(&mut tx, &license.id, EndReason::LicenseExpired, now)
+        mass::floor_locked(tx, &license.id, license.terms.end_reason(), now)
             .await
             .map_err(db_error)?;
     }
@@ -109,21 +127,17 @@ pub(super) async fn update_license(
         .bind(&terms)
         .bind(license.model.as_str())
         .bind(license.terms.expires_at.map(Timestamp::millis))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
     if license.terms.expires_at.is_some_and(|end| end <= now) {
-        mass::floor_locked(&mut tx, &license.id, EndReason::LicenseExpired, now)
+        mass::floor_locked(tx, &license.id, license.terms.end_reason(), now)
             .await
             .map_err(db_error)?;
     }
-    insert_audit(
-        &mut tx,
-        AuditRows::of(admission::license_updated(license, now)),
-    )
-    .await
-    .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)
+    insert_audit(tx, AuditRows::of(admission::license_updated(license, now)))
+        .await
+        .map_err(db_error)
 }
 
 /// The license's usage statistics: seats in use now, high and low water marks, denials.
@@ -190,6 +204,7 @@ pub(super) async fn usage(
         since: Timestamp::from_millis(since.unwrap_or(0)),
         overdraft_in_use: u32::try_from(overdraft_in_use).unwrap_or(u32::MAX),
         borrowed: u32::try_from(borrowed).unwrap_or(u32::MAX),
+        delegated: terms.delegated_at(now),
         activations: (terms.model != LicenseModel::ConcurrentSessions)
             .then(|| u32::try_from(activations).unwrap_or(u32::MAX)),
     })

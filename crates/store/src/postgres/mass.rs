@@ -207,8 +207,9 @@ pub(super) async fn reap(
     Ok(())
 }
 
-/// Licenses whose end has passed since their last floor get one (`license_expired`), each
-/// under its row lock (taken first, in id order, as open batches take them).
+/// Licenses whose end has passed since their last floor get one (`license_expired`, or the
+/// delegation's reason on a local server: `LicenseTerms::end_reason`), each under its row lock
+/// (taken first, in id order, as open batches take them).
 async fn floor_passed_ends(pool: &PgPool, now: Timestamp) -> Result<(), sqlx::Error> {
     let due: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM licenses
@@ -222,16 +223,20 @@ async fn floor_passed_ends(pool: &PgPool, now: Timestamp) -> Result<(), sqlx::Er
     for license_id in due {
         let mut tx = pool.begin().await?;
         // Locked, then checked again: another node may have done it meanwhile.
-        let still: Option<bool> = sqlx::query_scalar(
-            "SELECT ends_at <= $2 AND (end_at IS NULL OR end_at < ends_at)
+        let still: Option<(bool, String)> = sqlx::query_as(
+            "SELECT ends_at <= $2 AND (end_at IS NULL OR end_at < ends_at), terms
              FROM licenses WHERE id = $1 FOR UPDATE",
         )
         .bind(&license_id)
         .bind(now.millis())
         .fetch_optional(&mut *tx)
         .await?;
-        if still == Some(true) {
-            floor_locked(&mut tx, &license_id, EndReason::LicenseExpired, now).await?;
+        if let Some((true, terms)) = still {
+            // Terms that do not parse are answered 503 everywhere else; here the end is still
+            // the license's.
+            let reason = crate::codec::parse_terms(&license_id, &terms)
+                .map_or(EndReason::LicenseExpired, |t| t.end_reason());
+            floor_locked(&mut tx, &license_id, reason, now).await?;
         }
         tx.commit().await?;
     }

@@ -137,6 +137,7 @@ mod accounts;
 mod audit;
 mod borrow;
 mod clock;
+mod delegation;
 mod end;
 mod errors;
 mod events;

@@ -156,7 +156,7 @@ impl SessionRow {
 /// A session's timing capped by its license's current end: a license's end ends its sessions
 /// from that instant, before the reaper writes their ends (see `mass`).
 pub(super) fn capped(mut clock: SessionClock, terms: &LicenseTerms) -> SessionClock {
-    clock.cap_at_license_end(terms.expires_at);
+    clock.cap_at_end_of(terms);
     clock
 }
 

@@ -14,10 +14,13 @@ use super::heartbeat::Beat;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
-use super::{accounts, audit, borrow, licenses, mass, models, queue, reaper, sessions};
+use super::{accounts, audit, borrow, delegation, licenses, mass, models, queue, reaper, sessions};
 use crate::records::*;
 use crate::usage::{SeriesQuery, UsageSeries};
-use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
+use crate::{
+    AuditEntry, AuditQuery, DelegationChange, EventHub, SessionEvent, Store, StoreError,
+    StoreResult,
+};
 
 impl PgStore {
     /// Opens (or queues) through the license's open lane.
@@ -158,6 +161,23 @@ impl Store for PgStore {
         // More seats (or a lifted suspension) may serve the queue.
         self.queue.serve(&license.id, now);
         Ok(())
+    }
+
+    async fn delegated_licenses(&self) -> StoreResult<Vec<License>> {
+        delegation::delegated_licenses(&self.pool).await
+    }
+
+    async fn change_delegations(
+        &self,
+        license_id: &str,
+        change: DelegationChange,
+        now: Timestamp,
+    ) -> StoreResult<License> {
+        let now = self.clock.db(now);
+        let license = delegation::change_delegations(&self.pool, license_id, &change, now).await?;
+        // A return gives seats back: they may serve the queue.
+        self.queue.serve(license_id, now);
+        Ok(license)
     }
 
     async fn admit(&self, req: OpenRequest, wait: bool, now: Timestamp) -> StoreResult<Admission> {

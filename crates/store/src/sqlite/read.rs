@@ -91,6 +91,7 @@ impl Reader {
                         expires_at: Timestamp::from_millis(0),
                         hard_end: None,
                         license_end: None,
+                        license_end_reason: EndReason::LicenseExpired,
                         borrow_until: None,
                     },
                     heartbeat_interval_secs: 0,

@@ -133,6 +133,8 @@ pub(super) fn reason_code(reason: EndReason) -> u8 {
         EndReason::Returned => 9,
         EndReason::Reclaimed => 10,
         EndReason::BorrowEnded => 11,
+        EndReason::DelegationExpired => 12,
+        EndReason::DelegationReturned => 13,
     }
 }
 
@@ -150,6 +152,8 @@ fn reason_of(code: u8) -> Option<EndReason> {
         9 => EndReason::Returned,
         10 => EndReason::Reclaimed,
         11 => EndReason::BorrowEnded,
+        12 => EndReason::DelegationExpired,
+        13 => EndReason::DelegationReturned,
         _ => EndReason::Unknown,
     })
 }
@@ -238,6 +242,7 @@ impl Live {
             expires_at: Timestamp::from_millis(self.expires_at),
             hard_end: if self.borrowed { None } else { end },
             license_end: None,
+            license_end_reason: EndReason::LicenseExpired,
             borrow_until: if self.borrowed { end } else { None },
         }
     }
@@ -430,6 +435,7 @@ mod tests {
             expires_at: Timestamp::from_millis(2),
             hard_end: None,
             license_end: None,
+            license_end_reason: EndReason::LicenseExpired,
             borrow_until: None,
         };
         let mut live = Live::new(7, 1, 2, UserKind::Service, "dev", "inst", &clock, true, 9);

@@ -22,7 +22,10 @@ use crate::admin_events;
 use crate::admission;
 use crate::records::*;
 use crate::usage::{SeriesQuery, UsageSeries};
-use crate::{AuditEntry, AuditQuery, EventHub, SessionEvent, Store, StoreError, StoreResult};
+use crate::{
+    AuditEntry, AuditQuery, DelegationChange, EventHub, SessionEvent, Store, StoreError,
+    StoreResult,
+};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -328,6 +331,23 @@ impl Store for SqliteStore {
         acked(rx).await
     }
 
+    async fn delegated_licenses(&self) -> StoreResult<Vec<License>> {
+        Ok(self.mem().delegated_licenses())
+    }
+
+    async fn change_delegations(
+        &self,
+        license_id: &str,
+        change: DelegationChange,
+        now: Timestamp,
+    ) -> StoreResult<License> {
+        let (license, rx) = self.write()?.change_delegations(license_id, &change, now)?;
+        if let Some(rx) = rx {
+            acked(rx).await?;
+        }
+        Ok(license)
+    }
+
     async fn open_session(&self, req: OpenRequest, now: Timestamp) -> StoreResult<Opened> {
         match self.admit(req, false, now).await? {
             Admission::Opened(opened) => Ok(opened),
@@ -472,6 +492,7 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("license"));
         };
         let mut usage = lic.usage(mem.started);
+        usage.delegated = lic.license.terms.delegated_at(now);
         if let Some(li) = mem.license_at(license_id) {
             usage.borrowed = mem.borrowed_now(li);
         }

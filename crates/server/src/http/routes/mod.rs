@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod activations;
 pub mod audit;
 pub mod borrow;
+pub mod delegations;
 pub mod licenses;
 pub mod oauth;
 pub mod sessions;

@@ -83,8 +83,8 @@ pub async fn license_usage(
 ) -> ApiResult<Response> {
     let (query, format) = split(params);
     let format = UsageFormat::choose(format.as_deref(), &headers)?;
-    let (now, series) = usage::license(&state, &auth, &id, &query).await?;
-    let report = usage_formats::license_report(id, &now, &series);
+    let (now, series, sites) = usage::license(&state, &auth, &id, &query).await?;
+    let report = usage_formats::license_report(id, &now, &series, sites);
     let buckets = report.buckets.clone();
     usage_formats::respond(report, &buckets, format)
 }

@@ -215,8 +215,9 @@ impl Mem {
             };
             let live = lic.live;
             let id = Arc::clone(&lic.id);
+            let reason = lic.license.terms.end_reason();
             if let Ok(Some(op)) = self.end_at_license_end(li, now) {
-                counts.add(&id, EndReason::LicenseExpired, u64::from(live));
+                counts.add(&id, reason, u64::from(live));
                 ops.push(op);
             }
             if budget > 0 {

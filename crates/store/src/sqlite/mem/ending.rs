@@ -233,7 +233,8 @@ impl Mem {
             return Ok(None);
         }
         let license_id = lic.id.clone();
-        let (_, floor) = self.end_all(li, EndReason::LicenseExpired, now)?;
+        let reason = lic.license.terms.end_reason();
+        let (_, floor) = self.end_all(li, reason, now)?;
         Ok(floor.map(|floor| WriteOp::LicenseFloor { license_id, floor }))
     }
 

@@ -128,6 +128,7 @@ impl LicenseState {
             overdraft_in_use: self.overdraft_live,
             // Counted over the slab by `Mem::borrowed_now`.
             borrowed: 0,
+            delegated: 0,
             activations: self.activations(),
         }
     }
@@ -139,7 +140,23 @@ impl Mem {
     /// or with this change) ends every session of the license first, as one durable decision
     /// (see `ending`): a later end does not bring back sessions already reported ended. More
     /// seats (or a lifted suspension) may serve the queue.
+    ///
+    /// The license's delegations are kept as they are in memory: they change only through
+    /// `change_delegations`, so a patch read before a delegation was made cannot drop it.
     pub(in crate::sqlite) fn update_license(
+        &mut self,
+        mut license: License,
+        now: Timestamp,
+    ) -> StoreResult<Ack> {
+        let Some(current) = self.lic(&license.id) else {
+            return Err(StoreError::NotFound("license"));
+        };
+        license.terms.delegations = current.license.terms.delegations.clone();
+        self.replace_license(license, now)
+    }
+
+    /// `update_license` with the terms exactly as given (delegations too).
+    pub(in crate::sqlite) fn replace_license(
         &mut self,
         license: License,
         now: Timestamp,

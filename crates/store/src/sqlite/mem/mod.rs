@@ -24,6 +24,7 @@
 mod admit;
 mod borrow;
 mod clock;
+mod delegation;
 mod end;
 mod ending;
 mod index;
@@ -182,7 +183,7 @@ impl Mem {
         let r = self.slab.get(slot)?;
         let mut clock = r.own_clock();
         let lic = self.licenses.get(r.license as usize)?;
-        clock.cap_at_license_end(lic.license.terms.expires_at);
+        clock.cap_at_end_of(&lic.license.terms);
         Some(clock)
     }
 

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use leasehold_core::session::SessionClock;
 use leasehold_core::Timestamp;
+use leasehold_proto::EndReason;
 
 use super::Mem;
 use crate::sqlite::slab::{unpack_time, Sid};
@@ -80,6 +81,7 @@ impl Mem {
             expires_at: Timestamp::from_millis(expires_at),
             hard_end: unpack_time(hard_end),
             license_end: unpack_time(license_end),
+            license_end_reason: EndReason::LicenseExpired,
             borrow_until: on_disk.borrow_until,
         };
         if self.ending_of(slot).is_some() {

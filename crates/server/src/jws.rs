@@ -1,0 +1,103 @@
+//! Compact JWS (RFC 7515) with EdDSA (RFC 8037) for the files of dark sites: the server's
+//! identity (its lease signing key, named by its RFC 7638 thumbprint), signing a JSON payload,
+//! and verifying one against a given public key. The header is the one leases carry
+//! (`alg: EdDSA`, `kid`); the payload's own `typ` field says which file it is.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{Signature, VerifyingKey};
+use leasehold_proto::Jwk;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+/// The RFC 7638 thumbprint of an Ed25519 JWK: SHA-256 over its required members in
+/// lexicographic order, base64url.
+pub fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Why a JWS did not verify.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(msg: impl Into<String>) -> Invalid {
+    Invalid(msg.into())
+}
+
+/// The public key of a JWK, when it is an Ed25519 one.
+pub fn key_of(jwk: &Jwk) -> Result<VerifyingKey, Invalid> {
+    if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
+        return Err(invalid("the key is not an Ed25519 (OKP) key"));
+    }
+    key_from_x(&jwk.x)
+}
+
+/// The public key from a JWK's `x` (base64url of its 32 bytes).
+pub fn key_from_x(x: &str) -> Result<VerifyingKey, Invalid> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(x)
+        .map_err(|_| invalid("the key is not base64url"))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| invalid("an Ed25519 key has 32 bytes"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| invalid("not an Ed25519 public key"))
+}
+
+/// The header's `kid` and the decoded payload of a compact JWS, *not verified*: only to pick
+/// the key to verify it with.
+pub fn peek<T: DeserializeOwned>(jws: &str) -> Result<(Option<String>, T), Invalid> {
+    let mut parts = jws.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("not a compact JWS (three base64url parts)"));
+    };
+    let header: serde_json::Value = decode_json(header)?;
+    if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
+        return Err(invalid("the JWS is not signed with EdDSA"));
+    }
+    let kid = header
+        .get("kid")
+        .and_then(|k| k.as_str())
+        .map(str::to_owned);
+    Ok((kid, decode_json(payload)?))
+}
+
+fn decode_json<T: DeserializeOwned>(part: &str) -> Result<T, Invalid> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| invalid("a part of the JWS is not base64url"))?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the JWS's content: {e}")))
+}
+
+/// Verifies a compact JWS with `key` and answers its payload.
+pub fn verify<T: DeserializeOwned>(jws: &str, key: &VerifyingKey) -> Result<T, Invalid> {
+    let (_, payload) = peek::<T>(jws)?;
+    let Some((signing_input, signature)) = jws.rsplit_once('.') else {
+        return Err(invalid("not a compact JWS"));
+    };
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| invalid("the signature is not base64url"))?;
+    let signature =
+        Signature::from_slice(&signature).map_err(|_| invalid("not an Ed25519 signature"))?;
+    key.verify_strict(signing_input.as_bytes(), &signature)
+        .map_err(|_| invalid("the signature does not verify"))?;
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thumbprint_is_rfc_7638s() {
+        // RFC 8037 appendix A.3: the thumbprint of its Ed25519 example key.
+        assert_eq!(
+            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+}
