@@ -21,6 +21,10 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
     "license.full",
     "license.denials",
     "license.expiring",
+    "delegation.created",
+    "delegation.renewed",
+    "delegation.returned",
+    "delegation.reported",
 ];
 
 /// `POST /v1/accounts/{id}/webhooks`.

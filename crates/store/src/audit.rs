@@ -22,6 +22,10 @@ pub const AUDIT_EVENT_KINDS: &[&str] = &[
     "token_issued",
     "license_user_activated",
     "license_user_deactivated",
+    "delegation_created",
+    "delegation_renewed",
+    "delegation_returned",
+    "delegation_reported",
 ];
 
 /// Which audit events to read: every filter that is set must match; `after_seq` is the

@@ -8,11 +8,12 @@
 //! | `ended` | `session.closed` (logout, return, deactivations), `session.revoked` (admin revoke, reclaim of a borrow), `session.expired` (inactivity, lifetime, license end, borrow end); plus `session.returned` for a borrowed seat given back |
 //! | `denied` | `session.denied` |
 //! | `queued` | `session.queued` |
+//! | `delegation_created`, `_renewed`, `_returned`, `_reported` | `delegation.created`, `.renewed`, `.returned`, `.reported` (`data`: `id`, `delegated`, `until` in unix ms, or `report`) |
 //! | `license_created`, `license_updated`, `sessions_revoked`, `device_activated`, `device_deactivated` | `license.changed` (`data.change` names which) |
 //!
 //! `license.threshold`, `license.full`, `license.denials` and `license.expiring` are raised by
-//! the dispatcher from the seat counts (`super::alerts`). Delegation events do not exist yet
-//! (delegation, issue 14, is not built).
+//! the dispatcher from the seat counts (`super::alerts`). A delegation reaching its end is not
+//! an event (time decides it, like a license's end: `license.expiring` warns ahead).
 //!
 //! The body: `{"id", "type", "created_at", "account_id", "license_id", "data"}`; `id` is the
 //! same on every delivery of the event (retries, redeliveries): receivers deduplicate on it.
@@ -136,6 +137,25 @@ pub fn from_audit(entry: &AuditEntry) -> Vec<WebhookEvent> {
             types.push(("session.denied", data));
         }
         "queued" => types.push(("session.queued", session)),
+        "delegation_created"
+        | "delegation_renewed"
+        | "delegation_returned"
+        | "delegation_reported" => {
+            let mut data = json!({});
+            for (key, value) in words.iter().filter_map(|w| w.split_once('=')) {
+                data[key] = match value.parse::<i64>() {
+                    Ok(n) if key != "id" => json!(n),
+                    _ => json!(value),
+                };
+            }
+            let kind = match e.event.as_str() {
+                "delegation_created" => "delegation.created",
+                "delegation_renewed" => "delegation.renewed",
+                "delegation_returned" => "delegation.returned",
+                _ => "delegation.reported",
+            };
+            types.push((kind, data));
+        }
         "license_created" | "license_updated" | "sessions_revoked" | "device_activated"
         | "device_deactivated" => {
             types.push((
@@ -214,6 +234,34 @@ mod tests {
         );
         assert_eq!(types(&entry("queued", "")), ["session.queued"]);
         assert_eq!(types(&entry("license_updated", "")), ["license.changed"]);
+        assert_eq!(
+            types(&entry("ended", "delegation_expired")),
+            ["session.expired"]
+        );
+        assert_eq!(
+            types(&entry("ended", "delegation_returned")),
+            ["session.revoked"]
+        );
+        let created = &from_audit(&entry(
+            "delegation_created",
+            "id=dlg_1 delegated=5 until=1800000000000",
+        ))[0];
+        assert_eq!(created.event_type, "delegation.created");
+        assert_eq!(
+            created.data,
+            json!({"id": "dlg_1", "delegated": 5, "until": 1_800_000_000_000_i64})
+        );
+        assert_eq!(
+            types(&entry(
+                "delegation_returned",
+                "id=dlg_1 delegated=5 until=1"
+            )),
+            ["delegation.returned"]
+        );
+        assert_eq!(
+            types(&entry("delegation_reported", "id=dlg_1 report=3")),
+            ["delegation.reported"]
+        );
         assert!(types(&entry("something_else", "")).is_empty());
     }
 

@@ -281,6 +281,34 @@ async fn the_whole_round_trip_goes_through_files() {
         )
         .await;
     assert_eq!(renew.code(), "delegation_returned");
+    // The cloud's audit log has each change of the delegation once (the receipt imported twice
+    // counts once), and so do webhooks (`delegation.*`).
+    let log = s
+        .cloud
+        .get(
+            &format!(
+                "/v1/audit?license_id={}&event=delegation_created,delegation_returned",
+                s.lic.license_id
+            ),
+            &s.lic.admin,
+        )
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{:?}", log.body);
+    let kinds: Vec<(&str, &str)> = log.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert_eq!(kinds[0].0, "delegation_created");
+    assert!(
+        kinds[0]
+            .1
+            .starts_with(&format!("id={local_lic} delegated=3 ")),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[1].0, "delegation_returned");
 }
 
 /// Flips one character of the JWS's payload.

@@ -63,6 +63,10 @@ pub enum EventKind {
     TokenIssued,
     LicenseUserActivated,
     LicenseUserDeactivated,
+    DelegationCreated,
+    DelegationRenewed,
+    DelegationReturned,
+    DelegationReported,
 }
 
 /// How the page is written.

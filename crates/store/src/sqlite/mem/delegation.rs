@@ -6,7 +6,7 @@ use leasehold_core::delegation::InUse;
 use leasehold_core::Timestamp;
 
 use super::Mem;
-use crate::admission::SeatCounts;
+use crate::admission::{self, SeatCounts};
 use crate::delegation::DelegationChange;
 use crate::records::License;
 use crate::sqlite::writer::Ack;
@@ -49,7 +49,8 @@ impl Mem {
             return Ok((license, None));
         };
         license.terms = terms;
-        let ack = self.replace_license(license.clone(), now)?;
+        let event = admission::delegation_changed(&license, change, now);
+        let ack = self.replace_license_noting(license.clone(), now, Some(event))?;
         Ok((license, Some(ack)))
     }
 }

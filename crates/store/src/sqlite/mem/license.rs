@@ -161,6 +161,17 @@ impl Mem {
         license: License,
         now: Timestamp,
     ) -> StoreResult<Ack> {
+        self.replace_license_noting(license, now, None)
+    }
+
+    /// `replace_license`, with one more audit event in the same write (what changed the terms:
+    /// a delegation's change).
+    pub(in crate::sqlite) fn replace_license_noting(
+        &mut self,
+        license: License,
+        now: Timestamp,
+        note: Option<AuditEvent>,
+    ) -> StoreResult<Ack> {
         let Some(li) = self.license_at(&license.id) else {
             return Err(StoreError::NotFound("license"));
         };
@@ -174,6 +185,9 @@ impl Mem {
         ops.push(WriteOp::Audit(Box::new(admission::license_updated(
             &license, now,
         ))));
+        if let Some(event) = note {
+            ops.push(WriteOp::Audit(Box::new(event)));
+        }
         ops.push(WriteOp::License(Box::new(license)));
         // The new end, if it is already past.
         if let Some(op) = self.end_at_license_end(li, now)? {
