@@ -129,11 +129,20 @@ pub struct InUse {
     pub live: u32,
     /// Reserved users holding at least one live session.
     pub reserved_holders: u32,
+    /// `registered_users`: the users active on the license; `node_locked`: the activated
+    /// devices (their slots are what those models delegate).
+    pub activations: u32,
 }
 
 /// Seats that may leave the license at `now` without taking a slot from anyone: the shared
-/// pool's free slots (a reserved user's slot is never delegated while the user may claim it).
+/// pool's free slots (a reserved user's slot is never delegated while the user may claim it);
+/// on `registered_users` and `node_locked` licenses, the active-user slots or device
+/// activations not taken.
 pub fn free_seats(terms: &LicenseTerms, in_use: InUse, now: Timestamp) -> u32 {
+    if terms.model != leasehold_proto::LicenseModel::ConcurrentSessions {
+        // Active-user slots or device activations: those not taken may leave.
+        return terms.capacity(now).saturating_sub(in_use.activations);
+    }
     let reserved = u32::try_from(terms.reserved.len()).unwrap_or(u32::MAX);
     let shared_in_use = in_use.live.saturating_sub(in_use.reserved_holders);
     terms
@@ -179,12 +188,6 @@ fn check_seats(terms: &LicenseTerms, seats: i64) -> RuleResult<u32> {
         return Err(RuleError::Invalid(format!(
             "seats must be between 1 and the license's {} seats, got {seats}",
             terms.seats
-        )));
-    }
-    if terms.model != leasehold_proto::LicenseModel::ConcurrentSessions {
-        return Err(RuleError::Invalid(format!(
-            "only concurrent_sessions licenses delegate seats, not {}",
-            terms.model.as_str()
         )));
     }
     let seats = seats as u32;
@@ -462,10 +465,45 @@ mod tests {
         let busy = InUse {
             live: 7,
             reserved_holders: 0,
+            activations: 0,
         };
         let err = delegate(&t, delegated("d1", 4, end), busy, T0).unwrap_err();
         assert_eq!(err, RuleError::NotEnoughFreeSeats { free: 3, asked: 4 });
         assert!(delegate(&t, delegated("d1", 3, end), busy, T0).is_ok());
+    }
+
+    #[test]
+    fn registered_users_and_node_locked_licenses_delegate_their_free_slots() {
+        use leasehold_proto::LicenseModel;
+        let end = T0.plus_secs(3600);
+        for model in [LicenseModel::RegisteredUsers, LicenseModel::NodeLocked] {
+            let mut t = terms(5, &[]);
+            t.model = model;
+            // 3 of 5 slots taken (active users / activated devices): 2 may leave.
+            let taken = InUse {
+                activations: 3,
+                ..InUse::default()
+            };
+            assert_eq!(free_seats(&t, taken, T0), 2);
+            assert!(delegate(&t, delegated("d1", 3, end), taken, T0).is_err());
+            let t = delegate(&t, delegated("d1", 2, end), taken, T0).unwrap();
+            // While away the license has 3 slots; at the delegation's end, 5 again.
+            assert_eq!(t.capacity(T0), 3);
+            assert_eq!(t.capacity(end), 5);
+            let (activate, exhausted): (fn(&LicenseTerms, u32, Timestamp) -> bool, _) = match model
+            {
+                LicenseModel::RegisteredUsers => (
+                    |t, n, now| crate::seats::decide_user_activation(t, n, false, now).is_ok(),
+                    "users",
+                ),
+                _ => (
+                    |t, n, now| crate::seats::decide_device_activation(t, n, false, now).is_ok(),
+                    "devices",
+                ),
+            };
+            assert!(!activate(&t, 3, T0), "{exhausted}: the 4th slot is away");
+            assert!(activate(&t, 3, end), "{exhausted}: back at the end");
+        }
     }
 
     #[test]
@@ -476,6 +514,7 @@ mod tests {
         let in_use = InUse {
             live: 2,
             reserved_holders: 1,
+            activations: 0,
         };
         assert_eq!(free_seats(&t, in_use, T0), 2);
         assert!(delegate(&t, delegated("d1", 3, end), in_use, T0).is_err());
@@ -505,6 +544,7 @@ mod tests {
         let in_use = InUse {
             live: 4,
             reserved_holders: 0,
+            activations: 0,
         };
         // 2 seats free in the cloud: 4 -> 6 fits, 4 -> 7 does not.
         assert!(matches!(

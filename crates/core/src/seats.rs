@@ -119,7 +119,7 @@ pub fn decide_open(
         }
         LicenseModel::RegisteredUsers => {
             // Sessions never outnumber the active users (nor the seats, after a downgrade).
-            if view.live_sessions < view.active_users.min(terms.seats) {
+            if view.live_sessions < view.active_users.min(capacity) {
                 OpenDecision::GrantShared { overdraft: false }
             } else {
                 no_seat()
@@ -150,6 +150,7 @@ pub fn decide_user_activation(
     terms: &LicenseTerms,
     active_users: u32,
     already_active: bool,
+    now: Timestamp,
 ) -> Result<(), RuleError> {
     if terms.model != LicenseModel::RegisteredUsers {
         return Err(RuleError::Invalid(format!(
@@ -157,10 +158,12 @@ pub fn decide_user_activation(
             terms.model.as_str()
         )));
     }
-    if already_active || active_users < terms.seats {
+    // Slots delegated to a local server are not this license's while they are away.
+    let max = terms.capacity(now);
+    if already_active || active_users < max {
         Ok(())
     } else {
-        Err(RuleError::ActiveUsersExhausted { max: terms.seats })
+        Err(RuleError::ActiveUsersExhausted { max })
     }
 }
 
@@ -169,6 +172,7 @@ pub fn decide_device_activation(
     terms: &LicenseTerms,
     activated: u32,
     already_activated: bool,
+    now: Timestamp,
 ) -> Result<(), RuleError> {
     if terms.model != LicenseModel::NodeLocked {
         return Err(RuleError::Invalid(format!(
@@ -176,10 +180,11 @@ pub fn decide_device_activation(
             terms.model.as_str()
         )));
     }
-    if already_activated || activated < terms.seats {
+    let max = terms.capacity(now);
+    if already_activated || activated < max {
         Ok(())
     } else {
-        Err(RuleError::ActivationsExhausted { max: terms.seats })
+        Err(RuleError::ActivationsExhausted { max })
     }
 }
 
@@ -405,17 +410,17 @@ mod model_tests {
     #[test]
     fn activating_users_beyond_the_seats_is_refused() {
         let t = terms(LicenseModel::RegisteredUsers, 2, |_| {});
-        assert!(decide_user_activation(&t, 0, false).is_ok());
-        assert!(decide_user_activation(&t, 1, false).is_ok());
+        assert!(decide_user_activation(&t, 0, false, T0).is_ok());
+        assert!(decide_user_activation(&t, 1, false, T0).is_ok());
         assert_eq!(
-            decide_user_activation(&t, 2, false),
+            decide_user_activation(&t, 2, false, T0),
             Err(RuleError::ActiveUsersExhausted { max: 2 })
         );
         // Re-activating an active user is idempotent.
-        assert!(decide_user_activation(&t, 2, true).is_ok());
+        assert!(decide_user_activation(&t, 2, true, T0).is_ok());
         let floating = terms(LicenseModel::ConcurrentSessions, 2, |_| {});
         assert!(matches!(
-            decide_user_activation(&floating, 0, false),
+            decide_user_activation(&floating, 0, false, T0),
             Err(RuleError::Invalid(_))
         ));
     }
@@ -432,12 +437,12 @@ mod model_tests {
             ..view(50, 10)
         };
         assert!(decide_open(&t, &user("ann"), on_device, T0).is_grant());
-        assert!(decide_device_activation(&t, 1, false).is_ok());
+        assert!(decide_device_activation(&t, 1, false, T0).is_ok());
         assert_eq!(
-            decide_device_activation(&t, 2, false),
+            decide_device_activation(&t, 2, false, T0),
             Err(RuleError::ActivationsExhausted { max: 2 })
         );
-        assert!(decide_device_activation(&t, 2, true).is_ok());
+        assert!(decide_device_activation(&t, 2, true, T0).is_ok());
     }
 
     #[test]

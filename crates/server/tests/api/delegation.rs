@@ -511,7 +511,7 @@ async fn a_server_without_a_vendor_key_and_a_first_import_without_an_account_are
             .await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{tail}: {:?}", a.body);
     }
-    // A delegation cannot outlive its license, and only concurrent_sessions licenses delegate.
+    // A delegation cannot outlive its license.
     let ending = s
         .cloud
         .create_license(
@@ -533,28 +533,6 @@ async fn a_server_without_a_vendor_key_and_a_first_import_without_an_account_are
         StatusCode::UNPROCESSABLE_ENTITY,
         "{:?}",
         long.body
-    );
-    let registered = s
-        .cloud
-        .create_license(
-            &s.lic.admin,
-            json!({"account_id": s.lic.account_id, "product": "cad", "seats": 5,
-                   "model": "registered_users"}),
-        )
-        .await;
-    let other_model = s
-        .cloud
-        .post(
-            &format!("/v1/licenses/{registered}/delegations"),
-            &s.lic.admin,
-            json!({"request": req["request"], "seats": 1, "expires_at": at(3600)}),
-        )
-        .await;
-    assert_eq!(
-        other_model.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{:?}",
-        other_model.body
     );
     // A renewal that changes nothing is refused.
     let did = d.body["delegation_id"].as_str().unwrap();
@@ -1141,4 +1119,95 @@ async fn the_online_mode_fetches_renewals_and_pushes_reports_and_files_still_cou
         .await;
     assert_eq!(offline.status, StatusCode::OK);
     assert!(offline.body["sequence"].as_u64().unwrap() > file_sequence);
+}
+
+/// Takes slot `n` of a `registered_users` (a user activated) or `node_locked` (a device
+/// activated) license on the cloud.
+async fn take_slot(s: &Sites, model: &str, lic: &str, n: u32) -> Answer {
+    if model == "registered_users" {
+        s.cloud
+            .call(
+                Method::PUT,
+                &format!("/v1/accounts/{}/users/u{n}", s.lic.account_id),
+                Some(&s.lic.admin),
+                Some(json!({"kind": "interactive"})),
+            )
+            .await;
+        s.cloud
+            .call(
+                Method::PUT,
+                &format!("/v1/licenses/{lic}/users/u{n}"),
+                Some(&s.lic.admin),
+                Some(json!({"active": true})),
+            )
+            .await
+    } else {
+        s.cloud
+            .post(
+                &format!("/v1/licenses/{lic}/devices"),
+                &s.lic.admin,
+                json!({"fingerprint": format!("fp-{n}")}),
+            )
+            .await
+    }
+}
+
+#[tokio::test]
+async fn registered_users_and_node_locked_licenses_delegate_their_free_slots() {
+    let s = sites().await;
+    let req = request(&s.local).await;
+    for (round, model) in ["registered_users", "node_locked"].into_iter().enumerate() {
+        // Arrange: 5 slots, 3 taken on the cloud (active users / activated devices).
+        let start = 3600 * round as i64;
+        let lic = s
+            .cloud
+            .create_license(
+                &s.lic.admin,
+                json!({"account_id": s.lic.account_id, "product": "cad", "seats": 5,
+                       "model": model}),
+            )
+            .await;
+        for n in 0..3 {
+            let a = take_slot(&s, model, &lic, n).await;
+            assert!(a.status.is_success(), "{model}: {:?}", a.body);
+        }
+        let path = format!("/v1/licenses/{lic}/delegations");
+        let ask = |seats: u32| json!({"request": req["request"], "seats": seats, "expires_at": at(start + 3600)});
+
+        // Act / Assert: 3 do not fit in the 2 free slots; 2 do, and the cloud is full.
+        let too_many = s.cloud.post(&path, &s.lic.admin, ask(3)).await;
+        assert_eq!(
+            too_many.code(),
+            "not_enough_free_seats",
+            "{model}: {:?}",
+            too_many.body
+        );
+        let d = s.cloud.post(&path, &s.lic.admin, ask(2)).await;
+        assert_eq!(d.status, StatusCode::CREATED, "{model}: {:?}", d.body);
+        let full = take_slot(&s, model, &lic, 3).await;
+        let code = if model == "registered_users" {
+            "active_users_exhausted"
+        } else {
+            "activations_exhausted"
+        };
+        assert_eq!(full.code(), code, "{model}: {:?}", full.body);
+        // The local server gets a license of the same model with the 2 slots.
+        let imp = s.import(&d.body).await;
+        assert_eq!(imp.status, StatusCode::CREATED, "{model}: {:?}", imp.body);
+        let local_lic = d.body["delegation_id"].as_str().unwrap();
+        let l = s
+            .local
+            .get(&format!("/v1/licenses/{local_lic}"), &s.local_admin)
+            .await;
+        assert_eq!(l.status, StatusCode::OK, "{model}: {:?}", l.body);
+        assert_eq!(
+            (l.body["model"].as_str(), l.body["seats"].as_u64()),
+            (Some(model), Some(2))
+        );
+        // At the delegation's end the cloud has its 5 slots again, by itself.
+        s.cloud.advance(3600).await;
+        s.local.advance(3600).await;
+        let back = take_slot(&s, model, &lic, 3).await;
+        assert!(back.status.is_success(), "{model}: {:?}", back.body);
+    }
 }

@@ -5,6 +5,7 @@
 
 use leasehold_core::delegation::InUse;
 use leasehold_core::Timestamp;
+use leasehold_proto::LicenseModel;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
@@ -90,12 +91,35 @@ pub(super) async fn change_delegations(
         let n: i64 = counts.try_get(i).map_err(db_error)?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     };
+    // registered_users / node_locked: the slots taken (the license row's lock above keeps
+    // activations out meanwhile: they take it too).
+    let activations_sql = match license.model {
+        LicenseModel::RegisteredUsers => {
+            Some("SELECT count(*) FROM license_users WHERE license_id = $1 AND active")
+        }
+        LicenseModel::NodeLocked => {
+            Some("SELECT count(*) FROM license_devices WHERE license_id = $1")
+        }
+        LicenseModel::ConcurrentSessions => None,
+    };
+    let activations = match activations_sql {
+        Some(sql) => {
+            let n: i64 = sqlx::query_scalar(sql)
+                .bind(license_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }
+        None => 0,
+    };
     let in_use = if ended {
         InUse::default()
     } else {
         InUse {
             live: count(0)?,
             reserved_holders: count(1)?,
+            activations,
         }
     };
     let Some(terms) = change.apply(&license.terms, in_use, now)? else {

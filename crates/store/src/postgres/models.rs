@@ -69,9 +69,14 @@ pub(super) async fn set_license_user(
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
-        decide_user_activation(&terms, u32::try_from(count).unwrap_or(u32::MAX), was_active)?;
+        decide_user_activation(
+            &terms,
+            u32::try_from(count).unwrap_or(u32::MAX),
+            was_active,
+            now,
+        )?;
     } else {
-        decide_user_activation(&terms, 0, true)?;
+        decide_user_activation(&terms, 0, true, now)?;
     }
     sqlx::query(
         "INSERT INTO license_users (license_id, username, active, updated_at)
@@ -168,6 +173,7 @@ pub(super) async fn activate_device(
         &terms,
         u32::try_from(count).unwrap_or(u32::MAX),
         existing.is_some(),
+        now,
     )?;
     if let Some(row) = existing {
         let device = DeviceActivation {

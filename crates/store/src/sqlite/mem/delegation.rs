@@ -4,6 +4,7 @@
 
 use leasehold_core::delegation::InUse;
 use leasehold_core::Timestamp;
+use leasehold_proto::LicenseModel;
 
 use super::Mem;
 use crate::admission::{self, SeatCounts};
@@ -40,9 +41,15 @@ impl Mem {
             .iter()
             .filter(|u| seats.user_live_sessions(u.as_str()) > 0)
             .count();
+        let activations = match terms.model {
+            LicenseModel::RegisteredUsers => lic.active_users,
+            LicenseModel::NodeLocked => u32::try_from(lic.devices.len()).unwrap_or(u32::MAX),
+            LicenseModel::ConcurrentSessions => 0,
+        };
         let in_use = InUse {
             live: seats.live_sessions(),
             reserved_holders: u32::try_from(reserved_holders).unwrap_or(u32::MAX),
+            activations,
         };
         let mut license = lic.license.clone();
         let Some(terms) = change.apply(&license.terms, in_use, now)? else {

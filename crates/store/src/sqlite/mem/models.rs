@@ -32,9 +32,9 @@ impl Mem {
         let previous = lic.users.get(username).cloned();
         let was_active = previous.as_ref().is_some_and(|u| u.active);
         if active {
-            decide_user_activation(&lic.license.terms, lic.active_users, was_active)?;
+            decide_user_activation(&lic.license.terms, lic.active_users, was_active, now)?;
         } else if lic.license.terms.model != LicenseModel::RegisteredUsers {
-            decide_user_activation(&lic.license.terms, 0, true)?;
+            decide_user_activation(&lic.license.terms, 0, true, now)?;
         }
         let user = LicenseUser {
             license_id: license_id.to_owned(),
@@ -91,6 +91,7 @@ impl Mem {
             &lic.license.terms,
             lic.devices.len() as u32,
             existing.is_some(),
+            now,
         )?;
         if let Some(device) = existing {
             return Ok((device, None));
