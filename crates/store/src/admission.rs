@@ -325,38 +325,6 @@ pub fn license_updated(license: &License, at: Timestamp) -> AuditEvent {
     }
 }
 
-/// The event of a change of the license's delegations (dark sites), written with the change:
-/// `delegation_created`, `delegation_renewed`, `delegation_returned` or `delegation_reported`;
-/// its detail names the delegation (`id=…`) and, but for a report, the seats it holds after the
-/// change (`delegated=K`) and its end (`until=<unix ms>`).
-pub fn delegation_changed(
-    license: &License,
-    change: &crate::DelegationChange,
-    at: Timestamp,
-) -> AuditEvent {
-    use crate::DelegationChange as C;
-    let (event, id) = match change {
-        C::Create(d) => ("delegation_created", d.id.as_str()),
-        C::Renew { id, .. } => ("delegation_renewed", id.as_str()),
-        C::Return { id } => ("delegation_returned", id.as_str()),
-        C::Report { id, .. } => ("delegation_reported", id.as_str()),
-    };
-    let held = license.terms.delegations.iter().find(|d| d.id == id);
-    let detail = match (change, held) {
-        (C::Report { report, .. }, _) => format!("id={id} report={}", report.sequence),
-        (_, Some(d)) => format!(
-            "id={id} delegated={} until={}",
-            d.seats,
-            d.expires_at.millis()
-        ),
-        (_, None) => format!("id={id}"),
-    };
-    AuditEvent {
-        detail: Some(detail),
-        ..license_event(license, at, event)
-    }
-}
-
 /// The `sessions_revoked` event of a revoke of every live session of the license; its detail
 /// is how many (each also gets its own `ended` event as its end lands).
 pub fn sessions_revoked(license: &License, count: u32, at: Timestamp) -> AuditEvent {
@@ -366,7 +334,7 @@ pub fn sessions_revoked(license: &License, count: u32, at: Timestamp) -> AuditEv
     }
 }
 
-fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
+pub(crate) fn license_event(license: &License, at: Timestamp, event: &str) -> AuditEvent {
     AuditEvent {
         at,
         account_id: license.account_id.clone(),

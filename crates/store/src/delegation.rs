@@ -6,6 +6,9 @@
 use leasehold_core::delegation::{self, Delegated, InUse, ReportSummary};
 use leasehold_core::{LicenseTerms, RuleResult, Timestamp};
 
+use crate::admission;
+use crate::records::{AuditEvent, License};
+
 /// One change of a license's delegations.
 #[derive(Debug, Clone)]
 pub enum DelegationChange {
@@ -45,5 +48,33 @@ impl DelegationChange {
                 delegation::record_report(terms, id, *report)
             }
         }
+    }
+}
+
+/// The event of a change of the license's delegations (dark sites), written with the change:
+/// `delegation_created`, `delegation_renewed`, `delegation_returned` or `delegation_reported`;
+/// its detail names the delegation (`id=…`) and, but for a report, the seats it holds after the
+/// change (`delegated=K`) and its end (`until=<unix ms>`).
+pub fn audit_event(license: &License, change: &DelegationChange, at: Timestamp) -> AuditEvent {
+    use DelegationChange as C;
+    let (event, id) = match change {
+        C::Create(d) => ("delegation_created", d.id.as_str()),
+        C::Renew { id, .. } => ("delegation_renewed", id.as_str()),
+        C::Return { id } => ("delegation_returned", id.as_str()),
+        C::Report { id, .. } => ("delegation_reported", id.as_str()),
+    };
+    let held = license.terms.delegations.iter().find(|d| d.id == id);
+    let detail = match (change, held) {
+        (C::Report { report, .. }, _) => format!("id={id} report={}", report.sequence),
+        (_, Some(d)) => format!(
+            "id={id} delegated={} until={}",
+            d.seats,
+            d.expires_at.millis()
+        ),
+        (_, None) => format!("id={id}"),
+    };
+    AuditEvent {
+        detail: Some(detail),
+        ..admission::license_event(license, at, event)
     }
 }

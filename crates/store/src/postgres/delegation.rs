@@ -12,7 +12,6 @@ use sqlx::Row;
 use super::errors::db_error;
 use super::licenses::update_locked;
 use super::rows::{insert_audit, AuditRows, LicenseRow, LICENSE_COLS};
-use crate::admission;
 use crate::codec::parse_terms;
 use crate::delegation::DelegationChange;
 use crate::records::License;
@@ -127,7 +126,7 @@ pub(super) async fn change_delegations(
     };
     license.terms = terms;
     update_locked(&mut tx, &license, ends_at, now).await?;
-    let event = admission::delegation_changed(&license, change, now);
+    let event = crate::delegation::audit_event(&license, change, now);
     insert_audit(&mut tx, AuditRows::of(event))
         .await
         .map_err(db_error)?;

@@ -7,7 +7,7 @@ use leasehold_core::Timestamp;
 use leasehold_proto::LicenseModel;
 
 use super::Mem;
-use crate::admission::{self, SeatCounts};
+use crate::admission::SeatCounts;
 use crate::delegation::DelegationChange;
 use crate::records::License;
 use crate::sqlite::writer::Ack;
@@ -56,7 +56,7 @@ impl Mem {
             return Ok((license, None));
         };
         license.terms = terms;
-        let event = admission::delegation_changed(&license, change, now);
+        let event = crate::delegation::audit_event(&license, change, now);
         let ack = self.replace_license_noting(license.clone(), now, Some(event))?;
         Ok((license, Some(ack)))
     }
