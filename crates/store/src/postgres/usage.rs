@@ -3,10 +3,13 @@
 //! `usage::fold`) after the stored watermark up to the audit log's horizon (`audit::horizon`: no event can still commit
 //! below it, so none is skipped however nodes interleave), and writing rows, states and the
 //! watermark with multi-row statements. A node whose folder is not at the stored watermark
-//! (another node folded meanwhile) reloads the states it needs from the rows.
+//! (another node folded meanwhile) reloads the states it needs from the rows; so a node that sees
+//! another one fold leaves the background fold to it for a while (`LEAVE_TO_OTHER`), and one node
+//! ends up folding, reading each event once (`usage::ReadAhead`).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicI64;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
@@ -26,9 +29,25 @@ use crate::StoreResult;
 /// Key of the advisory lock of the usage fold ("usage" in ASCII).
 const FOLD_LOCK: i64 = 0x0075_7361_6765;
 
-/// This node's folder (`None`: rebuilt at the next chunk).
+/// How long a node leaves the background fold to the node that folded last. The nodes' ticks
+/// are not aligned, so without it every node would fold in turn, each reloading the states and
+/// re-reading the events another node had just folded.
+const LEAVE_TO_OTHER: Duration = Duration::from_secs(3);
+
+/// This node's fold.
 #[derive(Default)]
-pub(super) struct PgRollup(Mutex<Option<Folder>>);
+pub(super) struct PgRollup(Mutex<FoldNode>);
+
+/// This node's part in the fold.
+#[derive(Default)]
+struct FoldNode {
+    /// `None`: rebuilt at the next chunk.
+    folder: Option<Folder>,
+    /// The stored watermark as this node last saw or wrote it.
+    seen: Option<i64>,
+    /// Another node moved the watermark: this one leaves the background fold to it till then.
+    left_until: Option<Instant>,
+}
 
 impl PgRollup {
     /// Folds what has settled. `wait`: wait for the node folding now (a query); otherwise a
@@ -39,8 +58,11 @@ impl PgRollup {
         known: &AtomicI64,
         wait: bool,
     ) -> StoreResult<usize> {
-        let mut folder = self.0.lock().await;
-        catch_up(pool, known, &mut folder, wait).await
+        let mut node = self.0.lock().await;
+        if !wait && node.left_until.is_some_and(|t| Instant::now() < t) {
+            return Ok(0);
+        }
+        catch_up(pool, known, &mut node, wait).await
     }
 
     /// Folds what has settled, then reads the series with the rest folded in memory, in one
@@ -51,8 +73,8 @@ impl PgRollup {
         known: &AtomicI64,
         q: &SeriesQuery,
     ) -> StoreResult<UsageSeries> {
-        let mut folder = self.0.lock().await;
-        catch_up(pool, known, &mut folder, true).await?;
+        let mut node = self.0.lock().await;
+        catch_up(pool, known, &mut node, true).await?;
         let below = horizon(pool, known).await?;
         let mut tx = pool.begin().await.map_err(db_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -60,8 +82,10 @@ impl PgRollup {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let f = current(&mut tx, &mut folder).await?;
-        let tail = read_events(&mut tx, f.watermark, below, TAIL_MAX).await?;
+        let f = current(&mut tx, &mut node.folder).await?;
+        let (after, _) = f.ahead.next_read(f.watermark);
+        let mut tail = f.ahead.tail().to_vec();
+        tail.extend(read_events(&mut tx, after, below, TAIL_MAX).await?);
         let mut rows = read_rows(&mut tx, q).await?;
         if !tail.is_empty() {
             let mut fork = f.fork(&subjects(&tail));
@@ -87,17 +111,17 @@ const TAIL_MAX: usize = 1_000_000;
 async fn catch_up(
     pool: &PgPool,
     known: &AtomicI64,
-    folder: &mut Option<Folder>,
+    node: &mut FoldNode,
     wait: bool,
 ) -> StoreResult<usize> {
     let mut total = 0;
     loop {
-        match chunk(pool, known, folder, wait).await {
+        match chunk(pool, known, node, wait).await {
             Ok(Some(n)) if n >= CHUNK => total += n,
             Ok(Some(n)) => return Ok(total + n),
             Ok(None) => return Ok(total),
             Err(e) => {
-                *folder = None;
+                node.folder = None;
                 return Err(e);
             }
         }
@@ -178,11 +202,12 @@ async fn current_seats(
     Ok(seats)
 }
 
-/// One chunk in one transaction; `None` when another node holds the lock (and `wait` is off).
+/// One chunk in one transaction; `None` when another node holds the lock or folded since this
+/// one last looked (and `wait` is off: the background fold).
 async fn chunk(
     pool: &PgPool,
     known: &AtomicI64,
-    folder: &mut Option<Folder>,
+    node: &mut FoldNode,
     wait: bool,
 ) -> StoreResult<Option<usize>> {
     let below = horizon(pool, known).await?;
@@ -202,20 +227,36 @@ async fn chunk(
         if !got {
             return Ok(None);
         }
+        let stored: i64 = sqlx::query_scalar(sql::WATERMARK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if node.seen.is_some_and(|seen| seen != stored) {
+            node.seen = Some(stored);
+            node.left_until = Some(Instant::now() + LEAVE_TO_OTHER);
+            return Ok(None);
+        }
     }
+    let folder = &mut node.folder;
     let f = current(&mut tx, folder).await?;
-    let read = read_events(&mut tx, f.watermark, below, CHUNK).await?;
+    node.seen = Some(f.watermark);
+    let (after, room) = f.ahead.next_read(f.watermark);
+    let read = match room {
+        0 => Vec::new(),
+        _ => read_events(&mut tx, after, below, room).await?,
+    };
+    let read = f.ahead.chunk(read, room, below);
     let latest: Option<i64> = sqlx::query_scalar(sql::LATEST_AT)
         .bind(below)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-    let Some(events) = read
-        .get(..settled(&read, latest.unwrap_or(i64::MIN)))
-        .filter(|e| !e.is_empty())
-    else {
+    let take = settled(&read, latest.unwrap_or(i64::MIN));
+    let (events, rest) = read.split_at(take.min(read.len()));
+    f.ahead.keep(rest.to_vec());
+    if events.is_empty() {
         return Ok(Some(0));
-    };
+    }
     for subject in f.missing(events) {
         if let Some(state) = load_subject(&mut tx, &subject).await? {
             f.insert(state);
@@ -233,6 +274,7 @@ async fn chunk(
         return Err(e);
     }
     tx.commit().await.map_err(db_error)?;
+    node.seen = Some(writes.watermark);
     Ok(Some(events.len()))
 }
 

@@ -57,7 +57,9 @@ impl Rollup {
                 folder.insert(Folder::resume(watermark, pending(conn)?))
             }
         };
-        let tail = read_events(conn, f.watermark, TAIL_MAX)?;
+        let (after, _) = f.ahead.next_read(f.watermark);
+        let mut tail = f.ahead.tail().to_vec();
+        tail.extend(read_events(conn, after, TAIL_MAX)?);
         let mut rows = read_rows(conn, q)?;
         if !tail.is_empty() {
             let mut fork = f.fork(&subjects(&tail));
@@ -101,15 +103,24 @@ fn chunk(conn: &mut Connection, folder: &mut Option<Folder>) -> StoreResult<usiz
         Some(f) if f.watermark == watermark => f,
         _ => folder.insert(Folder::resume(watermark, pending(conn)?)),
     };
-    let read = read_events(conn, watermark, CHUNK)?;
+    let (after, room) = f.ahead.next_read(watermark);
+    let read = match room {
+        0 => Vec::new(),
+        _ => read_events(conn, after, room)?,
+    };
+    // The writer commits events in `seq` order: what was not read is not written yet.
+    let read = f.ahead.chunk(read, room, after);
     let latest: i64 = conn
         .prepare_cached(sql::LATEST_AT)?
         .query_row(params![i64::MAX], |r| r.get(0))
         .optional()?
         .unwrap_or(i64::MIN);
-    let Some(events) = read.get(..settled(&read, latest)).filter(|e| !e.is_empty()) else {
+    let take = settled(&read, latest);
+    let (events, rest) = read.split_at(take.min(read.len()));
+    f.ahead.keep(rest.to_vec());
+    if events.is_empty() {
         return Ok(0);
-    };
+    }
     for subject in f.missing(events) {
         if let Some(state) = load_subject(conn, &subject)? {
             f.insert(state);

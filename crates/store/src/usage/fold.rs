@@ -347,6 +347,8 @@ pub struct Folder {
     pending: HashMap<String, i64>,
     touched: BTreeSet<String>,
     writes: Writes,
+    /// What the last chunk read and could not fold yet (dropped with the folder).
+    pub ahead: super::ReadAhead,
 }
 
 impl Folder {

@@ -8,11 +8,13 @@
 //! *grain* (minute, hour, day). A month is a run of days.
 
 pub mod fold;
+pub mod readahead;
 pub mod series;
 pub mod sql;
 pub mod tail;
 
 pub use fold::{in_time_order, settled, Acc, Folder, SubjectState, UsageEvent, Writes, SETTLE_MS};
+pub use readahead::ReadAhead;
 pub use series::{
     build_series, Bucket, FullStats, HeatCell, HistBin, SeriesInput, UsageBucket, UsageSeries,
 };
