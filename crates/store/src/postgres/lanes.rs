@@ -83,6 +83,10 @@ pub(super) trait Lane: Send + 'static {
         false
     }
 
+    /// The lane has nothing to do and is about to wait for a request (e.g. to give back a
+    /// connection it keeps while busy).
+    fn idle(&mut self) {}
+
     /// One batch of the requests received, taken out of `received` (and of what the previous
     /// batch left over).
     fn gather(&mut self, received: &mut Vec<Self::Job>) -> Self::Batch;
@@ -122,8 +126,13 @@ async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
                     Err(_) => break,
                 }
             }
-        } else if rx.recv_many(&mut received, MAX_BATCH).await == 0 {
-            break;
+        } else {
+            if rx.is_empty() {
+                lane.idle();
+            }
+            if rx.recv_many(&mut received, MAX_BATCH).await == 0 {
+                break;
+            }
         }
         let before = received.len();
         let batch = lane.gather(&mut received);

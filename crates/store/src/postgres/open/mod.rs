@@ -24,7 +24,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use leasehold_core::Timestamp;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
+use sqlx::{Acquire, Postgres, Transaction};
 
 use super::errors::clone_error;
 use super::lanes::{answer_each, Job, Lane};
@@ -64,6 +66,9 @@ impl From<OpenJob> for LaneJob {
 /// one, which then starts without waiting for a request.
 pub(super) struct OpenLane {
     pool: PgPool,
+    /// The connection the lane keeps while it is busy: a connection taken from the pool and
+    /// given back costs two round trips more per batch (the pool pings it both ways).
+    conn: Option<PoolConnection<Postgres>>,
     queue: Arc<QueueCtx>,
     /// Licenses with queue heads left over by the previous batch.
     pending: HashMap<String, Timestamp>,
@@ -73,6 +78,7 @@ impl OpenLane {
     pub(super) fn new(pool: PgPool, queue: Arc<QueueCtx>) -> Self {
         OpenLane {
             pool,
+            conn: None,
             queue,
             pending: HashMap::new(),
         }
@@ -111,8 +117,41 @@ impl Lane for OpenLane {
         OpenBatch { jobs, serve }
     }
 
+    fn idle(&mut self) {
+        self.conn = None;
+    }
+
     async fn run(&mut self, batch: &OpenBatch) -> Result<BatchDone, sqlx::Error> {
-        open_batch(&self.pool, &self.queue, &batch.jobs, &batch.serve).await
+        if batch.jobs.is_empty() && batch.serve.is_empty() {
+            return Ok(BatchDone::default());
+        }
+        for kept in [true, false] {
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None if kept => continue,
+                None => self.conn.insert(self.pool.acquire().await?),
+            };
+            let done = match conn.begin().await {
+                Ok(tx) => Ok(open_batch(tx, &self.queue, &batch.jobs, &batch.serve).await),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(done) => {
+                    if done.is_err() {
+                        self.conn = None;
+                    }
+                    return done;
+                }
+                // A kept connection that died meanwhile (PostgreSQL restarted, the backend was
+                // terminated) fails here, before anything ran: a fresh one from the pool.
+                Err(_) if kept => self.conn = None,
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(sqlx::Error::PoolClosed)
     }
 
     fn report(&self, batch: &OpenBatch, error: &sqlx::Error) {
@@ -187,23 +226,19 @@ fn answer_opens(jobs: Vec<OpenJob>, results: Vec<Outcome>) {
     }
 }
 
-/// One open batch (the steps above): one transaction.
+/// One open batch (the steps above): one transaction, `tx`.
 async fn open_batch(
-    pool: &PgPool,
+    mut tx: Transaction<'_, Postgres>,
     queue: &QueueCtx,
     jobs: &[OpenJob],
     serve: &HashMap<String, Timestamp>,
 ) -> Result<BatchDone, sqlx::Error> {
-    if jobs.is_empty() && serve.is_empty() {
-        return Ok(BatchDone::default());
-    }
     let now = jobs
         .iter()
         .map(|j| j.ask.now)
         .chain(serve.values().copied())
         .max()
         .unwrap_or(Timestamp::from_millis(0));
-    let mut tx = pool.begin().await?;
     let mut decided = Decided::default();
     // 1–5: read under the license locks.
     let mut view = view::read(&mut tx, jobs, serve, now, &mut decided.audit).await?;
