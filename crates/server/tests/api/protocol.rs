@@ -174,6 +174,41 @@ async fn a_full_license_reclaims_its_expired_sessions_before_refusing() {
 }
 
 #[tokio::test]
+async fn expired_sessions_an_open_reclaims_are_counted_out_of_its_seats() {
+    // Arrange: 4 seats, two of bob's sessions expire (the open that follows may end them
+    // itself, before the reaper: on PostgreSQL its counts were read before those ends).
+    let app = spawn_app().await;
+    let f = app
+        .fixture(4, &[], json!({"inactivity_timeout_secs": 5}))
+        .await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    app.open(&bob, &f.license_id, "laptop", "cad").await;
+    app.open(&bob, &f.license_id, "desktop", "cad").await;
+    app.clock.advance_secs(6);
+    // Act
+    let c = app.open(&carol, &f.license_id, "desktop", "cad").await;
+    // Assert: one seat in use once the expired ones are ended (SQLite leaves that to its
+    // reaper when the license has room: within a tick).
+    assert_eq!(c.status, StatusCode::CREATED, "{:?}", c.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.in_use(&f.admin, &f.license_id).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired sessions still in use"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if crate::pg::database_url_for(app.dir.path()).await.is_some() {
+        // The open ended them itself: its high water is the two of before, not three.
+        let u = app
+            .get(&format!("/v1/licenses/{}/usage", f.license_id), &f.admin)
+            .await;
+        assert_eq!(u.body["high_water"], 2, "{:?}", u.body);
+    }
+}
+
+#[tokio::test]
 async fn an_expired_session_being_ended_elsewhere_frees_its_seat_for_an_open() {
     // On PostgreSQL another node's reaper may hold the expired session's row while it ends it;
     // the open must wait for that end, not count the seat as taken (CI saw a 409 here).

@@ -21,6 +21,8 @@ use crate::postgres::{LIVE_NODE, REAP_BATCH};
 use crate::records::*;
 use crate::StoreError;
 
+mod census;
+
 /// Most queue heads of one license one batch takes (the next batch goes on).
 const QUEUE_HEADS: i64 = 64;
 
@@ -139,28 +141,29 @@ impl LicState {
         session
     }
 
-    /// A session of this license, read from a row of `PLAIN_SESSION_COLS`.
-    fn session(&self, row: &PgRow) -> Result<Session, sqlx::Error> {
+    /// A session of this license, read from a row of `PLAIN_SESSION_COLS` starting at column
+    /// `at`.
+    fn session(&self, row: &PgRow, at: usize) -> Result<Session, sqlx::Error> {
         Ok(Session {
-            id: row.try_get(0)?,
+            id: row.try_get(at)?,
             license_id: self.id.clone(),
             account_id: self.account_id.clone(),
-            username: row.try_get(2)?,
-            kind: parse_kind(&row.try_get::<String, _>(3)?),
-            device_id: row.try_get(4)?,
-            instance_id: row.try_get(5)?,
+            username: row.try_get(at + 2)?,
+            kind: parse_kind(&row.try_get::<String, _>(at + 3)?),
+            device_id: row.try_get(at + 4)?,
+            instance_id: row.try_get(at + 5)?,
             clock: capped(
                 session_clock(
-                    row.try_get(6)?,
-                    row.try_get(7)?,
-                    row.try_get(8)?,
-                    row.try_get(10)?,
-                    row.try_get(11)?,
+                    row.try_get(at + 6)?,
+                    row.try_get(at + 7)?,
+                    row.try_get(at + 8)?,
+                    row.try_get(at + 10)?,
+                    row.try_get(at + 11)?,
                 ),
                 &self.license.terms,
             ),
             heartbeat_interval_secs: self.license.terms.heartbeat_interval_secs(),
-            overdraft: row.try_get(9)?,
+            overdraft: row.try_get(at + 9)?,
         })
     }
 }
@@ -180,7 +183,7 @@ fn sessions_of(
     for row in rows {
         let license_id: String = row.try_get(1)?;
         if let Some(lic) = lics.get(&license_id) {
-            sessions.push(lic.session(row)?);
+            sessions.push(lic.session(row, 0)?);
         }
     }
     Ok(sessions)
@@ -242,7 +245,6 @@ pub(super) async fn read(
     let locked: Vec<String> = lics.keys().cloned().collect();
     queue_heads(tx, &mut lics, now).await?;
     let asking = asking_instances(jobs, &lics);
-    let users = user_flags(tx, &lics, &asking).await?;
     // An asking instance's session under its license's floor ends here (it is no longer
     // live; its end was decided): the instance gets a new one.
     let under_floor: Vec<InstanceKey> = asking
@@ -250,11 +252,19 @@ pub(super) async fn read(
         .filter(|k| lics.get(&k.0).is_some_and(|l| l.floor_pending))
         .cloned()
         .collect();
-    end_covered_instances(tx, &under_floor).await?;
-    let mut existing = live_instances(tx, &lics, &asking).await?;
-    reclaim_expired(tx, &lics, &locked, &mut existing, now, audit).await?;
+    let (users, existing) = if under_floor.is_empty() && !locked.is_empty() {
+        census::read(tx, &mut lics, &locked, &asking, jobs, now, audit).await?
+    } else {
+        let users = user_flags(tx, &lics, &asking).await?;
+        end_covered_instances(tx, &under_floor).await?;
+        let mut existing = live_instances(tx, &lics, &asking).await?;
+        reclaim_expired(tx, &lics, &locked, &mut existing, now, audit).await?;
+        if !locked.is_empty() {
+            count_seats(tx, &mut lics, &locked, &asking).await?;
+        }
+        (users, existing)
+    };
     if !locked.is_empty() {
-        count_seats(tx, &mut lics, &locked, &asking).await?;
         model_views(tx, &mut lics, &asking).await?;
         let mut borrowing: Vec<String> = jobs
             .iter()
