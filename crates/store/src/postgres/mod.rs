@@ -141,7 +141,9 @@ mod delegation;
 mod end;
 mod errors;
 mod events;
+mod flush;
 mod heartbeat;
+mod hold;
 mod lanes;
 mod licenses;
 mod live;
@@ -156,6 +158,7 @@ mod rows;
 mod schema;
 mod sessions;
 mod store;
+mod tokens;
 mod usage;
 mod webhooks;
 

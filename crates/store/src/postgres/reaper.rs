@@ -1,5 +1,6 @@
 //! Expiry: `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live
-//! sessions past their expiry through the partial index `sessions_live_expiry` with
+//! sessions past their expiry by `REAP_LAG_MS` (the most a stored expiry lags one answered from
+//! a node's memory, see `hold`) through the partial index `sessions_live_expiry` with
 //! `FOR UPDATE SKIP LOCKED`, ends them and writes their `ended` events in the same
 //! transaction. A session locked by one node is skipped by the others, and the end is guarded
 //! by `ended_at IS NULL`: each expired session is ended exactly once, with one `ended` event,
@@ -12,6 +13,7 @@ use leasehold_proto::OnFull;
 use sqlx::postgres::PgPool;
 
 use super::end::end_expired;
+use super::hold::REAP_LAG_MS;
 use super::errors::{db_error, is_retryable};
 use super::mass;
 use super::queue::QueueCtx;
@@ -84,7 +86,9 @@ async fn reap_batch(
          ORDER BY s.expires_at LIMIT $2
          FOR UPDATE OF s SKIP LOCKED"
     ))
-    .bind(now.millis())
+    // A session whose latest heartbeat is only in some node's memory has a stored expiry later
+    // than `now - REAP_LAG_MS` (see `hold`): it is not reaped.
+    .bind(now.millis() - REAP_LAG_MS)
     .bind(REAP_BATCH)
     .fetch_all(&mut *tx)
     .await?;

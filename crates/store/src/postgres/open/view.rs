@@ -505,7 +505,8 @@ async fn reclaim_expired(
              FOR UPDATE"
         ))
         .bind(locked)
-        .bind(now.millis())
+        // Reclaims only what every node's reaper may end (see `hold`).
+        .bind(now.millis() - crate::postgres::hold::REAP_LAG_MS)
         .bind(REAP_BATCH)
         .fetch_all(&mut **tx)
         .await?;
