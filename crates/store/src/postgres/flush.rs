@@ -25,15 +25,15 @@ const FLUSH_CHUNK: usize = 4_096;
 /// Flush rounds between two prunes of expired entries.
 const PRUNE_EVERY: u32 = 10;
 
-/// The guarded bulk update of pending expiries; answers the sessions written and the hash of
-/// their license's terms.
+/// The guarded bulk update of pending expiries; answers the sessions written and their
+/// license's mark (`hold::LicenseMark`: the hash of its terms, its floor and its end).
 pub(super) fn flush_sql() -> String {
     format!(
         "UPDATE sessions s SET expires_at = GREATEST(s.expires_at, v.exp)
          FROM unnest($1::text[], $2::int8[], $3::int8[]) AS v(id, exp, now), licenses l
          WHERE s.id = v.id AND s.ended_at IS NULL AND s.expires_at > v.now - {REAP_LAG_MS}
            AND l.id = s.license_id AND {LIVE_UNDER_LICENSE}
-         RETURNING s.id, s.expires_at, hashtext(l.terms)"
+         RETURNING s.id, s.expires_at, hashtext(l.terms), l.end_below, l.ends_at"
     )
 }
 
@@ -59,7 +59,7 @@ pub(super) async fn flusher(pool: PgPool, hold: Arc<Hold>) {
 
 /// Writes every pending expiry (see the module doc); answers how many there were.
 pub(super) async fn flush(pool: &PgPool, hold: &Hold) -> usize {
-    let pending = hold.take_pending();
+    let (pending, since) = hold.take_pending();
     if pending.is_empty() {
         return 0;
     }
@@ -78,7 +78,7 @@ pub(super) async fn flush(pool: &PgPool, hold: &Hold) -> usize {
         failed.extend_from_slice(chunk);
     }
     if !failed.is_empty() {
-        hold.restore_pending(failed);
+        hold.restore_pending(failed, since);
     }
     beats.len()
 }
@@ -112,12 +112,7 @@ async fn write_chunk(
         let id: String = row.try_get(0)?;
         let hash: i32 = row.try_get(2)?;
         live.insert(id.clone());
-        let now = chunk
-            .binary_search_by(|(i, _)| i.as_str().cmp(id.as_str()))
-            .ok()
-            .and_then(|i| chunk.get(i))
-            .map_or(0, |(_, b)| b.now);
-        hold.confirm(&id, now, hash);
+        hold.confirm(&id, hash);
     }
     for (id, _) in chunk {
         if !live.contains(id) {

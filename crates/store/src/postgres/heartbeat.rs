@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leasehold_core::{LicenseTerms, Timestamp};
 use leasehold_proto::OnFull;
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::end::end_now;
 use super::errors::clone_error;
 use super::flush::flush_sql;
-use super::hold::{Hold, REAP_LAG_MS};
+use super::hold::{Hold, LicenseMark, REAP_LAG_MS};
 use super::lanes::{answer_each, Job, Lane};
 use super::queue::QueueCtx;
 use super::read::fetch_session;
@@ -39,6 +39,9 @@ use crate::{StoreError, StoreResult};
 /// makes batches twice as large as two lanes under the same load, and the statement a batch
 /// costs (PostgreSQL's and the node's CPU per statement dominate) is paid half as often.
 pub(super) const HEARTBEAT_LANES: usize = 1;
+
+/// How long a heartbeat batch waits for more after its first heartbeat.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// A heartbeat: the session, and the time it was sent.
 pub(super) struct Beat {
@@ -121,6 +124,13 @@ impl Lane for HeartbeatLane {
         std::mem::take(received)
     }
 
+    /// What reaches this lane is a heartbeat memory could not answer: most often one of a
+    /// session heartbeating every minute or so, for which a few milliseconds are nothing and a
+    /// statement shared by more of them is much cheaper.
+    fn linger(&self) -> Duration {
+        LINGER
+    }
+
     async fn run(&mut self, jobs: &Self::Batch) -> Result<Self::Done, sqlx::Error> {
         run_batch(&self.pool, &self.cache, &self.hold, jobs, &mut self.serve).await
     }
@@ -174,6 +184,8 @@ async fn run_batch(
     jobs: &[HeartbeatJob],
     serve: &mut HashMap<String, Timestamp>,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
+    // What the batch's statements find live is found so from this instant on (see `Hold::put`).
+    let read_at = Instant::now();
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     let mut slides: Vec<Slide> = Vec::new();
     let mut unknown: Vec<usize> = Vec::new();
@@ -241,7 +253,7 @@ async fn run_batch(
     }
     end_now(pool, expired).await?;
     if !slides.is_empty() {
-        write_slides(pool, cache, hold, jobs, slides, &mut outcomes).await?;
+        write_slides(pool, cache, hold, jobs, slides, read_at, &mut outcomes).await?;
     }
     Ok(outcomes
         .into_iter()
@@ -296,6 +308,7 @@ async fn write_slides(
     hold: &Hold,
     jobs: &[HeartbeatJob],
     slides: Vec<Slide>,
+    read_at: Instant,
     outcomes: &mut [Option<Outcome>],
 ) -> Result<(), sqlx::Error> {
     let mut latest: HashMap<&str, (i64, i64)> = HashMap::new();
@@ -318,20 +331,21 @@ async fn write_slides(
         .bind(&nows)
         .fetch_all(pool)
         .await?;
-    let mut stored: HashMap<String, (i64, i32)> = HashMap::with_capacity(rows.len());
+    let mut stored: HashMap<String, (i64, LicenseMark)> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        stored.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        let mark = (row.try_get(3)?, row.try_get(4)?, row.try_get(2)?);
+        stored.insert(row.try_get(0)?, (row.try_get(1)?, mark));
     }
     for slide in slides {
-        let beat = &jobs[slide.job].ask;
         let outcome = match stored.get(&slide.session.id) {
-            Some(&(exp, hash)) => {
+            Some(&(exp, mark)) => {
                 // Answer what is stored: that is what every other node relies on.
                 let mut session = slide.session;
                 session.clock.expires_at = Timestamp::from_millis(exp);
-                if hash == slide.terms_hash {
-                    hold.put(session.clone(), slide.terms, hash, beat.now.millis());
+                if mark.2 == slide.terms_hash {
+                    hold.put(session.clone(), slide.terms, mark, read_at);
                 } else {
+                    // Its terms changed on some node: read again next time.
                     hold.forget(&session.id);
                 }
                 Ok(session)

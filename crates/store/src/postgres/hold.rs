@@ -1,50 +1,58 @@
 //! The sessions this node holds in memory, so that a heartbeat can be answered without a
-//! statement of its own: the latest expiry of each session this node heartbeated, its terms,
-//! and when the database last confirmed it live. A heartbeat is answered from here only while
-//! that confirmation is younger than `HOLD_TRUST_MS`; its new expiry waits in `pending` and the
-//! flusher (`flush`) writes the pending expiries in bulk once a second (`FLUSH_EVERY`), with a
-//! guarded update that confirms the sessions still live and drops the others from memory.
+//! statement of its own: the latest expiry of each session this node heartbeated, and its
+//! terms. A heartbeat of a held session is answered from here while this node's view of ends is
+//! fresh: its ends feed (`ends`) read, within the last `HOLD_TRUST_MS`, every end committed
+//! since the previous read (the `ended` audit events, and the floors, ends and terms of the
+//! licenses it holds sessions of), and its pending expiries are being written (none waits
+//! since longer than `HOLD_TRUST_MS`). The new expiry waits in `pending`; the flusher (`flush`)
+//! writes the pending expiries in bulk once a second (`FLUSH_EVERY`), with a guarded update
+//! that drops from memory the sessions no longer live.
 //!
 //! # The bound
 //!
 //! - An end decided anywhere (a logout, revoke, mass end, license end, user or device
-//!   deactivation, on any node) is seen by this node's heartbeats within `HOLD_TRUST_MS`: after
-//!   it, no flush confirms the session any more, so once its last confirmation is older than
-//!   `HOLD_TRUST_MS` its heartbeats go to the database (the heartbeat lane), which answers the
-//!   end. Ends decided on this node drop the session from memory at once.
-//! - A heartbeat answered from memory is on disk within `FLUSH_EVERY` plus one flush. A session
-//!   live in some node's memory therefore has a stored expiry later than `now - REAP_LAG_MS`:
-//!   every reaper and every open that reclaims seats ends only sessions whose stored expiry is
-//!   older than that (`reaper`, `open::view`), and counts them in use until then.
-//! - When flushes fail (the database is unreachable), confirmations stop: within
-//!   `HOLD_TRUST_MS` heartbeats go to the database and are answered 503 like every other
-//!   request. What was answered meanwhile and never written makes a session expire earlier
-//!   than its owner was told, by at most `HOLD_TRUST_MS`, never later (as a crash does on
-//!   SQLite).
+//!   deactivation, on any node) is answered by this node's heartbeats within `HOLD_TRUST_MS`:
+//!   the feed that reads it drops the session from memory, and memory answers only while the
+//!   feed's last read started less than `HOLD_TRUST_MS` ago. Ends decided on this node drop the
+//!   session at once. A session read from the database before an end the feed already passed
+//!   is never held (`put` checks the ends it saw lately and the licenses' changes).
+//! - A heartbeat answered from memory is on disk within `FLUSH_EVERY` plus one flush; memory
+//!   stops answering once an expiry waits longer than `HOLD_TRUST_MS`. A session live in some
+//!   node's memory therefore has a stored expiry later than `now - REAP_LAG_MS`: every reaper
+//!   and every open that reclaims seats ends only sessions whose stored expiry is older than
+//!   that (`reaper`, `open::view`), and counts them in use until then.
+//! - When the database is unreachable, the feed and the flushes fail: within `HOLD_TRUST_MS`
+//!   heartbeats go to the database and are answered 503 like every other request. What was
+//!   answered meanwhile and never written makes a session expire earlier than its owner was
+//!   told, by at most `HOLD_TRUST_MS`, never later (as a crash does on SQLite).
 //!
-//! Memory is one entry per session this node heartbeated: entries leave when the session ends
-//! on this node, when a flush or a heartbeat finds it no longer live, and when their expiry is
-//! `REAP_LAG_MS` past (`prune`).
+//! Memory is one entry per session this node heartbeated: entries leave when the session ends,
+//! when a flush or a heartbeat finds it no longer live, and when their expiry is `REAP_LAG_MS`
+//! past (`prune`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leasehold_core::{LicenseTerms, Timestamp};
 
 use crate::records::Session;
 use crate::{StoreError, StoreResult};
 
-/// How long a confirmation by the database lets this node answer a session's heartbeats from
-/// memory: a flush period and one flush.
+/// How fresh this node's view of ends must be for memory to answer a heartbeat, and how long an
+/// answered expiry may wait for its write: a feed period, a flush period and one statement.
 pub(crate) const HOLD_TRUST_MS: i64 = 2_000;
+const HOLD_TRUST: Duration = Duration::from_millis(HOLD_TRUST_MS as u64);
 /// How often the flusher writes the pending expiries.
 pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How far a stored expiry may lag the expiry a node answered: `HOLD_TRUST_MS` and a second of
 /// margin (clock offsets between nodes, a flush in flight). Reapers and seat reclaims end only
 /// sessions whose stored expiry is at least this far past.
 pub(crate) const REAP_LAG_MS: i64 = 3_000;
+/// How long the ids of sessions seen ending are remembered (so a read that raced the end does
+/// not hold the session).
+const RECENT_ENDS: Duration = Duration::from_secs(30);
 
 /// A session held in memory.
 struct Held {
@@ -54,8 +62,6 @@ struct Held {
     /// `hashtext` of the license's terms when they were read: a flush that finds another one
     /// drops the entry (the terms were changed on some node).
     terms_hash: i32,
-    /// The latest heartbeat time (database clock, ms) the database confirmed live.
-    checked: i64,
 }
 
 /// A pending expiry: the latest answered for a session, and the time of that heartbeat.
@@ -65,10 +71,36 @@ pub(super) struct PendingBeat {
     pub(super) now: i64,
 }
 
+/// What the feed last read of a license this node holds sessions of: its floor, its end and
+/// the hash of its terms.
+pub(super) type LicenseMark = (i64, Option<i64>, i32);
+
+#[derive(Default)]
+struct LicenseSeen {
+    mark: Option<LicenseMark>,
+    /// When the feed last saw it change: a read started before is not held.
+    changed: Option<Instant>,
+}
+
 #[derive(Default)]
 struct Inner {
     held: HashMap<String, Held>,
     pending: HashMap<String, PendingBeat>,
+    /// When the oldest expiry of `pending` was answered.
+    pending_since: Option<Instant>,
+    /// When the feed's last complete read started, and when its first one did.
+    fed_at: Option<Instant>,
+    epoch: Option<Instant>,
+    recent_ends: HashMap<String, Instant>,
+    licenses: HashMap<String, LicenseSeen>,
+}
+
+impl Inner {
+    /// Memory may answer: the feed read ends within `HOLD_TRUST`, and no expiry waits longer.
+    fn fresh(&self) -> bool {
+        self.fed_at.is_some_and(|at| at.elapsed() <= HOLD_TRUST)
+            && self.pending_since.is_none_or(|at| at.elapsed() <= HOLD_TRUST)
+    }
 }
 
 /// The node's held sessions (see the module doc).
@@ -93,7 +125,7 @@ impl Hold {
     }
 
     /// A heartbeat at `now` of `id` (by `owner`, when given), answered from memory when the
-    /// session is held, confirmed within `HOLD_TRUST_MS` and still live by its clock.
+    /// session is held, memory is fresh and the session is live by its clock.
     pub(super) fn beat(
         &self,
         id: &str,
@@ -102,12 +134,12 @@ impl Hold {
     ) -> Answer {
         self.latest.fetch_max(now.millis(), Ordering::Relaxed);
         let mut inner = self.lock();
+        if !inner.fresh() {
+            return Answer::Ask;
+        }
         let Some(held) = inner.held.get_mut(id) else {
             return Answer::Ask;
         };
-        if now.millis() - held.checked > HOLD_TRUST_MS {
-            return Answer::Ask;
-        }
         if let Some((account_id, username)) = owner {
             if held.session.account_id != *account_id {
                 return Answer::Done(Err(StoreError::NotFound("session")));
@@ -137,6 +169,7 @@ impl Hold {
                 }
             })
             .or_insert(beat);
+        inner.pending_since.get_or_insert_with(Instant::now);
         Answer::Done(Ok(answer))
     }
 
@@ -149,16 +182,32 @@ impl Hold {
             .map(|h| (h.session.clone(), h.terms.clone(), h.terms_hash))
     }
 
-    /// Holds `session` as the database just confirmed it live at `checked` (its expiry as
-    /// stored, or later).
+    /// Holds `session`, which a statement started at `read_at` found live (its expiry as
+    /// stored, or later) under a license read as `mark`: unless the feed has seen it end, or
+    /// its license change, since, or knows the license otherwise (the feed catches up first).
     pub(super) fn put(
         &self,
         session: Session,
         terms: Arc<LicenseTerms>,
-        terms_hash: i32,
-        checked: i64,
+        mark: LicenseMark,
+        read_at: Instant,
     ) {
+        let terms_hash = mark.2;
         let mut inner = self.lock();
+        let license = inner
+            .licenses
+            .entry(session.license_id.to_string())
+            .or_default();
+        let stale = license.changed.is_some_and(|at| at > read_at)
+            || license.mark.is_some_and(|m| m != mark);
+        license.mark.get_or_insert(mark);
+        if stale
+            || inner.epoch.is_none_or(|at| at > read_at)
+            || inner.recent_ends.contains_key(&session.id)
+        {
+            inner.held.remove(&session.id);
+            return;
+        }
         match inner.held.get_mut(&session.id) {
             Some(held) => {
                 if session.clock.expires_at < held.session.clock.expires_at {
@@ -171,7 +220,6 @@ impl Hold {
                 }
                 held.terms = terms;
                 held.terms_hash = terms_hash;
-                held.checked = held.checked.max(checked);
             }
             None => {
                 inner.held.insert(
@@ -180,25 +228,19 @@ impl Hold {
                         session,
                         terms,
                         terms_hash,
-                        checked,
                     },
                 );
             }
         }
     }
 
-    /// The database confirmed `id` live at `checked` with terms of hash `terms_hash`: a
-    /// different hash drops it (its next heartbeat reads the new terms).
-    pub(super) fn confirm(&self, id: &str, checked: i64, terms_hash: i32) {
+    /// A flush found `id` live with terms of hash `terms_hash`: a different hash drops it (its
+    /// next heartbeat reads the new terms).
+    pub(super) fn confirm(&self, id: &str, terms_hash: i32) {
         let mut inner = self.lock();
-        let Some(held) = inner.held.get_mut(id) else {
-            return;
-        };
-        if held.terms_hash != terms_hash {
+        if inner.held.get(id).is_some_and(|h| h.terms_hash != terms_hash) {
             inner.held.remove(id);
-            return;
         }
-        held.checked = held.checked.max(checked);
     }
 
     /// Drops `id` from memory (it ended, or is no longer live as the database says).
@@ -208,7 +250,9 @@ impl Hold {
 
     /// Drops every session of `license_id` (its terms or its sessions changed on this node).
     pub(super) fn forget_license(&self, license_id: &str) {
-        self.lock()
+        let mut inner = self.lock();
+        inner.licenses.entry(license_id.to_owned()).or_default().changed = Some(Instant::now());
+        inner
             .held
             .retain(|_, h| &*h.session.license_id != license_id);
     }
@@ -223,14 +267,16 @@ impl Hold {
         session
     }
 
-    /// The pending expiries, taken for a flush.
-    pub(super) fn take_pending(&self) -> HashMap<String, PendingBeat> {
-        std::mem::take(&mut self.lock().pending)
+    /// The pending expiries, taken for a flush, and when the oldest of them was answered.
+    pub(super) fn take_pending(&self) -> (HashMap<String, PendingBeat>, Option<Instant>) {
+        let mut inner = self.lock();
+        let since = inner.pending_since.take();
+        (std::mem::take(&mut inner.pending), since)
     }
 
     /// Pending expiries a flush could not write: they wait for the next one (a later expiry
-    /// answered meanwhile wins).
-    pub(super) fn restore_pending(&self, failed: Vec<(String, PendingBeat)>) {
+    /// answered meanwhile wins), and keep their age.
+    pub(super) fn restore_pending(&self, failed: Vec<(String, PendingBeat)>, since: Option<Instant>) {
         let mut inner = self.lock();
         for (id, beat) in failed {
             inner
@@ -243,6 +289,67 @@ impl Hold {
                 })
                 .or_insert(beat);
         }
+        inner.pending_since = match (inner.pending_since, since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    // ---- the ends feed's side ----
+
+    /// The feed's first read starts at `at`: only what is read from then on may be held.
+    pub(super) fn start_epoch(&self, at: Instant) {
+        let mut inner = self.lock();
+        if inner.epoch.is_none() {
+            inner.epoch = Some(at);
+            inner.held.clear();
+        }
+    }
+
+    /// Sessions the feed saw end: dropped, and never held again.
+    pub(super) fn ended(&self, ids: Vec<String>) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner
+            .recent_ends
+            .retain(|_, at| now.duration_since(*at) < RECENT_ENDS);
+        for id in ids {
+            inner.held.remove(&id);
+            inner.recent_ends.insert(id, now);
+        }
+    }
+
+    /// The licenses this node holds sessions of, with what the feed last read of each.
+    pub(super) fn licenses(&self) -> Vec<(String, Option<LicenseMark>)> {
+        let mut inner = self.lock();
+        let Inner { held, licenses, .. } = &mut *inner;
+        let mut in_use: HashMap<&str, ()> = HashMap::new();
+        for h in held.values() {
+            in_use.insert(&h.session.license_id, ());
+        }
+        licenses.retain(|id, _| in_use.contains_key(id.as_str()));
+        licenses.iter().map(|(id, seen)| (id.clone(), seen.mark)).collect()
+    }
+
+    /// What the feed read of `license_id` now: a change from what it read before drops its
+    /// sessions (a floor, an end or terms set on some node).
+    pub(super) fn license_read(&self, license_id: &str, mark: LicenseMark) {
+        let changed = {
+            let mut inner = self.lock();
+            let seen = inner.licenses.entry(license_id.to_owned()).or_default();
+            let changed = seen.mark.is_some_and(|m| m != mark);
+            seen.mark = Some(mark);
+            changed
+        };
+        if changed {
+            self.forget_license(license_id);
+        }
+    }
+
+    /// The feed's read that started at `at` is complete.
+    pub(super) fn fed(&self, at: Instant) {
+        let mut inner = self.lock();
+        inner.fed_at = Some(inner.fed_at.map_or(at, |f| f.max(at)));
     }
 
     /// Drops the sessions whose expiry is `REAP_LAG_MS` past the latest heartbeat time seen
@@ -250,8 +357,10 @@ impl Hold {
     pub(super) fn prune(&self) -> usize {
         let horizon = self.latest.load(Ordering::Relaxed) - REAP_LAG_MS;
         let mut inner = self.lock();
-        let Inner { held, pending } = &mut *inner;
-        held.retain(|id, h| h.session.clock.expires_at.millis() > horizon || pending.contains_key(id));
+        let Inner { held, pending, .. } = &mut *inner;
+        held.retain(|id, h| {
+            h.session.clock.expires_at.millis() > horizon || pending.contains_key(id)
+        });
         held.len()
     }
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use leasehold_core::Timestamp;
 use sqlx::postgres::PgPool;
@@ -83,6 +83,13 @@ pub(super) trait Lane: Send + 'static {
         false
     }
 
+    /// How long a batch waits for more requests after its first one (zero: it takes what has
+    /// arrived). A statement's cost is mostly per statement, so a kind whose requests are
+    /// cheap to delay a little gathers more of them per statement.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// One batch of the requests received, taken out of `received` (and of what the previous
     /// batch left over).
     fn gather(&mut self, received: &mut Vec<Self::Job>) -> Self::Batch;
@@ -124,6 +131,15 @@ async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
             }
         } else if rx.recv_many(&mut received, MAX_BATCH).await == 0 {
             break;
+        } else if !lane.linger().is_zero() {
+            let until = tokio::time::Instant::now() + lane.linger();
+            while received.len() < MAX_BATCH {
+                let room = MAX_BATCH - received.len();
+                match tokio::time::timeout_at(until, rx.recv_many(&mut received, room)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
         }
         let before = received.len();
         let batch = lane.gather(&mut received);

@@ -144,6 +144,7 @@ mod borrow;
 mod clock;
 mod delegation;
 mod end;
+mod ends;
 mod errors;
 mod events;
 mod flush;

@@ -159,6 +159,7 @@ impl PgStore {
             )),
             tokio::spawn(live::folder(pool.clone())),
             tokio::spawn(flush::flusher(pool.clone(), hold.clone())),
+            tokio::spawn(super::ends::feed(pool.clone(), hold.clone())),
         ];
         PgStore {
             credentials: Reader::spawn(&pool, CredentialLoader),
