@@ -3,10 +3,10 @@
 //! `FLUSH_CHUNK` rows a statement, each its own commit, in id order). The update is guarded like
 //! a heartbeat's: only a session still live (not ended, not under its license's floor or past
 //! its license's end, and not reapable: stored expiry later than the heartbeat's time minus
-//! `REAP_LAG_MS`) is written. What it answers confirms those sessions in memory; the others
-//! leave memory, so their next heartbeat asks the database and hears the end. A flush that
-//! fails puts its expiries back for the next one; meanwhile the sessions' confirmations age
-//! and their heartbeats go to the database (see `hold` for the bound).
+//! `REAP_LAG_MS`) is written. The sessions it does not find live leave memory, so their next
+//! heartbeat asks the database and hears the end. A flush that fails puts its expiries back
+//! for the next one, keeping their age: once one waits longer than `HOLD_TRUST_MS`, memory
+//! stops answering (see `hold` for the bound).
 
 use std::sync::Arc;
 use std::time::Instant;

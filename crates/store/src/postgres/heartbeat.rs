@@ -1,10 +1,10 @@
-//! Heartbeats. Most are answered from this node's memory (`hold`): the session is held and was
-//! confirmed live by the database within `HOLD_TRUST_MS`; the flusher writes their expiries
-//! once a second (`flush`). The others go to the node's heartbeat lane, batched: a held session
-//! whose confirmation is older (or that memory finds expired) is slid by one guarded
-//! multi-row update of the batch, without reading it first; a session this node does not hold
-//! is read first (one query for the batch: its row and its license's terms), then slid by the
-//! same update. What the update answers is held, confirmed at the heartbeat's time.
+//! Heartbeats. Most are answered from this node's memory (`hold`): the session is held and the
+//! node's ends feed is fresh; the flusher writes their expiries once a second (`flush`). The
+//! others go to the node's heartbeat lane, batched: a held session memory could not answer
+//! (the feed is late, or memory finds it expired) is slid by one guarded multi-row update of
+//! the batch, without reading it first; a session this node does not hold is read first (one
+//! query for the batch: its row and its license's terms), then slid by the same update. What
+//! the update finds live is held.
 //!
 //! A session the core rule finds expired ends at once (and never comes back) when its stored
 //! expiry is `REAP_LAG_MS` past; otherwise another node may hold a later expiry not written
