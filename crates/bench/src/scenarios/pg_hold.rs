@@ -108,7 +108,10 @@ async fn hold(bench: &mut Bench, summary: &mut Summary, scratch: &Scratch) -> an
     let sizes = table_sizes(&db_url).await?;
     let ops = row.stats.ops.max(1) as f64;
     let nodes_us = row.cpu_server.map(|c| c * 1e6 / ops);
-    let pg_us = row.extra.get("postgres_cpu_us_per_op").and_then(Value::as_f64);
+    let pg_us = row
+        .extra
+        .get("postgres_cpu_us_per_op")
+        .and_then(Value::as_f64);
     let total_us = nodes_us.zip(pg_us).map(|(a, b)| a + b);
     if let Value::Object(extra) = &mut row.extra {
         extra.insert("nodes".into(), json!(addrs.len()));
@@ -161,7 +164,9 @@ async fn expire(
     println!(
         "pg-hold: license end set in {:.2} s; the sessions expire at once in {:.1} s",
         set.elapsed().as_secs_f64(),
-        expiry.saturating_duration_since(Instant::now()).as_secs_f64()
+        expiry
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
     );
     tokio::time::sleep_until(expiry.into()).await;
     let mut conn = sqlx::PgConnection::connect(db_url).await?;
@@ -171,13 +176,12 @@ async fn expire(
         if freed.is_none() && admin.in_use(lic).await? == 0 {
             freed = Some(expiry.elapsed().as_secs_f64());
         }
-        let live: i64 = sqlx::query(
-            "SELECT count(*) FROM sessions WHERE license_id = $1 AND ended_at IS NULL",
-        )
-        .bind(lic)
-        .fetch_one(&mut conn)
-        .await?
-        .try_get(0)?;
+        let live: i64 =
+            sqlx::query("SELECT count(*) FROM sessions WHERE license_id = $1 AND ended_at IS NULL")
+                .bind(lic)
+                .fetch_one(&mut conn)
+                .await?
+                .try_get(0)?;
         if live == 0 {
             cleared = Some(expiry.elapsed().as_secs_f64());
         } else {
@@ -199,7 +203,11 @@ fn secs(v: Option<f64>) -> String {
 
 /// Current and peak RSS of the nodes, summed (kB).
 fn rss(pids: &[u32]) -> (Option<u64>, Option<u64>) {
-    let sum = |field: &str| pids.iter().map(|&p| status_kb(p, field)).sum::<Option<u64>>();
+    let sum = |field: &str| {
+        pids.iter()
+            .map(|&p| status_kb(p, field))
+            .sum::<Option<u64>>()
+    };
     (sum("VmRSS"), sum("VmHWM"))
 }
 

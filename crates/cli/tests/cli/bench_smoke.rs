@@ -358,10 +358,26 @@ async fn bench_pg_hold_holds_and_expires_sessions_on_three_nodes_briefly() {
     );
     let rows = error_free_rows(&json);
     assert_eq!(rows.len(), 2, "{rows:?}");
-    let hold = rows.iter().find(|r| r["scenario"] == "pg hold 2000").unwrap();
-    assert_eq!(hold["extra"]["node_rss_mb"].as_array().unwrap().len(), 3, "{hold}");
-    assert!(hold["extra"]["sessions_table"]["total_mb"].as_f64().unwrap() > 0.0, "{hold}");
-    assert!(hold["extra"]["total_cpu_us_per_op"].as_f64().is_some(), "{hold}");
+    let hold = rows
+        .iter()
+        .find(|r| r["scenario"] == "pg hold 2000")
+        .unwrap();
+    assert_eq!(
+        hold["extra"]["node_rss_mb"].as_array().unwrap().len(),
+        3,
+        "{hold}"
+    );
+    assert!(
+        hold["extra"]["sessions_table"]["total_mb"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{hold}"
+    );
+    assert!(
+        hold["extra"]["total_cpu_us_per_op"].as_f64().is_some(),
+        "{hold}"
+    );
     assert!(
         !stdout.contains("rows all ended after > 120 s"),
         "the sessions were not cleared:\n{stdout}"

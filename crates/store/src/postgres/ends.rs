@@ -43,7 +43,12 @@ pub(super) async fn feed(pool: PgPool, hold: Arc<Hold>) {
 
 /// One read: from `last` (the first read only marks where the feed starts) up to the horizon.
 /// Answers the `seq` read up to.
-async fn read(pool: &PgPool, hold: &Hold, known: &AtomicI64, last: Option<i64>) -> StoreResult<i64> {
+async fn read(
+    pool: &PgPool,
+    hold: &Hold,
+    known: &AtomicI64,
+    last: Option<i64>,
+) -> StoreResult<i64> {
     let started = Instant::now();
     let upto = horizon(pool, known).await?;
     if last.is_none() {

@@ -51,7 +51,7 @@ pub(super) async fn flusher(pool: PgPool, hold: Arc<Hold>) {
             metrics.record(written, started.elapsed());
         }
         round = round.wrapping_add(1);
-        if round % PRUNE_EVERY == 0 {
+        if round.is_multiple_of(PRUNE_EVERY) {
             hold.prune();
         }
     }

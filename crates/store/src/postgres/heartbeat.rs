@@ -69,12 +69,9 @@ fn foreign(beat: &Beat, session: &Session) -> Option<StoreResult<Session>> {
 /// A request of a heartbeat lane.
 pub(super) type HeartbeatJob = Job<Beat, Session>;
 
-/// What a batch decided for one heartbeat.
-pub(super) enum Outcome {
-    Done(StoreResult<Session>),
-    /// Expired by its stored expiry, but within `REAP_LAG_MS` of it: asked again later.
-    Later,
-}
+/// What a batch decided for one heartbeat: its answer, or `None` when it is asked again
+/// later (expired by its stored expiry, but within `REAP_LAG_MS` of it).
+pub(super) type Outcome = Option<StoreResult<Session>>;
 
 /// The heartbeat lane: batches of what memory could not answer (see the module doc).
 pub(super) struct HeartbeatLane {
@@ -109,6 +106,8 @@ impl HeartbeatLane {
 /// A heartbeat to slide: its session (with the new expiry), terms and their hash.
 struct Slide {
     job: usize,
+    /// When its heartbeat was sent.
+    now: Timestamp,
     session: Session,
     terms: Arc<LicenseTerms>,
     terms_hash: i32,
@@ -150,8 +149,8 @@ impl Lane for HeartbeatLane {
         };
         for (mut job, outcome) in jobs.into_iter().zip(outcomes) {
             match outcome {
-                Outcome::Done(result) => job.answer(result),
-                Outcome::Later => {
+                Some(result) => job.answer(result),
+                None => {
                     job.ask.settle = true;
                     let again = self.again.clone();
                     tokio::spawn(async move {
@@ -186,17 +185,18 @@ async fn run_batch(
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     // What the batch's statements find live is found so from this instant on (see `Hold::put`).
     let read_at = Instant::now();
-    let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut slides: Vec<Slide> = Vec::new();
-    let mut unknown: Vec<usize> = Vec::new();
+    let mut unknown: Vec<(usize, &Beat)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         let beat = &job.ask;
+        outcomes.push(Some(Err(StoreError::NotFound("session"))));
         let Some((mut session, terms, terms_hash)) = hold.get(&beat.session_id) else {
-            unknown.push(i);
+            unknown.push((i, beat));
             continue;
         };
         if let Some(answer) = foreign(beat, &session) {
-            outcomes[i] = Some(Outcome::Done(answer));
+            set(&mut outcomes, i, Some(answer));
             continue;
         }
         // Held: slid without a read when it is live by what this node knows; the update's
@@ -204,19 +204,17 @@ async fn run_batch(
         match session.clock.heartbeat(&terms, beat.now) {
             Ok(_) => slides.push(Slide {
                 job: i,
+                now: beat.now,
                 session,
                 terms,
                 terms_hash,
             }),
-            Err(_) => unknown.push(i),
+            Err(_) => unknown.push((i, beat)),
         }
     }
     let mut expired: Vec<(String, i64, &'static str)> = Vec::new();
     if !unknown.is_empty() {
-        let ids: Vec<&str> = unknown
-            .iter()
-            .map(|&i| jobs[i].ask.session_id.as_str())
-            .collect();
+        let ids: Vec<&str> = unknown.iter().map(|(_, b)| b.session_id.as_str()).collect();
         let rows = sqlx::query(&format!(
             "SELECT {SESSION_COLS}, hashtext(l.terms) FROM sessions s
              JOIN licenses l ON l.id = s.license_id WHERE s.id = ANY($1)"
@@ -230,63 +228,73 @@ async fn run_batch(
             let hash: i32 = row.try_get(SESSION_COLS_N)?;
             found.insert(id, (SessionRow::read(row, cache), hash));
         }
-        for i in unknown {
-            let beat = &jobs[i].ask;
+        for (i, beat) in unknown {
             let outcome = match found.get(&beat.session_id) {
-                None => Outcome::Done(Err(StoreError::NotFound("session"))),
-                Some((Err(e), _)) => Outcome::Done(Err(clone_error(e))),
-                Some((Ok(row), hash)) => {
-                    match decide(beat, row, *hash, &mut expired, serve) {
-                        Ok(slide) => {
-                            slides.push(Slide { job: i, ..slide });
-                            continue;
-                        }
-                        Err(outcome) => outcome,
+                None => Some(Err(StoreError::NotFound("session"))),
+                Some((Err(e), _)) => Some(Err(clone_error(e))),
+                Some((Ok(row), hash)) => match decide(beat, row, &mut expired, serve) {
+                    Decision::Slide(session) => {
+                        slides.push(Slide {
+                            job: i,
+                            now: beat.now,
+                            session: *session,
+                            terms: row.terms.clone(),
+                            terms_hash: *hash,
+                        });
+                        continue;
                     }
-                }
+                    Decision::Answer(answer) => Some(*answer),
+                    Decision::Later => None,
+                },
             };
-            if !matches!(outcome, Outcome::Later) {
+            if outcome.is_some() {
                 hold.forget(&beat.session_id);
             }
-            outcomes[i] = Some(outcome);
+            set(&mut outcomes, i, outcome);
         }
     }
     end_now(pool, expired).await?;
     if !slides.is_empty() {
-        write_slides(pool, cache, hold, jobs, slides, read_at, &mut outcomes).await?;
+        write_slides(pool, cache, hold, slides, read_at, &mut outcomes).await?;
     }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Done(Err(StoreError::NotFound("session")))))
-        .collect())
+    Ok(outcomes)
 }
 
-/// What a heartbeat of a session read from the database does: a slide (its session with the
-/// new expiry), or its answer.
+/// Sets the outcome of job `i`.
+fn set(outcomes: &mut [Outcome], i: usize, outcome: Outcome) {
+    if let Some(slot) = outcomes.get_mut(i) {
+        *slot = outcome;
+    }
+}
+
+/// What a heartbeat of a session read from the database does.
+enum Decision {
+    /// Slide it: the session with its new expiry.
+    Slide(Box<Session>),
+    Answer(Box<StoreResult<Session>>),
+    /// Asked again `REAP_LAG_MS` later.
+    Later,
+}
+
+/// What a heartbeat of a session read from the database does (see `Decision`).
 fn decide(
     beat: &Beat,
     row: &SessionRow,
-    terms_hash: i32,
     expired: &mut Vec<(String, i64, &'static str)>,
     serve: &mut HashMap<String, Timestamp>,
-) -> Result<Slide, Outcome> {
+) -> Decision {
     if let Some(answer) = foreign(beat, &row.session) {
-        return Err(Outcome::Done(answer));
+        return Decision::Answer(Box::new(answer));
     }
     if row.ended.is_some() {
-        return Err(Outcome::Done(Err(row.ended_error())));
+        return Decision::Answer(Box::new(Err(row.ended_error())));
     }
     let mut session = row.session.clone();
     let stored = session.clock.expires_at.millis();
     match session.clock.heartbeat(&row.terms, beat.now) {
-        Ok(_) => Ok(Slide {
-            job: 0,
-            session,
-            terms: row.terms.clone(),
-            terms_hash,
-        }),
+        Ok(_) => Decision::Slide(Box::new(session)),
         // Expired as stored, but another node may hold a later expiry not written yet.
-        Err(_) if !beat.settle && stored > beat.now.millis() - REAP_LAG_MS => Err(Outcome::Later),
+        Err(_) if !beat.settle && stored > beat.now.millis() - REAP_LAG_MS => Decision::Later,
         Err(e) => {
             // Expired: it ends now and never comes back.
             let reason = session.clock.expiry_reason().as_str();
@@ -294,7 +302,7 @@ fn decide(
             if row.terms.on_full == OnFull::Queue {
                 serve.insert(session.license_id.to_string(), beat.now);
             }
-            Err(Outcome::Done(Err(e.into())))
+            Decision::Answer(Box::new(Err(e.into())))
         }
     }
 }
@@ -306,15 +314,14 @@ async fn write_slides(
     pool: &PgPool,
     cache: &TermsCache,
     hold: &Hold,
-    jobs: &[HeartbeatJob],
     slides: Vec<Slide>,
     read_at: Instant,
-    outcomes: &mut [Option<Outcome>],
+    outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
     let mut latest: HashMap<&str, (i64, i64)> = HashMap::new();
     for s in &slides {
         let exp = s.session.clock.expires_at.millis();
-        let now = jobs[s.job].ask.now.millis();
+        let now = s.now.millis();
         let entry = latest.entry(s.session.id.as_str()).or_insert((exp, now));
         if exp > entry.0 {
             *entry = (exp, now);
@@ -355,15 +362,15 @@ async fn write_slides(
                 hold.forget(&slide.session.id);
                 match fetch_session(pool, cache, &slide.session.id).await {
                     Ok(Some(row)) if row.ended.is_some() => Err(row.ended_error()),
-                    Ok(Some(row)) => Err(StoreError::Rule(leasehold_core::RuleError::SessionEnded(
-                        row.session.clock.expiry_reason(),
-                    ))),
+                    Ok(Some(row)) => Err(StoreError::Rule(
+                        leasehold_core::RuleError::SessionEnded(row.session.clock.expiry_reason()),
+                    )),
                     Ok(None) => Err(StoreError::NotFound("session")),
                     Err(e) => Err(e),
                 }
             }
         };
-        outcomes[slide.job] = Some(Outcome::Done(outcome));
+        set(outcomes, slide.job, Some(outcome));
     }
     Ok(())
 }

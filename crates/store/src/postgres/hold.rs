@@ -99,7 +99,9 @@ impl Inner {
     /// Memory may answer: the feed read ends within `HOLD_TRUST`, and no expiry waits longer.
     fn fresh(&self) -> bool {
         self.fed_at.is_some_and(|at| at.elapsed() <= HOLD_TRUST)
-            && self.pending_since.is_none_or(|at| at.elapsed() <= HOLD_TRUST)
+            && self
+                .pending_since
+                .is_none_or(|at| at.elapsed() <= HOLD_TRUST)
     }
 }
 
@@ -111,48 +113,39 @@ pub(super) struct Hold {
     latest: AtomicI64,
 }
 
-/// What memory answers a heartbeat.
-pub(super) enum Answer {
-    /// Answered (slid from memory, or refused by its owner check).
-    Done(StoreResult<Session>),
-    /// Memory cannot answer: the heartbeat lane asks the database.
-    Ask,
-}
-
 impl Hold {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A heartbeat at `now` of `id` (by `owner`, when given), answered from memory when the
-    /// session is held, memory is fresh and the session is live by its clock.
+    /// session is held, memory is fresh and the session is live by its clock (slid, or refused
+    /// by its owner check); `None` when the heartbeat lane must ask the database.
     pub(super) fn beat(
         &self,
         id: &str,
         owner: Option<&(Arc<str>, String)>,
         now: Timestamp,
-    ) -> Answer {
+    ) -> Option<StoreResult<Session>> {
         self.latest.fetch_max(now.millis(), Ordering::Relaxed);
         let mut inner = self.lock();
         if !inner.fresh() {
-            return Answer::Ask;
+            return None;
         }
-        let Some(held) = inner.held.get_mut(id) else {
-            return Answer::Ask;
-        };
+        let held = inner.held.get_mut(id)?;
         if let Some((account_id, username)) = owner {
             if held.session.account_id != *account_id {
-                return Answer::Done(Err(StoreError::NotFound("session")));
+                return Some(Err(StoreError::NotFound("session")));
             }
             if held.session.username != *username {
-                return Answer::Done(Ok(held.session.clone()));
+                return Some(Ok(held.session.clone()));
             }
         }
-        let mut clock = held.session.clock.clone();
+        let mut clock = held.session.clock;
         let Ok(exp) = clock.heartbeat(&held.terms, now) else {
             // Expired by what this node knows: the database decides (another node may hold a
             // later expiry; the lane waits for it before ending the session).
-            return Answer::Ask;
+            return None;
         };
         held.session.clock = clock;
         let answer = held.session.clone();
@@ -170,7 +163,7 @@ impl Hold {
             })
             .or_insert(beat);
         inner.pending_since.get_or_insert_with(Instant::now);
-        Answer::Done(Ok(answer))
+        Some(Ok(answer))
     }
 
     /// The held session `id`, its terms and their hash (for the heartbeat lane).
@@ -238,7 +231,11 @@ impl Hold {
     /// next heartbeat reads the new terms).
     pub(super) fn confirm(&self, id: &str, terms_hash: i32) {
         let mut inner = self.lock();
-        if inner.held.get(id).is_some_and(|h| h.terms_hash != terms_hash) {
+        if inner
+            .held
+            .get(id)
+            .is_some_and(|h| h.terms_hash != terms_hash)
+        {
             inner.held.remove(id);
         }
     }
@@ -251,7 +248,11 @@ impl Hold {
     /// Drops every session of `license_id` (its terms or its sessions changed on this node).
     pub(super) fn forget_license(&self, license_id: &str) {
         let mut inner = self.lock();
-        inner.licenses.entry(license_id.to_owned()).or_default().changed = Some(Instant::now());
+        inner
+            .licenses
+            .entry(license_id.to_owned())
+            .or_default()
+            .changed = Some(Instant::now());
         inner
             .held
             .retain(|_, h| &*h.session.license_id != license_id);
@@ -276,7 +277,11 @@ impl Hold {
 
     /// Pending expiries a flush could not write: they wait for the next one (a later expiry
     /// answered meanwhile wins), and keep their age.
-    pub(super) fn restore_pending(&self, failed: Vec<(String, PendingBeat)>, since: Option<Instant>) {
+    pub(super) fn restore_pending(
+        &self,
+        failed: Vec<(String, PendingBeat)>,
+        since: Option<Instant>,
+    ) {
         let mut inner = self.lock();
         for (id, beat) in failed {
             inner
@@ -328,7 +333,10 @@ impl Hold {
             in_use.insert(&h.session.license_id, ());
         }
         licenses.retain(|id, _| in_use.contains_key(id.as_str()));
-        licenses.iter().map(|(id, seen)| (id.clone(), seen.mark)).collect()
+        licenses
+            .iter()
+            .map(|(id, seen)| (id.clone(), seen.mark))
+            .collect()
     }
 
     /// What the feed read of `license_id` now: a change from what it read before drops its

@@ -13,8 +13,8 @@ use leasehold_proto::OnFull;
 use sqlx::postgres::PgPool;
 
 use super::end::end_expired;
-use super::hold::REAP_LAG_MS;
 use super::errors::{db_error, is_retryable};
+use super::hold::REAP_LAG_MS;
 use super::mass;
 use super::queue::QueueCtx;
 use super::rows::{insert_audit, AuditRows, SessionRow, TermsCache, SESSION_COLS};

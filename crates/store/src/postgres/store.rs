@@ -11,7 +11,6 @@ use leasehold_proto::EndReason;
 
 use super::end::EndAsk;
 use super::heartbeat::Beat;
-use super::hold::Answer;
 use super::lanes::{ask, lane_of};
 use super::node::PgStore;
 use super::open::OpenAsk;
@@ -45,7 +44,7 @@ impl PgStore {
         now: Timestamp,
     ) -> StoreResult<Session> {
         let now = self.clock.db(now);
-        if let Answer::Done(answer) = self.hold.beat(session_id, owner.as_ref(), now) {
+        if let Some(answer) = self.hold.beat(session_id, owner.as_ref(), now) {
             return answer;
         }
         let lane = lane_of(session_id, self.heartbeats.len());
