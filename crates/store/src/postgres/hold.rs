@@ -50,6 +50,14 @@ pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// margin (clock offsets between nodes, a flush in flight). Reapers and seat reclaims end only
 /// sessions whose stored expiry is at least this far past.
 pub(crate) const REAP_LAG_MS: i64 = 3_000;
+/// SQL expression: the lag reapers and seat reclaims allow, in ms. Only another live node can
+/// hold an expiry not written yet that this node does not know: alone, a node's reaper asks its
+/// own memory instead (`Hold::alive`), so the lag is `REAP_LAG_MS` only while other nodes live.
+pub(crate) const REAP_LAG_SQL: &str = "(CASE WHEN (SELECT count(*) FROM nodes n WHERE \
+     n.seen_at > now() - interval '5 seconds' \
+     AND (n.pid IS NULL OR EXISTS (SELECT 1 FROM pg_stat_get_activity(n.pid)))) > 1 \
+     THEN 3000 ELSE 0 END)";
+
 /// How long the ids of sessions seen ending are remembered (so a read that raced the end does
 /// not hold the session).
 const RECENT_ENDS: Duration = Duration::from_secs(30);
@@ -258,6 +266,14 @@ impl Hold {
             .retain(|_, h| &*h.session.license_id != license_id);
     }
 
+    /// The expiry this node answered for `id`, when it is later than `after` (ms): the session
+    /// is live in this node's memory, whatever its stored expiry says.
+    pub(super) fn alive(&self, id: &str, after: i64) -> Option<i64> {
+        let inner = self.lock();
+        let exp = inner.held.get(id)?.session.clock.expires_at.millis();
+        (exp > after).then_some(exp)
+    }
+
     /// `session` with the later of its stored expiry and the one this node answered.
     pub(super) fn overlay(&self, mut session: Session) -> Session {
         if let Some(held) = self.lock().held.get(&session.id) {
@@ -370,5 +386,15 @@ impl Hold {
             h.session.clock.expires_at.millis() > horizon || pending.contains_key(id)
         });
         held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_in_sql_is_the_reap_lag() {
+        assert!(REAP_LAG_SQL.contains(&format!("THEN {REAP_LAG_MS} ELSE 0")));
     }
 }

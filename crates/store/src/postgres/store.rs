@@ -328,7 +328,7 @@ impl Store for PgStore {
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts> {
         let now = self.clock.db(now);
         self.queue.saw(now);
-        reaper::reap_expired(&self.pool, &self.cache, &self.queue, now).await
+        reaper::reap_expired(&self.pool, &self.cache, &self.hold, &self.queue, now).await
     }
 
     async fn license_gauges(&self) -> StoreResult<Vec<LicenseGauges>> {
