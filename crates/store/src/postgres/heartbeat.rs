@@ -232,20 +232,22 @@ async fn run_batch(
             let outcome = match found.get(&beat.session_id) {
                 None => Some(Err(StoreError::NotFound("session"))),
                 Some((Err(e), _)) => Some(Err(clone_error(e))),
-                Some((Ok(row), hash)) => match decide(beat, row, &mut expired, serve) {
-                    Decision::Slide(session) => {
-                        slides.push(Slide {
-                            job: i,
-                            now: beat.now,
-                            session: *session,
-                            terms: row.terms.clone(),
-                            terms_hash: *hash,
-                        });
-                        continue;
+                Some((Ok(row), hash)) => {
+                    match decide(beat, &with_held_expiry(hold, row), &mut expired, serve) {
+                        Decision::Slide(session) => {
+                            slides.push(Slide {
+                                job: i,
+                                now: beat.now,
+                                session: *session,
+                                terms: row.terms.clone(),
+                                terms_hash: *hash,
+                            });
+                            continue;
+                        }
+                        Decision::Answer(answer) => Some(*answer),
+                        Decision::Later => None,
                     }
-                    Decision::Answer(answer) => Some(*answer),
-                    Decision::Later => None,
-                },
+                }
             };
             if outcome.is_some() {
                 hold.forget(&beat.session_id);
@@ -258,6 +260,18 @@ async fn run_batch(
         write_slides(pool, cache, hold, slides, read_at, &mut outcomes).await?;
     }
     Ok(outcomes)
+}
+
+/// `row` with the later of its stored expiry and the one this node answered (not written yet):
+/// what decides whether it expired, and why.
+fn with_held_expiry(hold: &Hold, row: &SessionRow) -> SessionRow {
+    let mut row = row.clone();
+    if let Some(exp) = hold.expiry(&row.session.id) {
+        if exp > row.session.clock.expires_at.millis() {
+            row.session.clock.expires_at = Timestamp::from_millis(exp);
+        }
+    }
+    row
 }
 
 /// Sets the outcome of job `i`.

@@ -18,9 +18,11 @@
 //!   is never held (`put` checks the ends it saw lately and the licenses' changes).
 //! - A heartbeat answered from memory is on disk within `FLUSH_EVERY` plus one flush; memory
 //!   stops answering once an expiry waits longer than `HOLD_TRUST_MS`. A session live in some
-//!   node's memory therefore has a stored expiry later than `now - REAP_LAG_MS`: every reaper
-//!   and every open that reclaims seats ends only sessions whose stored expiry is older than
-//!   that (`reaper`, `open::view`), and counts them in use until then.
+//!   node's memory therefore has a stored expiry later than `now - REAP_LAG_MS`: while other
+//!   nodes live, every reaper and every open that reclaims seats ends only sessions whose
+//!   stored expiry is older than that (`REAP_LAG_SQL`; `reaper`, `open::view`), and counts them
+//!   in use until then. A reaper that finds a due session live in its own node's memory writes
+//!   that expiry instead of ending it, so a node alone needs no lag.
 //! - When the database is unreachable, the feed and the flushes fail: within `HOLD_TRUST_MS`
 //!   heartbeats go to the database and are answered 503 like every other request. What was
 //!   answered meanwhile and never written makes a session expire earlier than its owner was
@@ -266,12 +268,10 @@ impl Hold {
             .retain(|_, h| &*h.session.license_id != license_id);
     }
 
-    /// The expiry this node answered for `id`, when it is later than `after` (ms): the session
-    /// is live in this node's memory, whatever its stored expiry says.
-    pub(super) fn alive(&self, id: &str, after: i64) -> Option<i64> {
+    /// The expiry this node last answered for `id`, if it holds it (ms).
+    pub(super) fn expiry(&self, id: &str) -> Option<i64> {
         let inner = self.lock();
-        let exp = inner.held.get(id)?.session.clock.expires_at.millis();
-        (exp > after).then_some(exp)
+        Some(inner.held.get(id)?.session.clock.expires_at.millis())
     }
 
     /// `session` with the later of its stored expiry and the one this node answered.

@@ -89,8 +89,8 @@
 //! guarded multi-row `UPDATE … WHERE ended_at IS NULL AND expires_at > now - REAP_LAG_MS`
 //! (the flush's statement): a session that ended meanwhile is never resurrected. The expiry
 //! only moves forward (`GREATEST`), so two nodes racing on one session cannot shorten it. The
-//! stored expiry lags what a node answered by at most `HOLD_TRUST_MS`, so reapers and seat
-//! reclaims end only sessions `REAP_LAG_MS` past it (see `hold` for the bound).
+//! stored expiry lags what a node answered by at most `HOLD_TRUST_MS`, so while other nodes
+//! live, reapers and seat reclaims end only sessions `REAP_LAG_MS` past it (see `hold`).
 //!
 //! Logouts and revokes are batched the same way: one multi-row `UPDATE … RETURNING` that also
 //! writes the `ended` events, guarded by `ended_at IS NULL AND expires_at > now`, per batch.
@@ -105,7 +105,7 @@
 //! # Expiry
 //!
 //! `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live sessions
-//! `REAP_LAG_MS` past their stored expiry through the partial index `sessions_live_expiry` with `FOR UPDATE SKIP LOCKED`,
+//! past their stored expiry (by `REAP_LAG_MS` while other nodes live) through the partial index `sessions_live_expiry` with `FOR UPDATE SKIP LOCKED`,
 //! ends them and writes their `ended` audit events in the same transaction. A session locked by
 //! one node is skipped by the others, and the end is guarded by `ended_at IS NULL`: each expired
 //! session is ended exactly once, with one `ended` event, whichever nodes run the reaper. A tick

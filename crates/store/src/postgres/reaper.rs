@@ -102,13 +102,19 @@ async fn reap_batch(
     let (mut kept, mut kept_exp) = (Vec::new(), Vec::new());
     for row in &rows {
         match SessionRow::read(row, cache) {
-            Ok(r) => {
+            Ok(mut r) => {
                 // Live in this node's memory (an expiry answered, not written yet): written now
-                // instead of ended.
-                if let Some(exp) = hold.alive(&r.session.id, now.millis()) {
-                    kept.push(r.session.id);
-                    kept_exp.push(exp);
-                    continue;
+                // instead of ended. Expired there too: it ends as its latest expiry says (an
+                // inactivity timeout or a lifetime).
+                if let Some(exp) = hold.expiry(&r.session.id) {
+                    if exp > now.millis() {
+                        kept.push(r.session.id);
+                        kept_exp.push(exp);
+                        continue;
+                    }
+                    if exp > r.session.clock.expires_at.millis() {
+                        r.session.clock.expires_at = Timestamp::from_millis(exp);
+                    }
                 }
                 if r.terms.on_full == OnFull::Queue {
                     queueing.insert(r.session.license_id.to_string());
