@@ -22,6 +22,9 @@ pub enum Scenario {
     Pg,
     /// One license's mass end while another license works (not in `all`: see the crate docs).
     MassEnd,
+    /// A million live sessions over `--nodes` nodes on one PostgreSQL, held by heartbeats,
+    /// then expiring at once (not in `all`).
+    PgHold,
     /// A year of a license's usage series (`--usage-events` events) queried by hour (not in
     /// `all`).
     UsageQuery,
@@ -186,12 +189,14 @@ impl BenchArgs {
 
     /// Whether scenario `s` runs (`all` includes `pg` only with `--database-url`, and never
     /// `mass-end`, which opens its million sessions once per kind of mass end, nor
-    /// `usage-query`, which writes a year of events).
+    /// `usage-query`, which writes a year of events, nor `pg-hold`, a million sessions on
+    /// PostgreSQL).
     pub(crate) fn wants(&self, s: Scenario) -> bool {
         let all = self.scenarios.contains(&Scenario::All)
             && (s != Scenario::Pg || self.database_url.is_some())
             && s != Scenario::MassEnd
-            && s != Scenario::UsageQuery;
+            && s != Scenario::UsageQuery
+            && s != Scenario::PgHold;
         self.scenarios.contains(&s) || all
     }
 }

@@ -15,10 +15,13 @@
 //! - `mass-end`: a license's million sessions ended at once (its end, a revoke of them all, a
 //!   deactivation of their users) while another license opens, logs out and heartbeats; with
 //!   `--database-url`, on several nodes (see `scenarios/mass.rs`). Only when asked for by name;
+//! - `pg-hold`: a million live sessions over `--nodes` nodes on one PostgreSQL, held by
+//!   heartbeats at their interval for `--hold-secs`, then expiring at once (see
+//!   `scenarios/pg_hold.rs`). Only when asked for by name;
 //! - `usage-query`: a license's usage series over a year of `--usage-events` session events
 //!   (written straight into the database), queried by hour through HTTP (see
 //!   `scenarios/usage.rs`). Only when asked for by name;
-//! - `all`: all of them but `mass-end` and `usage-query` (`pg` only when `--database-url` is given), with the half-load runs
+//! - `all`: all of them but `mass-end`, `pg-hold` and `usage-query` (`pg` only when `--database-url` is given), with the half-load runs
 //!   and, given `--redis-semaphore`, the peer reference (Redis + redis-semaphore on Node)
 //!   interleaved with the same concurrency.
 //!
@@ -85,7 +88,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     ]
     .iter()
     .any(|s| args.wants(*s));
-    if args.wants(Scenario::Pg) && args.database_url.is_none() {
+    if (args.wants(Scenario::Pg) || args.wants(Scenario::PgHold)) && args.database_url.is_none() {
         bail!("the pg scenario needs --database-url postgres://USER:PASSWORD@HOST:PORT/DB");
     }
     let mut summary = Summary::default();
@@ -95,6 +98,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.wants(Scenario::Pg) {
         scenarios::pg::run(&mut bench, &mut summary).await?;
+    }
+    if args.wants(Scenario::PgHold) {
+        scenarios::pg_hold::run(&mut bench, &mut summary).await?;
     }
     if args.wants(Scenario::Hold) || args.wants(Scenario::Expire) {
         // A fresh server, so its peak RSS is the million sessions' own.

@@ -7,6 +7,7 @@
 pub(crate) mod mass;
 pub(crate) mod million;
 pub(crate) mod pg;
+pub(crate) mod pg_hold;
 pub(crate) mod short;
 pub(crate) mod usage;
 

@@ -84,7 +84,7 @@ async fn rounds(bench: &mut Bench, summary: &mut Summary, scratch: &Scratch) -> 
             Some(j) => j.clone(),
             None => jobs.insert(setup(&args, &addrs, &root).await?).clone(),
         };
-        let checkout = run_one(
+        let (checkout, _) = run_one(
             bench,
             &format!("pg checkout ({n} nodes)"),
             &addrs,
@@ -92,7 +92,7 @@ async fn rounds(bench: &mut Bench, summary: &mut Summary, scratch: &Scratch) -> 
             checkout_jobs,
         )
         .await?;
-        let heartbeat = run_one(
+        let (heartbeat, hb_cpu) = run_one(
             bench,
             &format!("pg heartbeat ({n} nodes)"),
             &addrs,
@@ -101,6 +101,7 @@ async fn rounds(bench: &mut Bench, summary: &mut Summary, scratch: &Scratch) -> 
         )
         .await?;
         drop(nodes);
+        summary.pg_heartbeat_cpu_us.extend(hb_cpu);
         summary
             .pg_rounds
             .push([Some(tps), Some(checkout), Some(heartbeat)]);
@@ -108,22 +109,31 @@ async fn rounds(bench: &mut Bench, summary: &mut Summary, scratch: &Scratch) -> 
     Ok(())
 }
 
-/// One measured run over the nodes; its operations per second.
+/// One measured run over the nodes; its operations per second, and its CPU per operation of
+/// the nodes and PostgreSQL together (µs).
 async fn run_one(
     bench: &mut Bench,
     name: &str,
     addrs: &[SocketAddr],
     pids: &[u32],
     jobs: Vec<Job>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Option<f64>)> {
     let shape = bench.args.shape(bench.args.rate);
     let mut row = measure(name, addrs, pids, shape, jobs, true).await?;
+    let per_op = row.stats.ops.max(1) as f64;
+    let nodes_us = row.cpu_server.map(|c| c * 1e6 / per_op);
+    let pg_us = row
+        .extra
+        .get("postgres_cpu_us_per_op")
+        .and_then(Value::as_f64);
+    let total_us = nodes_us.zip(pg_us).map(|(a, b)| a + b);
     if let Value::Object(extra) = &mut row.extra {
         extra.insert("nodes".into(), json!(addrs.len()));
+        extra.insert("total_cpu_us_per_op".into(), json!(total_us));
     }
     let ops = row.stats.ops_per_sec();
     bench.record(row)?;
-    Ok(ops)
+    Ok((ops, total_us))
 }
 
 /// The scenario's account, users, licenses and heartbeat sessions (made once, through the

@@ -298,6 +298,106 @@ async fn bench_pg_runs_three_nodes_against_pgbench_briefly() {
     assert!(files.is_empty(), "{files:?}");
 }
 
+/// `bench pg-hold`: 2,000 sessions over three PostgreSQL nodes held for 2 s at their
+/// interval, then expiring at once; no errors, the figures printed and the database dropped.
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pg_hold_holds_and_expires_sessions_on_three_nodes_briefly() {
+    let Some(url) = crate::pg::base_url("bench pg-hold smoke") else {
+        return;
+    };
+    let _slot = crate::pg::exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.jsonl");
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "pg-hold",
+            "--database-url",
+            &url,
+            "--nodes",
+            "3",
+            "--concurrency",
+            "8",
+            "--million",
+            "2000",
+            "--million-users",
+            "20",
+            "--hold-secs",
+            "2",
+            "--hold-interval",
+            "2",
+            "--expire-lead",
+            "1",
+            "--data-root",
+        ])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .env_remove("LEASEHOLD_URL")
+        .env_remove("LEASEHOLD_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    assert_printed(
+        &stdout,
+        &[
+            "pg open 2000",
+            "pg hold 2000",
+            "PostgreSQL 3 nodes, 2000 live sessions held at",
+            "node RSS",
+            "all expiring at once",
+        ],
+    );
+    let rows = error_free_rows(&json);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let hold = rows
+        .iter()
+        .find(|r| r["scenario"] == "pg hold 2000")
+        .unwrap();
+    assert_eq!(
+        hold["extra"]["node_rss_mb"].as_array().unwrap().len(),
+        3,
+        "{hold}"
+    );
+    assert!(
+        hold["extra"]["sessions_table"]["total_mb"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{hold}"
+    );
+    assert!(
+        hold["extra"]["total_cpu_us_per_op"].as_f64().is_some(),
+        "{hold}"
+    );
+    assert!(
+        !stdout.contains("rows all ended after > 120 s"),
+        "the sessions were not cleared:\n{stdout}"
+    );
+    let name = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("lh_bench_"))
+        .unwrap()
+        .to_owned();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("{name}%"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "{name} was not dropped");
+}
+
 fn assert_printed(stdout: &str, expected: &[&str]) {
     for e in expected {
         assert!(stdout.contains(e), "no {e:?} in:\n{stdout}");

@@ -20,6 +20,7 @@ mod pg;
 mod pg_borrow;
 mod pg_delegation;
 mod pg_events;
+mod pg_hold;
 mod pg_live_counts;
 mod pg_tls;
 mod pg_usage;

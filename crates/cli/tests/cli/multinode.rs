@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 
 use crate::pg::*;
 
+/// How far past its stored expiry a session is reaped on PostgreSQL (`REAP_LAG_MS`).
+const REAP_LAG_MS: i64 = 3_000;
+
 fn open_body(license: &str, device: &str, instance: &str) -> Value {
     json!({"license_id": license, "device_id": device, "instance_id": instance})
 }
@@ -451,7 +454,7 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() {
+async fn expired_sessions_are_ended_exactly_once_across_nodes_within_the_lag_and_a_second() {
     let Some(db) = TestDb::create("expiry across nodes").await else {
         return;
     };
@@ -511,7 +514,8 @@ async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Assert: one `ended` event per session, reason inactivity, within 1 s of its expiry.
+    // Assert: one `ended` event per session, reason inactivity, within 1 s of its expiry plus
+    // the lag every reaper allows for heartbeats held in a node's memory (3 s, `hold.rs`).
     let audit = s.audit(&http, &urls[2]).await;
     let mut ended: HashMap<String, Vec<&Value>> = HashMap::new();
     for e in audit.iter().filter(|e| e["event"] == "ended") {
@@ -527,7 +531,7 @@ async fn expired_sessions_are_ended_exactly_once_across_nodes_within_a_second() 
         assert_eq!(events[0]["detail"], "inactivity");
         let late = millis(events[0]["at"].as_str().unwrap()) - expires_at;
         assert!(
-            (0..=1000).contains(&late),
+            (REAP_LAG_MS..=REAP_LAG_MS + 1000).contains(&late),
             "session {id} reclaimed {late} ms after expiry"
         );
     }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use leasehold_core::Timestamp;
 use sqlx::postgres::PgPool;
@@ -83,6 +83,13 @@ pub(super) trait Lane: Send + 'static {
         false
     }
 
+    /// How long a batch waits for more requests after its first one (zero: it takes what has
+    /// arrived). A statement's cost is mostly per statement, so a kind whose requests are
+    /// cheap to delay a little gathers more of them per statement.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// The lane has nothing to do and is about to wait for a request (e.g. to give back a
     /// connection it keeps while busy).
     fn idle(&mut self) {}
@@ -132,6 +139,16 @@ async fn run<L: Lane>(mut lane: L, mut rx: mpsc::Receiver<L::Job>) {
             }
             if rx.recv_many(&mut received, MAX_BATCH).await == 0 {
                 break;
+            }
+            if !lane.linger().is_zero() {
+                let until = tokio::time::Instant::now() + lane.linger();
+                while received.len() < MAX_BATCH {
+                    let room = MAX_BATCH - received.len();
+                    match tokio::time::timeout_at(until, rx.recv_many(&mut received, room)).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                }
             }
         }
         let before = received.len();

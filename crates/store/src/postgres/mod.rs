@@ -81,13 +81,16 @@
 //!
 //! # Heartbeats
 //!
-//! Heartbeats go to `HEARTBEAT_LANES` batchers per node. A batch reads the sessions and their
-//! terms in one query, runs `SessionClock::heartbeat` for each, and writes every new expiry in
-//! one guarded multi-row `UPDATE … WHERE ended_at IS NULL AND expires_at > now`: a session that
-//! expired or ended meanwhile is never resurrected. The expiry only moves forward
-//! (`GREATEST`), so two nodes racing on one session cannot shorten it. A heartbeat is answered
-//! once its batch is committed: the expiry other nodes rely on is never behind what a client was
-//! told.
+//! A node answers the heartbeats of a session it holds (`hold`: heartbeated here) from memory
+//! while its ends feed (`ends`: every end committed on any node, read every 500 ms) is fresh,
+//! and its flusher writes the latest expiry per session once a second in bulk (`flush`). The others go to `HEARTBEAT_LANES`
+//! batchers per node (`heartbeat`): a batch reads the sessions it does not hold and their terms
+//! in one query, runs `SessionClock::heartbeat` for each, and writes every new expiry in one
+//! guarded multi-row `UPDATE … WHERE ended_at IS NULL AND expires_at > now - REAP_LAG_MS`
+//! (the flush's statement): a session that ended meanwhile is never resurrected. The expiry
+//! only moves forward (`GREATEST`), so two nodes racing on one session cannot shorten it. The
+//! stored expiry lags what a node answered by at most `HOLD_TRUST_MS`, so while other nodes
+//! live, reapers and seat reclaims end only sessions `REAP_LAG_MS` past it (see `hold`).
 //!
 //! Logouts and revokes are batched the same way: one multi-row `UPDATE … RETURNING` that also
 //! writes the `ended` events, guarded by `ended_at IS NULL AND expires_at > now`, per batch.
@@ -101,8 +104,8 @@
 //!
 //! # Expiry
 //!
-//! `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live sessions past
-//! their expiry through the partial index `sessions_live_expiry` with `FOR UPDATE SKIP LOCKED`,
+//! `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live sessions
+//! past their stored expiry (by `REAP_LAG_MS` while other nodes live) through the partial index `sessions_live_expiry` with `FOR UPDATE SKIP LOCKED`,
 //! ends them and writes their `ended` audit events in the same transaction. A session locked by
 //! one node is skipped by the others, and the end is guarded by `ended_at IS NULL`: each expired
 //! session is ended exactly once, with one `ended` event, whichever nodes run the reaper. A tick
@@ -126,7 +129,9 @@
 //! - `store`: `impl Store for PgStore`, thin: the clock, then the module of each concern;
 //!   `node`: the store itself, its lanes and background tasks, started and stopped with it.
 //! - `lanes`: the batch lanes, written once; `open` (its batch in named steps: `open::view`,
-//!   `open::decide`, `open::write`), `heartbeat`, `end` and `read` are its kinds of batch.
+//!   `open::decide`, `open::write`), `heartbeat`, `end` and `read` are its kinds of batch;
+//!   `hold`: the sessions a node answers heartbeats for from memory, `flush` writes their
+//!   expiries, `tokens` the credentials it read lately.
 //! - `queue`: this node's side of the queue (`queue::listener`, `queue::sweeper`,
 //!   `queue::nodes`); `reaper`: expiry; `mass`: mass ends; `live`: the live counters.
 //! - `accounts`, `licenses`, `models`, `sessions`: the plain records, registrations and
@@ -139,9 +144,12 @@ mod borrow;
 mod clock;
 mod delegation;
 mod end;
+mod ends;
 mod errors;
 mod events;
+mod flush;
 mod heartbeat;
+mod hold;
 mod lanes;
 mod licenses;
 mod live;
@@ -156,6 +164,7 @@ mod rows;
 mod schema;
 mod sessions;
 mod store;
+mod tokens;
 mod usage;
 mod webhooks;
 

@@ -13,7 +13,9 @@ use super::clock::{DbClock, NodeClock};
 use super::end::{EndAsk, EndJob, END_LANES};
 use super::errors::db_error;
 use super::events::Publisher;
-use super::heartbeat::{Beat, HeartbeatJob, HEARTBEAT_LANES};
+use super::flush;
+use super::heartbeat::{HeartbeatJob, HeartbeatLane, HEARTBEAT_LANES};
+use super::hold::Hold;
 use super::lanes::{self, SessionLane};
 use super::live;
 use super::open::{LaneJob, OpenLane, OPEN_LANES};
@@ -64,8 +66,12 @@ pub struct PgStore {
     pub(super) queue: Arc<QueueCtx>,
     pub(super) opens: Vec<mpsc::Sender<LaneJob>>,
     pub(super) heartbeats: Vec<mpsc::Sender<HeartbeatJob>>,
+    /// The sessions this node holds in memory for heartbeats (see `hold`).
+    pub(super) hold: Arc<Hold>,
     pub(super) ends: Vec<mpsc::Sender<EndJob>>,
     pub(super) credentials: Reader<CredentialLoader>,
+    /// Credentials read lately (see `tokens`).
+    pub(super) tokens: super::tokens::Tokens,
     pub(super) users: Reader<UserLoader>,
     pub(super) licenses: Reader<ById<License>>,
     pub(super) sessions: Reader<ById<SessionRow>>,
@@ -123,9 +129,16 @@ impl PgStore {
             let lane = SessionLane::<EndAsk>::new(pool.clone(), cache.clone(), queue.clone());
             lanes::spawn(lane, rx);
         }
+        let hold = Arc::new(Hold::default());
         let (heartbeats, heartbeat_rx) = lanes::channels(HEARTBEAT_LANES);
-        for rx in heartbeat_rx {
-            let lane = SessionLane::<Beat>::new(pool.clone(), cache.clone(), queue.clone());
+        for (tx, rx) in heartbeats.iter().zip(heartbeat_rx) {
+            let lane = HeartbeatLane::new(
+                pool.clone(),
+                cache.clone(),
+                queue.clone(),
+                hold.clone(),
+                tx.downgrade(),
+            );
             lanes::spawn(lane, rx);
         }
         let events = EventHub::new();
@@ -145,9 +158,12 @@ impl PgStore {
                 clock.clone(),
             )),
             tokio::spawn(live::folder(pool.clone())),
+            tokio::spawn(flush::flusher(pool.clone(), hold.clone())),
+            tokio::spawn(super::ends::feed(pool.clone(), hold.clone())),
         ];
         PgStore {
             credentials: Reader::spawn(&pool, CredentialLoader),
+            tokens: Default::default(),
             users: Reader::spawn(&pool, UserLoader),
             licenses: Reader::spawn(&pool, ById::licenses(cache.clone())),
             sessions: Reader::spawn(&pool, ById::sessions(cache.clone())),
@@ -156,6 +172,7 @@ impl PgStore {
             queue,
             opens,
             heartbeats,
+            hold,
             ends,
             background,
             clock,
@@ -181,6 +198,8 @@ impl PgStore {
         for task in &self.background {
             task.abort();
         }
+        // The heartbeats answered from memory are written before the node goes.
+        flush::flush(&self.pool, &self.hold).await;
         let _ = queue::forget_node(&self.pool, &self.queue.node_id).await;
         self.pool.close().await;
     }
@@ -194,7 +213,9 @@ impl Drop for PgStore {
         // A node that stops takes its waiters' entries along (they have nobody to go to).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (pool, node_id) = (self.pool.clone(), self.queue.node_id.clone());
+            let hold = self.hold.clone();
             runtime.spawn(async move {
+                flush::flush(&pool, &hold).await;
                 let _ = queue::forget_node(&pool, &node_id).await;
             });
         }

@@ -1,5 +1,7 @@
 //! Expiry: `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live
-//! sessions past their expiry through the partial index `sessions_live_expiry` with
+//! sessions past their expiry by `REAP_LAG_SQL` (while other nodes live, `REAP_LAG_MS`: the
+//! most a stored expiry lags one answered from a node's memory, see `hold`; a session live in
+//! this node's own memory gets that expiry written instead) through the partial index `sessions_live_expiry` with
 //! `FOR UPDATE SKIP LOCKED`, ends them and writes their `ended` events in the same
 //! transaction. A session locked by one node is skipped by the others, and the end is guarded
 //! by `ended_at IS NULL`: each expired session is ended exactly once, with one `ended` event,
@@ -13,6 +15,7 @@ use sqlx::postgres::PgPool;
 
 use super::end::end_expired;
 use super::errors::{db_error, is_retryable};
+use super::hold::{Hold, REAP_LAG_SQL};
 use super::mass;
 use super::queue::QueueCtx;
 use super::rows::{insert_audit, AuditRows, SessionRow, TermsCache, SESSION_COLS};
@@ -29,6 +32,7 @@ const REAP_ROUNDS: usize = 20;
 pub(super) async fn reap_expired(
     pool: &PgPool,
     cache: &TermsCache,
+    hold: &Hold,
     queue: &QueueCtx,
     now: Timestamp,
 ) -> StoreResult<EndCounts> {
@@ -36,7 +40,7 @@ pub(super) async fn reap_expired(
     for _ in 0..REAP_ROUNDS {
         let mut attempt = 1;
         let (batch, queueing) = loop {
-            match reap_batch(pool, cache, now).await {
+            match reap_batch(pool, cache, hold, now).await {
                 Ok(batch) => break batch,
                 Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => attempt += 1,
                 Err(e) => return Err(db_error(e)),
@@ -75,12 +79,13 @@ pub(super) async fn reap_expired(
 async fn reap_batch(
     pool: &PgPool,
     cache: &TermsCache,
+    hold: &Hold,
     now: Timestamp,
 ) -> Result<(Vec<Session>, HashSet<String>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(&format!(
         "SELECT {SESSION_COLS} FROM sessions s JOIN licenses l ON l.id = s.license_id
-         WHERE s.ended_at IS NULL AND s.expires_at <= $1
+         WHERE s.ended_at IS NULL AND s.expires_at <= $1 - {REAP_LAG_SQL}
          ORDER BY s.expires_at LIMIT $2
          FOR UPDATE OF s SKIP LOCKED"
     ))
@@ -94,9 +99,23 @@ async fn reap_batch(
     }
     let mut sessions = Vec::with_capacity(rows.len());
     let mut queueing = HashSet::new();
+    let (mut kept, mut kept_exp) = (Vec::new(), Vec::new());
     for row in &rows {
         match SessionRow::read(row, cache) {
-            Ok(r) => {
+            Ok(mut r) => {
+                // Live in this node's memory (an expiry answered, not written yet): written now
+                // instead of ended. Expired there too: it ends as its latest expiry says (an
+                // inactivity timeout or a lifetime).
+                if let Some(exp) = hold.expiry(&r.session.id) {
+                    if exp > now.millis() {
+                        kept.push(r.session.id);
+                        kept_exp.push(exp);
+                        continue;
+                    }
+                    if exp > r.session.clock.expires_at.millis() {
+                        r.session.clock.expires_at = Timestamp::from_millis(exp);
+                    }
+                }
                 if r.terms.on_full == OnFull::Queue {
                     queueing.insert(r.session.license_id.to_string());
                 }
@@ -104,6 +123,16 @@ async fn reap_batch(
             }
             Err(e) => tracing::warn!(error = %e, "skipping an unreadable session"),
         }
+    }
+    if !kept.is_empty() {
+        sqlx::query(
+            "UPDATE sessions s SET expires_at = GREATEST(s.expires_at, v.exp)
+             FROM unnest($1::text[], $2::int8[]) AS v(id, exp) WHERE s.id = v.id",
+        )
+        .bind(&kept)
+        .bind(&kept_exp)
+        .execute(&mut *tx)
+        .await?;
     }
     let mut audit = AuditRows::default();
     end_expired(&mut tx, &sessions, now, &mut audit).await?;

@@ -28,6 +28,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_webhooks.sql"),
     // Usage series: bucket rows folded from the audit log (`crate::usage`).
     include_str!("../../migrations/postgres/0010_usage_rollups.sql"),
+    // Sessions: room for heartbeat rewrites and autovacuum that keeps up (a no-op on SQLite).
+    include_str!("../../migrations/postgres/0011_session_upkeep.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

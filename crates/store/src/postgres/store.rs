@@ -44,11 +44,15 @@ impl PgStore {
         now: Timestamp,
     ) -> StoreResult<Session> {
         let now = self.clock.db(now);
+        if let Some(answer) = self.hold.beat(session_id, owner.as_ref(), now) {
+            return answer;
+        }
         let lane = lane_of(session_id, self.heartbeats.len());
         let beat = Beat {
             session_id: session_id.to_owned(),
             now,
             owner,
+            settle: false,
         };
         ask(
             &self.heartbeats,
@@ -69,6 +73,13 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Drops the sessions `ended` from this node's memory.
+    fn forget_ended(&self, ended: &[Session]) {
+        for s in ended {
+            self.hold.forget(&s.id);
+        }
+    }
+
     /// The queues of the licenses where `ended` freed seats are served.
     fn serve_freed(&self, ended: &[Session], now: Timestamp) {
         let licenses: HashSet<&str> = ended.iter().map(|s| &*s.license_id).collect();
@@ -94,7 +105,10 @@ impl Store for PgStore {
 
     async fn put_credential(&self, credential: Credential, now: Timestamp) -> StoreResult<()> {
         let now = self.clock.db(now);
-        accounts::put_credential(&self.pool, credential, now).await
+        let hash = credential.hash;
+        let put = accounts::put_credential(&self.pool, credential, now).await;
+        self.tokens.forget(&hash);
+        put
     }
 
     async fn find_credential(
@@ -103,11 +117,17 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<Option<Credential>> {
         let now = self.clock.db(now);
-        Ok(self
-            .credentials
-            .get(*hash)
-            .await?
-            .filter(|c| c.expires_at.is_none_or(|at| now < at)))
+        let found = match self.tokens.get(hash, now) {
+            Some(credential) => Some(credential),
+            None => {
+                let found = self.credentials.get(*hash).await?;
+                if let Some(credential) = &found {
+                    self.tokens.put(credential.clone(), now);
+                }
+                found
+            }
+        };
+        Ok(found.filter(|c| c.expires_at.is_none_or(|at| now < at)))
     }
 
     async fn create_account(&self, account: Account, admin: Credential) -> StoreResult<()> {
@@ -127,6 +147,7 @@ impl Store for PgStore {
     async fn put_user(&self, user: User, now: Timestamp) -> StoreResult<UserPut> {
         let now = self.clock.db(now);
         let (put, ended) = accounts::put_user(&self.pool, &self.cache, user, now).await?;
+        self.forget_ended(&ended);
         self.serve_freed(&ended, now);
         Ok(put)
     }
@@ -158,6 +179,8 @@ impl Store for PgStore {
     async fn update_license(&self, license: License, now: Timestamp) -> StoreResult<()> {
         let now = self.clock.db(now);
         licenses::update_license(&self.pool, &license, now).await?;
+        // Its terms changed: its held sessions read them again.
+        self.hold.forget_license(&license.id);
         // More seats (or a lifted suspension) may serve the queue.
         self.queue.serve(&license.id, now);
         Ok(())
@@ -175,6 +198,7 @@ impl Store for PgStore {
     ) -> StoreResult<License> {
         let now = self.clock.db(now);
         let license = delegation::change_delegations(&self.pool, license_id, &change, now).await?;
+        self.hold.forget_license(license_id);
         // A return gives seats back: they may serve the queue.
         self.queue.serve(license_id, now);
         Ok(license)
@@ -246,12 +270,16 @@ impl Store for PgStore {
             now,
             origin: crate::origin::of_end(reason),
         };
-        ask(&self.ends, lane, end, "the logout batcher has stopped").await
+        let ended = ask(&self.ends, lane, end, "the logout batcher has stopped").await;
+        // Ended (or found ended): never answered from memory again.
+        self.hold.forget(session_id);
+        ended
     }
 
     async fn revoke_license_sessions(&self, license_id: &str, now: Timestamp) -> StoreResult<u32> {
         let now = self.clock.db(now);
         let n = mass::revoke_all(&self.pool, &self.cache, license_id, now).await?;
+        self.hold.forget_license(license_id);
         self.queue.serve(license_id, now);
         Ok(n)
     }
@@ -266,7 +294,8 @@ impl Store for PgStore {
                 Some(reason) => SessionState::Ended(reason),
                 None => SessionState::Live,
             },
-            session: row.session,
+            // A heartbeat answered from this node's memory may be ahead of the stored expiry.
+            session: self.hold.overlay(row.session),
         }))
     }
 
@@ -299,7 +328,7 @@ impl Store for PgStore {
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<EndCounts> {
         let now = self.clock.db(now);
         self.queue.saw(now);
-        reaper::reap_expired(&self.pool, &self.cache, &self.queue, now).await
+        reaper::reap_expired(&self.pool, &self.cache, &self.hold, &self.queue, now).await
     }
 
     async fn license_gauges(&self) -> StoreResult<Vec<LicenseGauges>> {
@@ -346,6 +375,7 @@ impl Store for PgStore {
         let (change, created, _) =
             models::set_license_user(&self.pool, &self.cache, license_id, username, active, now)
                 .await?;
+        self.hold.forget_license(license_id);
         // Deactivating frees the user's seats; activating raises the active-user count.
         self.queue.serve(license_id, now);
         Ok((change, created))
@@ -377,6 +407,7 @@ impl Store for PgStore {
         let ended =
             models::deactivate_device(&self.pool, &self.cache, license_id, fingerprint, now)
                 .await?;
+        self.forget_ended(&ended);
         if !ended.is_empty() {
             self.queue.serve(license_id, now);
         }

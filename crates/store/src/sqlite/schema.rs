@@ -26,6 +26,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_webhooks.sql"),
     // Usage series: bucket rows folded from the audit log (`crate::usage`).
     include_str!("../../migrations/sqlite/0010_usage_rollups.sql"),
+    // Sessions: room for heartbeat rewrites and autovacuum that keeps up (a no-op on SQLite).
+    include_str!("../../migrations/sqlite/0011_session_upkeep.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the

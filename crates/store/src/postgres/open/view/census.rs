@@ -19,6 +19,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::{count_seats, InstanceKey, LicState, OpenJob, PLAIN_SESSION_COLS};
 use crate::postgres::end::end_expired;
+use crate::postgres::hold::REAP_LAG_SQL;
 use crate::postgres::rows::AuditRows;
 use crate::postgres::REAP_BATCH;
 use crate::records::Session;
@@ -81,7 +82,8 @@ pub(super) async fn read(
          SELECT x.* FROM (
              SELECT 'x'::text, {PLAIN_SESSION_COLS}, s.seq
              FROM sessions s
-             WHERE s.license_id = ANY($7) AND s.ended_at IS NULL AND s.expires_at <= $8
+             WHERE s.license_id = ANY($7) AND s.ended_at IS NULL
+               AND s.expires_at <= $8 - {REAP_LAG_SQL}
              ORDER BY s.expires_at LIMIT $9
              FOR UPDATE
          ) x
@@ -111,6 +113,7 @@ pub(super) async fn read(
     .bind(asking.iter().map(|k| k.2.clone()).collect::<Vec<_>>())
     .bind(asking.iter().map(|k| k.3.clone()).collect::<Vec<_>>())
     .bind(locked)
+    // Reclaims only what every node's reaper may end (see `hold`).
     .bind(now.millis())
     .bind(REAP_BATCH)
     .bind(&floors)

@@ -1,0 +1,274 @@
+//! Heartbeats held in a node's memory on PostgreSQL (`store/src/postgres/hold.rs`), raced with
+//! several real nodes: a session heartbeated on one node only is never reaped by the others'
+//! reapers while its latest expiry waits in that node's memory; an end decided on another
+//! node is answered by the holding node within the bound (2 s); and a node whose writes fail
+//! stops answering from memory within that bound (503), then resumes by itself.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::pg::*;
+
+/// The bound `hold.rs` documents (`HOLD_TRUST_MS`), and slack for a loaded test machine.
+const BOUND: Duration = Duration::from_millis(2_000);
+const SLACK: Duration = Duration::from_millis(1_000);
+
+fn open_body(license: &str, instance: &str) -> Value {
+    json!({"license_id": license, "device_id": "pc", "instance_id": instance})
+}
+
+async fn open(http: &reqwest::Client, node: &str, token: &str, license: &str, k: usize) -> String {
+    let (st, b) = call(
+        http,
+        Method::POST,
+        format!("{node}/v1/sessions"),
+        token,
+        Some(open_body(license, &format!("app-{k}"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+async fn beat(http: &reqwest::Client, node: &str, token: &str, id: &str) -> (StatusCode, Value) {
+    call(
+        http,
+        Method::POST,
+        format!("{node}/v1/sessions/{id}/heartbeat"),
+        token,
+        Some(json!({})),
+    )
+    .await
+    .unwrap()
+}
+
+/// Heartbeats `id` on `node` every 50 ms until it is answered something else than 200; how
+/// long that took (at most `limit`).
+async fn until_refused(
+    http: &reqwest::Client,
+    node: &str,
+    token: &str,
+    id: &str,
+    limit: Duration,
+) -> (Duration, StatusCode, Value) {
+    let started = Instant::now();
+    loop {
+        let (st, b) = beat(http, node, token, id).await;
+        if st != StatusCode::OK {
+            return (started.elapsed(), st, b);
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still answered 200 after {:?}: {b}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_heartbeated_on_one_node_are_never_reaped_by_the_others() {
+    let Some(db) = TestDb::create("held heartbeats vs reapers").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&db.url, dir.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    // A one-second inactivity timeout: a stored expiry a flush behind is in the past already.
+    let s = setup(
+        &http,
+        &urls[0],
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 40,
+               "inactivity_timeout_secs": 1}),
+    )
+    .await;
+    let token = s.user(&http, &urls[0], "alice").await;
+    let mut ids = Vec::new();
+    for k in 0..20 {
+        ids.push(open(&http, &urls[k % 3], &token, &s.license, k).await);
+    }
+
+    // Act: for 8 s (eight timeouts) the sessions are heartbeated on node 0 only, every 250 ms,
+    // while the reapers of nodes 1 and 2 (and 0) run.
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut beats = 0;
+    while Instant::now() < until {
+        for id in &ids {
+            let (st, b) = beat(&http, &urls[0], &token, id).await;
+            assert_eq!(st, StatusCode::OK, "heartbeat {beats} of {id}: {b}");
+            beats += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Assert: none was reaped or counted free, on any node.
+    for u in &urls {
+        assert_eq!(s.in_use(&http, u).await, 20, "in use as seen by {u}");
+    }
+    let audit = s.audit(&http, &urls[1]).await;
+    assert!(
+        !audit.iter().any(|e| e["event"] == "ended"),
+        "no session ended while heartbeated: {audit:?}"
+    );
+
+    // Act: the heartbeats stop. Assert: every session is reclaimed (exactly once), within the
+    // timeout plus the lag the reapers allow (3 s) and a margin.
+    let deadline = Instant::now() + Duration::from_secs(1 + 3 + 3);
+    while s.in_use(&http, &urls[2]).await > 0 {
+        assert!(Instant::now() < deadline, "sessions were not reclaimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = s.audit(&http, &urls[1]).await;
+    let ended = audit.iter().filter(|e| e["event"] == "ended").count();
+    assert_eq!(ended, ids.len(), "one end per session");
+    // And an expired session never comes back, whichever node is asked.
+    for (k, id) in ids.iter().take(3).enumerate() {
+        let (st, b) = beat(&http, &urls[k], &token, id).await;
+        assert_eq!(st, StatusCode::GONE, "{b}");
+    }
+    drop(nodes);
+    db.assert_live_counts_exact().await;
+    db.drop_db().await;
+}
+
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_end_decided_on_another_node_is_answered_by_the_holding_node_within_the_bound() {
+    let Some(db) = TestDb::create("held heartbeats vs ends").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&db.url, dir.path(), 2).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let http = http();
+    let s = setup(
+        &http,
+        &urls[0],
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 10}),
+    )
+    .await;
+    let token = s.user(&http, &urls[0], "alice").await;
+    let revoked = open(&http, &urls[0], &token, &s.license, 1).await;
+    let mass = open(&http, &urls[0], &token, &s.license, 2).await;
+    // Arrange: both held by node 0 (heartbeated there for two flushes).
+    for _ in 0..10 {
+        for id in [&revoked, &mass] {
+            let (st, b) = beat(&http, &urls[0], &token, id).await;
+            assert_eq!(st, StatusCode::OK, "{b}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Act: node 1 revokes one session. Assert: node 0 answers it ended within the bound.
+    let (st, b) = call(
+        &http,
+        Method::DELETE,
+        format!("{}/v1/sessions/{revoked}", urls[1]),
+        &s.admin,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(st.is_success(), "{b}");
+    let (took, st, b) = until_refused(&http, &urls[0], &token, &revoked, BOUND + SLACK).await;
+    assert_eq!(st, StatusCode::GONE, "{b}");
+    eprintln!("revoke on another node answered after {took:?}");
+
+    // Act: node 1 ends every session of the license (a mass end: a floor, no row update first).
+    let (st, b) = call(
+        &http,
+        Method::DELETE,
+        format!("{}/v1/licenses/{}/sessions", urls[1], s.license),
+        &s.admin,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(st.is_success(), "{b}");
+    let (took, st, b) = until_refused(&http, &urls[0], &token, &mass, BOUND + SLACK).await;
+    assert_eq!(st, StatusCode::GONE, "{b}");
+    eprintln!("mass end on another node answered after {took:?}");
+    // Never live again.
+    for u in &urls {
+        let (st, b) = beat(&http, u, &token, &mass).await;
+        assert_eq!(st, StatusCode::GONE, "{b}");
+    }
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_cannot_write_stops_answering_heartbeats_within_the_bound() {
+    let Some(db) = TestDb::create("held heartbeats vs outage").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The node reaches PostgreSQL through a proxy the test cuts.
+    let (via_proxy, target) = with_port(&db.url, 0);
+    let proxy = Proxy::start(target).await;
+    let (via_proxy, _) = with_port(&via_proxy, proxy.port);
+    let nodes = cluster(&via_proxy, dir.path(), 1).await;
+    let url = nodes[0].url.clone();
+    let http = http();
+    let s = setup(
+        &http,
+        &url,
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 5}),
+    )
+    .await;
+    let token = s.user(&http, &url, "alice").await;
+    let id = open(&http, &url, &token, &s.license, 1).await;
+    for _ in 0..8 {
+        let (st, b) = beat(&http, &url, &token, &id).await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Act: the database goes away. Assert: heartbeats answered from memory stop within the
+    // bound, then every heartbeat is 503 store_unavailable.
+    proxy.cut();
+    let (took, st, b) = until_refused(&http, &url, &token, &id, BOUND + SLACK).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["error"]["code"], "store_unavailable", "{b}");
+    eprintln!("heartbeats refused {took:?} after the database went away");
+    for _ in 0..5 {
+        let (st, b) = beat(&http, &url, &token, &id).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Act: it comes back. Assert: heartbeats resume by themselves and the session is live.
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, b) = beat(&http, &url, &token, &id).await;
+        if st == StatusCode::OK {
+            break;
+        }
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert!(Instant::now() < deadline, "heartbeats did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.in_use(&http, &url).await, 1);
+    drop(nodes);
+    drop(proxy);
+    db.drop_db().await;
+}
