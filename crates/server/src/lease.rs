@@ -151,3 +151,46 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.sync_all()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_proto::UserKind;
+
+    fn claims(id_len: usize) -> LeaseClaims {
+        LeaseClaims {
+            iss: ISSUER.into(),
+            sub: "alice".into(),
+            sid: "0190f1e2-aaaa-7bbb-8ccc-0123456789ab".into(),
+            lic: "lic_01".into(),
+            kind: UserKind::Interactive,
+            device_id: "d".repeat(id_len),
+            instance_id: "i".repeat(id_len),
+            iat: 1_764_000_000,
+            exp: 1_764_000_090,
+            borrowed: id_len % 2 == 1,
+        }
+    }
+
+    /// A lease is `base64url(header).base64url(claims).base64url(Ed25519 signature of the two)`,
+    /// byte for byte what it was before the token was written into one buffer, and it verifies
+    /// with the public key of the JWKS (Ed25519 signatures are deterministic).
+    #[test]
+    fn the_lease_format_is_the_compact_jws_clients_verify() {
+        let signer = LeaseSigner::from_key(SigningKey::from_bytes(&[9; 32]));
+        for id_len in [1, 2, 3, 40, 255] {
+            let claims = claims(id_len);
+            let token = signer.sign(&claims);
+            let payload = serde_json::to_vec(&claims).unwrap();
+            let input = format!("{}.{}", signer.header_b64, URL_SAFE_NO_PAD.encode(payload));
+            let signature = signer.key.sign(input.as_bytes());
+            let expected = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+            assert_eq!(token, expected);
+            let key = crate::jws::key_of(&signer.jwks().keys[0]).unwrap();
+            let verified: LeaseClaims = crate::jws::verify(&token, &key).unwrap();
+            assert_eq!(verified, claims);
+            let (kid, _) = crate::jws::peek::<LeaseClaims>(&token).unwrap();
+            assert_eq!(kid.as_deref(), Some(signer.kid.as_str()));
+        }
+    }
+}
