@@ -17,6 +17,11 @@ pub const KEY_FILE: &str = "lease-signing-key.pem";
 pub const KEY_SETTING: &str = "lease_signing_key_pem";
 pub const ISSUER: &str = "leasehold";
 
+/// A lease's claims take ~250 bytes of JSON (the ids at their longest, more).
+const PAYLOAD_GUESS: usize = 384;
+/// An Ed25519 signature (64 bytes) in base64url without padding.
+const SIGNATURE_B64: usize = 86;
+
 pub struct LeaseSigner {
     key: SigningKey,
     kid: String,
@@ -76,27 +81,26 @@ impl LeaseSigner {
     }
 
     pub fn sign(&self, claims: &LeaseClaims) -> String {
-        // Serializing a struct of strings and integers cannot fail.
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let signing_input = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
-        let signature = self.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        self.sign_json(claims)
     }
 
     /// Signs any JSON payload as a compact JWS with the same header as leases (the files of
-    /// dark sites: see `crate::jws`).
+    /// dark sites: see `crate::jws`). The token is written into one string of its final size:
+    /// header, payload, then the signature over the two.
     pub fn sign_json(&self, payload: &impl serde::Serialize) -> String {
         // Serializing the wire types of `leasehold_proto` cannot fail.
-        let payload = serde_json::to_vec(payload).unwrap_or_default();
-        let signing_input = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
-        let signature = self.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        let mut json = Vec::with_capacity(PAYLOAD_GUESS);
+        let _ = serde_json::to_writer(&mut json, payload);
+        let mut token = String::with_capacity(
+            self.header_b64.len() + 1 + json.len().div_ceil(3) * 4 + 1 + SIGNATURE_B64,
+        );
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        token
     }
 
     /// This server's public key as a JWK.
@@ -146,4 +150,47 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_proto::UserKind;
+
+    fn claims(id_len: usize) -> LeaseClaims {
+        LeaseClaims {
+            iss: ISSUER.into(),
+            sub: "alice".into(),
+            sid: "0190f1e2-aaaa-7bbb-8ccc-0123456789ab".into(),
+            lic: "lic_01".into(),
+            kind: UserKind::Interactive,
+            device_id: "d".repeat(id_len),
+            instance_id: "i".repeat(id_len),
+            iat: 1_764_000_000,
+            exp: 1_764_000_090,
+            borrowed: id_len % 2 == 1,
+        }
+    }
+
+    /// A lease is `base64url(header).base64url(claims).base64url(Ed25519 signature of the two)`,
+    /// byte for byte what it was before the token was written into one buffer, and it verifies
+    /// with the public key of the JWKS (Ed25519 signatures are deterministic).
+    #[test]
+    fn the_lease_format_is_the_compact_jws_clients_verify() {
+        let signer = LeaseSigner::from_key(SigningKey::from_bytes(&[9; 32]));
+        for id_len in [1, 2, 3, 40, 255] {
+            let claims = claims(id_len);
+            let token = signer.sign(&claims);
+            let payload = serde_json::to_vec(&claims).unwrap();
+            let input = format!("{}.{}", signer.header_b64, URL_SAFE_NO_PAD.encode(payload));
+            let signature = signer.key.sign(input.as_bytes());
+            let expected = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+            assert_eq!(token, expected);
+            let key = crate::jws::key_of(&signer.jwks().keys[0]).unwrap();
+            let verified: LeaseClaims = crate::jws::verify(&token, &key).unwrap();
+            assert_eq!(verified, claims);
+            let (kid, _) = crate::jws::peek::<LeaseClaims>(&token).unwrap();
+            assert_eq!(kid.as_deref(), Some(signer.kid.as_str()));
+        }
+    }
 }

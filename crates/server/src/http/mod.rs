@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod serve;
+pub mod sized_json;
 pub mod tls;
 pub mod trace;
 pub mod usage_formats;

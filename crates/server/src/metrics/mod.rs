@@ -7,6 +7,7 @@
 //! (`public.rs`), so nobody learns another tenant's license ids or usage without a credential.
 
 mod alerts;
+mod cache;
 mod describe;
 pub mod http;
 mod public;
@@ -16,6 +17,8 @@ use std::sync::OnceLock;
 use leasehold_proto::EndReason;
 use leasehold_store::LicenseGauges;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use cache::ByLabel;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -51,12 +54,23 @@ macro_rules! cached_counter {
 
 /// A session opened on `license_id` (a new one, not a re-open of the instance's session).
 pub fn opened(license_id: &str) {
-    metrics::counter!("leasehold_sessions_opened_total", "license" => license_id.to_owned())
+    static BY_LICENSE: ByLabel<OnceLock<metrics::Counter>> = ByLabel::new();
+    BY_LICENSE.with(license_id, |c| {
+        c.get_or_init(|| {
+            metrics::counter!("leasehold_sessions_opened_total", "license" => license_id.to_owned())
+        })
         .increment(1);
+    });
 }
 
 pub fn denied(license_id: &str) {
-    metrics::counter!("leasehold_denials_total", "license" => license_id.to_owned()).increment(1);
+    static BY_LICENSE: ByLabel<OnceLock<metrics::Counter>> = ByLabel::new();
+    BY_LICENSE.with(license_id, |c| {
+        c.get_or_init(
+            || metrics::counter!("leasehold_denials_total", "license" => license_id.to_owned()),
+        )
+        .increment(1);
+    });
 }
 
 /// How long a queued open waited, and whether it got a seat.
@@ -85,14 +99,26 @@ pub fn ended_n(license_id: &str, reason: EndReason, n: u64) {
         metrics::counter!("leasehold_sessions_ended_total", "reason" => reason.as_str())
             .increment(n);
     } else {
-        metrics::counter!(
-            "leasehold_sessions_ended_total",
-            "license" => license_id.to_owned(),
-            "reason" => reason.as_str()
-        )
-        .increment(n);
+        // One counter per license and reason, the reasons indexed by their place in the enum.
+        static BY_LICENSE: ByLabel<[OnceLock<metrics::Counter>; REASONS]> = ByLabel::new();
+        let make = || {
+            metrics::counter!(
+                "leasehold_sessions_ended_total",
+                "license" => license_id.to_owned(),
+                "reason" => reason.as_str()
+            )
+        };
+        BY_LICENSE.with(license_id, |by_reason| {
+            match by_reason.get(reason as usize) {
+                Some(c) => c.get_or_init(make).increment(n),
+                None => make().increment(n),
+            }
+        });
     }
 }
+
+/// Room for every `EndReason` in the per-license table of ends (one more is counted uncached).
+const REASONS: usize = 16;
 
 /// A failed authentication (`method`: `bearer` or `client_credentials`).
 pub fn auth_failure(method: &'static str) {

@@ -16,6 +16,7 @@ use crate::clock::to_offset;
 use crate::error::ApiResult;
 use crate::http::conn::LongLived;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::sized_json::SizedJson;
 use crate::http::views;
 use crate::state::AppState;
 use crate::{events, sessions};
@@ -35,16 +36,21 @@ pub async fn open_session(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(req): ApiJson<proto::OpenSession>,
-) -> ApiResult<(StatusCode, Json<proto::Session>)> {
+) -> ApiResult<(StatusCode, SizedJson<proto::Session>)> {
     let open = sessions::open(&state, &auth, req).await?;
     let status = if open.opened.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
+    // The session's fields take ~300 bytes besides its lease, the ids ~200 at most.
+    let capacity = 512 + open.lease.len();
     Ok((
         status,
-        Json(views::session(&open.opened.session, Some(open.lease))),
+        SizedJson {
+            value: views::session(&open.opened.session, Some(open.lease)),
+            capacity,
+        },
     ))
 }
 
