@@ -282,7 +282,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::NotFound(what.to_string()),
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
             StoreError::Rule(rule) => rule.into(),
-            StoreError::Unavailable(cause) => ApiError::StoreUnavailable(cause),
+            StoreError::Unavailable(cause) | StoreError::Contended(cause) => {
+                ApiError::StoreUnavailable(cause)
+            }
         }
     }
 }

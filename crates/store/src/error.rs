@@ -18,6 +18,11 @@ pub enum StoreError {
     /// The backend cannot be reached or failed to persist (503 `store_unavailable`).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The transaction lost a race with another (a deadlock or a serialization failure) and
+    /// was rolled back: run again, it may succeed. The store retries it itself a few times;
+    /// what is left is answered as unavailable (503 `store_unavailable`).
+    #[error("storage contended: {0}")]
+    Contended(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -18,6 +18,7 @@ mod mass_end;
 mod multinode;
 mod pg;
 mod pg_borrow;
+mod pg_contention;
 mod pg_delegation;
 mod pg_events;
 mod pg_hold;

@@ -10,6 +10,7 @@ use leasehold_proto::EndReason;
 
 use super::end::end_sessions;
 use super::errors::{db_error, is_foreign_key_violation};
+use super::retry::transaction;
 use super::rows::{
     fetch_rows, insert_audit, user_from, AuditRows, TermsCache, INSERT_CREDENTIAL, USER_COLS,
 };
@@ -88,12 +89,12 @@ pub(super) async fn put_credential(
     let Some(event) = admin_events::token_issued(&credential, now) else {
         return insert_credential(pool, &credential).await;
     };
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    insert_credential(&mut *tx, &credential).await?;
-    insert_audit(&mut tx, AuditRows::of(event))
-        .await
-        .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)
+    transaction!(pool, |tx| {
+        insert_credential(&mut **tx, &credential).await?;
+        insert_audit(tx, AuditRows::of(event.clone()))
+            .await
+            .map_err(db_error)
+    })
 }
 
 // ---- accounts ----
@@ -104,25 +105,25 @@ pub(super) async fn create_account(
     account: Account,
     admin: Credential,
 ) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let inserted = sqlx::query(
-        "INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&account.id)
-    .bind(&account.name)
-    .bind(account.created_at.millis())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    if inserted.rows_affected() == 0 {
-        return Err(StoreError::Conflict(format!(
-            "account {} exists",
-            account.id
-        )));
-    }
-    insert_credential(&mut *tx, &admin).await?;
-    tx.commit().await.map_err(db_error)
+    transaction!(pool, |tx| {
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&account.id)
+        .bind(&account.name)
+        .bind(account.created_at.millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "account {} exists",
+                account.id
+            )));
+        }
+        insert_credential(&mut **tx, &admin).await
+    })
 }
 
 pub(super) async fn get_account(pool: &PgPool, id: &str) -> StoreResult<Option<Account>> {
@@ -153,50 +154,51 @@ pub(super) async fn put_user(
     user: User,
     now: Timestamp,
 ) -> StoreResult<(UserPut, Vec<Session>)> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let result = sqlx::query_scalar::<_, bool>(
-        "INSERT INTO users
-             (account_id, username, kind, active, client_id, client_secret_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (account_id, username) DO UPDATE SET
-             kind = excluded.kind, active = excluded.active, client_id = excluded.client_id,
-             client_secret_hash = excluded.client_secret_hash
-         RETURNING (xmax = 0)",
-    )
-    .bind(&user.account_id)
-    .bind(&user.username)
-    .bind(user.kind.as_str())
-    .bind(user.active)
-    .bind(&user.client_id)
-    .bind(user.client_secret_hash.map(|h| h.to_vec()))
-    .bind(user.created_at.millis())
-    .fetch_one(&mut *tx)
-    .await;
-    let created = match result {
-        Ok(created) => created,
-        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
-        Err(e) => return Err(db_error(e)),
-    };
-    insert_audit(
-        &mut tx,
-        AuditRows::of(admin_events::user_put(&user, created, now)),
-    )
-    .await
-    .map_err(db_error)?;
-    let ended = if user.active {
-        Vec::new()
-    } else {
-        end_sessions(
-            &mut tx,
-            cache,
-            "l.account_id = $3 AND s.username = $4",
-            &[&user.account_id, &user.username],
-            EndReason::UserDeactivated,
-            now,
+    let (created, ended) = transaction!(pool, |tx| {
+        let result = sqlx::query_scalar::<_, bool>(
+            "INSERT INTO users
+                 (account_id, username, kind, active, client_id, client_secret_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (account_id, username) DO UPDATE SET
+                 kind = excluded.kind, active = excluded.active, client_id = excluded.client_id,
+                 client_secret_hash = excluded.client_secret_hash
+             RETURNING (xmax = 0)",
         )
-        .await?
-    };
-    tx.commit().await.map_err(db_error)?;
+        .bind(&user.account_id)
+        .bind(&user.username)
+        .bind(user.kind.as_str())
+        .bind(user.active)
+        .bind(&user.client_id)
+        .bind(user.client_secret_hash.map(|h| h.to_vec()))
+        .bind(user.created_at.millis())
+        .fetch_one(&mut **tx)
+        .await;
+        let created = match result {
+            Ok(created) => created,
+            Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
+            Err(e) => return Err(db_error(e)),
+        };
+        insert_audit(
+            tx,
+            AuditRows::of(admin_events::user_put(&user, created, now)),
+        )
+        .await
+        .map_err(db_error)?;
+        let ended = if user.active {
+            Vec::new()
+        } else {
+            end_sessions(
+                tx,
+                cache,
+                "l.account_id = $3 AND s.username = $4",
+                &[&user.account_id, &user.username],
+                EndReason::UserDeactivated,
+                now,
+            )
+            .await?
+        };
+        Ok((created, ended))
+    })?;
     let put = UserPut {
         created,
         ended: u32::try_from(ended.len()).unwrap_or(u32::MAX),

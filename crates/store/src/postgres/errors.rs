@@ -2,13 +2,17 @@
 
 use crate::StoreError;
 
-/// A database failure as the store reports it: a unique violation is a conflict (409), any
+/// A database failure as the store reports it: a unique violation is a conflict (409), a
+/// deadlock or serialization failure is contention (`retry::transaction` runs it again), any
 /// other failure (a lost connection, a timeout…) makes the store unavailable (503).
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     if let Some(d) = e.as_database_error() {
         if d.is_unique_violation() {
             return StoreError::Conflict(d.message().to_owned());
         }
+    }
+    if is_retryable(&e) {
+        return StoreError::Contended(e.to_string());
     }
     StoreError::Unavailable(e.to_string())
 }
@@ -35,5 +39,6 @@ pub(super) fn clone_error(e: &StoreError) -> StoreError {
         StoreError::Conflict(msg) => StoreError::Conflict(msg.clone()),
         StoreError::Rule(rule) => StoreError::Rule(rule.clone()),
         StoreError::Unavailable(msg) => StoreError::Unavailable(msg.clone()),
+        StoreError::Contended(msg) => StoreError::Contended(msg.clone()),
     }
 }

@@ -10,6 +10,7 @@ use sqlx::Transaction;
 use super::errors::{db_error, is_foreign_key_violation};
 use super::live::{LIVE_ABOVE_FLOOR, LIVE_ALL, OVERDRAFT_ABOVE_FLOOR};
 use super::mass;
+use super::retry::transaction;
 use super::rows::{
     audit_event_from, fetch_rows, insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS,
 };
@@ -22,40 +23,41 @@ use crate::{StoreError, StoreResult};
 /// Creates a license, with its usage row and its `created` event.
 pub(super) async fn create_license(pool: &PgPool, license: License) -> StoreResult<()> {
     let terms = terms_json(&license.terms)?;
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let inserted = sqlx::query(
-        "INSERT INTO licenses (id, account_id, model, terms, created_at, ends_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&license.id)
-    .bind(&license.account_id)
-    .bind(license.model.as_str())
-    .bind(&terms)
-    .bind(license.created_at.millis())
-    .bind(license.terms.expires_at.map(Timestamp::millis))
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Ok(r) if r.rows_affected() == 0 => {
-            return Err(StoreError::Conflict(format!(
-                "license {} exists",
-                license.id
-            )))
-        }
-        Ok(_) => {}
-        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
-        Err(e) => return Err(db_error(e)),
-    }
-    sqlx::query("INSERT INTO license_usage (license_id, since) VALUES ($1, $2)")
+    transaction!(pool, |tx| {
+        let inserted = sqlx::query(
+            "INSERT INTO licenses (id, account_id, model, terms, created_at, ends_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
         .bind(&license.id)
+        .bind(&license.account_id)
+        .bind(license.model.as_str())
+        .bind(&terms)
         .bind(license.created_at.millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    insert_audit(&mut tx, AuditRows::of(admission::license_created(&license)))
-        .await
-        .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)
+        .bind(license.terms.expires_at.map(Timestamp::millis))
+        .execute(&mut **tx)
+        .await;
+        match inserted {
+            Ok(r) if r.rows_affected() == 0 => {
+                return Err(StoreError::Conflict(format!(
+                    "license {} exists",
+                    license.id
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound("account")),
+            Err(e) => return Err(db_error(e)),
+        }
+        sqlx::query("INSERT INTO license_usage (license_id, since) VALUES ($1, $2)")
+            .bind(&license.id)
+            .bind(license.created_at.millis())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        insert_audit(tx, AuditRows::of(admission::license_created(&license)))
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    })
 }
 
 /// The account's licenses, oldest first.
@@ -93,20 +95,21 @@ pub(super) async fn update_license(
     license: &License,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let old: Option<(Option<i64>, String)> =
-        sqlx::query_as("SELECT ends_at, terms FROM licenses WHERE id = $1 FOR UPDATE")
-            .bind(&license.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-    let Some((old_end, old_terms)) = old else {
-        return Err(StoreError::NotFound("license"));
-    };
-    let mut license = license.clone();
-    license.terms.delegations = parse_terms(&license.id, &old_terms)?.delegations;
-    update_locked(&mut tx, &license, old_end, now).await?;
-    tx.commit().await.map_err(db_error)
+    transaction!(pool, |tx| {
+        let old: Option<(Option<i64>, String)> =
+            sqlx::query_as("SELECT ends_at, terms FROM licenses WHERE id = $1 FOR UPDATE")
+                .bind(&license.id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        let Some((old_end, old_terms)) = old else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let mut license = license.clone();
+        license.terms.delegations = parse_terms(&license.id, &old_terms)?.delegations;
+        update_locked(tx, &license, old_end, now).await?;
+        Ok(())
+    })
 }
 
 /// `update_license` once the license row is locked (its end before the change: `old_end`).

@@ -34,6 +34,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::errors::db_error;
 use super::queue::QueueCtx;
+use super::retry::transaction;
 use super::rows::{insert_audit, AuditRows, LicenseRow, TermsCache, LICENSE_COLS};
 use crate::admission;
 use crate::codec::parse_end_reason;
@@ -108,45 +109,45 @@ pub(super) async fn revoke_all(
     license_id: &str,
     now: Timestamp,
 ) -> StoreResult<u32> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let row = sqlx::query(&format!(
-        "SELECT {LICENSE_COLS} FROM licenses WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(license_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let Some(row) = row else {
-        return Err(StoreError::NotFound("license"));
-    };
-    let license = LicenseRow::read(&row)
-        .map_err(db_error)?
-        .parse(|id, terms| cache.owned(id, terms))?;
-    let previous = floor_locked(&mut tx, license_id, EndReason::Revoked, now)
+    transaction!(pool, |tx| {
+        let row = sqlx::query(&format!(
+            "SELECT {LICENSE_COLS} FROM licenses WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(license_id)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db_error)?;
-    // Live sessions committed so far that no earlier floor covers (nor the license's end):
-    // those of the previous floor's epoch (see `live`).
-    let revoked: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(c.live), 0)::int8 FROM license_live c
-         JOIN licenses l ON l.id = c.license_id
-         WHERE c.license_id = $1 AND c.epoch = $2 AND (l.ends_at IS NULL OR l.ends_at > $3)",
-    )
-    .bind(license_id)
-    .bind(previous)
-    .bind(now.millis())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let revoked = u32::try_from(revoked).unwrap_or(u32::MAX);
-    insert_audit(
-        &mut tx,
-        AuditRows::of(admission::sessions_revoked(&license, revoked, now)),
-    )
-    .await
-    .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(revoked)
+        let Some(row) = row else {
+            return Err(StoreError::NotFound("license"));
+        };
+        let license = LicenseRow::read(&row)
+            .map_err(db_error)?
+            .parse(|id, terms| cache.owned(id, terms))?;
+        let previous = floor_locked(tx, license_id, EndReason::Revoked, now)
+            .await
+            .map_err(db_error)?;
+        // Live sessions committed so far that no earlier floor covers (nor the license's end):
+        // those of the previous floor's epoch (see `live`).
+        let revoked: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(c.live), 0)::int8 FROM license_live c
+             JOIN licenses l ON l.id = c.license_id
+             WHERE c.license_id = $1 AND c.epoch = $2 AND (l.ends_at IS NULL OR l.ends_at > $3)",
+        )
+        .bind(license_id)
+        .bind(previous)
+        .bind(now.millis())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let revoked = u32::try_from(revoked).unwrap_or(u32::MAX);
+        insert_audit(
+            tx,
+            AuditRows::of(admission::sessions_revoked(&license, revoked, now)),
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(revoked)
+    })
 }
 
 /// The reaper's part of mass ends, run each tick on every node: licenses whose end has passed

@@ -160,6 +160,7 @@ mod open;
 mod queue;
 mod read;
 mod reaper;
+mod retry;
 mod rows;
 mod schema;
 mod sessions;

@@ -13,6 +13,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::end::end_sessions;
 use super::errors::db_error;
+use super::retry::transaction;
 use super::rows::{
     device_from, fetch_rows, insert_audit, license_user_from, AuditRows, TermsCache,
 };
@@ -50,70 +51,72 @@ pub(super) async fn set_license_user(
     active: bool,
     now: Timestamp,
 ) -> StoreResult<(LicenseUserChange, bool, Vec<Session>)> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let terms = lock_license(&mut tx, cache, license_id).await?;
-    let previous: Option<bool> = sqlx::query_scalar(
-        "SELECT active FROM license_users WHERE license_id = $1 AND username = $2",
-    )
-    .bind(license_id)
-    .bind(username)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let was_active = previous.unwrap_or(false);
-    if active {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM license_users WHERE license_id = $1 AND active",
+    let (previous, ended) = transaction!(pool, |tx| {
+        let terms = lock_license(tx, cache, license_id).await?;
+        let previous: Option<bool> = sqlx::query_scalar(
+            "SELECT active FROM license_users WHERE license_id = $1 AND username = $2",
         )
         .bind(license_id)
-        .fetch_one(&mut *tx)
+        .bind(username)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db_error)?;
-        decide_user_activation(
-            &terms,
-            u32::try_from(count).unwrap_or(u32::MAX),
-            was_active,
-            now,
-        )?;
-    } else {
-        decide_user_activation(&terms, 0, true, now)?;
-    }
-    sqlx::query(
-        "INSERT INTO license_users (license_id, username, active, updated_at)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (license_id, username)
-         DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at",
-    )
-    .bind(license_id)
-    .bind(username)
-    .bind(active)
-    .bind(now.millis())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let account_id: String = sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
-        .bind(license_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    let event = admin_events::license_user(&account_id, license_id, username, active, now);
-    insert_audit(&mut tx, AuditRows::of(event))
-        .await
-        .map_err(db_error)?;
-    let ended = if active {
-        Vec::new()
-    } else {
-        end_sessions(
-            &mut tx,
-            cache,
-            "s.license_id = $3 AND s.username = $4",
-            &[license_id, username],
-            EndReason::UserDeactivated,
-            now,
+        let was_active = previous.unwrap_or(false);
+        if active {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM license_users WHERE license_id = $1 AND active",
+            )
+            .bind(license_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            decide_user_activation(
+                &terms,
+                u32::try_from(count).unwrap_or(u32::MAX),
+                was_active,
+                now,
+            )?;
+        } else {
+            decide_user_activation(&terms, 0, true, now)?;
+        }
+        sqlx::query(
+            "INSERT INTO license_users (license_id, username, active, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (license_id, username)
+             DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at",
         )
-        .await?
-    };
-    tx.commit().await.map_err(db_error)?;
+        .bind(license_id)
+        .bind(username)
+        .bind(active)
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let account_id: String =
+            sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
+                .bind(license_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        let event = admin_events::license_user(&account_id, license_id, username, active, now);
+        insert_audit(tx, AuditRows::of(event))
+            .await
+            .map_err(db_error)?;
+        let ended = if active {
+            Vec::new()
+        } else {
+            end_sessions(
+                tx,
+                cache,
+                "s.license_id = $3 AND s.username = $4",
+                &[license_id, username],
+                EndReason::UserDeactivated,
+                now,
+            )
+            .await?
+        };
+        Ok((previous, ended))
+    })?;
     Ok((
         LicenseUserChange {
             user: LicenseUser {
@@ -152,59 +155,64 @@ pub(super) async fn activate_device(
     name: &str,
     now: Timestamp,
 ) -> StoreResult<(DeviceActivation, bool)> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    let terms = lock_license(&mut tx, cache, license_id).await?;
-    let existing = sqlx::query(
-        "SELECT name, activated_at FROM license_devices
-         WHERE license_id = $1 AND fingerprint = $2",
-    )
-    .bind(license_id)
-    .bind(fingerprint)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let count: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM license_devices WHERE license_id = $1")
-            .bind(license_id)
-            .fetch_one(&mut *tx)
+    let existing = transaction!(pool, |tx| {
+        let terms = lock_license(tx, cache, license_id).await?;
+        let existing = sqlx::query(
+            "SELECT name, activated_at FROM license_devices
+             WHERE license_id = $1 AND fingerprint = $2",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM license_devices WHERE license_id = $1")
+                .bind(license_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        decide_device_activation(
+            &terms,
+            u32::try_from(count).unwrap_or(u32::MAX),
+            existing.is_some(),
+            now,
+        )?;
+        if let Some(row) = existing {
+            let device = DeviceActivation {
+                license_id: license_id.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                name: row.try_get(0).map_err(db_error)?,
+                activated_at: Timestamp::from_millis(row.try_get(1).map_err(db_error)?),
+            };
+            return Ok(Some(device));
+        }
+        sqlx::query(
+            "INSERT INTO license_devices (license_id, fingerprint, name, activated_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .bind(name)
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let account_id: String =
+            sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
+                .bind(license_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        let event = admission::device_activated(&account_id, license_id, fingerprint, now);
+        insert_audit(tx, AuditRows::of(event))
             .await
             .map_err(db_error)?;
-    decide_device_activation(
-        &terms,
-        u32::try_from(count).unwrap_or(u32::MAX),
-        existing.is_some(),
-        now,
-    )?;
-    if let Some(row) = existing {
-        let device = DeviceActivation {
-            license_id: license_id.to_owned(),
-            fingerprint: fingerprint.to_owned(),
-            name: row.try_get(0).map_err(db_error)?,
-            activated_at: Timestamp::from_millis(row.try_get(1).map_err(db_error)?),
-        };
+        Ok(None)
+    })?;
+    if let Some(device) = existing {
         return Ok((device, false));
     }
-    sqlx::query(
-        "INSERT INTO license_devices (license_id, fingerprint, name, activated_at)
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(license_id)
-    .bind(fingerprint)
-    .bind(name)
-    .bind(now.millis())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let account_id: String = sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
-        .bind(license_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    let event = admission::device_activated(&account_id, license_id, fingerprint, now);
-    insert_audit(&mut tx, AuditRows::of(event))
-        .await
-        .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
     Ok((
         DeviceActivation {
             license_id: license_id.to_owned(),
@@ -224,36 +232,36 @@ pub(super) async fn deactivate_device(
     fingerprint: &str,
     now: Timestamp,
 ) -> StoreResult<Vec<Session>> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    lock_license(&mut tx, cache, license_id).await?;
-    let account_id: Option<String> = sqlx::query_scalar(
-        "DELETE FROM license_devices d USING licenses l
-         WHERE d.license_id = $1 AND d.fingerprint = $2 AND l.id = d.license_id
-         RETURNING l.account_id",
-    )
-    .bind(license_id)
-    .bind(fingerprint)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let Some(account_id) = account_id else {
-        return Err(StoreError::NotFound("device"));
-    };
-    let ended = end_sessions(
-        &mut tx,
-        cache,
-        "s.license_id = $3 AND s.device_id = $4",
-        &[license_id, fingerprint],
-        EndReason::DeviceDeactivated,
-        now,
-    )
-    .await?;
-    let event = admission::device_deactivated(&account_id, license_id, fingerprint, now);
-    insert_audit(&mut tx, AuditRows::of(event))
+    transaction!(pool, |tx| {
+        lock_license(tx, cache, license_id).await?;
+        let account_id: Option<String> = sqlx::query_scalar(
+            "DELETE FROM license_devices d USING licenses l
+             WHERE d.license_id = $1 AND d.fingerprint = $2 AND l.id = d.license_id
+             RETURNING l.account_id",
+        )
+        .bind(license_id)
+        .bind(fingerprint)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(ended)
+        let Some(account_id) = account_id else {
+            return Err(StoreError::NotFound("device"));
+        };
+        let ended = end_sessions(
+            tx,
+            cache,
+            "s.license_id = $3 AND s.device_id = $4",
+            &[license_id, fingerprint],
+            EndReason::DeviceDeactivated,
+            now,
+        )
+        .await?;
+        let event = admission::device_deactivated(&account_id, license_id, fingerprint, now);
+        insert_audit(tx, AuditRows::of(event))
+            .await
+            .map_err(db_error)?;
+        Ok(ended)
+    })
 }
 
 /// The license's activated devices, oldest first.

@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use super::errors::db_error;
 use super::node::PgStore;
+use super::retry::transaction;
 use super::rows::fetch_rows;
 use crate::webhooks::*;
 use crate::{StoreError, StoreResult};
@@ -151,20 +152,20 @@ impl WebhookStore for PgStore {
     }
 
     async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let n = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        tx.commit().await.map_err(db_error)?;
-        Ok(n > 0)
+        transaction!(&self.pool, |tx| {
+            sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            let n = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            Ok(n > 0)
+        })
     }
 
     async fn fanout_cursor(&self) -> StoreResult<FanoutCursor> {
@@ -181,38 +182,38 @@ impl WebhookStore for PgStore {
     }
 
     async fn commit_fanout(&self, from: FanoutCursor, fanout: Fanout) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // The row lock makes a racing commit wait and then find the version moved.
-        let moved = sqlx::query(
-            "UPDATE webhook_cursor SET seq = $1, version = version + 1
-             WHERE name = 'fanout' AND version = $2",
-        )
-        .bind(fanout.seq)
-        .bind(from.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if moved != 1 {
-            return Ok(false);
-        }
-        for d in &fanout.deliveries {
-            insert_delivery(&mut tx, d, self.clock.db(d.created_at)).await?;
-        }
-        for (license, kind, value) in &fanout.alert_states {
-            sqlx::query(
-                "INSERT INTO webhook_alert_state (license_id, kind, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (license_id, kind) DO UPDATE SET value = excluded.value",
+        transaction!(&self.pool, |tx| {
+            // The row lock makes a racing commit wait and then find the version moved.
+            let moved = sqlx::query(
+                "UPDATE webhook_cursor SET seq = $1, version = version + 1
+                 WHERE name = 'fanout' AND version = $2",
             )
-            .bind(license)
-            .bind(kind)
-            .bind(value)
-            .execute(&mut *tx)
+            .bind(fanout.seq)
+            .bind(from.version)
+            .execute(&mut **tx)
             .await
-            .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+            .map_err(db_error)?
+            .rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            for d in &fanout.deliveries {
+                insert_delivery(tx, d, self.clock.db(d.created_at)).await?;
+            }
+            for (license, kind, value) in &fanout.alert_states {
+                sqlx::query(
+                    "INSERT INTO webhook_alert_state (license_id, kind, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (license_id, kind) DO UPDATE SET value = excluded.value",
+                )
+                .bind(license)
+                .bind(kind)
+                .bind(value)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            }
+            Ok(true)
+        })
     }
 
     async fn alert_states(&self) -> StoreResult<Vec<(String, String, String)>> {
@@ -238,13 +239,13 @@ impl WebhookStore for PgStore {
     }
 
     async fn enqueue_deliveries(&self, deliveries: Vec<NewDelivery>) -> StoreResult<Vec<i64>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let mut ids = Vec::with_capacity(deliveries.len());
-        for d in &deliveries {
-            ids.push(insert_delivery(&mut tx, d, self.clock.db(d.created_at)).await?);
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(ids)
+        transaction!(&self.pool, |tx| {
+            let mut ids = Vec::with_capacity(deliveries.len());
+            for d in &deliveries {
+                ids.push(insert_delivery(tx, d, self.clock.db(d.created_at)).await?);
+            }
+            Ok(ids)
+        })
     }
 
     async fn claim_deliveries(
