@@ -235,8 +235,9 @@ impl Summary {
         let (each, m) = self.ratio(2, 3);
         if let Some(m) = m {
             println!(
-                "checkout cycles/s / redis-semaphore cycles/s: {m:.2}x (rounds: {}) — bar >= 1.0x: {}",
+                "checkout cycles/s / redis-semaphore cycles/s: {m:.2}x (rounds: {}) — bar >= 0.5x (issue 18): {}; >= 1.0x (issue 6): {}",
                 show(&each),
+                bar(m >= 0.5),
                 bar(m >= 1.0)
             );
             // What no checkout can beat: a cycle is two requests, so half the healthz rate is
@@ -256,9 +257,9 @@ impl Summary {
         let (each, m) = self.ratio(1, 0);
         if let Some(m) = m {
             println!(
-                "heartbeats/s / healthz req/s:                 {m:.2}x (rounds: {}) — bar >= 0.85x: {}",
+                "heartbeats/s / healthz req/s:                 {m:.2}x (rounds: {}) — bar >= 0.95x (issue 18): {}",
                 show(&each),
-                bar(m >= 0.85)
+                bar(m >= 0.95)
             );
         }
         if let (Some(sink), Some(h)) = (
@@ -300,9 +301,10 @@ impl Summary {
         for m in &self.mass {
             m.print();
         }
-        // Checkouts keep issue 6's bar; heartbeats have issue 18's.
+        // Issue 18's bars (issue 6 asked 7x of checkouts: out of reach while PostgreSQL's CPU
+        // per open and end is the bound, see BENCHMARKS.md).
         for (i, what, min) in [
-            (1, "checkout cycles/s", 7.0),
+            (1, "checkout cycles/s", 3.0),
             (2, "heartbeats/s     ", 10.0),
         ] {
             let (each, m) = self.pg_ratio(i);
