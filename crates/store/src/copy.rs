@@ -460,10 +460,11 @@ pub async fn copy_sqlite_to_postgres(
         sqlx::query(
             "INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
                                    opened_at, expires_at, hard_end, overdraft, license_end,
-                                   ended_at, end_reason, borrow_until)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                   ended_at, end_reason, borrow_until, reap_at)
+             SELECT *, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[],
-                                  $11::int8[], $12::int8[], $13::text[], $14::int8[])",
+                                  $11::int8[], $12::int8[], $13::text[], $14::int8[])
+                 AS v(i, l, u, k, d, n, o, e, h, od, le, en, er, bu)",
         )
         .bind(chunk(&s.id, start, end))
         .bind(chunk(&s.license_id, start, end))

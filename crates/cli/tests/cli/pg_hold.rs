@@ -272,3 +272,73 @@ async fn a_node_that_cannot_write_stops_answering_heartbeats_within_the_bound() 
     drop(proxy);
     db.drop_db().await;
 }
+
+/// Migration 0012: no index of `sessions` covers `expires_at` (the reapers go by `reap_at`),
+/// so a heartbeat flush's rewrite of it is a HOT update: no new index entries.
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test]
+async fn a_flushed_expiry_is_a_hot_update_that_touches_no_index() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::create("hot expiry").await else {
+        return;
+    };
+    // Arrange: the schema as this binary migrates it, one live session.
+    let out = tokio::process::Command::new(crate::support::BIN)
+        .args(["migrate", "--database-url", &db.url])
+        .env("LEASEHOLD_LOG", "off")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO accounts (id, name, created_at) VALUES ('a1', 'Acme', 0);
+         INSERT INTO licenses (id, account_id, model, terms, created_at)
+           VALUES ('l1', 'a1', 'concurrent_sessions', '{}', 0);
+         INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
+                               opened_at, expires_at, reap_at)
+           VALUES ('s1', 'l1', 'bob', 'interactive', 'pc', 'x', 0, 60000, 60000);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let covering: Vec<String> = sqlx::query_scalar(
+        "SELECT i.indexrelid::regclass::text FROM pg_index i
+         WHERE i.indrelid = 'sessions'::regclass
+           AND (pg_get_indexdef(i.indexrelid) ~ 'expires_at'
+                OR pg_get_expr(i.indpred, i.indrelid) ~ 'expires_at')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(covering.is_empty(), "indexes over expires_at: {covering:?}");
+
+    // Act: a bulk expiry rewrite as the flush makes it (`flush.rs`), in a transaction that
+    // reads its own counters.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE sessions s SET expires_at = GREATEST(s.expires_at, v.exp)
+         FROM unnest($1::text[], $2::int8[]) AS v(id, exp) WHERE s.id = v.id",
+    )
+    .bind(vec!["s1".to_owned()])
+    .bind(vec![120_000_i64])
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let (updated, hot): (i64, i64) = sqlx::query_as(
+        "SELECT pg_stat_get_xact_tuples_updated('sessions'::regclass),
+                pg_stat_get_xact_tuples_hot_updated('sessions'::regclass)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Assert
+    assert_eq!((updated, hot), (1, 1));
+    conn.close().await.ok();
+    db.drop_db().await;
+}

@@ -105,8 +105,11 @@
 //! # Expiry
 //!
 //! `reap_expired` (run by every node's reaper) takes at most `REAP_BATCH` live sessions
-//! past their stored expiry (by `REAP_LAG_MS` while other nodes live) through the partial index `sessions_live_expiry` with `FOR UPDATE SKIP LOCKED`,
-//! ends them and writes their `ended` audit events in the same transaction. A session locked by
+//! past their `reap_at` (by `REAP_LAG_MS` while other nodes live) through the partial index
+//! `sessions_live_reap` with `FOR UPDATE SKIP LOCKED`. `reap_at` is a lower bound of the
+//! stored expiry, so heartbeats rewrite no indexed column (HOT updates); a session whose expiry
+//! moved on gets `reap_at` raised to it, the expired ones end, with their `ended` audit events,
+//! in the same transaction. A session locked by
 //! one node is skipped by the others, and the end is guarded by `ended_at IS NULL`: each expired
 //! session is ended exactly once, with one `ended` event, whichever nodes run the reaper. A tick
 //! costs O(expired), never a scan of the sessions table.

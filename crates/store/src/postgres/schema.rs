@@ -30,6 +30,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_usage_rollups.sql"),
     // Sessions: room for heartbeat rewrites and autovacuum that keeps up (a no-op on SQLite).
     include_str!("../../migrations/postgres/0011_session_upkeep.sql"),
+    // Reapers find sessions by `reap_at`, not `expires_at`: heartbeat rewrites become HOT.
+    include_str!("../../migrations/postgres/0012_reap_at.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -28,6 +28,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_usage_rollups.sql"),
     // Sessions: room for heartbeat rewrites and autovacuum that keeps up (a no-op on SQLite).
     include_str!("../../migrations/sqlite/0011_session_upkeep.sql"),
+    // The PostgreSQL reapers' index moves to `reap_at` (a no-op on SQLite).
+    include_str!("../../migrations/sqlite/0012_reap_at.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the

@@ -512,8 +512,8 @@ async fn reclaim_expired(
             "SELECT {PLAIN_SESSION_COLS}
              FROM sessions s
              WHERE s.license_id = ANY($1) AND s.ended_at IS NULL
-               AND s.expires_at <= $2 - {REAP_LAG_SQL}
-             ORDER BY s.expires_at LIMIT $3
+               AND s.reap_at <= $2 - {REAP_LAG_SQL} AND s.expires_at <= $2 - {REAP_LAG_SQL}
+             ORDER BY s.reap_at LIMIT $3
              FOR UPDATE"
         ))
         .bind(locked)

@@ -241,8 +241,8 @@ pub(super) async fn changes(
          ), opened AS (
              INSERT INTO sessions (id, license_id, username, kind, device_id, instance_id,
                                    opened_at, expires_at, hard_end, overdraft, license_end,
-                                   borrow_until, epoch)
-             SELECT v.*, l.end_below
+                                   borrow_until, epoch, reap_at)
+             SELECT v.*, l.end_below, v.e
              FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::int8[], $10::int8[], $11::int8[], $23::bool[],
                          $24::int8[], $29::int8[]) AS v(id, license_id, u, k, d, i, o, e, h, od, le, bu)

@@ -83,8 +83,8 @@ pub(super) async fn read(
              SELECT 'x'::text, {PLAIN_SESSION_COLS}, s.seq
              FROM sessions s
              WHERE s.license_id = ANY($7) AND s.ended_at IS NULL
-               AND s.expires_at <= $8 - {REAP_LAG_SQL}
-             ORDER BY s.expires_at LIMIT $9
+               AND s.reap_at <= $8 - {REAP_LAG_SQL} AND s.expires_at <= $8 - {REAP_LAG_SQL}
+             ORDER BY s.reap_at LIMIT $9
              FOR UPDATE
          ) x
          UNION ALL
