@@ -17,6 +17,7 @@ mod logs;
 mod mass_end;
 mod multinode;
 mod pg;
+mod pg_audit;
 mod pg_borrow;
 mod pg_contention;
 mod pg_delegation;

@@ -8,7 +8,7 @@
 //! and the snapshot it was read in; every transaction that could still commit a smaller `seq`
 //! was in progress in that snapshot (one that started later drew its `seq` after the greatest
 //! was committed). The page waits until each of those has ended (`pg_xact_status`, polled
-//! every few milliseconds), and then reads only rows at or below the greatest `seq`. A horizon
+//! every few milliseconds; transactions of other databases on the same server are left out), and then reads only rows at or below the greatest `seq`. A horizon
 //! once safe stays safe, so each node keeps the last one it found: when a transaction stays
 //! open past `HORIZON_WAIT`, the page is answered up to that earlier horizon instead (the rest
 //! comes with a later page), or 503 `store_unavailable` if there is none yet. (A first version
@@ -36,6 +36,19 @@ const HORIZON_WAIT: Duration = Duration::from_secs(2);
 /// How often a page looks again whether those transactions have ended.
 const HORIZON_POLL: Duration = Duration::from_millis(5);
 
+/// How many transactions of a snapshot (`$1`) are still in progress, leaving out those of
+/// backends connected to another database of the server: the snapshot lists the whole
+/// cluster's, and none of those can write this database's audit log (a backend stays in its
+/// database for life). Read after the snapshot was taken, so a transaction of this database
+/// still open then is never left out; a backend whose `backend_xid` this role may not see is
+/// waited for, as before.
+const OPEN_WRITERS: &str = "SELECT count(*) FROM pg_snapshot_xip($1::pg_snapshot) AS x
+     WHERE pg_xact_status(x) = 'in progress'
+       AND x::xid NOT IN (
+           SELECT a.backend_xid FROM pg_stat_activity a
+           WHERE a.backend_xid IS NOT NULL AND a.datid IS DISTINCT FROM
+                 (SELECT oid FROM pg_database WHERE datname = current_database()))";
+
 /// The greatest `seq` below which no audit event can still appear; `known` is the greatest
 /// this node found so far (raised here).
 pub(super) async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64> {
@@ -47,14 +60,11 @@ pub(super) async fn horizon(pool: &PgPool, known: &AtomicI64) -> StoreResult<i64
     let max = max.unwrap_or(0);
     let started = Instant::now();
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_snapshot_xip($1::pg_snapshot) AS x
-             WHERE pg_xact_status(x) = 'in progress'",
-        )
-        .bind(&snapshot)
-        .fetch_one(pool)
-        .await
-        .map_err(db_error)?;
+        let open: i64 = sqlx::query_scalar(OPEN_WRITERS)
+            .bind(&snapshot)
+            .fetch_one(pool)
+            .await
+            .map_err(db_error)?;
         if open == 0 {
             return Ok(known.fetch_max(max, Ordering::Relaxed).max(max));
         }
