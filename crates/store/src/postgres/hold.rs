@@ -19,11 +19,10 @@
 //! - A heartbeat answered from memory is on disk within `FLUSH_EVERY` plus one flush; memory
 //!   stops answering once an expiry waits longer than `HOLD_TRUST_MS`. A session live in some
 //!   node's memory therefore has a stored expiry later than `now - REAP_LAG_MS`: while other
-//!   nodes live, every reaper ends only sessions whose stored expiry is older than that
-//!   (`REAP_LAG_SQL`; `reaper`), and every open that reclaims seats always does (`open::view`:
-//!   it does not ask memory), counting them in use until then. A reaper that finds a due
-//!   session live in its own node's memory writes that expiry instead of ending it, so a
-//!   reaper alone needs no lag.
+//!   nodes live, every reaper and every open that reclaims seats ends only sessions whose
+//!   stored expiry is older than that (`REAP_LAG_SQL`; `reaper`, `open::view`), and counts them
+//!   in use until then. A reaper that finds a due session live in its own node's memory writes
+//!   that expiry instead of ending it, so a node alone needs no lag.
 //! - When the database is unreachable, the feed and the flushes fail: within `HOLD_TRUST_MS`
 //!   heartbeats go to the database and are answered 503 like every other request. What was
 //!   answered meanwhile and never written makes a session expire earlier than its owner was
@@ -53,10 +52,9 @@ pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// margin (clock offsets between nodes, a flush in flight). Reapers and seat reclaims end only
 /// sessions whose stored expiry is at least this far past.
 pub(crate) const REAP_LAG_MS: i64 = 3_000;
-/// SQL expression: the lag reapers allow, in ms. Only another live node can hold an expiry not
-/// written yet that this node does not know: alone, a node's reaper asks its own memory instead
-/// (`Hold::alive`), so the lag is `REAP_LAG_MS` only while other nodes live. (Seat reclaims by
-/// opens do not ask memory: they always allow `REAP_LAG_MS`.)
+/// SQL expression: the lag reapers and seat reclaims allow, in ms. Only another live node can
+/// hold an expiry not written yet that this node does not know: alone, a node's reaper asks its
+/// own memory instead (`Hold::alive`), so the lag is `REAP_LAG_MS` only while other nodes live.
 pub(crate) const REAP_LAG_SQL: &str = "(CASE WHEN (SELECT count(*) FROM nodes n WHERE \
      n.seen_at > now() - interval '5 seconds' \
      AND (n.pid IS NULL OR EXISTS (SELECT 1 FROM pg_stat_get_activity(n.pid)))) > 1 \

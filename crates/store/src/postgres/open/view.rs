@@ -507,19 +507,17 @@ async fn reclaim_expired(
     let mut expired: Vec<Session> = Vec::new();
     let mut expired_ids: HashSet<String> = HashSet::new();
     if !locked.is_empty() {
-        use crate::postgres::hold::REAP_LAG_MS;
+        use crate::postgres::hold::REAP_LAG_SQL;
         let rows = sqlx::query(&format!(
             "SELECT {PLAIN_SESSION_COLS}
              FROM sessions s
              WHERE s.license_id = ANY($1) AND s.ended_at IS NULL
-               AND s.reap_at <= $2 - {REAP_LAG_MS} AND s.expires_at <= $2 - {REAP_LAG_MS}
+               AND s.reap_at <= $2 - {REAP_LAG_SQL} AND s.expires_at <= $2 - {REAP_LAG_SQL}
              ORDER BY s.reap_at LIMIT $3
              FOR UPDATE"
         ))
         .bind(locked)
-        // Reclaims only sessions whose stored expiry is `REAP_LAG_MS` past, even on a node
-        // alone: an open does not ask the node's held expiries (its reaper does), and none
-        // is further ahead of the stored one than that (see `hold`).
+        // Reclaims only what every node's reaper may end (see `hold`).
         .bind(now.millis())
         .bind(REAP_BATCH)
         .fetch_all(&mut **tx)
