@@ -1,7 +1,9 @@
 //! Admin writes that lose a race on PostgreSQL run again instead of failing: with every
 //! transaction `SERIALIZABLE` (what CockroachDB and YugabyteDB give by default), two nodes
 //! taking concurrent license patches and user activations on one license answer every one
-//! (a loser of a round gets `40001`, is rolled back and runs again), and nothing is lost.
+//! (a loser of a round gets `40001`, is rolled back and runs again), and nothing is lost. The
+//! nodes start at once, so their startup (migrations, `nodes` rows, the shared signing key)
+//! races too, and must run again rather than exit.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

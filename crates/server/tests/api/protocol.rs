@@ -174,6 +174,31 @@ async fn a_full_license_reclaims_its_expired_sessions_before_refusing() {
 }
 
 #[tokio::test]
+async fn a_session_heartbeated_in_time_keeps_its_seat_against_a_reclaiming_open() {
+    // Arrange: one seat; bob's second heartbeat comes 15 s after his first, so the expiry
+    // stored by the first (on PostgreSQL the node answers the second from memory and writes
+    // it within a second) is past once the clock moves 10 s more.
+    let app = spawn_app().await;
+    let f = app
+        .fixture(1, &[], json!({"inactivity_timeout_secs": 20}))
+        .await;
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let carol = app.user_token(&f.account_id, &f.admin, "carol").await;
+    let b = app.open(&bob, &f.license_id, "laptop", "cad").await;
+    assert_eq!(app.heartbeat(&bob, &b.id()).await.status, StatusCode::OK);
+    app.clock.advance_secs(15);
+    assert_eq!(app.heartbeat(&bob, &b.id()).await.status, StatusCode::OK);
+    app.clock.advance_secs(10);
+    // Act: an open that reclaims expired sessions before refusing.
+    let c = app.open(&carol, &f.license_id, "desktop", "cad").await;
+    // Assert: bob's session is live (answered 20 s from his last heartbeat): no seat for carol.
+    assert_eq!(c.status, StatusCode::CONFLICT, "{:?}", c.body);
+    assert_eq!(c.body["error"]["code"], "no_seat_available");
+    assert_eq!(app.heartbeat(&bob, &b.id()).await.status, StatusCode::OK);
+    assert_eq!(app.in_use(&f.admin, &f.license_id).await, 1);
+}
+
+#[tokio::test]
 async fn expired_sessions_an_open_reclaims_are_counted_out_of_its_seats() {
     // Arrange: 4 seats, two of bob's sessions expire (the open that follows may end them
     // itself, before the reaper: on PostgreSQL its counts were read before those ends).

@@ -10,7 +10,7 @@ use leasehold_proto::EndReason;
 
 use super::end::end_sessions;
 use super::errors::{db_error, is_foreign_key_violation};
-use super::retry::transaction;
+use super::retry::{again, transaction};
 use super::rows::{
     fetch_rows, insert_audit, user_from, AuditRows, TermsCache, INSERT_CREDENTIAL, USER_COLS,
 };
@@ -49,12 +49,19 @@ pub(super) async fn put_setting_if_absent(
     key: &str,
     value: &str,
 ) -> StoreResult<String> {
-    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+    // Under `SERIALIZABLE` the losers of that race get `40001`: they insert again (and find
+    // the key set).
+    again(|| async {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
         .bind(key)
         .bind(value)
         .execute(pool)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+    })
+    .await?;
     get_setting(pool, key)
         .await?
         .ok_or_else(|| StoreError::Unavailable(format!("setting {key} vanished")))

@@ -22,7 +22,8 @@
 //!   nodes live, every reaper and every open that reclaims seats ends only sessions whose
 //!   stored expiry is older than that (`REAP_LAG_SQL`; `reaper`, `open::view`), and counts them
 //!   in use until then. A reaper that finds a due session live in its own node's memory writes
-//!   that expiry instead of ending it, so a node alone needs no lag.
+//!   that expiry instead of ending it, and an open's seat reclaim leaves it live and counted
+//!   (`Hold::still_expired`), so a node alone needs no lag.
 //! - When the database is unreachable, the feed and the flushes fail: within `HOLD_TRUST_MS`
 //!   heartbeats go to the database and are answered 503 like every other request. What was
 //!   answered meanwhile and never written makes a session expire earlier than its owner was
@@ -276,12 +277,28 @@ impl Hold {
 
     /// `session` with the later of its stored expiry and the one this node answered.
     pub(super) fn overlay(&self, mut session: Session) -> Session {
+        self.overlay_in_place(&mut session);
+        session
+    }
+
+    /// Raises `session`'s expiry to the one this node answered, if later.
+    pub(super) fn overlay_in_place(&self, session: &mut Session) {
         if let Some(held) = self.lock().held.get(&session.id) {
             if held.session.clock.expires_at > session.clock.expires_at {
                 session.clock.expires_at = held.session.clock.expires_at;
             }
         }
-        session
+    }
+
+    /// Of sessions found expired by their stored expiry, those still expired by the one this
+    /// node answered (overlaid): a seat reclaim ends only these. The others are live, their
+    /// expiry written by the next flush (or the reaper).
+    pub(super) fn still_expired(&self, mut sessions: Vec<Session>, now: Timestamp) -> Vec<Session> {
+        sessions.retain_mut(|s| {
+            self.overlay_in_place(s);
+            !s.clock.is_live(now)
+        });
+        sessions
     }
 
     /// The pending expiries, taken for a flush, and when the oldest of them was answered.

@@ -21,6 +21,7 @@ use super::live;
 use super::open::{LaneJob, OpenLane, OPEN_LANES};
 use super::queue::{self, QueueCtx};
 use super::read::{ById, CredentialLoader, Reader, UserLoader};
+use super::retry::again;
 use super::rows::{SessionRow, TermsCache};
 use super::schema::{migrate, pool};
 use crate::records::License;
@@ -94,7 +95,9 @@ impl PgStore {
     /// batchers.
     pub async fn connect(url: &str, options: PgOptions) -> StoreResult<Self> {
         let pool = pool(url, &options)?;
-        migrate(&pool).await?;
+        // Nodes starting at once (or beside running ones) on an engine where every transaction
+        // is `SERIALIZABLE` can lose races to each other here too: each step runs again.
+        again(|| migrate(&pool)).await?;
         let clock = Arc::new(DbClock::new(options.node_clock.clone()));
         clock.set(&pool).await.map_err(db_error)?;
         if clock.offset_millis().abs() > 1_000 {
@@ -105,9 +108,12 @@ impl PgStore {
         }
         let store = Self::with_clock(pool, clock);
         // Seen before it queues anyone: its waiters count from the start.
-        queue::beat(&store.pool, &store.queue.node_id)
-            .await
-            .map_err(db_error)?;
+        again(|| async {
+            queue::beat(&store.pool, &store.queue.node_id)
+                .await
+                .map_err(db_error)
+        })
+        .await?;
         Ok(store)
     }
 
@@ -122,14 +128,14 @@ impl PgStore {
         let (opens, open_rx) = lanes::channels(OPEN_LANES);
         let (ends, end_rx) = lanes::channels(END_LANES);
         let queue = Arc::new(QueueCtx::new(&opens, &ends));
+        let hold = Arc::new(Hold::default());
         for rx in open_rx {
-            lanes::spawn(OpenLane::new(pool.clone(), queue.clone()), rx);
+            lanes::spawn(OpenLane::new(pool.clone(), queue.clone(), hold.clone()), rx);
         }
         for rx in end_rx {
             let lane = SessionLane::<EndAsk>::new(pool.clone(), cache.clone(), queue.clone());
             lanes::spawn(lane, rx);
         }
-        let hold = Arc::new(Hold::default());
         let (heartbeats, heartbeat_rx) = lanes::channels(HEARTBEAT_LANES);
         for (tx, rx) in heartbeats.iter().zip(heartbeat_rx) {
             let lane = HeartbeatLane::new(

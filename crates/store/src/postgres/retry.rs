@@ -3,6 +3,7 @@
 //! any conflict) rolls the transaction back whole, so running its body again is safe.
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
@@ -51,6 +52,22 @@ macro_rules! transaction {
     }};
 }
 pub(super) use transaction;
+
+/// Runs `step` (one statement, or a procedure whose every transaction may run again) until it
+/// does not lose a race, up to `ATTEMPTS` times: for callers outside `async_trait` methods.
+pub(super) async fn again<T, F, Fut>(mut step: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if let Some(result) = settle(step().await, attempt).await {
+            return result;
+        }
+    }
+}
 
 /// What attempt `attempt` of a transaction came to: `None` to run it again (after a pause),
 /// or the answer.

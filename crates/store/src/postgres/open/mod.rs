@@ -29,6 +29,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{Acquire, Postgres, Transaction};
 
 use super::errors::clone_error;
+use super::hold::Hold;
 use super::lanes::{answer_each, Job, Lane};
 use super::queue::QueueCtx;
 use crate::records::*;
@@ -70,14 +71,18 @@ pub(super) struct OpenLane {
     /// given back costs two round trips more per batch (the pool pings it both ways).
     conn: Option<PoolConnection<Postgres>>,
     queue: Arc<QueueCtx>,
+    /// The expiries this node answered and has not written yet: a session live there is not
+    /// reclaimed (see `hold`).
+    hold: Arc<Hold>,
     /// Licenses with queue heads left over by the previous batch.
     pending: HashMap<String, Timestamp>,
 }
 
 impl OpenLane {
-    pub(super) fn new(pool: PgPool, queue: Arc<QueueCtx>) -> Self {
+    pub(super) fn new(pool: PgPool, queue: Arc<QueueCtx>, hold: Arc<Hold>) -> Self {
         OpenLane {
             pool,
+            hold,
             conn: None,
             queue,
             pending: HashMap::new(),
@@ -132,7 +137,9 @@ impl Lane for OpenLane {
                 None => self.conn.insert(self.pool.acquire().await?),
             };
             let done = match conn.begin().await {
-                Ok(tx) => Ok(open_batch(tx, &self.queue, &batch.jobs, &batch.serve).await),
+                Ok(tx) => {
+                    Ok(open_batch(tx, &self.queue, &self.hold, &batch.jobs, &batch.serve).await)
+                }
                 Err(e) => Err(e),
             };
             match done {
@@ -230,6 +237,7 @@ fn answer_opens(jobs: Vec<OpenJob>, results: Vec<Outcome>) {
 async fn open_batch(
     mut tx: Transaction<'_, Postgres>,
     queue: &QueueCtx,
+    hold: &Hold,
     jobs: &[OpenJob],
     serve: &HashMap<String, Timestamp>,
 ) -> Result<BatchDone, sqlx::Error> {
@@ -241,7 +249,7 @@ async fn open_batch(
         .unwrap_or(Timestamp::from_millis(0));
     let mut decided = Decided::default();
     // 1–5: read under the license locks.
-    let mut view = view::read(&mut tx, jobs, serve, now, &mut decided.audit).await?;
+    let mut view = view::read(&mut tx, hold, jobs, serve, now, &mut decided.audit).await?;
     // 6–7: decide, queue heads first.
     let granted_here = decide::serve_heads(&mut view, now, &mut decided);
     decide::newcomers(jobs, &mut view, &granted_here, now, &mut decided);

@@ -15,6 +15,7 @@ use crate::admission::{self, OpenedVia, SeatCounts};
 use crate::codec::{parse_kind, parse_terms, session_clock};
 use crate::postgres::borrow::count_borrowed;
 use crate::postgres::end::end_expired;
+use crate::postgres::hold::Hold;
 use crate::postgres::mass::end_covered_instances;
 use crate::postgres::rows::{capped, AuditRows, LicenseRow, LICENSE_COLS};
 use crate::postgres::{LIVE_NODE, REAP_BATCH};
@@ -232,10 +233,18 @@ pub(super) fn user_active(
         .copied()
 }
 
+/// What a seat reclaim consults and writes: the expiries this node answered and has not
+/// written yet (a session live there keeps its seat), and the events of the sessions it ends.
+pub(super) struct Reclaim<'a> {
+    pub(super) hold: &'a Hold,
+    pub(super) audit: &'a mut AuditRows,
+}
+
 /// Steps 1–5: locks the batch's licenses and reads everything their decisions need. Expired
 /// sessions it reclaims end here, their events in `audit`.
 pub(super) async fn read(
     tx: &mut Transaction<'_, Postgres>,
+    hold: &Hold,
     jobs: &[OpenJob],
     serve: &HashMap<String, Timestamp>,
     now: Timestamp,
@@ -253,12 +262,22 @@ pub(super) async fn read(
         .cloned()
         .collect();
     let (users, existing) = if under_floor.is_empty() && !locked.is_empty() {
-        census::read(tx, &mut lics, &locked, &asking, jobs, now, audit).await?
+        census::read(
+            tx,
+            &mut lics,
+            &locked,
+            &asking,
+            jobs,
+            now,
+            Reclaim { hold, audit },
+        )
+        .await?
     } else {
         let users = user_flags(tx, &lics, &asking).await?;
         end_covered_instances(tx, &under_floor).await?;
         let mut existing = live_instances(tx, &lics, &asking).await?;
-        reclaim_expired(tx, &lics, &locked, &mut existing, now, audit).await?;
+        let reclaim = Reclaim { hold, audit };
+        reclaim_expired(tx, &lics, &locked, &mut existing, now, reclaim).await?;
         if !locked.is_empty() {
             count_seats(tx, &mut lics, &locked, &asking).await?;
         }
@@ -502,7 +521,7 @@ async fn reclaim_expired(
     locked: &[String],
     existing: &mut HashMap<InstanceKey, Session>,
     now: Timestamp,
-    audit: &mut AuditRows,
+    reclaim: Reclaim<'_>,
 ) -> Result<(), sqlx::Error> {
     let mut expired: Vec<Session> = Vec::new();
     let mut expired_ids: HashSet<String> = HashSet::new();
@@ -522,10 +541,11 @@ async fn reclaim_expired(
         .bind(REAP_BATCH)
         .fetch_all(&mut **tx)
         .await?;
-        expired = sessions_of(lics, &rows)?;
+        expired = reclaim.hold.still_expired(sessions_of(lics, &rows)?, now);
         expired_ids = expired.iter().map(|s| s.id.clone()).collect();
     }
     existing.retain(|_, s| {
+        reclaim.hold.overlay_in_place(s);
         if s.clock.is_live(now) {
             return true;
         }
@@ -534,7 +554,7 @@ async fn reclaim_expired(
         }
         false
     });
-    end_expired(tx, &expired, now, audit).await
+    end_expired(tx, &expired, now, reclaim.audit).await
 }
 
 /// 5. The seat views: live sessions per license, per asking user and per reserved user. The

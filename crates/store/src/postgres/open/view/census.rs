@@ -17,10 +17,9 @@ use std::collections::{HashMap, HashSet};
 use leasehold_core::Timestamp;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{count_seats, InstanceKey, LicState, OpenJob, PLAIN_SESSION_COLS};
+use super::{count_seats, InstanceKey, LicState, OpenJob, Reclaim, PLAIN_SESSION_COLS};
 use crate::postgres::end::end_expired;
 use crate::postgres::hold::REAP_LAG_SQL;
-use crate::postgres::rows::AuditRows;
 use crate::postgres::REAP_BATCH;
 use crate::records::Session;
 
@@ -32,7 +31,7 @@ pub(super) type Census = (
 );
 
 /// Reads steps 2–5 in one statement, ends the expired sessions it reclaims (their events in
-/// `audit`) and leaves the seat counts in `lics`.
+/// `reclaim.audit`; a session live in this node's memory keeps its seat) and leaves the seat counts in `lics`.
 pub(super) async fn read(
     tx: &mut Transaction<'_, Postgres>,
     lics: &mut HashMap<String, LicState>,
@@ -40,7 +39,7 @@ pub(super) async fn read(
     asking: &[InstanceKey],
     jobs: &[OpenJob],
     now: Timestamp,
-    audit: &mut AuditRows,
+    reclaim: Reclaim<'_>,
 ) -> Result<Census, sqlx::Error> {
     let mut user_keys: Vec<(String, String)> = asking
         .iter()
@@ -144,7 +143,9 @@ pub(super) async fn read(
                 let session = lic.session(row, 1)?;
                 seqs.insert(session.id.clone(), row.try_get(13)?);
                 if tag == "x" {
-                    expired.push(session);
+                    // Live in this node's memory (a heartbeat answered, not written yet): it
+                    // keeps its seat, counted in use.
+                    expired.extend(reclaim.hold.still_expired(vec![session], now));
                 } else {
                     existing.insert(
                         (
@@ -177,6 +178,7 @@ pub(super) async fn read(
     // The asking instances' expired sessions end here too (the instance gets a new one).
     let mut ending: HashSet<String> = expired.iter().map(|s| s.id.clone()).collect();
     existing.retain(|_, s| {
+        reclaim.hold.overlay_in_place(s);
         if s.clock.is_live(now) {
             return true;
         }
@@ -185,7 +187,7 @@ pub(super) async fn read(
         }
         false
     });
-    end_expired(tx, &expired, now, audit).await?;
+    end_expired(tx, &expired, now, reclaim.audit).await?;
     // The counts were read before these ends: the ones above their license's floor (those
     // the counts hold) come out.
     for s in &expired {
