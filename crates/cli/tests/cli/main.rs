@@ -23,6 +23,7 @@ mod pg_contention;
 mod pg_delegation;
 mod pg_events;
 mod pg_hold;
+mod pg_kept_connections;
 mod pg_live_counts;
 mod pg_tls;
 mod pg_usage;

@@ -8,12 +8,12 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
 use tokio::sync::mpsc;
 
 use super::errors::db_error;
-use super::lanes::{self, answer_each, Job, Lane};
+use super::lanes::{self, answer_each, Job, KeptConnection, Lane};
 use super::rows::{
     credential_from, user_from, LicenseRow, SessionRow, TermsCache, CREDENTIAL_COLS, LICENSE_COLS,
     SESSION_COLS,
@@ -32,7 +32,7 @@ pub(super) trait Loader: Send + Sync + 'static {
     type Value: Clone + Send + 'static;
     async fn load(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         keys: &[Self::Key],
     ) -> Result<HashMap<Self::Key, Self::Value>, sqlx::Error>;
 }
@@ -51,7 +51,7 @@ impl<L: Loader> Reader<L> {
         let (lanes, receivers) = lanes::channels(READ_LANES);
         for rx in receivers {
             let lane = ReadLane {
-                pool: pool.clone(),
+                conn: KeptConnection::new(pool.clone()),
                 loader: loader.clone(),
             };
             lanes::spawn(lane, rx);
@@ -67,9 +67,9 @@ impl<L: Loader> Reader<L> {
 }
 
 /// A read lane: a batch is its requests' distinct keys, read in one query (not retried: a read
-/// meets no deadlock).
+/// meets no deadlock), on the connection the lane keeps while busy.
 struct ReadLane<L> {
-    pool: PgPool,
+    conn: KeptConnection,
     loader: Arc<L>,
 }
 
@@ -97,8 +97,25 @@ impl<L: Loader> Lane for ReadLane<L> {
         ReadBatch { jobs, keys }
     }
 
+    fn idle(&mut self) {
+        self.conn.release();
+    }
+
     async fn run(&mut self, batch: &ReadBatch<L>) -> Result<Self::Done, sqlx::Error> {
-        self.loader.load(&self.pool, &batch.keys).await
+        if let Some(conn) = self.conn.kept() {
+            match self.loader.load(conn, &batch.keys).await {
+                Ok(found) => return Ok(found),
+                // A kept connection that died meanwhile (PostgreSQL restarted, the backend was
+                // terminated): the read once more on a fresh one, as a read may be.
+                Err(_) => self.conn.release(),
+            }
+        }
+        let conn = self.conn.fresh().await?;
+        let found = self.loader.load(conn, &batch.keys).await;
+        if found.is_err() {
+            self.conn.release();
+        }
+        found
     }
 
     /// Not logged here: each caller gets the error and reports it.
@@ -126,14 +143,14 @@ impl Loader for CredentialLoader {
 
     async fn load(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         keys: &[TokenHash],
     ) -> Result<HashMap<TokenHash, Credential>, sqlx::Error> {
         let rows = sqlx::query(&format!(
             "SELECT {CREDENTIAL_COLS} FROM credentials WHERE hash = ANY($1)"
         ))
         .bind(keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>())
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
         let mut found = HashMap::new();
         for row in &rows {
@@ -155,7 +172,7 @@ impl Loader for UserLoader {
 
     async fn load(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         keys: &[(String, String)],
     ) -> Result<HashMap<(String, String), User>, sqlx::Error> {
         let rows = sqlx::query(
@@ -168,7 +185,7 @@ impl Loader for UserLoader {
         )
         .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
         let mut found = HashMap::new();
         for row in &rows {
@@ -226,10 +243,10 @@ impl<T: Clone + Send + Sync + 'static> Loader for ById<T> {
 
     async fn load(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         keys: &[String],
     ) -> Result<HashMap<String, Self::Value>, sqlx::Error> {
-        let rows = sqlx::query(&self.sql).bind(keys).fetch_all(pool).await?;
+        let rows = sqlx::query(&self.sql).bind(keys).fetch_all(conn).await?;
         let mut found = HashMap::new();
         for row in &rows {
             let (id, record) = (self.read)(row, &self.cache)?;

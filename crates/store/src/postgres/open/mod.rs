@@ -24,13 +24,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use leasehold_core::Timestamp;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection, Postgres, Transaction};
 
 use super::errors::clone_error;
 use super::hold::Hold;
-use super::lanes::{answer_each, Job, Lane};
+use super::lanes::{answer_each, Job, KeptConnection, Lane};
 use super::queue::QueueCtx;
 use crate::records::*;
 use crate::{StoreError, StoreResult};
@@ -71,10 +70,7 @@ impl From<OpenJob> for LaneJob {
 /// An open lane. Licenses whose queue has heads left over by a batch are served by the next
 /// one, which then starts without waiting for a request.
 pub(super) struct OpenLane {
-    pool: PgPool,
-    /// The connection the lane keeps while it is busy: a connection taken from the pool and
-    /// given back costs two round trips more per batch (the pool pings it both ways).
-    conn: Option<PoolConnection<Postgres>>,
+    conn: KeptConnection,
     queue: Arc<QueueCtx>,
     /// The expiries this node answered and has not written yet: a session live there is not
     /// reclaimed (see `hold`).
@@ -86,13 +82,24 @@ pub(super) struct OpenLane {
 impl OpenLane {
     pub(super) fn new(pool: PgPool, queue: Arc<QueueCtx>, hold: Arc<Hold>) -> Self {
         OpenLane {
-            pool,
+            conn: KeptConnection::new(pool),
             hold,
-            conn: None,
             queue,
             pending: HashMap::new(),
         }
     }
+}
+
+/// Begins an open batch's transaction on `conn` and runs `batch` in it: `Err` if `BEGIN`
+/// failed (nothing ran), else what the batch did.
+async fn begin_and_run(
+    conn: &mut PgConnection,
+    queue: &QueueCtx,
+    hold: &Hold,
+    batch: &OpenBatch,
+) -> Result<Result<BatchDone, sqlx::Error>, sqlx::Error> {
+    let tx = conn.begin_with(BEGIN_OPEN_BATCH).await?;
+    Ok(open_batch(tx, queue, hold, &batch.jobs, &batch.serve).await)
 }
 
 /// The opens of one batch, and the licenses whose queues it serves (with the latest time each
@@ -128,42 +135,35 @@ impl Lane for OpenLane {
     }
 
     fn idle(&mut self) {
-        self.conn = None;
+        self.conn.release();
     }
 
     async fn run(&mut self, batch: &OpenBatch) -> Result<BatchDone, sqlx::Error> {
         if batch.jobs.is_empty() && batch.serve.is_empty() {
             return Ok(BatchDone::default());
         }
-        for kept in [true, false] {
-            let conn = match &mut self.conn {
-                Some(conn) => conn,
-                None if kept => continue,
-                None => self.conn.insert(self.pool.acquire().await?),
-            };
-            let done = match conn.begin_with(BEGIN_OPEN_BATCH).await {
-                Ok(tx) => {
-                    Ok(open_batch(tx, &self.queue, &self.hold, &batch.jobs, &batch.serve).await)
-                }
-                Err(e) => Err(e),
-            };
-            match done {
+        if let Some(conn) = self.conn.kept() {
+            match begin_and_run(conn, &self.queue, &self.hold, batch).await {
                 Ok(done) => {
                     if done.is_err() {
-                        self.conn = None;
+                        self.conn.release();
                     }
                     return done;
                 }
                 // A kept connection that died meanwhile (PostgreSQL restarted, the backend was
-                // terminated) fails here, before anything ran: a fresh one from the pool.
-                Err(_) if kept => self.conn = None,
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e);
-                }
+                // terminated) fails at `BEGIN`, before anything ran: a fresh one from the pool.
+                Err(_) => self.conn.release(),
             }
         }
-        Err(sqlx::Error::PoolClosed)
+        let conn = self.conn.fresh().await?;
+        let done = begin_and_run(conn, &self.queue, &self.hold, batch)
+            .await
+            .and_then(|done| done);
+        if done.is_err() {
+            // A batch that failed leaves its connection in a state the lane cannot vouch for.
+            self.conn.release();
+        }
+        done
     }
 
     fn report(&self, batch: &OpenBatch, error: &sqlx::Error) {
