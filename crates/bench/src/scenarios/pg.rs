@@ -82,7 +82,11 @@ async fn rounds(bench: &mut Bench, summary: &mut Summary, scratch: &Scratch) -> 
         );
         let (checkout_jobs, hb_jobs) = match &jobs {
             Some(j) => j.clone(),
-            None => jobs.insert(setup(&args, &addrs, &root).await?).clone(),
+            None => {
+                let made = jobs.insert(setup(&args, &addrs, &root).await?).clone();
+                scratch.analyze().await?;
+                made
+            }
         };
         let (checkout, _) = run_one(
             bench,
@@ -344,6 +348,21 @@ impl Scratch {
         .await
         .context("creating the hot row")?;
         hot.close().await.ok();
+        Ok(())
+    }
+
+    /// Gathers the planner's statistics of the nodes' database, as autovacuum does in a
+    /// running deployment (and `pgbench -i` for its own tables): on tables never analyzed,
+    /// PostgreSQL guesses them tiny and plans sequential scans and hash joins that a
+    /// deployment past its first minute never runs.
+    async fn analyze(&self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.url(&self.name)).await?;
+        sqlx::raw_sql("ANALYZE")
+            .execute(&mut conn)
+            .await
+            .context("analyzing the nodes' database")?;
+        conn.close().await.ok();
+        println!("pg: the nodes' database analyzed after the setup");
         Ok(())
     }
 
