@@ -35,11 +35,6 @@ use crate::records::*;
 use crate::{StoreError, StoreResult};
 use decide::{Decided, Served};
 
-/// How an open batch's transaction starts: its statements use their generic plans, planned
-/// once per connection. Custom plans (PostgreSQL's default for a statement whose generic plan
-/// looks costlier) re-plan the census on every batch, ~1 ms of CPU with the license lock held.
-const BEGIN_OPEN_BATCH: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
-
 /// Open batchers per node; a license always goes to the same one.
 pub(super) const OPEN_LANES: usize = 4;
 
@@ -98,7 +93,7 @@ async fn begin_and_run(
     hold: &Hold,
     batch: &OpenBatch,
 ) -> Result<Result<BatchDone, sqlx::Error>, sqlx::Error> {
-    let tx = conn.begin_with(BEGIN_OPEN_BATCH).await?;
+    let tx = conn.begin().await?;
     Ok(open_batch(tx, queue, hold, &batch.jobs, &batch.serve).await)
 }
 
@@ -287,69 +282,4 @@ async fn open_batch(
         served,
         again,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sqlx::PgConnection;
-
-    /// The test database, or `None` outside CI when none is configured (CI always has one: a
-    /// missing one fails there).
-    fn database_url() -> Option<String> {
-        match std::env::var("LEASEHOLD_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("CI needs LEASEHOLD_TEST_DATABASE_URL for the PostgreSQL tests")
-            }
-            _ => None,
-        }
-    }
-
-    /// Executes one prepared statement six times in `conn`'s current transaction (or outside
-    /// one) and answers how it was planned: (generic plans, custom plans).
-    async fn plans_of_six_runs(conn: &mut PgConnection, marker: &str) -> (i64, i64) {
-        let sql = format!("SELECT count(*) AS {marker} FROM pg_class WHERE relname = ANY($1)");
-        for n in 0..6 {
-            sqlx::query(&sql)
-                .bind(vec![format!("t{n}")])
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-        }
-        sqlx::query_as(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements
-             WHERE statement LIKE '%AS ' || $1 || ' FROM pg_class%'",
-        )
-        .bind(marker)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_open_batch_plans_its_statements_once_and_leaves_the_connection_as_it_was() {
-        let Some(url) = database_url() else {
-            return;
-        };
-        let mut conn = PgConnection::connect(&url).await.unwrap();
-        // Control: outside an open batch, PostgreSQL plans the first runs with their values.
-        let (_, custom) = plans_of_six_runs(&mut conn, "control").await;
-        assert!(custom >= 5, "custom plans outside a batch: {custom}");
-
-        // Act: the same kind of statement inside an open batch's transaction.
-        let mut tx = conn.begin_with(BEGIN_OPEN_BATCH).await.unwrap();
-        let (generic, custom) = plans_of_six_runs(&mut tx, "batch").await;
-        tx.commit().await.unwrap();
-
-        // Assert: one generic plan reused, none made per run; the setting ended with the
-        // transaction, so the pool's other users of this connection plan as before.
-        assert_eq!((generic, custom), (6, 0));
-        let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(mode, "auto");
-        conn.close().await.ok();
-    }
 }
