@@ -86,11 +86,13 @@ impl Stats {
     }
 }
 
-/// One live session the bench holds: its owner's token and its id.
+/// One live session the bench holds: its owner's token, its id, and the index of the server
+/// (of the addresses it was opened over) that opened it.
 #[derive(Clone)]
 pub struct Held {
     pub token: Arc<str>,
     pub id: String,
+    pub node: usize,
 }
 
 /// What one worker does per operation.
@@ -420,7 +422,8 @@ pub async fn open_many(
     let started = Instant::now();
     let mut handles = Vec::new();
     for k in 0..concurrency.clamp(1, n.max(1)) {
-        let addr = addrs[k % addrs.len()];
+        let node = k % addrs.len();
+        let addr = addrs[node];
         let (next, failed, tokens) = (next.clone(), failed.clone(), tokens.clone());
         let (license, tag) = (license_id.to_owned(), tag.to_owned());
         handles.push(tokio::spawn(async move {
@@ -458,6 +461,7 @@ pub async fn open_many(
                             Some(id) => out.push(Held {
                                 token,
                                 id: id.to_owned(),
+                                node,
                             }),
                             None => st.error("open: no id".into()),
                         }

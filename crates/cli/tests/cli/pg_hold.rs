@@ -2,7 +2,8 @@
 //! several real nodes: a session heartbeated on one node only is never reaped by the others'
 //! reapers while its latest expiry waits in that node's memory; an end decided on another
 //! node is answered by the holding node within the bound (2 s); and a node whose writes fail
-//! stops answering from memory within that bound (503), then resumes by itself.
+//! stops answering from memory within that bound (503), then resumes by itself; a session is
+//! held by the node that opened it from its first heartbeat.
 
 use std::time::{Duration, Instant};
 
@@ -268,6 +269,77 @@ async fn a_node_that_cannot_write_stops_answering_heartbeats_within_the_bound() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(s.in_use(&http, &url).await, 1);
+    drop(nodes);
+    drop(proxy);
+    db.drop_db().await;
+}
+
+/// A session opened on a node is held there from its open: its first heartbeat on that node is
+/// answered from memory (here while the database is unreachable), and the expiry answered is
+/// written once the database is back.
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_heartbeat_on_the_opening_node_is_answered_from_memory() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::create("held from the open").await else {
+        return;
+    };
+    let _slot = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (via_proxy, target) = with_port(&db.url, 0);
+    let proxy = Proxy::start(target).await;
+    let (via_proxy, _) = with_port(&via_proxy, proxy.port);
+    let nodes = cluster(&via_proxy, dir.path(), 1).await;
+    let url = nodes[0].url.clone();
+    let http = http();
+    let s = setup(
+        &http,
+        &url,
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 5}),
+    )
+    .await;
+    let token = s.user(&http, &url, "alice").await;
+    // The ends feed must have read once (memory answers only after its first read).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let id = open(&http, &url, &token, &s.license, 1).await;
+
+    // Act: the database goes away right after the open; the session's first heartbeat.
+    proxy.cut();
+    let (st, b) = beat(&http, &url, &token, &id).await;
+
+    // Assert: answered from memory, slid.
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let answered = b["expires_at"].as_str().unwrap().to_owned();
+
+    // Act: the database comes back. Assert: the answered expiry is stored by a flush.
+    proxy.restore();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let answered_ms =
+        (time::OffsetDateTime::parse(&answered, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp_nanos()
+            / 1_000_000) as i64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if stored >= answered_ms {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored expiry {stored} never reached the answered {answered_ms}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.in_use(&http, &url).await, 1);
+    conn.close().await.ok();
     drop(nodes);
     drop(proxy);
     db.drop_db().await;

@@ -1,6 +1,6 @@
 //! The sessions this node holds in memory, so that a heartbeat can be answered without a
-//! statement of its own: the latest expiry of each session this node heartbeated, and its
-//! terms. A heartbeat of a held session is answered from here while this node's view of ends is
+//! statement of its own: the latest expiry of each session this node opened or heartbeated,
+//! and its terms. A heartbeat of a held session is answered from here while this node's view of ends is
 //! fresh: its ends feed (`ends`) read, within the last `HOLD_TRUST_MS`, every end committed
 //! since the previous read (the `ended` audit events, and the floors, ends and terms of the
 //! licenses it holds sessions of), and its pending expiries are being written (none waits
@@ -29,9 +29,10 @@
 //!   answered meanwhile and never written makes a session expire earlier than its owner was
 //!   told, by at most `HOLD_TRUST_MS`, never later (as a crash does on SQLite).
 //!
-//! Memory is one entry per session this node heartbeated: entries leave when the session ends,
-//! when a flush or a heartbeat finds it no longer live, and when their expiry is `REAP_LAG_MS`
-//! past (`prune`).
+//! Memory is one entry per session this node opened or heartbeated (an open batch holds what
+//! it opened, so the first heartbeat through the opening node needs no read): entries leave
+//! when the session ends, when a flush or a heartbeat finds it no longer live, and when their
+//! expiry is `REAP_LAG_MS` past (`prune`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -81,9 +81,10 @@
 //!
 //! # Heartbeats
 //!
-//! A node answers the heartbeats of a session it holds (`hold`: heartbeated here) from memory
-//! while its ends feed (`ends`: every end committed on any node, read every 500 ms) is fresh,
-//! and its flusher writes the latest expiry per session once a second in bulk (`flush`). The others go to `HEARTBEAT_LANES`
+//! A node answers the heartbeats of a session it holds (`hold`: opened or heartbeated here)
+//! from memory while its ends feed (`ends`: every end committed on any node, read every 500 ms)
+//! is fresh, and its flusher writes the latest expiry per session once a second in bulk
+//! (`flush`). The others go to `HEARTBEAT_LANES`
 //! batchers per node (`heartbeat`): a batch reads the sessions it does not hold and their terms
 //! in one query, runs `SessionClock::heartbeat` for each, and writes every new expiry in one
 //! guarded multi-row `UPDATE … WHERE ended_at IS NULL AND expires_at > now - REAP_LAG_MS`

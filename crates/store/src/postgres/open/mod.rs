@@ -22,8 +22,9 @@ pub(super) use view::LicState;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
-use leasehold_core::Timestamp;
+use leasehold_core::{LicenseTerms, Timestamp};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection, Postgres, Transaction};
 
@@ -233,6 +234,29 @@ fn answer_opens(jobs: Vec<OpenJob>, results: Vec<Outcome>) {
     }
 }
 
+/// Holds the sessions a batch opened in this node's memory, so that their heartbeats here are
+/// answered from it from the first one (`hold`): each is live as committed, under its license
+/// as locked (`mark`), read no earlier than `read_at`. An end or a license change since is the
+/// ends feed's to see, as for a session read by a heartbeat.
+fn hold_opened(
+    hold: &Hold,
+    lics: &HashMap<String, view::LicState>,
+    opened: Vec<Session>,
+    read_at: Instant,
+) {
+    let mut terms: HashMap<String, Arc<LicenseTerms>> = HashMap::new();
+    for session in opened {
+        let Some(lic) = lics.get(&*session.license_id) else {
+            continue;
+        };
+        let terms = terms
+            .entry(lic.license.id.clone())
+            .or_insert_with(|| Arc::new(lic.license.terms.clone()))
+            .clone();
+        hold.put(session, terms, lic.mark, read_at);
+    }
+}
+
 /// One open batch (the steps above): one transaction, `tx`.
 async fn open_batch(
     mut tx: Transaction<'_, Postgres>,
@@ -247,6 +271,7 @@ async fn open_batch(
         .chain(serve.values().copied())
         .max()
         .unwrap_or(Timestamp::from_millis(0));
+    let read_at = Instant::now();
     let mut decided = Decided::default();
     // 1–5: read under the license locks.
     let mut view = view::read(&mut tx, hold, jobs, serve, now, &mut decided.audit).await?;
@@ -277,6 +302,7 @@ async fn open_batch(
     write::notify(&mut tx, queue, &served).await?;
     tx.commit().await?;
     registration.keep();
+    hold_opened(hold, &view.lics, opened, read_at);
     Ok(BatchDone {
         outcomes,
         served,

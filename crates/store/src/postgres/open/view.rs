@@ -15,7 +15,7 @@ use crate::admission::{self, OpenedVia, SeatCounts};
 use crate::codec::{parse_kind, parse_terms, session_clock};
 use crate::postgres::borrow::count_borrowed;
 use crate::postgres::end::end_expired;
-use crate::postgres::hold::Hold;
+use crate::postgres::hold::{Hold, LicenseMark};
 use crate::postgres::mass::end_covered_instances;
 use crate::postgres::rows::{capped, AuditRows, LicenseRow, LICENSE_COLS};
 use crate::postgres::{LIVE_NODE, REAP_BATCH};
@@ -51,6 +51,9 @@ pub(in crate::postgres) struct LicState {
     floor: i64,
     /// Sessions may still be under the floor.
     floor_pending: bool,
+    /// What the ends feed reads of the license (floor, end, hash of the terms), as locked: the
+    /// sessions the batch opens are held in memory under it (`hold`).
+    pub(super) mark: LicenseMark,
     /// Live borrows, counted only when a borrow of the batch asks for the license
     /// (`borrow::count_borrowed`).
     pub(in crate::postgres) borrowed: u32,
@@ -103,6 +106,7 @@ impl LicState {
             heads: Vec::new(),
             floor: 0,
             floor_pending: false,
+            mark: (0, None, 0),
             borrowed: 0,
         }
     }
@@ -315,7 +319,7 @@ async fn lock_licenses(
     license_ids.sort();
     license_ids.dedup();
     let rows = sqlx::query(&format!(
-        "SELECT {LICENSE_COLS}, end_below, end_pending FROM licenses
+        "SELECT {LICENSE_COLS}, end_below, end_pending, ends_at, hashtext(terms) FROM licenses
          WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     ))
     .bind(&license_ids)
@@ -325,6 +329,7 @@ async fn lock_licenses(
     let mut broken: HashMap<String, StoreError> = HashMap::new();
     for row in &rows {
         let (floor, floor_pending): (i64, bool) = (row.try_get(5)?, row.try_get(6)?);
+        let mark: LicenseMark = (floor, row.try_get(7)?, row.try_get(8)?);
         let row = LicenseRow::read(row)?;
         let id = row.id.clone();
         match row.parse(parse_terms) {
@@ -333,6 +338,7 @@ async fn lock_licenses(
                 let mut lic = LicState::new(license, queue);
                 lic.floor = floor;
                 lic.floor_pending = floor_pending;
+                lic.mark = mark;
                 lics.insert(id, lic);
             }
             Err(e) => {
