@@ -63,7 +63,7 @@ pub(super) async fn flush(pool: &PgPool, hold: &Hold) -> usize {
     if pending.is_empty() {
         return 0;
     }
-    let mut beats: Vec<(String, PendingBeat)> = pending.into_iter().collect();
+    let mut beats: Vec<(Arc<str>, PendingBeat)> = pending.into_iter().collect();
     beats.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut failed = Vec::new();
     let mut chunks = beats.chunks(FLUSH_CHUNK);
@@ -87,9 +87,9 @@ pub(super) async fn flush(pool: &PgPool, hold: &Hold) -> usize {
 async fn write_chunk(
     pool: &PgPool,
     hold: &Hold,
-    chunk: &[(String, PendingBeat)],
+    chunk: &[(Arc<str>, PendingBeat)],
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<&str> = chunk.iter().map(|(id, _)| &**id).collect();
     let exps: Vec<i64> = chunk.iter().map(|(_, b)| b.exp).collect();
     let nows: Vec<i64> = chunk.iter().map(|(_, b)| b.now).collect();
     let sql = flush_sql();
@@ -115,7 +115,7 @@ async fn write_chunk(
         hold.confirm(&id, hash);
     }
     for (id, _) in chunk {
-        if !live.contains(id) {
+        if !live.contains(&**id) {
             // Ended, under a floor, past its license's end, or reaped: no longer held.
             hold.forget(id);
         }

@@ -92,12 +92,19 @@ struct LicenseSeen {
     mark: Option<LicenseMark>,
     /// When the feed last saw it change: a read started before is not held.
     changed: Option<Instant>,
+    /// How many of its sessions are held (so the feed's list of licenses costs nothing per
+    /// held session).
+    held: usize,
 }
+
+/// Maps keyed by session id, read and written on every heartbeat: foldhash (randomly seeded;
+/// the ids are the server's own) rather than SipHash, keys shared between the two.
+type ById<V> = hashbrown::HashMap<Arc<str>, V>;
 
 #[derive(Default)]
 struct Inner {
-    held: HashMap<String, Held>,
-    pending: HashMap<String, PendingBeat>,
+    held: ById<Held>,
+    pending: ById<PendingBeat>,
     /// When the oldest expiry of `pending` was answered.
     pending_since: Option<Instant>,
     /// When the feed's last complete read started, and when its first one did.
@@ -108,12 +115,37 @@ struct Inner {
 }
 
 impl Inner {
+    /// Holds `held` under `id`, counted under its license.
+    fn insert_held(&mut self, id: Arc<str>, held: Held) {
+        let license_id = held.session.license_id.clone();
+        if self.held.insert(id, held).is_none() {
+            self.licenses
+                .entry(license_id.to_string())
+                .or_default()
+                .held += 1;
+        }
+    }
+
+    /// Drops `id` from memory, if held.
+    fn remove_held(&mut self, id: &str) {
+        if let Some(gone) = self.held.remove(id) {
+            uncount(&mut self.licenses, &gone.session.license_id);
+        }
+    }
+
     /// Memory may answer: the feed read ends within `HOLD_TRUST`, and no expiry waits longer.
     fn fresh(&self) -> bool {
         self.fed_at.is_some_and(|at| at.elapsed() <= HOLD_TRUST)
             && self
                 .pending_since
                 .is_none_or(|at| at.elapsed() <= HOLD_TRUST)
+    }
+}
+
+/// One held session of `license_id` fewer.
+fn uncount(licenses: &mut HashMap<String, LicenseSeen>, license_id: &str) {
+    if let Some(seen) = licenses.get_mut(license_id) {
+        seen.held = seen.held.saturating_sub(1);
     }
 }
 
@@ -144,7 +176,8 @@ impl Hold {
         if !inner.fresh() {
             return None;
         }
-        let held = inner.held.get_mut(id)?;
+        let inner = &mut *inner;
+        let (key, held) = inner.held.get_key_value_mut(id)?;
         if let Some((account_id, username)) = owner {
             if held.session.account_id != *account_id {
                 return Some(Err(StoreError::NotFound("session")));
@@ -167,7 +200,7 @@ impl Hold {
         };
         inner
             .pending
-            .entry(id.to_owned())
+            .entry(key.clone())
             .and_modify(|p| {
                 if beat.exp >= p.exp {
                     *p = beat;
@@ -210,10 +243,10 @@ impl Hold {
             || inner.epoch.is_none_or(|at| at > read_at)
             || inner.recent_ends.contains_key(&session.id)
         {
-            inner.held.remove(&session.id);
+            inner.remove_held(&session.id);
             return;
         }
-        match inner.held.get_mut(&session.id) {
+        match inner.held.get_mut(session.id.as_str()) {
             Some(held) => {
                 if session.clock.expires_at < held.session.clock.expires_at {
                     // A later expiry answered from memory meanwhile: keep it.
@@ -227,8 +260,9 @@ impl Hold {
                 held.terms_hash = terms_hash;
             }
             None => {
-                inner.held.insert(
-                    session.id.clone(),
+                let id = Arc::from(session.id.as_str());
+                inner.insert_held(
+                    id,
                     Held {
                         session,
                         terms,
@@ -248,13 +282,13 @@ impl Hold {
             .get(id)
             .is_some_and(|h| h.terms_hash != terms_hash)
         {
-            inner.held.remove(id);
+            inner.remove_held(id);
         }
     }
 
     /// Drops `id` from memory (it ended, or is no longer live as the database says).
     pub(super) fn forget(&self, id: &str) {
-        self.lock().held.remove(id);
+        self.lock().remove_held(id);
     }
 
     /// Drops every session of `license_id` (its terms or its sessions changed on this node).
@@ -268,6 +302,9 @@ impl Hold {
         inner
             .held
             .retain(|_, h| &*h.session.license_id != license_id);
+        if let Some(seen) = inner.licenses.get_mut(license_id) {
+            seen.held = 0;
+        }
     }
 
     /// The expiry this node last answered for `id`, if it holds it (ms).
@@ -284,7 +321,7 @@ impl Hold {
 
     /// Raises `session`'s expiry to the one this node answered, if later.
     pub(super) fn overlay_in_place(&self, session: &mut Session) {
-        if let Some(held) = self.lock().held.get(&session.id) {
+        if let Some(held) = self.lock().held.get(session.id.as_str()) {
             if held.session.clock.expires_at > session.clock.expires_at {
                 session.clock.expires_at = held.session.clock.expires_at;
             }
@@ -303,7 +340,7 @@ impl Hold {
     }
 
     /// The pending expiries, taken for a flush, and when the oldest of them was answered.
-    pub(super) fn take_pending(&self) -> (HashMap<String, PendingBeat>, Option<Instant>) {
+    pub(super) fn take_pending(&self) -> (ById<PendingBeat>, Option<Instant>) {
         let mut inner = self.lock();
         let since = inner.pending_since.take();
         (std::mem::take(&mut inner.pending), since)
@@ -313,7 +350,7 @@ impl Hold {
     /// answered meanwhile wins), and keep their age.
     pub(super) fn restore_pending(
         &self,
-        failed: Vec<(String, PendingBeat)>,
+        failed: Vec<(Arc<str>, PendingBeat)>,
         since: Option<Instant>,
     ) {
         let mut inner = self.lock();
@@ -342,6 +379,9 @@ impl Hold {
         if inner.epoch.is_none() {
             inner.epoch = Some(at);
             inner.held.clear();
+            for seen in inner.licenses.values_mut() {
+                seen.held = 0;
+            }
         }
     }
 
@@ -353,7 +393,7 @@ impl Hold {
             .recent_ends
             .retain(|_, at| now.duration_since(*at) < RECENT_ENDS);
         for id in ids {
-            inner.held.remove(&id);
+            inner.remove_held(&id);
             inner.recent_ends.insert(id, now);
         }
     }
@@ -361,13 +401,9 @@ impl Hold {
     /// The licenses this node holds sessions of, with what the feed last read of each.
     pub(super) fn licenses(&self) -> Vec<(String, Option<LicenseMark>)> {
         let mut inner = self.lock();
-        let Inner { held, licenses, .. } = &mut *inner;
-        let mut in_use: HashMap<&str, ()> = HashMap::new();
-        for h in held.values() {
-            in_use.insert(&h.session.license_id, ());
-        }
-        licenses.retain(|id, _| in_use.contains_key(id.as_str()));
-        licenses
+        inner.licenses.retain(|_, seen| seen.held > 0);
+        inner
+            .licenses
             .iter()
             .map(|(id, seen)| (id.clone(), seen.mark))
             .collect()
@@ -399,9 +435,18 @@ impl Hold {
     pub(super) fn prune(&self) -> usize {
         let horizon = self.latest.load(Ordering::Relaxed) - REAP_LAG_MS;
         let mut inner = self.lock();
-        let Inner { held, pending, .. } = &mut *inner;
+        let Inner {
+            held,
+            pending,
+            licenses,
+            ..
+        } = &mut *inner;
         held.retain(|id, h| {
-            h.session.clock.expires_at.millis() > horizon || pending.contains_key(id)
+            let keep = h.session.clock.expires_at.millis() > horizon || pending.contains_key(id);
+            if !keep {
+                uncount(licenses, &h.session.license_id);
+            }
+            keep
         });
         held.len()
     }
