@@ -245,7 +245,8 @@ async fn floor_passed_ends(pool: &PgPool, now: Timestamp) -> Result<(), sqlx::Er
 }
 
 /// One drain transaction: ends at most `size` live sessions of the license under its
-/// floor, with their `ended` events, in one statement. One node at a time drains a license
+/// floor, with their `ended` events and their live counts (one counter update per epoch, not
+/// one per session: see migration 0013), in one statement. One node at a time drains a license
 /// (a transaction-scoped advisory lock; the others skip it this round), so a mass end takes
 /// one connection's worth of the database, not one per node. Answers how many it ended, or
 /// `None` when another node holds the license's drain.
@@ -258,11 +259,15 @@ async fn drain_batch(
     at: Timestamp,
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let ours: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('leasehold-drain:' || $1))")
-            .bind(license_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    // The statement below counts its own ends (migration 0013): the row trigger stands aside
+    // for this transaction.
+    let ours: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtext('leasehold-drain:' || $1))
+                AND set_config('leasehold.ends_counted', 'on', true) = 'on'",
+    )
+    .bind(license_id)
+    .fetch_one(&mut *tx)
+    .await?;
     if !ours {
         tx.rollback().await?;
         return Ok(None);
@@ -275,7 +280,14 @@ async fn drain_batch(
          ), e AS (
              UPDATE sessions s SET ended_at = $4, end_reason = $5
              FROM c WHERE s.id = c.id AND s.ended_at IS NULL
-             RETURNING s.id, s.license_id, s.username
+             RETURNING s.id, s.license_id, s.username, s.epoch, s.overdraft
+         ), counted AS (
+             INSERT INTO license_live AS n (license_id, epoch, shard, live, overdraft)
+             SELECT e.license_id, e.epoch, pg_backend_pid(), -count(*),
+                    -count(*) FILTER (WHERE e.overdraft)
+             FROM e GROUP BY e.license_id, e.epoch
+             ON CONFLICT (license_id, epoch, shard) DO UPDATE
+                 SET live = n.live + EXCLUDED.live, overdraft = n.overdraft + EXCLUDED.overdraft
          )
          INSERT INTO audit_events (at, account_id, license_id, session_id, username, event, detail)
          SELECT $4, l.account_id, e.license_id, e.id, e.username, 'ended', $5

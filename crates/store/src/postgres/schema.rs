@@ -32,6 +32,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0011_session_upkeep.sql"),
     // Reapers find sessions by `reap_at`, not `expires_at`: heartbeat rewrites become HOT.
     include_str!("../../migrations/postgres/0012_reap_at.sql"),
+    // Live counts per statement for inserts, and counted by the mass-end drain itself.
+    include_str!("../../migrations/postgres/0013_bulk_live_counts.sql"),
 ];
 /// The schema version this binary migrates to (the same number on SQLite).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -30,6 +30,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_session_upkeep.sql"),
     // The PostgreSQL reapers' index moves to `reap_at` (a no-op on SQLite).
     include_str!("../../migrations/sqlite/0012_reap_at.sql"),
+    // PostgreSQL counts live sessions in bulk (a no-op on SQLite).
+    include_str!("../../migrations/sqlite/0013_bulk_live_counts.sql"),
 ];
 
 /// Indexes of the session table for this store's own access pattern, applied after the
