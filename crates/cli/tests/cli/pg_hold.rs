@@ -70,6 +70,28 @@ async fn until_refused(
     }
 }
 
+/// One node that reaches PostgreSQL through a proxy the test cuts, a license of 5 seats and
+/// alice's token: the node, the proxy, the node's URL, the setup, the token.
+async fn one_node_behind_proxy(
+    db: &TestDb,
+    dir: &std::path::Path,
+) -> (Vec<Node>, Proxy, String, Setup, String) {
+    let (via_proxy, target) = with_port(&db.url, 0);
+    let proxy = Proxy::start(target).await;
+    let (via_proxy, _) = with_port(&via_proxy, proxy.port);
+    let nodes = cluster(&via_proxy, dir, 1).await;
+    let url = nodes[0].url.clone();
+    let http = http();
+    let s = setup(
+        &http,
+        &url,
+        json!({"product": "cad", "model": "concurrent_sessions", "seats": 5}),
+    )
+    .await;
+    let token = s.user(&http, &url, "alice").await;
+    (nodes, proxy, url, s, token)
+}
+
 #[cfg_attr(
     not(postgres_tests),
     ignore = "needs PostgreSQL: set LEASEHOLD_TEST_DATABASE_URL"
@@ -222,20 +244,8 @@ async fn a_node_that_cannot_write_stops_answering_heartbeats_within_the_bound() 
     };
     let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
-    // The node reaches PostgreSQL through a proxy the test cuts.
-    let (via_proxy, target) = with_port(&db.url, 0);
-    let proxy = Proxy::start(target).await;
-    let (via_proxy, _) = with_port(&via_proxy, proxy.port);
-    let nodes = cluster(&via_proxy, dir.path(), 1).await;
-    let url = nodes[0].url.clone();
+    let (nodes, proxy, url, s, token) = one_node_behind_proxy(&db, dir.path()).await;
     let http = http();
-    let s = setup(
-        &http,
-        &url,
-        json!({"product": "cad", "model": "concurrent_sessions", "seats": 5}),
-    )
-    .await;
-    let token = s.user(&http, &url, "alice").await;
     let id = open(&http, &url, &token, &s.license, 1).await;
     for _ in 0..8 {
         let (st, b) = beat(&http, &url, &token, &id).await;
@@ -289,19 +299,8 @@ async fn the_first_heartbeat_on_the_opening_node_is_answered_from_memory() {
     };
     let _slot = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
-    let (via_proxy, target) = with_port(&db.url, 0);
-    let proxy = Proxy::start(target).await;
-    let (via_proxy, _) = with_port(&via_proxy, proxy.port);
-    let nodes = cluster(&via_proxy, dir.path(), 1).await;
-    let url = nodes[0].url.clone();
+    let (nodes, proxy, url, s, token) = one_node_behind_proxy(&db, dir.path()).await;
     let http = http();
-    let s = setup(
-        &http,
-        &url,
-        json!({"product": "cad", "model": "concurrent_sessions", "seats": 5}),
-    )
-    .await;
-    let token = s.user(&http, &url, "alice").await;
     // The ends feed must have read once (memory answers only after its first read).
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let id = open(&http, &url, &token, &s.license, 1).await;

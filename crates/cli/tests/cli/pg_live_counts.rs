@@ -59,25 +59,30 @@ async fn open_many(
 }
 
 /// Live rows under their license's floor (revoked or expired in bulk, not ended yet).
-async fn under_floor(conn: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
-         WHERE s.ended_at IS NULL AND s.seq < l.end_below",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
-}
+const UNDER_FLOOR: &str = "SELECT count(*) FROM sessions s JOIN licenses l ON l.id = s.license_id
+     WHERE s.ended_at IS NULL AND s.seq < l.end_below";
 
 /// The counter rows of connections that are gone (what a fold still has to take).
-async fn unfolded_rows(conn: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM license_live c
-         WHERE shard <> 0 AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(c.shard))",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
+const UNFOLDED_ROWS: &str = "SELECT count(*) FROM license_live c
+     WHERE shard <> 0 AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(c.shard))";
+
+/// Asks `count` (a `SELECT count(*)`) until it answers 0, for at most 30 s (`what` did not
+/// happen otherwise).
+async fn until_none(db_url: &str, count: &str, what: &str) {
+    let mut conn = sqlx::PgConnection::connect(db_url).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    conn.close().await.ok();
 }
 
 #[cfg_attr(
@@ -140,16 +145,7 @@ async fn live_counts_stay_exact_across_nodes_a_revoke_a_kill_and_a_fold() {
     assert_eq!(s.in_use(&http, &urls[0]).await, 0);
     // The reapers end the revoked rows in bulk, counting them in the same statement (migration
     // 0013): once none is left live under the floor, the counters are still exact.
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let started = Instant::now();
-    while under_floor(&mut conn).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the revoked sessions were not ended"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    conn.close().await.ok();
+    until_none(&db.url, UNDER_FLOOR, "the revoked sessions were not ended").await;
     db.assert_live_counts_exact().await;
     let (after, _) = open_many(&http, &urls, &alice, &s.license, "b", 4).await;
     assert_eq!(after.len(), 4);
@@ -166,16 +162,12 @@ async fn live_counts_stay_exact_across_nodes_a_revoke_a_kill_and_a_fold() {
 
     // Assert: within a fold round or two, no counter row of a gone connection is left, and the
     // sums are still exact (and what the API answers).
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let started = Instant::now();
-    while unfolded_rows(&mut conn).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the rows of the killed node's connections were not folded"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    conn.close().await.ok();
+    until_none(
+        &db.url,
+        UNFOLDED_ROWS,
+        "the rows of the killed node's connections were not folded",
+    )
+    .await;
     db.assert_live_counts_exact().await;
     assert_eq!(s.in_use(&http, &urls[1]).await, 7);
     drop(nodes);
