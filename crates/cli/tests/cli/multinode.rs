@@ -352,25 +352,8 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     // that opened the session holds it in memory and may answer its heartbeats from there for
     // up to 2 s (`HOLD_TRUST_MS`, the bound in RELIABILITY.md), then 503 like the rest.
     for u in &urls {
-        let (st, b) = loop {
-            let (st, b) = call(
-                &http,
-                Method::POST,
-                format!("{u}/v1/sessions/{sid}/heartbeat"),
-                &alice,
-                Some(json!({})),
-            )
-            .await
-            .unwrap();
-            if st != StatusCode::OK {
-                break (st, b);
-            }
-            assert!(
-                cut_at.elapsed() < Duration::from_millis(3_000),
-                "heartbeats answered from memory more than 2 s after the database went away"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let limit = Duration::from_millis(3_000).saturating_sub(cut_at.elapsed());
+        let (_, st, b) = until_refused(&http, u, &alice, &sid, limit).await;
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
         assert_eq!(b["error"]["code"], "store_unavailable", "{b}");
         let (st, b) = call(
@@ -402,15 +385,7 @@ async fn losing_the_database_answers_503_and_service_resumes_by_itself() {
     for u in &urls {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (st, b) = call(
-                &http,
-                Method::POST,
-                format!("{u}/v1/sessions/{sid}/heartbeat"),
-                &alice,
-                Some(json!({})),
-            )
-            .await
-            .unwrap();
+            let (st, b) = beat(&http, u, &alice, &sid).await;
             if st == StatusCode::OK {
                 break;
             }

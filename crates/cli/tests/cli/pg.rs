@@ -315,6 +315,48 @@ pub async fn call(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// A heartbeat of `id` on `node`: its status and body.
+pub async fn beat(
+    http: &reqwest::Client,
+    node: &str,
+    token: &str,
+    id: &str,
+) -> (StatusCode, Value) {
+    call(
+        http,
+        Method::POST,
+        format!("{node}/v1/sessions/{id}/heartbeat"),
+        token,
+        Some(serde_json::json!({})),
+    )
+    .await
+    .unwrap()
+}
+
+/// Heartbeats `id` on `node` every 50 ms until it is answered something else than 200; how
+/// long that took (at most `limit`).
+pub async fn until_refused(
+    http: &reqwest::Client,
+    node: &str,
+    token: &str,
+    id: &str,
+    limit: Duration,
+) -> (Duration, StatusCode, Value) {
+    let started = Instant::now();
+    loop {
+        let (st, b) = beat(http, node, token, id).await;
+        if st != StatusCode::OK {
+            return (started.elapsed(), st, b);
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still answered 200 after {:?}: {b}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Account, license and users made through one node's API.
 pub struct Setup {
     pub account: String,

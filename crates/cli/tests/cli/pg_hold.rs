@@ -34,42 +34,6 @@ async fn open(http: &reqwest::Client, node: &str, token: &str, license: &str, k:
     b["id"].as_str().unwrap().to_owned()
 }
 
-async fn beat(http: &reqwest::Client, node: &str, token: &str, id: &str) -> (StatusCode, Value) {
-    call(
-        http,
-        Method::POST,
-        format!("{node}/v1/sessions/{id}/heartbeat"),
-        token,
-        Some(json!({})),
-    )
-    .await
-    .unwrap()
-}
-
-/// Heartbeats `id` on `node` every 50 ms until it is answered something else than 200; how
-/// long that took (at most `limit`).
-async fn until_refused(
-    http: &reqwest::Client,
-    node: &str,
-    token: &str,
-    id: &str,
-    limit: Duration,
-) -> (Duration, StatusCode, Value) {
-    let started = Instant::now();
-    loop {
-        let (st, b) = beat(http, node, token, id).await;
-        if st != StatusCode::OK {
-            return (started.elapsed(), st, b);
-        }
-        assert!(
-            started.elapsed() < limit,
-            "still answered 200 after {:?}: {b}",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// One node that reaches PostgreSQL through a proxy the test cuts, a license of 5 seats and
 /// alice's token: the node, the proxy, the node's URL, the setup, the token.
 async fn one_node_behind_proxy(
