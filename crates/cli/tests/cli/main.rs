@@ -29,6 +29,7 @@ mod pg_tls;
 mod pg_usage;
 mod pg_usernames;
 mod pg_webhooks;
+mod readme_tour;
 mod run_program;
 mod skew;
 mod support;

@@ -197,6 +197,51 @@ async fn a_known_sequence_gives_every_bucket_its_exact_high_low_average_denials_
 }
 
 #[tokio::test]
+async fn the_time_before_a_license_exists_is_neither_full_nor_in_use() {
+    // Arrange: 2 seats created 34 min 20 s into the hour; bob holds a seat for 10 s.
+    let app = spawn_app().await;
+    let born = 34 * 60 + 20;
+    app.clock.set(TEST_START.plus_secs(born as u64));
+    let f = app.fixture(2, &[], json!({})).await;
+    let lid = f.license_id.clone();
+    let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
+    let s = open_at(&app, born + 5, &bob, &lid, "a").await;
+    close_at(&app, born + 15, &bob, &s).await;
+    app.clock.set(TEST_START.plus_secs(40 * 60));
+    logged(&app, &f.admin, &lid, 3).await;
+
+    // Act
+    let range = format!("from={}&to={}&bucket=hour", at(0), at(3600));
+    let license = app
+        .get(&format!("/v1/licenses/{lid}/usage?{range}"), &f.admin)
+        .await;
+    let account = app
+        .get(
+            &format!("/v1/accounts/{}/usage?{range}", f.account_id),
+            &f.admin,
+        )
+        .await;
+
+    // Assert: never full (the 34 min before the license were 0 of 0 seats, not full); the
+    // histogram starts at the license's birth: 10 s at 1, the rest of the 40 min at 0.
+    for a in [&license, &account] {
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        let u = &a.body["utilization"];
+        assert_eq!(u["full"], json!({"times": 0, "seconds": 0.0}), "{u}");
+        let pre = (40 * 60 - born - 10) as f64;
+        assert_eq!(
+            u["histogram"],
+            json!([{"in_use": 0, "seconds": pre}, {"in_use": 1, "seconds": 10.0}])
+        );
+        let hour = &buckets(a)[0];
+        assert_eq!(
+            (hour["high_water"].clone(), hour["low_water"].clone()),
+            (json!(1), json!(0))
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_account_series_is_the_high_water_of_the_sum_not_the_sum_of_high_waters() {
     // Arrange: one account, two licenses of one seat; bob on X for 5–15 s, on Y for 20–30 s.
     let app = spawn_app().await;

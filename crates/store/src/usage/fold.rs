@@ -296,6 +296,14 @@ impl SubjectState {
                         closed.push((self.subject.clone(), g, old));
                     }
                     let mut acc = Acc::new(start, self.in_use, self.seats);
+                    if self.t > start {
+                        // A subject born within this bucket (its first event): nothing held
+                        // before its birth, so the time before counts neither as 0 seats in
+                        // use nor as full (0 of 0 seats), and a license born full (0 seats)
+                        // enters a full period.
+                        acc.through = self.t;
+                        acc.in_full_period = false;
+                    }
                     acc.run_to(t);
                     *slot = Some(acc);
                 }
@@ -645,6 +653,38 @@ mod tests {
         // The account follows its license.
         let acc = minute_rows(&f, &w, "account:acme").remove(0);
         assert_eq!((acc.seats_end, acc.high, acc.full_ms), (3, 2, 19_000));
+    }
+
+    #[test]
+    fn the_time_before_a_license_exists_is_neither_in_use_nor_full() {
+        // Arrange: 2 seats, created 34 min into its hour (20 s into its minute); bob holds a
+        // seat for 10 s. Then a license of 0 seats, full from its birth.
+        let born = T + 34 * MINUTE_MS + 20_000;
+        let mut log = Log::new();
+        log.push(born, "license_created", "", "", &seats_detail(2));
+        log.push(born + 5_000, "opened", "a", "bob", "interactive");
+        log.push(born + 15_000, "ended", "a", "bob", "logout");
+        let mut empty = Log::new();
+        empty.push(born, "license_created", "", "", &seats_detail(0));
+        empty.push(born + 10_000, "denied", "", "eve", "no_seat_available");
+
+        // Act
+        let (f, w) = fold_all(&log);
+        let (g, v) = fold_all(&empty);
+
+        // Assert: every grain's bucket counts from the birth: never full, 5 s at 0 then 10 s
+        // at 1 (the 20 s of the minute before the birth are not "0 in use").
+        for grain in [0, 1, 2] {
+            let open = f.get("license:lic").and_then(|s| s.open[grain].clone());
+            let acc = open.expect("an open bucket");
+            assert_eq!((acc.full_ms, acc.full_entries), (0, 0), "grain {grain}");
+            assert_eq!(acc.hist, BTreeMap::from([(0, 5_000), (1, 10_000)]));
+            assert_eq!((acc.high, acc.low, acc.in_use_ms), (1, 0, 10_000));
+        }
+        assert!(w.closed.is_empty());
+        // A license of 0 seats became full once, at its birth, for the 10 s that followed.
+        let m0 = minute_rows(&g, &v, "license:lic").remove(0);
+        assert_eq!((m0.full_entries, m0.full_ms, m0.denials), (1, 10_000, 1));
     }
 
     #[test]
