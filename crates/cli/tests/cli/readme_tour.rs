@@ -1,30 +1,25 @@
-//! The README's five-minute tour, pasted: its shell blocks (those that talk to the tour's
-//! server, `$S`) run in one `bash` against the real binary started as the tour starts it, and
-//! every output the README shows (a `# {...}` or `# [...]` comment) must be printed.
+//! The README's walk-throughs, pasted: the five-minute tour's shell blocks (those that talk to
+//! the tour's server, `$S`) run in one `bash` against the real binary started as the tour
+//! starts it, and every output the README shows (a `# {...}` or `# [...]` comment) must be
+//! printed; the admin CLI's and the offline borrow's blocks run against the same kind of
+//! server, with `leasehold` on `PATH`.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::support::{ServerProcess, BIN};
 
-/// The README's `sh` blocks from the tour's heading up to the licensing models, that use the
-/// tour's server (`$S`), in order.
-fn tour_blocks(readme: &str) -> Vec<String> {
-    let start = readme
-        .find("## A five-minute tour")
-        .expect("the README has its tour");
-    let end = readme[start..]
-        .find("## Licensing models and options")
-        .map_or(readme.len(), |i| start + i);
+/// The README's `sh` blocks from the heading `from` up to the heading `to`, in order.
+fn sh_blocks(readme: &str, from: &str, to: &str) -> Vec<String> {
+    let start = readme.find(from).expect("the README has the section");
+    let end = readme[start..].find(to).map_or(readme.len(), |i| start + i);
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in readme[start..end].lines() {
         match (&mut current, line.trim_end()) {
             (None, "```sh") => current = Some(String::new()),
             (Some(block), "```") => {
-                if block.contains("$S") {
-                    blocks.push(std::mem::take(block));
-                }
+                blocks.push(std::mem::take(block));
                 current = None;
             }
             (Some(block), _) => {
@@ -35,6 +30,45 @@ fn tour_blocks(readme: &str) -> Vec<String> {
         }
     }
     blocks
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap()
+}
+
+/// The tour's server address, as the README writes it.
+const TOUR_URL: &str = "http://127.0.0.1:8470";
+
+/// Runs `script` in `bash` in `dir` (`-e -o pipefail` when `strict`) against `server` (the
+/// tour's address replaced by the server's), with `leasehold` on `PATH`.
+fn run_pasted(script: &str, dir: &Path, server: &ServerProcess, strict: bool) -> Output {
+    assert!(
+        script.contains(TOUR_URL),
+        "the block talks to the tour's server"
+    );
+    let script = script.replace(TOUR_URL, &server.url);
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut bash = Command::new("bash");
+    if strict {
+        bash.args(["-e", "-o", "pipefail"]);
+    }
+    bash.args(["-c", &script])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("HOME", dir)
+        .env_remove("LEASEHOLD_URL")
+        .env_remove("LEASEHOLD_TOKEN")
+        .output()
+        .expect("bash runs (curl and jq are needed too)")
+}
+
+fn tour_server(dir: &Path) -> ServerProcess {
+    ServerProcess::start(&dir.join("data"), &[("LEASEHOLD_ADMIN_TOKEN", "change-me")])
 }
 
 /// The outputs the blocks promise: comments that are JSON (`# {...}`, `# [...]`, on their own
@@ -52,46 +86,29 @@ fn promised_outputs(script: &str) -> Vec<String> {
 
 #[test]
 fn the_readme_tour_works_when_pasted() {
-    // Arrange: the tour's server (root token change-me) and its blocks, aimed at it.
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    let blocks = tour_blocks(&readme);
+    // Arrange: the tour's server (root token change-me) and its blocks that use it.
+    let blocks: Vec<String> = sh_blocks(
+        &readme(),
+        "## A five-minute tour",
+        "## Licensing models and options",
+    )
+    .into_iter()
+    .filter(|b| b.contains("$S"))
+    .collect();
     assert!(blocks.len() >= 4, "the tour's blocks: {blocks:?}");
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(
-        &dir.path().join("data"),
-        &[("LEASEHOLD_ADMIN_TOKEN", "change-me")],
-    );
+    let server = tour_server(dir.path());
     let script = blocks.concat();
     let promised = promised_outputs(&script);
     assert!(promised.len() >= 4, "outputs shown: {promised:?}");
-    let tour_url = "S=http://127.0.0.1:8470";
-    assert!(script.contains(tour_url), "the tour sets S to its server");
     let cookies = dir.path().join("lh.cookies");
-    let script = script
-        .replace(tour_url, &format!("S={}", server.url))
-        .replace("/tmp/lh.cookies", cookies.to_str().unwrap());
-    let bin_dir = Path::new(BIN).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let script = script.replace("/tmp/lh.cookies", cookies.to_str().unwrap());
 
     // Act: as pasted, but stopping at the first command that fails.
-    let out = Command::new("bash")
-        .args(["-e", "-o", "pipefail", "-c", &script])
-        .current_dir(dir.path())
-        .env("PATH", path)
-        .env_remove("LEASEHOLD_URL")
-        .env_remove("LEASEHOLD_TOKEN")
-        .output()
-        .expect("bash runs (curl and jq are needed too)");
+    let out = run_pasted(&script, dir.path(), &server, true);
 
     // Assert: it ran through, and printed what the README shows.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stdout, stderr) = texts(&out);
     assert!(
         out.status.success(),
         "the tour stopped ({}):\n{stdout}\n{stderr}",
@@ -113,4 +130,67 @@ fn the_readme_tour_works_when_pasted() {
     ] {
         assert!(stdout.contains(said), "{said} missing from:\n{stdout}");
     }
+}
+
+#[test]
+fn the_readme_admin_cli_walk_through_works_when_pasted() {
+    // Arrange
+    let blocks = sh_blocks(&readme(), "## The admin CLI", "## Running it");
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = tour_server(dir.path());
+
+    // Act
+    let out = run_pasted(&blocks[0], dir.path(), &server, true);
+
+    // Assert: every command ran; the plan, the node-locked device and the revokes did their part.
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "stopped:\n{stdout}\n{stderr}");
+    for said in [
+        "small-business-basic",
+        "1 of 2 devices activated",
+        "3f:9a:01 is now deactivated",
+    ] {
+        assert!(stdout.contains(said), "{said} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn the_readme_borrow_walk_through_works_when_pasted() {
+    // Arrange
+    let blocks = sh_blocks(&readme(), "## Borrowing a seat offline", "## Dark sites");
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = tour_server(dir.path());
+
+    // Act: not strict: its last command fails on purpose (exit 77, the reclaimed lease).
+    let out = run_pasted(&blocks[0], dir.path(), &server, false);
+
+    // Assert: offline work on the lease, the return, the reclaim; and the last refusal.
+    let (stdout, stderr) = texts(&out);
+    for said in [
+        "licensed work",
+        "1 borrowed",
+        "dora (borrowed)",
+        "returned session",
+        "reclaimed",
+    ] {
+        assert!(
+            stdout.contains(said),
+            "{said} missing from:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(
+        !stdout.contains("never"),
+        "a reclaimed lease ran:\n{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(77), "{stdout}\n{stderr}");
+    assert!(stderr.contains("was reclaimed"), "{stderr}");
+}
+
+fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
