@@ -132,54 +132,59 @@ fn the_readme_tour_works_when_pasted() {
     }
 }
 
-#[test]
-fn the_readme_admin_cli_walk_through_works_when_pasted() {
-    // Arrange
-    let blocks = sh_blocks(&readme(), "## The admin CLI", "## Running it");
+/// Runs the one `sh` block of the README's section `from` (up to `to`) against a tour server:
+/// its exit status, stdout and stderr.
+fn run_section(from: &str, to: &str, strict: bool) -> (Output, String, String) {
+    let blocks = sh_blocks(&readme(), from, to);
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     let dir = tempfile::tempdir().unwrap();
     let server = tour_server(dir.path());
-
-    // Act
-    let out = run_pasted(&blocks[0], dir.path(), &server, true);
-
-    // Assert: every command ran; the plan, the node-locked device and the revokes did their part.
+    let out = run_pasted(&blocks[0], dir.path(), &server, strict);
     let (stdout, stderr) = texts(&out);
-    assert!(out.status.success(), "stopped:\n{stdout}\n{stderr}");
-    for said in [
-        "small-business-basic",
-        "1 of 2 devices activated",
-        "3f:9a:01 is now deactivated",
-    ] {
-        assert!(stdout.contains(said), "{said} missing from:\n{stdout}");
+    (out, stdout, stderr)
+}
+
+fn assert_printed(stdout: &str, stderr: &str, said: &[&str]) {
+    for s in said {
+        assert!(stdout.contains(s), "{s} missing from:\n{stdout}\n{stderr}");
     }
 }
 
 #[test]
-fn the_readme_borrow_walk_through_works_when_pasted() {
-    // Arrange
-    let blocks = sh_blocks(&readme(), "## Borrowing a seat offline", "## Dark sites");
-    assert_eq!(blocks.len(), 1, "{blocks:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let server = tour_server(dir.path());
+fn the_readme_admin_cli_walk_through_works_when_pasted() {
+    // Act
+    let (out, stdout, stderr) = run_section("## The admin CLI", "## Running it", true);
 
+    // Assert: every command ran; the plan list and the node-locked device did their part.
+    assert!(out.status.success(), "stopped:\n{stdout}\n{stderr}");
+    assert_printed(
+        &stdout,
+        &stderr,
+        &[
+            "small-business-basic",
+            "1 of 2 devices activated",
+            "3f:9a:01 is now deactivated",
+        ],
+    );
+}
+
+#[test]
+fn the_readme_borrow_walk_through_works_when_pasted() {
     // Act: not strict: its last command fails on purpose (exit 77, the reclaimed lease).
-    let out = run_pasted(&blocks[0], dir.path(), &server, false);
+    let (out, stdout, stderr) = run_section("## Borrowing a seat offline", "## Dark sites", false);
 
     // Assert: offline work on the lease, the return, the reclaim; and the last refusal.
-    let (stdout, stderr) = texts(&out);
-    for said in [
-        "licensed work",
-        "1 borrowed",
-        "dora (borrowed)",
-        "returned session",
-        "reclaimed",
-    ] {
-        assert!(
-            stdout.contains(said),
-            "{said} missing from:\n{stdout}\n{stderr}"
-        );
-    }
+    assert_printed(
+        &stdout,
+        &stderr,
+        &[
+            "licensed work",
+            "1 borrowed",
+            "dora (borrowed)",
+            "returned session",
+            "reclaimed",
+        ],
+    );
     assert!(
         !stdout.contains("never"),
         "a reclaimed lease ran:\n{stdout}"
