@@ -64,6 +64,8 @@ pub struct CreateLicense {
     /// 1 to 200 printable characters.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub product: String,
+    /// `concurrent_sessions` when left out.
+    #[serde(default)]
     pub model: LicenseModel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seats: Option<i64>,

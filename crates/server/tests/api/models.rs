@@ -481,6 +481,32 @@ async fn per_user_limits_and_overdraft_are_enforced_and_reported() {
 }
 
 #[tokio::test]
+async fn a_license_created_without_a_model_counts_concurrent_sessions() {
+    // Arrange
+    let app = spawn_app().await;
+    let (account, admin) = app.create_account("Acme").await;
+
+    // Act: no `model` in the body.
+    let a = app
+        .post(
+            "/v1/licenses",
+            &admin,
+            json!({"account_id": account, "product": "cad", "seats": 1}),
+        )
+        .await;
+
+    // Assert: the default model, and it counts: a second session is refused.
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    assert_eq!(a.body["model"], json!("concurrent_sessions"));
+    let license = a.body["id"].as_str().unwrap().to_owned();
+    let bob = app.user_token(&account, &admin, "bob").await;
+    let first = app.open(&bob, &license, "pc", "one").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let second = app.open(&bob, &license, "pc", "two").await;
+    assert_eq!(second.code(), "no_seat_available");
+}
+
+#[tokio::test]
 async fn the_validity_window_and_suspension_govern_new_sessions() {
     let app = spawn_app().await;
     let start = TEST_START.plus_secs(3600).to_offset();
