@@ -221,10 +221,25 @@ async fn the_time_before_a_license_exists_is_neither_full_nor_in_use() {
             &f.admin,
         )
         .await;
+    let by_minute = app
+        .get(
+            &format!(
+                "/v1/licenses/{lid}/usage?from={}&to={}&bucket=minute",
+                at(0),
+                at(3600)
+            ),
+            &f.admin,
+        )
+        .await;
 
     // Assert: never full (the 34 min before the license were 0 of 0 seats, not full); the
-    // histogram starts at the license's birth: 10 s at 1, the rest of the 40 min at 0.
-    for a in [&license, &account] {
+    // histogram starts at the license's birth: 10 s at 1, the rest of the 40 min at 0; the
+    // same by the minute, whose 34 minutes before the license show no seats.
+    let minutes = buckets(&by_minute);
+    assert_eq!(minutes.len(), 41, "{:?}", by_minute.body);
+    assert!(minutes[..34].iter().all(|m| m["seats"] == json!(0)));
+    assert_eq!(minutes[34]["seats"], json!(2));
+    for a in [&license, &account, &by_minute] {
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
         let u = &a.body["utilization"];
         assert_eq!(u["full"], json!({"times": 0, "seconds": 0.0}), "{u}");
@@ -233,9 +248,8 @@ async fn the_time_before_a_license_exists_is_neither_full_nor_in_use() {
             u["histogram"],
             json!([{"in_use": 0, "seconds": pre}, {"in_use": 1, "seconds": 10.0}])
         );
-        let hour = &buckets(a)[0];
         assert_eq!(
-            (hour["high_water"].clone(), hour["low_water"].clone()),
+            (a.body["high_water"].clone(), a.body["low_water"].clone()),
             (json!(1), json!(0))
         );
     }

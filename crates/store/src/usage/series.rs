@@ -6,7 +6,11 @@
 //! A bucket with no row had no event: its state is the one carried from before (the end state
 //! of the last row, or of the seed before the period). A row still open (its last event before
 //! the end of its bucket) is run at its end state up to the end of the bucket or `now`, which
-//! makes the answer exact up to `now`.
+//! makes the answer exact up to `now`. A subject with no row before the period was born in it
+//! (its first event, the license's creation, always makes a row): the buckets before its first
+//! row show no seats and nothing in use, and count in neither the histogram, the full periods
+//! nor the period's low water (the same period answers the same utilization, whatever the
+//! bucket).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -214,12 +218,14 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
     let grain = input.bucket.grain();
     let end = input.to.min(grain.start_of(input.now) + grain.len_ms());
     let starts = (input.from..end).step_by(usize::try_from(grain.len_ms()).unwrap_or(1));
+    let born_in_period = input.seed.is_none();
     let walked = walk(
         starts,
         grain,
         input.rows,
         (carry_in_use, carry_seats),
         input.now,
+        born_in_period,
     );
 
     // Buckets: a month merges its days.
@@ -263,8 +269,8 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
         buckets.push(UsageBucket {
             start: *start,
             end: *bucket_end,
-            high_water: acc.high,
-            low_water: acc.low,
+            high_water: acc.high.max(0),
+            low_water: if acc.low == i64::MAX { 0 } else { acc.low },
             average_in_use: if elapsed > 0 {
                 acc.in_use_ms as f64 / elapsed as f64
             } else {
@@ -318,6 +324,7 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
                 input.hour_rows,
                 (carry_in_use, carry_seats),
                 input.now,
+                born_in_period,
             )
         }
     };
@@ -349,14 +356,17 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
         from: input.from,
         to: input.to,
         bucket: input.bucket,
-        high_water: buckets
+        // Over the buckets the subject existed in (`walk`).
+        high_water: accs
             .iter()
-            .map(|b| b.high_water)
+            .map(|(_, _, a)| a.high)
+            .filter(|h| *h >= 0)
             .max()
             .unwrap_or(carry_in_use),
-        low_water: buckets
+        low_water: accs
             .iter()
-            .map(|b| b.low_water)
+            .map(|(_, _, a)| a.low)
+            .filter(|l| *l != i64::MAX)
             .min()
             .unwrap_or(carry_in_use),
         denials: buckets.iter().map(|b| b.denials).sum(),
@@ -377,21 +387,36 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
 }
 
 /// One `Acc` per grain bucket starting at `starts`: the bucket's row run up to its end (or
-/// `now`), or the carried state where there is no row.
+/// `now`), or the carried state where there is no row. `unborn`: the subject has no row before
+/// the first start, so the buckets before its first row are before it existed: no seats,
+/// nothing run, and no marks (`high` −1, `low` `i64::MAX`, which merges and maxima skip).
 fn walk(
     starts: impl Iterator<Item = i64>,
     grain: Grain,
     rows: &[Acc],
     mut carry: (i64, i64),
     now: i64,
+    mut unborn: bool,
 ) -> Vec<Acc> {
     let mut rows = rows.iter().peekable();
     let mut out = Vec::new();
     for start in starts {
         let end = (start + grain.len_ms()).min(now).max(start);
-        while rows.next_if(|r| r.start < start).is_some() {}
+        while rows.next_if(|r| r.start < start).is_some() {
+            unborn = false;
+        }
         let mut acc = match rows.next_if(|r| r.start == start) {
-            Some(r) => r.clone(),
+            Some(r) => {
+                unborn = false;
+                r.clone()
+            }
+            None if unborn => {
+                let mut before = Acc::new(start, 0, 0);
+                before.through = end;
+                before.in_full_period = false;
+                out.push(before);
+                continue;
+            }
             None => Acc::new(start, carry.0, carry.1),
         };
         acc.run_to(end);
@@ -479,6 +504,66 @@ mod tests {
             .unwrap();
         out.extend(st.open[grain.index()].clone());
         out
+    }
+
+    #[test]
+    fn before_its_first_row_a_license_did_not_exist_whatever_the_bucket() {
+        // Arrange: created 2 min 30 s into the hour with 2 seats; a holds a seat from 3 min to
+        // 3 min 20 s. Now: 5 min.
+        let born = H + 2 * MINUTE_MS + 30_000;
+        let events = [
+            ev(1, born, "license_created", "", &seats_detail(2)),
+            ev(2, H + 3 * MINUTE_MS, "opened", "a", "interactive"),
+            ev(3, H + 3 * MINUTE_MS + 20_000, "ended", "a", "logout"),
+        ];
+        let query = |bucket: Bucket, rows: &[Acc]| {
+            build_series(SeriesInput {
+                bucket,
+                from: H,
+                to: H + HOUR_MS,
+                now: H + 5 * MINUTE_MS,
+                rows,
+                seed: None,
+                seats_now: 2,
+                hour_rows: &[],
+                waits: &[],
+                day_users: &[],
+            })
+        };
+
+        // Act
+        let by_minute = query(Bucket::Minute, &rows(&events, Grain::Minute));
+        let by_hour = query(Bucket::Hour, &rows(&events, Grain::Hour));
+
+        // Assert: minutes 0 and 1 had no license: no seats, nothing in use, no marks.
+        let seats: Vec<_> = by_minute.buckets.iter().map(|b| b.seats).collect();
+        assert_eq!(seats, [0, 0, 2, 2, 2, 2]);
+        // Both answer the same utilization: 2 min 10 s at 0 (from the birth on), 20 s at 1,
+        // never full; the low water is the license's (0 after a left), the high 1.
+        for s in [&by_minute, &by_hour] {
+            assert_eq!(
+                s.histogram,
+                [
+                    HistBin {
+                        in_use: 0,
+                        seconds: 130.0
+                    },
+                    HistBin {
+                        in_use: 1,
+                        seconds: 20.0
+                    }
+                ]
+            );
+            assert_eq!(
+                s.full,
+                FullStats {
+                    times: 0,
+                    seconds: 0.0
+                }
+            );
+            assert_eq!((s.high_water, s.low_water), (1, 0));
+        }
+        assert_eq!(by_hour.buckets[0].seats, 2);
     }
 
     #[test]
