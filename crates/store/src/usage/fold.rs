@@ -134,9 +134,10 @@ pub const FOLDED_KINDS: &[&str] = &[
 /// at `through` (`in_use_end`, `seats_end`), which holds until the next event.
 ///
 /// High and low water, the overdraft's high water and the full periods count the states that
-/// held for some time: several events at one instant (a seat freed and taken again at once,
-/// as a queue grant does, or an end that landed in the log after an open of the same instant)
-/// pass through states that held for none, and those are not counted.
+/// held for some time, and the state now (`mark_now`): several events at one instant (a seat
+/// freed and taken again at once, as a queue grant does, or an end that landed in the log after
+/// an open of the same instant) pass through states that held for none, and those are not
+/// counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acc {
     pub start: i64,
@@ -235,13 +236,12 @@ impl Acc {
         self.through = t;
     }
 
-    /// The marks of a bucket no state of which has held yet (it starts now): the state now.
+    /// The marks of the bucket holding now: the state now counts, however briefly it has held
+    /// so far (it is no passing state of one instant: it holds on).
     pub fn mark_now(&mut self) {
-        if self.high < 0 {
-            self.high = self.in_use_end;
-            self.low = self.in_use_end;
-            self.overdraft_high = self.overdraft_high.max(self.in_use_end - self.seats_end);
-        }
+        self.high = self.high.max(self.in_use_end);
+        self.low = self.low.min(self.in_use_end);
+        self.overdraft_high = self.overdraft_high.max(self.in_use_end - self.seats_end);
     }
 
     /// The state changes (at `through`).

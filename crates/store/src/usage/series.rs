@@ -420,7 +420,9 @@ fn walk(
             None => Acc::new(start, carry.0, carry.1),
         };
         acc.run_to(end);
-        acc.mark_now();
+        if end == now || acc.high < 0 {
+            acc.mark_now();
+        }
         carry = (acc.in_use_end, acc.seats_end);
         out.push(acc);
     }
