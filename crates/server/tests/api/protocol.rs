@@ -511,8 +511,9 @@ async fn usage_reports_current_figures_and_water_marks() {
     let bob = app.user_token(&f.account_id, &f.admin, "bob").await;
     let s1 = app.open(&bob, &f.license_id, "d", "1").await.id();
     app.open(&bob, &f.license_id, "d", "2").await;
-    app.open(&bob, &f.license_id, "d", "3").await; // denied
-                                                   // Both seats are held for a second (water marks count states that held for some time).
+    let denied = app.open(&bob, &f.license_id, "d", "3").await;
+    assert_eq!(denied.code(), "no_seat_available");
+    // Both seats are held for a second (water marks count states that held for some time).
     app.clock.advance_secs(1);
     app.call(
         Method::DELETE,
