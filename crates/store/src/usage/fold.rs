@@ -207,6 +207,12 @@ impl Acc {
         }
     }
 
+    /// The high and low water marks, once a state has counted (none for a bucket before its
+    /// subject existed, or one no state has held in yet).
+    pub fn water(&self) -> Option<(i64, i64)> {
+        (self.high >= 0).then_some((self.high, self.low))
+    }
+
     /// Whether every seat is in use in the current state.
     pub fn is_full(&self) -> bool {
         self.in_use_end >= self.seats_end

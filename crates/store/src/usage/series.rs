@@ -260,6 +260,7 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
     let mut waits = input.waits.iter().peekable();
     let mut buckets = Vec::with_capacity(accs.len());
     for (start, bucket_end, acc) in &accs {
+        let (high_water, low_water) = acc.water().unwrap_or((0, 0));
         let mut w: Vec<i64> = Vec::new();
         while let Some((_, ms)) = waits.next_if(|(at, _)| at < bucket_end) {
             w.push(*ms);
@@ -269,8 +270,8 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
         buckets.push(UsageBucket {
             start: *start,
             end: *bucket_end,
-            high_water: acc.high.max(0),
-            low_water: if acc.low == i64::MAX { 0 } else { acc.low },
+            high_water,
+            low_water,
             average_in_use: if elapsed > 0 {
                 acc.in_use_ms as f64 / elapsed as f64
             } else {
@@ -359,14 +360,14 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
         // Over the buckets the subject existed in (`walk`).
         high_water: accs
             .iter()
-            .map(|(_, _, a)| a.high)
-            .filter(|h| *h >= 0)
+            .filter_map(|(_, _, a)| a.water())
+            .map(|(high, _)| high)
             .max()
             .unwrap_or(carry_in_use),
         low_water: accs
             .iter()
-            .map(|(_, _, a)| a.low)
-            .filter(|l| *l != i64::MAX)
+            .filter_map(|(_, _, a)| a.water())
+            .map(|(_, low)| low)
             .min()
             .unwrap_or(carry_in_use),
         denials: buckets.iter().map(|b| b.denials).sum(),
@@ -389,7 +390,7 @@ pub fn build_series(input: SeriesInput<'_>) -> UsageSeries {
 /// One `Acc` per grain bucket starting at `starts`: the bucket's row run up to its end (or
 /// `now`), or the carried state where there is no row. `unborn`: the subject has no row before
 /// the first start, so the buckets before its first row are before it existed: no seats,
-/// nothing run, and no marks (`high` −1, `low` `i64::MAX`, which merges and maxima skip).
+/// nothing run, and no marks (`Acc::water` is none; merges and maxima skip them).
 fn walk(
     starts: impl Iterator<Item = i64>,
     grain: Grain,
@@ -413,14 +414,13 @@ fn walk(
             None if unborn => {
                 let mut before = Acc::new(start, 0, 0);
                 before.through = end;
-                before.in_full_period = false;
                 out.push(before);
                 continue;
             }
             None => Acc::new(start, carry.0, carry.1),
         };
         acc.run_to(end);
-        if end == now || acc.high < 0 {
+        if end == now || acc.water().is_none() {
             acc.mark_now();
         }
         carry = (acc.in_use_end, acc.seats_end);
