@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use leasehold_store::{Origin, Principal, TokenHash};
@@ -48,13 +48,29 @@ pub fn secret_matches(presented: &str, stored: &TokenHash) -> bool {
 }
 
 /// The authenticated caller, and where its request came from (for the audit log).
-pub struct Auth(pub Principal, pub Origin);
+pub struct Auth(pub Principal, pub RequestSource);
+
+/// Where a request came from, kept as the request has it: most requests (heartbeats) write no
+/// audit event, so the audit's strings are made only by `Auth::origin`.
+pub struct RequestSource {
+    request_id: Option<HeaderValue>,
+    peer: Option<IpAddr>,
+}
 
 impl Auth {
     /// The origin of this request's audit events: the principal, the request id, the client
     /// address (each `None` where the request has none).
     pub fn origin(&self) -> Origin {
-        self.1.clone()
+        Origin {
+            actor: Some(actor(&self.0)),
+            request_id: self
+                .1
+                .request_id
+                .as_ref()
+                .and_then(|id| id.to_str().ok())
+                .map(str::to_owned),
+            client_addr: self.1.peer.map(|ip| ip.to_string()),
+        }
     }
 }
 
@@ -77,19 +93,14 @@ impl FromRequestParts<AppState> for Auth {
             None => dashboard_cookie(parts)?,
         };
         let principal = authenticate(state, peer_ip(parts), token).await?;
-        let origin = Origin {
-            actor: Some(actor(&principal)),
-            request_id: parts
-                .extensions
-                .get::<RequestId>()
-                .and_then(|id| id.0.to_str().ok())
-                .map(str::to_owned),
-            client_addr: parts
+        let source = RequestSource {
+            request_id: parts.extensions.get::<RequestId>().map(|id| id.0.clone()),
+            peer: parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+                .map(|c| c.0.ip()),
         };
-        Ok(Auth(principal, origin))
+        Ok(Auth(principal, source))
     }
 }
 
