@@ -5,7 +5,39 @@
 //! `_count` are.
 //!
 //! It reads the text format as the exporter writes it (`name{labels} value`, `# HELP`,
-//! `# TYPE`), so every metric added later is covered without being listed here.
+//! `# TYPE`), so every metric added later is covered without being listed here. The few
+//! families whose sum means nothing are listed in `NOT_SUMMED`: a license's settings (a total
+//! of alert thresholds is no threshold) are left out, and the time left of delegations shows
+//! the soonest end.
+
+/// How a family whose sum means nothing is shown in the public view.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Aggregate {
+    /// A per-license setting: not shown (with a credential, every series is).
+    Omitted,
+    /// The smallest value over the labels: what needs attention first.
+    Min,
+}
+
+/// The families that are not summed (see the module doc).
+const NOT_SUMMED: &[(&str, Aggregate)] = &[
+    (
+        "leasehold_license_alert_threshold_percent",
+        Aggregate::Omitted,
+    ),
+    (
+        "leasehold_license_alert_denials_per_hour",
+        Aggregate::Omitted,
+    ),
+    ("leasehold_delegation_seconds_left", Aggregate::Min),
+];
+
+fn aggregate_of(name: &str) -> Option<Aggregate> {
+    NOT_SUMMED
+        .iter()
+        .find(|(family, _)| *family == name)
+        .map(|&(_, aggregate)| aggregate)
+}
 
 /// One metric family: its comment lines and its samples summed by name, in order.
 struct Family {
@@ -53,8 +85,10 @@ pub fn totals(text: &str) -> String {
             kind: None,
             samples: Vec::new(),
         });
+        let min = aggregate_of(name) == Some(Aggregate::Min);
         match family.samples.iter_mut().find(|(n, _)| n == name) {
-            Some((_, sum)) => *sum += value,
+            Some((_, total)) if min => *total = total.min(value),
+            Some((_, total)) => *total += value,
             None => family.samples.push((name.to_owned(), value)),
         }
     }
@@ -62,10 +96,14 @@ pub fn totals(text: &str) -> String {
 
     let mut out = String::new();
     for family in families {
+        let name = family_name(&family.comments);
+        if name.as_deref().and_then(aggregate_of) == Some(Aggregate::Omitted) {
+            continue;
+        }
         let mut samples = family.samples;
         if samples.is_empty() {
             // A counter or gauge with no series yet is a total of zero.
-            match (family.kind.as_deref(), family_name(&family.comments)) {
+            match (family.kind.as_deref(), name) {
                 (Some("counter" | "gauge"), Some(name)) => samples.push((name, 0.0)),
                 _ => continue,
             }
@@ -166,6 +204,34 @@ leasehold_queue_wait_seconds_count 4
 "
         );
         assert!(!public.contains('{'));
+    }
+
+    #[test]
+    fn settings_are_left_out_and_time_left_shows_the_soonest() {
+        let text = "\
+# HELP leasehold_license_alert_threshold_percent The license's alert threshold.
+# TYPE leasehold_license_alert_threshold_percent gauge
+leasehold_license_alert_threshold_percent{license=\"a\"} 80
+leasehold_license_alert_threshold_percent{license=\"b\"} 90
+# TYPE leasehold_license_alert_threshold_reached gauge
+leasehold_license_alert_threshold_reached{license=\"a\"} 1
+leasehold_license_alert_threshold_reached{license=\"b\"} 1
+# TYPE leasehold_license_alert_denials_per_hour gauge
+leasehold_license_alert_denials_per_hour{license=\"a\"} 20
+# TYPE leasehold_delegation_seconds_left gauge
+leasehold_delegation_seconds_left{license=\"a\"} 86400
+leasehold_delegation_seconds_left{license=\"b\"} 3600
+leasehold_delegation_seconds_left{license=\"c\"} 604800
+";
+        assert_eq!(
+            totals(text),
+            "\
+# TYPE leasehold_license_alert_threshold_reached gauge
+leasehold_license_alert_threshold_reached 2
+# TYPE leasehold_delegation_seconds_left gauge
+leasehold_delegation_seconds_left 3600
+"
+        );
     }
 
     #[test]

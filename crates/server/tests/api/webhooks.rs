@@ -637,6 +637,13 @@ async fn license_alerts_raise_threshold_full_and_denial_events_and_show_in_metri
     ] {
         assert!(metrics.contains(&line), "{line} missing");
     }
+    // Without a credential: how many licenses are past an alert, never a sum of thresholds.
+    let public = app.http.get(format!("{}/metrics", app.url)).send().await;
+    let public = public.unwrap().text().await.unwrap();
+    assert!(public.contains("\nleasehold_license_alert_threshold_reached 1\n"));
+    assert!(public.contains("\nleasehold_license_alert_denials_reached 1\n"));
+    assert!(!public.contains("threshold_percent"), "{public}");
+    assert!(!public.contains("alert_denials_per_hour"), "{public}");
 
     // Back below the threshold: raised once, downwards.
     let a = app
