@@ -104,7 +104,7 @@ test("a full license refuses with no_seat_available and the server's message", a
   assert.equal(err.kind, "no_seat_available");
   assert.ok(err.noSeatAvailable);
   assert.deepEqual([err.code, err.status], ["no_seat_available", 409]);
-  assert.match(err.message, /seats of the license are in use/);
+  assert.match(err.message, /the license's only seat is in use/);
   await seat.release();
   client.close();
 });

@@ -78,7 +78,7 @@ def test_a_full_license_raises_no_seat_available_with_the_servers_message(make_t
     err = refused.value
     assert isinstance(err, leasehold.ApiError)
     assert (err.result, err.code, err.http_status) == ("no_seat_available", "no_seat_available", 409)
-    assert "seats of the license are in use" in str(err)
+    assert "the license's only seat is in use" in str(err)
 
 
 def test_a_revoke_is_told_to_the_callback_and_to_a_waiter(make_tenant) -> None:

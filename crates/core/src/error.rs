@@ -5,6 +5,15 @@ use thiserror::Error;
 
 pub type RuleResult<T> = Result<T, RuleError>;
 
+/// `no_seat_available`'s message, in words that fit the count.
+fn no_seat_message(seats: u32) -> String {
+    match seats {
+        0 => "the license has no seats".to_owned(),
+        1 => "the license's only seat is in use".to_owned(),
+        n => format!("all {n} seats of the license are in use"),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RuleError {
     /// Input breaks a rule of the protocol (400/422 `invalid_request`).
@@ -21,7 +30,7 @@ pub enum RuleError {
     #[error("unknown plan {0:?}")]
     UnknownPlan(String),
     /// Every seat is taken (409 `no_seat_available`).
-    #[error("all {seats} seats of the license are in use")]
+    #[error("{}", no_seat_message(*.seats))]
     NoSeatAvailable { seats: u32 },
     /// The user already holds the most sessions allowed per user (409 `user_session_limit`).
     #[error("{user} already holds {max} sessions, the most this license allows per user")]
@@ -107,5 +116,18 @@ impl RuleError {
             RuleError::DelegationSuperseded(_) => ErrorCode::DelegationSuperseded,
             RuleError::DelegationReturned(_) => ErrorCode::DelegationReturned,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_license_is_described_in_words_that_fit_its_seats() {
+        let message = |seats| RuleError::NoSeatAvailable { seats }.to_string();
+        assert_eq!(message(0), "the license has no seats");
+        assert_eq!(message(1), "the license's only seat is in use");
+        assert_eq!(message(2), "all 2 seats of the license are in use");
     }
 }

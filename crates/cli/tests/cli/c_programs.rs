@@ -305,7 +305,7 @@ async fn both_examples_exit_75_with_the_servers_message_when_no_seat_is_free() {
         assert_eq!(code, 75, "{stdout}\n{stderr}");
         assert!(
             stderr.contains("no_seat_available")
-                && stderr.contains("seats of the license are in use"),
+                && stderr.contains("the license's only seat is in use"),
             "{stderr}"
         );
     }
