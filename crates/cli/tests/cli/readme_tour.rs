@@ -1,8 +1,8 @@
 //! The README's walk-throughs, pasted: the five-minute tour's shell blocks (those that talk to
 //! the tour's server, `$S`) run in one `bash` against the real binary started as the tour
 //! starts it, and every output the README shows (a `# {...}` or `# [...]` comment) must be
-//! printed; the admin CLI's and the offline borrow's blocks run against the same kind of
-//! server, with `leasehold` on `PATH`.
+//! printed; the admin CLI's, the offline borrow's and the dark site's blocks run against the
+//! same kind of server, with `leasehold` on `PATH`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -191,6 +191,45 @@ fn the_readme_borrow_walk_through_works_when_pasted() {
     );
     assert_eq!(out.status.code(), Some(77), "{stdout}\n{stderr}");
     assert!(stderr.contains("was reclaimed"), "{stderr}");
+}
+
+#[test]
+fn the_readme_dark_site_walk_through_works_when_pasted() {
+    // Arrange: the first block of the section (the second starts a server in online mode and
+    // runs until stopped); the site's server gets a free port in place of the README's 8471.
+    let blocks = sh_blocks(&readme(), "## Dark sites", "## The admin CLI");
+    let walk = blocks.first().expect("the walk-through's block");
+    assert!(walk.contains("127.0.0.1:8471"), "{walk}");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let site = free.local_addr().unwrap().to_string();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = tour_server(dir.path());
+
+    // Act
+    // A block that stops early leaves no site server behind (it would hold the output open).
+    let script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n{}",
+        walk.replace("127.0.0.1:8471", &site)
+    );
+    let out = run_pasted(&script, dir.path(), &cloud, true);
+
+    // Assert: the seats went and came back, the site's work ran, its report reached the cloud.
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "stopped:\n{stdout}\n{stderr}");
+    assert_printed(
+        &stdout,
+        &stderr,
+        &[
+            "written    request.json",
+            "(6 available)",
+            "licensed work",
+            "outcome     renewed",
+            "\"site\": \"plant-7\"",
+            "kept             yes",
+            "status      returned",
+        ],
+    );
 }
 
 fn texts(out: &Output) -> (String, String) {
