@@ -230,6 +230,32 @@ fn the_readme_dark_site_walk_through_works_when_pasted() {
     );
 }
 
+#[test]
+fn every_error_code_is_named_in_the_readme() {
+    // The codes as `ErrorCode::as_str` spells them (`unknown` is the client's, for codes it
+    // does not know: the server never answers it).
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/src/error.rs"),
+    )
+    .unwrap();
+    let codes: Vec<&str> = source
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|code| *code != "unknown")
+        .collect();
+    assert!(codes.len() > 30, "{codes:?}");
+    let readme = readme();
+    let unnamed: Vec<&&str> = codes
+        .iter()
+        .filter(|code| !readme.contains(&format!("`{code}`")))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "codes the README never names: {unnamed:?}"
+    );
+}
+
 fn texts(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
