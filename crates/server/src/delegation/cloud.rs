@@ -6,7 +6,7 @@ use leasehold_core::{RuleError, Timestamp};
 use leasehold_proto as proto;
 use leasehold_store::{origin, DelegationChange, License, SessionEvent};
 
-use super::{bad_signature, claims_of, view};
+use super::{bad_signature, claims_of, verify_site_file, view};
 use crate::access;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -174,22 +174,7 @@ pub async fn import_receipt(
     req: proto::ImportReceipt,
 ) -> ApiResult<proto::Delegation> {
     let license = access::admin_license(state, auth, license_id).await?;
-    let Some(d) = license.terms.delegation(delegation_id) else {
-        return Err(RuleError::DelegationUnknown(delegation_id.to_owned()).into());
-    };
-    let key = jws::key_from_x(&d.server_key).map_err(bad_signature)?;
-    let receipt: proto::ReceiptClaims = jws::verify(&req.receipt, &key).map_err(|e| {
-        bad_signature(format!(
-            "the receipt is not signed by the delegation's server: {e}"
-        ))
-    })?;
-    if receipt.typ != proto::RECEIPT_TYP
-        || receipt.delegation_id != d.id
-        || receipt.license_id != license.id
-        || receipt.server_id != d.server_id
-    {
-        return Err(bad_signature("the receipt is not one of this delegation").into());
-    }
+    verify_site_file::<proto::ReceiptClaims>(&license, delegation_id, &req.receipt)?;
     let change = DelegationChange::Return {
         id: delegation_id.to_owned(),
     };

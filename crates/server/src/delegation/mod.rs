@@ -56,6 +56,78 @@ pub(crate) fn bad_signature(msg: impl std::fmt::Display) -> RuleError {
     RuleError::DelegationSignatureInvalid(msg.to_string())
 }
 
+/// A file a delegation's local server signs and the cloud imports: a return receipt or a usage
+/// report. Its claims name what it is and which delegation it belongs to.
+pub(crate) trait SiteFile: serde::de::DeserializeOwned {
+    /// `receipt`, `report`: for the refusals' words.
+    const WHAT: &'static str;
+    const TYP: &'static str;
+    /// `typ`, `delegation_id`, `license_id`, `server_id` of the claims.
+    fn names(&self) -> [&str; 4];
+}
+
+impl SiteFile for proto::ReceiptClaims {
+    const WHAT: &'static str = "receipt";
+    const TYP: &'static str = proto::RECEIPT_TYP;
+    fn names(&self) -> [&str; 4] {
+        [
+            &self.typ,
+            &self.delegation_id,
+            &self.license_id,
+            &self.server_id,
+        ]
+    }
+}
+
+impl SiteFile for proto::ReportClaims {
+    const WHAT: &'static str = "report";
+    const TYP: &'static str = proto::REPORT_TYP;
+    fn names(&self) -> [&str; 4] {
+        [
+            &self.typ,
+            &self.delegation_id,
+            &self.license_id,
+            &self.server_id,
+        ]
+    }
+}
+
+/// The delegation `delegation_id` of the cloud `license` and the claims of `file`, a compact
+/// JWS its local server signed: refused unless signed by that server's key and naming this
+/// delegation, this license and that server.
+pub(crate) fn verify_site_file<'a, F: SiteFile>(
+    license: &'a License,
+    delegation_id: &str,
+    file: &str,
+) -> Result<(&'a Delegated, F), RuleError> {
+    let Some(d) = license.terms.delegation(delegation_id) else {
+        return Err(RuleError::DelegationUnknown(delegation_id.to_owned()));
+    };
+    let key = crate::jws::key_from_x(&d.server_key).map_err(bad_signature)?;
+    let what = F::WHAT;
+    // The signature first, then what the file says: a file of the right server that is not a
+    // `what` (a report offered as a receipt) is refused as such, not as unsigned.
+    let content: serde_json::Value = crate::jws::verify(file, &key).map_err(|e| {
+        bad_signature(format!(
+            "the {what} is not signed by the delegation's server: {e}"
+        ))
+    })?;
+    if content.get("typ").and_then(serde_json::Value::as_str) != Some(F::TYP) {
+        return Err(bad_signature(format!(
+            "the file is not a {what} (its typ is not {})",
+            F::TYP
+        )));
+    }
+    let claims = F::deserialize(content)
+        .map_err(|e| bad_signature(format!("the {what} is malformed: {e}")))?;
+    if claims.names() != [F::TYP, &d.id, &license.id, &d.server_id] {
+        return Err(bad_signature(format!(
+            "the {what} is not one of this delegation"
+        )));
+    }
+    Ok((d, claims))
+}
+
 /// The terms a delegation signs, from the cloud license and its delegation record.
 pub(crate) fn claims_of(license: &License, d: &Delegated) -> proto::DelegationClaims {
     let t = &license.terms;

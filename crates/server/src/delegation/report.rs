@@ -17,16 +17,15 @@
 //! difference.
 
 use leasehold_core::delegation::ReportSummary;
-use leasehold_core::{RuleError, Timestamp};
+use leasehold_core::Timestamp;
 use leasehold_proto as proto;
 use leasehold_store::{origin, AuditEvent, AuditQuery, DelegationChange, License};
 
-use super::bad_signature;
+use super::verify_site_file;
 use crate::access;
 use crate::auth::Auth;
 use crate::clock::to_offset;
 use crate::error::{ApiError, ApiResult};
-use crate::jws;
 use crate::state::AppState;
 
 const HOUR_MS: i64 = 3600 * 1000;
@@ -241,22 +240,8 @@ pub async fn import_report(
     req: proto::ImportReport,
 ) -> ApiResult<proto::ImportedReport> {
     let license = access::admin_license(state, auth, license_id).await?;
-    let Some(d) = license.terms.delegation(delegation_id) else {
-        return Err(RuleError::DelegationUnknown(delegation_id.to_owned()).into());
-    };
-    let key = jws::key_from_x(&d.server_key).map_err(bad_signature)?;
-    let claims: proto::ReportClaims = jws::verify(&req.report, &key).map_err(|e| {
-        bad_signature(format!(
-            "the report is not signed by the delegation's server: {e}"
-        ))
-    })?;
-    if claims.typ != proto::REPORT_TYP
-        || claims.delegation_id != d.id
-        || claims.license_id != license.id
-        || claims.server_id != d.server_id
-    {
-        return Err(bad_signature("the report is not one of this delegation").into());
-    }
+    let (d, claims) =
+        verify_site_file::<proto::ReportClaims>(&license, delegation_id, &req.report)?;
     let report = summary(
         claims.sequence,
         leasehold_core::Timestamp::from_offset(claims.generated_at),

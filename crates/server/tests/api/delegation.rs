@@ -999,6 +999,45 @@ async fn usage_reports_go_back_by_file_and_count_once() {
         .post(&path, &intruder, json!({"report": second.body["report"]}))
         .await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    // Signed by the right server but not a receipt: a report offered as one returns nothing.
+    let receipt_path = format!(
+        "/v1/licenses/{}/delegations/{did}/receipt",
+        s.lic.license_id
+    );
+    let misfiled = s
+        .cloud
+        .post(
+            &receipt_path,
+            &s.lic.admin,
+            json!({"receipt": second.body["report"]}),
+        )
+        .await;
+    assert_eq!(
+        (misfiled.status, misfiled.code()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "delegation_signature_invalid"
+        )
+    );
+    assert!(
+        misfiled.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the file is not a receipt")),
+        "{}",
+        misfiled.body
+    );
+    let still = s
+        .cloud
+        .get(
+            &format!("/v1/licenses/{}/delegations", s.lic.license_id),
+            &s.lic.admin,
+        )
+        .await;
+    assert_eq!(
+        still.body["delegations"][0]["status"], "active",
+        "{}",
+        still.body
+    );
     let not_root = s
         .local
         .get(&format!("/v1/delegations/{did}/report"), &s.local_admin)
