@@ -72,9 +72,11 @@ fn decode_json<T: DeserializeOwned>(part: &str) -> Result<T, Invalid> {
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the JWS's content: {e}")))
 }
 
-/// Verifies a compact JWS with `key` and answers its payload.
+/// Verifies a compact JWS with `key` and answers its payload. The signature is checked before
+/// the payload is read: a file that does not verify is refused as such, whatever it says.
 pub fn verify<T: DeserializeOwned>(jws: &str, key: &VerifyingKey) -> Result<T, Invalid> {
-    let (_, payload) = peek::<T>(jws)?;
+    // The form and the header's algorithm (the payload only as JSON, its fields unread).
+    peek::<serde::de::IgnoredAny>(jws)?;
     let Some((signing_input, signature)) = jws.rsplit_once('.') else {
         return Err(invalid("not a compact JWS"));
     };
@@ -85,12 +87,42 @@ pub fn verify<T: DeserializeOwned>(jws: &str, key: &VerifyingKey) -> Result<T, I
         Signature::from_slice(&signature).map_err(|_| invalid("not an Ed25519 signature"))?;
     key.verify_strict(signing_input.as_bytes(), &signature)
         .map_err(|_| invalid("the signature does not verify"))?;
-    Ok(payload)
+    let payload = signing_input.split_once('.').map_or("", |(_, p)| p);
+    decode_json(payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the test expects and the file is not.
+    #[derive(Debug, serde::Deserialize)]
+    struct Receipt {
+        #[serde(rename = "returned_at")]
+        _returned_at: String,
+    }
+
+    #[test]
+    fn the_signature_is_checked_before_the_content_is_read() {
+        use ed25519_dalek::SigningKey;
+        let site = crate::lease::LeaseSigner::from_key(SigningKey::from_bytes(&[1; 32]));
+        let other = crate::lease::LeaseSigner::from_key(SigningKey::from_bytes(&[2; 32]));
+        let report = site.sign_json(&serde_json::json!({"typ": "report"}));
+        let site_key = key_of(&site.jwks().keys[0]).unwrap();
+        let other_key = key_of(&other.jwks().keys[0]).unwrap();
+
+        // Another key: refused as unsigned, though the content is not a receipt either.
+        let unsigned = verify::<Receipt>(&report, &other_key).unwrap_err();
+        assert!(
+            unsigned.to_string().contains("does not verify"),
+            "{unsigned}"
+        );
+        // The right key: signed, and then refused for what it says.
+        let misread = verify::<Receipt>(&report, &site_key).unwrap_err();
+        assert!(misread.to_string().contains("returned_at"), "{misread}");
+        let read: serde_json::Value = verify(&report, &site_key).unwrap();
+        assert_eq!(read["typ"], "report");
+    }
 
     #[test]
     fn the_thumbprint_is_rfc_7638s() {
