@@ -256,6 +256,59 @@ fn every_error_code_is_named_in_the_readme() {
     );
 }
 
+/// Every `.rs` file below `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_metric_family_is_in_the_readmes_table() {
+    // The names the server and the store give their metrics (string literals `leasehold_...`;
+    // the store's PostgreSQL NOTIFY channels are the only other such literals).
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    rust_files(&crates.join("server/src"), &mut files);
+    rust_files(&crates.join("store/src"), &mut files);
+    let mut families = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for literal in text.split("\"leasehold_").skip(1) {
+            let Some((rest, _)) = literal.split_once('"') else {
+                continue;
+            };
+            if rest.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                families.insert(format!("leasehold_{rest}"));
+            }
+        }
+    }
+    for channel in ["leasehold_events", "leasehold_queue"] {
+        families.remove(channel);
+    }
+    assert!(families.len() > 25, "{families:?}");
+
+    // The README's table: its rows start with a family's name.
+    let readme = readme();
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `leasehold_"))
+        .collect();
+    let missing: Vec<&String> = families
+        .iter()
+        .filter(|f| !rows.iter().any(|row| row.contains(&format!("`{f}`"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families not in the README's table: {missing:?}"
+    );
+}
+
 fn texts(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
