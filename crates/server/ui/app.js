@@ -396,7 +396,8 @@ function inUseChart(buckets, license) {
     svg.append(s("polygon", { points: `${hi} ${lo}`, class: "band" }));
     svg.append(s("path", { d: step((b) => b.average_in_use), class: "avg" }));
     svg.append(s("path", { d: step((b) => b.seats), class: "limit" }));
-    if (overdraft) svg.append(s("path", { d: step((b) => b.seats + overdraft), class: "overdraft" }));
+    // A bucket before the license existed has no seats, and no overdraft either.
+    if (overdraft) svg.append(s("path", { d: step((b) => (b.seats ? b.seats + overdraft : 0)), class: "overdraft" }));
     buckets.forEach((b, i) => {
       svg.append(s("rect", { x: x(i), y: PAD.t, width: Math.max(1, x(i + 1) - x(i)), height: H - PAD.t - PAD.b, class: "hit", "data-high-water": b.high_water },
         s("title", {}, `${when(b.start)}: high ${b.high_water}, low ${b.low_water}, average ${num(b.average_in_use)}, seats ${b.seats}, opens ${b.opens}, denials ${b.denials}, distinct users ${b.distinct_users}`)));

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -237,6 +238,33 @@ def test_the_charts_high_water_matches_the_api(page: Page, server: Api, tenant):
         assert max(highs) == report["high_water"]
         assert highs == [bk["high_water"] for bk in report["buckets"]]
     server.call("DELETE", f"/v1/sessions/{a}", tenant["tokens"]["carol"])
+
+
+def path_levels(d: str) -> list[float]:
+    """The y of each bucket's step in a chart path (`M x,y H x2 L x,y H x2 ...`)."""
+    return [float(y) for y in re.findall(r"[ML][-\d.]+,([-\d.]+)H", d)]
+
+
+def test_before_a_license_existed_the_chart_draws_no_overdraft(page: Page, server: Api, tenant):
+    status, lic = server.call(
+        "POST",
+        "/v1/licenses",
+        tenant["admin"],
+        {"account_id": tenant["aid"], "product": "cad-overdraft", "seats": 2, "overdraft_seats": 1},
+    )
+    assert status == 201, lic
+    sign_in(page, tenant["admin"])
+    with page.expect_response(lambda r: "/usage?" in r.url and r.ok) as answer:
+        page.goto(f"/ui#/license/{lic['id']}")
+    buckets = answer.value.json()["buckets"]
+    unborn = [i for i, b in enumerate(buckets) if b["seats"] == 0]
+    assert unborn and buckets[-1]["seats"] == 2, buckets
+    limit = path_levels(page.locator("#chart-in-use path.limit").get_attribute("d"))
+    overdraft = path_levels(page.locator("#chart-in-use path.overdraft").get_attribute("d"))
+    assert len(limit) == len(overdraft) == len(buckets)
+    # Before the license: both lines at 0 seats; since: the overdraft line above the seats.
+    assert all(overdraft[i] == limit[i] for i in unborn), (overdraft, limit)
+    assert overdraft[-1] < limit[-1]
 
 
 def test_the_audit_csv_export_downloads(page: Page, server: Api, tenant):
