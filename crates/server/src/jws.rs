@@ -45,24 +45,43 @@ pub fn key_from_x(x: &str) -> Result<VerifyingKey, Invalid> {
     VerifyingKey::from_bytes(&bytes).map_err(|_| invalid("not an Ed25519 public key"))
 }
 
-/// The header's `kid` and the decoded payload of a compact JWS, *not verified*: only to pick
-/// the key to verify it with.
-pub fn peek<T: DeserializeOwned>(jws: &str) -> Result<(Option<String>, T), Invalid> {
-    let mut parts = jws.split('.');
-    let (Some(header), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+/// A compact JWS taken apart: the header's `kid`, the payload part (base64url), the signed
+/// input and the signature part. Refused unless it has three parts and an EdDSA header.
+struct Parts<'a> {
+    kid: Option<String>,
+    payload: &'a str,
+    signing_input: &'a str,
+    signature: &'a str,
+}
+
+fn parts(jws: &str) -> Result<Parts<'_>, Invalid> {
+    let mut split = jws.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (split.next(), split.next(), split.next(), split.next())
     else {
         return Err(invalid("not a compact JWS (three base64url parts)"));
     };
-    let header: serde_json::Value = decode_json(header)?;
-    if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
+    let header_json: serde_json::Value = decode_json(header)?;
+    if header_json.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
         return Err(invalid("the JWS is not signed with EdDSA"));
     }
-    let kid = header
+    let kid = header_json
         .get("kid")
         .and_then(|k| k.as_str())
         .map(str::to_owned);
-    Ok((kid, decode_json(payload)?))
+    Ok(Parts {
+        kid,
+        payload,
+        signing_input: &jws[..header.len() + 1 + payload.len()],
+        signature,
+    })
+}
+
+/// The header's `kid` and the decoded payload of a compact JWS, *not verified*: only to pick
+/// the key to verify it with.
+pub fn peek<T: DeserializeOwned>(jws: &str) -> Result<(Option<String>, T), Invalid> {
+    let parts = parts(jws)?;
+    Ok((parts.kid, decode_json(parts.payload)?))
 }
 
 fn decode_json<T: DeserializeOwned>(part: &str) -> Result<T, Invalid> {
@@ -75,20 +94,15 @@ fn decode_json<T: DeserializeOwned>(part: &str) -> Result<T, Invalid> {
 /// Verifies a compact JWS with `key` and answers its payload. The signature is checked before
 /// the payload is read: a file that does not verify is refused as such, whatever it says.
 pub fn verify<T: DeserializeOwned>(jws: &str, key: &VerifyingKey) -> Result<T, Invalid> {
-    // The form and the header's algorithm (the payload only as JSON, its fields unread).
-    peek::<serde::de::IgnoredAny>(jws)?;
-    let Some((signing_input, signature)) = jws.rsplit_once('.') else {
-        return Err(invalid("not a compact JWS"));
-    };
+    let parts = parts(jws)?;
     let signature = URL_SAFE_NO_PAD
-        .decode(signature)
+        .decode(parts.signature)
         .map_err(|_| invalid("the signature is not base64url"))?;
     let signature =
         Signature::from_slice(&signature).map_err(|_| invalid("not an Ed25519 signature"))?;
-    key.verify_strict(signing_input.as_bytes(), &signature)
+    key.verify_strict(parts.signing_input.as_bytes(), &signature)
         .map_err(|_| invalid("the signature does not verify"))?;
-    let payload = signing_input.split_once('.').map_or("", |(_, p)| p);
-    decode_json(payload)
+    decode_json(parts.payload)
 }
 
 #[cfg(test)]
