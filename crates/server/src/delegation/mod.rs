@@ -62,33 +62,24 @@ pub(crate) trait SiteFile: serde::de::DeserializeOwned {
     /// `receipt`, `report`: for the refusals' words.
     const WHAT: &'static str;
     const TYP: &'static str;
-    /// `typ`, `delegation_id`, `license_id`, `server_id` of the claims.
-    fn names(&self) -> [&str; 4];
+    /// `delegation_id`, `license_id`, `server_id` of the claims (`typ` is checked before they
+    /// are read).
+    fn names(&self) -> [&str; 3];
 }
 
 impl SiteFile for proto::ReceiptClaims {
     const WHAT: &'static str = "receipt";
     const TYP: &'static str = proto::RECEIPT_TYP;
-    fn names(&self) -> [&str; 4] {
-        [
-            &self.typ,
-            &self.delegation_id,
-            &self.license_id,
-            &self.server_id,
-        ]
+    fn names(&self) -> [&str; 3] {
+        [&self.delegation_id, &self.license_id, &self.server_id]
     }
 }
 
 impl SiteFile for proto::ReportClaims {
     const WHAT: &'static str = "report";
     const TYP: &'static str = proto::REPORT_TYP;
-    fn names(&self) -> [&str; 4] {
-        [
-            &self.typ,
-            &self.delegation_id,
-            &self.license_id,
-            &self.server_id,
-        ]
+    fn names(&self) -> [&str; 3] {
+        [&self.delegation_id, &self.license_id, &self.server_id]
     }
 }
 
@@ -120,7 +111,7 @@ pub(crate) fn verify_site_file<'a, F: SiteFile>(
     }
     let claims = F::deserialize(content)
         .map_err(|e| bad_signature(format!("the {what} is malformed: {e}")))?;
-    if claims.names() != [F::TYP, &d.id, &license.id, &d.server_id] {
+    if claims.names() != [d.id.as_str(), &license.id, &d.server_id] {
         return Err(bad_signature(format!(
             "the {what} is not one of this delegation"
         )));
