@@ -164,7 +164,7 @@ pub(super) fn probe(
     broken: Broken,
     faults: &Faults,
 ) -> Option<Broken> {
-    if faults.load(Ordering::Acquire) {
+    if faults.full.load(Ordering::Acquire) {
         return Some(Broken::after(broken.failures + 1));
     }
     if free_bytes(dir).is_some_and(|free| free < RESUME_FREE_BYTES) {

@@ -129,7 +129,14 @@ impl SqliteStore {
     /// with the error of a full disk (`SQLITE_FULL`), so the store goes through what it does on
     /// a real one (see `recovery`).
     pub fn inject_write_failures(&self, fail: bool) {
-        self.faults.store(fail, Ordering::Release);
+        self.faults.full.store(fail, Ordering::Release);
+    }
+
+    /// Fault injection for tests of mass ends: the drain writes at most `chunks` more chunks of
+    /// decided ends, then leaves the rest in memory (as a crash would find them).
+    #[cfg(test)]
+    pub(crate) fn limit_drain(&self, chunks: usize) {
+        self.faults.drain_chunks.store(chunks, Ordering::Release);
     }
 
     fn mem(&self) -> MutexGuard<'_, Mem> {

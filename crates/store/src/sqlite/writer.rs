@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
@@ -95,8 +95,27 @@ pub(super) fn spawn(
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
-/// Set, the disk refuses every write, as a full one would (`SqliteStore::inject_write_failures`).
-pub(super) type Faults = Arc<AtomicBool>;
+/// Faults injected by tests, shared by the store and its writer.
+#[derive(Debug)]
+pub(super) struct FaultState {
+    /// Set, the disk refuses every write, as a full one would
+    /// (`SqliteStore::inject_write_failures`).
+    pub(super) full: AtomicBool,
+    /// How many more chunks of decided ends the drain may write (`usize::MAX`: no limit), so a
+    /// test can crash the store in the middle of a mass end whatever the machine's speed.
+    pub(super) drain_chunks: AtomicUsize,
+}
+
+impl Default for FaultState {
+    fn default() -> Self {
+        FaultState {
+            full: AtomicBool::new(false),
+            drain_chunks: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+pub(super) type Faults = Arc<FaultState>;
 
 /// The error an injected fault answers: the one SQLite gives on a full disk.
 pub(super) fn injected_full() -> rusqlite::Error {
@@ -183,7 +202,7 @@ impl Writer {
                 return;
             }
             // One chunk of decided ends between two batches of acknowledged writes.
-            if self.drain.wanted && self.broken.is_none() && !stopping {
+            if self.drain_due() && !stopping {
                 self.drain_once();
             }
         }
@@ -197,7 +216,7 @@ impl Writer {
             (Some(b), _) => Some(b.next_probe),
             (None, deadline) => deadline,
         };
-        if self.drain.wanted && self.broken.is_none() {
+        if self.drain_due() {
             return match self.rx.try_recv() {
                 Ok(job) => Next::Job(job),
                 Err(TryRecvError::Empty) => Next::Idle,
@@ -317,7 +336,7 @@ impl Writer {
             return Some(0);
         }
         let started = Instant::now();
-        let applied = if self.faults.load(Ordering::Acquire) {
+        let applied = if self.faulty() {
             Err(injected_full())
         } else {
             apply(&mut self.conn, batch.iter().flat_map(job_ops))
@@ -373,7 +392,26 @@ impl Writer {
 
     /// Whether the disk refuses writes on purpose (`SqliteStore::inject_write_failures`).
     pub(super) fn faulty(&self) -> bool {
-        self.faults.load(Ordering::Acquire)
+        self.faults.full.load(Ordering::Acquire)
+    }
+
+    /// Counts a chunk of decided ends against a test's budget (`SqliteStore::limit_drain`);
+    /// without one (`usize::MAX`) nothing changes.
+    pub(super) fn spend_drain_chunk(&self) {
+        let _ =
+            self.faults
+                .drain_chunks
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    (left != usize::MAX).then(|| left.saturating_sub(1))
+                });
+    }
+
+    /// Whether a chunk of decided ends is to be written now: memory has some, writes are not
+    /// refused, and no test has spent the drain's budget.
+    pub(super) fn drain_due(&self) -> bool {
+        self.drain.wanted
+            && self.broken.is_none()
+            && self.faults.drain_chunks.load(Ordering::Acquire) > 0
     }
 }
 
